@@ -1,0 +1,1 @@
+//! Helpers for integration tests: network namespaces, veth pairs, real peers.

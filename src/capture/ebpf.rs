@@ -1,0 +1,1 @@
+//! Live capture: loads the TC program, attaches it with TCX, reads the RingBuf.

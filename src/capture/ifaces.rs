@@ -1,0 +1,1 @@
+//! Network interfaces to capture on: explicit list or auto mode following netlink.

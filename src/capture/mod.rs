@@ -1,0 +1,56 @@
+//! Packet sources. Both the live eBPF source and pcap replay produce
+//! [`PacketEvent`]s, so everything downstream is identical for both.
+use bytes::Bytes;
+use serde::Serialize;
+use std::net::IpAddr;
+
+pub mod pcap;
+#[cfg(target_os = "linux")]
+pub mod ebpf;
+pub mod ifaces;
+
+/// Direction of a packet relative to the interface it was seen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// Transport-layer facts of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "proto", rename_all = "lowercase")]
+pub enum L4 {
+    Tcp { seq: u32, ack: u32, flags: u8 },
+    Udp,
+    /// ICMP (v4 or v6). `payload` holds the whole ICMP message from its type byte.
+    Icmp { v6: bool },
+}
+
+/// One packet as seen by a capture source.
+#[derive(Debug, Clone, Serialize)]
+pub struct PacketEvent {
+    /// Wall-clock time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub direction: Direction,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// 0 for ICMP.
+    pub src_port: u16,
+    /// 0 for ICMP.
+    pub dst_port: u16,
+    pub l4: L4,
+    /// Original L4 payload length on the wire (may exceed `payload.len()`).
+    pub payload_len: u32,
+    /// Captured prefix of the payload.
+    #[serde(skip)]
+    pub payload: Bytes,
+}
+
+impl PacketEvent {
+    /// Bytes of the payload that were not captured (snap length smaller than packet).
+    pub fn truncated_bytes(&self) -> u32 {
+        self.payload_len.saturating_sub(self.payload.len() as u32)
+    }
+}

@@ -1,0 +1,1 @@
+//! pcap / pcapng reader producing PacketEvents (Ethernet, Linux SLL/SLL2, raw IP).

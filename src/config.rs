@@ -1,0 +1,161 @@
+//! Agent configuration from `CNFLOW_*` environment variables (envy), plus the
+//! standard `OTEL_*` variables read by the export module. Bad values fail at
+//! start-up with a message naming the variable.
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+fn d_snaplen() -> u32 {
+    2048
+}
+fn d_ring() -> u32 {
+    32 * 1024 * 1024
+}
+fn d_protocols() -> String {
+    "tcp,udp,icmp".into()
+}
+fn d_max_flows() -> usize {
+    65_536
+}
+fn d_flow_buf() -> usize {
+    256 * 1024
+}
+fn d_idle() -> u64 {
+    120
+}
+fn d_req_timeout() -> u64 {
+    30
+}
+fn d_pending() -> usize {
+    1024
+}
+fn d_true() -> bool {
+    true
+}
+fn d_stats() -> u64 {
+    10
+}
+
+/// Settings of the capture agent (`cnflow run` / `cnflow agent` / `cnflow replay`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// CNFLOW_INTERFACES: comma-separated interface names; unset, empty or "auto" = every up, non-loopback interface.
+    #[serde(default)]
+    pub interfaces: Option<String>,
+    /// CNFLOW_SNAPLEN: payload bytes copied per packet by the kernel (1..=4096).
+    #[serde(default = "d_snaplen")]
+    pub snaplen: u32,
+    /// CNFLOW_RING_BUFFER_BYTES: size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB).
+    #[serde(default = "d_ring")]
+    pub ring_buffer_bytes: u32,
+    /// CNFLOW_CAPTURE_PROTOCOLS: transports to capture: any of tcp, udp, icmp.
+    #[serde(default = "d_protocols")]
+    pub capture_protocols: String,
+    /// CNFLOW_CAPTURE_PORTS: when set, only packets with one of these ports (either side) are captured (ICMP always passes).
+    #[serde(default)]
+    pub capture_ports: Option<String>,
+    /// CNFLOW_MAX_FLOWS: flow-table capacity; the least recently active flow is evicted (and counted) beyond it.
+    #[serde(default = "d_max_flows")]
+    pub max_flows: usize,
+    /// CNFLOW_MAX_FLOW_BUFFER_BYTES: out-of-order bytes buffered per flow direction before skipping ahead (counted).
+    #[serde(default = "d_flow_buf")]
+    pub max_flow_buffer_bytes: usize,
+    /// CNFLOW_FLOW_IDLE_TIMEOUT_SECS: flows idle this long are closed.
+    #[serde(default = "d_idle")]
+    pub flow_idle_timeout_secs: u64,
+    /// CNFLOW_REQUEST_TIMEOUT_SECS: a request unanswered this long becomes an error span.
+    #[serde(default = "d_req_timeout")]
+    pub request_timeout_secs: u64,
+    /// CNFLOW_MAX_PENDING_REQUESTS: pending requests kept per connection.
+    #[serde(default = "d_pending")]
+    pub max_pending_requests: usize,
+    /// CNFLOW_MASK_QUERY_VALUES: replace url.query values and db/messaging arguments with '?'.
+    #[serde(default = "d_true")]
+    pub mask_query_values: bool,
+    /// CNFLOW_CAPTURE_HOST: in Kubernetes mode, also capture on host interfaces.
+    #[serde(default)]
+    pub capture_host: bool,
+    /// CNFLOW_STATS_INTERVAL_SECS: how often counters are logged.
+    #[serde(default = "d_stats")]
+    pub stats_interval_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_").from_iter::<_, Self>(std::iter::empty::<(String, String)>()).expect("defaults")
+    }
+}
+
+impl AgentConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_iter(std::env::vars())
+    }
+
+    pub fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let cfg: Self = envy::prefixed("CNFLOW_")
+            .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_")))
+            .map_err(|e| anyhow::anyhow!("invalid agent configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.snaplen == 0 || self.snaplen as usize > cnflow_common::MAX_PAYLOAD {
+            bail!("CNFLOW_SNAPLEN must be between 1 and {} (got {})", cnflow_common::MAX_PAYLOAD, self.snaplen);
+        }
+        if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 64 * 1024 {
+            bail!("CNFLOW_RING_BUFFER_BYTES must be a power of two ≥ 65536 (got {})", self.ring_buffer_bytes);
+        }
+        for p in self.capture_protocols.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if !matches!(p, "tcp" | "udp" | "icmp") {
+                bail!("CNFLOW_CAPTURE_PROTOCOLS: unknown protocol {p:?} (expected tcp, udp, icmp)");
+            }
+        }
+        self.ports().context("CNFLOW_CAPTURE_PORTS")?;
+        if self.max_flows == 0 {
+            bail!("CNFLOW_MAX_FLOWS must be > 0");
+        }
+        Ok(())
+    }
+
+    /// Interface names from CNFLOW_INTERFACES, or None for auto mode.
+    pub fn interface_list(&self) -> Option<Vec<String>> {
+        let s = self.interfaces.as_deref()?.trim();
+        if s.is_empty() || s == "auto" {
+            return None;
+        }
+        Some(s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+    }
+
+    pub fn ports(&self) -> Result<Vec<u16>> {
+        let Some(s) = self.capture_ports.as_deref() else { return Ok(vec![]) };
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse::<u16>().with_context(|| format!("invalid port {x:?}")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+    #[test]
+    fn defaults_and_overrides() {
+        let c = AgentConfig::from_iter(vars(&[("CNFLOW_SNAPLEN", "512"), ("CNFLOW_INTERFACES", "eth0, veth1")])).unwrap();
+        assert_eq!(c.snaplen, 512);
+        assert_eq!(c.interface_list().unwrap(), vec!["eth0", "veth1"]);
+        assert_eq!(AgentConfig::default().snaplen, 2048);
+    }
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = AgentConfig::from_iter(vars(&[("CNFLOW_SNAPLEN", "abc")])).unwrap_err().to_string();
+        assert!(e.contains("snaplen") || e.contains("SNAPLEN"), "{e}");
+        let e = AgentConfig::from_iter(vars(&[("CNFLOW_SNAPLEN", "99999")])).unwrap_err().to_string();
+        assert!(e.contains("CNFLOW_SNAPLEN"), "{e}");
+        let e = AgentConfig::from_iter(vars(&[("CNFLOW_CAPTURE_PORTS", "80,x")])).unwrap_err();
+        assert!(format!("{e:#}").contains("CNFLOW_CAPTURE_PORTS"));
+    }
+}

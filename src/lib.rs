@@ -1,0 +1,16 @@
+//! cnflow: eBPF network observability with OpenTelemetry output.
+//!
+//! Data flows one way: capture → flow → protocol → exchange → telemetry → export.
+//! Every arrow is a plain Rust type so each stage can be fed from a test.
+pub mod capture;
+pub mod cmd;
+pub mod config;
+pub mod exchange;
+pub mod export;
+pub mod flow;
+pub mod gateway;
+pub mod k8s;
+pub mod pipeline;
+pub mod protocol;
+pub mod stats;
+pub mod telemetry;

@@ -1,0 +1,60 @@
+//! L7 protocol detection and decoding. A [`Dispatcher`] receives reassembled
+//! flow events, picks a decoder per connection by content (ports are only a
+//! hint), and collects the [`Exchange`]s the decoders produce.
+use crate::exchange::Exchange;
+use crate::flow::{CloseReason, Conn, StreamDir};
+
+pub mod detect;
+pub mod dns;
+pub mod http1;
+pub mod http2;
+pub mod icmp;
+pub mod kafka;
+pub mod redis;
+
+/// Output context handed to decoders.
+pub struct Emit<'a> {
+    pub conn: &'a Conn,
+    pub out: &'a mut Vec<Exchange>,
+}
+
+impl Emit<'_> {
+    pub fn push(&mut self, ex: Exchange) {
+        self.out.push(ex);
+    }
+}
+
+/// Settings decoders need (from the agent config).
+#[derive(Debug, Clone)]
+pub struct DecodeConfig {
+    /// A request without a response after this long becomes a timeout exchange.
+    pub request_timeout_ns: u64,
+    /// Max pending requests per connection before the oldest is given up.
+    pub max_pending_per_conn: usize,
+    /// Max bytes a decoder buffers per direction while waiting for a whole message header.
+    pub max_buffer_per_dir: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self { request_timeout_ns: 30_000_000_000, max_pending_per_conn: 1024, max_buffer_per_dir: 64 * 1024 }
+    }
+}
+
+/// A per-connection decoder for one protocol. Implementations must never
+/// panic on any input and must keep their memory bounded.
+pub trait ConnDecoder: Send {
+    fn on_data(&mut self, dir: StreamDir, ts_ns: u64, data: &[u8], out: &mut Emit);
+    /// Bytes missing from the stream. Decoders skip them when they fall inside
+    /// a body, or resynchronise (and mark exchanges partial) otherwise.
+    fn on_gap(&mut self, dir: StreamDir, ts_ns: u64, len: u64, out: &mut Emit);
+    /// UDP/ICMP datagram.
+    fn on_datagram(&mut self, _dir: StreamDir, _ts_ns: u64, _data: &[u8], _orig_len: u32, _out: &mut Emit) {}
+    /// Connection ended: flush pending requests as Timeout/Reset exchanges.
+    fn on_close(&mut self, ts_ns: u64, reason: CloseReason, out: &mut Emit);
+    /// Give up requests older than `deadline_ns` (emit them as Timeout).
+    fn expire(&mut self, deadline_ns: u64, out: &mut Emit);
+}
+
+pub mod dispatch;
+pub use dispatch::Dispatcher;

@@ -1,0 +1,1 @@
+//! Exchanges → OTLP spans and RED metrics following OpenTelemetry semantic conventions; stdout formats.
