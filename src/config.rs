@@ -81,7 +81,9 @@ pub struct AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_").from_iter::<_, Self>(std::iter::empty::<(String, String)>()).expect("defaults")
+        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
+            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
+            .expect("defaults")
     }
 }
 
@@ -144,7 +146,8 @@ mod tests {
     }
     #[test]
     fn defaults_and_overrides() {
-        let c = AgentConfig::from_iter(vars(&[("CNFLOW_SNAPLEN", "512"), ("CNFLOW_INTERFACES", "eth0, veth1")])).unwrap();
+        let c =
+            AgentConfig::from_iter(vars(&[("CNFLOW_SNAPLEN", "512"), ("CNFLOW_INTERFACES", "eth0, veth1")])).unwrap();
         assert_eq!(c.snaplen, 512);
         assert_eq!(c.interface_list().unwrap(), vec!["eth0", "veth1"]);
         assert_eq!(AgentConfig::default().snaplen, 2048);

@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod cmd;
 pub mod config;
+pub mod enrich;
 pub mod exchange;
 pub mod export;
 pub mod flow;

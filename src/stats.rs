@@ -53,10 +53,11 @@ static REGISTRY: LazyLock<Mutex<Vec<Entry>>> = LazyLock::new(|| Mutex::new(Vec::
 
 fn register(name: &'static str, attrs: &[(&'static str, &str)], kind: Kind) -> Counter {
     let mut reg = REGISTRY.lock();
-    if let Some(e) = reg
-        .iter()
-        .find(|e| e.name == name && e.attrs.len() == attrs.len() && e.attrs.iter().zip(attrs).all(|(a, b)| a.0 == b.0 && a.1 == b.1))
-    {
+    if let Some(e) = reg.iter().find(|e| {
+        e.name == name
+            && e.attrs.len() == attrs.len()
+            && e.attrs.iter().zip(attrs).all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+    }) {
         return Counter(e.value);
     }
     let value: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));

@@ -4,10 +4,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::net::IpAddr;
 
-pub mod pcap;
 #[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod ifaces;
+pub mod pcap;
 
 /// Direction of a packet relative to the interface it was seen on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -21,10 +21,16 @@ pub enum Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "proto", rename_all = "lowercase")]
 pub enum L4 {
-    Tcp { seq: u32, ack: u32, flags: u8 },
+    Tcp {
+        seq: u32,
+        ack: u32,
+        flags: u8,
+    },
     Udp,
     /// ICMP (v4 or v6). `payload` holds the whole ICMP message from its type byte.
-    Icmp { v6: bool },
+    Icmp {
+        v6: bool,
+    },
 }
 
 /// One packet as seen by a capture source.

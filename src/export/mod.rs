@@ -38,7 +38,11 @@ impl ExportConfig {
 pub struct Exporter {}
 
 impl Exporter {
-    pub fn start(_traces: Option<ExportConfig>, _metrics: Option<ExportConfig>, _logs: Option<ExportConfig>) -> anyhow::Result<Self> {
+    pub fn start(
+        _traces: Option<ExportConfig>,
+        _metrics: Option<ExportConfig>,
+        _logs: Option<ExportConfig>,
+    ) -> anyhow::Result<Self> {
         anyhow::bail!("OTLP export is not built yet")
     }
     pub fn send_traces(&self, _req: ExportTraceServiceRequest) -> Result<(), QueueFull> {

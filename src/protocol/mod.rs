@@ -12,6 +12,17 @@ pub mod icmp;
 pub mod kafka;
 pub mod redis;
 
+/// Result of probing the first bytes of a connection for a protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Certainly not this protocol.
+    No,
+    /// Could be, but more bytes are needed to tell.
+    NeedMore,
+    /// This protocol (confidence 0..=100; the dispatcher picks the highest).
+    Yes(u8),
+}
+
 /// Output context handed to decoders.
 pub struct Emit<'a> {
     pub conn: &'a Conn,

@@ -1,1 +1,0 @@
-//! Helpers for integration tests: network namespaces, veth pairs, real peers.
