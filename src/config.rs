@@ -89,10 +89,10 @@ impl Default for AgentConfig {
 
 impl AgentConfig {
     pub fn from_env() -> Result<Self> {
-        Self::from_iter(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
-    pub fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let cfg: Self = envy::prefixed("CNFLOW_")
             .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_")))
             .map_err(|e| anyhow::anyhow!("invalid agent configuration: {e}"))?;
@@ -147,18 +147,18 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let c =
-            AgentConfig::from_iter(vars(&[("CNFLOW_SNAPLEN", "512"), ("CNFLOW_INTERFACES", "eth0, veth1")])).unwrap();
+            AgentConfig::from_vars(vars(&[("CNFLOW_SNAPLEN", "512"), ("CNFLOW_INTERFACES", "eth0, veth1")])).unwrap();
         assert_eq!(c.snaplen, 512);
         assert_eq!(c.interface_list().unwrap(), vec!["eth0", "veth1"]);
         assert_eq!(AgentConfig::default().snaplen, 2048);
     }
     #[test]
     fn bad_values_name_the_variable() {
-        let e = AgentConfig::from_iter(vars(&[("CNFLOW_SNAPLEN", "abc")])).unwrap_err().to_string();
+        let e = AgentConfig::from_vars(vars(&[("CNFLOW_SNAPLEN", "abc")])).unwrap_err().to_string();
         assert!(e.contains("snaplen") || e.contains("SNAPLEN"), "{e}");
-        let e = AgentConfig::from_iter(vars(&[("CNFLOW_SNAPLEN", "99999")])).unwrap_err().to_string();
+        let e = AgentConfig::from_vars(vars(&[("CNFLOW_SNAPLEN", "99999")])).unwrap_err().to_string();
         assert!(e.contains("CNFLOW_SNAPLEN"), "{e}");
-        let e = AgentConfig::from_iter(vars(&[("CNFLOW_CAPTURE_PORTS", "80,x")])).unwrap_err();
+        let e = AgentConfig::from_vars(vars(&[("CNFLOW_CAPTURE_PORTS", "80,x")])).unwrap_err();
         assert!(format!("{e:#}").contains("CNFLOW_CAPTURE_PORTS"));
     }
 }
