@@ -1,0 +1,2 @@
+// Placeholder: criterion benchmarks filled in by the owning work item.
+fn main() {}

@@ -1,0 +1,1 @@
+// Placeholder: this test target is filled in by its owning work item.
