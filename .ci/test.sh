@@ -4,6 +4,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh
 export CARGO_TERM_COLOR=never
+# Namespaces left by an earlier run that was killed (tests clean up after themselves otherwise).
+for ns in $(ip netns list 2>/dev/null | awk '/^cnf/ {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
 echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
-echo "== tests"; cargo test --workspace -- --test-threads=1
+# Property-based fuzzing of decoders and the pipeline runs inside the unit tests;
+# CI gives it more cases than a developer's quick `cargo test`.
+export PROPTEST_CASES=${PROPTEST_CASES:-2048}
+echo "== tests"; cargo test --workspace --lib --bins --tests -- --test-threads=1
+# Criterion benches in test mode: every benchmark body runs once, so they don't rot.
+echo "== benches (smoke)"; cargo test --workspace --benches
+echo "== all tests passed"

@@ -77,6 +77,9 @@ pub struct AgentConfig {
     /// CNFLOW_STATS_INTERVAL_SECS: how often counters are logged.
     #[serde(default = "d_stats")]
     pub stats_interval_secs: u64,
+    /// CNFLOW_HEALTH_ADDR: listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; "off" disables.
+    #[serde(default)]
+    pub health_addr: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -113,6 +116,7 @@ impl AgentConfig {
             }
         }
         self.ports().context("CNFLOW_CAPTURE_PORTS")?;
+        self.health_socket(true).context("CNFLOW_HEALTH_ADDR")?;
         if self.max_flows == 0 {
             bail!("CNFLOW_MAX_FLOWS must be > 0");
         }
@@ -126,6 +130,16 @@ impl AgentConfig {
             return None;
         }
         Some(s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+    }
+
+    /// Where the health endpoint listens (None = off). `agent_mode` picks the default.
+    pub fn health_socket(&self, agent_mode: bool) -> Result<Option<std::net::SocketAddr>> {
+        match self.health_addr.as_deref().map(str::trim) {
+            Some("off") => Ok(None),
+            Some(s) if !s.is_empty() => Ok(Some(s.parse().with_context(|| format!("invalid address {s:?}"))?)),
+            _ if agent_mode => Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], 13134)))),
+            _ => Ok(None),
+        }
     }
 
     pub fn ports(&self) -> Result<Vec<u16>> {

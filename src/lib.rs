@@ -10,6 +10,7 @@ pub mod exchange;
 pub mod export;
 pub mod flow;
 pub mod gateway;
+pub mod health;
 pub mod k8s;
 pub mod pipeline;
 pub mod protocol;

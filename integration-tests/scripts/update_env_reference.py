@@ -9,7 +9,7 @@ BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/cnf
 # Which chart env map each component's variables belong in.
 TARGETS = {"agent": ["agent"], "telemetry": ["agent"], "k8s": ["agent"], "export": ["agent", "gateway"], "gateway": ["gateway"]}
 # Set by the chart templates themselves (downward API / derived from other values).
-TEMPLATE_SET = {"CNFLOW_NODE_NAME"}
+TEMPLATE_SET = {"CNFLOW_NODE_NAME", "CNFLOW_HEALTH_ADDR"}
 
 ref = json.loads(subprocess.check_output([BIN, "config", "--reference", "--json"]))
 md = subprocess.check_output([BIN, "config", "--reference"]).decode()

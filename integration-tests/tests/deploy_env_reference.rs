@@ -44,8 +44,8 @@ fn chart_values_name_every_variable() {
     let mut want_gateway = BTreeSet::new();
     for v in reference() {
         let name = v["name"].as_str().unwrap().to_string();
-        if name == "CNFLOW_NODE_NAME" {
-            continue; // set from the downward API by the DaemonSet template
+        if name == "CNFLOW_NODE_NAME" || name == "CNFLOW_HEALTH_ADDR" {
+            continue; // set by the DaemonSet template (downward API / agent.healthPort)
         }
         match v["component"].as_str().unwrap() {
             "gateway" => {
