@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 #[cfg(target_os = "linux")]
 pub mod ebpf;
+pub mod frame;
 pub mod ifaces;
 pub mod pcap;
 

@@ -6,6 +6,20 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub mod key;
+pub mod record;
+pub mod role;
+pub mod table;
+pub mod tcp;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use key::FlowKey;
+pub use record::{FlowRecorder, FlowSummary};
+pub use table::{FlowConfig, FlowTable};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
