@@ -59,10 +59,7 @@ impl FrameHeader {
             HEADERS => (self.flags & !(END_STREAM | END_HEADERS | PADDED | PRIORITY_FLAG) == 0, !s0 && self.len > 0),
             PRIORITY => (self.flags == 0, !s0 && self.len == 5),
             RST_STREAM => (self.flags == 0, !s0 && self.len == 4),
-            SETTINGS => (
-                self.flags & !ACK == 0,
-                s0 && self.len % 6 == 0 && (self.flags & ACK == 0 || self.len == 0),
-            ),
+            SETTINGS => (self.flags & !ACK == 0, s0 && self.len.is_multiple_of(6) && (self.flags & ACK == 0 || self.len == 0)),
             PUSH_PROMISE => (self.flags & !(END_HEADERS | PADDED) == 0, !s0 && self.len >= 4),
             PING => (self.flags & !ACK == 0, s0 && self.len == 8),
             GOAWAY => (self.flags == 0, s0 && self.len >= 8),
@@ -103,7 +100,12 @@ mod tests {
 
     #[test]
     fn other_protocols_are_not() {
-        for s in [&b"GET / HTTP/1.1\r\n"[..], b"*3\r\n$3\r\nSET\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc", b"\x00\x00\x00\x21\x00\x12\x00\x03\x00\x00"] {
+        for s in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"*3\r\n$3\r\nSET\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc",
+            b"\x00\x00\x00\x21\x00\x12\x00\x03\x00\x00",
+        ] {
             let (n, contradicted) = plausible_run(s, 4);
             assert!(n == 0 && contradicted, "{s:?}");
         }

@@ -111,6 +111,13 @@ pub struct BlockStatus {
     pub bad_index: bool,
 }
 
+/// Receives each decoded field; `None` marks a part that could not be recovered.
+pub type FieldSink<'a> = dyn FnMut(Option<&[u8]>, Option<&[u8]>) + 'a;
+
+/// A decoded string literal: bytes (if recoverable and small enough),
+/// decoded length lower bound, bytes consumed.
+type Literal = (Option<Box<[u8]>>, usize, usize);
+
 pub struct Hpack {
     table: VecDeque<Entry>,
     size: usize,
@@ -138,7 +145,7 @@ impl Hpack {
 
     /// Decode one complete header block, calling `cb(name, value)` per field;
     /// `None` marks a part that could not be recovered.
-    pub fn decode(&mut self, buf: &[u8], cb: &mut dyn FnMut(Option<&[u8]>, Option<&[u8]>)) -> BlockStatus {
+    pub fn decode(&mut self, buf: &[u8], cb: &mut FieldSink) -> BlockStatus {
         let mut st = BlockStatus::default();
         let mut pos = 0;
         while pos < buf.len() {
@@ -266,7 +273,7 @@ fn int(buf: &[u8], prefix: u8) -> Option<(usize, usize)> {
 
 /// RFC 7541 5.2 string: (decoded bytes if recoverable and small enough,
 /// decoded length lower bound, bytes consumed).
-fn string(buf: &[u8]) -> Option<(Option<Box<[u8]>>, usize, usize)> {
+fn string(buf: &[u8]) -> Option<Literal> {
     let huffman = *buf.first()? & 0x80 != 0;
     let (len, n) = int(buf, 7)?;
     let raw = buf.get(n..n.checked_add(len)?)?;
@@ -293,7 +300,9 @@ fn string(buf: &[u8]) -> Option<(Option<Box<[u8]>>, usize, usize)> {
 mod tests {
     use super::*;
 
-    fn decode_all(h: &mut Hpack, buf: &[u8]) -> (Vec<(Option<String>, Option<String>)>, BlockStatus) {
+    type Fields = Vec<(Option<String>, Option<String>)>;
+
+    fn decode_all(h: &mut Hpack, buf: &[u8]) -> (Fields, BlockStatus) {
         let mut v = Vec::new();
         let st = h.decode(buf, &mut |n, val| {
             v.push((n.map(|x| String::from_utf8_lossy(x).into()), val.map(|x| String::from_utf8_lossy(x).into())))

@@ -226,8 +226,7 @@ fn rst_stream_and_goaway_reset() {
 #[test]
 fn continuation_frames() {
     let mut c = Peer::new();
-    let block =
-        c.block(&[(":method", "GET"), (":path", "/long"), ("x-filler", &"f".repeat(300)), (":authority", "h")]);
+    let block = c.block(&[(":method", "GET"), (":path", "/long"), ("x-filler", &"f".repeat(300)), (":authority", "h")]);
     let mut req = frame::PREFACE.to_vec();
     req.extend(raw(frame::HEADERS, frame::END_STREAM, 1, &block[..100]));
     req.extend(raw(frame::CONTINUATION, 0, 1, &block[100..200]));
@@ -330,7 +329,12 @@ fn upgrade_pairs_stream_one() {
         start_ns: 5,
         request_bytes: 120,
         response_bytes: 70,
-        detail: HttpDetail { method: Some("GET".into()), path: Some("/up".into()), version: "1.1".into(), ..Default::default() },
+        detail: HttpDetail {
+            method: Some("GET".into()),
+            path: Some("/up".into()),
+            version: "1.1".into(),
+            ..Default::default()
+        },
     };
     let mut d = new_upgraded_decoder(&DecodeConfig::default(), req);
     let mut s = Peer::new();

@@ -1,0 +1,684 @@
+//! Best-effort Kafka body decoding for every version, written against the
+//! protocol's message definitions: only topic names and error codes are
+//! extracted, and a body cut short (snap length, buffer bound, lost bytes)
+//! yields whatever was read before the cut.
+use std::collections::HashMap;
+
+/// Topics kept per exchange.
+const MAX_TOPICS: usize = 32;
+/// Array lengths above this are treated as garbage.
+const MAX_ARRAY: usize = 100_000;
+
+pub type Uuid = [u8; 16];
+
+/// What a body told us.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Info {
+    pub topics: Vec<String>,
+    /// First non-zero error code.
+    pub error: i16,
+    /// Produce `acks` (requests only).
+    pub acks: Option<i16>,
+    /// The body ended before everything we wanted was read.
+    pub cut: bool,
+}
+
+impl Info {
+    fn topic(&mut self, name: &str) {
+        if self.topics.len() < MAX_TOPICS && !self.topics.iter().any(|t| t == name) {
+            self.topics.push(name.to_string());
+        }
+    }
+    fn error(&mut self, code: i16) {
+        if self.error == 0 && code != 0 {
+            self.error = code;
+        }
+    }
+}
+
+/// Cursor over a body; `flex` selects the compact encodings of KIP-482.
+pub struct Reader<'a> {
+    b: &'a [u8],
+    p: usize,
+    flex: bool,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(b: &'a [u8], flex: bool) -> Self {
+        Self { b, p: 0, flex }
+    }
+    pub fn pos(&self) -> usize {
+        self.p
+    }
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.p..self.p.checked_add(n)?)?;
+        self.p += n;
+        Some(s)
+    }
+    pub fn skip(&mut self, n: usize) -> Option<()> {
+        self.take(n).map(|_| ())
+    }
+    pub fn i8(&mut self) -> Option<i8> {
+        self.take(1).map(|s| s[0] as i8)
+    }
+    pub fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|s| i16::from_be_bytes([s[0], s[1]]))
+    }
+    pub fn i32(&mut self) -> Option<i32> {
+        self.take(4).map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    pub fn uvarint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.i8()? as u8;
+            v |= ((b & 0x7f) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    /// Nullable string (Some(None) = null).
+    pub fn string(&mut self) -> Option<Option<&'a str>> {
+        let len = if self.flex {
+            match self.uvarint()? {
+                0 => return Some(None),
+                n => (n - 1) as usize,
+            }
+        } else {
+            match self.i16()? {
+                -1 => return Some(None),
+                n if n < 0 => return None,
+                n => n as usize,
+            }
+        };
+        let s = self.take(len)?;
+        std::str::from_utf8(s).ok().map(Some)
+    }
+    /// Nullable array length.
+    pub fn array(&mut self) -> Option<Option<usize>> {
+        let n = if self.flex {
+            match self.uvarint()? {
+                0 => return Some(None),
+                n => n - 1,
+            }
+        } else {
+            match self.i32()? {
+                -1 => return Some(None),
+                n if n < 0 => return None,
+                n => n as u64,
+            }
+        };
+        if n as usize > MAX_ARRAY {
+            return None;
+        }
+        Some(Some(n as usize))
+    }
+    /// Skip nullable bytes (records).
+    pub fn bytes(&mut self) -> Option<()> {
+        let n = if self.flex {
+            match self.uvarint()? {
+                0 => return Some(()),
+                n => (n - 1) as usize,
+            }
+        } else {
+            match self.i32()? {
+                -1 => return Some(()),
+                n if n < 0 => return None,
+                n => n as usize,
+            }
+        };
+        self.skip(n)
+    }
+    /// Tagged fields (flexible versions only).
+    pub fn tags(&mut self) -> Option<()> {
+        if !self.flex {
+            return Some(());
+        }
+        let n = self.uvarint()?;
+        if n > MAX_ARRAY as u64 {
+            return None;
+        }
+        for _ in 0..n {
+            self.uvarint()?;
+            let size = self.uvarint()?;
+            self.skip(usize::try_from(size).ok()?)?;
+        }
+        Some(())
+    }
+    pub fn uuid(&mut self) -> Option<Uuid> {
+        self.take(16).map(|s| s.try_into().unwrap_or([0; 16]))
+    }
+    fn int_array(&mut self, width: usize) -> Option<()> {
+        let n = self.array()?.unwrap_or(0);
+        self.skip(n.checked_mul(width)?)
+    }
+}
+
+/// Topic ids (Kafka 2.8+ / KIP-516) seen in Metadata responses, so bodies
+/// that carry ids instead of names can still be named. Bounded.
+#[derive(Default)]
+pub struct TopicIds(HashMap<Uuid, String>);
+
+impl TopicIds {
+    const CAP: usize = 4096;
+    fn learn(&mut self, id: Uuid, name: &str) {
+        if id != [0; 16] && (self.0.len() < Self::CAP || self.0.contains_key(&id)) {
+            self.0.insert(id, name.to_string());
+        }
+    }
+    fn name(&self, id: &Uuid) -> Option<&str> {
+        self.0.get(id).map(|s| s.as_str())
+    }
+}
+
+fn topic_name_or_id(r: &mut Reader, by_id: bool, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    if by_id {
+        let id = r.uuid()?;
+        if let Some(n) = ids.name(&id) {
+            info.topic(n);
+        }
+    } else if let Some(n) = r.string()? {
+        info.topic(n);
+    }
+    Some(())
+}
+
+/// Decode what we can of a request body. Returns None when the API is not
+/// one we decode (the exchange is then header-level only).
+pub fn request(key: i16, v: i16, flex: bool, body: &[u8], ids: &TopicIds) -> Option<Info> {
+    let mut info = Info::default();
+    let mut r = Reader::new(body, flex);
+    let ok = match key {
+        0 => produce_req(&mut r, v, ids, &mut info),
+        1 => fetch_req(&mut r, v, ids, &mut info),
+        2 => list_offsets_req(&mut r, v, &mut info),
+        3 => metadata_req(&mut r, v, ids, &mut info),
+        8 => offset_commit_req(&mut r, v, ids, &mut info),
+        9 => offset_fetch_req(&mut r, v, ids, &mut info),
+        10..=14 | 18 | 22 => Some(()),
+        _ => return None,
+    };
+    info.cut = ok.is_none();
+    Some(info)
+}
+
+/// Decode what we can of a response body (see [`request`]).
+pub fn response(key: i16, v: i16, flex: bool, body: &[u8], ids: &mut TopicIds) -> Option<Info> {
+    let mut info = Info::default();
+    let mut r = Reader::new(body, flex);
+    let ok = match key {
+        0 => produce_resp(&mut r, v, ids, &mut info),
+        1 => fetch_resp(&mut r, v, ids, &mut info),
+        2 => list_offsets_resp(&mut r, v, &mut info),
+        3 => metadata_resp(&mut r, v, ids, &mut info),
+        8 => offset_commit_resp(&mut r, v, ids, &mut info),
+        9 => offset_fetch_resp(&mut r, v, ids, &mut info),
+        10 => find_coordinator_resp(&mut r, v, &mut info),
+        // JoinGroup, Heartbeat, LeaveGroup, SyncGroup, InitProducerId:
+        // [throttle_time_ms] error_code ...
+        11 | 12 | 13 | 14 | 22 => {
+            let throttle_from = match key {
+                11 => 2,
+                22 => 0,
+                _ => 1,
+            };
+            (|| {
+                if v >= throttle_from {
+                    r.i32()?;
+                }
+                info.error(r.i16()?);
+                Some(())
+            })()
+        }
+        18 => r.i16().map(|e| info.error(e)),
+        _ => return None,
+    };
+    info.cut = ok.is_none();
+    Some(info)
+}
+
+fn produce_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    if v >= 3 {
+        r.string()?;
+    }
+    info.acks = Some(r.i16()?);
+    r.i32()?;
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, v >= 13, ids, info)?;
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            r.bytes()?;
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn produce_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, v >= 13, ids, info)?;
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            info.error(r.i16()?);
+            r.skip(8)?;
+            if v >= 2 {
+                r.skip(8)?;
+            }
+            if v >= 5 {
+                r.skip(8)?;
+            }
+            if v >= 8 {
+                for _ in 0..r.array()?.unwrap_or(0) {
+                    r.i32()?;
+                    r.string()?;
+                    r.tags()?;
+                }
+                r.string()?;
+            }
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn fetch_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    if v <= 14 {
+        r.i32()?;
+    }
+    r.skip(8)?;
+    if v >= 3 {
+        r.i32()?;
+    }
+    if v >= 4 {
+        r.i8()?;
+    }
+    if v >= 7 {
+        r.skip(8)?;
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, v >= 13, ids, info)?;
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            if v >= 9 {
+                r.i32()?;
+            }
+            r.skip(8)?;
+            if v >= 12 {
+                r.i32()?;
+            }
+            if v >= 5 {
+                r.skip(8)?;
+            }
+            r.i32()?;
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    if v >= 1 {
+        r.i32()?;
+    }
+    if v >= 7 {
+        info.error(r.i16()?);
+        r.i32()?;
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, v >= 13, ids, info)?;
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            info.error(r.i16()?);
+            r.skip(8)?;
+            if v >= 4 {
+                r.skip(8)?;
+            }
+            if v >= 5 {
+                r.skip(8)?;
+            }
+            if v >= 4 {
+                for _ in 0..r.array()?.unwrap_or(0) {
+                    r.skip(16)?;
+                    r.tags()?;
+                }
+            }
+            if v >= 11 {
+                r.i32()?;
+            }
+            r.bytes()?;
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn list_offsets_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
+    r.i32()?;
+    if v >= 2 {
+        r.i8()?;
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        if let Some(n) = r.string()? {
+            info.topic(n);
+        }
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            if v >= 4 {
+                r.i32()?;
+            }
+            r.skip(8)?;
+            if v == 0 {
+                r.i32()?;
+            }
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn list_offsets_resp(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
+    if v >= 2 {
+        r.i32()?;
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        if let Some(n) = r.string()? {
+            info.topic(n);
+        }
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            info.error(r.i16()?);
+            if v == 0 {
+                r.int_array(8)?;
+            } else {
+                r.skip(16)?;
+            }
+            if v >= 4 {
+                r.i32()?;
+            }
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn metadata_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    for _ in 0..r.array()?.unwrap_or(0) {
+        let id = if v >= 10 { Some(r.uuid()?) } else { None };
+        match r.string()? {
+            Some(n) => info.topic(n),
+            None => {
+                if let Some(n) = id.as_ref().and_then(|id| ids.name(id)) {
+                    info.topic(n);
+                }
+            }
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn metadata_resp(r: &mut Reader, v: i16, ids: &mut TopicIds, info: &mut Info) -> Option<()> {
+    if v >= 3 {
+        r.i32()?;
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        r.i32()?;
+        r.string()?;
+        r.i32()?;
+        if v >= 1 {
+            r.string()?;
+        }
+        r.tags()?;
+    }
+    if v >= 2 {
+        r.string()?;
+    }
+    if v >= 1 {
+        r.i32()?;
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        info.error(r.i16()?);
+        let name = r.string()?;
+        if let Some(n) = name {
+            info.topic(n);
+        }
+        if v >= 10 {
+            let id = r.uuid()?;
+            if let Some(n) = name {
+                ids.learn(id, n);
+            }
+        }
+        if v >= 1 {
+            r.i8()?;
+        }
+        for _ in 0..r.array()?.unwrap_or(0) {
+            info.error(r.i16()?);
+            r.skip(8)?;
+            if v >= 7 {
+                r.i32()?;
+            }
+            r.int_array(4)?;
+            r.int_array(4)?;
+            if v >= 5 {
+                r.int_array(4)?;
+            }
+            r.tags()?;
+        }
+        if v >= 8 {
+            r.i32()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn offset_commit_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    r.string()?;
+    if v >= 1 {
+        r.i32()?;
+        r.string()?;
+    }
+    if v >= 7 {
+        r.string()?;
+    }
+    if (2..=4).contains(&v) {
+        r.skip(8)?;
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, v >= 10, ids, info)?;
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            r.skip(8)?;
+            if v >= 6 {
+                r.i32()?;
+            }
+            if v == 1 {
+                r.skip(8)?;
+            }
+            r.string()?;
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn offset_commit_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    if v >= 3 {
+        r.i32()?;
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, v >= 10, ids, info)?;
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            info.error(r.i16()?);
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn offset_fetch_topics(r: &mut Reader, by_id: bool, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, by_id, ids, info)?;
+        r.int_array(4)?;
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn offset_fetch_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    if v < 8 {
+        r.string()?;
+        return offset_fetch_topics(r, false, ids, info);
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        r.string()?;
+        if v >= 9 {
+            r.string()?;
+            r.i32()?;
+        }
+        offset_fetch_topics(r, v >= 10, ids, info)?;
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn offset_fetch_partitions(r: &mut Reader, v: i16, by_id: bool, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, by_id, ids, info)?;
+        for _ in 0..r.array()?.unwrap_or(0) {
+            r.i32()?;
+            r.skip(8)?;
+            if v >= 5 {
+                r.i32()?;
+            }
+            r.string()?;
+            info.error(r.i16()?);
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn offset_fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
+    if v >= 3 {
+        r.i32()?;
+    }
+    if v < 8 {
+        offset_fetch_partitions(r, v, false, ids, info)?;
+        if v >= 2 {
+            info.error(r.i16()?);
+        }
+        return Some(());
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        r.string()?;
+        offset_fetch_partitions(r, v, v >= 10, ids, info)?;
+        info.error(r.i16()?);
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn find_coordinator_resp(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
+    if v >= 1 {
+        r.i32()?;
+    }
+    if v < 4 {
+        info.error(r.i16()?);
+        return Some(());
+    }
+    for _ in 0..r.array()?.unwrap_or(0) {
+        r.string()?;
+        r.i32()?;
+        r.string()?;
+        r.i32()?;
+        info.error(r.i16()?);
+        r.string()?;
+        r.tags()?;
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::{
+        metadata_response::{MetadataResponse, MetadataResponseTopic},
+        produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData},
+        produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse},
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn enc<T: Encodable>(m: &T, v: i16) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        m.encode(&mut b, v).unwrap();
+        b.to_vec()
+    }
+
+    fn topic(n: &str) -> TopicName {
+        TopicName(StrBytes::from_string(n.to_string()))
+    }
+
+    #[test]
+    fn produce_versions_against_kafka_protocol() {
+        for v in 3..=12i16 {
+            let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(1000).with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(topic("orders"))
+                    .with_partition_data(vec![PartitionProduceData::default().with_index(0)]),
+            ]);
+            let flex = crate::protocol::kafka::apis::flexible(0, v);
+            let info = request(0, v, flex, &enc(&req, v), &TopicIds::default()).unwrap();
+            assert_eq!(info.topics, vec!["orders"], "v{v}");
+            assert_eq!(info.acks, Some(-1));
+            assert!(!info.cut, "v{v}");
+            let resp = ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+                .with_name(topic("orders"))
+                .with_partition_responses(vec![PartitionProduceResponse::default().with_error_code(3)])]);
+            let info = response(0, v, flex, &enc(&resp, v), &mut TopicIds::default()).unwrap();
+            assert_eq!((info.topics.as_slice(), info.error, info.cut), (&["orders".to_string()][..], 3, false), "v{v}");
+        }
+    }
+
+    #[test]
+    fn metadata_versions_against_kafka_protocol() {
+        for v in 0..=12i16 {
+            let t = MetadataResponseTopic::default().with_error_code(5).with_name(Some(topic("t1")));
+            let resp = MetadataResponse::default().with_topics(vec![t]);
+            let flex = crate::protocol::kafka::apis::flexible(3, v);
+            let mut ids = TopicIds::default();
+            let info = response(3, v, flex, &enc(&resp, v), &mut ids).unwrap();
+            assert_eq!((info.topics.as_slice(), info.error, info.cut), (&["t1".to_string()][..], 5, false), "v{v}");
+        }
+    }
+
+    #[test]
+    fn old_versions_by_hand() {
+        // Produce v0 request: acks, timeout, [topic, [partition, records]].
+        let mut b = vec![0, 1, 0, 0, 0x03, 0xe8, 0, 0, 0, 1, 0, 3];
+        b.extend_from_slice(b"abc");
+        b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 9, 9]);
+        let info = request(0, 0, false, &b, &TopicIds::default()).unwrap();
+        assert_eq!((info.topics, info.acks, info.cut), (vec!["abc".to_string()], Some(1), false));
+        // Cut short: the topic is still reported.
+        let info = request(0, 0, false, &b[..16], &TopicIds::default()).unwrap();
+        assert_eq!((info.topics, info.cut), (vec!["abc".to_string()], true));
+        // Heartbeat v0: error_code only.
+        let info = response(12, 0, false, &[0, 27], &mut TopicIds::default()).unwrap();
+        assert_eq!(info.error, 27);
+        assert!(request(42, 0, false, &[], &TopicIds::default()).is_none());
+    }
+}
