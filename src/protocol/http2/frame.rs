@@ -59,7 +59,9 @@ impl FrameHeader {
             HEADERS => (self.flags & !(END_STREAM | END_HEADERS | PADDED | PRIORITY_FLAG) == 0, !s0 && self.len > 0),
             PRIORITY => (self.flags == 0, !s0 && self.len == 5),
             RST_STREAM => (self.flags == 0, !s0 && self.len == 4),
-            SETTINGS => (self.flags & !ACK == 0, s0 && self.len.is_multiple_of(6) && (self.flags & ACK == 0 || self.len == 0)),
+            SETTINGS => {
+                (self.flags & !ACK == 0, s0 && self.len.is_multiple_of(6) && (self.flags & ACK == 0 || self.len == 0))
+            }
             PUSH_PROMISE => (self.flags & !(END_HEADERS | PADDED) == 0, !s0 && self.len >= 4),
             PING => (self.flags & !ACK == 0, s0 && self.len == 8),
             GOAWAY => (self.flags == 0, s0 && self.len >= 8),

@@ -59,9 +59,9 @@ fn topic(n: &str) -> TopicName {
 
 fn produce(ver: i16, corr: i32, acks: i16) -> Vec<u8> {
     let body = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default().with_name(topic("orders")).with_partition_data(vec![PartitionProduceData::default()
-            .with_index(0)
-            .with_records(Some(bytes::Bytes::from(vec![0u8; 3000])))]),
+        TopicProduceData::default().with_name(topic("orders")).with_partition_data(vec![
+            PartitionProduceData::default().with_index(0).with_records(Some(bytes::Bytes::from(vec![0u8; 3000]))),
+        ]),
     ]);
     req(0, ver, corr, &body)
 }
@@ -127,7 +127,8 @@ fn api_versions_and_produce_pair_by_correlation_id() {
 
 #[test]
 fn old_metadata_and_acks_zero() {
-    let md = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic("t")))]));
+    let md =
+        MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic("t")))]));
     let mdr = MetadataResponse::default()
         .with_topics(vec![MetadataResponseTopic::default().with_name(Some(topic("t"))).with_error_code(5)]);
     let script = vec![
@@ -247,4 +248,3 @@ mod fuzz {
         }
     }
 }
-
