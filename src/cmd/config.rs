@@ -41,14 +41,24 @@ pub struct EnvVar {
 }
 
 pub fn components() -> Vec<Component> {
-    vec![Component {
-        name: "agent",
-        source: include_str!("../config.rs"),
-        struct_name: "AgentConfig",
-        prefix: "CNFLOW_",
-        defaults: || serde_json::to_value(crate::config::AgentConfig::default()).unwrap_or(Value::Null),
-        effective: || Ok(serde_json::to_value(crate::config::AgentConfig::from_env()?)?),
-    }]
+    vec![
+        Component {
+            name: "agent",
+            source: include_str!("../config.rs"),
+            struct_name: "AgentConfig",
+            prefix: "CNFLOW_",
+            defaults: || serde_json::to_value(crate::config::AgentConfig::default()).unwrap_or(Value::Null),
+            effective: || Ok(serde_json::to_value(crate::config::AgentConfig::from_env()?)?),
+        },
+        Component {
+            name: "telemetry",
+            source: include_str!("../telemetry/config.rs"),
+            struct_name: "TelemetryConfig",
+            prefix: "CNFLOW_",
+            defaults: || serde_json::to_value(crate::telemetry::TelemetryConfig::default()).unwrap_or(Value::Null),
+            effective: || Ok(serde_json::to_value(crate::telemetry::TelemetryConfig::from_env()?)?),
+        },
+    ]
 }
 
 /// Doc-comment variable lines (`/// NAME: help`) inside `struct_name`'s body, in order.

@@ -1,0 +1,161 @@
+//! Telemetry settings (`CNFLOW_*`): metric temporality and interval, span
+//! batching, route templating bounds, masking and error policies.
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+fn d_temporality() -> String {
+    "cumulative".into()
+}
+fn d_metric_interval() -> u64 {
+    60
+}
+fn d_batch_size() -> usize {
+    512
+}
+fn d_batch_timeout() -> u64 {
+    1000
+}
+fn d_route_fanout() -> usize {
+    24
+}
+fn d_route_nodes() -> usize {
+    10_000
+}
+fn d_route_depth() -> usize {
+    12
+}
+fn d_cardinality() -> usize {
+    2000
+}
+
+/// Settings of span and metric generation (agent and replay).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TelemetryConfig {
+    /// CNFLOW_METRICS_TEMPORALITY: aggregation temporality of histograms and counters: cumulative or delta.
+    #[serde(default = "d_temporality")]
+    pub metrics_temporality: String,
+    /// CNFLOW_METRIC_EXPORT_INTERVAL_SECS: how often metrics are emitted (OTEL_METRIC_EXPORT_INTERVAL, in ms, overrides it when set).
+    #[serde(default = "d_metric_interval")]
+    pub metric_export_interval_secs: u64,
+    /// CNFLOW_SPAN_BATCH_SIZE: spans per OTLP request; a full batch is sent at once.
+    #[serde(default = "d_batch_size")]
+    pub span_batch_size: usize,
+    /// CNFLOW_SPAN_BATCH_TIMEOUT_MS: longest time a span waits in a batch before it is sent.
+    #[serde(default = "d_batch_timeout")]
+    pub span_batch_timeout_ms: u64,
+    /// CNFLOW_ROUTE_MAX_FANOUT: distinct path segments seen at one route position before it collapses to `{param}`.
+    #[serde(default = "d_route_fanout")]
+    pub route_max_fanout: usize,
+    /// CNFLOW_ROUTE_MAX_NODES: size cap of the route trie; beyond it unseen segments become `{param}`.
+    #[serde(default = "d_route_nodes")]
+    pub route_max_nodes: usize,
+    /// CNFLOW_ROUTE_MAX_DEPTH: path segments kept in http.route; deeper segments collapse into `/*`.
+    #[serde(default = "d_route_depth")]
+    pub route_max_depth: usize,
+    /// CNFLOW_UNMASK_DB_STATEMENTS: put Redis commands with their argument values into db.query.text (default masks them as '?').
+    #[serde(default)]
+    pub unmask_db_statements: bool,
+    /// CNFLOW_DNS_NXDOMAIN_IS_ERROR: mark DNS spans answered with NXDOMAIN as errors (SERVFAIL, REFUSED etc. always are).
+    #[serde(default)]
+    pub dns_nxdomain_is_error: bool,
+    /// CNFLOW_METRICS_SERVER_ADDRESS: add server.address/server.port to client-side duration metrics (higher cardinality).
+    #[serde(default)]
+    pub metrics_server_address: bool,
+    /// CNFLOW_METRICS_CARDINALITY_LIMIT: attribute sets kept per metric; further sets go to one `otel.metric.overflow=true` series.
+    #[serde(default = "d_cardinality")]
+    pub metrics_cardinality_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Temporality {
+    Cumulative,
+    Delta,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
+            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
+            .expect("defaults")
+    }
+}
+
+impl TelemetryConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut cfg: Self = envy::prefixed("CNFLOW_")
+            .from_iter(vars.iter().filter(|(k, _)| k.starts_with("CNFLOW_")).cloned())
+            .map_err(|e| anyhow::anyhow!("invalid telemetry configuration: {e}"))?;
+        if let Some((_, v)) = vars.iter().find(|(k, _)| k == "OTEL_METRIC_EXPORT_INTERVAL") {
+            let ms: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("OTEL_METRIC_EXPORT_INTERVAL must be milliseconds (got {v:?})"))?;
+            cfg.metric_export_interval_secs = ms.div_ceil(1000).max(1);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.temporality()?;
+        if self.metric_export_interval_secs == 0 {
+            bail!("CNFLOW_METRIC_EXPORT_INTERVAL_SECS must be > 0");
+        }
+        if self.span_batch_size == 0 {
+            bail!("CNFLOW_SPAN_BATCH_SIZE must be > 0");
+        }
+        if self.route_max_fanout < 2 {
+            bail!("CNFLOW_ROUTE_MAX_FANOUT must be ≥ 2 (got {})", self.route_max_fanout);
+        }
+        if self.route_max_nodes < 16 {
+            bail!("CNFLOW_ROUTE_MAX_NODES must be ≥ 16 (got {})", self.route_max_nodes);
+        }
+        if self.route_max_depth == 0 {
+            bail!("CNFLOW_ROUTE_MAX_DEPTH must be > 0");
+        }
+        if self.metrics_cardinality_limit == 0 {
+            bail!("CNFLOW_METRICS_CARDINALITY_LIMIT must be > 0");
+        }
+        Ok(())
+    }
+
+    pub fn temporality(&self) -> Result<Temporality> {
+        match self.metrics_temporality.trim().to_ascii_lowercase().as_str() {
+            "cumulative" => Ok(Temporality::Cumulative),
+            "delta" => Ok(Temporality::Delta),
+            other => bail!("CNFLOW_METRICS_TEMPORALITY must be cumulative or delta (got {other:?})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+    #[test]
+    fn defaults_and_errors_name_the_variable() {
+        let c = TelemetryConfig::default();
+        assert_eq!(c.temporality().unwrap(), Temporality::Cumulative);
+        assert_eq!(c.metric_export_interval_secs, 60);
+        let c = TelemetryConfig::from_vars(vars(&[
+            ("CNFLOW_METRICS_TEMPORALITY", "Delta"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "5000"),
+        ]))
+        .unwrap();
+        assert_eq!(c.temporality().unwrap(), Temporality::Delta);
+        assert_eq!(c.metric_export_interval_secs, 5);
+        let e = TelemetryConfig::from_vars(vars(&[("CNFLOW_METRICS_TEMPORALITY", "x")])).unwrap_err();
+        assert!(e.to_string().contains("CNFLOW_METRICS_TEMPORALITY"));
+        let e = TelemetryConfig::from_vars(vars(&[("CNFLOW_ROUTE_MAX_FANOUT", "1")])).unwrap_err();
+        assert!(e.to_string().contains("CNFLOW_ROUTE_MAX_FANOUT"));
+        let e = TelemetryConfig::from_vars(vars(&[("OTEL_METRIC_EXPORT_INTERVAL", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("OTEL_METRIC_EXPORT_INTERVAL"));
+    }
+}

@@ -1,0 +1,301 @@
+//! RED metrics: explicit-bucket duration histograms per resource and
+//! low-cardinality attribute set, plus cnflow's own counters from the stats
+//! registry. Cumulative (default) or delta temporality; a per-metric
+//! cardinality limit sends further attribute sets to one overflow series, so
+//! memory is bounded whatever the traffic.
+use super::attr::{self, Attrs, V};
+use super::config::Temporality;
+use super::resource;
+use super::semconv::{Instrument, OVERFLOW_KEY, SCHEMA_URL};
+use crate::enrich::Identity;
+use crate::stats;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, Sum,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+
+static OVERFLOWED: LazyLock<stats::Counter> = LazyLock::new(|| stats::counter("cnflow.telemetry.metric_overflow", &[]));
+
+#[derive(Debug, Clone)]
+struct Hist {
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Hist {
+    fn new(bounds: usize) -> Self {
+        Self { counts: vec![0; bounds + 1], count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY }
+    }
+    fn record(&mut self, bounds: &[f64], v: f64) {
+        // Upper bounds are inclusive in OTLP explicit buckets.
+        let i = bounds.partition_point(|b| *b < v);
+        self.counts[i] += 1;
+        self.count += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+}
+
+type Series = BTreeMap<Vec<(&'static str, V)>, Hist>;
+
+pub fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "cnflow".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        attributes: vec![],
+        dropped_attributes_count: 0,
+    }
+}
+
+pub struct Metrics {
+    temporality: Temporality,
+    limit: usize,
+    /// Per resource (in order of first appearance), per instrument.
+    resources: Vec<(Arc<Identity>, BTreeMap<Instrument, Series>)>,
+    /// Start of the current aggregation period (first observation for cumulative).
+    start_ns: Option<u64>,
+    last_stats: HashMap<(&'static str, Vec<(&'static str, String)>), u64>,
+}
+
+impl Metrics {
+    pub fn new(temporality: Temporality, cardinality_limit: usize) -> Self {
+        Self {
+            temporality,
+            limit: cardinality_limit.max(1),
+            resources: Vec::new(),
+            start_ns: None,
+            last_stats: HashMap::new(),
+        }
+    }
+
+    /// Record a duration for the span's instrument on `resource`.
+    pub fn record(&mut self, resource: &Arc<Identity>, inst: Instrument, mut attrs: Attrs, dur_ns: u64, ts_ns: u64) {
+        self.start_ns.get_or_insert(ts_ns);
+        let idx = match self.resources.iter().position(|(r, _)| Arc::ptr_eq(r, resource) || **r == **resource) {
+            Some(i) => i,
+            None => {
+                self.resources.push((resource.clone(), BTreeMap::new()));
+                self.resources.len() - 1
+            }
+        };
+        let series = self.resources[idx].1.entry(inst).or_default();
+        attrs.sort_by(|a, b| a.0.cmp(b.0));
+        let bounds = inst.buckets();
+        if !series.contains_key(&attrs) && series.len() >= self.limit {
+            OVERFLOWED.inc();
+            attrs = vec![(OVERFLOW_KEY, V::B(true))];
+        }
+        series.entry(attrs).or_insert_with(|| Hist::new(bounds.len())).record(bounds, inst.value(dur_ns));
+    }
+
+    /// Number of series currently held (all resources and instruments).
+    pub fn series_count(&self) -> usize {
+        self.resources.iter().map(|(_, m)| m.values().map(BTreeMap::len).sum::<usize>()).sum()
+    }
+
+    /// Build the request for everything aggregated so far (and reset it in delta mode).
+    /// `own` is the resource for cnflow's own counters (the host); `include_stats` adds them.
+    pub fn collect(
+        &mut self,
+        now_ns: u64,
+        own: &Arc<Identity>,
+        include_stats: bool,
+    ) -> Option<ExportMetricsServiceRequest> {
+        let start = self.start_ns.unwrap_or(now_ns).min(now_ns);
+        let temporality = match self.temporality {
+            Temporality::Cumulative => 2,
+            Temporality::Delta => 1,
+        };
+        let mut out: Vec<ResourceMetrics> = Vec::new();
+        for (res, insts) in &self.resources {
+            let mut metrics = Vec::new();
+            for (inst, series) in insts {
+                if series.is_empty() {
+                    continue;
+                }
+                let bounds = inst.buckets();
+                let data_points = series
+                    .iter()
+                    .map(|(attrs, h)| HistogramDataPoint {
+                        attributes: attr::to_proto(attrs),
+                        start_time_unix_nano: start,
+                        time_unix_nano: now_ns,
+                        count: h.count,
+                        sum: Some(h.sum),
+                        bucket_counts: h.counts.clone(),
+                        explicit_bounds: bounds.to_vec(),
+                        exemplars: vec![],
+                        flags: 0,
+                        min: (h.count > 0).then_some(h.min),
+                        max: (h.count > 0).then_some(h.max),
+                    })
+                    .collect();
+                metrics.push(Metric {
+                    name: inst.name().into(),
+                    description: inst.description().into(),
+                    unit: inst.unit().into(),
+                    metadata: vec![],
+                    data: Some(metric::Data::Histogram(Histogram {
+                        data_points,
+                        aggregation_temporality: temporality,
+                    })),
+                });
+            }
+            if !metrics.is_empty() {
+                out.push(resource_metrics(res, metrics));
+            }
+        }
+        if include_stats {
+            let own_metrics = self.stats_metrics(start, now_ns, temporality);
+            if !own_metrics.is_empty() {
+                match out.iter_mut().find(|rm| rm.resource.as_ref() == Some(&resource::to_proto(own))) {
+                    Some(rm) => rm.scope_metrics[0].metrics.extend(own_metrics),
+                    None => out.push(resource_metrics(own, own_metrics)),
+                }
+            }
+        }
+        if self.temporality == Temporality::Delta {
+            self.resources.clear();
+            self.start_ns = Some(now_ns);
+        }
+        (!out.is_empty()).then_some(ExportMetricsServiceRequest { resource_metrics: out })
+    }
+
+    fn stats_metrics(&mut self, start: u64, now_ns: u64, temporality: i32) -> Vec<Metric> {
+        // Group samples by name, keeping registration order of first appearance.
+        let mut by_name: Vec<(&'static str, stats::Kind, Vec<NumberDataPoint>)> = Vec::new();
+        for s in stats::snapshot() {
+            let mut value = s.value;
+            if s.kind == stats::Kind::Counter && self.temporality == Temporality::Delta {
+                let prev = self.last_stats.insert((s.name, s.attrs.clone()), s.value).unwrap_or(0);
+                value = s.value.saturating_sub(prev);
+            }
+            let attrs: Attrs = s.attrs.iter().map(|(k, v)| (*k, V::S(v.clone()))).collect();
+            let dp = NumberDataPoint {
+                attributes: attr::to_proto(&attrs),
+                start_time_unix_nano: if s.kind == stats::Kind::Counter { start } else { 0 },
+                time_unix_nano: now_ns,
+                exemplars: vec![],
+                flags: 0,
+                value: Some(number_data_point::Value::AsInt(value.min(i64::MAX as u64) as i64)),
+            };
+            match by_name.iter_mut().find(|(n, _, _)| *n == s.name) {
+                Some(e) => e.2.push(dp),
+                None => by_name.push((s.name, s.kind, vec![dp])),
+            }
+        }
+        by_name
+            .into_iter()
+            .map(|(name, kind, data_points)| Metric {
+                name: name.into(),
+                description: String::new(),
+                unit: "{count}".into(),
+                metadata: vec![],
+                data: Some(match kind {
+                    stats::Kind::Counter => {
+                        metric::Data::Sum(Sum { data_points, aggregation_temporality: temporality, is_monotonic: true })
+                    }
+                    stats::Kind::Gauge => metric::Data::Gauge(Gauge { data_points }),
+                }),
+            })
+            .collect()
+    }
+}
+
+fn resource_metrics(res: &Identity, metrics: Vec<Metric>) -> ResourceMetrics {
+    ResourceMetrics {
+        resource: Some(resource::to_proto(res)),
+        scope_metrics: vec![ScopeMetrics { scope: Some(scope()), metrics, schema_url: SCHEMA_URL.into() }],
+        schema_url: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(name: &str) -> Arc<Identity> {
+        Arc::new(Identity { attributes: vec![("service.name".into(), name.into())] })
+    }
+
+    fn hist(req: &ExportMetricsServiceRequest, name: &str) -> Vec<HistogramDataPoint> {
+        req.resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .filter(|m| m.name == name)
+            .flat_map(|m| match &m.data {
+                Some(metric::Data::Histogram(h)) => h.data_points.clone(),
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn buckets_inclusive_upper_bounds_and_units() {
+        let r = res("a");
+        let mut m = Metrics::new(Temporality::Cumulative, 10);
+        m.record(&r, Instrument::HttpServer, vec![], 5_000_000, 1); // exactly 0.005 s → first bucket
+        m.record(&r, Instrument::HttpServer, vec![], 20_000_000_000, 2); // beyond 10 s → overflow bucket
+        m.record(&r, Instrument::RpcServer, vec![], 7_000_000, 3); // 7 ms
+        let req = m.collect(10, &r, false).unwrap();
+        let dp = &hist(&req, "http.server.request.duration")[0];
+        assert_eq!(dp.count, 2);
+        assert_eq!(dp.bucket_counts[0], 1);
+        assert_eq!(*dp.bucket_counts.last().unwrap(), 1);
+        assert_eq!(dp.explicit_bounds.len() + 1, dp.bucket_counts.len());
+        assert_eq!(dp.start_time_unix_nano, 1);
+        let dp = &hist(&req, "rpc.server.duration")[0];
+        assert_eq!(dp.sum, Some(7.0));
+        // Cumulative keeps counting.
+        m.record(&r, Instrument::HttpServer, vec![], 1, 11);
+        assert_eq!(hist(&m.collect(12, &r, false).unwrap(), "http.server.request.duration")[0].count, 3);
+    }
+
+    #[test]
+    fn delta_resets_and_cardinality_is_bounded() {
+        let r = res("a");
+        let mut m = Metrics::new(Temporality::Delta, 3);
+        for i in 0..100 {
+            m.record(&r, Instrument::Dns, vec![("dns.question.name", V::S(format!("h{i}.example")))], 1000, i);
+        }
+        assert_eq!(m.series_count(), 4);
+        let req = m.collect(200, &r, false).unwrap();
+        let dps = hist(&req, "dns.lookup.duration");
+        let overflow = dps.iter().find(|d| d.attributes[0].key == OVERFLOW_KEY).unwrap();
+        assert_eq!(overflow.count, 97);
+        assert!(m.collect(300, &r, false).is_none());
+        m.record(&r, Instrument::Dns, vec![], 1000, 301);
+        let req = m.collect(400, &r, false).unwrap();
+        let dp = &hist(&req, "dns.lookup.duration")[0];
+        assert_eq!((dp.count, dp.start_time_unix_nano), (1, 300));
+    }
+
+    #[test]
+    fn own_counters_are_sums_on_the_own_resource() {
+        stats::counter("cnflow.test.telemetry_metrics", &[("reason", "x")]).add(5);
+        let r = res("host");
+        let mut m = Metrics::new(Temporality::Cumulative, 10);
+        let req = m.collect(5, &r, true).unwrap();
+        let metric = req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .find(|m| m.name == "cnflow.test.telemetry_metrics")
+            .unwrap();
+        match &metric.data {
+            Some(metric::Data::Sum(s)) => {
+                assert!(s.is_monotonic);
+                assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsInt(5)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! OpenTelemetry semantic-convention names used by cnflow, kept in one place
+//! so tests can check that every attribute we emit is either one of these
+//! registry keys or lives in cnflow's own `cnflow.` namespace.
+
+/// Schema of the conventions followed (span/metric names and attributes).
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.37.0";
+
+/// Attribute keys from the OpenTelemetry semantic-conventions registry (v1.37)
+/// that cnflow emits on spans and metrics. Not our own invention: each is a
+/// registry entry (http.*, url.*, network.*, server.*, client.*, rpc.*,
+/// db.*, messaging.*, dns.*, error.type, user_agent.original).
+pub const REGISTRY_KEYS: &[&str] = &[
+    "client.address",
+    "client.port",
+    "db.namespace",
+    "db.operation.name",
+    "db.query.text",
+    "db.response.status_code",
+    "db.system.name",
+    "dns.answers",
+    "dns.question.name",
+    "error.type",
+    "http.request.body.size",
+    "http.request.method",
+    "http.request.method_original",
+    "http.response.body.size",
+    "http.response.status_code",
+    "http.route",
+    "messaging.client.id",
+    "messaging.destination.name",
+    "messaging.operation.name",
+    "messaging.operation.type",
+    "messaging.system",
+    "network.local.address",
+    "network.local.port",
+    "network.peer.address",
+    "network.peer.port",
+    "network.protocol.name",
+    "network.protocol.version",
+    "network.transport",
+    "network.type",
+    "rpc.grpc.status_code",
+    "rpc.method",
+    "rpc.service",
+    "rpc.system",
+    "server.address",
+    "server.port",
+    "url.path",
+    "url.query",
+    "url.scheme",
+    "url.template",
+    "user_agent.original",
+];
+
+/// SDK-defined attribute marking the series that absorbs attribute sets beyond the cardinality limit.
+pub const OVERFLOW_KEY: &str = "otel.metric.overflow";
+
+pub fn is_allowed_key(key: &str) -> bool {
+    REGISTRY_KEYS.contains(&key) || key.starts_with("cnflow.") || key == OVERFLOW_KEY
+}
+
+/// Explicit bucket boundaries advised by semconv for http.*.request.duration (s);
+/// also used by messaging.client.operation.duration and dns.lookup.duration.
+pub const HTTP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// Advised for db.client.operation.duration (s).
+pub const DB_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+/// rpc.*.duration is defined in milliseconds by semconv ≤ 1.37; SDK default buckets.
+pub const RPC_MS_BUCKETS: &[f64] =
+    &[0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0];
+/// ICMP echo round trips are usually sub-millisecond on a LAN.
+pub const ICMP_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A duration histogram cnflow produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Instrument {
+    HttpServer,
+    HttpClient,
+    RpcServer,
+    RpcClient,
+    Db,
+    Messaging,
+    Dns,
+    IcmpRtt,
+}
+
+impl Instrument {
+    pub fn name(self) -> &'static str {
+        match self {
+            Instrument::HttpServer => "http.server.request.duration",
+            Instrument::HttpClient => "http.client.request.duration",
+            Instrument::RpcServer => "rpc.server.duration",
+            Instrument::RpcClient => "rpc.client.duration",
+            Instrument::Db => "db.client.operation.duration",
+            Instrument::Messaging => "messaging.client.operation.duration",
+            Instrument::Dns => "dns.lookup.duration",
+            Instrument::IcmpRtt => "cnflow.icmp.echo.rtt",
+        }
+    }
+    pub fn unit(self) -> &'static str {
+        match self {
+            Instrument::RpcServer | Instrument::RpcClient => "ms",
+            _ => "s",
+        }
+    }
+    pub fn description(self) -> &'static str {
+        match self {
+            Instrument::HttpServer => "Duration of HTTP server requests.",
+            Instrument::HttpClient => "Duration of HTTP client requests.",
+            Instrument::RpcServer => "Measures the duration of inbound RPC.",
+            Instrument::RpcClient => "Measures the duration of outbound RPC.",
+            Instrument::Db => "Duration of database client operations.",
+            Instrument::Messaging => "Duration of messaging operation initiated by a producer or consumer client.",
+            Instrument::Dns => "Measures the time taken to perform a DNS lookup.",
+            Instrument::IcmpRtt => "Round-trip time of ICMP echo requests.",
+        }
+    }
+    pub fn buckets(self) -> &'static [f64] {
+        match self {
+            Instrument::RpcServer | Instrument::RpcClient => RPC_MS_BUCKETS,
+            Instrument::Db => DB_BUCKETS,
+            Instrument::IcmpRtt => ICMP_BUCKETS,
+            _ => HTTP_BUCKETS,
+        }
+    }
+    /// Value recorded for a duration in nanoseconds, in this instrument's unit.
+    pub fn value(self, dur_ns: u64) -> f64 {
+        match self.unit() {
+            "ms" => dur_ns as f64 / 1e6,
+            _ => dur_ns as f64 / 1e9,
+        }
+    }
+}
+
+/// The known HTTP methods (RFC 9110 + PATCH + QUERY); others become `_OTHER`.
+pub const HTTP_METHODS: &[&str] =
+    &["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"];
+
+pub fn grpc_code_name(code: u32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN_CODE",
+    }
+}

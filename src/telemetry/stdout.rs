@@ -1,0 +1,119 @@
+//! Stdout formats: `text` (one readable line per span) and `otlp-json` (the
+//! protobuf JSON mapping of each export request on one line, as the OTel
+//! Collector file exporter writes it: camelCase keys, hex ids, 64-bit
+//! integers as strings, enums as numbers).
+use super::attr::{Attrs, V};
+use super::span::SpanParts;
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    OtlpJson,
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "text" => Ok(Format::Text),
+            "otlp-json" => Ok(Format::OtlpJson),
+            other => anyhow::bail!("unknown telemetry format {other:?} (expected text or otlp-json)"),
+        }
+    }
+}
+
+/// RFC 3339 UTC with microseconds, from ns since the epoch.
+pub fn rfc3339(ts_ns: u64) -> String {
+    let secs = ts_ns / 1_000_000_000;
+    let micros = (ts_ns % 1_000_000_000) / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn duration(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.3}s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.3}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.1}µs", ns as f64 / 1e3)
+    }
+}
+
+/// Attributes already shown in the fixed columns of the text line.
+fn shown_elsewhere(key: &str) -> bool {
+    matches!(
+        key,
+        "client.address"
+            | "client.port"
+            | "network.peer.address"
+            | "network.peer.port"
+            | "network.local.address"
+            | "network.local.port"
+            | "network.type"
+            | "url.scheme"
+            | "server.port"
+    )
+}
+
+/// `TIME KIND NAME STATUS DURATION CLIENT -> SERVER key=value... trace=.. span=.. [parent=..]`
+pub fn text_line(
+    parts: &SpanParts,
+    start_ns: u64,
+    end_ns: u64,
+    client: &std::net::SocketAddr,
+    server: &std::net::SocketAddr,
+    ids: (&[u8], &[u8], &[u8]),
+) -> String {
+    let mut s = String::with_capacity(256);
+    let status = if parts.error.is_some() { "ERROR" } else { "OK" };
+    let _ = write!(
+        s,
+        "{} {:<6} {:?} {status} {} {client} -> {server}",
+        rfc3339(start_ns),
+        parts.kind.as_str(),
+        parts.name,
+        duration(end_ns.saturating_sub(start_ns)),
+    );
+    let attrs: &Attrs = &parts.attrs;
+    for (k, v) in attrs.iter().filter(|(k, _)| !shown_elsewhere(k)) {
+        let _ = write!(s, " {k}={v}");
+    }
+    if let Some(msg) = parts.error.as_deref().filter(|m| !m.is_empty()) {
+        let _ = write!(s, " status.message={}", V::S(msg.to_string()));
+    }
+    let _ = write!(s, " trace={} span={}", hex::encode(ids.0), hex::encode(ids.1));
+    if !ids.2.is_empty() {
+        let _ = write!(s, " parent={}", hex::encode(ids.2));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+    }
+    #[test]
+    fn durations() {
+        assert_eq!(duration(1_500), "1.5µs");
+        assert_eq!(duration(2_345_678), "2.346ms");
+        assert_eq!(duration(3_000_000_000), "3.000s");
+    }
+}

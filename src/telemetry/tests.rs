@@ -1,0 +1,184 @@
+use super::samples::*;
+use super::*;
+use crate::capture::Direction::{Egress, Ingress};
+use opentelemetry_proto::tonic::metrics::v1::metric;
+
+fn host() -> Arc<Identity> {
+    Arc::new(Identity {
+        attributes: vec![("service.name".into(), "unknown_service:cnflow".into()), ("host.name".into(), "test".into())],
+    })
+}
+
+fn sink(cfg: TelemetryConfig, local: LocalAddrs) -> (TelemetrySink, Arc<Mutex<Collected>>) {
+    let out = Arc::new(Mutex::new(Collected::default()));
+    let mut o = SinkOptions::new(cfg, host());
+    o.outputs.push(Output::Collect(out.clone()));
+    o.ids = IdGen::Seeded(1);
+    o.local_addrs = local;
+    o.own_metrics = false;
+    (TelemetrySink::new(o), out)
+}
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn run_to_string(format: Format) -> String {
+    let buf = Buf::default();
+    let mut o = SinkOptions::new(TelemetryConfig::default(), host());
+    o.outputs.push(Output::Write(format, Box::new(buf.clone())));
+    o.ids = IdGen::Seeded(42);
+    o.own_metrics = false;
+    let mut s = TelemetrySink::new(o);
+    for ex in one_of_each(T0) {
+        s.record(&ex);
+        s.flush(ex.end_ns);
+    }
+    s.finish(T0 + 1_000_000_000);
+    let v = buf.0.lock().clone();
+    String::from_utf8(v).unwrap()
+}
+
+#[test]
+fn traceparent_is_adopted() {
+    let (mut s, out) = sink(TelemetryConfig::default(), LocalAddrs::default());
+    let mut ex = http_exchange(Ingress, "GET", "/a", 200, T0);
+    if let crate::exchange::Detail::Http(h) = &mut ex.detail {
+        h.trace_headers = vec![
+            ("traceparent".into(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ("tracestate".into(), "vendor=x".into()),
+        ];
+    }
+    s.record(&ex);
+    s.finish(T0 + 10);
+    let c = out.lock();
+    let spans: Vec<_> = c.spans().collect();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(hex::encode(&spans[0].trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex::encode(&spans[0].parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(spans[0].trace_state, "vendor=x");
+    assert_eq!(spans[0].kind, 2);
+    assert_eq!(spans[0].flags & 0x300, 0x300);
+}
+
+#[test]
+fn both_sides_local_give_client_parent_of_server() {
+    let local = LocalAddrs::new(["10.200.0.1".parse().unwrap(), "10.200.0.2".parse().unwrap()]);
+    let (mut s, out) = sink(TelemetryConfig::default(), local);
+    s.record(&http_exchange(Egress, "GET", "/a", 200, T0));
+    s.finish(T0 + 10);
+    let c = out.lock();
+    let spans: Vec<_> = c.spans().collect();
+    assert_eq!(spans.len(), 2);
+    let (client, server) = (spans[0], spans[1]);
+    assert_eq!((client.kind, server.kind), (3, 2));
+    assert_eq!(client.trace_id, server.trace_id);
+    assert!(client.parent_span_id.is_empty());
+    assert_eq!(server.parent_span_id, client.span_id);
+    // Both HTTP histograms get the request.
+    let names: Vec<_> =
+        c.metrics[0].resource_metrics[0].scope_metrics[0].metrics.iter().map(|m| m.name.clone()).collect();
+    assert!(names.contains(&"http.client.request.duration".to_string()), "{names:?}");
+    assert!(names.contains(&"http.server.request.duration".to_string()), "{names:?}");
+}
+
+#[test]
+fn shared_client_metrics_count_each_exchange_once() {
+    let local = LocalAddrs::new(["10.200.0.1".parse().unwrap(), "10.200.0.6".parse().unwrap()]);
+    let (mut s, out) = sink(TelemetryConfig::default(), local);
+    s.record(&redis_exchange(Egress, None, T0));
+    s.finish(T0 + 10);
+    let c = out.lock();
+    assert_eq!(c.spans().count(), 2);
+    let m = &c.metrics[0].resource_metrics[0].scope_metrics[0].metrics[0];
+    match &m.data {
+        Some(metric::Data::Histogram(h)) => assert_eq!(h.data_points[0].count, 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn n_exchanges_give_n_spans_and_count_n() {
+    let cfg = TelemetryConfig { span_batch_size: 7, ..Default::default() };
+    let (mut s, out) = sink(cfg, LocalAddrs::default());
+    let n = 100;
+    for i in 0..n {
+        let ex = http_exchange(Ingress, "GET", &format!("/items/{i}"), 200, T0 + i * 1000);
+        s.record(&ex);
+        s.flush(ex.end_ns);
+    }
+    s.finish(T0 + 1_000_000_000);
+    let c = out.lock();
+    assert_eq!(c.spans().count() as u64, n);
+    assert!(c.traces.iter().all(|t| t.resource_spans.iter().map(|r| r.scope_spans[0].spans.len()).sum::<usize>() <= 7));
+    let m = &c.metrics.last().unwrap().resource_metrics[0].scope_metrics[0].metrics[0];
+    assert_eq!(m.name, "http.server.request.duration");
+    match &m.data {
+        Some(metric::Data::Histogram(h)) => {
+            assert_eq!(h.data_points.len(), 1, "route collapsed to one series");
+            assert_eq!(h.data_points[0].count, n);
+            assert_eq!(h.aggregation_temporality, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn batches_wait_for_timeout_and_metrics_for_interval() {
+    let cfg = TelemetryConfig { span_batch_timeout_ms: 1000, metric_export_interval_secs: 10, ..Default::default() };
+    let (mut s, out) = sink(cfg, LocalAddrs::default());
+    s.record(&http_exchange(Ingress, "GET", "/a", 200, T0));
+    s.flush(T0 + 500_000_000);
+    assert!(out.lock().traces.is_empty());
+    s.flush(T0 + 1_000_000_000);
+    assert_eq!(out.lock().traces.len(), 1);
+    assert!(out.lock().metrics.is_empty());
+    s.flush(T0 + 10_000_000_000);
+    assert_eq!(out.lock().metrics.len(), 1);
+}
+
+#[test]
+fn otlp_json_follows_the_protobuf_json_mapping_and_is_deterministic() {
+    let a = run_to_string(Format::OtlpJson);
+    assert_eq!(a, run_to_string(Format::OtlpJson));
+    let lines: Vec<&str> = a.lines().collect();
+    assert!(lines.len() >= 2);
+    let t: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let span = &t["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(span["traceId"].as_str().unwrap().len(), 32);
+    assert_eq!(span["spanId"].as_str().unwrap().len(), 16);
+    assert!(span["startTimeUnixNano"].is_string());
+    assert!(span["kind"].is_number());
+    assert_eq!(span["name"], "GET /users/{id}");
+    let m: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let metric = &m["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0];
+    assert!(metric["histogram"]["dataPoints"][0]["count"].is_string());
+    // Parses back into the protobuf types.
+    let _: ExportTraceServiceRequest = serde_json::from_str(lines[0]).unwrap();
+    let _: ExportMetricsServiceRequest = serde_json::from_str(lines.last().unwrap()).unwrap();
+}
+
+#[test]
+fn text_lines_one_per_span() {
+    let t = run_to_string(Format::Text);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines.len(), one_of_each(T0).len());
+    assert!(
+        lines[0].starts_with(
+            "2023-11-14T22:13:20.000000Z CLIENT \"GET /users/{id}\" OK 1.500ms 10.200.0.1:40000 -> 10.200.0.2:8080"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("SERVER \"POST /orders\" ERROR"), "{}", lines[1]);
+    assert!(lines.last().unwrap().contains("trace=4bf92f3577b34da6a3ce929d0e0e4736"), "{}", lines.last().unwrap());
+    assert!(lines.last().unwrap().contains("url.query=token=?&page=?"), "{}", lines.last().unwrap());
+}
