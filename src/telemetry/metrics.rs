@@ -45,6 +45,8 @@ impl Hist {
 }
 
 type Series = BTreeMap<Vec<(&'static str, V)>, Hist>;
+/// A stats counter: name and attributes.
+type StatKey = (&'static str, Vec<(&'static str, String)>);
 
 pub fn scope() -> InstrumentationScope {
     InstrumentationScope {
@@ -62,7 +64,7 @@ pub struct Metrics {
     resources: Vec<(Arc<Identity>, BTreeMap<Instrument, Series>)>,
     /// Start of the current aggregation period (first observation for cumulative).
     start_ns: Option<u64>,
-    last_stats: HashMap<(&'static str, Vec<(&'static str, String)>), u64>,
+    last_stats: HashMap<StatKey, u64>,
 }
 
 impl Metrics {
