@@ -56,7 +56,15 @@ pub const CNT_EMITTED: u32 = 2;
 pub const CNT_RING_FULL: u32 = 3;
 pub const CNT_NOT_IP: u32 = 4;
 pub const CNT_TRUNCATED: u32 = 5;
+/// TCP segments without payload and without SYN/FIN/RST (pure ACKs), skipped.
+pub const CNT_NO_PAYLOAD: u32 = 6;
 pub const NUM_COUNTERS: u32 = 8;
+
+/// Names of the counters, indexed by `CNT_*` (the `reason` attribute in userspace).
+pub const COUNTER_NAMES: [&str; 7] = ["seen", "filtered", "emitted", "ring_full", "not_ip", "truncated", "no_payload"];
+
+/// Capacity of the `PORT_FILTER` hash map (CNFLOW_CAPTURE_PORTS entries).
+pub const MAX_FILTER_PORTS: u32 = 1024;
 
 /// Userspace-controlled settings, slot 0 of the `CONFIG` array map.
 #[repr(C)]

@@ -1,1 +1,361 @@
-//! Live capture: loads the TC program, attaches it with TCX, reads the RingBuf.
+//! Live capture: loads the TC program, attaches it with TCX to ingress and
+//! egress of interfaces, drains the RingBuf into batches of [`PacketEvent`]s
+//! and mirrors the kernel's per-CPU counters into [`crate::stats`].
+//!
+//! TCX links are plain file descriptors owned by this process: dropping them
+//! (detach, shutdown) or the process dying (even SIGKILL) removes the
+//! programs from the interface, so nothing is left behind.
+use super::ifaces::IfaceEvent;
+use super::record::{self, DecodeError};
+use super::PacketEvent;
+use crate::config::AgentConfig;
+use crate::stats::{counter, Counter};
+use anyhow::{bail, Context, Result};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::LinkOrder;
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::{SchedClassifier, TcAttachType};
+use cnflow_common::{CaptureConfig, COUNTER_NAMES, MAX_FILTER_PORTS, NUM_COUNTERS};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Events per batch sent to the consumer.
+pub const BATCH: usize = 256;
+/// Batches buffered between the ring reader and the consumer.
+pub const CHANNEL_BATCHES: usize = 256;
+
+const PROG_INGRESS: &str = "cnflow_ingress";
+const PROG_EGRESS: &str = "cnflow_egress";
+
+#[cfg(feature = "ebpf")]
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cnflow-tc"));
+#[cfg(not(feature = "ebpf"))]
+static BPF_OBJECT: &[u8] = &[];
+
+static CHANNEL_FULL: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.capture.packets", &[("reason", "channel_full")]));
+static DELIVERED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.capture.packets", &[("reason", "delivered")]));
+
+fn decode_error_counter(e: DecodeError) -> Counter {
+    counter("cnflow.capture.packets", &[("reason", e.as_str())])
+}
+
+/// Kernel counters (summed over CPUs), in `COUNTER_NAMES` order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelCounters(pub Vec<(&'static str, u64)>);
+
+impl KernelCounters {
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0)
+    }
+}
+
+impl std::fmt::Display for KernelCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (n, v)) in self.0.iter().enumerate() {
+            write!(f, "{}{n}={v}", if i > 0 { " " } else { "" })?;
+        }
+        write!(f, " channel_full={} delivered={}", CHANNEL_FULL.get(), DELIVERED.get())
+    }
+}
+
+struct Attached {
+    _ingress: SchedClassifierLink,
+    _egress: SchedClassifierLink,
+}
+
+/// The loaded eBPF object and its attachments.
+pub struct LiveCapture {
+    bpf: aya::Ebpf,
+    links: BTreeMap<String, Attached>,
+    counters: Arc<Mutex<PerCpuArray<MapData, u64>>>,
+}
+
+/// Checks what live capture needs, so the error names what is missing
+/// instead of a bare EPERM from the bpf syscall.
+pub fn check_requirements() -> Result<()> {
+    if BPF_OBJECT.is_empty() {
+        bail!("this cnflow was built without the `ebpf` feature: live capture is unavailable (use `cnflow replay`)");
+    }
+    let mut missing = Vec::new();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // Not root: accept the capabilities that suffice on kernels ≥ 5.8.
+        let caps = effective_caps().unwrap_or(0);
+        let has = |bit: u32| caps & (1u64 << bit) != 0;
+        const CAP_NET_ADMIN: u32 = 12;
+        const CAP_SYS_ADMIN: u32 = 21;
+        const CAP_PERFMON: u32 = 38;
+        const CAP_BPF: u32 = 39;
+        if !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) {
+            missing.push("root or CAP_BPF");
+        }
+        if !has(CAP_NET_ADMIN) {
+            missing.push("CAP_NET_ADMIN (to attach TC programs)");
+        }
+        if !(has(CAP_PERFMON) || has(CAP_SYS_ADMIN)) {
+            missing.push("CAP_PERFMON");
+        }
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        missing.push("kernel BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF=y)");
+    }
+    use aya::util::KernelVersion;
+    if KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(false) {
+        missing.push("Linux ≥ 6.6 (TCX links, which detach automatically when cnflow exits)");
+    }
+    if !missing.is_empty() {
+        bail!("live capture needs: {}", missing.join(", "));
+    }
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it.
+    let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: valid rlimit pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK (fine on kernels ≥ 5.11)");
+    }
+    Ok(())
+}
+
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+/// Protocol flags for the CONFIG map from CNFLOW_CAPTURE_PROTOCOLS.
+fn protocol_flags(cfg: &AgentConfig) -> u32 {
+    let mut flags = 0;
+    for p in cfg.capture_protocols.split(',').map(str::trim) {
+        flags |= match p {
+            "tcp" => cnflow_common::CFG_TCP,
+            "udp" => cnflow_common::CFG_UDP,
+            "icmp" => cnflow_common::CFG_ICMP,
+            _ => 0,
+        };
+    }
+    flags
+}
+
+impl LiveCapture {
+    /// Loads the program and configures it from `cfg`. Spawns the ring reader
+    /// and the counter task on the current tokio runtime; packets arrive on
+    /// the returned channel in batches of up to [`BATCH`].
+    pub fn start(cfg: &AgentConfig) -> Result<(Self, mpsc::Receiver<Vec<PacketEvent>>)> {
+        check_requirements()?;
+        let ports = cfg.ports().context("CNFLOW_CAPTURE_PORTS")?;
+        if ports.len() > MAX_FILTER_PORTS as usize {
+            bail!("CNFLOW_CAPTURE_PORTS: at most {MAX_FILTER_PORTS} ports (got {})", ports.len());
+        }
+        let mut bpf = aya::EbpfLoader::new()
+            .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
+            .load(BPF_OBJECT)
+            .context("loading the eBPF object into the kernel")?;
+        for name in [PROG_INGRESS, PROG_EGRESS] {
+            let prog: &mut SchedClassifier = bpf
+                .program_mut(name)
+                .with_context(|| format!("eBPF program {name} missing from the object"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("loading eBPF program {name} (verifier)"))?;
+        }
+
+        let mut flags = protocol_flags(cfg);
+        {
+            let mut pf: BpfHashMap<_, u16, u8> =
+                BpfHashMap::try_from(bpf.map_mut("PORT_FILTER").context("PORT_FILTER map missing")?)?;
+            for p in &ports {
+                pf.insert(p, 1, 0).context("filling PORT_FILTER")?;
+            }
+            if !ports.is_empty() {
+                flags |= cnflow_common::CFG_PORT_ALLOWLIST;
+            }
+        }
+        {
+            let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
+            c.set(0, CaptureConfig { snaplen: cfg.snaplen, flags }, 0).context("writing CONFIG")?;
+        }
+        let counters: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
+        let ring = RingBuf::try_from(bpf.take_map("EVENTS").context("EVENTS map missing")?)?;
+        let counters = Arc::new(Mutex::new(counters));
+
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while the AsyncFd lives.
+        let afd = unsafe { AsyncFd::register(ring) }.context("registering the ring buffer with tokio")?;
+        tokio::spawn(read_ring(afd, tx));
+        let c2 = counters.clone();
+        let every = Duration::from_secs(cfg.stats_interval_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let k = mirror_counters(&c2.lock());
+                tracing::info!(counters = %k, "capture counters");
+            }
+        });
+        tracing::info!(
+            snaplen = cfg.snaplen,
+            ring_bytes = cfg.ring_buffer_bytes,
+            protocols = %cfg.capture_protocols,
+            ports = ?ports,
+            "eBPF capture loaded"
+        );
+        Ok((LiveCapture { bpf, links: BTreeMap::new(), counters }, rx))
+    }
+
+    /// Attaches to ingress and egress of `ifname` (TCX, ahead of other programs
+    /// so cnflow sees packets before anything rewrites or drops them).
+    /// Attaching twice is a no-op.
+    pub fn attach(&mut self, ifname: &str) -> Result<()> {
+        if self.links.contains_key(ifname) {
+            return Ok(());
+        }
+        let ingress = self.attach_one(PROG_INGRESS, ifname, TcAttachType::Ingress)?;
+        // If egress fails, dropping `ingress` detaches it again.
+        let egress = self.attach_one(PROG_EGRESS, ifname, TcAttachType::Egress)?;
+        self.links.insert(ifname.to_string(), Attached { _ingress: ingress, _egress: egress });
+        tracing::info!(iface = ifname, "capture attached (tcx ingress+egress)");
+        Ok(())
+    }
+
+    fn attach_one(&mut self, prog: &str, ifname: &str, at: TcAttachType) -> Result<SchedClassifierLink> {
+        let p: &mut SchedClassifier =
+            self.bpf.program_mut(prog).with_context(|| format!("program {prog} missing"))?.try_into()?;
+        let id = p
+            .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::first()))
+            .with_context(|| format!("attaching {prog} to {ifname} ({at:?})"))?;
+        Ok(p.take_link(id)?)
+    }
+
+    /// Detaches from `ifname` (dropping the TCX links). Unknown names are ignored.
+    pub fn detach(&mut self, ifname: &str) {
+        if self.links.remove(ifname).is_some() {
+            tracing::info!(iface = ifname, "capture detached");
+        }
+    }
+
+    pub fn attached(&self) -> Vec<String> {
+        self.links.keys().cloned().collect()
+    }
+
+    /// Current kernel counters, also written into `cnflow.capture.packets{reason}`.
+    pub fn counters(&self) -> KernelCounters {
+        mirror_counters(&self.counters.lock())
+    }
+
+    /// Applies interface events until `cancel` fires or the event source ends,
+    /// then detaches everything and logs the final counters.
+    pub async fn follow(mut self, mut events: mpsc::Receiver<IfaceEvent>, cancel: CancellationToken) -> Result<()> {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                ev = events.recv() => match ev {
+                    Some(IfaceEvent::Added(name, _)) => {
+                        if let Err(e) = self.attach(&name) {
+                            // An interface can vanish right after appearing; keep going.
+                            tracing::warn!(iface = %name, error = format!("{e:#}"), "attach failed");
+                        }
+                    }
+                    Some(IfaceEvent::Removed(name, _)) => self.detach(&name),
+                    None => {
+                        cancel.cancelled().await;
+                        break;
+                    }
+                },
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    /// Detaches from every interface and logs the final counters.
+    pub fn shutdown(mut self) {
+        let names = self.attached();
+        for n in names {
+            self.detach(&n);
+        }
+        let k = self.counters();
+        tracing::info!(counters = %k, "capture stopped");
+    }
+}
+
+fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
+    let mut out = Vec::with_capacity(COUNTER_NAMES.len());
+    for (i, name) in COUNTER_NAMES.iter().enumerate().take(NUM_COUNTERS as usize) {
+        let v = map.get(&(i as u32), 0).map(|vals| vals.iter().sum::<u64>()).unwrap_or(0);
+        counter("cnflow.capture.packets", &[("reason", name)]).set(v);
+        out.push((*name, v));
+    }
+    KernelCounters(out)
+}
+
+/// Drains the ring buffer whenever it is readable, decoding records into
+/// batches. A slow consumer loses whole batches (counted), never blocks the
+/// kernel side: the ring keeps draining so it does not overflow.
+async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<PacketEvent>>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let mut guard = match afd.readable_mut().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "ring buffer poll failed; capture stopped");
+                return;
+            }
+        };
+        let offset = record::mono_to_wall_offset();
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            match record::record_from_bytes(&item).and_then(|r| record::decode(&r, offset)) {
+                Ok(ev) => batch.push(ev),
+                Err(e) => decode_error_counter(e).inc(),
+            }
+            if batch.len() >= BATCH && !send(&tx, &mut batch) {
+                return;
+            }
+        }
+        guard.clear_ready();
+        if !batch.is_empty() && !send(&tx, &mut batch) {
+            return;
+        }
+    }
+}
+
+/// Returns false when the consumer is gone.
+fn send(tx: &mpsc::Sender<Vec<PacketEvent>>, batch: &mut Vec<PacketEvent>) -> bool {
+    let b = std::mem::replace(batch, Vec::with_capacity(BATCH));
+    let n = b.len() as u64;
+    match tx.try_send(b) {
+        Ok(()) => {
+            DELIVERED.add(n);
+            true
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            CHANNEL_FULL.add(n);
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// A running live capture: packet batches plus the task that keeps the
+/// program attached to the configured interfaces.
+pub struct LiveSession {
+    pub packets: mpsc::Receiver<Vec<PacketEvent>>,
+    /// Ends after the cancel token fires, once everything is detached.
+    pub task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Everything `cnflow run` needs for live packets: loads the program, follows
+/// interfaces per the configuration (CNFLOW_INTERFACES or auto), and detaches
+/// everything once `cancel` fires.
+pub fn start_following(cfg: &AgentConfig, cancel: CancellationToken) -> Result<LiveSession> {
+    let (cap, packets) = LiveCapture::start(cfg)?;
+    let events = super::ifaces::watch(cfg)?;
+    let task = tokio::spawn(cap.follow(events, cancel));
+    Ok(LiveSession { packets, task })
+}

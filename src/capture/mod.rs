@@ -8,7 +8,10 @@ use std::net::IpAddr;
 pub mod ebpf;
 pub mod frame;
 pub mod ifaces;
+#[cfg(target_os = "linux")]
+pub mod live;
 pub mod pcap;
+pub mod record;
 
 /// Direction of a packet relative to the interface it was seen on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -3,7 +3,7 @@ use anyhow::Result;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Output on stdout: text (one line per span) or otlp-json. Ignored when an OTLP endpoint is set in agent mode.
+    /// Output on stdout: text (one line per span), otlp-json, or packets (one line per captured packet, for debugging).
     #[arg(long, default_value = "text")]
     pub format: String,
     /// Stop after this many seconds (0 = until SIGINT/SIGTERM).
@@ -17,6 +17,14 @@ pub enum Mode {
     Agent,
 }
 
-pub fn main(_args: RunArgs, _mode: Mode) -> Result<()> {
-    anyhow::bail!("live capture is not built yet")
+pub fn main(args: RunArgs, _mode: Mode) -> Result<()> {
+    let cfg = crate::config::AgentConfig::from_env()?;
+    if args.format != "packets" {
+        anyhow::bail!("--format {}: not built yet (available: packets)", args.format);
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let cancel = crate::capture::live::cancel_on_signal_or(args.duration)?;
+        crate::capture::live::print_packets(&cfg, cancel).await
+    })
 }

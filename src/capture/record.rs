@@ -1,0 +1,272 @@
+//! Decoding of the kernel's fixed-size [`PacketRecord`] into a [`PacketEvent`],
+//! and the one-line text form printed by `cnflow run --format packets`.
+//! Pure functions, so they are tested without eBPF.
+use super::{Direction, PacketEvent, L4};
+use bytes::Bytes;
+use cnflow_common::{
+    PacketRecord, DIR_EGRESS, DIR_INGRESS, MAX_PAYLOAD, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why a record could not be turned into an event (counted by the reader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than a `PacketRecord` (ring buffer/ABI mismatch).
+    Short,
+    BadFamily,
+    BadProto,
+    BadDirection,
+}
+
+impl DecodeError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecodeError::Short => "short_record",
+            DecodeError::BadFamily => "bad_family",
+            DecodeError::BadProto => "bad_proto",
+            DecodeError::BadDirection => "bad_direction",
+        }
+    }
+}
+
+/// Copies a record out of raw ring-buffer bytes (which carry no alignment guarantee).
+pub fn record_from_bytes(buf: &[u8]) -> Result<PacketRecord, DecodeError> {
+    if buf.len() < std::mem::size_of::<PacketRecord>() {
+        return Err(DecodeError::Short);
+    }
+    // SAFETY: length checked; PacketRecord is repr(C) plain data valid for any bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<PacketRecord>()) })
+}
+
+/// Converts one record. `mono_to_wall_ns` is CLOCK_REALTIME − CLOCK_MONOTONIC,
+/// added to the kernel's `bpf_ktime_get_ns` timestamp.
+pub fn decode(rec: &PacketRecord, mono_to_wall_ns: i64) -> Result<PacketEvent, DecodeError> {
+    let (src, dst) = match rec.family {
+        4 => {
+            let s: [u8; 4] = rec.src_addr[..4].try_into().unwrap_or_default();
+            let d: [u8; 4] = rec.dst_addr[..4].try_into().unwrap_or_default();
+            (IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)))
+        }
+        6 => (IpAddr::V6(Ipv6Addr::from(rec.src_addr)), IpAddr::V6(Ipv6Addr::from(rec.dst_addr))),
+        _ => return Err(DecodeError::BadFamily),
+    };
+    let direction = match rec.direction {
+        DIR_INGRESS => Direction::Ingress,
+        DIR_EGRESS => Direction::Egress,
+        _ => return Err(DecodeError::BadDirection),
+    };
+    let (l4, src_port, dst_port) = match rec.proto {
+        PROTO_TCP => (L4::Tcp { seq: rec.tcp_seq, ack: rec.tcp_ack, flags: rec.tcp_flags }, rec.src_port, rec.dst_port),
+        PROTO_UDP => (L4::Udp, rec.src_port, rec.dst_port),
+        PROTO_ICMP if rec.family == 4 => (L4::Icmp { v6: false }, 0, 0),
+        PROTO_ICMPV6 if rec.family == 6 => (L4::Icmp { v6: true }, 0, 0),
+        _ => return Err(DecodeError::BadProto),
+    };
+    // cap_len comes from the kernel but is clamped anyway: a decoder never panics.
+    let cap = (rec.cap_len as usize).min(MAX_PAYLOAD).min(rec.payload_len as usize);
+    Ok(PacketEvent {
+        ts_ns: (rec.ts_ns as i64).saturating_add(mono_to_wall_ns).max(0) as u64,
+        ifindex: rec.ifindex,
+        direction,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        l4,
+        payload_len: rec.payload_len,
+        payload: Bytes::copy_from_slice(&rec.payload[..cap]),
+    })
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC right now, in ns.
+pub fn mono_to_wall_offset() -> i64 {
+    fn now(clock: libc::clockid_t) -> i64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid pointer to a timespec; both clocks always exist on Linux.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    }
+    let mono = now(libc::CLOCK_MONOTONIC);
+    now(libc::CLOCK_REALTIME) - mono
+}
+
+/// TCP flags in tcpdump's letters (S, F, R, P, . for ACK).
+pub fn tcp_flags_str(flags: u8) -> String {
+    let mut s = String::new();
+    for (bit, c) in [(0x02, 'S'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P'), (0x10, '.')] {
+        if flags & bit != 0 {
+            s.push(c);
+        }
+    }
+    if s.is_empty() {
+        s.push('-');
+    }
+    s
+}
+
+/// One line per packet, `key=value` after the addresses so tests can parse it:
+/// `<ts_ns> if=<ifindex> <ingress|egress> tcp <src> > <dst> seq=.. ack=.. flags=.. len=.. cap=.. data=<hex>`
+pub fn format_line(ev: &PacketEvent) -> String {
+    let dir = match ev.direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    let mut s = format!("{} if={} {dir} ", ev.ts_ns, ev.ifindex);
+    let addr = |ip: IpAddr, port: u16| match ip {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    };
+    match ev.l4 {
+        L4::Tcp { seq, ack, flags } => {
+            let _ = write!(
+                s,
+                "tcp {} > {} seq={seq} ack={ack} flags={}",
+                addr(ev.src, ev.src_port),
+                addr(ev.dst, ev.dst_port),
+                tcp_flags_str(flags)
+            );
+        }
+        L4::Udp => {
+            let _ = write!(s, "udp {} > {}", addr(ev.src, ev.src_port), addr(ev.dst, ev.dst_port));
+        }
+        L4::Icmp { v6 } => {
+            let _ = write!(s, "{} {} > {}", if v6 { "icmp6" } else { "icmp" }, ev.src, ev.dst);
+        }
+    }
+    let _ = write!(s, " len={} cap={} data={}", ev.payload_len, ev.payload.len(), hex::encode(&ev.payload));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnflow_common::{TCP_ACK, TCP_PSH};
+
+    fn rec(family: u8, proto: u8, payload: &[u8], payload_len: u32) -> PacketRecord {
+        let mut r = PacketRecord {
+            ts_ns: 1_000,
+            ifindex: 7,
+            payload_len,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            cap_len: payload.len() as u16,
+            src_port: 40000,
+            dst_port: 6379,
+            direction: DIR_EGRESS,
+            family,
+            proto,
+            tcp_flags: 0,
+            _pad: [0; 2],
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            payload: [0; MAX_PAYLOAD],
+        };
+        r.payload[..payload.len()].copy_from_slice(payload);
+        if family == 4 {
+            r.src_addr[..4].copy_from_slice(&[10, 200, 1, 2]);
+            r.dst_addr[..4].copy_from_slice(&[10, 200, 1, 1]);
+        } else {
+            r.src_addr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+            r.dst_addr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        }
+        r
+    }
+
+    fn bytes_of(r: &PacketRecord) -> Vec<u8> {
+        // SAFETY: reading a repr(C) struct as bytes.
+        unsafe {
+            std::slice::from_raw_parts((r as *const PacketRecord).cast::<u8>(), std::mem::size_of::<PacketRecord>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn tcp_v4_round_trip_through_ring_bytes() {
+        let mut r = rec(4, PROTO_TCP, b"PING\r\n", 6);
+        r.tcp_seq = 0xfffffff0;
+        r.tcp_ack = 42;
+        r.tcp_flags = TCP_ACK | TCP_PSH;
+        let mut raw = vec![0u8; 3];
+        raw.extend(bytes_of(&r));
+        // Unaligned start on purpose.
+        let back = record_from_bytes(&raw[3..]).unwrap();
+        let ev = decode(&back, 5_000).unwrap();
+        assert_eq!(ev.ts_ns, 6_000);
+        assert_eq!(ev.ifindex, 7);
+        assert_eq!(ev.direction, Direction::Egress);
+        assert_eq!(ev.src, "10.200.1.2".parse::<IpAddr>().unwrap());
+        assert_eq!(ev.dst, "10.200.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!((ev.src_port, ev.dst_port), (40000, 6379));
+        assert_eq!(ev.l4, L4::Tcp { seq: 0xfffffff0, ack: 42, flags: TCP_ACK | TCP_PSH });
+        assert_eq!(&ev.payload[..], b"PING\r\n");
+        assert_eq!(ev.truncated_bytes(), 0);
+        let line = format_line(&ev);
+        assert!(line.contains("tcp 10.200.1.2:40000 > 10.200.1.1:6379 seq=4294967280 ack=42 flags=P."), "{line}");
+        assert!(line.ends_with("len=6 cap=6 data=50494e470d0a"), "{line}");
+    }
+
+    #[test]
+    fn udp_v6() {
+        let mut r = rec(6, PROTO_UDP, b"\x12\x34", 2);
+        r.direction = DIR_INGRESS;
+        r.src_port = 53;
+        let ev = decode(&r, 0).unwrap();
+        assert_eq!(ev.l4, L4::Udp);
+        assert_eq!(ev.direction, Direction::Ingress);
+        assert_eq!(ev.src, "fd00::2".parse::<IpAddr>().unwrap());
+        assert!(format_line(&ev).contains("udp [fd00::2]:53 > [fd00::1]:6379"));
+    }
+
+    #[test]
+    fn icmp_v4_and_v6_have_no_ports() {
+        let ev = decode(&rec(4, PROTO_ICMP, &[8, 0, 0, 0], 64), 0).unwrap();
+        assert_eq!(ev.l4, L4::Icmp { v6: false });
+        assert_eq!((ev.src_port, ev.dst_port), (0, 0));
+        assert_eq!(ev.truncated_bytes(), 60);
+        let ev = decode(&rec(6, PROTO_ICMPV6, &[128, 0], 2), 0).unwrap();
+        assert_eq!(ev.l4, L4::Icmp { v6: true });
+        // ICMPv6 inside IPv4 is nonsense.
+        assert_eq!(decode(&rec(4, PROTO_ICMPV6, &[], 0), 0).unwrap_err(), DecodeError::BadProto);
+    }
+
+    #[test]
+    fn truncated_payload_keeps_original_length() {
+        let r = rec(4, PROTO_TCP, &[0xab; 100], 3000);
+        let ev = decode(&r, 0).unwrap();
+        assert_eq!(ev.payload.len(), 100);
+        assert_eq!(ev.payload_len, 3000);
+        assert_eq!(ev.truncated_bytes(), 2900);
+    }
+
+    #[test]
+    fn garbage_is_rejected_not_panicking() {
+        assert!(matches!(record_from_bytes(&[0; 10]), Err(DecodeError::Short)));
+        let mut r = rec(5, PROTO_TCP, &[], 0);
+        assert_eq!(decode(&r, 0).unwrap_err(), DecodeError::BadFamily);
+        r.family = 4;
+        r.direction = 9;
+        assert_eq!(decode(&r, 0).unwrap_err(), DecodeError::BadDirection);
+        r.direction = 0;
+        r.proto = 132;
+        assert_eq!(decode(&r, 0).unwrap_err(), DecodeError::BadProto);
+        // cap_len larger than the payload length or the buffer is clamped.
+        let mut r = rec(4, PROTO_UDP, &[1, 2, 3], 3);
+        r.cap_len = u16::MAX;
+        assert_eq!(decode(&r, 0).unwrap().payload.len(), 3);
+        r.payload_len = u32::MAX;
+        assert_eq!(decode(&r, 0).unwrap().payload.len(), MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn random_records_never_panic() {
+        use proptest::prelude::*;
+        proptest!(|(raw in proptest::collection::vec(any::<u8>(), 0..(std::mem::size_of::<PacketRecord>() + 8)), off in any::<i64>())| {
+            if let Ok(r) = record_from_bytes(&raw) {
+                if let Ok(ev) = decode(&r, off) {
+                    let _ = format_line(&ev);
+                }
+            }
+        });
+    }
+}
