@@ -3,7 +3,7 @@
 # Idempotent: each step is skipped when its result is already present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 bpftool curl ca-certificates pkg-config protobuf-compiler"
+APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
