@@ -294,3 +294,49 @@ fn port_and_protocol_filters_apply_in_kernel() {
     assert!(!last.contains("filtered=0 "), "{last}");
     assert!(!last.contains("truncated=0 "), "{last}");
 }
+
+#[test]
+fn auto_mode_follows_interfaces_that_appear_and_disappear() {
+    let pair = NetnsPair::new("auto");
+    let dir = Scratch::new("ebpf-auto");
+    // Auto mode: the agent starts with only the first veth up.
+    let agent = start_agent(&pair, &dir, "run1", &[("CNFLOW_INTERFACES", "auto")]);
+    let err = dir.path("run1.err");
+    assert!(cnflow_tcx_programs(&pair.ns_a, "lo").is_empty(), "loopback is not captured");
+
+    // A second link between the namespaces appears later.
+    let (va, vb) = (format!("{}x", pair.veth_a), format!("{}x", pair.veth_b));
+    let sub = pair.ip_a.split('.').nth(2).unwrap().parse::<u32>().unwrap();
+    let sub2 = sub % 250 + 1;
+    let (ip2a, ip2b) = (format!("10.200.{sub2}.1"), format!("10.200.{sub2}.2"));
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["link", "add", &va, "netns", &pair.ns_a, "type", "veth", "peer", "name", &vb, "netns", &pair.ns_b]);
+    ip(&["-n", &pair.ns_a, "addr", "add", &format!("{ip2a}/24"), "dev", &va]);
+    ip(&["-n", &pair.ns_b, "addr", "add", &format!("{ip2b}/24"), "dev", &vb]);
+    ip(&["-n", &pair.ns_b, "link", "set", &vb, "up"]);
+    // Down interfaces are not captured in auto mode.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(cnflow_tcx_programs(&pair.ns_a, &va).is_empty());
+    ip(&["-n", &pair.ns_a, "link", "set", &va, "up"]);
+    let attached = wait_until(Duration::from_secs(10), || cnflow_tcx_programs(&pair.ns_a, &va).len() == 2);
+    assert!(attached, "new interface not attached; stderr:\n{}", read(&err));
+    NetnsPair::exec(&pair.ns_b, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip2a], Duration::from_secs(10));
+    let out = dir.path("run1.out");
+    let seen = wait_until(Duration::from_secs(5), || {
+        parse_packets(&read(&out)).iter().filter(|p| p.proto == "icmp" && p.src == ip2b).count() >= 2
+    });
+    assert!(seen, "pings on the new interface not captured:\n{}", read(&out));
+
+    // It goes away again: detached (logged), the agent keeps running.
+    ip(&["-n", &pair.ns_a, "link", "del", &va]);
+    let detached = wait_until(Duration::from_secs(10), || {
+        read(&err).lines().any(|l| l.contains("capture detached") && l.contains(&va))
+    });
+    assert!(detached, "no detach logged:\n{}", read(&err));
+    assert_eq!(cnflow_tcx_programs(&pair.ns_a, &pair.veth_a).len(), 2, "first interface still attached");
+    stop_agent(agent, libc::SIGTERM);
+    assert!(cnflow_tcx_programs(&pair.ns_a, &pair.veth_a).is_empty());
+}
