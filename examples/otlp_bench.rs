@@ -1,0 +1,171 @@
+//! Whole-system OTLP throughput probe used by `integration-tests/perf/bench_gateway.sh`.
+//!
+//! Starts a counting OTLP/gRPC trace sink on `--sink`, sends `--spans` spans to
+//! `--target` (a cnflow gateway or rotel configured to export to the sink) in
+//! requests of `--batch` spans from `--concurrency` tasks, and reports how long it
+//! took until the sink had received every span. The spans carry public client
+//! addresses (from MaxMind's test database) so a gateway does real GeoIP work.
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Sink(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize =
+            req.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
+}
+
+// Addresses present in GeoLite2-City-Test.mmdb, plus private ones that must be skipped.
+const CLIENTS: &[&str] = &["81.2.69.142", "216.160.83.56", "89.160.20.112", "2.125.160.216", "10.200.0.7"];
+
+fn request(batch: usize, seq: u64) -> ExportTraceServiceRequest {
+    let spans = (0..batch)
+        .map(|i| {
+            let id = seq * batch as u64 + i as u64 + 1;
+            Span {
+                trace_id: id.to_be_bytes().repeat(2),
+                span_id: id.to_be_bytes().to_vec(),
+                name: "GET /users/{id}".into(),
+                kind: 2,
+                start_time_unix_nano: 1_700_000_000_000_000_000 + id,
+                end_time_unix_nano: 1_700_000_000_000_100_000 + id,
+                attributes: vec![
+                    kv("http.request.method", "GET"),
+                    kv("http.route", "/users/{id}"),
+                    kv("client.address", CLIENTS[id as usize % CLIENTS.len()]),
+                    kv("server.address", "10.200.0.2"),
+                ],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", "bench")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.into())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let sink_addr: std::net::SocketAddr = arg(&args, "--sink", "127.0.0.1:14317").parse()?;
+    let target = arg(&args, "--target", "http://127.0.0.1:4317");
+    let spans: u64 = arg(&args, "--spans", "200000").parse()?;
+    let batch: usize = arg(&args, "--batch", "500").parse()?;
+    let conc: u64 = arg(&args, "--concurrency", "4").parse()?;
+    let timeout = Duration::from_secs(arg(&args, "--timeout", "120").parse()?);
+    let got = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind(sink_addr).await?;
+    let svc = TraceServiceServer::new(Sink(got.clone())).max_decoding_message_size(64 << 20);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream_shim::incoming(listener)),
+    );
+    if args.iter().any(|a| a == "--sink-only") {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            println!("received {}", got.load(Ordering::Relaxed));
+        }
+    }
+    let requests = spans.div_ceil(batch as u64);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..conc {
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = loop {
+                match TraceServiceClient::connect(target.clone()).await {
+                    Ok(c) => break c,
+                    Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => return Err(anyhow::anyhow!("connect {target}: {e}")),
+                }
+            };
+            let mut seq = t;
+            while seq < requests {
+                // Back-pressure (RESOURCE_EXHAUSTED/UNAVAILABLE) is retried, as an agent would.
+                loop {
+                    match client.export(request(batch, seq)).await {
+                        Ok(_) => break,
+                        Err(s) if start.elapsed() < Duration::from_secs(300) => {
+                            tracing_or_eprint(&s);
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
+                        Err(s) => return Err(anyhow::anyhow!("export: {s}")),
+                    }
+                }
+                seq += conc;
+            }
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let sent_in = start.elapsed();
+    let want = requests * batch as u64;
+    while got.load(Ordering::Relaxed) < want && start.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all_in = start.elapsed();
+    let n = got.load(Ordering::Relaxed);
+    println!(
+        "spans_sent={want} spans_received={n} send_secs={:.3} total_secs={:.3} spans_per_sec={:.0}",
+        sent_in.as_secs_f64(),
+        all_in.as_secs_f64(),
+        n as f64 / all_in.as_secs_f64()
+    );
+    if n < want {
+        anyhow::bail!("only {n} of {want} spans arrived within {timeout:?}");
+    }
+    Ok(())
+}
+
+fn tracing_or_eprint(s: &tonic::Status) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("target pushed back ({}), retrying", s.code()));
+}
+
+/// `TcpListener` → incoming stream without pulling in tokio-stream.
+mod tokio_stream_shim {
+    pub fn incoming(
+        l: tokio::net::TcpListener,
+    ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        futures::stream::unfold(l, |l| async move {
+            let r = l.accept().await.map(|(s, _)| s);
+            Some((r, l))
+        })
+    }
+}
