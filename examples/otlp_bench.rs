@@ -23,8 +23,7 @@ impl TraceService for Sink {
         &self,
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let n: usize =
-            req.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        let n: usize = req.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
         self.0.fetch_add(n as u64, Ordering::Relaxed);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -88,9 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(sink_addr).await?;
     let svc = TraceServiceServer::new(Sink(got.clone())).max_decoding_message_size(64 << 20);
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream_shim::incoming(listener)),
+        tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tokio_stream_shim::incoming(listener)),
     );
     if args.iter().any(|a| a == "--sink-only") {
         loop {
@@ -160,9 +157,7 @@ fn tracing_or_eprint(s: &tonic::Status) {
 
 /// `TcpListener` → incoming stream without pulling in tokio-stream.
 mod tokio_stream_shim {
-    pub fn incoming(
-        l: tokio::net::TcpListener,
-    ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    pub fn incoming(l: tokio::net::TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
         futures::stream::unfold(l, |l| async move {
             let r = l.accept().await.map(|(s, _)| s);
             Some((r, l))
