@@ -26,6 +26,12 @@ static CONFIG: Array<CaptureConfig> = Array::with_max_entries(1, 0);
 #[map]
 static PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(MAX_FILTER_PORTS, 0);
 
+/// Per-CPU staging area: records are assembled here and only the header plus
+/// the captured bytes are copied into the ring, so small packets cost ~100
+/// bytes of ring space instead of a full `PacketRecord`.
+#[map]
+static SCRATCH: PerCpuArray<PacketRecord> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
@@ -156,10 +162,7 @@ fn capture(ctx: &TcContext, direction: u8) {
         return count(CNT_FILTERED);
     }
 
-    let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
-        return count(CNT_RING_FULL);
-    };
-    let rec = entry.as_mut_ptr();
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else { return };
     let payload_off = p.l4_off + hdr_len;
     let payload_len = p.l4_len - hdr_len;
     // The IP length may claim more than the skb holds (GSO, broken packets).
@@ -174,6 +177,7 @@ fn capture(ctx: &TcContext, direction: u8) {
     if cap > MAX_PAYLOAD {
         cap = MAX_PAYLOAD;
     }
+    let mut n = 0usize;
     unsafe {
         (*rec).ts_ns = bpf_ktime_get_ns();
         (*rec).ifindex = (*ctx.skb.skb).ifindex;
@@ -189,26 +193,33 @@ fn capture(ctx: &TcContext, direction: u8) {
         (*rec)._pad = [0; 2];
         (*rec).src_addr = p.src;
         (*rec).dst_addr = p.dst;
-        (*rec).cap_len = 0;
         if cap > 0 {
             // Variable-length copies must be provably within 1..=MAX_PAYLOAD
             // for the verifier, hence the mask on (cap - 1).
-            let n = ((cap - 1) & (MAX_PAYLOAD - 1)) + 1;
+            let len = ((cap - 1) & (MAX_PAYLOAD - 1)) + 1;
             let r = bpf_skb_load_bytes(
                 ctx.skb.skb as *const __sk_buff as *const _,
                 payload_off as u32,
                 (*rec).payload.as_mut_ptr() as *mut _,
-                n as u32,
+                len as u32,
             );
             if r == 0 {
-                (*rec).cap_len = n as u16;
+                n = len;
             }
         }
-        if ((*rec).cap_len as usize) < payload_len {
+        (*rec).cap_len = n as u16;
+        if n < payload_len {
             count(CNT_TRUNCATED);
         }
+        if n > MAX_PAYLOAD {
+            return;
+        }
+        let size = PACKET_HEADER_LEN + n;
+        let bytes = core::slice::from_raw_parts(rec as *const u8, size);
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            return count(CNT_RING_FULL);
+        }
     }
-    entry.submit(0);
     count(CNT_EMITTED);
 }
 

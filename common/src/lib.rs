@@ -22,7 +22,8 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
-/// One captured packet. Addresses are IPv6 or IPv4-mapped-in-the-first-4-bytes
+/// One captured packet (assembled in a per-CPU scratch slot; the ring holds
+/// the header and the captured payload prefix only). Addresses are IPv6 or IPv4-mapped-in-the-first-4-bytes
 /// depending on `family` (4 or 6), stored in network byte order.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -48,6 +49,10 @@ pub struct PacketRecord {
     pub dst_addr: [u8; 16],
     pub payload: [u8; MAX_PAYLOAD],
 }
+
+/// Bytes of a `PacketRecord` before `payload`. Ring entries are this header
+/// followed by `cap_len` payload bytes (not the whole fixed-size struct).
+pub const PACKET_HEADER_LEN: usize = core::mem::offset_of!(PacketRecord, payload);
 
 /// Indexes into the per-CPU `COUNTERS` array.
 pub const CNT_SEEN: u32 = 0;

@@ -4,7 +4,8 @@
 use super::{Direction, PacketEvent, L4};
 use bytes::Bytes;
 use cnflow_common::{
-    PacketRecord, DIR_EGRESS, DIR_INGRESS, MAX_PAYLOAD, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    PacketRecord, DIR_EGRESS, DIR_INGRESS, MAX_PAYLOAD, PACKET_HEADER_LEN, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    PROTO_UDP,
 };
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -30,13 +31,21 @@ impl DecodeError {
     }
 }
 
-/// Copies a record out of raw ring-buffer bytes (which carry no alignment guarantee).
+/// Copies a record out of raw ring-buffer bytes (which carry no alignment
+/// guarantee). Ring entries hold the header plus only the captured payload
+/// bytes; `cap_len` is clamped to what is really there.
 pub fn record_from_bytes(buf: &[u8]) -> Result<PacketRecord, DecodeError> {
-    if buf.len() < std::mem::size_of::<PacketRecord>() {
+    if buf.len() < PACKET_HEADER_LEN {
         return Err(DecodeError::Short);
     }
-    // SAFETY: length checked; PacketRecord is repr(C) plain data valid for any bit pattern.
-    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<PacketRecord>()) })
+    // SAFETY: PacketRecord is repr(C) plain data, valid for any bit pattern (all zero included).
+    let mut rec: PacketRecord = unsafe { std::mem::zeroed() };
+    let n = buf.len().min(std::mem::size_of::<PacketRecord>());
+    // SAFETY: n ≤ size_of::<PacketRecord>() and n ≤ buf.len(); the regions do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), (&mut rec as *mut PacketRecord).cast::<u8>(), n) };
+    let present = (n - PACKET_HEADER_LEN).min(u16::MAX as usize) as u16;
+    rec.cap_len = rec.cap_len.min(present);
+    Ok(rec)
 }
 
 /// Converts one record. `mono_to_wall_ns` is CLOCK_REALTIME − CLOCK_MONOTONIC,
@@ -204,6 +213,18 @@ mod tests {
         let line = format_line(&ev);
         assert!(line.contains("tcp 10.200.1.2:40000 > 10.200.1.1:6379 seq=4294967280 ack=42 flags=P."), "{line}");
         assert!(line.ends_with("len=6 cap=6 data=50494e470d0a"), "{line}");
+    }
+
+    #[test]
+    fn ring_entries_carry_only_the_captured_bytes() {
+        let r = rec(4, PROTO_UDP, b"abcdef", 6);
+        let full = bytes_of(&r);
+        let ev = decode(&record_from_bytes(&full[..PACKET_HEADER_LEN + 6]).unwrap(), 0).unwrap();
+        assert_eq!(&ev.payload[..], b"abcdef");
+        // An entry shorter than cap_len claims: only the bytes present are used.
+        let ev = decode(&record_from_bytes(&full[..PACKET_HEADER_LEN + 2]).unwrap(), 0).unwrap();
+        assert_eq!(&ev.payload[..], b"ab");
+        assert!(matches!(record_from_bytes(&full[..PACKET_HEADER_LEN - 1]), Err(DecodeError::Short)));
     }
 
     #[test]
