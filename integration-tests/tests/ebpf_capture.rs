@@ -8,6 +8,8 @@ mod harness;
 #[path = "../harness/netns.rs"]
 mod netns;
 
+use cnflow::capture::{Direction, PacketEvent, L4};
+use cnflow::flow::{FlowConfig, FlowRecorder, FlowTable};
 use netns::{read, wait_until, ChildGuard, NetnsPair, Scratch};
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -50,6 +52,8 @@ fn stop_agent(mut g: ChildGuard, sig: i32) {
 /// One parsed `--format packets` line.
 #[derive(Debug, Clone)]
 struct Pkt {
+    ts_ns: u64,
+    ifindex: u32,
     dir: String,
     proto: String,
     src: String,
@@ -68,9 +72,51 @@ fn parse_packets(out: &str) -> Vec<Pkt> {
             let kv: BTreeMap<String, String> =
                 f[7..].iter().filter_map(|x| x.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
             let data = hex::decode(kv.get("data")?).ok()?;
-            Some(Pkt { dir: f[2].into(), proto: f[3].into(), src: f[4].into(), dst: f[6].into(), kv, data })
+            Some(Pkt {
+                ts_ns: f[0].parse().ok()?,
+                ifindex: f[1].strip_prefix("if=")?.parse().ok()?,
+                dir: f[2].into(),
+                proto: f[3].into(),
+                src: f[4].into(),
+                dst: f[6].into(),
+                kv,
+                data,
+            })
         })
         .collect()
+}
+
+/// Back to the PacketEvent the agent printed (TCP/UDP lines), so the
+/// crate's own flow reassembly can run on exactly what was captured.
+fn to_event(p: &Pkt) -> Option<PacketEvent> {
+    let sa: std::net::SocketAddr = p.src.parse().ok()?;
+    let da: std::net::SocketAddr = p.dst.parse().ok()?;
+    let l4 = match p.proto.as_str() {
+        "tcp" => {
+            let f = &p.kv["flags"];
+            let mut flags = 0u8;
+            for (c, bit) in [('S', 0x02), ('F', 0x01), ('R', 0x04), ('P', 0x08), ('.', 0x10)] {
+                if f.contains(c) {
+                    flags |= bit;
+                }
+            }
+            L4::Tcp { seq: p.kv["seq"].parse().ok()?, ack: p.kv["ack"].parse().ok()?, flags }
+        }
+        "udp" => L4::Udp,
+        _ => return None,
+    };
+    Some(PacketEvent {
+        ts_ns: p.ts_ns,
+        ifindex: p.ifindex,
+        direction: if p.dir == "ingress" { Direction::Ingress } else { Direction::Egress },
+        src: sa.ip(),
+        dst: da.ip(),
+        src_port: sa.port(),
+        dst_port: da.port(),
+        l4,
+        payload_len: p.kv["len"].parse().ok()?,
+        payload: bytes::Bytes::from(p.data.clone()),
+    })
 }
 
 /// Reassembles one direction of a TCP connection by sequence number
@@ -153,6 +199,21 @@ fn captures_redis_ping_and_dns_byte_exact() {
     let _dnsmasq = ChildGuard::new(dnsmasq, "dnsmasq");
 
     let agent = start_agent(&pair, &dir, "run1", &[("CNFLOW_SNAPLEN", "4096")]);
+    // The same traffic recorded independently, for `cnflow replay`.
+    let pcap = dir.path("tcpdump.pcap");
+    let tcpdump = NetnsPair::cmd(&pair.ns_a, "tcpdump")
+        .args(["-i", &pair.veth_a, "-n", "-U", "-s", "0", "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path("tcpdump.err")).unwrap())
+        .spawn()
+        .expect("tcpdump");
+    let mut tcpdump = ChildGuard::new(tcpdump, "tcpdump");
+    assert!(
+        wait_until(Duration::from_secs(10), || read(&dir.path("tcpdump.err")).contains("listening on")),
+        "tcpdump did not start: {}",
+        read(&dir.path("tcpdump.err"))
+    );
     let port_open = wait_until(Duration::from_secs(10), || {
         NetnsPair::cmd(&pair.ns_b, "redis-cli")
             .args(["-h", &pair.ip_a, "-p", "6379", "--no-raw", "EXISTS", "nothing"])
@@ -181,6 +242,8 @@ fn captures_redis_ping_and_dns_byte_exact() {
     // Let the reader drain, then stop the agent gracefully.
     std::thread::sleep(Duration::from_millis(500));
     stop_agent(agent, libc::SIGTERM);
+    tcpdump.signal(libc::SIGINT);
+    tcpdump.wait_timeout(Duration::from_secs(10)).expect("tcpdump did not stop");
     let out = read(&dir.path("run1.out"));
     let err = read(&dir.path("run1.err"));
     let pkts = parse_packets(&out);
@@ -199,6 +262,38 @@ fn captures_redis_ping_and_dns_byte_exact() {
     assert!(to_client.iter().all(|p| p.dir == "egress"));
     assert_eq!(reassemble(&to_server), sent, "client→server stream differs");
     assert_eq!(reassemble(&to_client), recv, "server→client stream differs");
+    // The crate's flow reassembly on the captured events agrees.
+    let mut table = FlowTable::new(&FlowConfig::from(&cnflow::config::AgentConfig::default()));
+    let mut rec = FlowRecorder::new(true);
+    for ev in pkts.iter().filter_map(to_event) {
+        table.push(&ev, &mut rec);
+    }
+    table.finish(&mut rec);
+    let flows = rec.take();
+    let live = flows
+        .iter()
+        .find(|f| f.conn.client.to_string() == client_ep && f.conn.server.to_string() == server)
+        .expect("redis flow from flow table");
+    assert_eq!(live.to_server.data(), &sent[..], "flow table: client→server");
+    assert_eq!(live.to_client.data(), &recv[..], "flow table: server→client");
+    assert_eq!((live.to_server.gaps, live.to_client.gaps), (0, 0));
+
+    // tcpdump's recording of the same traffic, replayed, gives the same streams.
+    let replay = std::process::Command::new(harness::cnflow_bin())
+        .args(["replay", "--format", "flows", "--dump"])
+        .arg(&pcap)
+        .output()
+        .expect("cnflow replay");
+    assert!(replay.status.success(), "replay: {}", String::from_utf8_lossy(&replay.stderr));
+    let replayed = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|f| f["conn"]["client"] == client_ep.as_str() && f["conn"]["server"] == server.as_str())
+        .unwrap_or_else(|| panic!("redis flow not in replay output:\n{}", String::from_utf8_lossy(&replay.stdout)));
+    let hex_of = |v: &serde_json::Value| hex::decode(v.as_str().unwrap_or_default()).unwrap();
+    assert_eq!(hex_of(&replayed["to_server"]["data_hex"]), sent, "replay: client→server");
+    assert_eq!(hex_of(&replayed["to_client"]["data_hex"]), recv, "replay: server→client");
+
     // FIN seen both ways, pure ACKs skipped.
     assert!(to_server.iter().any(|p| p.kv["flags"].contains('F')));
     assert!(to_client.iter().any(|p| p.kv["flags"].contains('F')));
