@@ -1,1 +1,138 @@
+//! Content-based protocol detection. Every decoder module offers a `probe`;
+//! this module combines their answers for one connection. Ports only add a
+//! small bonus so that, e.g., HTTP is found on any port and Redis on 6380,
+//! while a flow that no probe claims stays undetected instead of guessed.
+use super::{dns, http1, http2, icmp, kafka, redis, ConnDecoder, DecodeConfig, Probe};
+use crate::exchange::Protocol;
+use crate::flow::{Conn, StreamDir, Transport};
 
+/// Stream protocols, in tie-break order.
+const STREAM_PROTOCOLS: [Protocol; 5] =
+    [Protocol::Http2, Protocol::Http1, Protocol::Kafka, Protocol::Redis, Protocol::Dns];
+
+/// A verdict at or above this confidence is taken at once; below it the
+/// dispatcher waits (bounded) for protocols that still need more bytes.
+const DECISIVE: u8 = 60;
+/// Added to a protocol's confidence when the server port is one it commonly uses.
+const PORT_BONUS: u8 = 10;
+
+/// Outcome of probing the bytes buffered so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Detected(Protocol),
+    /// Some probe needs more bytes.
+    Wait,
+    /// No probe claims the flow.
+    Unknown,
+}
+
+pub fn probe(proto: Protocol, conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+    match proto {
+        Protocol::Http1 => http1::probe(conn, dir, data),
+        Protocol::Http2 | Protocol::Grpc => http2::probe(conn, dir, data),
+        Protocol::Dns => dns::probe(conn, dir, data),
+        Protocol::Redis => redis::probe(conn, dir, data),
+        Protocol::Kafka => kafka::probe(conn, dir, data),
+        Protocol::Icmp => icmp::probe(conn, dir, data),
+    }
+}
+
+pub fn new_decoder(proto: Protocol, cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+    match proto {
+        Protocol::Http1 => http1::new_decoder(cfg),
+        Protocol::Http2 | Protocol::Grpc => http2::new_decoder(cfg),
+        Protocol::Dns => dns::new_decoder(cfg),
+        Protocol::Redis => redis::new_decoder(cfg),
+        Protocol::Kafka => kafka::new_decoder(cfg),
+        Protocol::Icmp => icmp::new_decoder(cfg),
+    }
+}
+
+/// Well-known server ports: a hint, never sufficient on their own.
+pub fn port_hint(proto: Protocol, port: u16) -> bool {
+    match proto {
+        Protocol::Http1 => matches!(port, 80 | 8000 | 8008 | 8080 | 8888 | 3000 | 5000 | 9080),
+        Protocol::Http2 | Protocol::Grpc => matches!(port, 50051 | 8443 | 443),
+        Protocol::Dns => matches!(port, 53 | 5353 | 5300),
+        Protocol::Redis => matches!(port, 6379 | 6380 | 26379),
+        Protocol::Kafka => matches!(port, 9092..=9094),
+        Protocol::Icmp => false,
+    }
+}
+
+/// Combine every stream probe over the first bytes of both directions.
+/// `full`: the detection buffer is exhausted, so decide with what is known.
+pub fn detect_stream(conn: &Conn, to_server: &[u8], to_client: &[u8], full: bool) -> Verdict {
+    let mut best: Option<(u8, Protocol)> = None;
+    let mut waiting = false;
+    for proto in STREAM_PROTOCOLS {
+        let mut answer = Probe::No;
+        for (dir, data) in [(StreamDir::ToServer, to_server), (StreamDir::ToClient, to_client)] {
+            if data.is_empty() {
+                continue;
+            }
+            answer = merge(answer, probe(proto, conn, dir, data));
+        }
+        match answer {
+            Probe::Yes(c) => {
+                let bonus = if port_hint(proto, conn.server.port()) { PORT_BONUS } else { 0 };
+                let c = c.min(100).saturating_add(bonus);
+                if best.is_none_or(|(b, _)| c > b) {
+                    best = Some((c, proto));
+                }
+            }
+            Probe::NeedMore => waiting = true,
+            Probe::No => {}
+        }
+    }
+    match best {
+        Some((c, p)) if c >= DECISIVE || !waiting || full => Verdict::Detected(p),
+        _ if waiting && !full => Verdict::Wait,
+        _ => Verdict::Unknown,
+    }
+}
+
+fn merge(a: Probe, b: Probe) -> Probe {
+    match (a, b) {
+        (Probe::Yes(x), Probe::Yes(y)) => Probe::Yes(x.max(y)),
+        (Probe::Yes(x), _) | (_, Probe::Yes(x)) => Probe::Yes(x),
+        (Probe::NeedMore, _) | (_, Probe::NeedMore) => Probe::NeedMore,
+        _ => Probe::No,
+    }
+}
+
+/// Datagram flows (UDP, ICMP): each datagram is self-contained, so one probe decides.
+pub fn detect_datagram(conn: &Conn, dir: StreamDir, data: &[u8]) -> Option<Protocol> {
+    let candidates: &[Protocol] = match conn.transport {
+        Transport::Icmp => &[Protocol::Icmp],
+        Transport::Udp => &[Protocol::Dns],
+        Transport::Tcp => &[],
+    };
+    candidates.iter().copied().find(|p| matches!(probe(*p, conn, dir, data), Probe::Yes(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::testutil::conn as test_conn;
+
+    #[test]
+    fn http_on_any_port_and_redis_on_6380() {
+        let c = test_conn(Transport::Tcp, 12345);
+        assert_eq!(
+            detect_stream(&c, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"", false),
+            Verdict::Detected(Protocol::Http1)
+        );
+        let c = test_conn(Transport::Tcp, 6380);
+        assert_eq!(detect_stream(&c, b"*1\r\n$4\r\nPING\r\n", b"", false), Verdict::Detected(Protocol::Redis));
+        let tls = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x5e\x12\x9a\x01\x77\x30\x00\x11\x22";
+        assert_eq!(detect_stream(&c, tls, b"", false), Verdict::Unknown);
+    }
+
+    #[test]
+    fn waits_for_more_then_gives_up_when_full() {
+        let c = test_conn(Transport::Tcp, 80);
+        assert_eq!(detect_stream(&c, b"GE", b"", false), Verdict::Wait);
+        assert_eq!(detect_stream(&c, b"GE", b"", true), Verdict::Unknown);
+    }
+}

@@ -1,36 +1,318 @@
 //! Chooses a decoder per connection and routes flow events to it.
+//!
+//! Until the probes agree on a protocol, the first bytes of each direction are
+//! kept (bounded by [`DETECT_BYTES`] per direction) together with a log of the
+//! events that carried them, so the chosen decoder later sees the connection
+//! from its first byte, gaps included.
+use super::detect::{self, Verdict};
 use super::{ConnDecoder, DecodeConfig, Emit};
-use crate::exchange::Exchange;
-use crate::flow::{CloseReason, Conn, StreamDir, StreamSink};
+use crate::exchange::{Exchange, Protocol};
+use crate::flow::{CloseReason, Conn, StreamDir, StreamSink, Transport};
+use crate::stats::{counter, Counter};
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+/// Bytes per direction inspected before a TCP flow is declared undetected.
+pub const DETECT_BYTES: usize = 4096;
+/// Datagrams inspected before a UDP flow is declared undetected.
+pub const DETECT_DATAGRAMS: u32 = 4;
+
+static UNDETECTED_TCP: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.undetected", &[("network.transport", "tcp")]));
+static UNDETECTED_UDP: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.undetected", &[("network.transport", "udp")]));
+static UNDETECTED_ICMP: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.undetected", &[("network.transport", "icmp")]));
+
+fn detected_counter(p: Protocol) -> Counter {
+    static C: LazyLock<[Counter; 6]> = LazyLock::new(|| {
+        ["http1", "http2", "dns", "redis", "kafka", "icmp"]
+            .map(|n| counter("cnflow.protocol.detected", &[("protocol", n)]))
+    });
+    C[match p {
+        Protocol::Http1 => 0,
+        Protocol::Http2 | Protocol::Grpc => 1,
+        Protocol::Dns => 2,
+        Protocol::Redis => 3,
+        Protocol::Kafka => 4,
+        Protocol::Icmp => 5,
+    }]
+}
+
+/// Event kept while detection is undecided, replayed to the decoder afterwards.
+enum Held {
+    Data(StreamDir, u64, Vec<u8>),
+    Gap(StreamDir, u64, u64),
+}
+
+#[derive(Default)]
+struct Detecting {
+    held: Vec<Held>,
+    held_bytes: usize,
+    /// Contiguous bytes since the last gap, per direction (index by `dir_ix`): what the probes see.
+    probe_buf: [Vec<u8>; 2],
+    datagrams: u32,
+}
+
+enum State {
+    Detecting(Detecting),
+    Decoding(Box<dyn ConnDecoder>),
+    Undetected,
+}
+
+struct Entry {
+    conn: Conn,
+    state: State,
+}
 
 pub struct Dispatcher {
     pub cfg: DecodeConfig,
-    decoders: HashMap<u64, Box<dyn ConnDecoder>>,
+    conns: HashMap<u64, Entry>,
     /// Exchanges produced since the last [`Dispatcher::take`].
     pub out: Vec<Exchange>,
 }
 
+fn dir_ix(dir: StreamDir) -> usize {
+    match dir {
+        StreamDir::ToServer => 0,
+        StreamDir::ToClient => 1,
+    }
+}
+
+fn count_undetected(t: Transport) {
+    match t {
+        Transport::Tcp => UNDETECTED_TCP.inc(),
+        Transport::Udp => UNDETECTED_UDP.inc(),
+        Transport::Icmp => UNDETECTED_ICMP.inc(),
+    }
+}
+
 impl Dispatcher {
     pub fn new(cfg: DecodeConfig) -> Self {
-        Self { cfg, decoders: HashMap::new(), out: Vec::new() }
+        Self { cfg, conns: HashMap::new(), out: Vec::new() }
     }
     pub fn take(&mut self) -> Vec<Exchange> {
         std::mem::take(&mut self.out)
     }
+    /// Connections currently tracked (detecting, decoding or undetected).
+    pub fn conn_count(&self) -> usize {
+        self.conns.len()
+    }
+    /// Bytes held for detection across all connections (bounded per connection).
+    pub fn held_bytes(&self) -> usize {
+        self.conns
+            .values()
+            .map(|e| match &e.state {
+                State::Detecting(d) => d.held_bytes + d.probe_buf.iter().map(Vec::len).sum::<usize>(),
+                _ => 0,
+            })
+            .sum()
+    }
+    /// The protocol chosen for a connection, if decided.
+    pub fn is_decoding(&self, conn_id: u64) -> Option<bool> {
+        self.conns.get(&conn_id).map(|e| matches!(e.state, State::Decoding(_)))
+    }
+
     /// Emit requests older than the request timeout as Timeout exchanges.
-    pub fn expire(&mut self, _now_ns: u64) {}
-    #[allow(dead_code)]
-    fn emit<'a>(conn: &'a Conn, out: &'a mut Vec<Exchange>) -> Emit<'a> {
-        Emit { conn, out }
+    pub fn expire(&mut self, now_ns: u64) {
+        let deadline = now_ns.saturating_sub(self.cfg.request_timeout_ns);
+        for e in self.conns.values_mut() {
+            if let State::Decoding(d) = &mut e.state {
+                d.expire(deadline, &mut Emit { conn: &e.conn, out: &mut self.out });
+            }
+        }
+    }
+
+    fn start_decoder(cfg: &DecodeConfig, e: &mut Entry, proto: Protocol, out: &mut Vec<Exchange>) {
+        detected_counter(proto).inc();
+        let mut dec = detect::new_decoder(proto, cfg);
+        if let State::Detecting(d) = std::mem::replace(&mut e.state, State::Undetected) {
+            let mut emit = Emit { conn: &e.conn, out };
+            for h in d.held {
+                match h {
+                    Held::Data(dir, ts, bytes) => dec.on_data(dir, ts, &bytes, &mut emit),
+                    Held::Gap(dir, ts, len) => dec.on_gap(dir, ts, len, &mut emit),
+                }
+            }
+        }
+        e.state = State::Decoding(dec);
     }
 }
 
 impl StreamSink for Dispatcher {
-    fn on_data(&mut self, _conn: &Conn, _dir: StreamDir, _ts_ns: u64, _data: &[u8]) {}
-    fn on_gap(&mut self, _conn: &Conn, _dir: StreamDir, _ts_ns: u64, _len: u64) {}
-    fn on_datagram(&mut self, _conn: &Conn, _dir: StreamDir, _ts_ns: u64, _data: &[u8], _orig_len: u32) {}
-    fn on_close(&mut self, conn: &Conn, _ts_ns: u64, _reason: CloseReason) {
-        self.decoders.remove(&conn.id);
+    fn on_data(&mut self, conn: &Conn, dir: StreamDir, ts_ns: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let cfg = self.cfg.clone();
+        let Self { conns, out, .. } = self;
+        let e = conns
+            .entry(conn.id)
+            .or_insert_with(|| Entry { conn: conn.clone(), state: State::Detecting(Detecting::default()) });
+        let d = match &mut e.state {
+            State::Decoding(dec) => {
+                dec.on_data(dir, ts_ns, data, &mut Emit { conn: &e.conn, out });
+                return;
+            }
+            State::Undetected => return,
+            State::Detecting(d) => d,
+        };
+        let buf = &mut d.probe_buf[dir_ix(dir)];
+        let take = data.len().min(DETECT_BYTES.saturating_sub(buf.len()));
+        buf.extend_from_slice(&data[..take]);
+        d.held.push(Held::Data(dir, ts_ns, data[..take].to_vec()));
+        d.held_bytes += take;
+        let full = take < data.len()
+            || d.probe_buf.iter().any(|b| b.len() >= DETECT_BYTES)
+            || d.held_bytes >= 2 * DETECT_BYTES;
+        match detect::detect_stream(&e.conn, &d.probe_buf[0], &d.probe_buf[1], full) {
+            Verdict::Detected(p) => {
+                Self::start_decoder(&cfg, e, p, out);
+                if take < data.len() {
+                    if let State::Decoding(dec) = &mut e.state {
+                        dec.on_data(dir, ts_ns, &data[take..], &mut Emit { conn: &e.conn, out });
+                    }
+                }
+            }
+            Verdict::Wait if !full => {}
+            Verdict::Wait | Verdict::Unknown => {
+                count_undetected(e.conn.transport);
+                e.state = State::Undetected;
+            }
+        }
+    }
+
+    fn on_gap(&mut self, conn: &Conn, dir: StreamDir, ts_ns: u64, len: u64) {
+        let Self { conns, out, .. } = self;
+        let e = conns
+            .entry(conn.id)
+            .or_insert_with(|| Entry { conn: conn.clone(), state: State::Detecting(Detecting::default()) });
+        match &mut e.state {
+            State::Decoding(dec) => dec.on_gap(dir, ts_ns, len, &mut Emit { conn: &e.conn, out }),
+            State::Undetected => {}
+            State::Detecting(d) => {
+                // Bytes before and after a gap are not contiguous: probe only what follows it.
+                d.probe_buf[dir_ix(dir)].clear();
+                if d.held.len() >= 64 {
+                    count_undetected(e.conn.transport);
+                    e.state = State::Undetected;
+                } else {
+                    d.held.push(Held::Gap(dir, ts_ns, len));
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, conn: &Conn, dir: StreamDir, ts_ns: u64, data: &[u8], orig_len: u32) {
+        let cfg = self.cfg.clone();
+        let Self { conns, out, .. } = self;
+        let e = conns
+            .entry(conn.id)
+            .or_insert_with(|| Entry { conn: conn.clone(), state: State::Detecting(Detecting::default()) });
+        if let State::Detecting(d) = &mut e.state {
+            match detect::detect_datagram(&e.conn, dir, data) {
+                Some(p) => Self::start_decoder(&cfg, e, p, out),
+                None => {
+                    d.datagrams += 1;
+                    if d.datagrams >= DETECT_DATAGRAMS || e.conn.transport == Transport::Tcp {
+                        count_undetected(e.conn.transport);
+                        e.state = State::Undetected;
+                    }
+                }
+            }
+        }
+        if let State::Decoding(dec) = &mut e.state {
+            dec.on_datagram(dir, ts_ns, data, orig_len, &mut Emit { conn: &e.conn, out });
+        }
+    }
+
+    fn on_close(&mut self, conn: &Conn, ts_ns: u64, reason: CloseReason) {
+        if let Some(mut e) = self.conns.remove(&conn.id) {
+            match &mut e.state {
+                State::Decoding(dec) => dec.on_close(ts_ns, reason, &mut Emit { conn: &e.conn, out: &mut self.out }),
+                State::Detecting(d) => {
+                    // Never decided: only a flow that carried data counts as undetected.
+                    if d.held_bytes > 0 || d.datagrams > 0 {
+                        count_undetected(e.conn.transport);
+                    }
+                }
+                State::Undetected => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::testutil::conn;
+
+    #[test]
+    fn undetected_flow_is_counted_and_dropped() {
+        let mut d = Dispatcher::new(DecodeConfig::default());
+        let c = conn(Transport::Tcp, 4444);
+        let before = UNDETECTED_TCP.get();
+        // The start of a TLS ClientHello: no decoder claims it.
+        d.on_data(
+            &c,
+            StreamDir::ToServer,
+            1,
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x5e\x12\x9a\x01\x77\x30\x00\x11\x22",
+        );
+        assert_eq!(d.is_decoding(c.id), Some(false));
+        assert!(UNDETECTED_TCP.get() > before);
+        d.on_data(&c, StreamDir::ToServer, 2, &[0u8; 10000]);
+        assert_eq!(d.held_bytes(), 0);
+        d.on_close(&c, 3, CloseReason::Fin);
+        assert_eq!(d.conn_count(), 0);
+    }
+
+    #[test]
+    fn split_first_bytes_are_detected_and_replayed() {
+        let mut d = Dispatcher::new(DecodeConfig::default());
+        let c = conn(Transport::Tcp, 4444);
+        d.on_data(&c, StreamDir::ToServer, 1, b"GE");
+        assert_eq!(d.is_decoding(c.id), Some(false));
+        d.on_data(&c, StreamDir::ToServer, 2, b"T /x HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(d.is_decoding(c.id), Some(true));
+        d.on_data(&c, StreamDir::ToClient, 3, b"HTTP/1.1 204 No Content\r\n\r\n");
+        let ex = d.take();
+        assert_eq!(ex.len(), 1);
+        assert_eq!((ex[0].start_ns, ex[0].end_ns), (1, 3));
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives, in whatever pieces: no panic, bounded detection state.
+        #[test]
+        fn arbitrary_events_never_panic(
+            events in proptest::collection::vec((0u8..5, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0u64..3000), 0..60),
+            port in proptest::prop_oneof![proptest::strategy::Just(80u16), proptest::strategy::Just(53), proptest::strategy::Just(6379), proptest::strategy::Just(9092), 1u16..65535],
+            prefix in proptest::prop_oneof![
+                proptest::strategy::Just(&b""[..]),
+                proptest::strategy::Just(&b"GET / HTTP/1.1\r\n"[..]),
+                proptest::strategy::Just(&b"*1\r\n$4\r\nPING\r\n"[..]),
+                proptest::strategy::Just(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]),
+                proptest::strategy::Just(&b"\x00\x1c\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"[..]),
+            ],
+        ) {
+            let mut d = Dispatcher::new(DecodeConfig::default());
+            for t in [Transport::Tcp, Transport::Udp, Transport::Icmp] {
+                let c = conn(t, port);
+                d.on_data(&c, StreamDir::ToServer, 0, prefix);
+                for (i, (kind, bytes, n)) in events.iter().enumerate() {
+                    let ts = i as u64 * 1_000_000;
+                    let dir = if kind % 2 == 0 { StreamDir::ToServer } else { StreamDir::ToClient };
+                    match kind {
+                        0 | 1 => d.on_data(&c, dir, ts, bytes),
+                        2 => d.on_gap(&c, dir, ts, *n),
+                        3 => d.on_datagram(&c, dir, ts, bytes, bytes.len() as u32 + *n as u32),
+                        _ => d.expire(ts + 60_000_000_000),
+                    }
+                    proptest::prop_assert!(d.held_bytes() <= 3 * DETECT_BYTES);
+                }
+                d.on_close(&c, 1 << 40, CloseReason::EndOfInput);
+            }
+            proptest::prop_assert_eq!(d.conn_count(), 0);
+        }
     }
 }

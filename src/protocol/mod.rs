@@ -11,6 +11,8 @@ pub mod http2;
 pub mod icmp;
 pub mod kafka;
 pub mod redis;
+#[doc(hidden)]
+pub mod testutil;
 
 /// Result of probing the first bytes of a connection for a protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,21 +1,1026 @@
-//! redis decoder (not built yet).
+//! Redis (RESP2 and RESP3, inline commands).
+//!
+//! RESP is scanned incrementally rather than decoded into whole frames
+//! (redis-protocol needs a complete frame in memory): bulk payloads are
+//! skipped as they stream past, so a multi-megabyte value costs no memory and
+//! bytes lost inside one cost nothing but the value. Only what telemetry
+//! needs is kept: the first arguments of a command (bounded) and the type,
+//! error text and first elements of a reply. The tests use redis-protocol's
+//! encoder as an independent oracle for the scanner.
+//!
+//! Pairing is in order (pipelining), with the exceptions Redis has: pub/sub
+//! pushes (RESP3 `>` frames, RESP2 `message`/`pmessage`/`smessage` arrays)
+//! are never taken as replies; SUBSCRIBE-family commands take one
+//! confirmation per channel; MONITOR streams are ignored after its `+OK`;
+//! CLIENT REPLY OFF/SKIP suppress replies; RESP3 attributes prefix a reply.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::flow::{CloseReason, Conn, StreamDir};
+use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol, RedisDetail};
+use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir};
+use crate::stats::{counter, Counter};
+use std::sync::LazyLock;
 
-/// Does the first data of a connection look like redis? `dir` is the direction of `data`.
-pub fn probe(_conn: &Conn, _dir: StreamDir, _data: &[u8]) -> Probe {
-    Probe::No
+static PARSE_ERRORS: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.parse_errors", &[("protocol", "redis")]));
+static EVICTED: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.pending_evicted", &[("protocol", "redis")]));
+static UNPAIRED: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.unpaired_responses", &[("protocol", "redis")]));
+
+/// Elements of a message kept (command arguments; first elements of a reply).
+const MAX_CAPTURED: usize = 32;
+/// Bytes kept per captured element.
+const MAX_ELEMENT: usize = 64;
+/// Length of `query_raw`.
+const MAX_RAW: usize = 256;
+/// Arguments shown as `?` in `query_masked` before "...".
+const MAX_MASKED: usize = 16;
+/// Longest RESP line (type byte, length or simple value) accepted.
+const MAX_LINE: usize = 64 * 1024;
+/// Deepest nesting followed.
+const MAX_DEPTH: usize = 64;
+
+const CONTAINER_COMMANDS: [&str; 16] = [
+    "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY", "MODULE", "OBJECT",
+    "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
+];
+/// Commands recognised when sent inline (telnet style) during detection.
+const INLINE_COMMANDS: [&str; 40] = [
+    "PING",
+    "AUTH",
+    "HELLO",
+    "SELECT",
+    "INFO",
+    "GET",
+    "SET",
+    "DEL",
+    "KEYS",
+    "EXISTS",
+    "INCR",
+    "DECR",
+    "QUIT",
+    "ECHO",
+    "MONITOR",
+    "SUBSCRIBE",
+    "PSUBSCRIBE",
+    "PUBLISH",
+    "CONFIG",
+    "CLIENT",
+    "FLUSHALL",
+    "FLUSHDB",
+    "DBSIZE",
+    "TYPE",
+    "TTL",
+    "EXPIRE",
+    "LPUSH",
+    "RPUSH",
+    "LRANGE",
+    "HGET",
+    "HSET",
+    "HGETALL",
+    "SADD",
+    "SMEMBERS",
+    "ZADD",
+    "ZRANGE",
+    "MULTI",
+    "EXEC",
+    "SCAN",
+    "MGET",
+];
+
+const RESP_TYPES: &[u8] = b"+-:$*_,#!=(%~>|";
+
+fn is_resp3_only(t: u8) -> bool {
+    b"_,#!=(%~>|".contains(&t)
 }
 
-pub fn new_decoder(_cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
-    Box::new(Stub)
+/// Does the first data of a connection look like Redis? `dir` is the direction of `data`.
+pub fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+    let Some(&first) = data.first() else { return Probe::NeedMore };
+    match dir {
+        StreamDir::ToServer if first == b'*' => {
+            let digits = data[1..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let after = &data[1 + digits..];
+            if after.is_empty() && digits < 8 {
+                return Probe::NeedMore;
+            }
+            if digits == 0 || digits > 7 {
+                return Probe::No;
+            }
+            match after {
+                [b'\r'] | [b'\r', b'\n'] => Probe::NeedMore,
+                [b'\r', b'\n', b'$', ..] => Probe::Yes(90),
+                _ => Probe::No,
+            }
+        }
+        StreamDir::ToServer => {
+            let word_len = data.iter().take(16).take_while(|b| b.is_ascii_alphabetic()).count();
+            if word_len == data.len() && word_len < 16 {
+                return Probe::NeedMore;
+            }
+            let word = String::from_utf8_lossy(&data[..word_len]).to_ascii_uppercase();
+            let sep = data.get(word_len).copied();
+            if INLINE_COMMANDS.contains(&word.as_str()) && matches!(sep, Some(b' ' | b'\r' | b'\n')) {
+                Probe::Yes(55)
+            } else {
+                Probe::No
+            }
+        }
+        // Redis servers never speak first: a reply is only evidence when the start was missed.
+        StreamDir::ToClient if conn.evidence == RoleEvidence::Syn => Probe::No,
+        StreamDir::ToClient => {
+            if !RESP_TYPES.contains(&first) {
+                return Probe::No;
+            }
+            match data.iter().take(512).position(|&b| b == b'\n') {
+                Some(nl) if nl >= 2 && data[nl - 1] == b'\r' && !data[1..nl - 1].contains(&b'\r') => {
+                    let body = &data[1..nl - 1];
+                    let numeric = body.iter().all(|b| b.is_ascii_digit() || *b == b'-');
+                    if b"$*:%~>".contains(&first) && (!numeric || body.is_empty()) {
+                        Probe::No
+                    } else {
+                        Probe::Yes(40)
+                    }
+                }
+                Some(_) => Probe::No,
+                None if data.len() < 512 => Probe::NeedMore,
+                None => Probe::No,
+            }
+        }
+    }
 }
 
-struct Stub;
+pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+    Box::new(Redis::new(cfg))
+}
 
-impl ConnDecoder for Stub {
-    fn on_data(&mut self, _dir: StreamDir, _ts_ns: u64, _data: &[u8], _out: &mut Emit) {}
-    fn on_gap(&mut self, _dir: StreamDir, _ts_ns: u64, _len: u64, _out: &mut Emit) {}
-    fn on_close(&mut self, _ts_ns: u64, _reason: CloseReason, _out: &mut Emit) {}
-    fn expire(&mut self, _deadline_ns: u64, _out: &mut Emit) {}
+/// One complete top-level RESP message (or inline command).
+#[derive(Debug, Default, Clone)]
+pub struct Msg {
+    /// Type byte of the top-level value (b'i' for an inline command).
+    pub kind: u8,
+    pub start_ts: u64,
+    pub bytes: u64,
+    /// Top-level value is a null (`$-1`, `*-1`, `_`).
+    pub null: bool,
+    /// Simple/error line of a non-aggregate top-level value, or the first elements of an aggregate (bounded).
+    pub elems: Vec<Vec<u8>>,
+    /// Number of direct children of a top-level aggregate (pairs count twice for maps).
+    pub count: u64,
+    /// Error line (`-` or `!`).
+    pub error: Option<String>,
+    /// Bytes inside this message were lost.
+    pub partial: bool,
+    /// A RESP3-only type was seen anywhere in the message.
+    pub resp3: bool,
+}
+
+/// Incremental RESP scanner for one direction.
+#[derive(Debug, Default)]
+pub struct Scanner {
+    buf: Vec<u8>,
+    /// Remaining child counts of open aggregates.
+    stack: Vec<u64>,
+    /// Bytes of the current bulk payload still to come, CRLF included.
+    bulk_left: u64,
+    /// The current bulk payload is captured into `msg.elems`.
+    bulk_capture: bool,
+    msg: Option<Msg>,
+    /// Framing lost: skip to a plausible message start.
+    resync: bool,
+    /// Inline commands are accepted (client → server direction).
+    requests: bool,
+}
+
+impl Scanner {
+    pub fn new(requests: bool) -> Self {
+        Self { requests, ..Default::default() }
+    }
+
+    /// Feed bytes; completed messages are appended to `done`. Never panics, memory bounded.
+    pub fn feed(&mut self, ts: u64, data: &[u8], done: &mut Vec<Msg>) {
+        if self.buf.is_empty() {
+            let used = self.run(ts, data, done);
+            if used < data.len() {
+                self.buf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.extend_from_slice(data);
+            let used = self.run(ts, &buf, done);
+            buf.drain(..used);
+            self.buf = buf;
+        }
+        if self.buf.len() > MAX_LINE {
+            PARSE_ERRORS.inc();
+            self.lose_sync();
+        }
+    }
+
+    /// `len` bytes are missing. Inside a bulk payload that only costs the value.
+    pub fn gap(&mut self, len: u64) {
+        if self.buf.is_empty() && self.bulk_left >= len + 2 && self.msg.is_some() {
+            self.bulk_left -= len;
+            if let Some(m) = self.msg.as_mut() {
+                m.bytes += len;
+                m.partial = true;
+            }
+            return;
+        }
+        self.lose_sync();
+    }
+
+    pub fn lose_sync(&mut self) {
+        self.buf.clear();
+        self.stack.clear();
+        self.bulk_left = 0;
+        self.msg = None;
+        self.resync = true;
+    }
+
+    /// The scanner is between messages.
+    pub fn at_boundary(&self) -> bool {
+        self.msg.is_none() && !self.resync && self.buf.is_empty()
+    }
+
+    fn run(&mut self, ts: u64, input: &[u8], done: &mut Vec<Msg>) -> usize {
+        let mut pos = 0;
+        loop {
+            if self.resync {
+                match self.find_start(&input[pos..]) {
+                    Some(at) => {
+                        pos += at;
+                        self.resync = false;
+                    }
+                    None => return input.len().saturating_sub(8).max(pos),
+                }
+            }
+            if self.bulk_left > 0 {
+                let rest = &input[pos..];
+                let k = (self.bulk_left.min(rest.len() as u64)) as usize;
+                if self.bulk_capture {
+                    // The last two bytes of a payload are its CRLF.
+                    let payload_left = self.bulk_left.saturating_sub(2) as usize;
+                    let take = k.min(payload_left);
+                    if let Some(e) = self.msg.as_mut().and_then(|m| m.elems.last_mut()) {
+                        let room = MAX_ELEMENT.saturating_sub(e.len());
+                        e.extend_from_slice(&rest[..take.min(room)]);
+                    }
+                }
+                self.bulk_left -= k as u64;
+                pos += k;
+                if let Some(m) = self.msg.as_mut() {
+                    m.bytes += k as u64;
+                }
+                if self.bulk_left > 0 {
+                    return pos;
+                }
+                self.bulk_capture = false;
+                self.element_done(done);
+                continue;
+            }
+            let rest = &input[pos..];
+            if rest.is_empty() {
+                return pos;
+            }
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else { return pos };
+            if self.msg.is_none() {
+                self.msg = Some(Msg { start_ts: ts, ..Default::default() });
+            }
+            let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+            if let Some(m) = self.msg.as_mut() {
+                m.bytes += nl as u64 + 1;
+            }
+            pos += nl + 1;
+            if !self.line(line, done) {
+                PARSE_ERRORS.inc();
+                self.lose_sync();
+            }
+        }
+    }
+
+    /// Offset of a plausible message start in `input`, at a line start.
+    fn find_start(&self, input: &[u8]) -> Option<usize> {
+        (0..input.len()).find(|&i| {
+            (i == 0 || input[i - 1] == b'\n') && {
+                let r = &input[i..];
+                if self.requests {
+                    r.len() > 3 && r[0] == b'*' && r[1].is_ascii_digit()
+                } else {
+                    r.len() > 2 && RESP_TYPES.contains(&r[0]) && r[0] != b'|'
+                }
+            }
+        })
+    }
+
+    /// Handle one line; false on a protocol error.
+    fn line(&mut self, line: &[u8], done: &mut Vec<Msg>) -> bool {
+        let depth = self.stack.len();
+        let Some(msg) = self.msg.as_mut() else { return false };
+        if depth == 0 && msg.kind == 0 {
+            if line.is_empty() && self.requests {
+                // Blank line between inline commands.
+                self.msg = None;
+                return true;
+            }
+            let t = line.first().copied().unwrap_or(0);
+            if !RESP_TYPES.contains(&t) {
+                if !self.requests {
+                    return false;
+                }
+                msg.kind = b'i';
+                msg.elems = line
+                    .split(|&b| b == b' ' || b == b'\t')
+                    .filter(|w| !w.is_empty())
+                    .take(MAX_CAPTURED)
+                    .map(|w| w[..w.len().min(MAX_ELEMENT)].to_vec())
+                    .collect();
+                msg.count = line.split(|&b| b == b' ').filter(|w| !w.is_empty()).count() as u64;
+                self.finish(done);
+                return true;
+            }
+            msg.kind = t;
+        }
+        let Some((&t, body)) = line.split_first() else { return false };
+        if !RESP_TYPES.contains(&t) {
+            return false;
+        }
+        if is_resp3_only(t) {
+            msg.resp3 = true;
+        }
+        // Direct children of the top-level aggregate (and the top level itself) are captured.
+        let capture = depth <= 1 && msg.elems.len() < MAX_CAPTURED;
+        match t {
+            b'$' | b'=' | b'!' => {
+                let Some(n) = parse_len(body) else { return false };
+                if n < 0 {
+                    if depth == 0 {
+                        msg.null = true;
+                    }
+                    if capture && depth == 1 {
+                        msg.elems.push(Vec::new());
+                    }
+                    self.element_done(done);
+                    return true;
+                }
+                if capture {
+                    msg.elems.push(Vec::new());
+                }
+                self.bulk_capture = capture;
+                self.bulk_left = n as u64 + 2;
+                if t == b'!' && depth == 0 {
+                    msg.error = Some(String::new());
+                }
+                true
+            }
+            b'*' | b'%' | b'~' | b'>' | b'|' => {
+                let Some(n) = parse_len(body) else { return false };
+                let children =
+                    if matches!(t, b'%' | b'|') { (n.max(0) as u64).saturating_mul(2) } else { n.max(0) as u64 };
+                if depth == 0 {
+                    msg.count = children;
+                    msg.null = n < 0;
+                }
+                if n <= 0 {
+                    if capture && depth == 1 {
+                        msg.elems.push(Vec::new());
+                    }
+                    self.element_done(done);
+                    return true;
+                }
+                if self.stack.len() >= MAX_DEPTH {
+                    return false;
+                }
+                if capture && depth == 1 {
+                    msg.elems.push(Vec::new());
+                }
+                self.stack.push(children);
+                true
+            }
+            _ => {
+                if t == b'-' && depth == 0 {
+                    msg.error = Some(String::from_utf8_lossy(&body[..body.len().min(MAX_FIELD)]).into_owned());
+                }
+                if t == b'_' && depth == 0 {
+                    msg.null = true;
+                }
+                if t == b':' && parse_len(body).is_none() {
+                    return false;
+                }
+                if capture {
+                    msg.elems.push(body[..body.len().min(MAX_ELEMENT)].to_vec());
+                }
+                self.element_done(done);
+                true
+            }
+        }
+    }
+
+    fn element_done(&mut self, done: &mut Vec<Msg>) {
+        loop {
+            match self.stack.last_mut() {
+                None => return self.finish(done),
+                Some(n) => {
+                    *n = n.saturating_sub(1);
+                    if *n > 0 {
+                        return;
+                    }
+                    self.stack.pop();
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, done: &mut Vec<Msg>) {
+        if let Some(mut m) = self.msg.take() {
+            if m.error.as_deref() == Some("") {
+                // Blob error: the text is the captured payload.
+                m.error = m.elems.first().map(|e| String::from_utf8_lossy(e).into_owned());
+            }
+            done.push(m);
+        }
+    }
+}
+
+const MAX_FIELD: usize = 512;
+
+fn parse_len(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+#[derive(Debug)]
+struct Cmd {
+    ts: u64,
+    bytes: u64,
+    detail: RedisDetail,
+    partial: bool,
+    /// Replies still expected (SUBSCRIBE a b c takes three).
+    replies_left: u32,
+    /// Pub/sub confirmation kind this command expects (lower-case, e.g. "subscribe").
+    confirm: Option<String>,
+    resp_bytes: u64,
+    end_ts: u64,
+    resp_type: Option<String>,
+    error: Option<String>,
+}
+
+pub struct Redis {
+    cfg: DecodeConfig,
+    req: Scanner,
+    resp: Scanner,
+    pending: FifoPairer<Cmd>,
+    resp_version: u8,
+    db_index: Option<i64>,
+    subscribed: bool,
+    monitor: bool,
+    reply_off: bool,
+    skip_next: bool,
+    /// Framing was lost somewhere: pairs are uncertain until the queue drains.
+    desync: bool,
+    /// Bytes of RESP3 attributes waiting for the reply they prefix.
+    attr_bytes: u64,
+    started: bool,
+    msgs: Vec<Msg>,
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+fn response_type(m: &Msg) -> &'static str {
+    if m.null {
+        return "null";
+    }
+    match m.kind {
+        b'+' => "simple",
+        b'-' | b'!' => "error",
+        b':' => "integer",
+        b'$' => "bulk",
+        b'*' => "array",
+        b'_' => "null",
+        b',' => "double",
+        b'#' => "boolean",
+        b'=' => "verbatim",
+        b'(' => "bignum",
+        b'%' => "map",
+        b'~' => "set",
+        b'>' => "push",
+        _ => "unknown",
+    }
+}
+
+fn is_pubsub_kind(s: &str) -> bool {
+    matches!(s, "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe")
+}
+
+impl Redis {
+    pub fn new(cfg: &DecodeConfig) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            req: Scanner::new(true),
+            resp: Scanner::new(false),
+            pending: FifoPairer::new(cfg.max_pending_per_conn),
+            resp_version: 2,
+            db_index: None,
+            subscribed: false,
+            monitor: false,
+            reply_off: false,
+            skip_next: false,
+            desync: false,
+            attr_bytes: 0,
+            started: false,
+            msgs: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, conn: &Conn) {
+        if !self.started {
+            self.started = true;
+            if conn.evidence != RoleEvidence::Syn {
+                // Joined mid-connection: the first bytes may be the middle of a message.
+                self.req.resync = true;
+                self.resp.resync = true;
+                self.desync = true;
+            }
+        }
+    }
+
+    fn command(&mut self, m: Msg, out: &mut Emit) {
+        let args = &m.elems;
+        let valid = (m.kind == b'*' || m.kind == b'i') && args.first().is_some_and(|a| !a.is_empty());
+        if !valid {
+            PARSE_ERRORS.inc();
+            return;
+        }
+        let name = upper(&args[0]);
+        let argc = m.count.saturating_sub(1) as u32;
+        let sub = (CONTAINER_COMMANDS.contains(&name.as_str()) && args.len() > 1).then(|| upper(&args[1]));
+        let shown = 1 + sub.is_some() as usize;
+        let mut masked = args[..shown].iter().map(|a| upper(a)).collect::<Vec<_>>().join(" ");
+        let hidden = (m.count as usize).saturating_sub(shown);
+        for _ in 0..hidden.min(MAX_MASKED) {
+            masked.push_str(" ?");
+        }
+        if hidden > MAX_MASKED {
+            masked.push_str(" ...");
+        }
+        let mut raw = String::new();
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 {
+                raw.push(' ');
+            }
+            raw.push_str(&String::from_utf8_lossy(a));
+            if raw.len() >= MAX_RAW {
+                break;
+            }
+        }
+        if (m.count as usize) > args.len() && raw.len() < MAX_RAW {
+            raw.push_str(" ...");
+        }
+        let mut cut = raw.len().min(MAX_RAW);
+        while !raw.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        raw.truncate(cut);
+        let lower = name.to_ascii_lowercase();
+        let (replies_left, confirm) =
+            if is_pubsub_kind(&lower) { (argc.max(1), Some(lower.clone())) } else { (1, None) };
+        if name == "HELLO" {
+            if let Some(v) = args.get(1).and_then(|a| std::str::from_utf8(a).ok()).and_then(|s| s.parse::<u8>().ok()) {
+                if v == 2 || v == 3 {
+                    self.resp_version = v;
+                }
+            }
+        }
+        // CLIENT REPLY OFF|SKIP: the server does not answer (this or the next) command.
+        let mut no_reply = self.reply_off || std::mem::take(&mut self.skip_next);
+        if name == "CLIENT" && sub.as_deref() == Some("REPLY") {
+            match args.get(2).map(|a| upper(a)).as_deref() {
+                Some("OFF") => {
+                    self.reply_off = true;
+                    no_reply = true;
+                }
+                Some("SKIP") => {
+                    self.skip_next = !self.reply_off;
+                    no_reply = true;
+                }
+                Some("ON") => {
+                    self.reply_off = false;
+                    no_reply = false;
+                }
+                _ => {}
+            }
+        }
+        if no_reply {
+            return;
+        }
+        // Tracked on the request side so pipelined commands after SELECT get the new index.
+        if name == "SELECT" {
+            if let Some(db) = args.get(1).and_then(|a| std::str::from_utf8(a).ok()).and_then(|s| s.parse().ok()) {
+                self.db_index = Some(db);
+            }
+        }
+        let cmd = Cmd {
+            ts: m.start_ts,
+            bytes: m.bytes,
+            detail: RedisDetail {
+                command: name,
+                subcommand: sub,
+                arg_count: argc,
+                query_masked: masked,
+                query_raw: raw,
+                resp_version: self.resp_version,
+                db_index: self.db_index,
+                ..Default::default()
+            },
+            partial: m.partial || self.desync,
+            replies_left,
+            confirm,
+            resp_bytes: 0,
+            end_ts: m.start_ts,
+            resp_type: None,
+            error: None,
+        };
+        if let Some(old) = self.pending.push(cmd.ts, cmd) {
+            EVICTED.inc();
+            let end = old.ts.saturating_add(self.cfg.request_timeout_ns);
+            Self::emit(old, end, Outcome::Timeout, out);
+        }
+    }
+
+    fn reply(&mut self, ts: u64, m: Msg, out: &mut Emit) {
+        if m.resp3 {
+            self.resp_version = 3;
+        }
+        if m.kind == b'|' {
+            self.attr_bytes += m.bytes;
+            return;
+        }
+        let first = m.elems.first().map(|e| String::from_utf8_lossy(e).to_ascii_lowercase()).unwrap_or_default();
+        let aggregate = matches!(m.kind, b'*' | b'>');
+        let expects = self.pending.front_mut().and_then(|c| c.confirm.clone());
+        let is_confirm = aggregate && is_pubsub_kind(&first);
+        let is_message = aggregate && matches!(first.as_str(), "message" | "pmessage" | "smessage");
+        let push = m.kind == b'>' || (self.subscribed && is_message);
+        // A confirmation answers the command that asked for it; other pushes answer nothing.
+        if (push || is_confirm) && !(is_confirm && expects.as_deref() == Some(first.as_str())) {
+            if is_confirm {
+                self.note_subscriptions(&m);
+            }
+            return;
+        }
+        if self.monitor && m.kind == b'+' && self.pending.is_empty() {
+            return;
+        }
+        if is_confirm {
+            self.note_subscriptions(&m);
+        }
+        let Some(cmd) = self.pending.front_mut() else {
+            UNPAIRED.inc();
+            self.desync = false;
+            return;
+        };
+        cmd.resp_bytes += m.bytes + std::mem::take(&mut self.attr_bytes);
+        cmd.end_ts = ts;
+        if cmd.resp_type.is_none() {
+            cmd.resp_type = Some(response_type(&m).to_string());
+            cmd.error = m.error.clone();
+        }
+        cmd.partial |= m.partial || self.desync;
+        cmd.replies_left = cmd.replies_left.saturating_sub(1);
+        if cmd.replies_left > 0 {
+            return;
+        }
+        let Some(cmd) = self.pending.pop() else { return };
+        if cmd.error.is_none() && cmd.detail.command == "MONITOR" {
+            self.monitor = true;
+        }
+        if self.pending.is_empty() && self.req.at_boundary() && self.resp.at_boundary() {
+            self.desync = false;
+        }
+        Self::emit(cmd, ts, Outcome::Complete, out);
+    }
+
+    /// Confirmations carry the number of channels still subscribed as their third element.
+    fn note_subscriptions(&mut self, m: &Msg) {
+        let n = m.elems.get(2).and_then(|e| std::str::from_utf8(e).ok()).and_then(|s| s.parse::<i64>().ok());
+        self.subscribed = n.is_none_or(|n| n > 0);
+    }
+
+    fn emit(cmd: Cmd, end: u64, outcome: Outcome, out: &mut Emit) {
+        let mut detail = cmd.detail;
+        detail.response_type = cmd.resp_type;
+        if let Some(e) = cmd.error {
+            let prefix = e.split(' ').next().filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_uppercase()));
+            detail.error_prefix = prefix.map(str::to_string);
+            detail.error = Some(e);
+        }
+        out.push(Exchange {
+            conn: out.conn.clone(),
+            protocol: Protocol::Redis,
+            start_ns: cmd.ts,
+            end_ns: end.max(cmd.ts),
+            request_bytes: cmd.bytes,
+            response_bytes: cmd.resp_bytes,
+            outcome,
+            partial: cmd.partial,
+            detail: Detail::Redis(detail),
+        });
+    }
+
+    fn drain_msgs(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
+        let msgs = std::mem::take(&mut self.msgs);
+        for m in msgs {
+            match dir {
+                StreamDir::ToServer => self.command(m, out),
+                StreamDir::ToClient => self.reply(ts, m, out),
+            }
+        }
+    }
+}
+
+impl ConnDecoder for Redis {
+    fn on_data(&mut self, dir: StreamDir, ts_ns: u64, data: &[u8], out: &mut Emit) {
+        self.start(out.conn);
+        let mut msgs = std::mem::take(&mut self.msgs);
+        match dir {
+            StreamDir::ToServer => self.req.feed(ts_ns, data, &mut msgs),
+            StreamDir::ToClient => self.resp.feed(ts_ns, data, &mut msgs),
+        }
+        self.msgs = msgs;
+        self.drain_msgs(dir, ts_ns, out);
+    }
+
+    fn on_gap(&mut self, dir: StreamDir, _ts_ns: u64, len: u64, out: &mut Emit) {
+        self.start(out.conn);
+        let s = match dir {
+            StreamDir::ToServer => &mut self.req,
+            StreamDir::ToClient => &mut self.resp,
+        };
+        s.gap(len);
+        if s.resync {
+            // Whole messages may be gone: in-order pairing is uncertain from here.
+            self.desync = true;
+        }
+    }
+
+    fn on_close(&mut self, ts_ns: u64, reason: CloseReason, out: &mut Emit) {
+        let outcome = if reason == CloseReason::Rst { Outcome::Reset } else { Outcome::Timeout };
+        for cmd in self.pending.drain().collect::<Vec<_>>() {
+            // QUIT's +OK may race the close; a command with a reply already seen is complete.
+            if cmd.resp_type.is_some() {
+                let end = cmd.end_ts;
+                Self::emit(cmd, end, Outcome::Complete, out);
+            } else {
+                Self::emit(cmd, ts_ns, outcome, out);
+            }
+        }
+    }
+
+    fn expire(&mut self, deadline_ns: u64, out: &mut Emit) {
+        let end = deadline_ns.saturating_add(self.cfg.request_timeout_ns);
+        for cmd in self.pending.expire(deadline_ns) {
+            Self::emit(cmd, end, Outcome::Timeout, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::Transport;
+    use crate::protocol::testutil::{conn, conn_with};
+    use proptest::prelude::*;
+
+    struct Run {
+        conn: Conn,
+        dec: Redis,
+        out: Vec<Exchange>,
+    }
+
+    impl Run {
+        fn new() -> Self {
+            Self { conn: conn(Transport::Tcp, 6379), dec: Redis::new(&DecodeConfig::default()), out: Vec::new() }
+        }
+        fn req(&mut self, ts: u64, d: &[u8]) -> &mut Self {
+            self.dec.on_data(StreamDir::ToServer, ts, d, &mut Emit { conn: &self.conn, out: &mut self.out });
+            self
+        }
+        fn resp(&mut self, ts: u64, d: &[u8]) -> &mut Self {
+            self.dec.on_data(StreamDir::ToClient, ts, d, &mut Emit { conn: &self.conn, out: &mut self.out });
+            self
+        }
+        fn details(&self) -> Vec<&RedisDetail> {
+            self.out
+                .iter()
+                .map(|e| match &e.detail {
+                    Detail::Redis(r) => r,
+                    _ => panic!(),
+                })
+                .collect()
+        }
+    }
+
+    fn cmd(args: &[&str]) -> Vec<u8> {
+        let mut v = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            v.extend_from_slice(format!("${}\r\n{}\r\n", a.len(), a).as_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn probes() {
+        let c = conn(Transport::Tcp, 7000);
+        assert_eq!(probe(&c, StreamDir::ToServer, &cmd(&["PING"])), Probe::Yes(90));
+        assert_eq!(probe(&c, StreamDir::ToServer, b"*2"), Probe::NeedMore);
+        assert_eq!(probe(&c, StreamDir::ToServer, b"PING\r\n"), Probe::Yes(55));
+        assert_eq!(probe(&c, StreamDir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::Yes(55));
+        assert_eq!(probe(&c, StreamDir::ToServer, b"\x16\x03\x01"), Probe::No);
+        assert_eq!(probe(&c, StreamDir::ToClient, b"+OK\r\n"), Probe::No);
+        let mid = conn_with(Transport::Tcp, 7000, RoleEvidence::Port);
+        assert_eq!(probe(&mid, StreamDir::ToClient, b"+OK\r\n"), Probe::Yes(40));
+        assert_eq!(probe(&mid, StreamDir::ToClient, b"$5\r\nhello\r\n"), Probe::Yes(40));
+        assert_eq!(probe(&mid, StreamDir::ToClient, b"HTTP/1.1 200 OK\r\n"), Probe::No);
+    }
+
+    #[test]
+    fn pipelining_errors_nulls_nested() {
+        let mut r = Run::new();
+        let mut reqs = cmd(&["SET", "k", "v"]);
+        reqs.extend(cmd(&["GET", "missing"]));
+        reqs.extend(cmd(&["LPUSH"]));
+        reqs.extend(cmd(&["CLIENT", "SETNAME", "me"]));
+        reqs.extend(cmd(&["EVAL", "return {1,{2,3}}", "0"]));
+        r.req(1, &reqs);
+        r.resp(2, b"+OK\r\n$-1\r\n-ERR wrong number of arguments for 'lpush' command\r\n+OK\r\n*2\r\n:1\r\n*2\r\n:2\r\n:3\r\n");
+        let d = r.details();
+        assert_eq!(d.len(), 5);
+        assert_eq!((d[0].command.as_str(), d[0].arg_count, d[0].query_masked.as_str()), ("SET", 2, "SET ? ?"));
+        assert_eq!(d[0].query_raw, "SET k v");
+        assert_eq!(d[1].response_type.as_deref(), Some("null"));
+        assert_eq!(d[2].error_prefix.as_deref(), Some("ERR"));
+        assert_eq!((d[3].subcommand.as_deref(), d[3].query_masked.as_str()), (Some("SETNAME"), "CLIENT SETNAME ?"));
+        assert_eq!(d[4].response_type.as_deref(), Some("array"));
+        assert!(r.out.iter().all(|e| !e.partial && e.outcome == Outcome::Complete));
+    }
+
+    #[test]
+    fn multi_exec_and_select() {
+        let mut r = Run::new();
+        r.req(
+            1,
+            &[cmd(&["SELECT", "2"]), cmd(&["MULTI"]), cmd(&["INCR", "a"]), cmd(&["EXEC"]), cmd(&["GET", "a"])].concat(),
+        );
+        r.resp(2, b"+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:1\r\n$1\r\n1\r\n");
+        let d = r.details();
+        assert_eq!(
+            d.iter().map(|x| x.command.as_str()).collect::<Vec<_>>(),
+            ["SELECT", "MULTI", "INCR", "EXEC", "GET"]
+        );
+        assert_eq!(d[2].response_type.as_deref(), Some("simple"));
+        assert_eq!((d[0].db_index, d[4].db_index), (Some(2), Some(2)));
+    }
+
+    #[test]
+    fn pubsub_resp2_pushes_are_not_replies() {
+        let mut r = Run::new();
+        r.req(1, &cmd(&["SUBSCRIBE", "a", "b"]));
+        r.resp(2, b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n");
+        assert!(r.out.is_empty());
+        r.resp(3, b"*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n");
+        r.req(4, &cmd(&["PING"]));
+        r.resp(5, b"*3\r\n$7\r\nmessage\r\n$1\r\nb\r\n$2\r\nyo\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+        r.req(6, &cmd(&["UNSUBSCRIBE"]));
+        r.resp(7, b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n");
+        r.req(8, &cmd(&["GET", "x"]));
+        r.resp(9, b"*3\r\n$7\r\nmessage\r\n$1\r\nx\r\n$1\r\ny\r\n");
+        let d = r.details();
+        assert_eq!(
+            d.iter().map(|x| x.command.as_str()).collect::<Vec<_>>(),
+            ["SUBSCRIBE", "PING", "UNSUBSCRIBE", "GET"]
+        );
+        assert_eq!((r.out[0].start_ns, r.out[0].end_ns), (1, 3));
+        assert_eq!(r.out[1].end_ns, 5);
+        // Not subscribed any more: an array reply to GET is a reply.
+        assert_eq!(r.out[3].end_ns, 9);
+    }
+
+    #[test]
+    fn resp3_push_attribute_and_types() {
+        let mut r = Run::new();
+        r.req(1, &cmd(&["HELLO", "3"]));
+        r.resp(2, b"%1\r\n+server\r\n+redis\r\n");
+        r.req(3, &cmd(&["GET", "k"]));
+        r.resp(4, b">3\r\n+message\r\n+ch\r\n+x\r\n|1\r\n+ttl\r\n:5\r\n_\r\n");
+        r.req(5, &cmd(&["X"]));
+        r.resp(6, b"!11\r\nERR unknown\r\n");
+        let d = r.details();
+        assert_eq!(d.len(), 3);
+        assert_eq!((d[0].response_type.as_deref(), d[1].response_type.as_deref()), (Some("map"), Some("null")));
+        assert_eq!(d[1].resp_version, 3);
+        assert_eq!(d[2].error.as_deref(), Some("ERR unknown"));
+        assert_eq!(r.out[1].end_ns, 4);
+    }
+
+    #[test]
+    fn inline_commands_large_values_and_gaps() {
+        let mut r = Run::new();
+        r.req(1, b"PING\r\nset k hello\r\n");
+        r.resp(2, b"+PONG\r\n+OK\r\n");
+        r.req(3, &cmd(&["GET", "big"]));
+        r.resp(4, b"$100000\r\n0123456789");
+        r.dec.on_gap(StreamDir::ToClient, 5, 50000, &mut Emit { conn: &r.conn, out: &mut r.out });
+        r.resp(6, &vec![b'x'; 49990]);
+        r.resp(7, b"\r\n");
+        let d = r.details();
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[1].query_masked, "SET ? ?");
+        assert_eq!(r.out[2].response_bytes, 9 + 100000 + 2);
+        assert!(r.out[2].partial);
+        assert!(r.dec.resp.buf.is_empty());
+    }
+
+    #[test]
+    fn client_reply_off_and_quit() {
+        let mut r = Run::new();
+        r.req(
+            1,
+            &[cmd(&["CLIENT", "REPLY", "OFF"]), cmd(&["SET", "a", "1"]), cmd(&["CLIENT", "REPLY", "ON"])].concat(),
+        );
+        r.resp(2, b"+OK\r\n");
+        assert_eq!(r.details()[0].subcommand.as_deref(), Some("REPLY"));
+        assert_eq!(r.out.len(), 1);
+    }
+
+    #[test]
+    fn lost_request_bytes_resync_and_mark_partial() {
+        let mut r = Run::new();
+        r.req(1, b"*3\r\n$3\r\nSET\r\n$1\r\nk");
+        r.dec.on_gap(StreamDir::ToServer, 2, 10, &mut Emit { conn: &r.conn, out: &mut r.out });
+        r.req(3, b"garbage\r\n*1\r\n$4\r\nPING\r\n");
+        r.resp(4, b"+OK\r\n+PONG\r\n");
+        let d = r.details();
+        assert_eq!(d.len(), 1);
+        assert!(r.out[0].partial);
+    }
+
+    fn arb_frame() -> impl Strategy<Value = redis_protocol::resp2::types::OwnedFrame> {
+        use redis_protocol::resp2::types::OwnedFrame as F;
+        let leaf = prop_oneof![
+            "[a-zA-Z0-9 ]{0,20}".prop_map(|s| F::SimpleString(s.into_bytes())),
+            "[A-Z]{1,5} [a-z ]{0,20}".prop_map(F::Error),
+            any::<i64>().prop_map(F::Integer),
+            proptest::collection::vec(any::<u8>(), 0..100).prop_map(F::BulkString),
+            Just(F::Null),
+        ];
+        leaf.prop_recursive(4, 40, 6, |inner| proptest::collection::vec(inner, 0..6).prop_map(F::Array))
+    }
+
+    proptest! {
+        // redis-protocol's encoder is the oracle: every frame it writes is one message, however it is cut.
+        #[test]
+        fn scanner_agrees_with_redis_protocol(frames in proptest::collection::vec(arb_frame(), 1..8), cut in 1usize..40) {
+            let mut bytes = bytes::BytesMut::new();
+            for f in &frames {
+                redis_protocol::resp2::encode::extend_encode(&mut bytes, &f.clone().into_bytes_frame(), false).unwrap();
+            }
+            let mut s = Scanner::new(false);
+            let mut done = Vec::new();
+            for c in bytes.chunks(cut) {
+                s.feed(0, c, &mut done);
+            }
+            prop_assert_eq!(done.len(), frames.len());
+            prop_assert_eq!(done.iter().map(|m| m.bytes).sum::<u64>(), bytes.len() as u64);
+            for (m, f) in done.iter().zip(&frames) {
+                use redis_protocol::resp2::types::OwnedFrame as F;
+                match f {
+                    F::Error(e) => prop_assert_eq!(m.error.as_deref(), Some(e.as_str())),
+                    F::Array(a) => prop_assert_eq!(m.count, a.len() as u64),
+                    F::Null => prop_assert!(m.null),
+                    _ => {}
+                }
+            }
+            prop_assert!(s.at_boundary());
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics(chunks in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..200), 0u64..400), 0..40)) {
+            let mut r = Run::new();
+            for (i, (up, bytes, gap)) in chunks.iter().enumerate() {
+                let dir = if *up { StreamDir::ToServer } else { StreamDir::ToClient };
+                let _ = probe(&r.conn, dir, bytes);
+                if *gap > 300 {
+                    r.dec.on_gap(dir, i as u64, *gap, &mut Emit { conn: &r.conn, out: &mut r.out });
+                } else {
+                    r.dec.on_data(dir, i as u64, bytes, &mut Emit { conn: &r.conn, out: &mut r.out });
+                }
+                prop_assert!(r.dec.req.buf.len() <= MAX_LINE && r.dec.resp.buf.len() <= MAX_LINE);
+                prop_assert!(r.dec.req.stack.len() <= MAX_DEPTH);
+            }
+            r.dec.on_close(1000, CloseReason::Fin, &mut Emit { conn: &r.conn, out: &mut r.out });
+        }
+    }
 }
