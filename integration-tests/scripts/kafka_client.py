@@ -14,7 +14,7 @@ c = Consumer({"bootstrap.servers": addr, "client.id": "cnflow-consumer", "group.
               "enable.auto.commit": False, "auto.offset.reset": "earliest"})
 c.assign([TopicPartition("orders", 0, 0)])
 got = 0
-for _ in range(50):
+for _ in range(15):
     m = c.poll(0.2)
     if m is not None and m.error() is None:
         got += 1

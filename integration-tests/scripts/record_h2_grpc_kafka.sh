@@ -44,7 +44,7 @@ inc() { ip netns exec $CLI timeout 30 "$@"; }
 
 TCPDUMP=
 start_capture() { # FILE FILTER
-    ip netns exec $SRV tcpdump -i pb-s -U -s 0 -w "$1" "$2" 2>/dev/null &
+    ip netns exec $SRV tcpdump -i pb-s --immediate-mode -U -s 0 -w "$1" "$2" 2>>"$TMP/tcpdump.log" &
     TCPDUMP=$!
     PIDS+=("$TCPDUMP")
     sleep 1
@@ -107,7 +107,7 @@ ip netns exec $CLI timeout 30 h2load -n 8 -c 1 --rps 2 "http://$S:8080/hello.txt
 LOAD=$!
 PIDS+=("$LOAD")
 sleep 1.3
-ip netns exec $SRV tcpdump -i pb-s -U -s 0 -w "$OUT/h2_mid_connection.pcap" "tcp port 8080" 2>/dev/null &
+ip netns exec $SRV tcpdump -i pb-s --immediate-mode -U -s 0 -w "$OUT/h2_mid_connection.pcap" "tcp port 8080" 2>/dev/null &
 TCPDUMP=$!
 PIDS+=("$TCPDUMP")
 wait "$LOAD"
@@ -132,4 +132,5 @@ start_capture "$OUT/kafka.pcap" "tcp port 9093"
 inc python3 "$HERE/kafka_client.py" "$S:9093"
 stop_capture
 
+cat "$TMP/tcpdump.log"; tail -5 "$TMP/tansu.log"
 ls -l "$OUT"/h2_*.pcap "$OUT"/h2c_upgrade.pcap "$OUT"/grpc.pcap "$OUT"/kafka.pcap

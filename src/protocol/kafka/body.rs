@@ -2,7 +2,9 @@
 //! protocol's message definitions: only topic names and error codes are
 //! extracted, and a body cut short (snap length, buffer bound, lost bytes)
 //! yields whatever was read before the cut.
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 /// Topics kept per exchange.
 const MAX_TOPICS: usize = 32;
@@ -155,20 +157,31 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Topic ids (Kafka 2.8+ / KIP-516) seen in Metadata responses, so bodies
-/// that carry ids instead of names can still be named. Bounded.
-#[derive(Default)]
-pub struct TopicIds(HashMap<Uuid, String>);
+/// Topic ids (KIP-516) seen in Metadata responses, so bodies that carry ids
+/// instead of names (Fetch v13+, Produce v13+...) can still be named. Ids are
+/// cluster-unique UUIDs and clients often fetch metadata on one connection
+/// and data on another, so the map is shared process-wide. Bounded.
+#[derive(Clone)]
+pub struct TopicIds(Arc<Mutex<HashMap<Uuid, String>>>);
+
+static SHARED_IDS: LazyLock<TopicIds> = LazyLock::new(|| TopicIds(Arc::new(Mutex::new(HashMap::new()))));
+
+impl Default for TopicIds {
+    fn default() -> Self {
+        SHARED_IDS.clone()
+    }
+}
 
 impl TopicIds {
     const CAP: usize = 4096;
     fn learn(&mut self, id: Uuid, name: &str) {
-        if id != [0; 16] && (self.0.len() < Self::CAP || self.0.contains_key(&id)) {
-            self.0.insert(id, name.to_string());
+        let mut m = self.0.lock();
+        if id != [0; 16] && (m.len() < Self::CAP || m.contains_key(&id)) && m.get(&id).is_none_or(|n| n != name) {
+            m.insert(id, name.to_string());
         }
     }
-    fn name(&self, id: &Uuid) -> Option<&str> {
-        self.0.get(id).map(|s| s.as_str())
+    fn name(&self, id: &Uuid) -> Option<String> {
+        self.0.lock().get(id).cloned()
     }
 }
 
@@ -176,7 +189,7 @@ fn topic_name_or_id(r: &mut Reader, by_id: bool, ids: &TopicIds, info: &mut Info
     if by_id {
         let id = r.uuid()?;
         if let Some(n) = ids.name(&id) {
-            info.topic(n);
+            info.topic(&n);
         }
     } else if let Some(n) = r.string()? {
         info.topic(n);
@@ -415,7 +428,7 @@ fn metadata_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Opti
             Some(n) => info.topic(n),
             None => {
                 if let Some(n) = id.as_ref().and_then(|id| ids.name(id)) {
-                    info.topic(n);
+                    info.topic(&n);
                 }
             }
         }
