@@ -58,6 +58,28 @@ pub fn components() -> Vec<Component> {
             defaults: || serde_json::to_value(crate::telemetry::TelemetryConfig::default()).unwrap_or(Value::Null),
             effective: || Ok(serde_json::to_value(crate::telemetry::TelemetryConfig::from_env()?)?),
         },
+        Component {
+            name: "export",
+            source: include_str!("../export/config.rs"),
+            struct_name: "OtlpEnv",
+            prefix: "OTEL_EXPORTER_OTLP_",
+            defaults: || serde_json::to_value(crate::export::OtlpEnv::default()).unwrap_or(Value::Null),
+            effective: || {
+                let v: crate::export::OtlpEnv = envy::prefixed("OTEL_EXPORTER_OTLP_").from_env()?;
+                Ok(serde_json::to_value(v)?)
+            },
+        },
+        Component {
+            name: "export",
+            source: include_str!("../export/config.rs"),
+            struct_name: "ExportTuning",
+            prefix: "CNFLOW_EXPORT_",
+            defaults: || serde_json::to_value(crate::export::ExportTuning::default()).unwrap_or(Value::Null),
+            effective: || {
+                let v: crate::export::ExportTuning = envy::prefixed("CNFLOW_EXPORT_").from_env()?;
+                Ok(serde_json::to_value(v)?)
+            },
+        },
     ]
 }
 
@@ -126,7 +148,13 @@ pub fn main(args: ConfigArgs) -> Result<()> {
     }
     let mut all = serde_json::Map::new();
     for c in components() {
-        all.insert(c.name.to_string(), (c.effective)()?);
+        // A component may span several structs (export: OTEL_* and CNFLOW_EXPORT_*): merge them.
+        match (all.get_mut(c.name), (c.effective)()?) {
+            (Some(Value::Object(prev)), Value::Object(more)) => prev.extend(more),
+            (_, v) => {
+                all.insert(c.name.to_string(), v);
+            }
+        }
     }
     println!("{}", serde_json::to_string_pretty(&Value::Object(all))?);
     Ok(())

@@ -1,18 +1,40 @@
-//! OTLP export shared by the agent and the gateway: batching, bounded queue
-//! with counted drops, retry with backoff, gRPC or HTTP/protobuf, headers,
-//! TLS, compression, configured by the standard `OTEL_EXPORTER_OTLP_*` variables.
+//! OTLP export shared by the agent and the gateway: bounded queue with counted
+//! drops, retry with backoff, gRPC or HTTP (protobuf/JSON), headers, TLS,
+//! compression, configured by the standard `OTEL_EXPORTER_OTLP_*` variables.
 //!
 //! API contract (used by telemetry and gateway):
-//! - `ExportConfig::from_env(Signal)` reads OTEL_EXPORTER_OTLP_{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,PROTOCOL,INSECURE,CERTIFICATE}
-//!   with the TRACES_/METRICS_/LOGS_ variants taking precedence.
-//! - `Exporter::start(cfg)` spawns the sending task on the current tokio runtime.
-//! - `send_traces` / `send_metrics` / `send_logs` enqueue without blocking; a full queue returns `Err(QueueFull)` and counts the drop.
+//! - `ExportConfig::from_env(Signal)` reads OTEL_EXPORTER_OTLP_{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,PROTOCOL,INSECURE,CERTIFICATE,CLIENT_KEY,CLIENT_CERTIFICATE}
+//!   with the TRACES_/METRICS_/LOGS_ variants taking precedence, plus `CNFLOW_EXPORT_*` (queue size, retry).
+//!   `Ok(None)` when no endpoint is configured for that signal.
+//! - `Exporter::start(traces, metrics, logs)` spawns one sending task per configured signal on the current tokio runtime.
+//! - `send_traces` / `send_metrics` / `send_logs` enqueue without blocking; a full queue returns `Err(QueueFull)`
+//!   and counts the drop. Data for a signal without a configured endpoint is discarded (Ok).
 //! - `shutdown` flushes within a deadline.
+//!
+//! Self-metrics (cnflow::stats), all with a `signal` attribute: `cnflow.export.sent` (items delivered),
+//! `cnflow.export.failed` (items given up on), `cnflow.export.rejected` (items refused by the backend in a
+//! partial success), `cnflow.export.retried` (retry attempts), `cnflow.export.dropped` (items refused because
+//! the queue was full), gauge `cnflow.export.queue.depth` (items queued, per endpoint too).
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod payload;
+pub mod queue;
+pub mod retry;
+
+pub use config::{Compression, ExportConfig, ExportTuning, OtlpEnv, Protocol};
+pub use payload::Payload;
+
+use crate::stats::{counter, gauge, Counter};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use queue::Queue;
+use retry::{Backoff, Outcome};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Signal {
     Traces,
     Metrics,
@@ -23,36 +45,200 @@ pub enum Signal {
 #[error("export queue full")]
 pub struct QueueFull;
 
-#[derive(Debug, Clone, Default)]
-pub struct ExportConfig {
-    pub endpoint: String,
+#[derive(Clone, Copy)]
+struct Counters {
+    sent: Counter,
+    failed: Counter,
+    rejected: Counter,
+    retried: Counter,
+    dropped: Counter,
 }
 
-impl ExportConfig {
-    /// None when no endpoint is configured for this signal.
-    pub fn from_env(_signal: Signal) -> anyhow::Result<Option<Self>> {
-        Ok(None)
+impl Counters {
+    fn for_signal(s: Signal) -> Self {
+        let a = [("signal", s.name())];
+        Self {
+            sent: counter("cnflow.export.sent", &a),
+            failed: counter("cnflow.export.failed", &a),
+            rejected: counter("cnflow.export.rejected", &a),
+            retried: counter("cnflow.export.retried", &a),
+            dropped: counter("cnflow.export.dropped", &a),
+        }
     }
 }
 
-pub struct Exporter {}
+enum Sender {
+    Grpc(grpc::GrpcSender),
+    Http(http::HttpSender),
+}
+
+impl Sender {
+    async fn send(&self, p: &Payload) -> Outcome {
+        match self {
+            Sender::Grpc(s) => s.send(p).await,
+            Sender::Http(s) => s.send(p).await,
+        }
+    }
+}
+
+struct Lane {
+    queue: Arc<Queue>,
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+pub struct Exporter {
+    lanes: [Option<Lane>; 3],
+}
+
+fn idx(s: Signal) -> usize {
+    match s {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
 
 impl Exporter {
+    /// Must be called inside a tokio runtime. Fails on TLS/header problems or
+    /// an unusable queue directory; an unreachable backend is not an error.
     pub fn start(
-        _traces: Option<ExportConfig>,
-        _metrics: Option<ExportConfig>,
-        _logs: Option<ExportConfig>,
+        traces: Option<ExportConfig>,
+        metrics: Option<ExportConfig>,
+        logs: Option<ExportConfig>,
     ) -> anyhow::Result<Self> {
-        anyhow::bail!("OTLP export is not built yet")
+        let mut lanes = [None, None, None];
+        for (signal, cfg) in [(Signal::Traces, traces), (Signal::Metrics, metrics), (Signal::Logs, logs)] {
+            let Some(mut cfg) = cfg else { continue };
+            cfg.signal = signal;
+            lanes[idx(signal)] = Some(Self::lane(cfg)?);
+        }
+        Ok(Self { lanes })
     }
-    pub fn send_traces(&self, _req: ExportTraceServiceRequest) -> Result<(), QueueFull> {
-        Err(QueueFull)
+
+    fn lane(cfg: ExportConfig) -> anyhow::Result<Lane> {
+        let sender = match cfg.protocol {
+            Protocol::Grpc => Sender::Grpc(grpc::GrpcSender::new(&cfg)?),
+            Protocol::HttpProtobuf | Protocol::HttpJson => Sender::Http(http::HttpSender::new(&cfg)?),
+        };
+        let counters = Counters::for_signal(cfg.signal);
+        let depth = gauge("cnflow.export.queue.depth", &[("signal", cfg.signal.name()), ("endpoint", &cfg.endpoint)]);
+        let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
+        let queue = Arc::new(Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?);
+        tracing::info!(signal = cfg.signal.name(), endpoint = %cfg.endpoint, protocol = ?cfg.protocol, "OTLP exporter started");
+        let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters));
+        Ok(Lane { queue, task: parking_lot::Mutex::new(Some(task)) })
     }
-    pub fn send_metrics(&self, _req: ExportMetricsServiceRequest) -> Result<(), QueueFull> {
-        Err(QueueFull)
+
+    pub fn send(&self, p: Payload) -> Result<(), QueueFull> {
+        match &self.lanes[idx(p.signal())] {
+            Some(l) => l.queue.push(p),
+            None => Ok(()),
+        }
     }
-    pub fn send_logs(&self, _req: ExportLogsServiceRequest) -> Result<(), QueueFull> {
-        Err(QueueFull)
+    pub fn send_traces(&self, req: ExportTraceServiceRequest) -> Result<(), QueueFull> {
+        self.send(Payload::Traces(req))
     }
-    pub async fn shutdown(self, _timeout: std::time::Duration) {}
+    pub fn send_metrics(&self, req: ExportMetricsServiceRequest) -> Result<(), QueueFull> {
+        self.send(Payload::Metrics(req))
+    }
+    pub fn send_logs(&self, req: ExportLogsServiceRequest) -> Result<(), QueueFull> {
+        self.send(Payload::Logs(req))
+    }
+
+    /// Whether an endpoint is configured for this signal.
+    pub fn exports(&self, s: Signal) -> bool {
+        self.lanes[idx(s)].is_some()
+    }
+
+    /// Items that still fit in the signal's queue (usize::MAX when not exported).
+    pub fn free(&self, s: Signal) -> usize {
+        match &self.lanes[idx(s)] {
+            Some(l) => l.queue.capacity().saturating_sub(l.queue.len_items()),
+            None => usize::MAX,
+        }
+    }
+
+    /// Items queued (including the request being sent) for a signal.
+    pub fn queued(&self, s: Signal) -> usize {
+        self.lanes[idx(s)].as_ref().map_or(0, |l| l.queue.len_items())
+    }
+
+    /// Stop accepting, deliver what is queued until `timeout`, then give up:
+    /// items left in memory are counted as dropped, those in a disk queue stay for the next start.
+    pub async fn shutdown(self, timeout: Duration) {
+        self.close(timeout).await
+    }
+
+    /// `shutdown` for a shared exporter; later sends are refused.
+    pub async fn close(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for l in self.lanes.iter().flatten() {
+            l.queue.close();
+        }
+        for (i, l) in self.lanes.iter().enumerate() {
+            let Some(l) = l else { continue };
+            let Some(mut task) = l.task.lock().take() else { continue };
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let (left, on_disk) = l.queue.abandon();
+                let signal = [Signal::Traces, Signal::Metrics, Signal::Logs][i];
+                if on_disk {
+                    tracing::warn!(signal = signal.name(), items = left, "export not finished at shutdown; kept in the disk queue");
+                } else if left > 0 {
+                    Counters::for_signal(signal).dropped.add(left as u64);
+                    tracing::warn!(signal = signal.name(), items = left, "export not finished at shutdown; dropped");
+                }
+            }
+        }
+    }
 }
+
+async fn run_lane(cfg: ExportConfig, sender: Sender, queue: Arc<Queue>, c: Counters) {
+    let signal = cfg.signal.name();
+    while let Some(entry) = queue.take().await {
+        let started = Instant::now();
+        let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
+        let mut warned = false;
+        loop {
+            match sender.send(&entry.payload).await {
+                Outcome::Delivered { rejected, message } => {
+                    let rejected = rejected.min(entry.items as u64);
+                    c.sent.add(entry.items as u64 - rejected);
+                    if rejected > 0 || !message.is_empty() {
+                        c.rejected.add(rejected);
+                        tracing::warn!(signal, rejected, "OTLP partial success: {message}");
+                    }
+                    if warned {
+                        tracing::info!(signal, endpoint = %cfg.endpoint, "OTLP export recovered");
+                    }
+                    break;
+                }
+                Outcome::Fail { reason } => {
+                    c.failed.add(entry.items as u64);
+                    tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export failed permanently: {reason}");
+                    break;
+                }
+                Outcome::Retry { after, reason } => {
+                    let delay = backoff.delay(after);
+                    if cfg.retry_max_elapsed.is_some_and(|m| started.elapsed() + delay > m) {
+                        c.failed.add(entry.items as u64);
+                        tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export given up after retrying: {reason}");
+                        break;
+                    }
+                    c.retried.inc();
+                    if !warned {
+                        tracing::warn!(signal, endpoint = %cfg.endpoint, "OTLP export failed, retrying: {reason}");
+                        warned = true;
+                    } else {
+                        tracing::debug!(signal, "retrying in {delay:?}: {reason}");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        queue.complete(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,445 @@
+//! Export settings from the standard `OTEL_EXPORTER_OTLP_*` variables (with the
+//! per-signal `TRACES_`/`METRICS_`/`LOGS_` variants taking precedence, as the
+//! OpenTelemetry specification says) plus cnflow's queue/retry knobs
+//! (`CNFLOW_EXPORT_*`). Every bad value is rejected at start-up, naming the variable.
+use super::Signal;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The standard OTLP exporter variables. Read by hand (per-signal precedence),
+/// declared here so `cnflow config --reference` and the chart list them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OtlpEnv {
+    /// OTEL_EXPORTER_OTLP_ENDPOINT: OTLP endpoint for all signals (gRPC: used as-is; HTTP: /v1/traces, /v1/metrics, /v1/logs appended). OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT override it per signal and are used as-is.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// OTEL_EXPORTER_OTLP_PROTOCOL: grpc (default), http/protobuf or http/json; per-signal variants OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// OTEL_EXPORTER_OTLP_HEADERS: extra request headers, `key=value,key2=value2` (values URL-encoded), e.g. vendor API keys; per-signal variants too.
+    #[serde(default)]
+    pub headers: Option<String>,
+    /// OTEL_EXPORTER_OTLP_TIMEOUT: per-request timeout in milliseconds (default 10000); per-signal variants too.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// OTEL_EXPORTER_OTLP_COMPRESSION: gzip, zstd or none (default none); per-signal variants too.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// OTEL_EXPORTER_OTLP_INSECURE: for gRPC endpoints without a scheme, true = plaintext, false (default) = TLS.
+    #[serde(default)]
+    pub insecure: Option<String>,
+    /// OTEL_EXPORTER_OTLP_CERTIFICATE: PEM file of the CA(s) trusted for the backend's certificate (default: system roots).
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: PEM client certificate for mutual TLS (with OTEL_EXPORTER_OTLP_CLIENT_KEY).
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    /// OTEL_EXPORTER_OTLP_CLIENT_KEY: PEM private key for mutual TLS.
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+fn d_queue() -> usize {
+    65_536
+}
+fn d_initial() -> u64 {
+    500
+}
+fn d_max_backoff() -> u64 {
+    30_000
+}
+fn d_elapsed() -> u64 {
+    300
+}
+
+/// Queue and retry settings of the OTLP exporter (agent and gateway).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportTuning {
+    /// CNFLOW_EXPORT_QUEUE_SIZE: spans / metric data points / log records waiting for export per signal and endpoint; beyond it new data is refused and counted as dropped.
+    #[serde(default = "d_queue")]
+    pub queue_size: usize,
+    /// CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS: first retry delay (doubled per attempt, ±50% jitter).
+    #[serde(default = "d_initial")]
+    pub retry_initial_backoff_ms: u64,
+    /// CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS: upper bound of the retry delay.
+    #[serde(default = "d_max_backoff")]
+    pub retry_max_backoff_ms: u64,
+    /// CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS: give up on a request (counted as failed) after retrying this long; 0 = retry forever.
+    #[serde(default = "d_elapsed")]
+    pub retry_max_elapsed_secs: u64,
+}
+
+impl Default for ExportTuning {
+    fn default() -> Self {
+        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
+            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
+            .expect("defaults")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Everything one exporter (one endpoint, one signal) needs.
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    pub signal: Signal,
+    /// Full URL: for HTTP the complete path (`.../v1/traces`), for gRPC scheme://host:port.
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub compression: Compression,
+    /// PEM contents (read at start-up so a missing file fails early).
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    pub queue_size: usize,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// None = retry forever.
+    pub retry_max_elapsed: Option<Duration>,
+    /// When set, queued requests are also written here and reloaded at start
+    /// (nothing is lost across a restart while the backend is down).
+    pub queue_dir: Option<PathBuf>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        let t = ExportTuning::default();
+        Self {
+            signal: Signal::Traces,
+            endpoint: "http://localhost:4317".into(),
+            protocol: Protocol::Grpc,
+            headers: vec![],
+            timeout: Duration::from_secs(10),
+            compression: Compression::None,
+            ca_pem: None,
+            client_identity_pem: None,
+            queue_size: t.queue_size,
+            retry_initial: Duration::from_millis(t.retry_initial_backoff_ms),
+            retry_max: Duration::from_millis(t.retry_max_backoff_ms),
+            retry_max_elapsed: Some(Duration::from_secs(t.retry_max_elapsed_secs)),
+            queue_dir: None,
+        }
+    }
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+    fn env_infix(self) -> &'static str {
+        match self {
+            Signal::Traces => "TRACES_",
+            Signal::Metrics => "METRICS_",
+            Signal::Logs => "LOGS_",
+        }
+    }
+    /// HTTP path appended to a generic endpoint.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+        }
+    }
+}
+
+struct Vars<'a> {
+    vars: &'a HashMap<String, String>,
+    signal: Signal,
+}
+
+impl Vars<'_> {
+    /// (variable name, value) of the signal-specific variable if set, else the generic one. Empty = unset.
+    fn get(&self, key: &str) -> Option<(String, &str)> {
+        let specific = format!("OTEL_EXPORTER_OTLP_{}{key}", self.signal.env_infix());
+        let generic = format!("OTEL_EXPORTER_OTLP_{key}");
+        for name in [specific, generic] {
+            if let Some(v) = self.vars.get(&name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                return Some((name, v));
+            }
+        }
+        None
+    }
+}
+
+impl ExportConfig {
+    /// None when no endpoint is configured for this signal.
+    pub fn from_env(signal: Signal) -> Result<Option<Self>> {
+        Self::from_vars(signal, std::env::vars())
+    }
+
+    pub fn from_vars(signal: Signal, vars: impl IntoIterator<Item = (String, String)>) -> Result<Option<Self>> {
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let v = Vars { vars: &vars, signal };
+        let protocol = match v.get("PROTOCOL") {
+            None => Protocol::Grpc,
+            Some((_, "grpc")) => Protocol::Grpc,
+            Some((_, "http/protobuf")) => Protocol::HttpProtobuf,
+            Some((_, "http/json")) => Protocol::HttpJson,
+            Some((n, other)) => bail!("{n}: unknown protocol {other:?} (expected grpc, http/protobuf or http/json)"),
+        };
+        let specific_name = format!("OTEL_EXPORTER_OTLP_{}ENDPOINT", signal.env_infix());
+        let specific = vars.get(&specific_name).map(|s| s.trim()).filter(|s| !s.is_empty());
+        let generic = vars.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(|s| s.trim()).filter(|s| !s.is_empty());
+        let insecure = match v.get("INSECURE") {
+            None => false,
+            Some((n, s)) => parse_bool(s).with_context(|| format!("{n}: expected true or false, got {s:?}"))?,
+        };
+        let (endpoint, var) = match (specific, generic) {
+            (Some(s), _) => (s.to_string(), specific_name),
+            (None, Some(g)) => {
+                let e = if protocol == Protocol::Grpc { g.to_string() } else { append_path(g, signal.http_path()) };
+                (e, "OTEL_EXPORTER_OTLP_ENDPOINT".to_string())
+            }
+            (None, None) => return Ok(None),
+        };
+        let endpoint = normalize_endpoint(&endpoint, protocol, insecure).with_context(|| var.clone())?;
+
+        let headers = match v.get("HEADERS") {
+            None => vec![],
+            Some((n, s)) => parse_headers(s).with_context(|| n.clone())?,
+        };
+        let timeout = match v.get("TIMEOUT") {
+            None => Duration::from_secs(10),
+            Some((n, s)) => {
+                let ms: u64 = s.parse().with_context(|| format!("{n}: expected milliseconds, got {s:?}"))?;
+                if ms == 0 {
+                    bail!("{n}: must be > 0");
+                }
+                Duration::from_millis(ms)
+            }
+        };
+        let compression = match v.get("COMPRESSION") {
+            None => Compression::None,
+            Some((_, "none")) => Compression::None,
+            Some((_, "gzip")) => Compression::Gzip,
+            Some((_, "zstd")) => Compression::Zstd,
+            Some((n, s)) => bail!("{n}: unknown compression {s:?} (expected gzip, zstd or none)"),
+        };
+        let read_pem = |key: &str| -> Result<Option<Vec<u8>>> {
+            match v.get(key) {
+                None => Ok(None),
+                Some((n, path)) => {
+                    let data = std::fs::read(path).with_context(|| format!("{n}: cannot read {path}"))?;
+                    if !String::from_utf8_lossy(&data).contains("-----BEGIN") {
+                        bail!("{n}: {path} is not a PEM file");
+                    }
+                    Ok(Some(data))
+                }
+            }
+        };
+        let ca_pem = read_pem("CERTIFICATE")?;
+        let client_identity_pem = match (read_pem("CLIENT_CERTIFICATE")?, read_pem("CLIENT_KEY")?) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY must be set together"),
+        };
+
+        let tuning: ExportTuning = envy::prefixed("CNFLOW_EXPORT_")
+            .from_iter(
+                vars.iter().filter(|(k, _)| k.starts_with("CNFLOW_EXPORT_")).map(|(k, v)| (k.clone(), v.clone())),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid export configuration (CNFLOW_EXPORT_*): {e}"))?;
+        if tuning.queue_size == 0 {
+            bail!("CNFLOW_EXPORT_QUEUE_SIZE must be > 0");
+        }
+        if tuning.retry_initial_backoff_ms == 0 || tuning.retry_max_backoff_ms < tuning.retry_initial_backoff_ms {
+            bail!("CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS must be > 0 and ≤ CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS");
+        }
+        Ok(Some(Self {
+            signal,
+            endpoint,
+            protocol,
+            headers,
+            timeout,
+            compression,
+            ca_pem,
+            client_identity_pem,
+            queue_size: tuning.queue_size,
+            retry_initial: Duration::from_millis(tuning.retry_initial_backoff_ms),
+            retry_max: Duration::from_millis(tuning.retry_max_backoff_ms),
+            retry_max_elapsed: (tuning.retry_max_elapsed_secs > 0)
+                .then(|| Duration::from_secs(tuning.retry_max_elapsed_secs)),
+            queue_dir: None,
+        }))
+    }
+
+    /// The same settings for another base endpoint (the gateway's extra
+    /// destinations): HTTP paths are appended like for a generic endpoint.
+    pub fn with_base_endpoint(&self, base: &str) -> Result<Self> {
+        let e =
+            if self.protocol == Protocol::Grpc { base.to_string() } else { append_path(base, self.signal.http_path()) };
+        let insecure = self.endpoint.starts_with("http://");
+        Ok(Self { endpoint: normalize_endpoint(&e, self.protocol, insecure)?, ..self.clone() })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.endpoint.starts_with("https://")
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => bail!("not a boolean"),
+    }
+}
+
+fn append_path(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+fn normalize_endpoint(e: &str, protocol: Protocol, insecure: bool) -> Result<String> {
+    let with_scheme = if e.starts_with("http://") || e.starts_with("https://") {
+        e.to_string()
+    } else if protocol == Protocol::Grpc && !e.contains("://") {
+        // The spec lets gRPC endpoints omit the scheme; INSECURE then picks it.
+        format!("{}://{e}", if insecure { "http" } else { "https" })
+    } else {
+        bail!("endpoint {e:?} must start with http:// or https://");
+    };
+    let uri: hyper::Uri = with_scheme.parse().with_context(|| format!("invalid endpoint URL {e:?}"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        bail!("endpoint {e:?} has no host");
+    }
+    Ok(with_scheme)
+}
+
+/// `k=v,k2=v2` with percent-encoded values (W3C baggage-like format used by the spec).
+pub fn parse_headers(s: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else { bail!("header {part:?} is not key=value") };
+        let k = percent_decode(k.trim())?.to_ascii_lowercase();
+        let v = percent_decode(v.trim())?;
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            bail!("invalid header name {k:?}");
+        }
+        if v.bytes().any(|b| b < 0x20 && b != b'\t') {
+            bail!("invalid value for header {k:?}");
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+                bail!("bad percent-encoding in {s:?}")
+            };
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).with_context(|| format!("{s:?} is not UTF-8 after percent-decoding"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn no_endpoint_no_exporter() {
+        assert!(ExportConfig::from_vars(Signal::Traces, vars(&[])).unwrap().is_none());
+    }
+
+    #[test]
+    fn signal_specific_takes_precedence_and_http_paths_follow_the_spec() {
+        let v = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://gw:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "https://m.example/custom"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1500"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b,X-Team=net"),
+            ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "zstd"),
+        ]);
+        let t = ExportConfig::from_vars(Signal::Traces, v.clone()).unwrap().unwrap();
+        assert_eq!(t.endpoint, "http://gw:4318/v1/traces");
+        assert_eq!(t.timeout, Duration::from_millis(1500));
+        assert_eq!(t.headers, vec![("api-key".into(), "a b".into()), ("x-team".into(), "net".into())]);
+        assert_eq!(t.compression, Compression::None);
+        let m = ExportConfig::from_vars(Signal::Metrics, v.clone()).unwrap().unwrap();
+        assert_eq!(m.endpoint, "https://m.example/custom");
+        assert_eq!(m.timeout, Duration::from_millis(3000));
+        let l = ExportConfig::from_vars(Signal::Logs, v).unwrap().unwrap();
+        assert_eq!(l.compression, Compression::Zstd);
+        assert_eq!(l.endpoint, "http://gw:4318/v1/logs");
+    }
+
+    #[test]
+    fn grpc_endpoint_as_is_and_insecure_without_scheme() {
+        let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "gw:4317"), ("OTEL_EXPORTER_OTLP_INSECURE", "true")]);
+        let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
+        assert_eq!(t.endpoint, "http://gw:4317");
+        assert_eq!(t.protocol, Protocol::Grpc);
+        let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "gw:4317")]);
+        assert!(ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap().is_tls());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases = [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "OTEL_EXPORTER_OTLP_COMPRESSION"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "OTEL_EXPORTER_OTLP_HEADERS"),
+            ("OTEL_EXPORTER_OTLP_INSECURE", "maybe", "OTEL_EXPORTER_OTLP_INSECURE"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem", "OTEL_EXPORTER_OTLP_CERTIFICATE"),
+            ("CNFLOW_EXPORT_QUEUE_SIZE", "many", "CNFLOW_EXPORT"),
+        ];
+        for (k, val, want) in cases {
+            let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://gw:4317"), (k, val)]);
+            let e = format!("{:#}", ExportConfig::from_vars(Signal::Traces, v).unwrap_err());
+            assert!(e.contains(want), "{k}={val}: {e}");
+        }
+        let v = vars(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://x")]);
+        let e = format!("{:#}", ExportConfig::from_vars(Signal::Traces, v).unwrap_err());
+        assert!(e.contains("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "{e}");
+    }
+
+    #[test]
+    fn tuning_from_env() {
+        let v = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://gw:4317"),
+            ("CNFLOW_EXPORT_QUEUE_SIZE", "10"),
+            ("CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS", "0"),
+        ]);
+        let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
+        assert_eq!(t.queue_size, 10);
+        assert_eq!(t.retry_max_elapsed, None);
+    }
+}
