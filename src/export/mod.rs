@@ -183,7 +183,11 @@ impl Exporter {
                 let (left, on_disk) = l.queue.abandon();
                 let signal = [Signal::Traces, Signal::Metrics, Signal::Logs][i];
                 if on_disk {
-                    tracing::warn!(signal = signal.name(), items = left, "export not finished at shutdown; kept in the disk queue");
+                    tracing::warn!(
+                        signal = signal.name(),
+                        items = left,
+                        "export not finished at shutdown; kept in the disk queue"
+                    );
                 } else if left > 0 {
                     Counters::for_signal(signal).dropped.add(left as u64);
                     tracing::warn!(signal = signal.name(), items = left, "export not finished at shutdown; dropped");
