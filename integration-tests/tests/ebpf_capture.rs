@@ -435,3 +435,30 @@ fn auto_mode_follows_interfaces_that_appear_and_disappear() {
     stop_agent(agent, libc::SIGTERM);
     assert!(cnflow_tcx_programs(&pair.ns_a, &pair.veth_a).is_empty());
 }
+
+#[test]
+fn clear_errors_without_privileges_or_with_unknown_interface() {
+    netns::require_root();
+    // Unprivileged user without capabilities: the error names what is missing.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(harness::cnflow_bin())
+        .args(["run", "--format", "packets"])
+        .env("CNFLOW_INTERFACES", "lo")
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("live capture needs: root or CAP_BPF"), "{err}");
+    assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+
+    let out = std::process::Command::new(harness::cnflow_bin())
+        .args(["run", "--format", "packets", "--duration", "5"])
+        .env("CNFLOW_INTERFACES", "cnfnosuch0")
+        .output()
+        .expect("cnflow");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("CNFLOW_INTERFACES: interface \"cnfnosuch0\" does not exist"), "{err}");
+    assert!(!err.contains("eBPF capture loaded"), "validated before loading: {err}");
+}

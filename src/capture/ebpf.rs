@@ -354,8 +354,10 @@ pub struct LiveSession {
 /// interfaces per the configuration (CNFLOW_INTERFACES or auto), and detaches
 /// everything once `cancel` fires.
 pub fn start_following(cfg: &AgentConfig, cancel: CancellationToken) -> Result<LiveSession> {
-    let (cap, packets) = LiveCapture::start(cfg)?;
+    // Cheap checks and interface names first, so config errors come before the kernel load.
+    check_requirements()?;
     let events = super::ifaces::watch(cfg)?;
+    let (cap, packets) = LiveCapture::start(cfg)?;
     let task = tokio::spawn(cap.follow(events, cancel));
     Ok(LiveSession { packets, task })
 }

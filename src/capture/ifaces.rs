@@ -115,9 +115,9 @@ pub fn watch(cfg: &AgentConfig) -> Result<mpsc::Receiver<IfaceEvent>> {
     if initial.is_empty() {
         tracing::warn!("no interface to capture on yet (auto mode waits for one to come up)");
     }
-    let (tx, rx) = mpsc::channel(256);
+    // Room for the whole initial set, so it can be queued without awaiting.
+    let (tx, rx) = mpsc::channel(256 + initial.len());
     for e in initial {
-        // Fresh channel with room for 256; more interfaces than that still arrive via resync.
         let _ = tx.try_send(e);
     }
     tokio::spawn(follow_netlink(sock, sel, current, tx));
