@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: capture → flow → protocol → exchange → telemetry → export.
 //! Every arrow is a plain Rust type so each stage can be fed from a test.
+pub mod agent;
 pub mod capture;
 pub mod cmd;
 pub mod config;

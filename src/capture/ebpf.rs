@@ -64,8 +64,16 @@ impl std::fmt::Display for KernelCounters {
     }
 }
 
+fn is_loopback(ifname: &str) -> bool {
+    const IFF_LOOPBACK: u32 = 0x8;
+    std::fs::read_to_string(format!("/sys/class/net/{ifname}/flags"))
+        .ok()
+        .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|f| f & IFF_LOOPBACK != 0)
+}
+
 struct Attached {
-    _ingress: SchedClassifierLink,
+    _ingress: Option<SchedClassifierLink>,
     _egress: SchedClassifierLink,
 }
 
@@ -215,11 +223,16 @@ impl LiveCapture {
         if self.links.contains_key(ifname) {
             return Ok(());
         }
-        let ingress = self.attach_one(PROG_INGRESS, ifname, TcAttachType::Ingress)?;
+        // Every loopback packet passes lo's egress and then its ingress: one hook
+        // sees it once, where both would double every datagram and segment.
+        let loopback = is_loopback(ifname);
+        let ingress =
+            if loopback { None } else { Some(self.attach_one(PROG_INGRESS, ifname, TcAttachType::Ingress)?) };
         // If egress fails, dropping `ingress` detaches it again.
         let egress = self.attach_one(PROG_EGRESS, ifname, TcAttachType::Egress)?;
         self.links.insert(ifname.to_string(), Attached { _ingress: ingress, _egress: egress });
-        tracing::info!(iface = ifname, "capture attached (tcx ingress+egress)");
+        let hooks = if loopback { "egress only: loopback" } else { "ingress+egress" };
+        tracing::info!(iface = ifname, "capture attached (tcx {hooks})");
         Ok(())
     }
 

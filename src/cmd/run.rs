@@ -3,9 +3,11 @@ use anyhow::Result;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Output on stdout: text (one line per span), otlp-json, or packets (one line per captured packet, for debugging).
-    #[arg(long, default_value = "text")]
-    pub format: String,
+    /// Output on stdout: text (one line per span), otlp-json (OTLP/JSON lines), exchanges (one JSON line per
+    /// decoded exchange), packets (one line per captured packet, for debugging) or none (OTLP export only).
+    /// Defaults to text for `run`, and for `agent` to none when an OTLP endpoint is configured.
+    #[arg(long)]
+    pub format: Option<String>,
     /// Stop after this many seconds (0 = until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
@@ -17,14 +19,26 @@ pub enum Mode {
     Agent,
 }
 
-pub fn main(args: RunArgs, _mode: Mode) -> Result<()> {
+pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
     let cfg = crate::config::AgentConfig::from_env()?;
-    if args.format != "packets" {
-        anyhow::bail!("--format {}: not built yet (available: packets)", args.format);
-    }
-    let rt = tokio::runtime::Runtime::new()?;
+    let endpoint_set = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var(v).map(|s| !s.is_empty()).unwrap_or(false));
+    let format = args
+        .format
+        .clone()
+        .unwrap_or_else(|| if mode == Mode::Agent && endpoint_set { "none" } else { "text" }.to_string());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let cancel = crate::capture::live::cancel_on_signal_or(args.duration)?;
-        crate::capture::live::print_packets(&cfg, cancel).await
+        if format == "packets" {
+            return crate::capture::live::print_packets(&cfg, cancel).await;
+        }
+        let opts = crate::agent::AgentOptions {
+            stdout: crate::agent::StdoutFormat::parse(&format)?,
+            kubernetes: mode == Mode::Agent,
+            health_agent_default: mode == Mode::Agent,
+        };
+        crate::agent::run(cfg, opts, cancel).await
     })
 }

@@ -1,0 +1,228 @@
+//! The live agent: eBPF capture → pipeline → telemetry → stdout / OTLP, with
+//! Kubernetes enrichment and attachment in agent mode, health probes, and
+//! periodic counter logs. `cnflow run` and `cnflow agent` both end up here.
+use crate::capture::ebpf;
+use crate::capture::PacketEvent;
+use crate::config::AgentConfig;
+use crate::enrich::{Enricher, Identity, NoEnrich};
+use crate::export::{ExportConfig, Exporter, Signal};
+use crate::health::Health;
+use crate::pipeline::Pipeline;
+use crate::stats;
+use crate::telemetry::{self, Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What goes to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdoutFormat {
+    /// One readable line per span.
+    Text,
+    /// OTLP/JSON lines (ExportTraceServiceRequest / ExportMetricsServiceRequest).
+    OtlpJson,
+    /// One JSON line per exchange (before telemetry), for debugging decoders live.
+    Exchanges,
+    /// Nothing (OTLP export only).
+    None,
+}
+
+impl StdoutFormat {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "text" => Self::Text,
+            "otlp-json" => Self::OtlpJson,
+            "exchanges" => Self::Exchanges,
+            "none" => Self::None,
+            other => bail!("unknown --format {other:?} (expected text, otlp-json, exchanges, packets, none)"),
+        })
+    }
+}
+
+pub struct AgentOptions {
+    pub stdout: StdoutFormat,
+    /// Kubernetes enrichment and pod attachment (cnflow agent).
+    pub kubernetes: bool,
+    pub health_agent_default: bool,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn exporter_from_env() -> Result<Option<Arc<Exporter>>> {
+    let traces = ExportConfig::from_env(Signal::Traces)?;
+    let metrics = ExportConfig::from_env(Signal::Metrics)?;
+    if traces.is_none() && metrics.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Exporter::start(traces, metrics, None)?)))
+}
+
+/// Runs until `cancel` fires. Configuration errors are returned before anything is attached.
+pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken) -> Result<()> {
+    let tcfg = TelemetryConfig::from_env()?;
+    let k8s_cfg = if opts.kubernetes { Some(()) } else { None };
+    let health_addr = cfg.health_socket(opts.health_agent_default).context("CNFLOW_HEALTH_ADDR")?;
+    ebpf::check_requirements()?;
+    let exporter = exporter_from_env()?;
+
+    let health = Health::new();
+    if let Some(addr) = health_addr {
+        let local = crate::health::serve(addr, health.clone()).await?;
+        tracing::info!(%local, "health endpoint: /healthz /readyz");
+    }
+
+    // Capture: Kubernetes mode attaches to pod veths as pods come; otherwise
+    // follow CNFLOW_INTERFACES or every up interface.
+    let (packets, capture_task, k8s_handle, enricher, host): Started = match &k8s_cfg {
+        Some(kc) => start_kubernetes(&cfg, kc, cancel.clone()).await?,
+        None => {
+            let session = ebpf::start_following(&cfg, cancel.clone())?;
+            let host = telemetry::resource::host_identity_from_env()?;
+            (session.packets, Some(session.task), None, Arc::new(NoEnrich), host)
+        }
+    };
+
+    let mut sopts = SinkOptions::new(tcfg, host);
+    sopts.mask_query_values = cfg.mask_query_values;
+    sopts.enricher = enricher;
+    sopts.local_addrs = LocalAddrs::detect();
+    match opts.stdout {
+        StdoutFormat::Text => sopts.outputs.push(Output::Write(Format::Text, Box::new(std::io::stdout()))),
+        StdoutFormat::OtlpJson => sopts.outputs.push(Output::Write(Format::OtlpJson, Box::new(std::io::stdout()))),
+        StdoutFormat::Exchanges | StdoutFormat::None => {}
+    }
+    if let Some(e) = &exporter {
+        sopts.outputs.push(Output::Export(e.clone()));
+    } else if opts.stdout == StdoutFormat::None {
+        tracing::warn!("no OTLP endpoint configured and --format none: spans go nowhere");
+    }
+    let sink = TelemetrySink::new(sopts);
+    health.set_ready(true);
+    tracing::info!("capturing; spans follow");
+
+    let stats_every = Duration::from_secs(cfg.stats_interval_secs.max(1));
+    let loop_res = process(Pipeline::new(&cfg), sink, packets, opts.stdout, &health, stats_every, cancel.clone()).await;
+
+    health.set_ready(false);
+    if let Some(t) = capture_task {
+        match t.await {
+            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "capture task ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "capture task panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    if let Some(h) = k8s_handle {
+        h.shutdown().await;
+    }
+    // The sink (dropped with `process`) held the other references.
+    if let Some(e) = exporter.and_then(|e| Arc::try_unwrap(e).ok()) {
+        e.shutdown(Duration::from_secs(5)).await;
+    }
+    log_counters("final counters");
+    loop_res
+}
+
+/// The hot loop: packet batches into the pipeline, exchanges into telemetry,
+/// housekeeping once a second.
+async fn process(
+    mut pipeline: Pipeline,
+    mut sink: TelemetrySink,
+    mut packets: mpsc::Receiver<Vec<PacketEvent>>,
+    stdout: StdoutFormat,
+    health: &Health,
+    stats_every: Duration,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_stats = std::time::Instant::now();
+    let deliver = |pipeline: &mut Pipeline, sink: &mut TelemetrySink| -> Result<()> {
+        let exchanges = pipeline.take_exchanges();
+        if stdout == StdoutFormat::Exchanges && !exchanges.is_empty() {
+            let mut out = std::io::stdout().lock();
+            for ex in &exchanges {
+                serde_json::to_writer(&mut out, ex)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
+        for ex in &exchanges {
+            sink.record(ex);
+        }
+        Ok(())
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            b = packets.recv() => {
+                let Some(batch) = b else { break };
+                for ev in &batch {
+                    pipeline.push(ev);
+                }
+                deliver(&mut pipeline, &mut sink)?;
+            }
+            _ = tick.tick() => {
+                let now = now_ns();
+                pipeline.tick(now);
+                deliver(&mut pipeline, &mut sink)?;
+                sink.flush(now);
+                health.tick();
+                if last_stats.elapsed() >= stats_every {
+                    last_stats = std::time::Instant::now();
+                    log_counters("counters");
+                }
+            }
+        }
+    }
+    // Packets captured before the stop still count.
+    while let Ok(batch) = packets.try_recv() {
+        for ev in &batch {
+            pipeline.push(ev);
+        }
+    }
+    pipeline.finish();
+    deliver(&mut pipeline, &mut sink)?;
+    sink.finish(now_ns());
+    Ok(())
+}
+
+/// Logs every non-zero counter on one line (losses included, so gaps are explained).
+fn log_counters(what: &str) {
+    let mut parts: Vec<String> = stats::snapshot()
+        .into_iter()
+        .filter(|s| s.value != 0)
+        .map(|s| {
+            let attrs: Vec<String> = s.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if attrs.is_empty() {
+                format!("{}={}", s.name, s.value)
+            } else {
+                format!("{}{{{}}}={}", s.name, attrs.join(","), s.value)
+            }
+        })
+        .collect();
+    parts.sort();
+    tracing::info!("{what}: {}", parts.join(" "));
+}
+
+type Started = (
+    mpsc::Receiver<Vec<PacketEvent>>,
+    Option<tokio::task::JoinHandle<Result<()>>>,
+    Option<K8sHandle>,
+    Arc<dyn Enricher>,
+    Arc<Identity>,
+);
+struct K8sHandle;
+impl K8sHandle {
+    async fn shutdown(self) {}
+}
+async fn start_kubernetes(cfg: &AgentConfig, _kc: &(), cancel: CancellationToken) -> Result<Started> {
+    tracing::warn!("Kubernetes enrichment is not wired in yet: capturing host interfaces");
+    let session = ebpf::start_following(cfg, cancel)?;
+    let host = telemetry::resource::host_identity_from_env()?;
+    Ok((session.packets, Some(session.task), None, Arc::new(NoEnrich), host))
+}
