@@ -248,9 +248,9 @@ impl Dns {
         Self::emit(out, p.ts, end, p.bytes, 0, outcome, p.partial, p.detail);
     }
 
-    /// One whole (or truncated) message; `wire_len` is its size on the wire.
-    fn on_message(&mut self, ts: u64, msg: &[u8], wire_len: u64, out: &mut Emit) {
-        let truncated = (msg.len() as u64) < wire_len;
+    /// One message; `wire_len` is its size on the wire (with the TCP length
+    /// prefix), `truncated` says bytes of it were not captured.
+    fn on_message(&mut self, ts: u64, msg: &[u8], wire_len: u64, truncated: bool, out: &mut Emit) {
         let Some(d) = decode(msg, truncated) else { return };
         let partial = d.partial || truncated;
         let mut detail = DnsDetail { id: d.h.id, transport: Self::transport(out.conn), ..Default::default() };
@@ -314,7 +314,7 @@ impl Dns {
             if buf.len() - pos < 2 + len {
                 break;
             }
-            self.on_message(ts, &buf[pos + 2..pos + 2 + len], 2 + len as u64, out);
+            self.on_message(ts, &buf[pos + 2..pos + 2 + len], 2 + len as u64, false, out);
             pos += 2 + len;
         }
         buf.drain(..pos);
@@ -342,7 +342,7 @@ impl Dns {
             // The buffered start of a message is all we get of it; the gap may end inside it.
             let total = 2 + u16::from_be_bytes([buf[0], buf[1]]) as u64;
             let missing = total.saturating_sub(buf.len() as u64);
-            self.on_message(ts, &buf[2..], total, out);
+            self.on_message(ts, &buf[2..], total, true, out);
             let side = &mut self.tcp[ix(dir)];
             if len <= missing {
                 side.skip = missing - len;
@@ -377,7 +377,7 @@ impl ConnDecoder for Dns {
 
     fn on_datagram(&mut self, _dir: StreamDir, ts_ns: u64, data: &[u8], orig_len: u32, out: &mut Emit) {
         let wire = (orig_len as u64).max(data.len() as u64);
-        self.on_message(ts_ns, data, wire, out);
+        self.on_message(ts_ns, data, wire, wire > data.len() as u64, out);
     }
 
     fn on_close(&mut self, ts_ns: u64, reason: CloseReason, out: &mut Emit) {
@@ -515,6 +515,7 @@ mod tests {
         assert!(e.out[0].partial);
         assert_eq!(dns(&e.out[0]).transport, "tcp");
         assert_eq!(dns(&e.out[1]).rcode.as_deref(), Some("SERVFAIL"));
+        assert!(!e.out[1].partial);
         assert_eq!(dns(&e.out[1]).question_type.as_deref(), Some("MX"));
         // Lost framing entirely: resynchronise on the next whole message.
         d.on_gap(StreamDir::ToClient, 104, 5, &mut e);

@@ -7,14 +7,12 @@
 //! Interim 1xx responses (100-continue) are counted into the final exchange.
 //!
 //! `Upgrade: h2c` answered by `101`: the connection is handed to the HTTP/2
-//! decoder. The upgraded request is stream 1 of the new connection but never
-//! appears there as a HEADERS frame, so this module synthesises one (literal
-//! HPACK fields without indexing, which leaves both dynamic tables untouched)
-//! behind a synthetic client preface, and drops the real preface when the
-//! client sends it. The HTTP/2 decoder then emits stream 1 as a normal
-//! exchange; no HTTP/1 exchange is emitted for the 101 itself. Other upgrades
-//! (WebSocket) and CONNECT tunnels emit the handshake exchange and then ignore
-//! the rest of the connection.
+//! decoder ([`super::http2::new_upgraded_decoder`]) together with the
+//! upgrade request, which becomes stream 1 there (it never appears as an
+//! HTTP/2 HEADERS frame); the HTTP/2 decoder pairs it with the HEADERS that
+//! answer stream 1 and emits it as an HTTP/2 exchange. No HTTP/1 exchange is
+//! emitted for the 101 itself. Other upgrades (WebSocket) and CONNECT tunnels
+//! emit the handshake exchange and then ignore the rest of the connection.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::exchange::{Detail, Exchange, FifoPairer, HttpDetail, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir};
@@ -40,7 +38,6 @@ const TRACE_HEADERS: [&str; 8] = [
 const MAX_HEADERS: usize = 96;
 /// Longest value kept for any decoded string field.
 const MAX_FIELD: usize = 2048;
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Does the first data of a connection look like HTTP/1? `dir` is the direction of `data`.
 pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
@@ -141,8 +138,6 @@ struct Request {
     connect: bool,
     upgrade_h2c: bool,
     partial: bool,
-    /// Lower-case header name/value pairs for the h2c hand-over (empty otherwise).
-    h2c_headers: Vec<(String, String)>,
     body_done: bool,
 }
 
@@ -157,12 +152,6 @@ struct Current {
     then_passthrough: bool,
 }
 
-struct Upgraded {
-    h2: Box<dyn ConnDecoder>,
-    /// Bytes of the real client preface still to strip.
-    preface_left: usize,
-}
-
 pub struct Http1 {
     cfg: DecodeConfig,
     sides: [Side; 2],
@@ -172,7 +161,8 @@ pub struct Http1 {
     current: Option<Current>,
     /// Bytes of 1xx interim responses for the next final response.
     interim_bytes: u64,
-    upgraded: Option<Upgraded>,
+    /// HTTP/2 decoder after an h2c upgrade; everything goes there.
+    upgraded: Option<Box<dyn ConnDecoder>>,
     passthrough: bool,
 }
 
@@ -389,29 +379,13 @@ impl Http1 {
         for s in &mut self.sides {
             s.buf.clear();
         }
-        if let Some(up) = self.upgraded.as_mut() {
+        if let Some(h2) = self.upgraded.as_mut() {
             if !pending_req.is_empty() {
-                Self::to_h2(up, StreamDir::ToServer, ts, &pending_req, out);
+                h2.on_data(StreamDir::ToServer, ts, &pending_req, out);
             }
             if !rest.is_empty() {
-                Self::to_h2(up, dir, ts, rest, out);
+                h2.on_data(dir, ts, rest, out);
             }
-        }
-    }
-
-    fn to_h2(up: &mut Upgraded, dir: StreamDir, ts: u64, mut data: &[u8], out: &mut Emit) {
-        if dir == StreamDir::ToServer && up.preface_left > 0 {
-            let off = H2_PREFACE.len() - up.preface_left;
-            let n = up.preface_left.min(data.len());
-            if data[..n] == H2_PREFACE[off..off + n] {
-                up.preface_left -= n;
-                data = &data[n..];
-            } else {
-                up.preface_left = 0;
-            }
-        }
-        if !data.is_empty() {
-            up.h2.on_data(dir, ts, data, out);
         }
     }
 
@@ -564,26 +538,6 @@ impl Http1 {
             content_type: header(hs, "content-type").map(text),
             ..Default::default()
         };
-        let h2c_headers = if upgrade_h2c {
-            hs.iter()
-                .map(|h| (h.name.to_ascii_lowercase(), text(h.value)))
-                .filter(|(n, _)| {
-                    !matches!(
-                        n.as_str(),
-                        "host"
-                            | "connection"
-                            | "upgrade"
-                            | "http2-settings"
-                            | "keep-alive"
-                            | "proxy-connection"
-                            | "transfer-encoding"
-                            | "te"
-                    )
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
         let request = Request {
             start_ns: ts,
             bytes: n as u64,
@@ -591,7 +545,6 @@ impl Http1 {
             connect: method == "CONNECT",
             upgrade_h2c,
             partial,
-            h2c_headers,
             body_done: false,
             detail,
         };
@@ -640,7 +593,7 @@ impl Http1 {
         let tunnel = req.as_ref().is_some_and(|r| r.connect) && (200..300).contains(&status);
         if status == 101 && has_token(header(hs, "upgrade"), "h2c") {
             if let Some(r) = req.as_ref().filter(|r| r.upgrade_h2c) {
-                self.start_h2c(r, out);
+                self.start_h2c(r, n as u64);
                 return Some(n);
             }
         }
@@ -678,76 +631,21 @@ impl Http1 {
         Some(n)
     }
 
-    fn start_h2c(&mut self, req: &Request, out: &mut Emit) {
-        let mut synth = H2_PREFACE.to_vec();
-        synth.extend_from_slice(&h2c_headers_frame(req));
-        let mut h2 = super::http2::new_decoder(&self.cfg);
-        h2.on_data(StreamDir::ToServer, req.start_ns, &synth, out);
-        self.upgraded = Some(Upgraded { h2, preface_left: H2_PREFACE.len() });
+    fn start_h2c(&mut self, req: &Request, head_bytes: u64) {
+        let up = super::http2::UpgradeRequest {
+            start_ns: req.start_ns,
+            request_bytes: req.bytes,
+            response_bytes: head_bytes + std::mem::take(&mut self.interim_bytes),
+            detail: req.detail.clone(),
+        };
+        self.upgraded = Some(super::http2::new_upgraded_decoder(&self.cfg, up));
     }
-}
-
-/// HPACK integer with an N-bit prefix (RFC 7541 5.1), first byte ORed with `flags`.
-fn hpack_int(out: &mut Vec<u8>, flags: u8, prefix_bits: u8, mut v: usize) {
-    let max = (1usize << prefix_bits) - 1;
-    if v < max {
-        out.push(flags | v as u8);
-        return;
-    }
-    out.push(flags | max as u8);
-    v -= max;
-    while v >= 128 {
-        out.push((v % 128) as u8 | 0x80);
-        v /= 128;
-    }
-    out.push(v as u8);
-}
-
-fn hpack_literal(out: &mut Vec<u8>, name: &str, value: &str) {
-    // Literal header field without indexing, new name (RFC 7541 6.2.2), no Huffman.
-    out.push(0x00);
-    hpack_int(out, 0, 7, name.len());
-    out.extend_from_slice(name.as_bytes());
-    hpack_int(out, 0, 7, value.len());
-    out.extend_from_slice(value.as_bytes());
-}
-
-/// HEADERS frame for stream 1 carrying the upgraded HTTP/1 request.
-fn h2c_headers_frame(req: &Request) -> Vec<u8> {
-    const MAX_BLOCK: usize = 16_000;
-    let d = &req.detail;
-    let mut block = Vec::new();
-    let path = match &d.query {
-        Some(q) => format!("{}?{}", d.path.as_deref().unwrap_or("/"), q),
-        None => d.path.clone().unwrap_or_else(|| "/".into()),
-    };
-    hpack_literal(&mut block, ":method", d.method.as_deref().unwrap_or("GET"));
-    hpack_literal(&mut block, ":scheme", "http");
-    hpack_literal(&mut block, ":path", &path);
-    if let Some(h) = &d.host {
-        hpack_literal(&mut block, ":authority", h);
-    }
-    for (n, v) in &req.h2c_headers {
-        if block.len() + n.len() + v.len() + 16 > MAX_BLOCK {
-            break;
-        }
-        hpack_literal(&mut block, n, v);
-    }
-    let mut frame = Vec::with_capacity(block.len() + 9);
-    let len = block.len() as u32;
-    frame.extend_from_slice(&len.to_be_bytes()[1..]);
-    frame.push(0x1); // HEADERS
-    let end_stream = if req.body_done && req.detail.request_content_length.unwrap_or(0) == 0 { 0x1 } else { 0 };
-    frame.push(0x4 | end_stream); // END_HEADERS
-    frame.extend_from_slice(&1u32.to_be_bytes());
-    frame.extend_from_slice(&block);
-    frame
 }
 
 impl ConnDecoder for Http1 {
     fn on_data(&mut self, dir: StreamDir, ts_ns: u64, data: &[u8], out: &mut Emit) {
-        if let Some(up) = self.upgraded.as_mut() {
-            return Self::to_h2(up, dir, ts_ns, data, out);
+        if let Some(h2) = self.upgraded.as_mut() {
+            return h2.on_data(dir, ts_ns, data, out);
         }
         if self.passthrough {
             return;
@@ -756,8 +654,8 @@ impl ConnDecoder for Http1 {
     }
 
     fn on_gap(&mut self, dir: StreamDir, ts_ns: u64, len: u64, out: &mut Emit) {
-        if let Some(up) = self.upgraded.as_mut() {
-            return up.h2.on_gap(dir, ts_ns, len, out);
+        if let Some(h2) = self.upgraded.as_mut() {
+            return h2.on_gap(dir, ts_ns, len, out);
         }
         if self.passthrough || len == 0 {
             return;
@@ -788,8 +686,8 @@ impl ConnDecoder for Http1 {
     }
 
     fn on_close(&mut self, ts_ns: u64, reason: CloseReason, out: &mut Emit) {
-        if let Some(up) = self.upgraded.as_mut() {
-            return up.h2.on_close(ts_ns, reason, out);
+        if let Some(h2) = self.upgraded.as_mut() {
+            return h2.on_close(ts_ns, reason, out);
         }
         let outcome = if reason == CloseReason::Rst { Outcome::Reset } else { Outcome::Timeout };
         if let Some(cur) = self.current.as_mut() {
@@ -807,8 +705,8 @@ impl ConnDecoder for Http1 {
     }
 
     fn expire(&mut self, deadline_ns: u64, out: &mut Emit) {
-        if let Some(up) = self.upgraded.as_mut() {
-            return up.h2.expire(deadline_ns, out);
+        if let Some(h2) = self.upgraded.as_mut() {
+            return h2.expire(deadline_ns, out);
         }
         let end = deadline_ns.saturating_add(self.cfg.request_timeout_ns);
         for req in self.pending.expire(deadline_ns) {
@@ -856,7 +754,6 @@ impl Http1 {
                         connect: m == "CONNECT",
                         upgrade_h2c: false,
                         partial,
-                        h2c_headers: Vec::new(),
                         body_done: true,
                     };
                     self.queue_request(r, out);
@@ -1073,32 +970,22 @@ mod tests {
     }
 
     #[test]
-    fn h2c_upgrade_synthesises_stream_one() {
+    fn h2c_upgrade_hands_stream_one_to_http2() {
         let mut r = Run::new();
-        r.req(1, b"GET /up HTTP/1.1\r\nHost: h:80\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nuser-agent: curl\r\n\r\n");
+        r.req(1, b"GET /up?q=1 HTTP/1.1\r\nHost: h:80\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nuser-agent: curl\r\n\r\n");
+        // 101, then the server's SETTINGS and a HEADERS frame answering stream 1 with `:status 200` (static index 8).
         r.resp(2, b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
         assert!(r.dec.upgraded.is_some());
-        r.req(3, H2_PREFACE);
-        assert_eq!(r.dec.upgraded.as_ref().unwrap().preface_left, 0);
-        let req = Request {
-            start_ns: 0,
-            bytes: 0,
-            detail: HttpDetail { method: Some("GET".into()), path: Some("/".into()), ..Default::default() },
-            head: false,
-            connect: false,
-            upgrade_h2c: true,
-            partial: false,
-            h2c_headers: vec![("x".repeat(200), "y".repeat(300))],
-            body_done: true,
-        };
-        let f = h2c_headers_frame(&req);
-        let len = u32::from_be_bytes([0, f[0], f[1], f[2]]) as usize;
-        assert_eq!(len + 9, f.len());
-        assert_eq!((f[3], f[4], &f[5..9]), (1, 5, &[0, 0, 0, 1][..]));
-        let mut dec = loona_hpack::Decoder::new();
-        let fields = dec.decode(&f[9..]).unwrap();
-        assert_eq!(fields[0], (b":method".to_vec(), b"GET".to_vec()));
-        assert_eq!(fields[3].1.len(), 300);
+        r.req(3, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
+        r.resp(4, b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\x88");
+        assert_eq!(r.out.len(), 1, "{:?}", r.out);
+        let h = http(&r.out[0]);
+        assert_eq!(
+            (h.path.as_deref(), h.query.as_deref(), h.status, h.version.as_str()),
+            (Some("/up"), Some("q=1"), Some(200), "2")
+        );
+        assert_eq!(h.stream_id, Some(1));
+        assert_eq!((r.out[0].start_ns, r.out[0].end_ns), (1, 4));
     }
 
     proptest! {

@@ -212,19 +212,47 @@ impl Scanner {
         }
         if self.buf.len() > MAX_LINE {
             PARSE_ERRORS.inc();
-            self.lose_sync();
+            self.gap(0, done);
         }
     }
 
-    /// `len` bytes are missing. Inside a bulk payload that only costs the value.
-    pub fn gap(&mut self, len: u64) {
-        if self.buf.is_empty() && self.bulk_left >= len + 2 && self.msg.is_some() {
-            self.bulk_left -= len;
+    /// `len` bytes are missing. Inside a bulk payload that only costs the value;
+    /// otherwise the message in flight is handed out as partial (what was read
+    /// of it is accurate) and the scanner looks for the next message.
+    pub fn gap(&mut self, mut len: u64, done: &mut Vec<Msg>) {
+        if self.buf.is_empty() && self.bulk_left > 0 && self.msg.is_some() {
+            let k = self.bulk_left.min(len);
+            self.bulk_left -= k;
+            len -= k;
             if let Some(m) = self.msg.as_mut() {
-                m.bytes += len;
+                m.bytes += k;
                 m.partial = true;
             }
-            return;
+            if self.bulk_left == 0 {
+                // The cut ended with this payload (typical of a snap length): the message may be whole.
+                self.bulk_capture = false;
+                self.element_done(done);
+            } else if self.bulk_left < 2 {
+                // Only the CRLF is left: whatever follows is unknown anyway.
+                self.bulk_left = 0;
+                self.element_done(done);
+            }
+            if len == 0 {
+                return;
+            }
+        }
+        if let Some(mut m) = self.msg.take() {
+            m.partial = true;
+            m.bytes += len;
+            done.push(m);
+        } else if !self.buf.is_empty() && !self.resync && RESP_TYPES.contains(&self.buf[0]) {
+            // Only the start of a first line: still a message (a reply takes its turn in the queue).
+            done.push(Msg {
+                kind: self.buf[0],
+                bytes: self.buf.len() as u64 + len,
+                partial: true,
+                ..Default::default()
+            });
         }
         self.lose_sync();
     }
@@ -551,7 +579,9 @@ impl Redis {
         let args = &m.elems;
         let valid = (m.kind == b'*' || m.kind == b'i') && args.first().is_some_and(|a| !a.is_empty());
         if !valid {
-            PARSE_ERRORS.inc();
+            if !m.partial {
+                PARSE_ERRORS.inc();
+            }
             return;
         }
         let name = upper(&args[0]);
@@ -753,17 +783,20 @@ impl ConnDecoder for Redis {
         self.drain_msgs(dir, ts_ns, out);
     }
 
-    fn on_gap(&mut self, dir: StreamDir, _ts_ns: u64, len: u64, out: &mut Emit) {
+    fn on_gap(&mut self, dir: StreamDir, ts_ns: u64, len: u64, out: &mut Emit) {
         self.start(out.conn);
         let s = match dir {
             StreamDir::ToServer => &mut self.req,
             StreamDir::ToClient => &mut self.resp,
         };
-        s.gap(len);
-        if s.resync {
+        let mut msgs = std::mem::take(&mut self.msgs);
+        s.gap(len, &mut msgs);
+        if s.resync && msgs.is_empty() {
             // Whole messages may be gone: in-order pairing is uncertain from here.
             self.desync = true;
         }
+        self.msgs = msgs;
+        self.drain_msgs(dir, ts_ns, out);
     }
 
     fn on_close(&mut self, ts_ns: u64, reason: CloseReason, out: &mut Emit) {
@@ -962,8 +995,10 @@ mod tests {
         r.dec.on_gap(StreamDir::ToServer, 2, 10, &mut Emit { conn: &r.conn, out: &mut r.out });
         r.req(3, b"garbage\r\n*1\r\n$4\r\nPING\r\n");
         r.resp(4, b"+OK\r\n+PONG\r\n");
+        // The cut SET is still a (partial) command; PING after the resync pairs with its own reply.
         let d = r.details();
-        assert_eq!(d.len(), 1);
+        assert_eq!((d.len(), d[0].command.as_str(), d[1].command.as_str()), (2, "SET", "PING"));
+        assert_eq!(d[1].response_type.as_deref(), Some("simple"));
         assert!(r.out[0].partial);
     }
 
