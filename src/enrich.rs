@@ -24,6 +24,38 @@ pub trait Enricher: Send + Sync {
     fn reversed_iface(&self, _ifindex: u32) -> bool {
         false
     }
+    /// Span attributes naming the workload behind a peer address (the other
+    /// side of an exchange), e.g. `k8s.peer.pod.name`, `service.peer.name`.
+    /// Empty when the address is unknown.
+    fn peer_attributes(&self, ip: IpAddr) -> Vec<(String, String)> {
+        self.identity(ip).map(|id| peer_attributes(&id)).unwrap_or_default()
+    }
+    /// A name for `ip` usable as `server.address` when only the address was
+    /// seen (e.g. `web.shop` for a Service ClusterIP).
+    fn address_name(&self, _ip: IpAddr) -> Option<String> {
+        None
+    }
+}
+
+/// Peer span attributes from a peer's resource attributes: `k8s.X` becomes
+/// `k8s.peer.X` (e.g. `k8s.peer.pod.name`, `k8s.peer.deployment.name`),
+/// `service.name`/`service.namespace` become `service.peer.name`/`service.peer.namespace`;
+/// uids and instance ids are left out to keep cardinality down.
+pub fn peer_attributes(id: &Identity) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(id.attributes.len());
+    for (k, v) in &id.attributes {
+        let key = match k.as_str() {
+            "service.name" => "service.peer.name".to_string(),
+            "service.namespace" => "service.peer.namespace".to_string(),
+            k if k.ends_with(".uid") => continue,
+            k => match k.strip_prefix("k8s.") {
+                Some(rest) => format!("k8s.peer.{rest}"),
+                None => continue,
+            },
+        };
+        out.push((key, v.clone()));
+    }
+    out
 }
 
 /// Standalone mode: no workload identities; the host resource is used.

@@ -119,6 +119,24 @@ fn default_values_render_valid_objects() {
     let mounts: Vec<&str> =
         c["volumeMounts"].as_sequence().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
     assert!(mounts.contains(&"/sys/fs/bpf") && mounts.contains(&"/sys/kernel/btf"));
+    assert!(mounts.contains(&"/run/netns"), "pinned pod network namespaces for veth discovery");
+    assert!(!env.iter().any(|(k, _)| k == "CNFLOW_K8S_SERVICES"), "Services watched by default");
+    let cr = find(&docs, "ClusterRole", "-agent").unwrap();
+    let rules = cr["rules"].as_sequence().unwrap();
+    let grants = |res: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| r["resources"].as_sequence().unwrap().iter().any(|x| x.as_str() == Some(res)))
+            .flat_map(|r| r["verbs"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
+            .collect()
+    };
+    // Exactly what src/k8s watches (pods, nodes, services) and gets (replicasets, jobs).
+    for res in ["pods", "nodes", "services"] {
+        assert_eq!(grants(res), ["get", "list", "watch"], "{res}");
+    }
+    for res in ["replicasets", "jobs"] {
+        assert_eq!(grants(res), ["get"], "{res}");
+    }
     let svc = find(&docs, "Service", "-gateway").unwrap();
     let ports: Vec<i64> =
         svc["spec"]["ports"].as_sequence().unwrap().iter().map(|p| p["port"].as_i64().unwrap()).collect();
@@ -163,4 +181,10 @@ fn all_options_render_valid_objects() {
     assert_eq!(secrets, vec!["gateway-secrets", "vendor-headers"]);
     let cr = find(&docs, "ClusterRole", "obs-agent").unwrap();
     assert!(!serde_yaml::to_string(cr).unwrap().contains("services"), "rbac.services=false drops services");
+    let agent = find(&docs, "DaemonSet", "obs-agent").unwrap();
+    let env = env_of(&agent["spec"]["template"]["spec"]["containers"][0]);
+    assert!(
+        env.contains(&("CNFLOW_K8S_SERVICES".into(), "false".into())),
+        "rbac.services=false also stops the agent watching Services"
+    );
 }

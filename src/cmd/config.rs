@@ -80,6 +80,14 @@ pub fn components() -> Vec<Component> {
                 Ok(serde_json::to_value(v)?)
             },
         },
+        Component {
+            name: "k8s",
+            source: include_str!("../k8s/config.rs"),
+            struct_name: "K8sConfig",
+            prefix: "CNFLOW_",
+            defaults: || serde_json::to_value(crate::k8s::K8sConfig::default()).unwrap_or(Value::Null),
+            effective: || Ok(serde_json::to_value(crate::k8s::K8sConfig::from_env()?)?),
+        },
     ]
 }
 

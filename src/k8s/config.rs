@@ -1,0 +1,198 @@
+//! Settings of the Kubernetes integration (`CNFLOW_NODE_NAME`, `CNFLOW_K8S_*`).
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+fn d_mode() -> String {
+    "auto".into()
+}
+fn d_resync() -> u64 {
+    300
+}
+fn d_true() -> bool {
+    true
+}
+fn d_proc() -> String {
+    "/proc".into()
+}
+fn d_netns_dirs() -> String {
+    "/run/netns,/var/run/netns".into()
+}
+fn d_owner_cache() -> usize {
+    4096
+}
+
+/// Settings of the Kubernetes enrichment and pod-interface attachment (`cnflow agent`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct K8sConfig {
+    /// CNFLOW_K8S: auto (enrich when a service-account token or KUBECONFIG is present), on (fail without a cluster) or off (standalone host mode).
+    #[serde(default = "d_mode")]
+    pub k8s: String,
+    /// CNFLOW_NODE_NAME: this node's name (the chart sets it from the downward API); only pods on this node are watched and attached.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// CNFLOW_K8S_NAMESPACES: comma-separated namespaces to enrich and attach; empty = all.
+    #[serde(default)]
+    pub k8s_namespaces: Option<String>,
+    /// CNFLOW_K8S_EXCLUDE_NAMESPACES: comma-separated namespaces whose pods are neither enriched nor attached.
+    #[serde(default)]
+    pub k8s_exclude_namespaces: Option<String>,
+    /// CNFLOW_K8S_LABEL_SELECTOR: Kubernetes label selector restricting the watched pods (e.g. "tier=web,env!=dev").
+    #[serde(default)]
+    pub k8s_label_selector: Option<String>,
+    /// CNFLOW_K8S_RESYNC_SECS: how often owner names are re-resolved and pod interfaces re-scanned (also the owner-cache lifetime).
+    #[serde(default = "d_resync")]
+    pub k8s_resync_secs: u64,
+    /// CNFLOW_K8S_SERVICES: also watch Services so a ClusterIP peer is named after its Service.
+    #[serde(default = "d_true")]
+    pub k8s_services: bool,
+    /// CNFLOW_K8S_ALL_NODES: watch every Node (names peer node addresses) instead of only this node; costs one Node object per cluster node per agent.
+    #[serde(default)]
+    pub k8s_all_nodes: bool,
+    /// CNFLOW_K8S_OWNER_CACHE_SIZE: owner lookups (ReplicaSet, Job) kept in memory.
+    #[serde(default = "d_owner_cache")]
+    pub k8s_owner_cache_size: usize,
+    /// CNFLOW_K8S_PROC_ROOT: host /proc (needs hostPID) used to reach pod network namespaces through /proc/<pid>/ns/net.
+    #[serde(default = "d_proc")]
+    pub k8s_proc_root: String,
+    /// CNFLOW_K8S_NETNS_DIRS: comma-separated directories of pinned network namespaces (containerd and CRI-O pin pod namespaces there).
+    #[serde(default = "d_netns_dirs")]
+    pub k8s_netns_dirs: String,
+}
+
+impl Default for K8sConfig {
+    fn default() -> Self {
+        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
+            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
+            .expect("defaults")
+    }
+}
+
+/// What CNFLOW_K8S asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Auto,
+    On,
+    Off,
+}
+
+impl K8sConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let cfg: Self = envy::prefixed("CNFLOW_")
+            .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_")))
+            .map_err(|e| anyhow::anyhow!("invalid Kubernetes configuration: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.mode()?;
+        if self.k8s_resync_secs == 0 {
+            bail!("CNFLOW_K8S_RESYNC_SECS must be > 0");
+        }
+        if self.k8s_owner_cache_size == 0 {
+            bail!("CNFLOW_K8S_OWNER_CACHE_SIZE must be > 0");
+        }
+        if let Some(n) = self.node_name.as_deref() {
+            if n.trim().is_empty() || n.contains(char::is_whitespace) || n.contains(',') {
+                bail!("CNFLOW_NODE_NAME: invalid node name {n:?}");
+            }
+        }
+        if let Some(sel) = self.k8s_label_selector.as_deref() {
+            if sel.contains(char::is_control) {
+                bail!("CNFLOW_K8S_LABEL_SELECTOR: invalid selector {sel:?}");
+            }
+        }
+        for n in self.include_namespaces().iter().chain(self.exclude_namespaces().iter()) {
+            if !n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+                bail!("CNFLOW_K8S_NAMESPACES / CNFLOW_K8S_EXCLUDE_NAMESPACES: invalid namespace {n:?}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn mode(&self) -> Result<Mode> {
+        match self.k8s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(Mode::Auto),
+            "on" | "true" | "1" => Ok(Mode::On),
+            "off" | "false" | "0" => Ok(Mode::Off),
+            other => bail!("CNFLOW_K8S must be auto, on or off (got {other:?})"),
+        }
+    }
+
+    pub fn include_namespaces(&self) -> Vec<String> {
+        list(self.k8s_namespaces.as_deref())
+    }
+
+    pub fn exclude_namespaces(&self) -> Vec<String> {
+        list(self.k8s_exclude_namespaces.as_deref())
+    }
+
+    pub fn netns_dirs(&self) -> Vec<String> {
+        list(Some(&self.k8s_netns_dirs))
+    }
+
+    /// The node name, trimmed; None when unset or empty.
+    pub fn node(&self) -> Option<&str> {
+        self.node_name.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    /// Whether pods of namespace `ns` are enriched and attached.
+    pub fn namespace_allowed(&self, ns: &str) -> bool {
+        let inc = self.include_namespaces();
+        (inc.is_empty() || inc.iter().any(|n| n == ns)) && !self.exclude_namespaces().iter().any(|n| n == ns)
+    }
+}
+
+fn list(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or("").split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = K8sConfig::default();
+        assert_eq!(c.mode().unwrap(), Mode::Auto);
+        assert_eq!(c.k8s_resync_secs, 300);
+        assert!(c.k8s_services);
+        assert!(c.namespace_allowed("anything"));
+        assert_eq!(c.node(), None);
+    }
+
+    #[test]
+    fn namespaces_filter() {
+        let c = K8sConfig::from_vars(vars(&[
+            ("CNFLOW_NODE_NAME", "node-1"),
+            ("CNFLOW_K8S_NAMESPACES", "shop, web"),
+            ("CNFLOW_K8S_EXCLUDE_NAMESPACES", "web"),
+        ]))
+        .unwrap();
+        assert_eq!(c.node(), Some("node-1"));
+        assert!(c.namespace_allowed("shop"));
+        assert!(!c.namespace_allowed("web"));
+        assert!(!c.namespace_allowed("kube-system"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = K8sConfig::from_vars(vars(&[("CNFLOW_K8S", "maybe")])).unwrap_err().to_string();
+        assert!(e.contains("CNFLOW_K8S"), "{e}");
+        let e = K8sConfig::from_vars(vars(&[("CNFLOW_K8S_RESYNC_SECS", "0")])).unwrap_err().to_string();
+        assert!(e.contains("CNFLOW_K8S_RESYNC_SECS"), "{e}");
+        let e = K8sConfig::from_vars(vars(&[("CNFLOW_K8S_RESYNC_SECS", "x")])).unwrap_err().to_string();
+        assert!(e.to_lowercase().contains("k8s_resync_secs"), "{e}");
+        let e = K8sConfig::from_vars(vars(&[("CNFLOW_K8S_NAMESPACES", "Bad_NS")])).unwrap_err().to_string();
+        assert!(e.contains("CNFLOW_K8S_NAMESPACES"), "{e}");
+        let e = K8sConfig::from_vars(vars(&[("CNFLOW_NODE_NAME", "a b")])).unwrap_err().to_string();
+        assert!(e.contains("CNFLOW_NODE_NAME"), "{e}");
+    }
+}
