@@ -142,8 +142,9 @@ fn bench_streams(c: &mut Criterion) {
 fn bench_datagrams(c: &mut Criterion) {
     let cfg = DecodeConfig::default();
     let mut g = c.benchmark_group("datagram_decoders");
+    type Datagrams = Vec<(StreamDir, Vec<u8>)>;
     type NewDecoder = fn(&DecodeConfig) -> Box<dyn cnflow::protocol::ConnDecoder>;
-    let cases: [(&str, Vec<(StreamDir, Vec<u8>)>, Transport, NewDecoder); 2] = [
+    let cases: [(&str, Datagrams, Transport, NewDecoder); 2] = [
         ("dns", dns_datagrams(), Transport::Udp, dns::new_decoder),
         ("icmp", icmp_datagrams(), Transport::Icmp, icmp::new_decoder),
     ];
