@@ -37,8 +37,6 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 #[cfg(not(feature = "ebpf"))]
 static BPF_OBJECT: &[u8] = &[];
 
-static CHANNEL_FULL: LazyLock<Counter> =
-    LazyLock::new(|| counter("cnflow.capture.packets", &[("reason", "channel_full")]));
 static DELIVERED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.capture.packets", &[("reason", "delivered")]));
 
 fn decode_error_counter(e: DecodeError) -> Counter {
@@ -60,7 +58,7 @@ impl std::fmt::Display for KernelCounters {
         for (i, (n, v)) in self.0.iter().enumerate() {
             write!(f, "{}{n}={v}", if i > 0 { " " } else { "" })?;
         }
-        write!(f, " channel_full={} delivered={}", CHANNEL_FULL.get(), DELIVERED.get())
+        write!(f, " delivered={}", DELIVERED.get())
     }
 }
 
@@ -308,10 +306,11 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
 }
 
 /// Drains the ring buffer whenever it is readable, decoding records into
-/// batches. A slow consumer loses whole batches (counted), never blocks the
-/// kernel side: the ring keeps draining so it does not overflow.
+/// batches. A slow consumer applies backpressure: the reader waits for room
+/// in the channel and the kernel ring (sized by CNFLOW_RING_BUFFER_BYTES)
+/// absorbs the burst; if it overflows the kernel counts `ring_full`. Dropping
+/// there is cheaper than decoding packets only to drop them here.
 async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<PacketEvent>>) {
-    let mut batch = Vec::with_capacity(BATCH);
     loop {
         let mut guard = match afd.readable_mut().await {
             Ok(g) => g,
@@ -321,37 +320,35 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
             }
         };
         let offset = record::mono_to_wall_offset();
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            match record::record_from_bytes(&item).and_then(|r| record::decode(&r, offset)) {
-                Ok(ev) => batch.push(ev),
-                Err(e) => decode_error_counter(e).inc(),
-            }
-            if batch.len() >= BATCH && !send(&tx, &mut batch) {
-                return;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut drained = false;
+        {
+            let ring = guard.get_inner_mut();
+            while batch.len() < BATCH {
+                let Some(item) = ring.next() else {
+                    drained = true;
+                    break;
+                };
+                match record::record_from_bytes(&item).and_then(|r| record::decode(&r, offset)) {
+                    Ok(ev) => batch.push(ev),
+                    Err(e) => decode_error_counter(e).inc(),
+                }
             }
         }
-        guard.clear_ready();
-        if !batch.is_empty() && !send(&tx, &mut batch) {
+        if drained {
+            // Without this the next poll returns at once; with it, tokio keeps
+            // readiness that arrived after the poll, so no wakeup is lost.
+            guard.clear_ready();
+        }
+        drop(guard);
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len() as u64;
+        if tx.send(batch).await.is_err() {
             return;
         }
-    }
-}
-
-/// Returns false when the consumer is gone.
-fn send(tx: &mpsc::Sender<Vec<PacketEvent>>, batch: &mut Vec<PacketEvent>) -> bool {
-    let b = std::mem::replace(batch, Vec::with_capacity(BATCH));
-    let n = b.len() as u64;
-    match tx.try_send(b) {
-        Ok(()) => {
-            DELIVERED.add(n);
-            true
-        }
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            CHANNEL_FULL.add(n);
-            true
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        DELIVERED.add(n);
     }
 }
 
