@@ -145,6 +145,9 @@ const BOM: u32 = 0x1A2B_3C4D;
 
 impl<R: Read> CaptureReader<R> {
     pub fn new(mut r: R) -> Result<Self> {
+        for c in [&PACKETS, &SKIP_NOT_IP, &SKIP_OTHER, &SKIP_FRAG, &SKIP_BAD, &SKIP_LINK, &TRUNCATED_FILE] {
+            LazyLock::force(c);
+        }
         let mut magic = [0u8; 4];
         if !read_full(&mut r, &mut magic)? {
             bail!("empty file");

@@ -108,6 +108,22 @@ pub struct FlowTable {
 
 impl FlowTable {
     pub fn new(cfg: &FlowConfig) -> Self {
+        super::tcp::register_counters();
+        for c in [
+            &ACTIVE,
+            &CREATED_TCP,
+            &CREATED_UDP,
+            &CREATED_ICMP,
+            &CLOSED_FIN,
+            &CLOSED_RST,
+            &CLOSED_IDLE,
+            &CLOSED_EVICTED,
+            &CLOSED_END,
+            &IGNORED_NO_FLOW,
+            &IGNORED_CLOSED,
+        ] {
+            LazyLock::force(c);
+        }
         Self { cfg: cfg.clone(), flows: LruCache::unbounded() }
     }
 

@@ -17,6 +17,14 @@ static GAP_OVERFLOW: LazyLock<Counter> =
 static GAP_TRUNCATED: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.flow.gap_bytes", &[("reason", "truncated")]));
 
+/// Register the reassembly counters so they are reported (as 0) before the
+/// first event.
+pub(crate) fn register_counters() {
+    for c in [&RETRANSMIT_BYTES, &OOO_SEGMENTS, &OVERFLOWS, &GAP_LOST, &GAP_OVERFLOW, &GAP_TRUNCATED] {
+        LazyLock::force(c);
+    }
+}
+
 /// Accounting cost of a buffered segment besides its bytes, so that many tiny
 /// (or fully truncated) segments are bounded too.
 const SEG_OVERHEAD: usize = 64;
