@@ -133,4 +133,16 @@ inc python3 "$HERE/kafka_client.py" "$S:9093"
 stop_capture
 
 cat "$TMP/tcpdump.log"; tail -5 "$TMP/tansu.log"
+
+# --- Damaged copies: lost segments and a snap length below message sizes ----
+nth() { # FILE DISPLAY_FILTER N  -> frame number of the Nth match
+    tshark -r "$1" -d tcp.port==9093,kafka -Y "$2" -T fields -e frame.number 2>/dev/null | sed -n "${3}p"
+}
+# The 2nd of the 3 server-streamed messages of Count (one DATA frame per segment).
+editcap "$OUT/grpc.pcap" "$OUT/grpc_lost_segment.pcap" "$(nth "$OUT/grpc.pcap" 'tcp.srcport == 50051 && tcp.len == 17' 4)"
+# The first Produce request.
+editcap "$OUT/kafka.pcap" "$OUT/kafka_lost_segment.pcap" "$(nth "$OUT/kafka.pcap" 'kafka.api_key == 0 && tcp.dstport == 9093' 1)"
+# Snap lengths of 100 / 150 bytes: 34 / 84 bytes of TCP payload per packet.
+editcap -s 100 "$OUT/kafka.pcap" "$OUT/kafka_snaplen.pcap"
+editcap -s 150 "$OUT/grpc.pcap" "$OUT/grpc_snaplen.pcap"
 ls -l "$OUT"/h2_*.pcap "$OUT"/h2c_upgrade.pcap "$OUT"/grpc.pcap "$OUT"/kafka.pcap

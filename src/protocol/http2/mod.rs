@@ -732,6 +732,27 @@ fn strip_headers_prefix(b: &mut Block, h: FrameHeader) -> bool {
     true
 }
 
+/// Offset of the first plausible frame header in `buf` from which a chain of
+/// plausible frames ends exactly at `target` (a position past `buf`).
+fn chain_to(buf: &[u8], target: u64) -> Option<usize> {
+    (0..buf.len()).find(|&i| {
+        let mut pos = i;
+        while let Some(h) = buf.get(pos..).and_then(FrameHeader::parse) {
+            if !h.plausible() {
+                return false;
+            }
+            pos += frame::HEADER_LEN + h.len as usize;
+            if pos as u64 == target {
+                return true;
+            }
+            if pos >= buf.len() {
+                return false;
+            }
+        }
+        false
+    })
+}
+
 /// Offset of the first plausible frame header in `buf` that is confirmed by
 /// the header following it, or that ends exactly at the end of `buf`.
 fn find_frame(buf: &[u8]) -> Option<usize> {
@@ -863,7 +884,7 @@ impl ConnDecoder for H2Decoder {
         self.feed(dir, ts_ns, data, out);
     }
 
-    fn on_gap(&mut self, dir: StreamDir, _ts_ns: u64, len: u64, _out: &mut Emit) {
+    fn on_gap(&mut self, dir: StreamDir, ts_ns: u64, len: u64, out: &mut Emit) {
         let d = di(dir);
         if len == 0 {
             return;
@@ -895,12 +916,41 @@ impl ConnDecoder for H2Decoder {
                 }
                 // The frame still ends where its header said.
                 if self.rx[d].left == 0 {
-                    self.end_frame(dir, _ts_ns, _out);
+                    self.end_frame(dir, ts_ns, out);
                 }
             }
-            Rx::Lost => rx.resync.clear(),
+            Rx::Lost => {
+                // Snap-length captures: each packet starts with a frame and
+                // its tail is missing. A chain of frame headers from the
+                // kept bytes that ends exactly where the gap ends puts us
+                // back on frame boundaries.
+                let buf = std::mem::take(&mut rx.resync);
+                if let Some(i) = chain_to(&buf, buf.len() as u64 + len) {
+                    rx.state = Rx::Header;
+                    rx.hdr_n = 0;
+                    rx.verified = true;
+                    RESYNC_SKIPPED.add(i as u64);
+                    self.feed(dir, ts_ns, &buf[i..], out);
+                    if self.rx[d].state == Rx::Payload && self.rx[d].left as u64 >= len {
+                        self.on_gap(dir, ts_ns, len, out);
+                    } else {
+                        self.lose(d);
+                    }
+                }
+            }
             _ => {
-                if rx.state == Rx::Payload && rx.cur.typ == frame::DATA {
+                if rx.state == Rx::Payload
+                    && matches!(rx.cur.typ, frame::HEADERS | frame::PUSH_PROMISE | frame::CONTINUATION)
+                {
+                    // The header block is lost, but the frame header still
+                    // says which stream it belongs to and whether it ends it.
+                    rx.left = 0;
+                    rx.payload_lost = true;
+                    if let Some(b) = &mut rx.block {
+                        b.overflow = true;
+                    }
+                    self.end_frame(dir, ts_ns, out);
+                } else if rx.state == Rx::Payload && rx.cur.typ == frame::DATA {
                     // The DATA frame's END_STREAM flag is known even though
                     // its tail and what follows are lost.
                     rx.left = 0;
@@ -909,7 +959,7 @@ impl ConnDecoder for H2Decoder {
                     if let Some(s) = self.streams.get_mut(&id) {
                         s.framers[d].lost = true;
                     }
-                    self.end_frame(dir, _ts_ns, _out);
+                    self.end_frame(dir, ts_ns, out);
                 }
                 PARSE_ERRORS.inc();
                 self.lose(d);
