@@ -630,6 +630,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn pcapng_sections_switch_byte_order_and_simple_packet_blocks() {
+        let p = ip_packet(b"first", 1);
+        let mut f = pcapng_file(false, &[(101, None)], &[(0, 1_000_000, p.clone(), p.len() as u32, None)]);
+        let q = ip_packet(b"second", 2);
+        f.extend(pcapng_file(true, &[(228, None)], &[]));
+        let mut spb = (q.len() as u32).to_be_bytes().to_vec();
+        spb.extend_from_slice(&q);
+        f.extend(ng_block(true, PCAPNG_SPB, &spb));
+        let evs = read_all(f);
+        assert_eq!(evs.len(), 2);
+        assert_eq!(&evs[1].payload[..], b"second");
+        // No timestamp in a simple packet block: the previous packet's time.
+        assert_eq!(evs[1].ts_ns, evs[0].ts_ns);
+    }
+
+    #[test]
     fn unsupported_link_type_and_garbage_are_clear_errors() {
         let e = CaptureReader::new(std::io::Cursor::new(pcap_file(false, false, 147, &[]))).err().unwrap();
         assert!(e.to_string().contains("unsupported link type 147"), "{e}");
