@@ -199,3 +199,133 @@ async fn namespaces_reached_through_processes() {
     h.shutdown().await;
     assert_eq!(rec.detached(&p.host_veth), 1);
 }
+
+/// The eBPF live capture behind the Attacher trait, as the agent wires it.
+struct LiveAttacher(Mutex<cnflow::capture::ebpf::LiveCapture>);
+
+impl Attacher for LiveAttacher {
+    fn attach(&self, ifname: &str, _ifindex: u32) -> anyhow::Result<()> {
+        self.0.lock().attach(ifname)
+    }
+    fn detach(&self, ifname: &str, _ifindex: u32) {
+        self.0.lock().detach(ifname)
+    }
+}
+
+fn str_attr(attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(s) => Some(s.clone()),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn live_spans_carry_pod_attributes() {
+    if !pods::is_root() {
+        eprintln!("skipped: needs root (eBPF, network namespaces)");
+        return;
+    }
+    if let Err(e) = cnflow::capture::ebpf::check_requirements() {
+        eprintln!("skipped: eBPF capture unavailable: {e:#}");
+        return;
+    }
+    let dir = NetnsDir::new();
+    let web = PodNetns::new(8);
+    dir.add(&web);
+    let mut server = web
+        .cmd("python3")
+        .args(["-m", "http.server", "18157", "--bind", &web.ip])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(&mut server);
+
+    let agent =
+        cnflow::config::AgentConfig::from_vars([("CNFLOW_CAPTURE_PORTS".to_string(), "18157".to_string())]).unwrap();
+    let (capture, mut rx) = cnflow::capture::ebpf::LiveCapture::start(&agent).unwrap();
+    let live = Arc::new(LiveAttacher(Mutex::new(capture)));
+    let (client, api) = FakeApi::start();
+    api.apply(node("node-1", "192.0.2.10"));
+    api.apply(owned_rs());
+    api.apply(pod(PodSpec {
+        ns: "shop",
+        name: "web-6c8d-q",
+        uid: "uid-web",
+        ips: &[&web.ip],
+        labels: &[("pod-template-hash", "6c8d")],
+        owner: Some(("ReplicaSet", "web-6c8d")),
+        ..Default::default()
+    }));
+    let h = k8s::start_with_client(&cfg(&dir), client, false, Some(live.clone() as Arc<dyn Attacher>)).await.unwrap();
+    assert!(eventually(WAIT, || h.attached().iter().any(|v| v.ifname == web.host_veth)).await, "veth attached");
+
+    // Requests from the host to the "pod" (bounded: 3 tries with a timeout each).
+    let url = format!("http://{}:18157/", web.ip);
+    let mut ok = false;
+    for _ in 0..3 {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "3", &url])
+            .status()
+            .await;
+        ok |= out.is_ok_and(|s| s.success());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "curl reached the pod stand-in");
+
+    let mut pipeline = cnflow::pipeline::Pipeline::new(&agent);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Some(batch)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        for ev in &batch {
+            pipeline.push(ev);
+        }
+    }
+    pipeline.finish();
+    let exchanges = pipeline.take_exchanges();
+    assert!(!exchanges.is_empty(), "HTTP exchanges decoded from the pod's veth");
+    let collected = Arc::new(parking_lot::Mutex::new(cnflow::telemetry::Collected::default()));
+    let host = Arc::new(h.host_resource.clone());
+    let mut opts = cnflow::telemetry::SinkOptions::new(cnflow::telemetry::TelemetryConfig::default(), host);
+    opts.enricher = h.enricher.clone();
+    opts.outputs.push(cnflow::telemetry::Output::Collect(collected.clone()));
+    let mut sink = cnflow::telemetry::TelemetrySink::new(opts);
+    for ex in &exchanges {
+        sink.record(ex);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    sink.finish(now);
+    let found = {
+        let c = collected.lock();
+        let mut found = false;
+        for rs in c.traces.iter().flat_map(|t| &t.resource_spans) {
+            let attrs = rs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default();
+            if str_attr(attrs, "k8s.pod.name").as_deref() == Some("web-6c8d-q") {
+                assert_eq!(str_attr(attrs, "k8s.deployment.name").as_deref(), Some("web"));
+                assert_eq!(str_attr(attrs, "service.name").as_deref(), Some("web"));
+                assert_eq!(str_attr(attrs, "k8s.namespace.name").as_deref(), Some("shop"));
+                let spans: Vec<_> = rs.scope_spans.iter().flat_map(|s| &s.spans).collect();
+                assert!(!spans.is_empty());
+                // Seen on the pod's veth: the pod is the server (direction from the pod's point of view).
+                assert!(spans.iter().all(|s| s.kind == 2), "SERVER spans: {spans:?}");
+                found = true;
+            }
+        }
+        assert!(found, "a span resource names the pod: {:?}", c.traces);
+        found
+    };
+    assert!(found);
+    h.shutdown().await;
+    assert!(live.0.lock().attached().is_empty(), "detached on shutdown");
+}
+
+fn owned_rs() -> serde_json::Value {
+    fake::owned("ReplicaSet", "shop", "web-6c8d", ("Deployment", "web"))
+}
