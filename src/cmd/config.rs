@@ -88,6 +88,14 @@ pub fn components() -> Vec<Component> {
             defaults: || serde_json::to_value(crate::k8s::K8sConfig::default()).unwrap_or(Value::Null),
             effective: || Ok(serde_json::to_value(crate::k8s::K8sConfig::from_env()?)?),
         },
+        Component {
+            name: "gateway",
+            source: include_str!("../gateway/config.rs"),
+            struct_name: "GatewayConfig",
+            prefix: "CNFLOW_GATEWAY_",
+            defaults: || serde_json::to_value(crate::gateway::GatewayConfig::default()).unwrap_or(Value::Null),
+            effective: || Ok(serde_json::to_value(crate::gateway::GatewayConfig::from_env()?)?),
+        },
     ]
 }
 

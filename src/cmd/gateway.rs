@@ -5,5 +5,19 @@ use anyhow::Result;
 pub struct GatewayArgs {}
 
 pub fn main(_args: GatewayArgs) -> Result<()> {
-    anyhow::bail!("gateway is not built yet")
+    let cfg = crate::gateway::GatewayConfig::from_env()?;
+    let destinations = crate::gateway::destinations(&cfg, std::env::vars())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let mut running = crate::gateway::start(cfg, destinations).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let outcome = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+            e = running.failed() => e,
+        };
+        tracing::info!("gateway shutting down");
+        running.shutdown().await;
+        outcome
+    })
 }

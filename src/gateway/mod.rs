@@ -1,1 +1,226 @@
-//! The gateway: OTLP receiver (gRPC 4317, HTTP 4318) → GeoIP enrichment → batching → export.
+//! The gateway: OTLP receiver (gRPC 4317, HTTP 4318) → GeoIP enrichment →
+//! batching → export to one or more OTLP endpoints, with back-pressure when
+//! the export queues are full, health endpoints and self-metrics.
+pub mod auth;
+pub mod batch;
+pub mod config;
+pub mod enrich;
+pub mod geoip;
+pub mod grpc_receiver;
+pub mod health;
+pub mod http_receiver;
+pub mod pipeline;
+pub mod selfmetrics;
+pub mod tls;
+
+pub use config::GatewayConfig;
+
+use crate::export::{ExportConfig, Exporter, Payload, Signal};
+use anyhow::{bail, Context, Result};
+use pipeline::Pipeline;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Export settings per destination: `[traces, metrics, logs]`.
+pub type Destination = [Option<ExportConfig>; 3];
+
+/// Destinations from the standard OTLP variables plus CNFLOW_GATEWAY_EXTRA_ENDPOINTS,
+/// each with its own disk-queue subdirectory when CNFLOW_GATEWAY_QUEUE_DIR is set.
+pub fn destinations(cfg: &GatewayConfig, vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<Destination>> {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    let primary: Destination = [
+        ExportConfig::from_vars(Signal::Traces, vars.clone())?,
+        ExportConfig::from_vars(Signal::Metrics, vars.clone())?,
+        ExportConfig::from_vars(Signal::Logs, vars)?,
+    ];
+    if primary.iter().all(Option::is_none) {
+        bail!("no OTLP destination: set OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_{{TRACES,METRICS,LOGS}}_ENDPOINT)");
+    }
+    let mut out = vec![primary.clone()];
+    for base in cfg.extra_endpoints() {
+        let mut d: Destination = [None, None, None];
+        for (i, c) in primary.iter().enumerate() {
+            if let Some(c) = c {
+                d[i] = Some(
+                    c.with_base_endpoint(&base).with_context(|| format!("CNFLOW_GATEWAY_EXTRA_ENDPOINTS: {base}"))?,
+                );
+            }
+        }
+        out.push(d);
+    }
+    if let Some(dir) = cfg.queue_dir() {
+        for (i, d) in out.iter_mut().enumerate() {
+            for c in d.iter_mut().flatten() {
+                c.queue_dir = Some(Path::new(dir).join(format!("destination-{i}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub pipeline: Arc<Pipeline>,
+    ready: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<Result<()>>>,
+    aux: Vec<JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+async fn bind(var: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("{var}: cannot listen on {addr}"))
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Starts everything; returns once the receivers listen. Must run inside a tokio runtime.
+pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result<Running> {
+    cfg.validate()?;
+    let geo = {
+        let (city, asn, cache) =
+            (cfg.city_db().map(str::to_string), cfg.asn_db().map(str::to_string), cfg.geoip_cache_size);
+        // Verification reads the whole file: keep it off the async workers.
+        tokio::task::spawn_blocking(move || geoip::GeoIp::open(city.as_deref(), asn.as_deref(), cache)).await??
+    };
+    if geo.is_none() {
+        tracing::info!(
+            "GeoIP enrichment off: neither CNFLOW_GATEWAY_GEOIP_CITY_DB nor CNFLOW_GATEWAY_GEOIP_ASN_DB is set"
+        );
+    }
+    let geo = geo.map(Arc::new);
+    let tls_pem = cfg.tls().map(|(c, k)| tls::load_pem(c, k)).transpose()?;
+    let http_tls = tls_pem.as_ref().map(|(c, k)| tls::acceptor(c, k)).transpose()?;
+    let auth = auth::Auth::new(cfg.tokens());
+    if auth.enabled() {
+        tracing::info!("bearer-token authentication required on both receivers");
+    }
+
+    let mut exporters = Vec::new();
+    for [t, m, l] in destinations {
+        exporters.push(Exporter::start(t, m, l)?);
+    }
+    for s in [Signal::Traces, Signal::Metrics, Signal::Logs] {
+        if !exporters[0].exports(s) {
+            tracing::info!(signal = s.name(), "no OTLP endpoint for this signal: received data is discarded");
+        }
+    }
+    let exports_metrics = exporters[0].exports(Signal::Metrics);
+    let batch = batch::BatchConfig { size: cfg.batch_size, timeout: cfg.batch_timeout(), max_size: cfg.batch_max_size };
+    let pipeline = Pipeline::new(geo.clone(), exporters, batch);
+    let mut aux = pipeline.spawn_timers();
+
+    let grpc_l = bind("CNFLOW_GATEWAY_GRPC_LISTEN", cfg.grpc_addr()?).await?;
+    let http_l = bind("CNFLOW_GATEWAY_HTTP_LISTEN", cfg.http_addr()?).await?;
+    let health_l = bind("CNFLOW_GATEWAY_HEALTH_LISTEN", cfg.health_addr()?).await?;
+    let (grpc_addr, http_addr, health_addr) = (grpc_l.local_addr()?, http_l.local_addr()?, health_l.local_addr()?);
+
+    let (stop, stop_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut servers = Vec::new();
+    servers.push(tokio::spawn(grpc_receiver::serve(
+        grpc_l,
+        pipeline.clone(),
+        auth.clone(),
+        tls_pem,
+        cfg.max_request_bytes,
+        stopped(stop_rx.clone()),
+    )));
+    let app = http_receiver::router(pipeline.clone(), auth, cfg.max_request_bytes);
+    servers.push(tokio::spawn(http_receiver::serve(http_l, app, http_tls, stopped(stop_rx.clone()))));
+    let health_app = health::router(health::Health { ready: ready.clone(), pipeline: pipeline.clone() });
+    let health_stop = stopped(stop_rx.clone());
+    servers.push(tokio::spawn(async move {
+        axum::serve(health_l, health_app).with_graceful_shutdown(health_stop).await?;
+        Ok(())
+    }));
+
+    if let (Some(geo), true) = (geo, cfg.geoip_reload_secs > 0) {
+        let every = Duration::from_secs(cfg.geoip_reload_secs);
+        aux.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let g = geo.clone();
+                let _ = tokio::task::spawn_blocking(move || g.reload_if_changed()).await;
+            }
+        }));
+    }
+    {
+        let every = Duration::from_secs(cfg.stats_interval_secs);
+        let p = pipeline.clone();
+        let start_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        aux.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let samples = selfmetrics::current();
+                tracing::info!("gateway stats: {}", selfmetrics::summary(&samples));
+                if exports_metrics {
+                    p.send_direct(Payload::Metrics(selfmetrics::to_otlp(&samples, start_ns)));
+                }
+            }
+        }));
+    }
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(%grpc_addr, %http_addr, %health_addr, "gateway listening");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        health_addr,
+        pipeline,
+        ready,
+        stop,
+        servers,
+        aux,
+        shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_secs),
+    })
+}
+
+impl Running {
+    /// Stop receiving, flush batches and deliver queued data until the shutdown timeout.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        for s in self.servers {
+            let _ = tokio::time::timeout_at(deadline, s).await;
+        }
+        self.pipeline.shutdown(self.shutdown_timeout).await;
+        for a in self.aux {
+            a.abort();
+        }
+        tracing::info!("gateway stopped; stats: {}", selfmetrics::summary(&selfmetrics::current()));
+    }
+
+    /// Resolves when a receiver stops on its own (e.g. a fatal server error).
+    pub async fn failed(&mut self) -> Result<()> {
+        loop {
+            if let Some(i) = self.servers.iter().position(|s| s.is_finished()) {
+                return match self.servers.remove(i).await {
+                    Ok(Ok(())) => bail!("a receiver stopped unexpectedly"),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.into()),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,302 @@
+//! Batching like the OpenTelemetry Collector's batch processor: a batch is
+//! sent when it reaches `size` items or `timeout` after its first item,
+//! requests are merged by resource (and scope), and batches above `max_size`
+//! (if set) are split.
+use crate::export::payload::{metric_points, Payload};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use parking_lot::Mutex;
+use prost::Message;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Merge/split for the three request types (resource → scope → leaf items).
+macro_rules! merge_split {
+    ($merge:ident, $split:ident, $req:ty, $rfield:ident, $sfield:ident, $leaf:ident, $weight:expr) => {
+        /// One request with each distinct resource (and scope inside it) once.
+        pub fn $merge(reqs: Vec<$req>) -> $req {
+            let mut out = <$req>::default();
+            let mut by_resource: HashMap<Vec<u8>, usize> = HashMap::new();
+            let mut by_scope: Vec<HashMap<Vec<u8>, usize>> = Vec::new();
+            for req in reqs {
+                for mut r in req.$rfield {
+                    let rkey =
+                        (r.resource.as_ref().map(|x| x.encode_to_vec()).unwrap_or_default(), r.schema_url.clone());
+                    let rkey = [rkey.0, rkey.1.into_bytes()].join(&0xffu8);
+                    let ri = *by_resource.entry(rkey).or_insert_with(|| {
+                        out.$rfield.push(Default::default());
+                        by_scope.push(HashMap::new());
+                        let i = out.$rfield.len() - 1;
+                        out.$rfield[i].resource = r.resource.take();
+                        out.$rfield[i].schema_url = std::mem::take(&mut r.schema_url);
+                        i
+                    });
+                    for mut s in r.$sfield {
+                        let skey =
+                            (s.scope.as_ref().map(|x| x.encode_to_vec()).unwrap_or_default(), s.schema_url.clone());
+                        let skey = [skey.0, skey.1.into_bytes()].join(&0xffu8);
+                        let dst = &mut out.$rfield[ri].$sfield;
+                        let si = *by_scope[ri].entry(skey).or_insert_with(|| {
+                            dst.push(Default::default());
+                            let i = dst.len() - 1;
+                            dst[i].scope = s.scope.take();
+                            dst[i].schema_url = std::mem::take(&mut s.schema_url);
+                            i
+                        });
+                        dst[si].$leaf.append(&mut s.$leaf);
+                    }
+                }
+            }
+            out
+        }
+
+        /// Splits into requests of at most `max` items (a single leaf heavier than `max` travels alone).
+        pub fn $split(req: $req, max: usize) -> Vec<$req> {
+            let mut out: Vec<$req> = Vec::new();
+            let mut cur = <$req>::default();
+            let mut cur_n = 0usize;
+            for r in req.$rfield {
+                let (resource, rschema) = (r.resource, r.schema_url);
+                for s in r.$sfield {
+                    let (scope, sschema) = (s.scope, s.schema_url);
+                    for leaf in s.$leaf {
+                        let w: usize = $weight(&leaf);
+                        if cur_n > 0 && cur_n + w > max {
+                            out.push(std::mem::take(&mut cur));
+                            cur_n = 0;
+                        }
+                        // Reuse the last resource/scope entry when it is the same one.
+                        if cur.$rfield.last().is_none_or(|x| x.resource != resource || x.schema_url != rschema) {
+                            cur.$rfield.push(Default::default());
+                            let lr = cur.$rfield.last_mut().expect("pushed above");
+                            lr.resource = resource.clone();
+                            lr.schema_url = rschema.clone();
+                        }
+                        let lr = cur.$rfield.last_mut().expect("pushed above");
+                        if lr.$sfield.last().is_none_or(|x| x.scope != scope || x.schema_url != sschema) {
+                            lr.$sfield.push(Default::default());
+                            let ls = lr.$sfield.last_mut().expect("pushed above");
+                            ls.scope = scope.clone();
+                            ls.schema_url = sschema.clone();
+                        }
+                        lr.$sfield.last_mut().expect("pushed above").$leaf.push(leaf);
+                        cur_n += w;
+                    }
+                }
+            }
+            if cur_n > 0 {
+                out.push(cur);
+            }
+            out
+        }
+    };
+}
+
+merge_split!(merge_traces, split_traces, ExportTraceServiceRequest, resource_spans, scope_spans, spans, |_: &_| 1);
+merge_split!(merge_logs, split_logs, ExportLogsServiceRequest, resource_logs, scope_logs, log_records, |_: &_| 1);
+merge_split!(
+    merge_metrics,
+    split_metrics,
+    ExportMetricsServiceRequest,
+    resource_metrics,
+    scope_metrics,
+    metrics,
+    metric_points
+);
+
+/// Merges same-signal payloads and splits the result at `max` items (0 = no limit).
+pub fn merge_and_split(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
+    let Some(first) = parts.first() else { return vec![] };
+    let max = if max == 0 { usize::MAX } else { max };
+    macro_rules! go {
+        ($variant:ident, $merge:ident, $split:ident) => {{
+            let reqs = parts.into_iter().filter_map(|p| if let Payload::$variant(r) = p { Some(r) } else { None });
+            let merged = $merge(reqs.collect());
+            if max == usize::MAX {
+                vec![Payload::$variant(merged)]
+            } else {
+                $split(merged, max).into_iter().map(Payload::$variant).collect()
+            }
+        }};
+    }
+    match first {
+        Payload::Traces(_) => go!(Traces, merge_traces, split_traces),
+        Payload::Metrics(_) => go!(Metrics, merge_metrics, split_metrics),
+        Payload::Logs(_) => go!(Logs, merge_logs, split_logs),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    pub size: usize,
+    pub timeout: Duration,
+    pub max_size: usize,
+}
+
+struct Pending {
+    parts: Vec<Payload>,
+    items: usize,
+    started: Option<Instant>,
+}
+
+/// Where full batches go. Called with the batcher's lock held, so admission
+/// (`try_add`) and hand-over are atomic: the caller sees a consistent total.
+pub type Sink = Box<dyn Fn(Payload) + Send + Sync>;
+
+pub struct Batcher {
+    cfg: BatchConfig,
+    pending: Mutex<Pending>,
+    notify: Notify,
+    sink: Sink,
+}
+
+impl Batcher {
+    pub fn new(cfg: BatchConfig, sink: Sink) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            pending: Mutex::new(Pending { parts: vec![], items: 0, started: None }),
+            notify: Notify::new(),
+            sink,
+        })
+    }
+
+    /// Items waiting in the current batch.
+    pub fn pending_items(&self) -> usize {
+        self.pending.lock().items
+    }
+
+    /// Adds `p` if `admit(items already pending)` allows it; flushes when the batch is full.
+    pub fn try_add(&self, p: Payload, admit: impl FnOnce(usize) -> bool) -> bool {
+        let n = p.items();
+        let mut g = self.pending.lock();
+        if !admit(g.items) {
+            return false;
+        }
+        g.parts.push(p);
+        g.items += n;
+        if g.items >= self.cfg.size {
+            self.flush_locked(&mut g);
+        } else if g.started.is_none() {
+            g.started = Some(Instant::now());
+            drop(g);
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    fn flush_locked(&self, g: &mut Pending) {
+        let parts = std::mem::take(&mut g.parts);
+        g.items = 0;
+        g.started = None;
+        for p in merge_and_split(parts, self.cfg.max_size) {
+            (self.sink)(p);
+        }
+    }
+
+    pub fn flush(&self) {
+        self.flush_locked(&mut self.pending.lock());
+    }
+
+    /// Sends batches whose timeout expired; runs until the task is aborted.
+    pub async fn run_timer(self: Arc<Self>) {
+        loop {
+            let started = self.pending.lock().started;
+            match started {
+                None => self.notify.notified().await,
+                Some(s) => {
+                    tokio::time::sleep_until(s + self.cfg.timeout).await;
+                    let mut g = self.pending.lock();
+                    if g.started.is_some_and(|s| s + self.cfg.timeout <= Instant::now()) {
+                        self.flush_locked(&mut g);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn req(service: &str, scope: &str, names: &[&str]) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue { value: Some(Value::StringValue(service.into())) }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope { name: scope.into(), ..Default::default() }),
+                    spans: names.iter().map(|n| Span { name: n.to_string(), ..Default::default() }).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn names(r: &ExportTraceServiceRequest) -> Vec<Vec<Vec<String>>> {
+        r.resource_spans
+            .iter()
+            .map(|rs| rs.scope_spans.iter().map(|ss| ss.spans.iter().map(|s| s.name.clone()).collect()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn merges_by_resource_and_scope() {
+        let m = merge_traces(vec![
+            req("a", "s1", &["1"]),
+            req("b", "s1", &["2"]),
+            req("a", "s1", &["3"]),
+            req("a", "s2", &["4"]),
+        ]);
+        assert_eq!(names(&m), vec![vec![vec!["1", "3"], vec!["4"]], vec![vec!["2"]]]);
+    }
+
+    #[test]
+    fn splits_at_max_keeping_resources() {
+        let m = merge_traces(vec![req("a", "s", &["1", "2", "3"]), req("b", "s", &["4", "5"])]);
+        let parts = split_traces(m, 2);
+        let got: Vec<_> = parts.iter().map(names).collect();
+        assert_eq!(
+            got,
+            vec![vec![vec![vec!["1", "2"]]], vec![vec![vec!["3"]], vec![vec!["4"]]], vec![vec![vec!["5"]]],]
+        );
+        assert_eq!(parts[1].resource_spans[1].resource, req("b", "s", &[]).resource_spans[0].resource);
+    }
+
+    #[tokio::test]
+    async fn flushes_on_size_and_on_timeout() {
+        let out = Arc::new(Mutex::new(Vec::<Payload>::new()));
+        let o = out.clone();
+        let b = Batcher::new(
+            BatchConfig { size: 3, timeout: Duration::from_millis(50), max_size: 0 },
+            Box::new(move |p| o.lock().push(p)),
+        );
+        tokio::spawn(b.clone().run_timer());
+        assert!(b.try_add(Payload::Traces(req("a", "s", &["1", "2"])), |_| true));
+        assert!(out.lock().is_empty());
+        assert!(b.try_add(Payload::Traces(req("a", "s", &["3"])), |_| true));
+        assert_eq!(out.lock().len(), 1, "size reached");
+        assert!(b.try_add(Payload::Traces(req("a", "s", &["4"])), |_| true));
+        assert!(!b.try_add(Payload::Traces(req("a", "s", &["5"])), |pending| pending == 0));
+        let t = std::time::Instant::now();
+        while out.lock().len() < 2 {
+            assert!(t.elapsed() < Duration::from_secs(5), "timeout flush");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(out.lock()[1].items(), 1);
+    }
+}

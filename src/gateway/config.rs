@@ -1,0 +1,218 @@
+//! Gateway settings from `CNFLOW_GATEWAY_*` (envy). Downstream endpoints come
+//! from the standard `OTEL_EXPORTER_OTLP_*` variables (see `export::config`).
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn d_grpc() -> String {
+    "0.0.0.0:4317".into()
+}
+fn d_http() -> String {
+    "0.0.0.0:4318".into()
+}
+fn d_health() -> String {
+    "0.0.0.0:13133".into()
+}
+fn d_max_req() -> usize {
+    4 * 1024 * 1024
+}
+fn d_cache() -> usize {
+    65_536
+}
+fn d_reload() -> u64 {
+    60
+}
+fn d_batch() -> usize {
+    8192
+}
+fn d_batch_timeout() -> u64 {
+    200
+}
+fn d_stats() -> u64 {
+    10
+}
+fn d_shutdown() -> u64 {
+    10
+}
+
+/// Settings of `cnflow gateway`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    /// CNFLOW_GATEWAY_GRPC_LISTEN: address of the OTLP/gRPC receiver.
+    #[serde(default = "d_grpc")]
+    pub grpc_listen: String,
+    /// CNFLOW_GATEWAY_HTTP_LISTEN: address of the OTLP/HTTP receiver (/v1/traces, /v1/metrics, /v1/logs).
+    #[serde(default = "d_http")]
+    pub http_listen: String,
+    /// CNFLOW_GATEWAY_HEALTH_LISTEN: address serving /healthz (liveness) and /readyz (readiness).
+    #[serde(default = "d_health")]
+    pub health_listen: String,
+    /// CNFLOW_GATEWAY_MAX_REQUEST_BYTES: largest accepted request, after decompression (gRPC and HTTP).
+    #[serde(default = "d_max_req")]
+    pub max_request_bytes: usize,
+    /// CNFLOW_GATEWAY_TLS_CERT: PEM certificate (chain) for TLS on both receivers; set with CNFLOW_GATEWAY_TLS_KEY.
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// CNFLOW_GATEWAY_TLS_KEY: PEM private key for CNFLOW_GATEWAY_TLS_CERT.
+    #[serde(default)]
+    pub tls_key: Option<String>,
+    /// CNFLOW_GATEWAY_AUTH_TOKENS: comma-separated bearer tokens accepted from agents (`authorization: Bearer TOKEN`); unset = no authentication.
+    #[serde(default)]
+    pub auth_tokens: Option<String>,
+    /// CNFLOW_GATEWAY_GEOIP_CITY_DB: path of a MaxMind City (or Country) .mmdb; unset (with no ASN DB) = GeoIP off.
+    #[serde(default)]
+    pub geoip_city_db: Option<String>,
+    /// CNFLOW_GATEWAY_GEOIP_ASN_DB: path of a MaxMind ASN .mmdb.
+    #[serde(default)]
+    pub geoip_asn_db: Option<String>,
+    /// CNFLOW_GATEWAY_GEOIP_CACHE_SIZE: addresses whose GeoIP result is kept (LRU).
+    #[serde(default = "d_cache")]
+    pub geoip_cache_size: usize,
+    /// CNFLOW_GATEWAY_GEOIP_RELOAD_SECS: how often the database files are checked for changes and reloaded; 0 = never.
+    #[serde(default = "d_reload")]
+    pub geoip_reload_secs: u64,
+    /// CNFLOW_GATEWAY_BATCH_SIZE: items (spans, data points, log records) that trigger sending a batch.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// CNFLOW_GATEWAY_BATCH_TIMEOUT_MS: a batch is sent at the latest this long after its first item.
+    #[serde(default = "d_batch_timeout")]
+    pub batch_timeout_ms: u64,
+    /// CNFLOW_GATEWAY_BATCH_MAX_SIZE: upper limit of items per exported request (larger batches are split); 0 = no limit.
+    #[serde(default)]
+    pub batch_max_size: usize,
+    /// CNFLOW_GATEWAY_QUEUE_DIR: directory for a disk-backed export queue (survives restarts); unset = memory only.
+    #[serde(default)]
+    pub queue_dir: Option<String>,
+    /// CNFLOW_GATEWAY_EXTRA_ENDPOINTS: comma-separated further OTLP endpoints receiving the same data, with the OTEL_EXPORTER_OTLP_* protocol, headers and TLS settings.
+    #[serde(default)]
+    pub extra_endpoints: Option<String>,
+    /// CNFLOW_GATEWAY_STATS_INTERVAL_SECS: how often the gateway's own counters are logged and exported as OTLP metrics.
+    #[serde(default = "d_stats")]
+    pub stats_interval_secs: u64,
+    /// CNFLOW_GATEWAY_SHUTDOWN_TIMEOUT_SECS: on SIGTERM, time allowed to flush batches and queued data.
+    #[serde(default = "d_shutdown")]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
+            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
+            .expect("defaults")
+    }
+}
+
+fn addr(var: &str, s: &str) -> Result<SocketAddr> {
+    s.parse().with_context(|| format!("{var}: expected IP:PORT, got {s:?}"))
+}
+
+fn nonempty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl GatewayConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let cfg: Self = envy::prefixed("CNFLOW_GATEWAY_")
+            .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_GATEWAY_")))
+            .map_err(|e| anyhow::anyhow!("invalid gateway configuration (CNFLOW_GATEWAY_*): {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.grpc_addr()?;
+        self.http_addr()?;
+        self.health_addr()?;
+        if self.max_request_bytes < 1024 {
+            bail!("CNFLOW_GATEWAY_MAX_REQUEST_BYTES must be ≥ 1024 (got {})", self.max_request_bytes);
+        }
+        if nonempty(&self.tls_cert).is_some() != nonempty(&self.tls_key).is_some() {
+            bail!("CNFLOW_GATEWAY_TLS_CERT and CNFLOW_GATEWAY_TLS_KEY must be set together");
+        }
+        if self.batch_size == 0 {
+            bail!("CNFLOW_GATEWAY_BATCH_SIZE must be > 0");
+        }
+        if self.batch_timeout_ms == 0 {
+            bail!("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS must be > 0");
+        }
+        if self.batch_max_size != 0 && self.batch_max_size < self.batch_size {
+            bail!("CNFLOW_GATEWAY_BATCH_MAX_SIZE must be 0 or ≥ CNFLOW_GATEWAY_BATCH_SIZE");
+        }
+        if self.geoip_cache_size == 0 {
+            bail!("CNFLOW_GATEWAY_GEOIP_CACHE_SIZE must be > 0");
+        }
+        if self.stats_interval_secs == 0 {
+            bail!("CNFLOW_GATEWAY_STATS_INTERVAL_SECS must be > 0");
+        }
+        Ok(())
+    }
+
+    pub fn grpc_addr(&self) -> Result<SocketAddr> {
+        addr("CNFLOW_GATEWAY_GRPC_LISTEN", &self.grpc_listen)
+    }
+    pub fn http_addr(&self) -> Result<SocketAddr> {
+        addr("CNFLOW_GATEWAY_HTTP_LISTEN", &self.http_listen)
+    }
+    pub fn health_addr(&self) -> Result<SocketAddr> {
+        addr("CNFLOW_GATEWAY_HEALTH_LISTEN", &self.health_listen)
+    }
+    pub fn tls(&self) -> Option<(&str, &str)> {
+        Some((nonempty(&self.tls_cert)?, nonempty(&self.tls_key)?))
+    }
+    pub fn tokens(&self) -> Vec<String> {
+        nonempty(&self.auth_tokens)
+            .map(|s| s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+            .unwrap_or_default()
+    }
+    pub fn city_db(&self) -> Option<&str> {
+        nonempty(&self.geoip_city_db)
+    }
+    pub fn asn_db(&self) -> Option<&str> {
+        nonempty(&self.geoip_asn_db)
+    }
+    pub fn queue_dir(&self) -> Option<&str> {
+        nonempty(&self.queue_dir)
+    }
+    pub fn extra_endpoints(&self) -> Vec<String> {
+        nonempty(&self.extra_endpoints)
+            .map(|s| s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+            .unwrap_or_default()
+    }
+    pub fn batch_timeout(&self) -> Duration {
+        Duration::from_millis(self.batch_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+    #[test]
+    fn defaults_match_the_collector_batch_processor() {
+        let c = GatewayConfig::default();
+        assert_eq!((c.batch_size, c.batch_timeout_ms, c.batch_max_size), (8192, 200, 0));
+        assert_eq!(c.grpc_listen, "0.0.0.0:4317");
+        assert_eq!(c.health_listen, "0.0.0.0:13133");
+    }
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v, want) in [
+            ("CNFLOW_GATEWAY_GRPC_LISTEN", "4317", "CNFLOW_GATEWAY_GRPC_LISTEN"),
+            ("CNFLOW_GATEWAY_BATCH_SIZE", "0", "CNFLOW_GATEWAY_BATCH_SIZE"),
+            ("CNFLOW_GATEWAY_BATCH_SIZE", "x", "CNFLOW_GATEWAY"),
+            ("CNFLOW_GATEWAY_TLS_CERT", "/a.pem", "CNFLOW_GATEWAY_TLS_KEY"),
+        ] {
+            let e = format!("{:#}", GatewayConfig::from_vars(vars(&[(k, v)])).unwrap_err());
+            assert!(e.contains(want), "{k}={v}: {e}");
+        }
+        let c = GatewayConfig::from_vars(vars(&[("CNFLOW_GATEWAY_AUTH_TOKENS", "a, b,")])).unwrap();
+        assert_eq!(c.tokens(), vec!["a", "b"]);
+    }
+}

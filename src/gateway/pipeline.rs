@@ -1,0 +1,145 @@
+//! What both receivers feed: admission (back-pressure) → GeoIP → batcher →
+//! every configured exporter.
+use super::batch::{BatchConfig, Batcher};
+use super::enrich;
+use super::geoip::GeoIp;
+use crate::export::{Exporter, Payload, Signal};
+use crate::stats::{counter, Counter};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    /// The export queue cannot take this request now: the client should retry later.
+    #[error("export queue full")]
+    Busy,
+    #[error("gateway shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Clone, Copy)]
+struct SignalCounters {
+    received: Counter,
+    enriched: Counter,
+    refused: Counter,
+}
+
+impl SignalCounters {
+    fn new(s: Signal) -> Self {
+        let a = [("signal", s.name())];
+        Self {
+            received: counter("cnflow.gateway.received", &a),
+            enriched: counter("cnflow.gateway.enriched", &a),
+            refused: counter("cnflow.gateway.refused", &a),
+        }
+    }
+}
+
+pub struct Pipeline {
+    geo: Option<Arc<GeoIp>>,
+    exporters: Arc<Vec<Exporter>>,
+    batchers: [Arc<Batcher>; 3],
+    counters: [SignalCounters; 3],
+    closing: std::sync::atomic::AtomicBool,
+}
+
+const SIGNALS: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+fn idx(s: Signal) -> usize {
+    match s {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+impl Pipeline {
+    pub fn new(geo: Option<Arc<GeoIp>>, exporters: Vec<Exporter>, batch: BatchConfig) -> Arc<Self> {
+        let exporters = Arc::new(exporters);
+        let batchers = SIGNALS.map(|_| {
+            let ex = exporters.clone();
+            Batcher::new(
+                batch,
+                Box::new(move |p: Payload| {
+                    // Admission already checked room in every queue; a refusal
+                    // here (race with a disk error) is counted by the exporter.
+                    for e in ex.iter() {
+                        let _ = e.send(p.clone());
+                    }
+                }),
+            )
+        });
+        Arc::new(Self { geo, exporters, batchers, counters: SIGNALS.map(SignalCounters::new), closing: false.into() })
+    }
+
+    /// Batch timers; run for the pipeline's lifetime.
+    pub fn spawn_timers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.batchers.iter().map(|b| tokio::spawn(b.clone().run_timer())).collect()
+    }
+
+    pub fn geoip(&self) -> Option<&Arc<GeoIp>> {
+        self.geo.as_ref()
+    }
+
+    /// Accepts a request unless the queues cannot hold it (back-pressure).
+    pub fn ingest(&self, mut p: Payload) -> Result<(), Refused> {
+        let s = p.signal();
+        let c = self.counters[idx(s)];
+        let n = p.items();
+        c.received.add(n as u64);
+        if self.closing.load(std::sync::atomic::Ordering::Relaxed) {
+            c.refused.add(n as u64);
+            return Err(Refused::ShuttingDown);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(geo) = &self.geo {
+            let enriched = match &mut p {
+                Payload::Traces(r) => enrich::enrich_traces(geo, r),
+                Payload::Metrics(r) => enrich::enrich_metrics(geo, r),
+                Payload::Logs(r) => enrich::enrich_logs(geo, r),
+            };
+            c.enriched.add(enriched);
+        }
+        let exporters = &self.exporters;
+        // Room in the tightest queue, counting what waits in the batch: the
+        // same rule as the queue itself (an empty queue takes anything).
+        let admitted = self.batchers[idx(s)].try_add(p, |pending| {
+            exporters.iter().filter(|e| e.exports(s)).all(|e| {
+                let queued = e.queued(s);
+                queued + pending == 0 || pending + n <= e.free(s)
+            })
+        });
+        if admitted {
+            Ok(())
+        } else {
+            c.refused.add(n as u64);
+            Err(Refused::Busy)
+        }
+    }
+
+    /// Items waiting (batch + largest export queue) for a signal.
+    pub fn backlog(&self, s: Signal) -> usize {
+        self.batchers[idx(s)].pending_items() + self.exporters.iter().map(|e| e.queued(s)).max().unwrap_or(0)
+    }
+
+    pub fn send_direct(&self, p: Payload) {
+        for e in self.exporters.iter() {
+            let _ = e.send(p.clone());
+        }
+    }
+
+    /// Refuse new data and hand the open batches to the exporters.
+    pub fn close(&self) {
+        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        for b in &self.batchers {
+            b.flush();
+        }
+    }
+
+    /// Flush batches, then let every exporter deliver its queue until `timeout`.
+    pub async fn shutdown(&self, timeout: std::time::Duration) {
+        self.close();
+        futures::future::join_all(self.exporters.iter().map(|e| e.close(timeout))).await;
+    }
+}

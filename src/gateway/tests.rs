@@ -1,0 +1,347 @@
+//! The gateway in-process: real gRPC/HTTP clients in, an in-process tonic
+//! OTLP backend out, GeoIP from a database written with mmdb-writer.
+use super::*;
+use crate::export::{Compression, Protocol};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use parking_lot::Mutex;
+use prost::Message;
+use std::time::Instant;
+
+#[derive(Clone, Default)]
+struct Backend(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+#[tonic::async_trait]
+impl TraceService for Backend {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().push(req.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl Backend {
+    fn spans(&self) -> Vec<Span> {
+        self.0
+            .lock()
+            .iter()
+            .flat_map(|r| r.resource_spans.iter())
+            .flat_map(|rs| rs.scope_spans.iter())
+            .flat_map(|ss| ss.spans.iter().cloned())
+            .collect()
+    }
+}
+
+async fn serve_backend(listener: tokio::net::TcpListener) -> Backend {
+    let b = Backend::default();
+    let svc = TraceServiceServer::new(b.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    b
+}
+
+fn attr(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
+}
+
+fn get<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a Value> {
+    attrs.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()?.value.as_ref())
+}
+
+fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![attr("service.name", service)], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn span(name: &str, attrs: Vec<KeyValue>) -> Span {
+    Span { name: name.into(), attributes: attrs, ..Default::default() }
+}
+
+#[derive(serde::Serialize)]
+struct TestCity {
+    continent: std::collections::BTreeMap<&'static str, &'static str>,
+    country: std::collections::BTreeMap<&'static str, &'static str>,
+    city: std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, &'static str>>,
+    location: std::collections::BTreeMap<&'static str, f64>,
+}
+
+#[derive(serde::Serialize)]
+struct TestAsn {
+    autonomous_system_number: u32,
+    autonomous_system_organization: &'static str,
+}
+
+/// City + ASN databases knowing 1.2.3.0/24 (AU, Brisbane, AS64500).
+pub fn write_test_dbs(dir: &Path) -> (String, String) {
+    let mut city = mmdb_writer::Writer::new("Test-City");
+    let rec = TestCity {
+        continent: [("code", "OC")].into(),
+        country: [("iso_code", "AU")].into(),
+        city: [("names", [("en", "Brisbane")].into())].into(),
+        location: [("latitude", -27.5), ("longitude", 153.0)].into(),
+    };
+    city.insert("1.2.3.0/24".parse::<ipnet::IpNet>().unwrap(), &rec).unwrap();
+    let mut asn = mmdb_writer::Writer::new("Test-ASN");
+    let a = TestAsn { autonomous_system_number: 64500, autonomous_system_organization: "Example Net" };
+    asn.insert("1.2.3.0/24".parse::<ipnet::IpNet>().unwrap(), &a).unwrap();
+    let (c, s) = (dir.join("city.mmdb"), dir.join("asn.mmdb"));
+    std::fs::write(&c, city.to_bytes().unwrap()).unwrap();
+    std::fs::write(&s, asn.to_bytes().unwrap()).unwrap();
+    (c.to_string_lossy().into(), s.to_string_lossy().into())
+}
+
+fn base_cfg() -> GatewayConfig {
+    GatewayConfig {
+        grpc_listen: "127.0.0.1:0".into(),
+        http_listen: "127.0.0.1:0".into(),
+        health_listen: "127.0.0.1:0".into(),
+        batch_timeout_ms: 20,
+        ..Default::default()
+    }
+}
+
+fn dest(endpoint: &str, queue_size: usize) -> Vec<Destination> {
+    let c = ExportConfig {
+        signal: Signal::Traces,
+        endpoint: endpoint.into(),
+        protocol: Protocol::Grpc,
+        compression: Compression::Gzip,
+        timeout: Duration::from_secs(2),
+        queue_size,
+        retry_initial: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        retry_max_elapsed: None,
+        ..Default::default()
+    };
+    vec![[Some(c), None, None]]
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn grpc_and_http_in_enriched_batched_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (city, asn) = write_test_dbs(dir.path());
+    let bl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = format!("http://{}", bl.local_addr().unwrap());
+    let backend = serve_backend(bl).await;
+    let cfg = GatewayConfig { geoip_city_db: Some(city), geoip_asn_db: Some(asn), ..base_cfg() };
+    let gw = start(cfg, dest(&ep, 1000)).await.unwrap();
+
+    // gRPC with gzip: one role → unprefixed keys.
+    let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr))
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    client.export(request("svc", vec![span("a", vec![attr("client.address", "1.2.3.4")])])).await.unwrap();
+    // HTTP protobuf, two roles → prefixed; a private server address is not looked up.
+    let http = reqwest::Client::new();
+    let body = request(
+        "svc",
+        vec![
+            span("b", vec![attr("client.address", "1.2.3.5"), attr("network.peer.address", "1.2.3.6")]),
+            span("c", vec![attr("client.address", "10.0.0.1"), attr("server.address", "1.2.3.7")]),
+        ],
+    );
+    let r = http
+        .post(format!("http://{}/v1/traces", gw.http_addr))
+        .header("content-type", "application/x-protobuf")
+        .body(body.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // HTTP JSON.
+    let r = http
+        .post(format!("http://{}/v1/traces", gw.http_addr))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&request("svc", vec![span("d", vec![attr("server.address", "8.8.8.8")])])).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    wait_until("4 spans", || backend.spans().len() == 4).await;
+    let spans = backend.spans();
+    let by = |n: &str| spans.iter().find(|s| s.name == n).unwrap().attributes.clone();
+    let a = by("a");
+    assert_eq!(get(&a, "geo.country.iso_code"), Some(&Value::StringValue("AU".into())));
+    assert_eq!(get(&a, "geo.continent.code"), Some(&Value::StringValue("OC".into())));
+    assert_eq!(get(&a, "geo.locality.name"), Some(&Value::StringValue("Brisbane".into())));
+    assert_eq!(get(&a, "geo.location.lat"), Some(&Value::DoubleValue(-27.5)));
+    assert_eq!(get(&a, "as.number"), Some(&Value::IntValue(64500)));
+    assert_eq!(get(&a, "as.organization.name"), Some(&Value::StringValue("Example Net".into())));
+    let b = by("b");
+    assert_eq!(get(&b, "client.geo.country.iso_code"), Some(&Value::StringValue("AU".into())));
+    assert_eq!(get(&b, "network.peer.as.number"), Some(&Value::IntValue(64500)));
+    assert!(get(&b, "geo.country.iso_code").is_none());
+    let c = by("c");
+    assert_eq!(get(&c, "geo.country.iso_code"), Some(&Value::StringValue("AU".into())), "only one public role");
+    assert!(get(&c, "client.geo.country.iso_code").is_none());
+    let d = by("d");
+    assert!(d.iter().all(|kv| !kv.key.contains("geo")), "8.8.8.8 is not in the test DB");
+    // Same resource → merged into one ResourceSpans per exported request.
+    assert!(backend.0.lock().iter().all(|r| r.resource_spans.len() == 1));
+
+    let h = reqwest::get(format!("http://{}/readyz", gw.health_addr)).await.unwrap();
+    assert_eq!(h.status(), 200);
+    let h = reqwest::get(format!("http://{}/healthz", gw.health_addr)).await.unwrap();
+    assert_eq!(h.status(), 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn auth_and_malformed_requests() {
+    let bl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = format!("http://{}", bl.local_addr().unwrap());
+    let backend = serve_backend(bl).await;
+    let cfg = GatewayConfig { auth_tokens: Some("t0ken".into()), max_request_bytes: 64 * 1024, ..base_cfg() };
+    let gw = start(cfg, dest(&ep, 1000)).await.unwrap();
+    let url = format!("http://{}/v1/traces", gw.http_addr);
+    let http = reqwest::Client::new();
+    let good = request("svc", vec![span("ok", vec![])]).encode_to_vec();
+    let post = |body: Vec<u8>, ct: &'static str, token: Option<&'static str>| {
+        let mut r = http.post(&url).header("content-type", ct).body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(post(good.clone(), "application/x-protobuf", None).await.unwrap().status(), 401);
+    assert_eq!(post(good.clone(), "application/x-protobuf", Some("wrong")).await.unwrap().status(), 401);
+    assert_eq!(
+        post(b"\xff\xff\xff garbage".to_vec(), "application/x-protobuf", Some("t0ken")).await.unwrap().status(),
+        400
+    );
+    assert_eq!(post(b"{not json".to_vec(), "application/json", Some("t0ken")).await.unwrap().status(), 400);
+    assert_eq!(post(good.clone(), "text/plain", Some("t0ken")).await.unwrap().status(), 415);
+    assert_eq!(post(vec![0u8; 200 * 1024], "application/x-protobuf", Some("t0ken")).await.unwrap().status(), 413);
+    // A gzip bomb: small on the wire, over the limit once inflated.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut e, &vec![0u8; 1 << 20]).unwrap();
+    let bomb = e.finish().unwrap();
+    let r = http
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "gzip")
+        .bearer_auth("t0ken")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
+    let e = client.export(request("svc", vec![span("x", vec![])])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(request("svc", vec![span("big", vec![attr("x", &"y".repeat(100 * 1024))])]));
+    req.metadata_mut().insert("authorization", "Bearer t0ken".parse().unwrap());
+    let e = client.export(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
+
+    // Still serving.
+    assert_eq!(post(good, "application/x-protobuf", Some("t0ken")).await.unwrap().status(), 200);
+    let mut req = tonic::Request::new(request("svc", vec![span("grpc-ok", vec![])]));
+    req.metadata_mut().insert("authorization", "Bearer t0ken".parse().unwrap());
+    client.export(req).await.unwrap();
+    wait_until("2 spans", || backend.spans().len() == 2).await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn back_pressure_when_the_queue_is_full() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let cfg = GatewayConfig { batch_size: 5, ..base_cfg() };
+    let gw = start(cfg, dest(&format!("http://{addr}"), 20)).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
+    let mut sent = Vec::new();
+    let mut refused = 0;
+    for i in 0..10 {
+        let spans: Vec<Span> = (0..5).map(|j| span(&format!("s{i}-{j}"), vec![])).collect();
+        match client.export(request("svc", spans)).await {
+            Ok(_) => sent.push(i),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+                use tonic_types::StatusExt;
+                assert!(e.get_details_retry_info().is_some(), "RetryInfo makes it retryable");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(sent.len(), 4, "20 spans fit");
+    assert_eq!(refused, 6);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", gw.http_addr))
+        .header("content-type", "application/x-protobuf")
+        .body(request("svc", vec![span("h", vec![])]).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+
+    // Backend comes up: everything accepted arrives, once.
+    let backend = serve_backend(tokio::net::TcpListener::bind(addr).await.unwrap()).await;
+    wait_until("20 spans", || backend.spans().len() == 20).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(backend.spans().len(), 20);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn corrupt_geoip_database_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.mmdb");
+    std::fs::write(&bad, b"this is not a maxmind database").unwrap();
+    let cfg = GatewayConfig { geoip_asn_db: Some(bad.to_string_lossy().into()), ..base_cfg() };
+    let e = start(cfg, dest("http://127.0.0.1:9", 10)).await.err().expect("must fail");
+    assert!(format!("{e:#}").contains("CNFLOW_GATEWAY_GEOIP_ASN_DB"), "{e:#}");
+}
+
+#[test]
+fn destinations_from_env() {
+    let vars = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+    let e = destinations(&GatewayConfig::default(), vars(&[])).unwrap_err();
+    assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let cfg = GatewayConfig {
+        extra_endpoints: Some("http://b:4318".into()),
+        queue_dir: Some("/q".into()),
+        ..Default::default()
+    };
+    let d = destinations(
+        &cfg,
+        vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+    )
+    .unwrap();
+    assert_eq!(d.len(), 2);
+    let t1 = d[1][0].as_ref().unwrap();
+    assert_eq!(t1.endpoint, "http://b:4318/v1/traces");
+    assert_eq!(t1.queue_dir.as_deref(), Some(Path::new("/q/destination-1")));
+    assert_eq!(d[0][1].as_ref().unwrap().endpoint, "http://a:4318/v1/metrics");
+}
