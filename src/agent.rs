@@ -1,7 +1,7 @@
 //! The live agent: eBPF capture → pipeline → telemetry → stdout / OTLP, with
 //! Kubernetes enrichment and attachment in agent mode, health probes, and
 //! periodic counter logs. `cnflow run` and `cnflow agent` both end up here.
-use crate::capture::ebpf;
+use crate::capture::ebpf::{self, LiveCapture};
 use crate::capture::PacketEvent;
 use crate::config::AgentConfig;
 use crate::enrich::{Enricher, Identity, NoEnrich};
@@ -11,6 +11,7 @@ use crate::pipeline::Pipeline;
 use crate::stats;
 use crate::telemetry::{self, Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
 use anyhow::{bail, Context, Result};
+use parking_lot::Mutex;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -65,7 +66,7 @@ fn exporter_from_env() -> Result<Option<Arc<Exporter>>> {
 /// Runs until `cancel` fires. Configuration errors are returned before anything is attached.
 pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken) -> Result<()> {
     let tcfg = TelemetryConfig::from_env()?;
-    let k8s_cfg = if opts.kubernetes { Some(()) } else { None };
+    let k8s_cfg = if opts.kubernetes { Some(crate::k8s::K8sConfig::from_env()?) } else { None };
     let health_addr = cfg.health_socket(opts.health_agent_default).context("CNFLOW_HEALTH_ADDR")?;
     ebpf::check_requirements()?;
     let exporter = exporter_from_env()?;
@@ -209,20 +210,55 @@ fn log_counters(what: &str) {
     tracing::info!("{what}: {}", parts.join(" "));
 }
 
+/// The eBPF capture shared with the Kubernetes attacher (attach/detach come from watcher tasks).
+struct SharedCapture(Mutex<Option<LiveCapture>>);
+
+impl crate::k8s::Attacher for SharedCapture {
+    fn attach(&self, ifname: &str, _ifindex: u32) -> Result<()> {
+        match self.0.lock().as_mut() {
+            Some(c) => c.attach(ifname),
+            None => bail!("capture stopped"),
+        }
+    }
+    fn detach(&self, ifname: &str, _ifindex: u32) {
+        if let Some(c) = self.0.lock().as_mut() {
+            c.detach(ifname)
+        }
+    }
+}
+
 type Started = (
     mpsc::Receiver<Vec<PacketEvent>>,
     Option<tokio::task::JoinHandle<Result<()>>>,
-    Option<K8sHandle>,
+    Option<crate::k8s::K8sHandle>,
     Arc<dyn Enricher>,
     Arc<Identity>,
 );
-struct K8sHandle;
-impl K8sHandle {
-    async fn shutdown(self) {}
-}
-async fn start_kubernetes(cfg: &AgentConfig, _kc: &(), cancel: CancellationToken) -> Result<Started> {
-    tracing::warn!("Kubernetes enrichment is not wired in yet: capturing host interfaces");
-    let session = ebpf::start_following(cfg, cancel)?;
-    let host = telemetry::resource::host_identity_from_env()?;
-    Ok((session.packets, Some(session.task), None, Arc::new(NoEnrich), host))
+
+/// Agent mode: pods' veths are attached as the Kubernetes integration finds them;
+/// outside a cluster it falls back to host interfaces like `cnflow run`.
+async fn start_kubernetes(cfg: &AgentConfig, kc: &crate::k8s::K8sConfig, cancel: CancellationToken) -> Result<Started> {
+    let (cap, rx) = LiveCapture::start(cfg)?;
+    let shared = Arc::new(SharedCapture(Mutex::new(Some(cap))));
+    let handle = crate::k8s::start(kc, cfg.capture_host, Some(shared.clone())).await?;
+    if handle.mode == crate::k8s::RunMode::Standalone {
+        let cap = shared.0.lock().take().context("capture already stopped")?;
+        let events = crate::capture::ifaces::watch(cfg)?;
+        let task = tokio::spawn(cap.follow(events, cancel));
+        let host = telemetry::resource::host_identity_from_env()?;
+        return Ok((rx, Some(task), Some(handle), Arc::new(NoEnrich), host));
+    }
+    if !handle.wait_synced(Duration::from_secs(15)).await {
+        tracing::warn!("Kubernetes metadata not synced after 15 s; continuing, spans are enriched once it is");
+    }
+    let enricher = handle.enricher.clone();
+    let host = Arc::new(handle.host_resource.clone());
+    let task = tokio::spawn(async move {
+        cancel.cancelled().await;
+        if let Some(cap) = shared.0.lock().take() {
+            cap.shutdown();
+        }
+        Ok(())
+    });
+    Ok((rx, Some(task), Some(handle), enricher, host))
 }
