@@ -57,15 +57,9 @@ struct Db {
 fn open_db(var: &'static str, path: &Path) -> Result<Db> {
     let stamp = stamp(path);
     let reader = Reader::open_readfile(path).with_context(|| format!("{var}: cannot open {}", path.display()))?;
-    if let Err(e) = reader.verify() {
-        // Some writers leave the metadata description empty, which the
-        // verifier rejects although lookups are unaffected.
-        if e.to_string().contains("description") {
-            tracing::warn!(var, path = %path.display(), "GeoIP database metadata: {e}");
-        } else {
-            return Err(e).with_context(|| format!("{var}: {} is not a valid MaxMind database", path.display()));
-        }
-    }
+    // Full verification (including the metadata description map) so a
+    // damaged file is refused now rather than failing on some later lookup.
+    reader.verify().with_context(|| format!("{var}: {} is not a valid MaxMind database", path.display()))?;
     Ok(Db { var, path: path.to_path_buf(), stamp, reader })
 }
 

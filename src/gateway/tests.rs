@@ -91,7 +91,7 @@ struct TestAsn {
 
 /// City + ASN databases knowing 1.2.3.0/24 (AU, Brisbane, AS64500).
 pub fn write_test_dbs(dir: &Path) -> (String, String) {
-    let mut city = mmdb_writer::Writer::new("Test-City");
+    let mut city = mmdb_writer::Writer::builder("Test-City").description(&[("en", "cnflow test")]).build();
     let rec = TestCity {
         continent: [("code", "OC")].into(),
         country: [("iso_code", "AU")].into(),
@@ -99,7 +99,7 @@ pub fn write_test_dbs(dir: &Path) -> (String, String) {
         location: [("latitude", -27.5), ("longitude", 153.0)].into(),
     };
     city.insert("1.2.3.0/24".parse::<ipnet::IpNet>().unwrap(), &rec).unwrap();
-    let mut asn = mmdb_writer::Writer::new("Test-ASN");
+    let mut asn = mmdb_writer::Writer::builder("Test-ASN").description(&[("en", "cnflow test")]).build();
     let a = TestAsn { autonomous_system_number: 64500, autonomous_system_organization: "Example Net" };
     asn.insert("1.2.3.0/24".parse::<ipnet::IpNet>().unwrap(), &a).unwrap();
     let (c, s) = (dir.join("city.mmdb"), dir.join("asn.mmdb"));
