@@ -28,9 +28,11 @@ const TICK_NS: u64 = 1_000_000_000;
 
 /// Where replay results go. New output formats implement this.
 trait Output {
-    /// Called after every batch of packets with the exchanges produced so far.
-    fn exchanges(&mut self, out: &mut dyn Write, exs: Vec<Exchange>) -> Result<()>;
-    fn finish(&mut self, _out: &mut dyn Write) -> Result<()> {
+    /// Called after every batch of packets with the exchanges produced so far;
+    /// `now_ns` is the capture time reached.
+    fn exchanges(&mut self, out: &mut dyn Write, exs: Vec<Exchange>, now_ns: u64) -> Result<()>;
+    /// End of the capture; `now_ns` is the last packet's time.
+    fn finish(&mut self, _out: &mut dyn Write, _now_ns: u64) -> Result<()> {
         Ok(())
     }
 }
@@ -38,7 +40,7 @@ trait Output {
 struct ExchangesJson;
 
 impl Output for ExchangesJson {
-    fn exchanges(&mut self, out: &mut dyn Write, exs: Vec<Exchange>) -> Result<()> {
+    fn exchanges(&mut self, out: &mut dyn Write, exs: Vec<Exchange>, _now_ns: u64) -> Result<()> {
         for ex in exs {
             serde_json::to_writer(&mut *out, &ex)?;
             out.write_all(b"\n")?;
@@ -47,11 +49,74 @@ impl Output for ExchangesJson {
     }
 }
 
-fn output_for(format: &str) -> Result<Box<dyn Output>> {
+/// Spans and metrics through the telemetry sink; it writes to stdout itself
+/// (and to OTLP when an endpoint is configured). Time is capture time: the
+/// latest exchange end seen, so output is the same on every run.
+struct Spans {
+    sink: crate::telemetry::TelemetrySink,
+    now_ns: u64,
+}
+
+impl Output for Spans {
+    fn exchanges(&mut self, _out: &mut dyn Write, exs: Vec<Exchange>, now_ns: u64) -> Result<()> {
+        self.now_ns = self.now_ns.max(now_ns);
+        for ex in &exs {
+            self.now_ns = self.now_ns.max(ex.end_ns);
+            self.sink.record(ex);
+        }
+        if self.now_ns != 0 {
+            self.sink.flush(self.now_ns);
+        }
+        Ok(())
+    }
+    fn finish(&mut self, _out: &mut dyn Write, now_ns: u64) -> Result<()> {
+        self.now_ns = self.now_ns.max(now_ns);
+        self.sink.finish(self.now_ns);
+        Ok(())
+    }
+}
+
+/// Seed of replay's span/trace ids: fixed, so a capture always gives the same ids.
+const REPLAY_ID_SEED: u64 = 0x636e_666c_6f77;
+
+fn telemetry_output(
+    format: crate::telemetry::Format,
+    cfg: &AgentConfig,
+    exporter: Option<std::sync::Arc<crate::export::Exporter>>,
+) -> Result<Box<dyn Output>> {
+    use crate::telemetry::{resource, IdGen, SinkOptions, TelemetryConfig, TelemetrySink};
+    let mut opts = SinkOptions::new(TelemetryConfig::from_env()?, resource::host_identity_from_env()?);
+    opts.mask_query_values = cfg.mask_query_values;
+    opts.ids = IdGen::Seeded(REPLAY_ID_SEED);
+    opts.outputs.push(crate::telemetry::Output::Write(format, Box::new(BufWriter::new(std::io::stdout()))));
+    if let Some(e) = exporter {
+        opts.outputs.push(crate::telemetry::Output::Export(e));
+    }
+    Ok(Box::new(Spans { sink: TelemetrySink::new(opts), now_ns: 0 }))
+}
+
+/// OTLP export from replay when OTEL_EXPORTER_OTLP_(TRACES_|METRICS_)ENDPOINT is set.
+fn start_exporter() -> Result<Option<(tokio::runtime::Runtime, std::sync::Arc<crate::export::Exporter>)>> {
+    use crate::export::{ExportConfig, Exporter, Signal};
+    let traces = ExportConfig::from_env(Signal::Traces)?;
+    let metrics = ExportConfig::from_env(Signal::Metrics)?;
+    if traces.is_none() && metrics.is_none() {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let exporter = {
+        let _guard = rt.enter();
+        Exporter::start(traces, metrics, None)?
+    };
+    Ok(Some((rt, std::sync::Arc::new(exporter))))
+}
+
+fn output_for(format: &str, cfg: &AgentConfig, exporter: Option<std::sync::Arc<crate::export::Exporter>>) -> Result<Box<dyn Output>> {
     Ok(match format {
-        // Until the telemetry stage exists, text shows exchanges too.
-        "exchanges" | "text" => Box::new(ExchangesJson),
-        other => bail!("unknown --format {other:?} (expected flows, exchanges, text)"),
+        "exchanges" => Box::new(ExchangesJson),
+        "text" => telemetry_output(crate::telemetry::Format::Text, cfg, exporter)?,
+        "otlp-json" => telemetry_output(crate::telemetry::Format::OtlpJson, cfg, exporter)?,
+        other => bail!("unknown --format {other:?} (expected flows, exchanges, text, otlp-json)"),
     })
 }
 
@@ -63,8 +128,17 @@ pub fn main(args: ReplayArgs) -> Result<()> {
     let res = if args.format == "flows" {
         replay_flows(reader, &cfg, args.dump, &mut out)
     } else {
-        let output = output_for(&args.format)?;
-        replay_pipeline(reader, &cfg, output, &mut out)
+        let export = if args.format == "exchanges" { None } else { start_exporter()? };
+        let output = output_for(&args.format, &cfg, export.as_ref().map(|(_, e)| e.clone()))?;
+        let res = replay_pipeline(reader, &cfg, output, &mut out);
+        if let Some((rt, exporter)) = export {
+            // The sink (and its clone of the exporter) is gone once replay_pipeline returned.
+            match std::sync::Arc::try_unwrap(exporter) {
+                Ok(e) => rt.block_on(e.shutdown(std::time::Duration::from_secs(10))),
+                Err(_) => tracing::warn!("OTLP exporter still shared at exit; not flushed"),
+            }
+        }
+        res
     };
     out.flush()?;
     if args.stats {
@@ -103,21 +177,23 @@ fn replay_pipeline<R: std::io::Read>(
 ) -> Result<()> {
     let mut p = Pipeline::new(cfg);
     let pipe = std::cell::RefCell::new(&mut p);
+    let last_ts = std::cell::Cell::new(0u64);
     let res = drive(
         reader,
         |ev| {
+            last_ts.set(last_ts.get().max(ev.ts_ns));
             pipe.borrow_mut().push(ev);
             Ok(())
         },
         |now| {
             let mut p = pipe.borrow_mut();
             p.tick(now);
-            output.exchanges(out, p.take_exchanges())
+            output.exchanges(out, p.take_exchanges(), now)
         },
     );
     p.finish();
-    output.exchanges(out, p.take_exchanges())?;
-    output.finish(out)?;
+    output.exchanges(out, p.take_exchanges(), last_ts.get())?;
+    output.finish(out, last_ts.get())?;
     res
 }
 
