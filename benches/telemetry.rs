@@ -32,7 +32,9 @@ fn bench(c: &mut Criterion) {
             out.lock().traces.clear();
         })
     });
-    let http: Vec<_> = (0..512).map(|i| http_exchange(cnflow::capture::Direction::Ingress, "GET", &format!("/users/{i}/orders"), 200, T0 + i)).collect();
+    let http: Vec<_> = (0..512)
+        .map(|i| http_exchange(cnflow::capture::Direction::Ingress, "GET", &format!("/users/{i}/orders"), 200, T0 + i))
+        .collect();
     g.throughput(Throughput::Elements(http.len() as u64));
     g.bench_function("record_512_http_and_encode_protobuf", |b| {
         let (mut s, out) = sink(512);

@@ -11,7 +11,9 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tonic::codec::CompressionEncoding;
 
 const N_SEQUENTIAL: usize = 25;
 const N_PIPELINED: usize = 15;
@@ -75,7 +78,7 @@ impl MetricsService for Received {
 }
 
 /// Kills (by pid) and reaps a child we started, even when the test fails.
-struct Proc(Child, &'static str);
+struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -87,13 +90,14 @@ impl Drop for Proc {
 struct Netns {
     ns: String,
     host_if: String,
+    ns_if: String,
 }
 impl Netns {
     fn new() -> Self {
         let id = std::process::id() % 10_000;
         let ns = format!("cnfl-tel-{id}");
         let (host_if, ns_if) = (format!("tlh{id}"), format!("tln{id}"));
-        let n = Netns { ns: ns.clone(), host_if: host_if.clone() };
+        let n = Netns { ns: ns.clone(), host_if: host_if.clone(), ns_if: ns_if.clone() };
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         let _ = Command::new("ip").args(["link", "del", &host_if]).status();
         for args in [
@@ -134,7 +138,11 @@ fn rotel_bin() -> Option<PathBuf> {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn free_port() -> u16 {
@@ -169,7 +177,10 @@ fn http_requests(addr: &str, paths: &[String], pipelined: bool, extra_header: Op
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let req = |p: &str| {
-        format!("GET {p} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cnflow-e2e\r\n{}\r\n", extra_header.map(|h| format!("{h}\r\n")).unwrap_or_default())
+        format!(
+            "GET {p} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cnflow-e2e\r\n{}\r\n",
+            extra_header.map(|h| format!("{h}\r\n")).unwrap_or_default()
+        )
     };
     let read_responses = |s: &mut TcpStream, n: usize| {
         let mut buf = Vec::new();
@@ -202,14 +213,19 @@ fn str_attr(span: &Span, key: &str) -> Option<String> {
 
 fn replay_to(pcap: &Path, rotel_grpc: u16) {
     let out = Command::new(harness::cnflow_bin())
-        .args(["replay", pcap.to_str().unwrap(), "--format", "text"])
+        .args(["replay", pcap.to_str().unwrap(), "--format", "text", "--stats"])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{rotel_grpc}"))
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_SERVICE_NAME", "e2e-host")
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    eprintln!("replay {}:\n{}{}", pcap.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "replay {}:\n{}{}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "replay failed");
 }
 
@@ -223,17 +239,31 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 fn tcpdump(ns: &Netns, iface: &str, file: &Path) -> Proc {
     let child = ns
-        .exec(&["tcpdump", "-U", "-n", "-s", "0", "-i", iface, "-w", file.to_str().unwrap(), "tcp", "port", "8080"])
+        .exec(&[
+            "tcpdump",
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-s",
+            "0",
+            "-i",
+            iface,
+            "-w",
+            file.to_str().unwrap(),
+            "tcp",
+            "port",
+            "8080",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
-    Proc(child, "tcpdump")
+    Proc(child)
 }
 
 fn stop_tcpdump(p: Proc) {
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     // SIGINT lets tcpdump write out its buffer.
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.0.id() as i32), nix::sys::signal::Signal::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -263,8 +293,9 @@ fn replay_to_rotel_spans_and_metrics() {
         let r = received.clone();
         rt.spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(r.clone()))
-                .add_service(MetricsServiceServer::new(r))
+                // rotel compresses its exports with gzip by default.
+                .add_service(TraceServiceServer::new(r.clone()).accept_compressed(CompressionEncoding::Gzip))
+                .add_service(MetricsServiceServer::new(r).accept_compressed(CompressionEncoding::Gzip))
                 .serve(([127, 0, 0, 1], recv_port).into())
                 .await
                 .unwrap();
@@ -289,15 +320,15 @@ fn replay_to_rotel_spans_and_metrics() {
             .stderr(Stdio::null())
             .spawn()
             .expect("start rotel"),
-        "rotel",
     );
     wait_port(([127, 0, 0, 1], grpc_port).into(), "rotel");
 
     // Traffic in a namespace: host 10.200.77.1 → server 10.200.77.2:8080.
     let ns = Netns::new();
-    let _server = Proc(ns.exec(&["python3", "-c", SERVER_PY, "8080"]).spawn().unwrap(), "server");
+    let _server = Proc(ns.exec(&["python3", "-c", SERVER_PY, "8080"]).spawn().unwrap());
     let veth_pcap = dir.path().join("veth.pcap");
-    let dump = tcpdump(&ns, "any", &veth_pcap);
+    // On the server's interface: client→server packets arrive (ingress), so spans are SERVER.
+    let dump = tcpdump(&ns, &ns.ns_if.clone(), &veth_pcap);
     wait_port("10.200.77.2:8080".parse().unwrap(), "http server");
     let seq: Vec<String> = (0..N_SEQUENTIAL).map(|i| format!("/items/{i}")).collect();
     http_requests("10.200.77.2:8080", &seq, false, None);
@@ -306,18 +337,28 @@ fn replay_to_rotel_spans_and_metrics() {
     http_requests("10.200.77.2:8080", &["/traced".to_string()], false, Some(&format!("traceparent: {TRACEPARENT}")));
     http_requests("10.200.77.2:8080", &["/status/503".to_string()], false, None);
     stop_tcpdump(dump);
+    let _ = std::fs::copy(&veth_pcap, std::env::temp_dir().join("cnflow-e2e-rotel-veth.pcap"));
     let total = N_SEQUENTIAL + N_PIPELINED + 2;
 
     replay_to(&veth_pcap, grpc_port);
     wait_for("spans", || received.spans().len() >= total);
     wait_for("metrics", || {
         received.metrics.lock().unwrap().iter().any(|m| {
-            m.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics).any(|m| m.name == "http.server.request.duration")
+            m.resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .any(|m| m.name == "http.server.request.duration")
         })
     });
     std::thread::sleep(Duration::from_millis(500));
     let spans = received.spans();
-    assert_eq!(spans.len(), total, "exactly one span per request: {:#?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+    assert_eq!(
+        spans.len(),
+        total,
+        "exactly one span per request: {:#?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
     for s in &spans {
         assert_eq!(s.kind, 2, "{}: captured on the server side → SERVER", s.name);
         assert_eq!(str_attr(s, "http.request.method").as_deref(), Some("GET"));
@@ -360,7 +401,11 @@ fn replay_to_rotel_spans_and_metrics() {
     let lo_pcap = dir.path().join("lo.pcap");
     let dump = tcpdump(&ns, "lo", &lo_pcap);
     let status = ns
-        .exec(&["python3", "-c", "import urllib.request;urllib.request.urlopen('http://127.0.0.1:8080/local/7').read()"])
+        .exec(&[
+            "python3",
+            "-c",
+            "import urllib.request;urllib.request.urlopen('http://127.0.0.1:8080/local/7').read()",
+        ])
         .status()
         .unwrap();
     assert!(status.success());

@@ -52,7 +52,8 @@ const HTTP_SPAN: &[&str] = &[
     "http.response.body.size",
 ];
 const RPC_SPAN: &[&str] = &["rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code", "user_agent.original"];
-const DB_SPAN: &[&str] = &["db.system.name", "db.operation.name", "db.query.text", "db.namespace", "db.response.status_code"];
+const DB_SPAN: &[&str] =
+    &["db.system.name", "db.operation.name", "db.query.text", "db.namespace", "db.response.status_code"];
 const MESSAGING_SPAN: &[&str] = &[
     "messaging.system",
     "messaging.operation.name",

@@ -111,7 +111,11 @@ fn start_exporter() -> Result<Option<(tokio::runtime::Runtime, std::sync::Arc<cr
     Ok(Some((rt, std::sync::Arc::new(exporter))))
 }
 
-fn output_for(format: &str, cfg: &AgentConfig, exporter: Option<std::sync::Arc<crate::export::Exporter>>) -> Result<Box<dyn Output>> {
+fn output_for(
+    format: &str,
+    cfg: &AgentConfig,
+    exporter: Option<std::sync::Arc<crate::export::Exporter>>,
+) -> Result<Box<dyn Output>> {
     Ok(match format {
         "exchanges" => Box::new(ExchangesJson),
         "text" => telemetry_output(crate::telemetry::Format::Text, cfg, exporter)?,
