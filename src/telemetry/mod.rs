@@ -145,7 +145,7 @@ impl TelemetrySink {
 
     /// Turn one exchange into its span(s) and metric measurements.
     pub fn record(&mut self, ex: &Exchange) {
-        let sides = side::local_sides(&ex.conn, self.opts.enricher.as_ref(), &self.opts.local_addrs);
+        let sides = side::local_sides(&ex.conn, self.opts.enricher.as_ref(), &self.opts.local_addrs, &self.opts.host);
         let parent = match &ex.detail {
             crate::exchange::Detail::Http(h) => trace_context::extract(&h.trace_headers),
             _ => None,
@@ -163,7 +163,15 @@ impl TelemetrySink {
         for (kind, local) in todo {
             let Some(identity) = local else { continue };
             let resource = identity.unwrap_or_else(|| self.opts.host.clone());
-            let parts = span::build(ex, kind, &mut self.routes, &self.naming);
+            let peer_ip = match kind {
+                span::Kind::Client => ex.conn.server.ip(),
+                span::Kind::Server => ex.conn.client.ip(),
+            };
+            let peer = span::Peer {
+                attributes: self.opts.enricher.peer_attributes(peer_ip),
+                server_name: self.opts.enricher.address_name(ex.conn.server.ip()),
+            };
+            let parts = span::build_with_peer(ex, kind, &mut self.routes, &self.naming, peer);
             let span_id = self.opts.ids.span_id().to_vec();
             match kind {
                 span::Kind::Client => SPANS_CLIENT.inc(),
@@ -214,7 +222,11 @@ impl TelemetrySink {
                 kind: kind.otlp(),
                 start_time_unix_nano: start,
                 end_time_unix_nano: end,
-                attributes: attr::to_proto(&parts.attrs),
+                attributes: {
+                    let mut a = attr::to_proto(&parts.attrs);
+                    a.extend(parts.peer.iter().map(|(k, v)| resource::kv(k, string_value(v))));
+                    a
+                },
                 dropped_attributes_count: 0,
                 events: vec![],
                 dropped_events_count: 0,
@@ -325,6 +337,10 @@ impl TelemetrySink {
             }
         }
     }
+}
+
+fn string_value(v: &str) -> opentelemetry_proto::tonic::common::v1::any_value::Value {
+    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(v.to_string())
 }
 
 fn write_json<T: serde::Serialize>(w: &mut Box<dyn Write + Send>, req: &T) {

@@ -56,7 +56,13 @@ pub const REGISTRY_KEYS: &[&str] = &[
 pub const OVERFLOW_KEY: &str = "otel.metric.overflow";
 
 pub fn is_allowed_key(key: &str) -> bool {
-    REGISTRY_KEYS.contains(&key) || key.starts_with("cnflow.") || key == OVERFLOW_KEY
+    REGISTRY_KEYS.contains(&key) || key.starts_with("cnflow.") || key == OVERFLOW_KEY || is_peer_key(key)
+}
+
+/// Peer workload attributes added by the Kubernetes Enricher: semconv's
+/// `service.peer.*` and the `k8s.*` resource keys under `k8s.peer.`.
+pub fn is_peer_key(key: &str) -> bool {
+    key.starts_with("k8s.peer.") || key == "service.peer.name" || key == "service.peer.namespace"
 }
 
 /// Explicit bucket boundaries advised by semconv for http.*.request.duration (s);

@@ -2,8 +2,10 @@
 //!
 //! Rule, first match wins:
 //! 1. **Enricher identities.** An address the Enricher knows is a workload on
-//!    this node: its side is local. Both known (pod-to-pod on one node) → both
-//!    a CLIENT and a SERVER span.
+//!    this node (when both the identity and the host resource carry
+//!    `k8s.node.name`, they must match: with all-nodes indexing the Enricher
+//!    also knows remote pods): its side is local. Both local (pod-to-pod on
+//!    one node) → both a CLIENT and a SERVER span.
 //! 2. **Host addresses.** An address of this host (any interface, loopback
 //!    included) is local; both local (e.g. over `lo`) → both spans.
 //! 3. **Capture direction.** Client→server packets leaving through the
@@ -63,10 +65,17 @@ impl Sides {
     }
 }
 
-pub fn local_sides(conn: &ConnInfo, enricher: &dyn Enricher, local: &LocalAddrs) -> Sides {
+fn on_this_node(id: &Identity, host: &Identity) -> bool {
+    match (id.get("k8s.node.name"), host.get("k8s.node.name")) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
+pub fn local_sides(conn: &ConnInfo, enricher: &dyn Enricher, local: &LocalAddrs, host: &Identity) -> Sides {
     let (cip, sip) = (conn.client.ip(), conn.server.ip());
-    let cid = enricher.identity(cip);
-    let sid = enricher.identity(sip);
+    let cid = enricher.identity(cip).filter(|id| on_this_node(id, host));
+    let sid = enricher.identity(sip).filter(|id| on_this_node(id, host));
     if cid.is_some() || sid.is_some() {
         return Sides { client: cid.map(Some), server: sid.map(Some) };
     }
@@ -119,21 +128,46 @@ mod tests {
     #[test]
     fn direction_decides_without_other_evidence() {
         let none = LocalAddrs::default();
-        let s = local_sides(&conn("10.200.0.1:5000", "10.200.0.2:80", Direction::Egress), &NoEnrich, &none);
+        let s = local_sides(
+            &conn("10.200.0.1:5000", "10.200.0.2:80", Direction::Egress),
+            &NoEnrich,
+            &none,
+            &Identity::default(),
+        );
         assert!(s.client_local() && !s.server_local());
-        let s = local_sides(&conn("10.200.0.1:5000", "10.200.0.2:80", Direction::Ingress), &NoEnrich, &none);
+        let s = local_sides(
+            &conn("10.200.0.1:5000", "10.200.0.2:80", Direction::Ingress),
+            &NoEnrich,
+            &none,
+            &Identity::default(),
+        );
         assert!(!s.client_local() && s.server_local());
         // Host-side veth: egress towards the pod means the pod (server) receives.
-        let s = local_sides(&conn("10.200.0.1:5000", "10.200.0.2:80", Direction::Egress), &Pods(vec![], true), &none);
+        let s = local_sides(
+            &conn("10.200.0.1:5000", "10.200.0.2:80", Direction::Egress),
+            &Pods(vec![], true),
+            &none,
+            &Identity::default(),
+        );
         assert!(s.server_local() && !s.client_local());
     }
 
     #[test]
     fn host_addresses_and_loopback() {
         let local = LocalAddrs::new(["10.200.0.2".parse().unwrap()]);
-        let s = local_sides(&conn("10.200.0.1:5000", "10.200.0.2:80", Direction::Egress), &NoEnrich, &local);
+        let s = local_sides(
+            &conn("10.200.0.1:5000", "10.200.0.2:80", Direction::Egress),
+            &NoEnrich,
+            &local,
+            &Identity::default(),
+        );
         assert!(s.server_local() && !s.client_local());
-        let s = local_sides(&conn("127.0.0.1:5000", "127.0.0.1:80", Direction::Ingress), &NoEnrich, &local);
+        let s = local_sides(
+            &conn("127.0.0.1:5000", "127.0.0.1:80", Direction::Ingress),
+            &NoEnrich,
+            &local,
+            &Identity::default(),
+        );
         assert!(s.server_local() && s.client_local());
     }
 
@@ -145,6 +179,7 @@ mod tests {
             &conn("10.200.1.1:5000", "10.200.1.2:80", Direction::Ingress),
             &Pods(vec![a, b], false),
             &LocalAddrs::default(),
+            &Identity::default(),
         );
         assert!(s.client_local() && s.server_local());
         assert!(s.client.unwrap().is_some());
@@ -152,6 +187,23 @@ mod tests {
             &conn("10.200.1.1:5000", "10.200.1.2:80", Direction::Ingress),
             &Pods(vec![a], false),
             &LocalAddrs::default(),
+            &Identity::default(),
+        );
+        assert!(s.client_local() && !s.server_local());
+        // A pod on another node is not local even when the Enricher knows it.
+        let node = |n: &str| Identity { attributes: vec![("k8s.node.name".into(), n.into())] };
+        struct OtherNode;
+        impl Enricher for OtherNode {
+            fn identity(&self, ip: IpAddr) -> Option<Arc<Identity>> {
+                let n = if ip.to_string().ends_with(".1") { "n1" } else { "n2" };
+                Some(Arc::new(Identity { attributes: vec![("k8s.node.name".into(), n.into())] }))
+            }
+        }
+        let s = local_sides(
+            &conn("10.200.1.1:5000", "10.200.1.2:80", Direction::Ingress),
+            &OtherNode,
+            &LocalAddrs::default(),
+            &node("n1"),
         );
         assert!(s.client_local() && !s.server_local());
     }

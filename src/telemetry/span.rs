@@ -71,6 +71,17 @@ pub struct SpanParts {
     pub error: Option<String>,
     /// The duration histogram this span feeds, with its low-cardinality attributes.
     pub metric: Option<(Instrument, Attrs)>,
+    /// Attributes from the Enricher naming the peer's workload (`k8s.peer.*`, `service.peer.*`).
+    pub peer: Vec<(String, String)>,
+}
+
+/// What the Enricher knows about the other side of an exchange.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub attributes: Vec<(String, String)>,
+    /// A name for the server address (e.g. a Service `name.namespace`), used
+    /// as server.address when the request carried no Host/:authority.
+    pub server_name: Option<String>,
 }
 
 /// Replace every query value with `?`, keeping parameter names (which are
@@ -159,6 +170,17 @@ fn push_opt<T: Into<V>>(a: &mut Attrs, k: &'static str, v: Option<T>) {
 
 /// Build the span of `kind` for `ex`. `routes` learns from HTTP paths.
 pub fn build(ex: &Exchange, kind: Kind, routes: &mut RouteTemplater, opts: &NamingOptions) -> SpanParts {
+    build_with_peer(ex, kind, routes, opts, Peer::default())
+}
+
+/// [`build`] plus what the Enricher knows about the peer.
+pub fn build_with_peer(
+    ex: &Exchange,
+    kind: Kind,
+    routes: &mut RouteTemplater,
+    opts: &NamingOptions,
+    peer: Peer,
+) -> SpanParts {
     let mut p = match &ex.detail {
         Detail::Http(h) if h.grpc.is_some() => grpc(ex, h, kind, opts),
         Detail::Http(h) => http(ex, h, kind, routes, opts),
@@ -170,6 +192,15 @@ pub fn build(ex: &Exchange, kind: Kind, routes: &mut RouteTemplater, opts: &Nami
     if ex.partial {
         p.attrs.push(("cnflow.partial", true.into()));
     }
+    if let Some(name) = peer.server_name {
+        let ip = ex.conn.server.ip().to_string();
+        if let Some((_, v)) = p.attrs.iter_mut().find(|(k, _)| *k == "server.address") {
+            if *v == V::S(ip) {
+                *v = V::S(name);
+            }
+        }
+    }
+    p.peer = peer.attributes;
     p
 }
 
@@ -237,7 +268,7 @@ fn http(ex: &Exchange, h: &HttpDetail, kind: Kind, routes: &mut RouteTemplater, 
         _ => "HTTP".to_string(),
     };
     let inst = if kind == Kind::Server { Instrument::HttpServer } else { Instrument::HttpClient };
-    SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)) }
+    SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)), peer: vec![] }
 }
 
 /// Server-side gRPC codes that semconv treats as errors of the server.
@@ -287,7 +318,7 @@ fn grpc(ex: &Exchange, h: &HttpDetail, kind: Kind, opts: &NamingOptions) -> Span
         _ => "gRPC".to_string(),
     };
     let inst = if kind == Kind::Server { Instrument::RpcServer } else { Instrument::RpcClient };
-    SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)) }
+    SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)), peer: vec![] }
 }
 
 fn dns(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
@@ -331,7 +362,7 @@ fn dns(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions) -> SpanPa
         (None, Some(n)) => format!("DNS {n}"),
         _ => "DNS".to_string(),
     };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Dns, m)) }
+    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Dns, m)), peer: vec![] }
 }
 
 fn redis(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
@@ -370,7 +401,7 @@ fn redis(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptions) -> Sp
         }
     }
     let name = if op.is_empty() { "redis".to_string() } else { op };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)) }
+    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
 /// "OffsetCommit" → "offset_commit".
@@ -426,7 +457,7 @@ fn kafka(ex: &Exchange, k: &KafkaDetail, kind: Kind) -> SpanParts {
         Some(d) => format!("{op} {d}"),
         None => op,
     };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Messaging, m)) }
+    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Messaging, m)), peer: vec![] }
 }
 
 fn icmp_is_error(i: &IcmpDetail) -> bool {
@@ -460,7 +491,7 @@ fn icmp(ex: &Exchange, i: &IcmpDetail, kind: Kind) -> SpanParts {
     }
     let echo_ok = i.echo_id.is_some() && ex.outcome == Outcome::Complete && !icmp_is_error(i);
     let metric = echo_ok.then(|| (Instrument::IcmpRtt, vec![("cnflow.icmp.family", V::from(family))]));
-    SpanParts { name: format!("{family} {label}"), kind, attrs: a, error, metric }
+    SpanParts { name: format!("{family} {label}"), kind, attrs: a, error, metric, peer: vec![] }
 }
 
 #[cfg(test)]

@@ -91,6 +91,9 @@ pub fn text_line(
     for (k, v) in attrs.iter().filter(|(k, _)| !shown_elsewhere(k)) {
         let _ = write!(s, " {k}={v}");
     }
+    for (k, v) in &parts.peer {
+        let _ = write!(s, " {k}={}", V::S(v.clone()));
+    }
     if let Some(msg) = parts.error.as_deref().filter(|m| !m.is_empty()) {
         let _ = write!(s, " status.message={}", V::S(msg.to_string()));
     }

@@ -182,3 +182,53 @@ fn text_lines_one_per_span() {
     assert!(lines.last().unwrap().contains("trace=4bf92f3577b34da6a3ce929d0e0e4736"), "{}", lines.last().unwrap());
     assert!(lines.last().unwrap().contains("url.query=token=?&page=?"), "{}", lines.last().unwrap());
 }
+
+#[test]
+fn enricher_resources_and_peer_attributes() {
+    struct Pods;
+    impl Enricher for Pods {
+        fn identity(&self, ip: std::net::IpAddr) -> Option<Arc<Identity>> {
+            let name = match ip.to_string().as_str() {
+                "10.200.0.1" => "client-pod",
+                "10.200.0.2" => "server-pod",
+                _ => return None,
+            };
+            Some(Arc::new(Identity {
+                attributes: vec![("service.name".into(), name.into()), ("k8s.pod.name".into(), name.into())],
+            }))
+        }
+        fn address_name(&self, _ip: std::net::IpAddr) -> Option<String> {
+            Some("web.shop".into())
+        }
+    }
+    let out = Arc::new(Mutex::new(Collected::default()));
+    let mut o = SinkOptions::new(TelemetryConfig::default(), host());
+    o.outputs.push(Output::Collect(out.clone()));
+    o.enricher = Arc::new(Pods);
+    o.own_metrics = false;
+    let mut s = TelemetrySink::new(o);
+    let mut ex = http_exchange(Ingress, "GET", "/a", 200, T0);
+    if let crate::exchange::Detail::Http(h) = &mut ex.detail {
+        h.host = None;
+    }
+    s.record(&ex);
+    s.finish(T0 + 10);
+    let c = out.lock();
+    let rs = &c.traces[0].resource_spans;
+    assert_eq!(rs.len(), 2, "one ResourceSpans per workload");
+    let svc = |r: &ResourceSpans| r.resource.as_ref().unwrap().attributes[0].value.clone().unwrap().value.unwrap();
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AV;
+    assert_eq!(svc(&rs[0]), AV::StringValue("client-pod".into()));
+    assert_eq!(svc(&rs[1]), AV::StringValue("server-pod".into()));
+    let client = &rs[0].scope_spans[0].spans[0];
+    let get = |s: &Span, k: &str| s.attributes.iter().find(|kv| kv.key == k).and_then(|kv| kv.value.clone()?.value);
+    assert_eq!(get(client, "service.peer.name"), Some(AV::StringValue("server-pod".into())));
+    assert_eq!(get(client, "k8s.peer.pod.name"), Some(AV::StringValue("server-pod".into())));
+    assert_eq!(get(client, "server.address"), Some(AV::StringValue("web.shop".into())));
+    let server = &rs[1].scope_spans[0].spans[0];
+    assert_eq!(get(server, "service.peer.name"), Some(AV::StringValue("client-pod".into())));
+    assert_eq!(server.parent_span_id, client.span_id);
+    for kv in &server.attributes {
+        assert!(semconv::is_allowed_key(&kv.key), "{}", kv.key);
+    }
+}
