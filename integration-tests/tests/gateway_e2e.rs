@@ -1,1 +1,229 @@
-// Placeholder: this test target is filled in by its owning work item.
+//! End to end through an independent collector: OTLP in over gRPC (gzip) and
+//! HTTP/protobuf (gzip) → `cnflow gateway` (GeoIP with MaxMind's test City + ASN
+//! databases) → rotel (PyPI, OTLP/gRPC in and out) → a receiver in this test.
+//! Every span must arrive exactly once, public addresses enriched, private not.
+#[path = "../harness/mod.rs"]
+mod harness;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Received spans by name → their attributes (string form).
+type Received = Arc<Mutex<HashMap<String, Vec<HashMap<String, String>>>>>;
+
+#[derive(Clone, Default)]
+struct Sink(Received);
+
+fn value_str(v: &Option<AnyValue>) -> String {
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut got = self.0.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    let attrs = s.attributes.iter().map(|kv| (kv.key.clone(), value_str(&kv.value))).collect();
+                    got.entry(s.name).or_default().push(attrs);
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16, what: &str) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn rotel_bin() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import rotel,os;print(os.path.join(os.path.dirname(rotel.__file__),'rotel-agent'))"])
+        .output()
+        .expect("python3");
+    let p = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(p.exists(), "rotel not installed (bash .ci/setup.sh installs PyPI rotel)");
+    p
+}
+
+fn geoip(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/geoip").join(name)
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
+}
+
+/// `n` spans named `{prefix}-{i}`, client.address cycling through public and private addresses.
+fn request(prefix: &str, n: usize) -> ExportTraceServiceRequest {
+    let clients = ["81.2.69.142", "10.200.0.7", "216.160.83.56"];
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![1; 16],
+            span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
+            name: format!("{prefix}-{i}"),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_000_100_000,
+            attributes: vec![kv("client.address", clients[i % clients.len()]), kv("server.address", "10.200.0.2")],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", "e2e")], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
+    let (sink_port, rotel_grpc, rotel_http, gw_grpc, gw_http) =
+        (free_port(), free_port(), free_port(), free_port(), free_port());
+    let received: Received = Default::default();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port)).await.unwrap();
+    let incoming = futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
+    let svc = TraceServiceServer::new(Sink(received.clone())).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming));
+
+    let _rotel = Proc(
+        Command::new(rotel_bin())
+            .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{rotel_grpc}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{rotel_http}")])
+            .args(["--exporter", "otlp", "--otlp-exporter-endpoint", &format!("http://127.0.0.1:{sink_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rotel"),
+    );
+    wait_port(rotel_grpc, "rotel");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _gw = Proc(
+        Command::new(harness::cnflow_bin())
+            .arg("gateway")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{rotel_grpc}"))
+            .env("CNFLOW_GATEWAY_GRPC_LISTEN", format!("127.0.0.1:{gw_grpc}"))
+            .env("CNFLOW_GATEWAY_HTTP_LISTEN", format!("127.0.0.1:{gw_http}"))
+            .env("CNFLOW_GATEWAY_HEALTH_LISTEN", "127.0.0.1:0")
+            .env("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "50")
+            .env("CNFLOW_GATEWAY_GEOIP_CITY_DB", geoip("GeoLite2-City-Test.mmdb"))
+            .env("CNFLOW_GATEWAY_GEOIP_ASN_DB", geoip("GeoLite2-ASN-Test.mmdb"))
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(gw_grpc, "gateway gRPC");
+    wait_port(gw_http, "gateway HTTP");
+
+    // gRPC with gzip: 3 requests of 100 spans.
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{gw_grpc}"))
+        .await
+        .unwrap()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    for r in 0..3 {
+        client.export(request(&format!("grpc{r}"), 100)).await.expect("gRPC export");
+    }
+    // HTTP/protobuf with gzip: 2 requests of 50 spans.
+    let http = reqwest::Client::new();
+    for r in 0..2 {
+        let body = gzip(&request(&format!("http{r}"), 50).encode_to_vec());
+        let resp = http
+            .post(format!("http://127.0.0.1:{gw_http}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+            .await
+            .expect("HTTP export");
+        assert!(resp.status().is_success(), "HTTP status {}", resp.status());
+    }
+
+    let want = 3 * 100 + 2 * 50;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: usize = received.lock().unwrap().values().map(Vec::len).sum();
+        if n >= want || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give duplicates a chance to show up before checking "exactly once".
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = received.lock().unwrap().clone();
+    let logs = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert_eq!(got.values().map(Vec::len).sum::<usize>(), want, "gateway log:\n{logs}");
+    for (name, copies) in &got {
+        assert_eq!(copies.len(), 1, "{name} arrived {} times", copies.len());
+    }
+    for (name, copies) in &got {
+        let a = &copies[0];
+        match a.get("client.address").map(String::as_str) {
+            Some("81.2.69.142") => {
+                assert_eq!(a.get("geo.country.iso_code").map(String::as_str), Some("GB"), "{name}: {a:?}");
+                assert_eq!(a.get("geo.locality.name").map(String::as_str), Some("London"), "{name}: {a:?}");
+                assert!(a.contains_key("geo.location.lat") && a.contains_key("geo.location.lon"), "{a:?}");
+            }
+            Some("216.160.83.56") => {
+                assert_eq!(a.get("geo.country.iso_code").map(String::as_str), Some("US"), "{name}: {a:?}");
+                assert!(a.contains_key("as.number"), "ASN missing: {a:?}");
+            }
+            Some("10.200.0.7") => {
+                assert!(!a.keys().any(|k| k.contains("geo.") || k.starts_with("as.")), "private enriched: {a:?}");
+            }
+            other => panic!("{name}: unexpected client.address {other:?}"),
+        }
+    }
+}
