@@ -135,7 +135,8 @@ async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
     let received: Received = Default::default();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port)).await.unwrap();
     let incoming = futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
-    let svc = TraceServiceServer::new(Sink(received.clone())).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let svc =
+        TraceServiceServer::new(Sink(received.clone())).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming));
 
     let _rotel = Proc(
