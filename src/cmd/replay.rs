@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 pub struct ReplayArgs {
     /// pcap or pcapng file.
     pub file: std::path::PathBuf,
-    /// Output: flows (one JSON line per connection: reassembled stream summary), exchanges (JSON lines), text (one line per span), otlp-json.
+    /// Output: flows (one JSON line per connection: reassembled stream summary), exchanges (JSON lines), text (one line per span), otlp-json, count (exchanges per protocol only; for benchmarks).
     #[arg(long, default_value = "text")]
     pub format: String,
     /// Print cnflow's counters to stderr at the end.
@@ -45,6 +45,35 @@ impl Output for ExchangesJson {
             serde_json::to_writer(&mut *out, &ex)?;
             out.write_all(b"\n")?;
         }
+        Ok(())
+    }
+}
+
+/// Decode and pair only, then print how many exchanges each protocol gave
+/// (benchmarks: measures the pipeline without output formatting).
+#[derive(Default)]
+struct Count(std::collections::BTreeMap<&'static str, u64>);
+
+impl Output for Count {
+    fn exchanges(&mut self, _out: &mut dyn Write, exs: Vec<Exchange>, _now_ns: u64) -> Result<()> {
+        for ex in exs {
+            let name = match ex.protocol {
+                crate::exchange::Protocol::Http1 => "http1",
+                crate::exchange::Protocol::Http2 => "http2",
+                crate::exchange::Protocol::Grpc => "grpc",
+                crate::exchange::Protocol::Dns => "dns",
+                crate::exchange::Protocol::Redis => "redis",
+                crate::exchange::Protocol::Kafka => "kafka",
+                crate::exchange::Protocol::Icmp => "icmp",
+            };
+            *self.0.entry(name).or_default() += 1;
+        }
+        Ok(())
+    }
+    fn finish(&mut self, out: &mut dyn Write, _now_ns: u64) -> Result<()> {
+        let total: u64 = self.0.values().sum();
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(out, "exchanges={total} {}", parts.join(" "))?;
         Ok(())
     }
 }
@@ -118,9 +147,10 @@ fn output_for(
 ) -> Result<Box<dyn Output>> {
     Ok(match format {
         "exchanges" => Box::new(ExchangesJson),
+        "count" => Box::<Count>::default(),
         "text" => telemetry_output(crate::telemetry::Format::Text, cfg, exporter)?,
         "otlp-json" => telemetry_output(crate::telemetry::Format::OtlpJson, cfg, exporter)?,
-        other => bail!("unknown --format {other:?} (expected flows, exchanges, text, otlp-json)"),
+        other => bail!("unknown --format {other:?} (expected flows, exchanges, text, otlp-json, count)"),
     })
 }
 
@@ -132,7 +162,7 @@ pub fn main(args: ReplayArgs) -> Result<()> {
     let res = if args.format == "flows" {
         replay_flows(reader, &cfg, args.dump, &mut out)
     } else {
-        let export = if args.format == "exchanges" { None } else { start_exporter()? };
+        let export = if args.format == "exchanges" || args.format == "count" { None } else { start_exporter()? };
         let output = output_for(&args.format, &cfg, export.as_ref().map(|(_, e)| e.clone()))?;
         let res = replay_pipeline(reader, &cfg, output, &mut out);
         if let Some((rt, exporter)) = export {
