@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
-cargo build --release -q
+cargo build --release -q --bin cnflow
 bin=$PWD/target/release/cnflow
 A=cnfperf-a B=cnfperf-b
 work=$(mktemp -d)
@@ -25,7 +25,7 @@ ip netns add $A; ip netns add $B
 ip link add va netns $A type veth peer name vb netns $B
 ip -n $A addr add 10.200.90.1/24 dev va; ip -n $B addr add 10.200.90.2/24 dev vb
 ip -n $A link set va up; ip -n $B link set vb up; ip -n $A link set lo up; ip -n $B link set lo up
-ip netns exec $B redis-server --bind 10.200.90.2 --port 6379 --save '' --appendonly no --daemonize no >/dev/null &
+ip netns exec $B redis-server --bind 10.200.90.2 --port 6379 --save '' --appendonly no --protected-mode no --daemonize no >/dev/null &
 mkdir -p "$work/www"; head -c 1024 /dev/urandom | base64 > "$work/www/index.html"
 cat > "$work/nginx.conf" <<NGX
 worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
@@ -35,7 +35,7 @@ NGX
 ip netns exec $B nginx -c "$work/nginx.conf" &
 sleep 1
 start_agent() {
-  CNFLOW_INTERFACES=vb ip netns exec $B "$bin" run --format text > "$work/agent.out" 2> "$work/agent.err" &
+  CNFLOW_INTERFACES=vb ip netns exec $B "$bin" run --format none > "$work/agent.out" 2> "$work/agent.err" &
   agent=$!
   for _ in $(seq 50); do grep -q "attached" "$work/agent.err" 2>/dev/null && break; sleep 0.2; done
 }
