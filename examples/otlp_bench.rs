@@ -85,7 +85,10 @@ async fn main() -> anyhow::Result<()> {
     let timeout = Duration::from_secs(arg(&args, "--timeout", "120").parse()?);
     let got = Arc::new(AtomicU64::new(0));
     let listener = tokio::net::TcpListener::bind(sink_addr).await?;
-    let svc = TraceServiceServer::new(Sink(got.clone())).max_decoding_message_size(64 << 20);
+    let svc = TraceServiceServer::new(Sink(got.clone()))
+        .max_decoding_message_size(64 << 20)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
     tokio::spawn(
         tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tokio_stream_shim::incoming(listener)),
     );
