@@ -194,20 +194,7 @@ async fn process(
 
 /// Logs every non-zero counter on one line (losses included, so gaps are explained).
 fn log_counters(what: &str) {
-    let mut parts: Vec<String> = stats::snapshot()
-        .into_iter()
-        .filter(|s| s.value != 0)
-        .map(|s| {
-            let attrs: Vec<String> = s.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            if attrs.is_empty() {
-                format!("{}={}", s.name, s.value)
-            } else {
-                format!("{}{{{}}}={}", s.name, attrs.join(","), s.value)
-            }
-        })
-        .collect();
-    parts.sort();
-    tracing::info!("{what}: {}", parts.join(" "));
+    tracing::info!("{what}: {}", stats::summary(&stats::snapshot()));
 }
 
 /// The eBPF capture shared with the Kubernetes attacher (attach/detach come from watcher tasks).
@@ -243,8 +230,7 @@ async fn start_kubernetes(cfg: &AgentConfig, kc: &crate::k8s::K8sConfig, cancel:
     let handle = crate::k8s::start(kc, cfg.capture_host, Some(shared.clone())).await?;
     if handle.mode == crate::k8s::RunMode::Standalone {
         let cap = shared.0.lock().take().context("capture already stopped")?;
-        let events = crate::capture::ifaces::watch(cfg)?;
-        let task = tokio::spawn(cap.follow(events, cancel));
+        let task = cap.follow_configured(cfg, cancel)?;
         let host = telemetry::resource::host_identity_from_env()?;
         return Ok((rx, Some(task), Some(handle), Arc::new(NoEnrich), host));
     }

@@ -83,6 +83,22 @@ pub struct Sample {
     pub value: u64,
 }
 
+impl Sample {
+    /// `name{k=v,...}`, or just `name` without attributes.
+    pub fn key(&self) -> String {
+        if self.attrs.is_empty() {
+            return self.name.to_string();
+        }
+        let attrs: Vec<String> = self.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{}{{{}}}", self.name, attrs.join(","))
+    }
+}
+
+/// One log line: `name{attrs}=value` for every non-zero counter.
+pub fn summary(samples: &[Sample]) -> String {
+    samples.iter().filter(|s| s.value > 0).map(|s| format!("{}={}", s.key(), s.value)).collect::<Vec<_>>().join(" ")
+}
+
 /// Current value of every registered counter, in registration order.
 pub fn snapshot() -> Vec<Sample> {
     REGISTRY

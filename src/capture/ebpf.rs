@@ -284,6 +284,17 @@ impl LiveCapture {
         Ok(())
     }
 
+    /// Follows the interfaces the configuration names (CNFLOW_INTERFACES or
+    /// auto mode) on a task that detaches everything once `cancel` fires.
+    pub fn follow_configured(
+        self,
+        cfg: &AgentConfig,
+        cancel: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<Result<()>>> {
+        let events = super::ifaces::watch(cfg)?;
+        Ok(tokio::spawn(self.follow(events, cancel)))
+    }
+
     /// Detaches from every interface and logs the final counters.
     pub fn shutdown(mut self) {
         let names = self.attached();

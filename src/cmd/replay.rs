@@ -267,11 +267,6 @@ fn replay_flows<R: std::io::Read>(
 
 fn print_stats() {
     for s in crate::stats::snapshot() {
-        let attrs: Vec<String> = s.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if attrs.is_empty() {
-            eprintln!("{} {}", s.name, s.value);
-        } else {
-            eprintln!("{}{{{}}} {}", s.name, attrs.join(","), s.value);
-        }
+        eprintln!("{} {}", s.key(), s.value);
     }
 }

@@ -73,22 +73,7 @@ pub fn to_otlp(samples: &[Sample], start_ns: u64) -> ExportMetricsServiceRequest
     }
 }
 
-/// One log line: `name{attrs}=value` for every non-zero counter.
-pub fn summary(samples: &[Sample]) -> String {
-    samples
-        .iter()
-        .filter(|s| s.value > 0)
-        .map(|s| {
-            let attrs: Vec<String> = s.attrs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            if attrs.is_empty() {
-                format!("{}={}", s.name, s.value)
-            } else {
-                format!("{}{{{}}}={}", s.name, attrs.join(","), s.value)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use crate::stats::summary;
 
 pub fn current() -> Vec<Sample> {
     snapshot()
