@@ -155,16 +155,16 @@ pub async fn start_with_client(
 
     let pods = watch::PodSync::new(state.clone(), resolver, cfg.clone());
     synced.push(pods.synced());
-    tasks.push(tokio::spawn(watch::run_pods(watch::pod_stream(client.clone(), cfg), pods, resync, cancel.clone())));
+    tasks.push(tokio::spawn(watch::run(watch::pod_stream(client.clone(), cfg), pods, Some(resync), cancel.clone())));
 
     let nodes = watch::NodeSync::new(state.clone());
     synced.push(nodes.synced());
-    tasks.push(tokio::spawn(watch::run_nodes(watch::node_stream(client.clone(), cfg), nodes, cancel.clone())));
+    tasks.push(tokio::spawn(watch::run(watch::node_stream(client.clone(), cfg), nodes, None, cancel.clone())));
 
     if cfg.k8s_services {
         let svcs = watch::ServiceSync::new(state.clone());
         synced.push(svcs.synced());
-        tasks.push(tokio::spawn(watch::run_services(watch::service_stream(client.clone()), svcs, cancel.clone())));
+        tasks.push(tokio::spawn(watch::run(watch::service_stream(client.clone()), svcs, None, cancel.clone())));
     }
 
     let sources = veth::NetnsSources {

@@ -271,7 +271,7 @@ impl ServiceSync {
 /// Logs the first error of an outage and the recovery, not every retry.
 struct Outage {
     resource: &'static str,
-    errors: &'static LazyLock<Counter>,
+    errors: &'static Counter,
     down: bool,
 }
 
@@ -314,60 +314,76 @@ pub fn pod_stream(
     watcher::watcher(api, wc).default_backoff()
 }
 
-/// Drive a pod stream into `sync` until cancelled; re-resolves guessed owners every `resync`.
-pub async fn run_pods(
-    stream: impl Stream<Item = Result<Event<Pod>, watcher::Error>> + Send,
-    mut sync: PodSync,
-    resync: Duration,
-    cancel: CancellationToken,
-) {
-    let mut stream = std::pin::pin!(stream);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
-    let mut outage = Outage { resource: "pods", errors: &WATCH_ERRORS_PODS, down: false };
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => sync.resync().await,
-            ev = stream.next() => match ev {
-                Some(Ok(ev)) => { outage.ok(); sync.handle(ev).await }
-                Some(Err(e)) => outage.error(&e),
-                None => break,
-            }
-        }
+/// What the one watch loop needs from each `*Sync`: where events go, what
+/// to re-check on a timer, and which counter an outage bumps.
+pub trait WatchSync<K>: Send {
+    const RESOURCE: &'static str;
+    fn errors() -> &'static Counter;
+    fn apply(&mut self, ev: Event<K>) -> impl std::future::Future<Output = ()> + Send;
+    fn resync(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        async {}
     }
 }
 
-pub async fn run_nodes(
-    stream: impl Stream<Item = Result<Event<Node>, watcher::Error>> + Send,
-    mut sync: NodeSync,
-    cancel: CancellationToken,
-) {
-    let mut stream = std::pin::pin!(stream);
-    let mut outage = Outage { resource: "nodes", errors: &WATCH_ERRORS_NODES, down: false };
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            ev = stream.next() => match ev {
-                Some(Ok(ev)) => { outage.ok(); sync.handle(ev) }
-                Some(Err(e)) => outage.error(&e),
-                None => break,
-            }
-        }
+impl WatchSync<Pod> for PodSync {
+    const RESOURCE: &'static str = "pods";
+    fn errors() -> &'static Counter {
+        &WATCH_ERRORS_PODS
+    }
+    fn apply(&mut self, ev: Event<Pod>) -> impl std::future::Future<Output = ()> + Send {
+        self.handle(ev)
+    }
+    fn resync(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        PodSync::resync(self)
     }
 }
 
-pub async fn run_services(
-    stream: impl Stream<Item = Result<Event<Service>, watcher::Error>> + Send,
-    mut sync: ServiceSync,
+impl WatchSync<Node> for NodeSync {
+    const RESOURCE: &'static str = "nodes";
+    fn errors() -> &'static Counter {
+        &WATCH_ERRORS_NODES
+    }
+    async fn apply(&mut self, ev: Event<Node>) {
+        self.handle(ev)
+    }
+}
+
+impl WatchSync<Service> for ServiceSync {
+    const RESOURCE: &'static str = "services";
+    fn errors() -> &'static Counter {
+        &WATCH_ERRORS_SERVICES
+    }
+    async fn apply(&mut self, ev: Event<Service>) {
+        self.handle(ev)
+    }
+}
+
+/// Drive a watch stream into `sync` until cancelled or the stream ends;
+/// with `resync`, `sync.resync()` runs on that period (pods re-resolve
+/// guessed owners).
+pub async fn run<K, S: WatchSync<K>>(
+    stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+    mut sync: S,
+    resync: Option<Duration>,
     cancel: CancellationToken,
 ) {
     let mut stream = std::pin::pin!(stream);
-    let mut outage = Outage { resource: "services", errors: &WATCH_ERRORS_SERVICES, down: false };
+    let mut tick = resync.map(|r| tokio::time::interval_at(tokio::time::Instant::now() + r, r));
+    let mut outage = Outage { resource: S::RESOURCE, errors: S::errors(), down: false };
     loop {
+        let tick_due = async {
+            match tick.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = tick_due => sync.resync().await,
             ev = stream.next() => match ev {
-                Some(Ok(ev)) => { outage.ok(); sync.handle(ev) }
+                Some(Ok(ev)) => { outage.ok(); sync.apply(ev).await }
                 Some(Err(e)) => outage.error(&e),
                 None => break,
             }
