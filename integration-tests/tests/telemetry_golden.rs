@@ -51,7 +51,7 @@ const HTTP_SPAN: &[&str] = &[
     "http.request.body.size",
     "http.response.body.size",
 ];
-const RPC_SPAN: &[&str] = &["rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code", "user_agent.original"];
+const RPC_SPAN: &[&str] = &["rpc.system.name", "rpc.method", "rpc.response.status_code", "user_agent.original"];
 const DB_SPAN: &[&str] =
     &["db.system.name", "db.operation.name", "db.query.text", "db.namespace", "db.response.status_code"];
 const MESSAGING_SPAN: &[&str] = &[
@@ -66,8 +66,8 @@ const DNS_SPAN: &[&str] = &["dns.question.name", "dns.answers"];
 const METRICS: &[(&str, &str)] = &[
     ("http.server.request.duration", "s"),
     ("http.client.request.duration", "s"),
-    ("rpc.server.duration", "ms"),
-    ("rpc.client.duration", "ms"),
+    ("rpc.server.call.duration", "s"),
+    ("rpc.client.call.duration", "s"),
     ("db.client.operation.duration", "s"),
     ("messaging.client.operation.duration", "s"),
     ("dns.lookup.duration", "s"),
@@ -91,7 +91,7 @@ fn keys(span: &Value) -> Vec<String> {
 fn check_span_semconv(span: &Value) {
     let ks = keys(span);
     let has = |k: &str| ks.iter().any(|x| x == k);
-    let family: &[&str] = if has("rpc.system") {
+    let family: &[&str] = if has("rpc.system.name") {
         RPC_SPAN
     } else if has("db.system.name") {
         DB_SPAN

@@ -247,7 +247,7 @@ mod tests {
         let mut m = Metrics::new(Temporality::Cumulative, 10);
         m.record(&r, Instrument::HttpServer, vec![], 5_000_000, 1); // exactly 0.005 s → first bucket
         m.record(&r, Instrument::HttpServer, vec![], 20_000_000_000, 2); // beyond 10 s → overflow bucket
-        m.record(&r, Instrument::RpcServer, vec![], 7_000_000, 3); // 7 ms
+        m.record(&r, Instrument::RpcServer, vec![], 7_000_000, 3); // 7 ms, recorded in seconds
         let req = m.collect(10, &r, false).unwrap();
         let dp = &hist(&req, "http.server.request.duration")[0];
         assert_eq!(dp.count, 2);
@@ -255,8 +255,9 @@ mod tests {
         assert_eq!(*dp.bucket_counts.last().unwrap(), 1);
         assert_eq!(dp.explicit_bounds.len() + 1, dp.bucket_counts.len());
         assert_eq!(dp.start_time_unix_nano, 1);
-        let dp = &hist(&req, "rpc.server.duration")[0];
-        assert_eq!(dp.sum, Some(7.0));
+        let dp = &hist(&req, "rpc.server.call.duration")[0];
+        assert_eq!(dp.sum, Some(0.007));
+        assert_eq!(dp.explicit_bounds.first(), Some(&0.005));
         // Cumulative keeps counting.
         m.record(&r, Instrument::HttpServer, vec![], 1, 11);
         assert_eq!(hist(&m.collect(12, &r, false).unwrap(), "http.server.request.duration")[0].count, 3);

@@ -3,9 +3,12 @@
 //! registry keys or lives in cnflow's own `cnflow.` namespace.
 
 /// Schema of the conventions followed (span/metric names and attributes).
-pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.37.0";
+/// 1.39 renamed the RPC attributes and metrics (rpc.system → rpc.system.name,
+/// rpc.grpc.status_code → rpc.response.status_code, fully-qualified rpc.method,
+/// rpc.*.duration in ms → rpc.*.call.duration in s); cnflow follows 1.39 there.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.39.0";
 
-/// Attribute keys from the OpenTelemetry semantic-conventions registry (v1.37)
+/// Attribute keys from the OpenTelemetry semantic-conventions registry (v1.39)
 /// that cnflow emits on spans and metrics. Not our own invention: each is a
 /// registry entry (http.*, url.*, network.*, server.*, client.*, rpc.*,
 /// db.*, messaging.*, dns.*, error.type, user_agent.original).
@@ -39,10 +42,9 @@ pub const REGISTRY_KEYS: &[&str] = &[
     "network.protocol.version",
     "network.transport",
     "network.type",
-    "rpc.grpc.status_code",
     "rpc.method",
-    "rpc.service",
-    "rpc.system",
+    "rpc.response.status_code",
+    "rpc.system.name",
     "server.address",
     "server.port",
     "url.path",
@@ -65,14 +67,12 @@ pub fn is_peer_key(key: &str) -> bool {
     key.starts_with("k8s.peer.") || key == "service.peer.name" || key == "service.peer.namespace"
 }
 
-/// Explicit bucket boundaries advised by semconv for http.*.request.duration (s);
-/// also used by messaging.client.operation.duration and dns.lookup.duration.
+/// Explicit bucket boundaries advised by semconv for http.*.request.duration and
+/// rpc.*.call.duration (s); also used by messaging.client.operation.duration and
+/// dns.lookup.duration.
 pub const HTTP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 /// Advised for db.client.operation.duration (s).
 pub const DB_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
-/// rpc.*.duration is defined in milliseconds by semconv ≤ 1.37; SDK default buckets.
-pub const RPC_MS_BUCKETS: &[f64] =
-    &[0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0];
 /// ICMP echo round trips are usually sub-millisecond on a LAN.
 pub const ICMP_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -95,8 +95,8 @@ impl Instrument {
         match self {
             Instrument::HttpServer => "http.server.request.duration",
             Instrument::HttpClient => "http.client.request.duration",
-            Instrument::RpcServer => "rpc.server.duration",
-            Instrument::RpcClient => "rpc.client.duration",
+            Instrument::RpcServer => "rpc.server.call.duration",
+            Instrument::RpcClient => "rpc.client.call.duration",
             Instrument::Db => "db.client.operation.duration",
             Instrument::Messaging => "messaging.client.operation.duration",
             Instrument::Dns => "dns.lookup.duration",
@@ -104,17 +104,14 @@ impl Instrument {
         }
     }
     pub fn unit(self) -> &'static str {
-        match self {
-            Instrument::RpcServer | Instrument::RpcClient => "ms",
-            _ => "s",
-        }
+        "s"
     }
     pub fn description(self) -> &'static str {
         match self {
             Instrument::HttpServer => "Duration of HTTP server requests.",
             Instrument::HttpClient => "Duration of HTTP client requests.",
-            Instrument::RpcServer => "Measures the duration of inbound RPC.",
-            Instrument::RpcClient => "Measures the duration of outbound RPC.",
+            Instrument::RpcServer => "Measures the duration of an incoming Remote Procedure Call (RPC).",
+            Instrument::RpcClient => "Measures the duration of an outgoing Remote Procedure Call (RPC).",
             Instrument::Db => "Duration of database client operations.",
             Instrument::Messaging => "Duration of messaging operation initiated by a producer or consumer client.",
             Instrument::Dns => "Measures the time taken to perform a DNS lookup.",
@@ -123,18 +120,14 @@ impl Instrument {
     }
     pub fn buckets(self) -> &'static [f64] {
         match self {
-            Instrument::RpcServer | Instrument::RpcClient => RPC_MS_BUCKETS,
             Instrument::Db => DB_BUCKETS,
             Instrument::IcmpRtt => ICMP_BUCKETS,
             _ => HTTP_BUCKETS,
         }
     }
-    /// Value recorded for a duration in nanoseconds, in this instrument's unit.
+    /// Value recorded for a duration in nanoseconds, in this instrument's unit (seconds).
     pub fn value(self, dur_ns: u64) -> f64 {
-        match self.unit() {
-            "ms" => dur_ns as f64 / 1e6,
-            _ => dur_ns as f64 / 1e9,
-        }
+        dur_ns as f64 / 1e9
     }
 }
 

@@ -278,15 +278,14 @@ fn grpc_server_error(code: u32) -> bool {
 
 fn grpc(ex: &Exchange, h: &HttpDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
     let g = h.grpc.as_ref().expect("grpc detail");
-    let mut a: Attrs = vec![("rpc.system", "grpc".into())];
-    if !g.service.is_empty() {
-        a.push(("rpc.service", g.service.clone().into()));
-    }
+    let mut a: Attrs = vec![("rpc.system.name", "grpc".into())];
+    // Since semconv 1.39 rpc.method is fully qualified and absorbs rpc.service.
     if !g.method.is_empty() {
-        a.push(("rpc.method", g.method.clone().into()));
+        let full = if g.service.is_empty() { g.method.clone() } else { format!("{}/{}", g.service, g.method) };
+        a.push(("rpc.method", full.into()));
     }
     if let Some(c) = g.status_code {
-        a.push(("rpc.grpc.status_code", (c as i64).into()));
+        a.push(("rpc.response.status_code", grpc_code_name(c).into()));
     }
     let mut m = a.clone();
     a.push(("network.protocol.name", "http".into()));

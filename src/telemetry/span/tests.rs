@@ -121,13 +121,12 @@ fn grpc_names_and_status_policy() {
     let ok = grpc_exchange(Egress, Some(0), T0);
     let p = b(&ok, Kind::Client);
     assert_eq!(p.name, "helloworld.Greeter/SayHello");
-    assert_eq!(s(&p, "rpc.system").as_deref(), Some("grpc"));
-    assert_eq!(s(&p, "rpc.service").as_deref(), Some("helloworld.Greeter"));
-    assert_eq!(s(&p, "rpc.method").as_deref(), Some("SayHello"));
-    assert_eq!(get(&p.attrs, "rpc.grpc.status_code"), Some(&V::I(0)));
+    assert_eq!(s(&p, "rpc.system.name").as_deref(), Some("grpc"));
+    assert_eq!(s(&p, "rpc.method").as_deref(), Some("helloworld.Greeter/SayHello"));
+    assert_eq!(s(&p, "rpc.response.status_code").as_deref(), Some("OK"));
     assert_eq!(s(&p, "network.protocol.version").as_deref(), Some("2"));
     assert!(p.error.is_none());
-    assert_eq!(p.metric.as_ref().unwrap().0.name(), "rpc.client.duration");
+    assert_eq!(p.metric.as_ref().unwrap().0.name(), "rpc.client.call.duration");
     assert_semconv(&p);
     let unavailable = grpc_exchange(Egress, Some(14), T0);
     let p = b(&unavailable, Kind::Server);
