@@ -5,10 +5,10 @@
 //! requests of `--batch` spans from `--concurrency` tasks, and reports how long it
 //! took until the sink had received every span. The spans carry public client
 //! addresses (from MaxMind's test database) so a gateway does real GeoIP work.
+use cnflow::telemetry::resource::kv_str;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,14 +29,6 @@ impl TraceService for Sink {
     }
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
-
 // Addresses present in GeoLite2-City-Test.mmdb, plus private ones that must be skipped.
 const CLIENTS: &[&str] = &["81.2.69.142", "216.160.83.56", "89.160.20.112", "2.125.160.216", "10.200.0.7"];
 
@@ -52,10 +44,10 @@ fn request(batch: usize, seq: u64) -> ExportTraceServiceRequest {
                 start_time_unix_nano: 1_700_000_000_000_000_000 + id,
                 end_time_unix_nano: 1_700_000_000_000_100_000 + id,
                 attributes: vec![
-                    kv("http.request.method", "GET"),
-                    kv("http.route", "/users/{id}"),
-                    kv("client.address", CLIENTS[id as usize % CLIENTS.len()]),
-                    kv("server.address", "10.200.0.2"),
+                    kv_str("http.request.method", "GET"),
+                    kv_str("http.route", "/users/{id}"),
+                    kv_str("client.address", CLIENTS[id as usize % CLIENTS.len()]),
+                    kv_str("server.address", "10.200.0.2"),
                 ],
                 ..Default::default()
             }
@@ -63,7 +55,7 @@ fn request(batch: usize, seq: u64) -> ExportTraceServiceRequest {
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", "bench")], ..Default::default() }),
+            resource: Some(Resource { attributes: vec![kv_str("service.name", "bench")], ..Default::default() }),
             scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],

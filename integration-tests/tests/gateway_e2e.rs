@@ -5,10 +5,11 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+use cnflow::telemetry::resource::kv_str;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
@@ -89,14 +90,6 @@ fn geoip(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/geoip").join(name)
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
-
 /// `n` spans named `{prefix}-{i}`, client.address cycling through public and private addresses.
 fn request(prefix: &str, n: usize) -> ExportTraceServiceRequest {
     let clients = ["81.2.69.142", "10.200.0.7", "216.160.83.56"];
@@ -108,13 +101,16 @@ fn request(prefix: &str, n: usize) -> ExportTraceServiceRequest {
             kind: 2,
             start_time_unix_nano: 1_700_000_000_000_000_000,
             end_time_unix_nano: 1_700_000_000_000_100_000,
-            attributes: vec![kv("client.address", clients[i % clients.len()]), kv("server.address", "10.200.0.2")],
+            attributes: vec![
+                kv_str("client.address", clients[i % clients.len()]),
+                kv_str("server.address", "10.200.0.2"),
+            ],
             ..Default::default()
         })
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", "e2e")], ..Default::default() }),
+            resource: Some(Resource { attributes: vec![kv_str("service.name", "e2e")], ..Default::default() }),
             scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],

@@ -7,8 +7,9 @@ mod harness;
 
 use cnflow::gateway::enrich::enrich_traces;
 use cnflow::gateway::geoip::GeoIp;
+use cnflow::telemetry::resource::{find, kv_str};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,18 +20,6 @@ fn db(name: &str) -> String {
 
 fn official() -> GeoIp {
     GeoIp::open(Some(&db("GeoLite2-City-Test.mmdb")), Some(&db("GeoLite2-ASN-Test.mmdb")), 100).unwrap().unwrap()
-}
-
-fn attr(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
-
-fn get<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a Value> {
-    attrs.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()?.value.as_ref())
 }
 
 fn s(v: &str) -> Option<&'static Value> {
@@ -66,10 +55,13 @@ fn spans_get_role_prefixed_attributes_only_for_public_addresses() {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans: vec![
-                    span("one", vec![attr("client.address", "81.2.69.142"), attr("server.address", "10.0.0.1")]),
-                    span("two", vec![attr("client.address", "81.2.69.142"), attr("server.address", "1.128.0.1")]),
-                    span("private", vec![attr("client.address", "192.168.0.9"), attr("server.address", "10.1.1.1")]),
-                    span("hostname", vec![attr("server.address", "example.com")]),
+                    span("one", vec![kv_str("client.address", "81.2.69.142"), kv_str("server.address", "10.0.0.1")]),
+                    span("two", vec![kv_str("client.address", "81.2.69.142"), kv_str("server.address", "1.128.0.1")]),
+                    span(
+                        "private",
+                        vec![kv_str("client.address", "192.168.0.9"), kv_str("server.address", "10.1.1.1")],
+                    ),
+                    span("hostname", vec![kv_str("server.address", "example.com")]),
                 ],
                 ..Default::default()
             }],
@@ -79,14 +71,14 @@ fn spans_get_role_prefixed_attributes_only_for_public_addresses() {
     assert_eq!(enrich_traces(&g, &mut req), 2);
     let spans = &req.resource_spans[0].scope_spans[0].spans;
     let one = &spans[0].attributes;
-    assert_eq!(get(one, "geo.country.iso_code"), s("GB"));
-    assert_eq!(get(one, "geo.locality.name"), s("London"));
-    assert_eq!(get(one, "geo.location.lat"), Some(&Value::DoubleValue(51.5142)));
+    assert_eq!(find(one, "geo.country.iso_code"), s("GB"));
+    assert_eq!(find(one, "geo.locality.name"), s("London"));
+    assert_eq!(find(one, "geo.location.lat"), Some(&Value::DoubleValue(51.5142)));
     let two = &spans[1].attributes;
-    assert_eq!(get(two, "client.geo.country.iso_code"), s("GB"));
-    assert_eq!(get(two, "server.as.number"), Some(&Value::IntValue(1221)));
-    assert_eq!(get(two, "server.as.organization.name"), s("Telstra Pty Ltd"));
-    assert!(get(two, "geo.country.iso_code").is_none());
+    assert_eq!(find(two, "client.geo.country.iso_code"), s("GB"));
+    assert_eq!(find(two, "server.as.number"), Some(&Value::IntValue(1221)));
+    assert_eq!(find(two, "server.as.organization.name"), s("Telstra Pty Ltd"));
+    assert!(find(two, "geo.country.iso_code").is_none());
     for sp in &spans[2..] {
         assert!(sp.attributes.iter().all(|a| !a.key.contains("geo.") && !a.key.contains("as.")), "{}", sp.name);
     }

@@ -1,22 +1,15 @@
 //! The gateway's own counters (cnflow::stats), logged and exported as OTLP
 //! metrics through the same exporters (cumulative sums and gauges).
 use crate::stats::{snapshot, Kind, Sample};
+use crate::telemetry::resource::kv_str;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics,
     ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::collections::BTreeMap;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
@@ -28,7 +21,7 @@ pub fn to_otlp(samples: &[Sample], start_ns: u64) -> ExportMetricsServiceRequest
     let mut by_name: BTreeMap<(&str, bool), Vec<NumberDataPoint>> = BTreeMap::new();
     for s in samples {
         let dp = NumberDataPoint {
-            attributes: s.attrs.iter().map(|(k, v)| kv(k, v)).collect(),
+            attributes: s.attrs.iter().map(|(k, v)| kv_str(k, v)).collect(),
             start_time_unix_nano: start_ns,
             time_unix_nano: now,
             value: Some(number_data_point::Value::AsInt(s.value as i64)),
@@ -56,7 +49,7 @@ pub fn to_otlp(samples: &[Sample], start_ns: u64) -> ExportMetricsServiceRequest
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", "cnflow-gateway"), kv("service.instance.id", host.trim())],
+                attributes: vec![kv_str("service.name", "cnflow-gateway"), kv_str("service.instance.id", host.trim())],
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {

@@ -2,10 +2,11 @@
 //! OTLP backend out, GeoIP from a database written with mmdb-writer.
 use super::*;
 use crate::export::{Compression, Protocol};
+use crate::telemetry::resource::{find, kv_str};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use parking_lot::Mutex;
@@ -49,22 +50,10 @@ async fn serve_backend(listener: tokio::net::TcpListener) -> Backend {
     b
 }
 
-fn attr(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
-
-fn get<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a Value> {
-    attrs.iter().find(|a| a.key == k).and_then(|a| a.value.as_ref()?.value.as_ref())
-}
-
 fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![attr("service.name", service)], ..Default::default() }),
+            resource: Some(Resource { attributes: vec![kv_str("service.name", service)], ..Default::default() }),
             scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
             ..Default::default()
         }],
@@ -157,14 +146,14 @@ async fn grpc_and_http_in_enriched_batched_out() {
         .await
         .unwrap()
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    client.export(request("svc", vec![span("a", vec![attr("client.address", "1.2.3.4")])])).await.unwrap();
+    client.export(request("svc", vec![span("a", vec![kv_str("client.address", "1.2.3.4")])])).await.unwrap();
     // HTTP protobuf, two roles → prefixed; a private server address is not looked up.
     let http = reqwest::Client::new();
     let body = request(
         "svc",
         vec![
-            span("b", vec![attr("client.address", "1.2.3.5"), attr("network.peer.address", "1.2.3.6")]),
-            span("c", vec![attr("client.address", "10.0.0.1"), attr("server.address", "1.2.3.7")]),
+            span("b", vec![kv_str("client.address", "1.2.3.5"), kv_str("network.peer.address", "1.2.3.6")]),
+            span("c", vec![kv_str("client.address", "10.0.0.1"), kv_str("server.address", "1.2.3.7")]),
         ],
     );
     let r = http
@@ -179,7 +168,7 @@ async fn grpc_and_http_in_enriched_batched_out() {
     let r = http
         .post(format!("http://{}/v1/traces", gw.http_addr))
         .header("content-type", "application/json")
-        .body(serde_json::to_vec(&request("svc", vec![span("d", vec![attr("server.address", "8.8.8.8")])])).unwrap())
+        .body(serde_json::to_vec(&request("svc", vec![span("d", vec![kv_str("server.address", "8.8.8.8")])])).unwrap())
         .send()
         .await
         .unwrap();
@@ -189,19 +178,19 @@ async fn grpc_and_http_in_enriched_batched_out() {
     let spans = backend.spans();
     let by = |n: &str| spans.iter().find(|s| s.name == n).unwrap().attributes.clone();
     let a = by("a");
-    assert_eq!(get(&a, "geo.country.iso_code"), Some(&Value::StringValue("AU".into())));
-    assert_eq!(get(&a, "geo.continent.code"), Some(&Value::StringValue("OC".into())));
-    assert_eq!(get(&a, "geo.locality.name"), Some(&Value::StringValue("Brisbane".into())));
-    assert_eq!(get(&a, "geo.location.lat"), Some(&Value::DoubleValue(-27.5)));
-    assert_eq!(get(&a, "as.number"), Some(&Value::IntValue(64500)));
-    assert_eq!(get(&a, "as.organization.name"), Some(&Value::StringValue("Example Net".into())));
+    assert_eq!(find(&a, "geo.country.iso_code"), Some(&Value::StringValue("AU".into())));
+    assert_eq!(find(&a, "geo.continent.code"), Some(&Value::StringValue("OC".into())));
+    assert_eq!(find(&a, "geo.locality.name"), Some(&Value::StringValue("Brisbane".into())));
+    assert_eq!(find(&a, "geo.location.lat"), Some(&Value::DoubleValue(-27.5)));
+    assert_eq!(find(&a, "as.number"), Some(&Value::IntValue(64500)));
+    assert_eq!(find(&a, "as.organization.name"), Some(&Value::StringValue("Example Net".into())));
     let b = by("b");
-    assert_eq!(get(&b, "client.geo.country.iso_code"), Some(&Value::StringValue("AU".into())));
-    assert_eq!(get(&b, "network.peer.as.number"), Some(&Value::IntValue(64500)));
-    assert!(get(&b, "geo.country.iso_code").is_none());
+    assert_eq!(find(&b, "client.geo.country.iso_code"), Some(&Value::StringValue("AU".into())));
+    assert_eq!(find(&b, "network.peer.as.number"), Some(&Value::IntValue(64500)));
+    assert!(find(&b, "geo.country.iso_code").is_none());
     let c = by("c");
-    assert_eq!(get(&c, "geo.country.iso_code"), Some(&Value::StringValue("AU".into())), "only one public role");
-    assert!(get(&c, "client.geo.country.iso_code").is_none());
+    assert_eq!(find(&c, "geo.country.iso_code"), Some(&Value::StringValue("AU".into())), "only one public role");
+    assert!(find(&c, "client.geo.country.iso_code").is_none());
     let d = by("d");
     assert!(d.iter().all(|kv| !kv.key.contains("geo")), "8.8.8.8 is not in the test DB");
     // Same resource → merged into one ResourceSpans per exported request.
@@ -258,7 +247,7 @@ async fn auth_and_malformed_requests() {
     let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
     let e = client.export(request("svc", vec![span("x", vec![])])).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    let mut req = tonic::Request::new(request("svc", vec![span("big", vec![attr("x", &"y".repeat(100 * 1024))])]));
+    let mut req = tonic::Request::new(request("svc", vec![span("big", vec![kv_str("x", &"y".repeat(100 * 1024))])]));
     req.metadata_mut().insert("authorization", "Bearer t0ken".parse().unwrap());
     let e = client.export(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");

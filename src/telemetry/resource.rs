@@ -91,6 +91,16 @@ pub fn kv(key: &str, value: impl Into<any_value::Value>) -> KeyValue {
     KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(value.into()) }), key_strindex: 0 }
 }
 
+/// String attribute: the common case for resources, tests and tools.
+pub fn kv_str(key: &str, value: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value.to_string()))
+}
+
+/// The value of attribute `key`, if present.
+pub fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.as_ref())
+}
+
 pub fn to_proto(id: &Identity) -> Resource {
     Resource {
         attributes: id.attributes.iter().map(|(k, v)| kv(k, any_value::Value::StringValue(v.clone()))).collect(),
