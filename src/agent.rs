@@ -79,12 +79,18 @@ pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken
 
     // Capture: Kubernetes mode attaches to pod veths as pods come; otherwise
     // follow CNFLOW_INTERFACES or every up interface.
-    let (packets, capture_task, k8s_handle, enricher, host): Started = match &k8s_cfg {
+    let Started { packets, capture_task, k8s_handle, enricher, host, kernel } = match &k8s_cfg {
         Some(kc) => start_kubernetes(&cfg, kc, cancel.clone()).await?,
         None => {
             let session = ebpf::start_following(&cfg, cancel.clone())?;
-            let host = telemetry::resource::host_identity_from_env()?;
-            (session.packets, Some(session.task), None, Arc::new(NoEnrich), host)
+            Started {
+                packets: session.packets,
+                capture_task: Some(session.task),
+                k8s_handle: None,
+                enricher: Arc::new(NoEnrich),
+                host: telemetry::resource::host_identity_from_env()?,
+                kernel: session.kernel,
+            }
         }
     };
 
@@ -107,7 +113,8 @@ pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken
     tracing::info!("capturing; spans follow");
 
     let stats_every = Duration::from_secs(cfg.stats_interval_secs.max(1));
-    let loop_res = process(Pipeline::new(&cfg), sink, packets, opts.stdout, &health, stats_every, cancel.clone()).await;
+    let loop_res =
+        process(Pipeline::new(&cfg), sink, packets, &kernel, opts.stdout, &health, stats_every, cancel.clone()).await;
 
     health.set_ready(false);
     if let Some(t) = capture_task {
@@ -129,11 +136,13 @@ pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken
 }
 
 /// The hot loop: packet batches into the pipeline, exchanges into telemetry,
-/// housekeeping once a second.
+/// housekeeping four times a second.
+#[allow(clippy::too_many_arguments)]
 async fn process(
     mut pipeline: Pipeline,
     mut sink: TelemetrySink,
     mut packets: mpsc::Receiver<Vec<PacketEvent>>,
+    kernel: &ebpf::KernelCounterReader,
     stdout: StdoutFormat,
     health: &Health,
     stats_every: Duration,
@@ -171,6 +180,8 @@ async fn process(
                 let now = now_ns();
                 pipeline.tick(now);
                 deliver(&mut pipeline, &mut sink)?;
+                // Kernel losses in the metrics are as current as the spans.
+                kernel.refresh();
                 sink.flush(now);
                 health.tick();
                 if last_stats.elapsed() >= stats_every {
@@ -188,6 +199,7 @@ async fn process(
     }
     pipeline.finish();
     deliver(&mut pipeline, &mut sink)?;
+    kernel.refresh();
     sink.finish(now_ns());
     Ok(())
 }
@@ -214,25 +226,33 @@ impl crate::k8s::Attacher for SharedCapture {
     }
 }
 
-type Started = (
-    mpsc::Receiver<Vec<PacketEvent>>,
-    Option<tokio::task::JoinHandle<Result<()>>>,
-    Option<crate::k8s::K8sHandle>,
-    Arc<dyn Enricher>,
-    Arc<Identity>,
-);
+struct Started {
+    packets: mpsc::Receiver<Vec<PacketEvent>>,
+    capture_task: Option<tokio::task::JoinHandle<Result<()>>>,
+    k8s_handle: Option<crate::k8s::K8sHandle>,
+    enricher: Arc<dyn Enricher>,
+    host: Arc<Identity>,
+    kernel: ebpf::KernelCounterReader,
+}
 
 /// Agent mode: pods' veths are attached as the Kubernetes integration finds them;
 /// outside a cluster it falls back to host interfaces like `cnflow run`.
 async fn start_kubernetes(cfg: &AgentConfig, kc: &crate::k8s::K8sConfig, cancel: CancellationToken) -> Result<Started> {
     let (cap, rx) = LiveCapture::start(cfg)?;
+    let kernel = cap.counter_reader();
     let shared = Arc::new(SharedCapture(Mutex::new(Some(cap))));
     let handle = crate::k8s::start(kc, cfg.capture_host, Some(shared.clone())).await?;
     if handle.mode == crate::k8s::RunMode::Standalone {
         let cap = shared.0.lock().take().context("capture already stopped")?;
         let task = cap.follow_configured(cfg, cancel)?;
-        let host = telemetry::resource::host_identity_from_env()?;
-        return Ok((rx, Some(task), Some(handle), Arc::new(NoEnrich), host));
+        return Ok(Started {
+            packets: rx,
+            capture_task: Some(task),
+            k8s_handle: Some(handle),
+            enricher: Arc::new(NoEnrich),
+            host: telemetry::resource::host_identity_from_env()?,
+            kernel,
+        });
     }
     if !handle.wait_synced(Duration::from_secs(15)).await {
         tracing::warn!("Kubernetes metadata not synced after 15 s; continuing, spans are enriched once it is");
@@ -246,5 +266,5 @@ async fn start_kubernetes(cfg: &AgentConfig, kc: &crate::k8s::K8sConfig, cancel:
         }
         Ok(())
     });
-    Ok((rx, Some(task), Some(handle), enricher, host))
+    Ok(Started { packets: rx, capture_task: Some(task), k8s_handle: Some(handle), enricher, host, kernel })
 }

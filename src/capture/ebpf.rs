@@ -9,7 +9,7 @@ use super::ifaces::IfaceEvent;
 use super::record::{self, DecodeError};
 use super::PacketEvent;
 use crate::config::AgentConfig;
-use crate::stats::{counter, Counter};
+use crate::stats::{counter, gauge, Counter};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::LinkOrder;
@@ -38,6 +38,16 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 static BPF_OBJECT: &[u8] = &[];
 
 static DELIVERED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.capture.packets", &[("reason", "delivered")]));
+/// Interfaces captured on right now.
+static ATTACHED: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.capture.interfaces", &[]));
+/// Interface changes applied by `follow`, so an interface that vanished
+/// while attached (and the gap in its capture) shows up in the counters.
+static IF_ATTACHED: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.capture.interface_changes", &[("change", "attached")]));
+static IF_REMOVED: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.capture.interface_changes", &[("change", "removed")]));
+static IF_ATTACH_FAILED: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.capture.interface_changes", &[("change", "attach_failed")]));
 
 fn decode_error_counter(e: DecodeError) -> Counter {
     counter("cnflow.capture.packets", &[("reason", e.as_str())])
@@ -75,11 +85,23 @@ struct Attached {
     _egress: SchedClassifierLink,
 }
 
+/// Reads the kernel's per-CPU counters into [`crate::stats`] on demand, so a
+/// metrics export can carry current values (ring_full above all) rather than
+/// those of the last periodic mirror.
+#[derive(Clone)]
+pub struct KernelCounterReader(Arc<Mutex<PerCpuArray<MapData, u64>>>);
+
+impl KernelCounterReader {
+    pub fn refresh(&self) -> KernelCounters {
+        mirror_counters(&self.0.lock())
+    }
+}
+
 /// The loaded eBPF object and its attachments.
 pub struct LiveCapture {
     bpf: aya::Ebpf,
     links: BTreeMap<String, Attached>,
-    counters: Arc<Mutex<PerCpuArray<MapData, u64>>>,
+    counters: KernelCounterReader,
 }
 
 /// Checks what live capture needs, so the error names what is missing
@@ -187,7 +209,10 @@ impl LiveCapture {
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
         let ring = RingBuf::try_from(bpf.take_map("EVENTS").context("EVENTS map missing")?)?;
-        let counters = Arc::new(Mutex::new(counters));
+        let counters = KernelCounterReader(Arc::new(Mutex::new(counters)));
+        for c in [&ATTACHED, &IF_ATTACHED, &IF_REMOVED, &IF_ATTACH_FAILED] {
+            LazyLock::force(c);
+        }
 
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while the AsyncFd lives.
@@ -200,7 +225,7 @@ impl LiveCapture {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let k = mirror_counters(&c2.lock());
+                let k = c2.refresh();
                 tracing::info!(counters = %k, "capture counters");
             }
         });
@@ -229,6 +254,7 @@ impl LiveCapture {
         // If egress fails, dropping `ingress` detaches it again.
         let egress = self.attach_one(PROG_EGRESS, ifname, TcAttachType::Egress)?;
         self.links.insert(ifname.to_string(), Attached { _ingress: ingress, _egress: egress });
+        ATTACHED.set(self.links.len() as u64);
         let hooks = if loopback { "egress only: loopback" } else { "ingress+egress" };
         tracing::info!(iface = ifname, "capture attached (tcx {hooks})");
         Ok(())
@@ -246,6 +272,7 @@ impl LiveCapture {
     /// Detaches from `ifname` (dropping the TCX links). Unknown names are ignored.
     pub fn detach(&mut self, ifname: &str) {
         if self.links.remove(ifname).is_some() {
+            ATTACHED.set(self.links.len() as u64);
             tracing::info!(iface = ifname, "capture detached");
         }
     }
@@ -256,7 +283,12 @@ impl LiveCapture {
 
     /// Current kernel counters, also written into `cnflow.capture.packets{reason}`.
     pub fn counters(&self) -> KernelCounters {
-        mirror_counters(&self.counters.lock())
+        self.counters.refresh()
+    }
+
+    /// A handle that refreshes the kernel counters after the capture moved into its task.
+    pub fn counter_reader(&self) -> KernelCounterReader {
+        self.counters.clone()
     }
 
     /// Applies interface events until `cancel` fires or the event source ends,
@@ -266,13 +298,19 @@ impl LiveCapture {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 ev = events.recv() => match ev {
-                    Some(IfaceEvent::Added(name, _)) => {
-                        if let Err(e) = self.attach(&name) {
+                    Some(IfaceEvent::Added(name, _)) => match self.attach(&name) {
+                        Ok(()) => IF_ATTACHED.inc(),
+                        Err(e) => {
                             // An interface can vanish right after appearing; keep going.
+                            IF_ATTACH_FAILED.inc();
                             tracing::warn!(iface = %name, error = format!("{e:#}"), "attach failed");
                         }
+                    },
+                    Some(IfaceEvent::Removed(name, _)) => {
+                        IF_REMOVED.inc();
+                        tracing::warn!(iface = %name, "interface removed or down: its traffic is no longer captured");
+                        self.detach(&name);
                     }
-                    Some(IfaceEvent::Removed(name, _)) => self.detach(&name),
                     None => {
                         cancel.cancelled().await;
                         break;
@@ -367,6 +405,7 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
 /// program attached to the configured interfaces.
 pub struct LiveSession {
     pub packets: mpsc::Receiver<Vec<PacketEvent>>,
+    pub kernel: KernelCounterReader,
     /// Ends after the cancel token fires, once everything is detached.
     pub task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -379,6 +418,7 @@ pub fn start_following(cfg: &AgentConfig, cancel: CancellationToken) -> Result<L
     check_requirements()?;
     let events = super::ifaces::watch(cfg)?;
     let (cap, packets) = LiveCapture::start(cfg)?;
+    let kernel = cap.counter_reader();
     let task = tokio::spawn(cap.follow(events, cancel));
-    Ok(LiveSession { packets, task })
+    Ok(LiveSession { packets, kernel, task })
 }

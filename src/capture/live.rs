@@ -35,7 +35,7 @@ pub fn cancel_on_signal_or(duration_secs: u64) -> Result<CancellationToken> {
 
 /// Captures until `cancel` and prints one line per packet on stdout.
 pub async fn print_packets(cfg: &AgentConfig, cancel: CancellationToken) -> Result<()> {
-    let LiveSession { packets: mut rx, task: follow } = start_following(cfg, cancel.clone())?;
+    let LiveSession { packets: mut rx, task: follow, .. } = start_following(cfg, cancel.clone())?;
     let stdout = std::io::stdout();
     loop {
         tokio::select! {
