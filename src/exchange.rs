@@ -71,6 +71,11 @@ pub struct HttpDetail {
     pub host: Option<String>,
     pub user_agent: Option<String>,
     pub status: Option<u16>,
+    /// HTTP/1 reason phrase as sent ("OK", "Not Found"), bounded. `Some("")`
+    /// when the status line ends in an empty one; None when it has none, when
+    /// the status line was not seen, and always for HTTP/2 (which has none).
+    /// Not exported as a span attribute: semconv defines none for it.
+    pub reason: Option<String>,
     pub request_content_length: Option<u64>,
     pub response_content_length: Option<u64>,
     /// Trace-context headers as seen on the request, lower-case names:

@@ -5,22 +5,23 @@
 mod golden;
 use golden::*;
 
-const FIELDS: &[&str] = &["/conn/id", "/detail/method", "/detail/path", "/detail/status", "/outcome", "/partial"];
+const FIELDS: &[&str] =
+    &["/conn/id", "/detail/method", "/detail/path", "/detail/status", "/detail/reason", "/outcome", "/partial"];
 
 fn expected_full() -> Vec<&'static str> {
     vec![
         // Keep-alive: GET (query, traceparent), 404, HEAD on one connection.
-        "1 GET /index.html 200 complete false",
-        "1 GET /missing 404 complete false",
-        "1 HEAD /index.html 200 complete false",
+        "1 GET /index.html 200 OK complete false",
+        "1 GET /missing 404 Not Found complete false",
+        "1 HEAD /index.html 200 OK complete false",
         // gzip on the fly: chunked body.
-        "2 GET /big.txt 200 complete false",
+        "2 GET /big.txt 200 OK complete false",
         // Expect: 100-continue.
-        "3 PUT /upload/f.bin 201 complete false",
+        "3 PUT /upload/f.bin 201 Created complete false",
         // Three pipelined requests in one segment, paired in order.
-        "4 GET /index.html 200 complete false",
-        "4 GET /nothing-here 404 complete false",
-        "4 HEAD /big.txt 200 complete false",
+        "4 GET /index.html 200 OK complete false",
+        "4 GET /nothing-here 404 Not Found complete false",
+        "4 HEAD /big.txt 200 OK complete false",
     ]
 }
 
@@ -50,7 +51,7 @@ fn capture_joined_mid_connection() {
     // The handshake and first request are cut: the first response is reported with what it tells.
     let exs = check_exchanges("http1_midconn.pcap", "http1_midconn.jsonl");
     let mut want = expected_full();
-    want[0] = "1   200 complete true";
+    want[0] = "1   200 OK complete true";
     assert_eq!(summary(&exs, FIELDS), want);
 }
 

@@ -38,6 +38,8 @@ const TRACE_HEADERS: [&str; 8] = [
 const MAX_HEADERS: usize = 96;
 /// Longest value kept for any decoded string field.
 const MAX_FIELD: usize = 2048;
+/// Longest reason phrase kept (real ones are a few words).
+const MAX_REASON: usize = 256;
 
 /// Does the first data of a connection look like HTTP/1? `dir` is the direction of `data`.
 pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
@@ -178,6 +180,30 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Reason phrase of the status line at the start of `head`: None when the
+/// line has no reason (`HTTP/1.1 200`) or is not complete. Read from the raw
+/// bytes because httparse turns a phrase with non-ASCII bytes into "". Such
+/// bytes are UTF-8 in practice, or ISO-8859-1, which RFC 2616 defined as the
+/// charset of TEXT; anything else decodes lossily and never fails.
+fn reason_phrase(head: &[u8]) -> Option<String> {
+    let nl = head.iter().position(|&b| b == b'\n')?;
+    let line = head[..nl].strip_suffix(b"\r").unwrap_or(&head[..nl]);
+    // "HTTP/1.1 200" is 12 bytes; the phrase follows one space.
+    let phrase = line.get(12..)?.strip_prefix(b" ")?;
+    let mut s = match std::str::from_utf8(phrase) {
+        Ok(s) => s.to_string(),
+        Err(_) => phrase.iter().map(|&b| b as char).collect(),
+    };
+    if s.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    Some(s)
+}
+
 fn version_str(v: Option<u8>) -> String {
     match v {
         Some(0) => "1.0".into(),
@@ -267,6 +293,7 @@ impl Http1 {
                 ex.partial = cur.partial || req.partial;
                 let mut d = req.detail;
                 d.status = detail.status;
+                d.reason = detail.reason;
                 d.response_content_length = detail.response_content_length;
                 detail = d;
             }
@@ -600,6 +627,7 @@ impl Http1 {
         let detail = HttpDetail {
             version: version_str(resp.version),
             status: Some(status),
+            reason: reason_phrase(&input[..n]),
             response_content_length: cl,
             ..Default::default()
         };
@@ -773,6 +801,7 @@ impl Http1 {
                             detail: HttpDetail {
                                 version: version_str(resp.version),
                                 status: Some(code),
+                                reason: reason_phrase(&buf),
                                 ..Default::default()
                             },
                             bytes: buf.len() as u64 + std::mem::take(&mut self.interim_bytes),
@@ -874,6 +903,47 @@ mod tests {
         assert_eq!(http(c).status, Some(404));
         assert_eq!((c.start_ns, c.end_ns, c.request_bytes), (2, 4, 44));
         assert!(r.out.iter().all(|e| !e.partial && e.outcome == Outcome::Complete));
+    }
+
+    #[test]
+    fn reason_phrases_as_sent() {
+        let mut r = Run::new();
+        for _ in 0..7 {
+            r.req(1, b"GET / HTTP/1.1\r\n\r\n");
+        }
+        r.resp(2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        r.resp(2, b"HTTP/1.1 503 Backend pool exhausted\r\nContent-Length: 0\r\n\r\n");
+        // Empty phrase after the space, and no phrase at all.
+        r.resp(2, b"HTTP/1.1 204 \r\n\r\n");
+        r.resp(2, b"HTTP/1.1 204\r\n\r\n");
+        // UTF-8 and ISO-8859-1 (obs-text: httparse itself reports "" for these).
+        r.resp(2, "HTTP/1.1 404 Não encontrado\r\nContent-Length: 0\r\n\r\n".as_bytes());
+        r.resp(2, b"HTTP/1.0 404 Nicht gefunden \xfc\r\nContent-Length: 0\r\n\r\n");
+        // A 100 Continue's phrase is not the exchange's.
+        r.resp(2, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\tfine\r\nContent-Length: 0\r\n\r\n");
+        let reasons: Vec<_> = r.out.iter().map(|e| http(e).reason.clone()).collect();
+        let want = ["OK", "Backend pool exhausted", "", "-", "Não encontrado", "Nicht gefunden ü", "Created\tfine"];
+        let want: Vec<_> = want.iter().map(|w| (*w != "-").then(|| w.to_string())).collect();
+        assert_eq!(reasons, want);
+        // Bounded, cut at a character boundary.
+        let long = format!("HTTP/1.1 500 {}\r\n", "é".repeat(300));
+        let got = reason_phrase(long.as_bytes()).unwrap();
+        assert_eq!((got.len(), got.chars().all(|c| c == 'é')), (MAX_REASON, true));
+        assert_eq!(reason_phrase(b"HTTP/1.1 200 OK"), None, "line not complete");
+    }
+
+    #[test]
+    fn reason_survives_truncated_head_and_missing_request() {
+        let mut r = Run::new();
+        r.req(1, b"GET /a HTTP/1.1\r\n\r\n");
+        r.resp(2, b"HTTP/1.1 502 Bad Gateway\r\nServer: ngi");
+        r.gap(StreamDir::ToClient, 3, 500);
+        assert_eq!(http(&r.out[0]).reason.as_deref(), Some("Bad Gateway"));
+        let mut r = Run::new();
+        r.conn = conn_with(Transport::Tcp, 80, RoleEvidence::Port);
+        r.resp(1, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(http(&r.out[0]).reason.as_deref(), Some("Not Found"));
+        assert!(r.out[0].partial);
     }
 
     #[test]
@@ -998,6 +1068,19 @@ mod tests {
                 prop_assert!(r.dec.sides.iter().all(|s| s.buf.len() <= DecodeConfig::default().max_buffer_per_dir + 300));
             }
             r.close(99, CloseReason::Fin);
+        }
+
+        #[test]
+        fn any_reason_bytes_stay_bounded(reason in proptest::collection::vec(any::<u8>().prop_filter("no line end", |b| !matches!(b, b'\r' | b'\n')), 0..600)) {
+            let mut r = Run::new();
+            r.req(1, b"GET / HTTP/1.1\r\n\r\n");
+            let mut resp = b"HTTP/1.1 500 ".to_vec();
+            resp.extend_from_slice(&reason);
+            resp.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+            r.resp(2, &resp);
+            r.close(3, CloseReason::Fin);
+            prop_assert_eq!(r.out.len(), 1);
+            prop_assert!(http(&r.out[0]).reason.as_ref().is_none_or(|s| s.len() <= MAX_REASON));
         }
 
         #[test]

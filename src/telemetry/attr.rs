@@ -15,7 +15,7 @@ impl fmt::Display for V {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             V::S(s) => {
-                if s.is_empty() || s.contains([' ', '"']) {
+                if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"') {
                     write!(f, "{s:?}")
                 } else {
                     f.write_str(s)

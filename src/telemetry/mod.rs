@@ -199,6 +199,10 @@ impl TelemetrySink {
                     &ex.conn.client,
                     &ex.conn.server,
                     (&trace_id, &span_id, &parent_span),
+                    match &ex.detail {
+                        crate::exchange::Detail::Http(h) => h.reason.as_deref(),
+                        _ => None,
+                    },
                 );
                 for o in &mut self.opts.outputs {
                     if let Output::Write(Format::Text, w) = o {

@@ -256,7 +256,7 @@ fn http(ex: &Exchange, h: &HttpDetail, kind: Kind, routes: &mut RouteTemplater, 
         };
         if bad {
             a.push(("error.type", s.to_string().into()));
-            error = Some(String::new());
+            error = Some(informative_reason(s, h.reason.as_deref()).unwrap_or_default());
         }
     }
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
@@ -269,6 +269,37 @@ fn http(ex: &Exchange, h: &HttpDetail, kind: Kind, routes: &mut RouteTemplater, 
     };
     let inst = if kind == Kind::Server { Instrument::HttpServer } else { Instrument::HttpClient };
     SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)), peer: vec![] }
+}
+
+/// The HTTP/1 reason phrase as the status message of an error span, but only
+/// when it says more than the code. Semconv's HTTP span status rules say
+/// "don't set the span status description if the reason can be inferred from
+/// `http.response.status_code`", and Beyla sets no HTTP status message at all;
+/// yet a phrase of the server's own ("503 Backend pool exhausted", nginx's
+/// "494 Request Header Or Cookie Too Large") cannot be inferred, and it is the
+/// first thing someone opening the failed span in Jaeger looks for. Standard
+/// phrases, including the older RFC 2616 wordings servers still send, are
+/// dropped; there is no reason attribute because semconv defines none.
+fn informative_reason(code: u16, reason: Option<&str>) -> Option<String> {
+    let reason = reason?.trim();
+    let norm = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>();
+    let said = norm(reason);
+    if said.is_empty() {
+        return None;
+    }
+    let canonical = http::StatusCode::from_u16(code).ok().and_then(|c| c.canonical_reason());
+    let legacy: &[&str] = match code {
+        413 => &["Request Entity Too Large"],
+        414 => &["Request-URI Too Long", "Request-URI Too Large"],
+        416 => &["Requested Range Not Satisfiable"],
+        422 => &["Unprocessable Content"],
+        500 => &["Internal Error", "Server Error"],
+        504 => &["Gateway Time-out"],
+        505 => &["HTTP Version not supported"],
+        _ => &[],
+    };
+    let standard = canonical.into_iter().chain(legacy.iter().copied()).any(|c| norm(c) == said);
+    (!standard).then(|| reason.to_string())
 }
 
 /// Server-side gRPC codes that semconv treats as errors of the server.

@@ -68,7 +68,8 @@ fn shown_elsewhere(key: &str) -> bool {
     )
 }
 
-/// `TIME KIND NAME STATUS DURATION CLIENT -> SERVER key=value... trace=.. span=.. [parent=..]`
+/// `TIME KIND NAME STATUS DURATION CLIENT -> SERVER key=value... trace=.. span=.. [parent=..]`;
+/// `reason` is the HTTP/1 reason phrase, printed after the status code.
 pub fn text_line(
     parts: &SpanParts,
     start_ns: u64,
@@ -76,6 +77,7 @@ pub fn text_line(
     client: &std::net::SocketAddr,
     server: &std::net::SocketAddr,
     ids: (&[u8], &[u8], &[u8]),
+    reason: Option<&str>,
 ) -> String {
     let mut s = String::with_capacity(256);
     let status = if parts.error.is_some() { "ERROR" } else { "OK" };
@@ -90,6 +92,11 @@ pub fn text_line(
     let attrs: &Attrs = &parts.attrs;
     for (k, v) in attrs.iter().filter(|(k, _)| !shown_elsewhere(k)) {
         let _ = write!(s, " {k}={v}");
+        // The HTTP/1 reason phrase reads with its code ("404 Not Found"); it is
+        // shown here only, as semconv has no span attribute for it.
+        if let (true, Some(r)) = (*k == "http.response.status_code", reason) {
+            let _ = write!(s, " reason={}", V::S(r.to_string()));
+        }
     }
     for (k, v) in &parts.peer {
         let _ = write!(s, " {k}={}", V::S(v.clone()));

@@ -184,6 +184,23 @@ fn text_lines_one_per_span() {
 }
 
 #[test]
+fn text_line_shows_http_reason_after_the_code() {
+    let parts = crate::telemetry::span::build(
+        &samples::http_exchange(crate::capture::Direction::Ingress, "GET", "/x", 404, samples::T0),
+        crate::telemetry::span::Kind::Server,
+        &mut crate::telemetry::route::RouteTemplater::new(24, 1000, 12),
+        &Default::default(),
+    );
+    let (c, s) = ("10.200.0.1:1".parse().unwrap(), "10.200.0.2:80".parse().unwrap());
+    let line = stdout::text_line(&parts, 0, 1, &c, &s, (&[1], &[2], &[]), Some("Not Found"));
+    assert!(line.contains(" http.response.status_code=404 reason=\"Not Found\" "), "{line}");
+    let line = stdout::text_line(&parts, 0, 1, &c, &s, (&[1], &[2], &[]), Some("OK\tfine"));
+    assert!(line.contains(" reason=\"OK\\tfine\" "), "{line}");
+    let line = stdout::text_line(&parts, 0, 1, &c, &s, (&[1], &[2], &[]), None);
+    assert!(!line.contains("reason="), "{line}");
+}
+
+#[test]
 fn enricher_resources_and_peer_attributes() {
     struct Pods;
     impl Enricher for Pods {

@@ -92,6 +92,34 @@ fn http_status_policy_differs_by_kind() {
 }
 
 #[test]
+fn http_reason_is_status_message_only_when_informative() {
+    let with = |code: u16, reason: Option<&str>, kind: Kind| {
+        let mut ex = http_exchange(Ingress, "GET", "/x", code, T0);
+        if let Detail::Http(h) = &mut ex.detail {
+            h.reason = reason.map(str::to_string);
+        }
+        let p = b(&ex, kind);
+        assert!(p.attrs.iter().all(|(k, _)| !k.contains("reason")), "no reason attribute: {:?}", p.attrs);
+        p.error
+    };
+    assert_eq!(with(503, Some("Backend pool exhausted"), Kind::Server).as_deref(), Some("Backend pool exhausted"));
+    assert_eq!(with(503, Some("Service Unavailable"), Kind::Server).as_deref(), Some(""));
+    assert_eq!(with(500, Some("INTERNAL SERVER ERROR"), Kind::Server).as_deref(), Some(""));
+    assert_eq!(with(413, Some("Request Entity Too Large"), Kind::Client).as_deref(), Some(""));
+    assert_eq!(with(414, Some("Request-URI Too Large"), Kind::Client).as_deref(), Some(""));
+    assert_eq!(
+        with(494, Some("Request Header Or Cookie Too Large"), Kind::Client).as_deref(),
+        Some("Request Header Or Cookie Too Large")
+    );
+    assert_eq!(with(502, Some(" "), Kind::Server).as_deref(), Some(""));
+    assert_eq!(with(502, None, Kind::Server).as_deref(), Some(""));
+    assert_eq!(with(500, Some("Falha interna ü"), Kind::Server).as_deref(), Some("Falha interna ü"));
+    // Not an error span: no status at all, whatever the phrase.
+    assert_eq!(with(404, Some("Gone fishing"), Kind::Server), None);
+    assert_eq!(with(200, Some("Fine"), Kind::Client), None);
+}
+
+#[test]
 fn http_unknown_method_query_masking_and_partial() {
     let mut ex = http_exchange(Ingress, "PURGE", "/cache", 200, T0);
     if let Detail::Http(h) = &mut ex.detail {
