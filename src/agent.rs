@@ -7,6 +7,7 @@ use crate::config::AgentConfig;
 use crate::enrich::{Enricher, Identity, NoEnrich};
 use crate::export::{ExportConfig, Exporter, Signal};
 use crate::health::Health;
+use crate::own_sockets::OwnSockets;
 use crate::pipeline::Pipeline;
 use crate::stats;
 use crate::telemetry::{self, Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
@@ -151,8 +152,13 @@ async fn process(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_stats = std::time::Instant::now();
-    let deliver = |pipeline: &mut Pipeline, sink: &mut TelemetrySink| -> Result<()> {
-        let exchanges = pipeline.take_exchanges();
+    // cnflow's own connections (OTLP export, self-telemetry) are not observed:
+    // describing an export in a span that the next export carries never ends.
+    let local = LocalAddrs::detect();
+    let mut own = OwnSockets::default();
+    let mut deliver = |pipeline: &mut Pipeline, sink: &mut TelemetrySink| -> Result<()> {
+        let mut exchanges = pipeline.take_exchanges();
+        exchanges.retain(|ex| !own.is_own(ex, |ip| local.contains(ip)));
         if stdout == StdoutFormat::Exchanges && !exchanges.is_empty() {
             let mut out = std::io::stdout().lock();
             for ex in &exchanges {

@@ -13,6 +13,7 @@ pub mod flow;
 pub mod gateway;
 pub mod health;
 pub mod k8s;
+pub mod own_sockets;
 pub mod pipeline;
 pub mod protocol;
 pub mod stats;

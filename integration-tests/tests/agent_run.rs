@@ -1,93 +1,18 @@
 //! The whole live agent (`cnflow run` / `cnflow agent`) against real servers in a
 //! network namespace: eBPF capture → flows → decoders → OTLP spans and metrics.
 //! Counts are exact: N requests in, N spans and a request histogram count of N out.
+#[path = "../harness/agent.rs"]
+mod agent;
 #[path = "../harness/mod.rs"]
 mod harness;
 #[path = "../harness/netns.rs"]
 mod netns;
 
-use netns::{ChildGuard, NetnsPair};
+use agent::{nginx, redis, redis_benchmark_set, start_agent, stop_agent as stop, wait_port};
+use netns::{read, NetnsPair};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-/// Starts the agent inside `ns` on `iface`, stdout/stderr to files in `dir`.
-fn start_agent(ns: &str, iface: &str, sub: &str, args: &[&str], env: &[(&str, &str)], dir: &Path) -> ChildGuard {
-    let mut c = NetnsPair::cmd(ns, harness::cnflow_bin());
-    c.arg(sub).args(args).env("CNFLOW_INTERFACES", iface).env("CNFLOW_STATS_INTERVAL_SECS", "1");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.stdout(std::fs::File::create(dir.join("agent.out")).unwrap());
-    c.stderr(std::fs::File::create(dir.join("agent.err")).unwrap());
-    let g = ChildGuard::new(c.spawn().unwrap(), "cnflow agent");
-    assert!(
-        wait_until(Duration::from_secs(30), || read(&dir.join("agent.err")).contains("capture attached")),
-        "agent did not attach: {}",
-        read(&dir.join("agent.err"))
-    );
-    g
-}
-
-fn stop(mut g: ChildGuard) {
-    g.signal(libc::SIGINT);
-    assert!(g.wait_timeout(Duration::from_secs(20)).is_some_and(|s| s.success()), "agent did not exit cleanly");
-}
-
-fn nginx(ns: &str, ip: &str, dir: &Path) -> ChildGuard {
-    std::fs::create_dir_all(dir.join("www/users")).unwrap();
-    for i in 0..5 {
-        std::fs::write(dir.join(format!("www/users/{i}")), "user\n").unwrap();
-    }
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; server {{ listen {ip}:8080; root {d}/www; }} }}\n",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    let mut c = NetnsPair::cmd(ns, "nginx");
-    c.args(["-c", conf.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null());
-    ChildGuard::new(c.spawn().unwrap(), "nginx")
-}
-
-fn redis(ns: &str, ip: &str) -> ChildGuard {
-    let mut c = NetnsPair::cmd(ns, "redis-server");
-    c.args(["--bind", ip, "--port", "6379", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .stdout(Stdio::null());
-    ChildGuard::new(c.spawn().unwrap(), "redis-server")
-}
-
-fn wait_port(ns: &str, ip: &str, port: u16) {
-    let ok = wait_until(Duration::from_secs(10), || {
-        NetnsPair::cmd(ns, "bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/{ip}/{port}")])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    assert!(ok, "{ip}:{port} not listening");
-}
+use std::time::Duration;
 
 fn str_attr(attrs: &Value, key: &str) -> Option<String> {
     attrs.as_array()?.iter().find(|kv| kv["key"] == key).map(|kv| {
@@ -186,11 +111,7 @@ fn live_http_and_redis_give_exactly_one_span_per_request_and_matching_metrics() 
     );
     // Pipelined Redis: 16 commands in flight per connection.
     const REDIS_N: usize = 400;
-    NetnsPair::exec(
-        &pair.ns_a,
-        &["redis-benchmark", "-h", &pair.ip_b, "-n", &REDIS_N.to_string(), "-c", "2", "-P", "16", "-t", "set", "-q"],
-        Duration::from_secs(30),
-    );
+    redis_benchmark_set(&pair.ns_a, &pair.ip_b, REDIS_N);
     std::thread::sleep(Duration::from_millis(500));
     stop(agent);
 
