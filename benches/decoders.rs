@@ -90,6 +90,22 @@ fn redis_stream() -> Stream {
     st
 }
 
+/// The same traffic with the GET values as RESP3 streamed strings (`$?`, four
+/// 25-byte chunks) and a streamed `*?` array answering the SET.
+fn redis_streamed_stream() -> Stream {
+    let mut st = redis_stream();
+    st.to_client.clear();
+    let chunk = "v".repeat(25);
+    for _ in 0..EXCHANGES {
+        st.to_client.extend_from_slice(b"*?\r\n+OK\r\n.\r\n$?\r\n");
+        for _ in 0..4 {
+            st.to_client.extend_from_slice(format!(";25\r\n{chunk}\r\n").as_bytes());
+        }
+        st.to_client.extend_from_slice(b";0\r\n");
+    }
+    st
+}
+
 fn dns_datagrams() -> Vec<(StreamDir, Vec<u8>)> {
     let mut v = Vec::new();
     for i in 0..EXCHANGES as u16 {
@@ -122,8 +138,11 @@ fn bench_streams(c: &mut Criterion) {
     let cfg = DecodeConfig::default();
     let mut g = c.benchmark_group("stream_decoders");
     type NewDecoder = fn(&DecodeConfig) -> Box<dyn cnflow::protocol::ConnDecoder>;
-    let cases: [(&str, Stream, u16, NewDecoder); 2] =
-        [("http1", http1_stream(), 8080, http1::new_decoder), ("redis", redis_stream(), 6379, redis::new_decoder)];
+    let cases: [(&str, Stream, u16, NewDecoder); 3] = [
+        ("http1", http1_stream(), 8080, http1::new_decoder),
+        ("redis", redis_stream(), 6379, redis::new_decoder),
+        ("redis_resp3_streamed", redis_streamed_stream(), 6379, redis::new_decoder),
+    ];
     for (name, st, port, new) in &cases {
         let cn = conn(Transport::Tcp, *port);
         g.throughput(Throughput::Bytes(st.bytes()));

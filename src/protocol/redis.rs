@@ -13,6 +13,13 @@
 //! are never taken as replies; SUBSCRIBE-family commands take one
 //! confirmation per channel; MONITOR streams are ignored after its `+OK`;
 //! CLIENT REPLY OFF/SKIP suppress replies; RESP3 attributes prefix a reply.
+//!
+//! RESP3 streamed types are scanned like the others: a streamed string
+//! (`$?` then `;<len>` chunks up to `;0`) is one value whose chunks are skipped
+//! as they pass, and a streamed aggregate (`*?`, `%?`, `~?`) stays open until
+//! its `.` terminator, however many elements it has. Redis 7 itself never
+//! sends them (they exist for proxies and other servers), so they are tested
+//! against redis-protocol's streaming encoder rather than a capture.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol, RedisDetail};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir};
@@ -38,6 +45,8 @@ const MAX_MASKED: usize = 16;
 const MAX_LINE: usize = 64 * 1024;
 /// Deepest nesting followed.
 const MAX_DEPTH: usize = 64;
+/// Child count of an open streamed aggregate (`*?`): it ends at `.`, not by count.
+const STREAMED: u64 = u64::MAX;
 
 const CONTAINER_COMMANDS: [&str; 16] = [
     "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY", "MODULE", "OBJECT",
@@ -172,6 +181,9 @@ pub struct Msg {
     pub partial: bool,
     /// A RESP3-only type was seen anywhere in the message.
     pub resp3: bool,
+    /// Bytes before this message did not parse and were skipped: messages
+    /// may be missing, so in-order pairing is uncertain from here.
+    pub after_error: bool,
 }
 
 /// Incremental RESP scanner for one direction.
@@ -184,11 +196,15 @@ pub struct Scanner {
     bulk_left: u64,
     /// The current bulk payload is captured into `msg.elems`.
     bulk_capture: bool,
+    /// Inside a streamed string (`$?`): Some(whether its chunks are captured).
+    chunked: Option<bool>,
     msg: Option<Msg>,
     /// Framing lost: skip to a plausible message start.
     resync: bool,
     /// Inline commands are accepted (client → server direction).
     requests: bool,
+    /// A protocol error made the scanner skip bytes; the next message says so.
+    after_error: bool,
 }
 
 impl Scanner {
@@ -228,7 +244,14 @@ impl Scanner {
                 m.bytes += k;
                 m.partial = true;
             }
-            if self.bulk_left == 0 {
+            if self.chunked.is_some() {
+                // A streamed string goes on with its next chunk header, unless
+                // the cut went past this chunk (then what follows is unknown).
+                if self.bulk_left == 0 && len == 0 {
+                    self.bulk_capture = false;
+                    return;
+                }
+            } else if self.bulk_left == 0 {
                 // The cut ended with this payload (typical of a snap length): the message may be whole.
                 self.bulk_capture = false;
                 self.element_done(done);
@@ -261,6 +284,7 @@ impl Scanner {
         self.buf.clear();
         self.stack.clear();
         self.bulk_left = 0;
+        self.chunked = None;
         self.msg = None;
         self.resync = true;
     }
@@ -303,7 +327,9 @@ impl Scanner {
                     return pos;
                 }
                 self.bulk_capture = false;
-                self.element_done(done);
+                if self.chunked.is_none() {
+                    self.element_done(done);
+                }
                 continue;
             }
             let rest = &input[pos..];
@@ -312,7 +338,8 @@ impl Scanner {
             }
             let Some(nl) = rest.iter().position(|&b| b == b'\n') else { return pos };
             if self.msg.is_none() {
-                self.msg = Some(Msg { start_ts: ts, ..Default::default() });
+                let after_error = std::mem::take(&mut self.after_error);
+                self.msg = Some(Msg { start_ts: ts, after_error, ..Default::default() });
             }
             let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
             if let Some(m) = self.msg.as_mut() {
@@ -322,6 +349,7 @@ impl Scanner {
             if !self.line(line, done) {
                 PARSE_ERRORS.inc();
                 self.lose_sync();
+                self.after_error = true;
             }
         }
     }
@@ -343,6 +371,33 @@ impl Scanner {
     /// Handle one line; false on a protocol error.
     fn line(&mut self, line: &[u8], done: &mut Vec<Msg>) -> bool {
         let depth = self.stack.len();
+        if let Some(capture) = self.chunked {
+            // Inside `$?`: only chunk headers; `;0` ends the string.
+            let Some(n) = line.strip_prefix(b";").and_then(parse_len) else { return false };
+            if n < 0 {
+                return false;
+            }
+            if n == 0 {
+                self.chunked = None;
+                self.element_done(done);
+            } else {
+                self.bulk_left = n as u64 + 2;
+                self.bulk_capture = capture;
+            }
+            if let Some(m) = self.msg.as_mut() {
+                m.resp3 = true;
+            }
+            return true;
+        }
+        if line == b"." {
+            // End of a streamed aggregate; anywhere else `.` is not RESP.
+            if self.stack.last() != Some(&STREAMED) {
+                return false;
+            }
+            self.stack.pop();
+            self.element_done(done);
+            return true;
+        }
         let Some(msg) = self.msg.as_mut() else { return false };
         if depth == 0 && msg.kind == 0 {
             if line.is_empty() && self.requests {
@@ -378,6 +433,29 @@ impl Scanner {
         // Direct children of the top-level aggregate (and the top level itself) are captured.
         let capture = depth <= 1 && msg.elems.len() < MAX_CAPTURED;
         match t {
+            b'$' if body == b"?" => {
+                msg.resp3 = true;
+                if capture {
+                    msg.elems.push(Vec::new());
+                }
+                self.chunked = Some(capture);
+                true
+            }
+            b'*' | b'%' | b'~' if body == b"?" => {
+                msg.resp3 = true;
+                if self.stack.len() >= MAX_DEPTH {
+                    return false;
+                }
+                if capture && depth == 1 {
+                    msg.elems.push(Vec::new());
+                }
+                // Counted as its elements complete (see `element_done`).
+                if depth == 0 {
+                    msg.count = 0;
+                }
+                self.stack.push(STREAMED);
+                true
+            }
             b'$' | b'=' | b'!' => {
                 let Some(n) = parse_len(body) else { return false };
                 if n < 0 {
@@ -445,8 +523,17 @@ impl Scanner {
 
     fn element_done(&mut self, done: &mut Vec<Msg>) {
         loop {
+            let top_level = self.stack.len() == 1;
             match self.stack.last_mut() {
                 None => return self.finish(done),
+                Some(&mut STREAMED) => {
+                    if top_level {
+                        if let Some(m) = self.msg.as_mut() {
+                            m.count = m.count.saturating_add(1);
+                        }
+                    }
+                    return;
+                }
                 Some(n) => {
                     *n = n.saturating_sub(1);
                     if *n > 0 {
@@ -763,6 +850,7 @@ impl Redis {
     fn drain_msgs(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
         let msgs = std::mem::take(&mut self.msgs);
         for m in msgs {
+            self.desync |= m.after_error;
             match dir {
                 StreamDir::ToServer => self.command(m, out),
                 StreamDir::ToClient => self.reply(ts, m, out),
@@ -1002,6 +1090,207 @@ mod tests {
         assert!(r.out[0].partial);
     }
 
+    /// The replies of `SET`, `GET` (`$?`), `LRANGE` (`*?` with a nested
+    /// streamed string, a finite array and a nested empty `~?`), `HGETALL`
+    /// (`%?`) and `PING`, as a RESP3 server that streams would send them.
+    const STREAMED_REPLIES: &[u8] = b"+OK\r\n\
+        $?\r\n;4\r\nHell\r\n;5\r\no wor\r\n;2\r\nld\r\n;0\r\n\
+        *?\r\n:1\r\n$?\r\n;2\r\nab\r\n;0\r\n*2\r\n:1\r\n:2\r\n~?\r\n.\r\n.\r\n\
+        %?\r\n+f1\r\n:1\r\n+f2\r\n$1\r\nx\r\n.\r\n\
+        +PONG\r\n";
+
+    fn streamed_commands() -> Vec<u8> {
+        [
+            cmd(&["SET", "k", "v"]),
+            cmd(&["GET", "k"]),
+            cmd(&["LRANGE", "l", "0", "-1"]),
+            cmd(&["HGETALL", "h"]),
+            cmd(&["PING"]),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn resp3_streamed_strings_and_aggregates_pair_in_order() {
+        // Whole, and cut at every byte.
+        for cut in [STREAMED_REPLIES.len(), 1, 3, 7] {
+            let mut r = Run::new();
+            r.req(1, &cmd(&["HELLO", "3"]));
+            r.resp(2, b"%0\r\n");
+            r.req(3, &streamed_commands());
+            for (i, c) in STREAMED_REPLIES.chunks(cut).enumerate() {
+                r.resp(10 + i as u64, c);
+            }
+            let d = r.details();
+            let got: Vec<_> = d.iter().map(|x| (x.command.as_str(), x.response_type.as_deref())).collect();
+            assert_eq!(
+                got,
+                [
+                    ("HELLO", Some("map")),
+                    ("SET", Some("simple")),
+                    ("GET", Some("bulk")),
+                    ("LRANGE", Some("array")),
+                    ("HGETALL", Some("map")),
+                    ("PING", Some("simple"))
+                ],
+                "cut {cut}"
+            );
+            assert!(r.out.iter().all(|e| !e.partial && e.outcome == Outcome::Complete), "cut {cut}");
+            assert_eq!(d[2].resp_version, 3);
+            // Response sizes add up to the bytes sent.
+            let total: u64 = r.out[1..].iter().map(|e| e.response_bytes).sum();
+            assert_eq!(total, STREAMED_REPLIES.len() as u64);
+            assert!(r.dec.resp.at_boundary());
+        }
+    }
+
+    #[test]
+    fn resp3_streamed_scanner_counts_and_captures() {
+        let mut s = Scanner::new(false);
+        let mut done = Vec::new();
+        s.feed(0, STREAMED_REPLIES, &mut done);
+        assert_eq!(done.len(), 5);
+        assert_eq!(done[1].elems, vec![b"Hello world".to_vec()]);
+        assert_eq!((done[2].kind, done[2].count), (b'*', 4));
+        assert_eq!(done[2].elems, vec![b"1".to_vec(), b"ab".to_vec(), vec![], vec![]]);
+        assert_eq!((done[3].kind, done[3].count), (b'%', 4));
+        assert!(done[1..4].iter().all(|m| m.resp3 && !m.partial));
+        // A long streamed string keeps MAX_ELEMENT bytes; a long streamed
+        // array keeps MAX_CAPTURED elements and one stack entry.
+        let mut big = b"$?\r\n".to_vec();
+        for _ in 0..100 {
+            big.extend_from_slice(b";10\r\n0123456789\r\n");
+        }
+        big.extend_from_slice(b";0\r\n*?\r\n");
+        s.feed(0, &big, &mut done);
+        for _ in 0..10_000 {
+            s.feed(0, b":7\r\n", &mut done);
+            assert!(s.stack.len() == 1 && s.buf.len() < 8);
+        }
+        s.feed(0, b".\r\n", &mut done);
+        assert_eq!(done.len(), 7);
+        assert_eq!(done[5].elems[0].len(), MAX_ELEMENT);
+        assert_eq!((done[6].count, done[6].elems.len()), (10_000, MAX_CAPTURED));
+        assert!(s.at_boundary());
+    }
+
+    #[test]
+    fn resp3_streamed_errors_resync() {
+        for bad in [
+            // `.` outside a streamed aggregate, a non-chunk line inside `$?`,
+            // a negative chunk length, `.` closing a counted array.
+            &b".\r\n"[..],
+            b"$?\r\n+OK\r\n",
+            b"$?\r\n;-3\r\n",
+            b"*2\r\n:1\r\n.\r\n",
+        ] {
+            let mut r = Run::new();
+            r.req(1, &[cmd(&["GET", "a"]), cmd(&["GET", "b"])].concat());
+            r.resp(2, bad);
+            r.resp(3, b"$1\r\nz\r\n");
+            r.dec.on_close(4, CloseReason::Fin, &mut Emit { conn: &r.conn, out: &mut r.out });
+            // Nothing is invented: whatever pairs after the resync is marked partial.
+            assert_eq!(r.out.len(), 2, "{bad:?}");
+            assert!(r.out.iter().all(|e| e.partial || e.outcome != Outcome::Complete), "{bad:?}");
+            assert!(r.dec.resp.chunked.is_none() && r.dec.resp.stack.len() <= 1);
+        }
+    }
+
+    #[test]
+    fn resp3_streamed_gaps() {
+        // Lost bytes inside a chunk cost only the chunk.
+        let mut r = Run::new();
+        r.req(1, &[cmd(&["GET", "a"]), cmd(&["PING"])].concat());
+        r.resp(2, b"$?\r\n;1000\r\n0123");
+        r.dec.on_gap(StreamDir::ToClient, 3, 900, &mut Emit { conn: &r.conn, out: &mut r.out });
+        r.resp(4, &[b'x'; 96]);
+        r.resp(5, b"\r\n;0\r\n+PONG\r\n");
+        assert_eq!(r.out.len(), 2);
+        assert!(r.out[0].partial && !r.out[1].partial);
+        assert_eq!(r.out[0].response_bytes, 4 + 7 + 1002 + 4);
+        // Lost bytes past a chunk end: the reply is partial, the scanner resyncs.
+        let mut r = Run::new();
+        r.req(1, &[cmd(&["GET", "a"]), cmd(&["PING"])].concat());
+        r.resp(2, b"*?\r\n$?\r\n;3\r\nab");
+        r.dec.on_gap(StreamDir::ToClient, 3, 50, &mut Emit { conn: &r.conn, out: &mut r.out });
+        r.resp(4, b"+PONG\r\n");
+        assert_eq!(r.out.len(), 2);
+        assert_eq!(r.details()[0].response_type.as_deref(), Some("array"));
+        assert!(r.out[0].partial && r.dec.resp.chunked.is_none());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Streamed {
+        Str(Vec<Vec<u8>>),
+        Agg(u8, Vec<redis_protocol::resp3::types::OwnedFrame>),
+    }
+
+    fn arb_resp3() -> impl Strategy<Value = redis_protocol::resp3::types::OwnedFrame> {
+        use redis_protocol::resp3::types::OwnedFrame as F;
+        let leaf = prop_oneof![
+            "[a-zA-Z0-9 ]{0,20}".prop_map(|s| F::SimpleString { data: s.into_bytes(), attributes: None }),
+            proptest::collection::vec(any::<u8>(), 0..100).prop_map(|d| F::BlobString { data: d, attributes: None }),
+            any::<i64>().prop_map(|n| F::Number { data: n, attributes: None }),
+            any::<bool>().prop_map(|b| F::Boolean { data: b, attributes: None }),
+            Just(F::Null),
+        ];
+        leaf.prop_recursive(3, 30, 5, |inner| {
+            proptest::collection::vec(inner, 0..5).prop_map(|d| F::Array { data: d, attributes: None })
+        })
+    }
+
+    fn arb_streamed() -> impl Strategy<Value = Streamed> {
+        prop_oneof![
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 0..6).prop_map(Streamed::Str),
+            (prop_oneof![Just(b'*'), Just(b'~'), Just(b'%')], proptest::collection::vec(arb_resp3(), 0..5)).prop_map(
+                |(k, mut items)| {
+                    if k == b'%' && items.len() % 2 == 1 {
+                        items.pop();
+                    }
+                    Streamed::Agg(k, items)
+                }
+            ),
+        ]
+    }
+
+    /// redis-protocol's streaming encoder (RESP3 `$?` / `*?` / `~?` / `%?`).
+    fn encode_streamed(v: &Streamed) -> Vec<u8> {
+        use redis_protocol::resp3::encode::streaming as enc;
+        use redis_protocol::resp3::types::FrameKind;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut at = 0;
+        match v {
+            Streamed::Str(chunks) => {
+                at = enc::encode_start_string(&mut buf, at).unwrap();
+                for c in chunks {
+                    at = enc::encode_string_chunk(&mut buf, at, c).unwrap();
+                }
+                at = enc::encode_end_string(&mut buf, at).unwrap();
+            }
+            Streamed::Agg(k, items) => {
+                let kind = match k {
+                    b'*' => FrameKind::Array,
+                    b'~' => FrameKind::Set,
+                    _ => FrameKind::Map,
+                };
+                at = enc::encode_start_aggregate_type(&mut buf, at, kind).unwrap();
+                if kind == FrameKind::Map {
+                    for kv in items.chunks(2) {
+                        at = enc::encode_owned_aggregate_type_inner_kv_pair(&mut buf, at, &kv[0], &kv[1], false)
+                            .unwrap();
+                    }
+                } else {
+                    for i in items {
+                        at = enc::encode_owned_aggregate_type_inner_value(&mut buf, at, i, false).unwrap();
+                    }
+                }
+                at = enc::encode_end_aggregate_type(&mut buf, at).unwrap();
+            }
+        }
+        buf.truncate(at);
+        buf
+    }
+
     fn arb_frame() -> impl Strategy<Value = redis_protocol::resp2::types::OwnedFrame> {
         use redis_protocol::resp2::types::OwnedFrame as F;
         let leaf = prop_oneof![
@@ -1041,6 +1330,69 @@ mod tests {
             prop_assert!(s.at_boundary());
         }
 
+        // Streamed RESP3 values from redis-protocol's encoder, between plain
+        // replies, however they are cut: one message each, sizes add up.
+        #[test]
+        fn streamed_resp3_agrees_with_redis_protocol(values in proptest::collection::vec(arb_streamed(), 1..6), cut in 1usize..40) {
+            let mut bytes = Vec::new();
+            for v in &values {
+                bytes.extend_from_slice(&encode_streamed(v));
+                bytes.extend_from_slice(b"+OK\r\n");
+            }
+            let mut s = Scanner::new(false);
+            let mut done = Vec::new();
+            for c in bytes.chunks(cut) {
+                s.feed(0, c, &mut done);
+            }
+            prop_assert_eq!(done.len(), values.len() * 2);
+            prop_assert_eq!(done.iter().map(|m| m.bytes).sum::<u64>(), bytes.len() as u64);
+            for (m, v) in done.iter().step_by(2).zip(&values) {
+                prop_assert!(!m.partial && m.resp3);
+                match v {
+                    Streamed::Str(chunks) => {
+                        let all = chunks.concat();
+                        prop_assert_eq!(m.kind, b'$');
+                        prop_assert_eq!(&m.elems[0][..], &all[..all.len().min(MAX_ELEMENT)]);
+                    }
+                    Streamed::Agg(k, items) => {
+                        prop_assert_eq!(m.kind, *k);
+                        prop_assert_eq!(m.count, items.len() as u64);
+                    }
+                }
+            }
+            prop_assert!(s.at_boundary());
+        }
+
+        // Random sequences of (streamed) RESP3 tokens, gaps and cuts: arbitrary
+        // bytes almost never form `$?` / `;n` / `.`, these do.
+        #[test]
+        fn streamed_token_soup_never_panics(
+            tokens in proptest::collection::vec(prop_oneof![
+                Just(&b"$?\r\n"[..]), Just(&b";3\r\nabc\r\n"[..]), Just(&b";0\r\n"[..]), Just(&b".\r\n"[..]),
+                Just(&b"*?\r\n"[..]), Just(&b"%?\r\n"[..]), Just(&b"~?\r\n"[..]), Just(&b":1\r\n"[..]),
+                Just(&b"*2\r\n"[..]), Just(&b"$3\r\nabc\r\n"[..]), Just(&b"+OK\r\n"[..]), Just(&b";99\r\n"[..]),
+                Just(&b">2\r\n"[..]), Just(&b"|1\r\n"[..]), Just(&b"\r\n"[..]),
+            ], 0..120),
+            cut in 1usize..30,
+            gaps in proptest::collection::vec(0u64..60, 0..4),
+        ) {
+            let mut r = Run::new();
+            r.req(0, &[cmd(&["HELLO", "3"]), cmd(&["GET", "a"]), cmd(&["PING"])].concat());
+            let bytes = tokens.concat();
+            for (i, c) in bytes.chunks(cut).enumerate() {
+                r.resp(i as u64, c);
+                if let Some(g) = gaps.get(i % 7) {
+                    if i % 7 == 3 {
+                        r.dec.on_gap(StreamDir::ToClient, i as u64, *g, &mut Emit { conn: &r.conn, out: &mut r.out });
+                    }
+                }
+                prop_assert!(r.dec.resp.buf.len() <= MAX_LINE && r.dec.resp.stack.len() <= MAX_DEPTH);
+                prop_assert!(r.dec.resp.msg.as_ref().is_none_or(|m| m.elems.len() <= MAX_CAPTURED));
+            }
+            r.dec.on_close(1000, CloseReason::Fin, &mut Emit { conn: &r.conn, out: &mut r.out });
+            prop_assert!(r.out.len() <= 3);
+        }
+
         #[test]
         fn arbitrary_input_never_panics(chunks in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..200), 0u64..400), 0..40)) {
             let mut r = Run::new();
@@ -1053,7 +1405,7 @@ mod tests {
                     r.dec.on_data(dir, i as u64, bytes, &mut Emit { conn: &r.conn, out: &mut r.out });
                 }
                 prop_assert!(r.dec.req.buf.len() <= MAX_LINE && r.dec.resp.buf.len() <= MAX_LINE);
-                prop_assert!(r.dec.req.stack.len() <= MAX_DEPTH);
+                prop_assert!(r.dec.req.stack.len() <= MAX_DEPTH && r.dec.resp.stack.len() <= MAX_DEPTH);
             }
             r.dec.on_close(1000, CloseReason::Fin, &mut Emit { conn: &r.conn, out: &mut r.out });
         }
