@@ -75,6 +75,9 @@ fn build_bpf(manifest: &Path, out_dir: &Path) -> Result<(), String> {
     let status = nightly("cargo")
         .current_dir(manifest.join("bpf-programs"))
         .args(["build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--bin", BPF_BIN])
+        // BTF with func_info: the kernel only accepts bpf_loop callbacks
+        // (used to split GSO packets) from programs that carry it.
+        .env("RUSTFLAGS", "-C link-arg=--btf")
         .arg("--target-dir")
         .arg(&target_dir)
         .status()

@@ -9,7 +9,8 @@
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_UNSPEC},
-    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    cty::c_void,
+    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_skb_load_bytes},
     macros::{classifier, map},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TcContext,
@@ -163,11 +164,95 @@ fn capture(ctx: &TcContext, direction: u8) {
     }
 
     let Some(rec) = SCRATCH.get_ptr_mut(0) else { return };
+    unsafe {
+        (*rec).ts_ns = bpf_ktime_get_ns();
+        (*rec).ifindex = (*ctx.skb.skb).ifindex;
+        (*rec).tcp_ack = ack;
+        (*rec).src_port = src_port;
+        (*rec).dst_port = dst_port;
+        (*rec).direction = direction;
+        (*rec).family = p.family;
+        (*rec).proto = p.proto;
+        (*rec)._pad = [0; 2];
+        (*rec).src_addr = p.src;
+        (*rec).dst_addr = p.dst;
+    }
     let payload_off = p.l4_off + hdr_len;
     let payload_len = p.l4_len - hdr_len;
-    // The IP length may claim more than the skb holds (GSO, broken packets).
-    let in_skb = (ctx.len() as usize).saturating_sub(payload_off);
-    let mut cap = payload_len;
+    // TSO/GSO (egress) and GRO (ingress) hand the hook one skb standing for
+    // many wire packets. Cut it back into those packets, so the snap length
+    // applies per wire packet and a large response is not reduced to its
+    // first `snaplen` bytes followed by a gap the decoders cannot cross.
+    let gso = if p.proto == PROTO_TCP || p.proto == PROTO_UDP {
+        unsafe { (*ctx.skb.skb).gso_size as usize }
+    } else {
+        0
+    };
+    if gso == 0 || payload_len <= gso {
+        emit(ctx, rec, payload_off, payload_len, seq, tcp_flags, snaplen);
+        return;
+    }
+    count(CNT_GSO_SPLIT);
+    // bpf_loop: the verifier checks the callback once instead of unrolling
+    // 64 copies of `emit` (which exceeds its complexity limit).
+    let mut segs = Segments {
+        skb: ctx.skb.skb,
+        payload_off,
+        payload_len,
+        gso,
+        nr: payload_len.div_ceil(gso).min(MAX_GSO_SEGS) as u32,
+        seq,
+        tcp_flags,
+        snaplen,
+    };
+    unsafe {
+        bpf_loop(segs.nr, segment as *mut c_void, &mut segs as *mut Segments as *mut c_void, 0);
+    }
+}
+
+/// What [`segment`] needs to cut one GSO/GRO packet into wire segments.
+#[repr(C)]
+struct Segments {
+    skb: *mut __sk_buff,
+    payload_off: usize,
+    payload_len: usize,
+    gso: usize,
+    nr: u32,
+    seq: u32,
+    tcp_flags: u8,
+    snaplen: u32,
+}
+
+/// bpf_loop callback: emits wire segment `i` (0 = continue, 1 = stop).
+#[inline(never)]
+extern "C" fn segment(i: u64, c: *mut c_void) -> i64 {
+    let c = unsafe { &*(c as *const Segments) };
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let off = (i as usize).wrapping_mul(c.gso);
+    if off >= c.payload_len {
+        return 1;
+    }
+    // Beyond MAX_GSO_SEGS the rest goes into one record (cut by the snap length).
+    let last = i as u32 + 1 >= c.nr || c.payload_len - off <= c.gso;
+    let seg = if last { c.payload_len - off } else { c.gso };
+    // On the wire only the last segment carries PSH/FIN (RST never comes with GSO).
+    let flags = if last { c.tcp_flags } else { c.tcp_flags & !(TCP_FIN | TCP_PSH) };
+    let ctx = TcContext::new(c.skb);
+    emit(&ctx, rec, c.payload_off + off, seg, c.seq.wrapping_add(off as u32), flags, c.snaplen);
+    if last {
+        1
+    } else {
+        0
+    }
+}
+
+/// Copies the first bytes of `len` payload bytes at `off` into the staged
+/// record and writes header + captured bytes to the ring.
+#[inline(always)]
+fn emit(ctx: &TcContext, rec: *mut PacketRecord, off: usize, len: usize, seq: u32, tcp_flags: u8, snaplen: u32) {
+    // The IP length may claim more than the skb holds (broken packets).
+    let in_skb = (ctx.len() as usize).saturating_sub(off);
+    let mut cap = len;
     if cap > snaplen as usize {
         cap = snaplen as usize;
     }
@@ -179,36 +264,25 @@ fn capture(ctx: &TcContext, direction: u8) {
     }
     let mut n = 0usize;
     unsafe {
-        (*rec).ts_ns = bpf_ktime_get_ns();
-        (*rec).ifindex = (*ctx.skb.skb).ifindex;
-        (*rec).payload_len = payload_len as u32;
+        (*rec).payload_len = len as u32;
         (*rec).tcp_seq = seq;
-        (*rec).tcp_ack = ack;
-        (*rec).src_port = src_port;
-        (*rec).dst_port = dst_port;
-        (*rec).direction = direction;
-        (*rec).family = p.family;
-        (*rec).proto = p.proto;
         (*rec).tcp_flags = tcp_flags;
-        (*rec)._pad = [0; 2];
-        (*rec).src_addr = p.src;
-        (*rec).dst_addr = p.dst;
         if cap > 0 {
             // Variable-length copies must be provably within 1..=MAX_PAYLOAD
             // for the verifier, hence the mask on (cap - 1).
-            let len = ((cap - 1) & (MAX_PAYLOAD - 1)) + 1;
+            let l = ((cap - 1) & (MAX_PAYLOAD - 1)) + 1;
             let r = bpf_skb_load_bytes(
                 ctx.skb.skb as *const __sk_buff as *const _,
-                payload_off as u32,
+                off as u32,
                 (*rec).payload.as_mut_ptr() as *mut _,
-                len as u32,
+                l as u32,
             );
             if r == 0 {
-                n = len;
+                n = l;
             }
         }
         (*rec).cap_len = n as u16;
-        if n < payload_len {
+        if n < len {
             count(CNT_TRUNCATED);
         }
         if n > MAX_PAYLOAD {

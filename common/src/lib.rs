@@ -63,10 +63,17 @@ pub const CNT_NOT_IP: u32 = 4;
 pub const CNT_TRUNCATED: u32 = 5;
 /// TCP segments without payload and without SYN/FIN/RST (pure ACKs), skipped.
 pub const CNT_NO_PAYLOAD: u32 = 6;
+/// TSO/GSO/GRO packets cut back into one record per wire segment.
+pub const CNT_GSO_SPLIT: u32 = 7;
 pub const NUM_COUNTERS: u32 = 8;
 
 /// Names of the counters, indexed by `CNT_*` (the `reason` attribute in userspace).
-pub const COUNTER_NAMES: [&str; 7] = ["seen", "filtered", "emitted", "ring_full", "not_ip", "truncated", "no_payload"];
+pub const COUNTER_NAMES: [&str; 8] =
+    ["seen", "filtered", "emitted", "ring_full", "not_ip", "truncated", "no_payload", "gso_split"];
+
+/// At most this many records per GSO/GRO packet (64 KiB of 1 KiB+ segments);
+/// a larger BIG TCP packet gets its remainder in the last record.
+pub const MAX_GSO_SEGS: usize = 64;
 
 /// Capacity of the `PORT_FILTER` hash map (CNFLOW_CAPTURE_PORTS entries).
 pub const MAX_FILTER_PORTS: u32 = 1024;

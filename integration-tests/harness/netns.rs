@@ -74,16 +74,22 @@ impl NetnsPair {
         c.args(&args[1..]).stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = c.spawn().unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
         let mut g = ChildGuard::new(child, &format!("{args:?}"));
-        let status = g.wait_timeout(timeout).unwrap_or_else(|| panic!("{args:?} did not finish within {timeout:?}"));
-        let mut out = String::new();
-        let mut err = String::new();
+        // Drained while the child runs: output beyond the pipe buffer would
+        // otherwise block the child until the timeout.
+        let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_string(&mut s);
+                }
+                s
+            })
+        };
         use std::io::Read;
-        if let Some(mut s) = g.child.stdout.take() {
-            let _ = s.read_to_string(&mut out);
-        }
-        if let Some(mut s) = g.child.stderr.take() {
-            let _ = s.read_to_string(&mut err);
-        }
+        let out = drain(g.child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let err = drain(g.child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let status = g.wait_timeout(timeout).unwrap_or_else(|| panic!("{args:?} did not finish within {timeout:?}"));
+        let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
         assert!(status.success(), "{args:?} failed ({status}): {out}\n{err}");
         out
     }

@@ -145,13 +145,19 @@ const REDIS_CLIENT: &str = r#"
 import socket, sys, time, json
 host = sys.argv[1]
 big = b"v" * 1200
+# Far above one MSS and the snap length: sent and answered as TSO/GSO
+# super-packets, which the capture must cut back into wire segments.
+huge = bytes(range(256)) * 160
 cmds = [b"*1\r\n$4\r\nPING\r\n",
         b"*3\r\n$3\r\nSET\r\n$4\r\nkey1\r\n$5\r\nhello\r\n",
         b"*2\r\n$3\r\nGET\r\n$4\r\nkey1\r\n",
         b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$1200\r\n" + big + b"\r\n",
         b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n",
+        b"*3\r\n$3\r\nSET\r\n$4\r\nhuge\r\n$40960\r\n" + huge + b"\r\n",
+        b"*2\r\n$3\r\nGET\r\n$4\r\nhuge\r\n",
         b"*2\r\n$4\r\nINCR\r\n$3\r\ncnt\r\n"]
-expect = [b"+PONG\r\n", b"+OK\r\n", b"$5\r\nhello\r\n", b"+OK\r\n", b"$1200\r\n" + big + b"\r\n", b":1\r\n"]
+expect = [b"+PONG\r\n", b"+OK\r\n", b"$5\r\nhello\r\n", b"+OK\r\n", b"$1200\r\n" + big + b"\r\n",
+          b"+OK\r\n", b"$40960\r\n" + huge + b"\r\n", b":1\r\n"]
 s = socket.create_connection((host, 6379), timeout=5)
 sent = b""; recv = b""
 for c, e in zip(cmds, expect):
@@ -316,6 +322,10 @@ fn captures_redis_ping_and_dns_byte_exact() {
     let last = err.lines().rev().find(|l| l.contains("capture stopped")).unwrap_or_else(|| panic!("stderr:\n{err}"));
     assert!(last.contains("ring_full=0"), "ring_full=0 expected in {last}");
     assert!(!last.contains("emitted=0 "), "{last}");
+    // The 40 kB value went both ways as GSO/GRO packets, and every wire
+    // segment was captured whole (checked by `reassemble` above).
+    assert!(!last.contains("gso_split=0 ") && last.contains("gso_split="), "{last}");
+    assert!(last.contains("truncated=0 "), "{last}");
 }
 
 #[test]
