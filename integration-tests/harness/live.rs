@@ -165,6 +165,15 @@ impl LiveSession {
     }
 }
 
+/// Some two of `exs` were in progress at the same time (request of one sent
+/// before the response of the other ended): multiplexed, not sequential.
+pub fn overlapping(exs: &[Value]) -> bool {
+    let t = |e: &Value, k: &str| e[k].as_u64().unwrap_or(0);
+    exs.iter().enumerate().any(|(i, a)| {
+        exs[i + 1..].iter().any(|b| t(a, "start_ns") < t(b, "end_ns") && t(b, "start_ns") < t(a, "end_ns"))
+    })
+}
+
 fn parse_lines(out: &str) -> Vec<Value> {
     out.lines()
         .filter(|l| l.starts_with('{'))
@@ -257,6 +266,19 @@ impl Observed {
                 .collect();
             panic!("live and replayed exchanges differ:\n{}", diff.join("\n"));
         }
+    }
+
+    /// Live exchanges of `protocol` grouped by connection (client address:port),
+    /// each group sorted by path/command summary.
+    pub fn by_connection(&self, protocol: &str) -> BTreeMap<String, Vec<Value>> {
+        let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for e in self.of(protocol).0 {
+            m.entry(s(&e["conn"]["client"])).or_default().push(e);
+        }
+        for v in m.values_mut() {
+            v.sort_by_key(summary);
+        }
+        m
     }
 
     /// The live summaries of `protocol` are exactly `expected` (with counts).

@@ -84,6 +84,8 @@ fn http1_dns_redis_icmp() {
     s.client(&["redis-cli", "-h", &ip, "LPUSH", "k", "x"], T);
     s.client(&["dig", "+short", "+tries=1", &format!("@{ip}"), "a.live.test", "A"], T);
     s.client(&["dig", "+short", "+tries=1", "+tcp", &format!("@{ip}"), "b.live.test", "A"], T);
+    // Two queries on one TCP connection.
+    s.client(&["dig", "+short", "+tries=1", "+tcp", "+keepopen", &format!("@{ip}"), "c.live.test", "d.live.test"], T);
     s.client(&["dig", "+short", "+tries=1", &format!("@{ip}"), "nope.test", "A"], T);
     s.client(&["curl", "-s", "-o", "/dev/null", &format!("http://{ip}:8000/index.html")], T);
     s.client(&["curl", "-s", "-o", "/dev/null", &format!("http://{ip}:8000/missing")], T);
@@ -107,6 +109,8 @@ fn http1_dns_redis_icmp() {
         &[
             ("dns udp a.live.test A NOERROR complete", 1),
             ("dns tcp b.live.test A NOERROR complete", 1),
+            ("dns tcp c.live.test A NOERROR complete", 1),
+            ("dns tcp d.live.test A NOERROR complete", 1),
             ("dns udp nope.test A NXDOMAIN complete", 1),
         ],
     );
@@ -118,6 +122,7 @@ fn http1_dns_redis_icmp() {
             ("http1 GET /big.txt 200 complete", 1),
         ],
     );
+    assert!(o.by_connection("dns").values().any(|v| v.len() == 2), "c/d.live.test not on one TCP connection");
     let icmp_unreach = format!("icmp destination_unreachable false 3 {ip}:9 complete");
     o.assert_exactly("icmp", &[("icmp echo false 0  complete", 2), (&icmp_unreach, 1)]);
 }
@@ -168,7 +173,40 @@ fn http2_multiplexed_and_upgrade() {
         ],
     );
     assert_eq!(o.live.len(), 12, "only HTTP/2 exchanges expected");
+    // nghttp's four streams and h2load's six share one connection each and
+    // were in flight together.
+    let conns = o.by_connection("http2");
+    let paths = |v: &Vec<serde_json::Value>| -> Vec<String> {
+        v.iter()
+            .map(|e| {
+                format!(
+                    "{}{}",
+                    e["detail"]["path"].as_str().unwrap_or(""),
+                    e["detail"]["query"].as_str().map(|q| format!("?{q}")).unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let nghttp = conns.values().find(|v| v.len() == 4).unwrap_or_else(|| panic!("no 4-stream connection: {conns:#?}"));
+    assert_eq!(paths(nghttp), ["/big.txt", "/hello.txt", "/hello.txt?x=1", "/missing"]);
+    assert!(live::overlapping(nghttp), "nghttp streams did not overlap: {nghttp:#?}");
+    let h2load = conns.values().find(|v| v.len() == 6).unwrap_or_else(|| panic!("no 6-stream connection: {conns:#?}"));
+    assert!(live::overlapping(h2load), "h2load streams did not overlap: {h2load:#?}");
+    let mut ids: Vec<u64> = h2load.iter().filter_map(|e| e["detail"]["stream_id"].as_u64()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 3, 5, 7, 9, 11], "h2load stream ids");
 }
+
+const GRPC_BIG_CLIENT: &str = r#"
+import sys
+sys.path.insert(0, sys.argv[2])
+import grpc, echo_pb2, echo_pb2_grpc
+with grpc.insecure_channel(sys.argv[1]) as ch:
+    stub = echo_pb2_grpc.EchoStub(ch)
+    r = stub.Say(echo_pb2.SayRequest(text="x" * 100000), timeout=5)
+    last = [m.text for m in stub.Count(echo_pb2.CountRequest(n=20), timeout=5)][-1]
+    print(len(r.text), last)
+"#;
 
 #[test]
 fn grpc_unary_error_and_stream() {
@@ -196,18 +234,25 @@ fn grpc_unary_error_and_stream() {
     let client = scripts.join("echo_client.py");
     let printed = s.client(&["python3", client.to_str().unwrap(), &addr, &gen], T);
     assert!(printed.contains("no such text: missing"), "client output: {printed}");
+    // A second channel: 100 kB each way in one unary call (DATA frames over
+    // many segments and GSO packets), and a longer server stream.
+    let printed = s.client(&["python3", "-c", GRPC_BIG_CLIENT, &addr, &gen], T);
+    assert_eq!(printed.trim(), "100005 19", "client output");
 
     let o = s.finish();
     o.assert_live_matches_replay();
     o.assert_exactly(
         "grpc",
         &[
-            (r#"grpc cnflow.test.Echo/Say status=0 msg="" msgs=1/1 complete"#, 1),
+            (r#"grpc cnflow.test.Echo/Say status=0 msg="" msgs=1/1 complete"#, 2),
             (r#"grpc cnflow.test.Echo/Count status=0 msg="" msgs=1/3 complete"#, 1),
+            (r#"grpc cnflow.test.Echo/Count status=0 msg="" msgs=1/20 complete"#, 1),
             (r#"grpc cnflow.test.Echo/Say status=5 msg="no such text: missing" msgs=1/0 complete"#, 1),
         ],
     );
-    assert_eq!(o.live.len(), 3, "only the three RPCs expected");
+    assert_eq!(o.live.len(), 5, "only the five RPCs expected");
+    let big = o.live.iter().find(|e| e["request_bytes"].as_u64() > Some(100_000)).expect("100 kB call");
+    assert!(big["response_bytes"].as_u64() > Some(100_000), "{big}");
 }
 
 /// confluent-kafka: two produce+flush rounds to partition 0 (one Produce
