@@ -8,7 +8,7 @@
 //! server + curl, ping and UDP to a closed port; h2o + curl/nghttp/h2load
 //! (prior knowledge, h2c upgrade, multiplexed streams); a grpcio server and
 //! client (unary, error status, server streaming); a tansu Kafka broker with
-//! confluent-kafka; and HTTP/1 + Redis over IPv6.
+//! confluent-kafka; and HTTP/1, HTTP/2, Redis, DNS and ping over IPv6.
 #[path = "../harness/mod.rs"]
 mod harness;
 #[path = "../harness/live.rs"]
@@ -133,7 +133,7 @@ fn h2o(s: &mut LiveSession, ip: &str, port: u16) {
     std::fs::write(
         &conf,
         format!(
-            "user: root\npid-file: {pid}\nerror-log: {err}\nlisten:\n  host: {ip}\n  port: {port}\nhosts:\n  default:\n    paths:\n      /:\n        file.dir: {www}\n",
+            "user: root\npid-file: {pid}\nerror-log: {err}\nlisten:\n  host: \"{ip}\"\n  port: {port}\nhosts:\n  default:\n    paths:\n      /:\n        file.dir: {www}\n",
             pid = s.dir.path("h2o.pid").display(),
             err = s.dir.path("h2o.err").display(),
         ),
@@ -364,7 +364,7 @@ fn kafka_produce_and_fetch() {
 }
 
 #[test]
-fn ipv6_http1_redis_dns_icmp() {
+fn ipv6_http1_http2_redis_dns_icmp() {
     let mut s = LiveSession::new("l6").with_ipv6();
     let www = web_root(&s);
     redis_server(&mut s, IP6_A);
@@ -386,13 +386,19 @@ fn ipv6_http1_redis_dns_icmp() {
         ],
         "dnsmasq",
     );
+    h2o(&mut s, IP6_A, 8080);
     s.start_capture();
-    assert!(s.wait_tcp(IP6_A, 6379, UP) && s.wait_tcp(IP6_A, 8000, UP), "peers did not come up");
+    assert!(
+        s.wait_tcp(IP6_A, 6379, UP) && s.wait_tcp(IP6_A, 8000, UP) && s.wait_tcp(IP6_A, 8080, UP),
+        "peers did not come up"
+    );
     let web = |p: &str| format!("http://[{IP6_A}]:8000{p}");
 
     s.client(&["curl", "-s", "-o", "/dev/null", &web("/index.html")], T);
     s.client(&["curl", "-s", "-o", "/dev/null", &web("/missing")], T);
     s.client(&["curl", "-s", "-o", "/dev/null", &web("/big.txt")], T);
+    let h2 = |p: &str| format!("http://[{IP6_A}]:8080{p}");
+    s.client(&["nghttp", "-n", &h2("/big.txt"), &h2("/missing")], T);
     s.client(&["redis-cli", "-h", IP6_A, "SET", "k6", "v"], T);
     s.client(&["redis-cli", "-h", IP6_A, "GET", "k6"], T);
     s.client(&["dig", "+short", "+tries=1", &format!("@{IP6_A}"), "a.six.test", "AAAA"], T);
@@ -413,6 +419,7 @@ fn ipv6_http1_redis_dns_icmp() {
             ("http1 GET /big.txt 200 complete", 1),
         ],
     );
+    o.assert_exactly("http2", &[("http2 GET /big.txt 200 complete", 1), ("http2 GET /missing 404 complete", 1)]);
     o.assert_exactly("redis", &[("redis SET ? ? simple  complete", 1), ("redis GET ? bulk  complete", 1)]);
     o.assert_exactly(
         "dns",
