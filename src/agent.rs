@@ -155,7 +155,7 @@ async fn process(
     // cnflow's own connections (OTLP export, self-telemetry) are not observed:
     // describing an export in a span that the next export carries never ends.
     let local = LocalAddrs::detect();
-    let mut own = OwnSockets::default();
+    let mut own = OwnSockets::from_export_env();
     let mut deliver = |pipeline: &mut Pipeline, sink: &mut TelemetrySink| -> Result<()> {
         let mut exchanges = pipeline.take_exchanges();
         exchanges.retain(|ex| !own.is_own(ex, |ip| local.contains(ip)));

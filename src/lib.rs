@@ -16,5 +16,6 @@ pub mod k8s;
 pub mod own_sockets;
 pub mod pipeline;
 pub mod protocol;
+pub mod self_telemetry;
 pub mod stats;
 pub mod telemetry;

@@ -24,7 +24,10 @@ enum Cmd {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    cnflow::cmd::init_logging();
+    // run/agent/gateway set up logging inside their runtime, with self-telemetry.
+    if matches!(cli.cmd, Cmd::Replay(_) | Cmd::Config(_)) {
+        cnflow::cmd::init_logging();
+    }
     let res = match cli.cmd {
         Cmd::Run(a) => cnflow::cmd::run::main(a, cnflow::cmd::run::Mode::Standalone),
         Cmd::Agent(a) => cnflow::cmd::run::main(a, cnflow::cmd::run::Mode::Agent),

@@ -5,33 +5,50 @@
 //!
 //! The local addresses of our sockets come from /proc: socket inodes of
 //! /proc/self/fd matched against /proc/self/net/tcp{,6} (the namespace the
-//! process lives in). A lookup that misses re-reads them, at most every
-//! `min_refresh`, and only for exchanges whose client side is a local
-//! address (our connections are always the client).
+//! process lives in). Only exchanges whose client side is a local address are
+//! looked up (our connections are always the client). A miss re-reads /proc
+//! at once when the server port is one of the OTLP endpoints' ports (a new
+//! export connection must never slip through), otherwise at most every
+//! `min_refresh`.
 use crate::exchange::Exchange;
 use crate::stats::{counter, Counter};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 static SKIPPED: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(|| counter("cnflow.telemetry.own_exchanges_skipped", &[]));
 
+/// A closed connection's exchange may still be in the pipeline: addresses
+/// stay known this long after their socket is gone.
+const KEEP_CLOSED: Duration = Duration::from_secs(30);
+
 pub struct OwnSockets {
-    local: HashSet<SocketAddr>,
+    /// Local address → last time it was seen among our sockets.
+    local: HashMap<SocketAddr, Instant>,
     last_refresh: Option<Instant>,
     min_refresh: Duration,
-}
-
-impl Default for OwnSockets {
-    fn default() -> Self {
-        Self::new(Duration::from_millis(200))
-    }
+    export_ports: HashSet<u16>,
 }
 
 impl OwnSockets {
-    pub fn new(min_refresh: Duration) -> Self {
-        Self { local: HashSet::new(), last_refresh: None, min_refresh }
+    pub fn new(export_ports: impl IntoIterator<Item = u16>, min_refresh: Duration) -> Self {
+        Self {
+            local: HashMap::new(),
+            last_refresh: None,
+            min_refresh,
+            export_ports: export_ports.into_iter().collect(),
+        }
+    }
+
+    /// Ports of the configured OTLP endpoints (traces, metrics), which cnflow's
+    /// exporter and the self-telemetry SDK connect to.
+    pub fn from_export_env() -> Self {
+        let ports = [crate::export::Signal::Traces, crate::export::Signal::Metrics]
+            .into_iter()
+            .filter_map(|s| crate::export::ExportConfig::from_env(s).ok().flatten())
+            .filter_map(|c| reqwest::Url::parse(&c.endpoint).ok()?.port_or_known_default());
+        Self::new(ports, Duration::from_millis(200))
     }
 
     /// Whether `ex` travelled on one of this process's connections (counted).
@@ -40,10 +57,11 @@ impl OwnSockets {
         if ex.conn.transport != crate::flow::Transport::Tcp || !local_ip(client.ip()) {
             return false;
         }
-        let mut own = self.local.contains(&client);
-        if !own && self.last_refresh.is_none_or(|t| t.elapsed() >= self.min_refresh) {
+        let mut own = self.local.contains_key(&client);
+        let wait = if self.export_ports.contains(&ex.conn.server.port()) { Duration::ZERO } else { self.min_refresh };
+        if !own && self.last_refresh.is_none_or(|t| t.elapsed() >= wait) {
             self.refresh();
-            own = self.local.contains(&client);
+            own = self.local.contains_key(&client);
         }
         if own {
             SKIPPED.inc();
@@ -52,13 +70,16 @@ impl OwnSockets {
     }
 
     fn refresh(&mut self) {
-        self.last_refresh = Some(Instant::now());
+        let now = Instant::now();
+        self.last_refresh = Some(now);
         let inodes = own_socket_inodes();
-        self.local.clear();
         for (file, v6) in [("/proc/self/net/tcp", false), ("/proc/self/net/tcp6", true)] {
             let Ok(text) = std::fs::read_to_string(file) else { continue };
-            self.local.extend(parse_proc_net_tcp(&text, v6, &inodes));
+            for a in parse_proc_net_tcp(&text, v6, &inodes) {
+                self.local.insert(a, now);
+            }
         }
+        self.local.retain(|_, seen| now.duration_since(*seen) < KEEP_CLOSED);
     }
 }
 
@@ -144,8 +165,8 @@ mod tests {
     fn finds_a_connection_of_this_process() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let mut own = OwnSockets::new(Duration::ZERO);
+        let mut own = OwnSockets::new([], Duration::ZERO);
         own.refresh();
-        assert!(own.local.contains(&c.local_addr().unwrap()), "{:?} not in {:?}", c.local_addr(), own.local);
+        assert!(own.local.contains_key(&c.local_addr().unwrap()), "{:?} not in {:?}", c.local_addr(), own.local);
     }
 }

@@ -21,7 +21,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 # cnflow gateway → sink on 14411
 CNFLOW_GATEWAY_GRPC_LISTEN=127.0.0.1:14401 CNFLOW_GATEWAY_HTTP_LISTEN=127.0.0.1:14402 \
 CNFLOW_GATEWAY_HEALTH_LISTEN=127.0.0.1:14403 CNFLOW_GATEWAY_GEOIP_CITY_DB=$city CNFLOW_GATEWAY_GEOIP_ASN_DB=$asn \
-OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14411 RUST_LOG=warn \
+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14411 CNFLOW_SELF_TELEMETRY=false RUST_LOG=warn \
   taskset -c 1 "$bin" gateway > "$work/gw.log" 2>&1 & pids+=($!)
 wait_port 14401
 gw=$(taskset -c 0 "$load" --sink 127.0.0.1:14411 --target http://127.0.0.1:14401 --spans "$spans")

@@ -51,7 +51,7 @@ fn chart_values_name_every_variable() {
             "gateway" => {
                 want_gateway.insert(name);
             }
-            "export" => {
+            "export" | "self-telemetry" => {
                 want_agent.insert(name.clone());
                 want_gateway.insert(name);
             }

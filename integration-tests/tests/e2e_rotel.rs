@@ -243,6 +243,26 @@ fn live_agent_to_rotel_over_grpc() {
     assert!(loops.is_empty(), "cnflow described its own exports: {loops:?}");
     assert!(log.contains("cnflow.telemetry.own_exchanges_skipped="), "own exports were not seen/skipped: {log}");
     assert!(log.contains("ring_full=0"), "kernel ring drops: {log}");
+    check_self_telemetry(received);
+}
+
+/// cnflow's own traces and metrics (SDK) arrived as service.name=cnflow-agent:
+/// a CLIENT span per OTLP request, the capture attach spans, and the export
+/// latency histogram.
+fn check_self_telemetry(received: &otel::Received) {
+    wait_for("self-telemetry", Duration::from_secs(20), || {
+        received.self_spans().iter().any(|sp| sp.name == "otlp.export") && received.has_metric("cnflow.export.duration")
+    });
+    let own = received.self_spans();
+    let exports: Vec<_> = own.iter().filter(|sp| sp.name == "otlp.export").collect();
+    assert!(exports.iter().all(|sp| sp.kind == otel::CLIENT), "{exports:#?}");
+    assert!(exports.iter().any(|sp| str_attr(sp, "cnflow.export.signal").as_deref() == Some("traces")
+        && str_attr(sp, "cnflow.export.outcome").as_deref() == Some("delivered")));
+    let attached: Vec<_> =
+        own.iter().filter(|sp| sp.name == "capture.attach").filter_map(|sp| str_attr(sp, "iface")).collect();
+    assert!(attached.iter().any(|i| i == "lo"), "capture.attach spans: {attached:?}");
+    let services = received.metric_services("cnflow.export.duration");
+    assert!(!services.is_empty() && services.iter().all(|s| s == otel::SELF_SERVICE), "{services:?}");
 }
 
 #[test]
@@ -264,4 +284,68 @@ fn live_agent_to_rotel_over_http_protobuf() {
     assert!(loops.is_empty(), "cnflow described its own exports: {loops:?}");
     load.check(received, &spans, &s.pair.ip_a, 8080, 0);
     assert!(log.contains("cnflow.telemetry.own_exchanges_skipped="), "own exports were not seen/skipped: {log}");
+    check_self_telemetry(received);
+}
+
+/// With the collector down the agent still captures (spans on stdout), says
+/// clearly that export fails, and exits cleanly and promptly.
+#[test]
+fn agent_keeps_capturing_when_the_collector_is_down() {
+    let pair = NetnsPair::new("down");
+    let dir = tempfile::tempdir().unwrap();
+    let _server = http_server(&pair.ns_b, &pair.ip_b);
+    // Nothing listens on port 9 in the fresh namespace.
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"), ("RUST_LOG", "info")];
+    let agent = start_agent(&pair.ns_b, &pair.veth_b, "run", &["--format", "text"], &env, dir.path());
+    let load = HttpLoad { sequential: 3, pipelined: 2 };
+    load.run(Some(&pair.ns_a), &format!("{}:8080", pair.ip_b));
+    // Long enough for the first data and self-telemetry exports to fail.
+    std::thread::sleep(Duration::from_secs(6));
+    let stopped = std::time::Instant::now();
+    stop_agent(agent);
+    assert!(stopped.elapsed() < Duration::from_secs(15), "shutdown took {:?}", stopped.elapsed());
+    let out = read(&dir.path().join("agent.out"));
+    let log = read(&dir.path().join("agent.err"));
+    let lines = out.lines().filter(|l| l.contains(" SERVER ") && l.contains("\"GET /")).count();
+    assert_eq!(lines, load.total(), "spans on stdout:\n{out}\n{log}");
+    assert!(log.contains("OTLP export failed, retrying"), "no warning about the data export: {log}");
+    assert!(log.contains("cnflow's own telemetry cannot be exported"), "no warning about self-telemetry: {log}");
+}
+
+/// `cnflow gateway` sends its own traces and metrics (service.name
+/// cnflow-gateway) to the endpoint it forwards to, here rotel.
+#[test]
+fn gateway_exports_its_own_telemetry_to_rotel() {
+    let dir = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(None);
+    let rotel = Rotel::start(None, recv.port);
+    let (grpc, http) = (otel::free_port(), otel::free_port());
+    let mut c = Command::new(harness::cnflow_bin());
+    c.arg("gateway")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", rotel.grpc_port))
+        .env("CNFLOW_GATEWAY_GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
+        .env("CNFLOW_GATEWAY_HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        .env("CNFLOW_GATEWAY_HEALTH_LISTEN", "127.0.0.1:0")
+        .env("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "50")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("gw.err")).unwrap());
+    let mut gw = ChildGuard::new(c.spawn().unwrap(), "cnflow gateway");
+    otel::wait_port(None, ([127, 0, 0, 1], http).into(), "gateway HTTP");
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"app"}}]},"scopeSpans":[{"spans":[{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","name":"hello","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000001000000"}]}]}]}"#;
+    let out = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-H", "content-type: application/json", "--data-binary", body])
+        .arg(format!("http://127.0.0.1:{http}/v1/traces"))
+        .status()
+        .unwrap();
+    assert!(out.success(), "gateway refused the request");
+    let received = &recv.received;
+    wait_for("forwarded span", Duration::from_secs(20), || received.spans().iter().any(|s| s.name == "hello"));
+    gw.signal(libc::SIGTERM);
+    assert!(gw.wait_timeout(Duration::from_secs(20)).is_some_and(|s| s.success()), "gateway did not exit cleanly");
+    wait_for("gateway self-telemetry", Duration::from_secs(20), || {
+        received.spans_where(|s| s == "cnflow-gateway").iter().any(|s| s.name == "otlp.export")
+            && received.metric_services("cnflow.export.duration").iter().any(|s| s == "cnflow-gateway")
+    });
+    let log = read(&dir.path().join("gw.err"));
+    assert!(log.contains("exporting cnflow's own traces and metrics"), "{log}");
 }

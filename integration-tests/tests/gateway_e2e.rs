@@ -151,6 +151,8 @@ async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
         Command::new(harness::cnflow_bin())
             .arg("gateway")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{rotel_grpc}"))
+            // Exact span counts below: the gateway's own spans are tested in e2e_rotel.
+            .env("CNFLOW_SELF_TELEMETRY", "false")
             .env("CNFLOW_GATEWAY_GRPC_LISTEN", format!("127.0.0.1:{gw_grpc}"))
             .env("CNFLOW_GATEWAY_HTTP_LISTEN", format!("127.0.0.1:{gw_http}"))
             .env("CNFLOW_GATEWAY_HEALTH_LISTEN", "127.0.0.1:0")

@@ -44,6 +44,8 @@ fn start_gateway(grpc: u16, backend: u16, dir: &std::path::Path) -> Gateway {
     let child = std::process::Command::new(harness::cnflow_bin())
         .arg("gateway")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{backend}"))
+        // The backend counts spans: keep the gateway's own spans out of it.
+        .env("CNFLOW_SELF_TELEMETRY", "false")
         .env("CNFLOW_GATEWAY_GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
         .env("CNFLOW_GATEWAY_HTTP_LISTEN", "127.0.0.1:0")
         .env("CNFLOW_GATEWAY_HEALTH_LISTEN", "127.0.0.1:0")

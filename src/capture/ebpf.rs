@@ -246,6 +246,7 @@ impl LiveCapture {
         if self.links.contains_key(ifname) {
             return Ok(());
         }
+        let _span = tracing::info_span!("capture.attach", iface = ifname).entered();
         // Every loopback packet passes lo's egress and then its ingress: one hook
         // sees it once, where both would double every datagram and segment.
         let loopback = is_loopback(ifname);
@@ -271,7 +272,9 @@ impl LiveCapture {
 
     /// Detaches from `ifname` (dropping the TCX links). Unknown names are ignored.
     pub fn detach(&mut self, ifname: &str) {
-        if self.links.remove(ifname).is_some() {
+        if self.links.contains_key(ifname) {
+            let _span = tracing::info_span!("capture.detach", iface = ifname).entered();
+            self.links.remove(ifname);
             ATTACHED.set(self.links.len() as u64);
             tracing::info!(iface = ifname, "capture detached");
         }

@@ -81,6 +81,16 @@ pub fn components() -> Vec<Component> {
             },
         },
         Component {
+            name: "self-telemetry",
+            source: include_str!("../self_telemetry.rs"),
+            struct_name: "SelfTelemetryConfig",
+            prefix: "CNFLOW_",
+            defaults: || {
+                serde_json::to_value(crate::self_telemetry::SelfTelemetryConfig::default()).unwrap_or(Value::Null)
+            },
+            effective: || Ok(serde_json::to_value(crate::self_telemetry::SelfTelemetryConfig::from_env()?)?),
+        },
+        Component {
             name: "k8s",
             source: include_str!("../k8s/config.rs"),
             struct_name: "K8sConfig",

@@ -7,8 +7,14 @@ pub struct GatewayArgs {}
 pub fn main(_args: GatewayArgs) -> Result<()> {
     let cfg = crate::gateway::GatewayConfig::from_env()?;
     let destinations = crate::gateway::destinations(&cfg, std::env::vars())?;
+    let self_cfg = crate::self_telemetry::SelfTelemetryConfig::from_env()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let own = {
+        let _in_runtime = rt.enter();
+        let cumulative = opentelemetry_sdk::metrics::Temporality::Cumulative;
+        super::init_logging_and_self_telemetry("cnflow-gateway", &self_cfg, cumulative, None)
+    };
+    let res = rt.block_on(async move {
         let mut running = crate::gateway::start(cfg, destinations).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let outcome = tokio::select! {
@@ -19,5 +25,7 @@ pub fn main(_args: GatewayArgs) -> Result<()> {
         tracing::info!("gateway shutting down");
         running.shutdown().await;
         outcome
-    })
+    });
+    rt.block_on(own.shutdown());
+    res
 }

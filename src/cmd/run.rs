@@ -28,8 +28,19 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
         .format
         .clone()
         .unwrap_or_else(|| if mode == Mode::Agent && endpoint_set { "none" } else { "text" }.to_string());
+    let self_cfg = crate::self_telemetry::SelfTelemetryConfig::from_env()?;
+    let tcfg = crate::telemetry::TelemetryConfig::from_env()?;
+    let temporality = match tcfg.temporality()? {
+        crate::telemetry::config::Temporality::Cumulative => opentelemetry_sdk::metrics::Temporality::Cumulative,
+        crate::telemetry::config::Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(async {
+    let own = {
+        let _in_runtime = rt.enter();
+        let interval = Some(std::time::Duration::from_secs(tcfg.metric_export_interval_secs));
+        super::init_logging_and_self_telemetry("cnflow-agent", &self_cfg, temporality, interval)
+    };
+    let res = rt.block_on(async {
         let cancel = crate::capture::live::cancel_on_signal_or(args.duration)?;
         if format == "packets" {
             return crate::capture::live::print_packets(&cfg, cancel).await;
@@ -40,5 +51,7 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
             health_agent_default: mode == Mode::Agent,
         };
         crate::agent::run(cfg, opts, cancel).await
-    })
+    });
+    rt.block_on(own.shutdown());
+    res
 }

@@ -125,7 +125,8 @@ impl Exporter {
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
         let queue = Arc::new(Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?);
         tracing::info!(signal = cfg.signal.name(), endpoint = %cfg.endpoint, protocol = ?cfg.protocol, "OTLP exporter started");
-        let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters));
+        let instruments = crate::self_telemetry::ExportInstruments::new();
+        let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters, instruments));
         Ok(Lane { queue, task: parking_lot::Mutex::new(Some(task)) })
     }
 
@@ -197,50 +198,88 @@ impl Exporter {
     }
 }
 
-async fn run_lane(cfg: ExportConfig, sender: Sender, queue: Arc<Queue>, c: Counters) {
-    let signal = cfg.signal.name();
+async fn run_lane(
+    cfg: ExportConfig,
+    sender: Sender,
+    queue: Arc<Queue>,
+    c: Counters,
+    instruments: crate::self_telemetry::ExportInstruments,
+) {
+    use tracing::Instrument;
     while let Some(entry) = queue.take().await {
         let started = Instant::now();
-        let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
-        let mut warned = false;
-        loop {
-            match sender.send(&entry.payload).await {
-                Outcome::Delivered { rejected, message } => {
-                    let rejected = rejected.min(entry.items as u64);
-                    c.sent.add(entry.items as u64 - rejected);
-                    if rejected > 0 || !message.is_empty() {
-                        c.rejected.add(rejected);
-                        tracing::warn!(signal, rejected, "OTLP partial success: {message}");
-                    }
-                    if warned {
-                        tracing::info!(signal, endpoint = %cfg.endpoint, "OTLP export recovered");
-                    }
-                    break;
+        // One CLIENT span per request in cnflow's own traces (self-telemetry).
+        let span = tracing::info_span!(
+            "otlp.export",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            cnflow.export.signal = cfg.signal.name(),
+            cnflow.export.items = entry.items,
+            cnflow.export.attempts = tracing::field::Empty,
+            cnflow.export.outcome = tracing::field::Empty,
+            server.address = %cfg.endpoint,
+        );
+        let (outcome, attempts) = send_with_retry(&cfg, &sender, &entry, &c, started).instrument(span.clone()).await;
+        span.record("cnflow.export.attempts", attempts);
+        span.record("cnflow.export.outcome", outcome);
+        if outcome != "delivered" {
+            span.record("otel.status_code", "ERROR");
+        }
+        drop(span);
+        instruments.record(cfg.signal, outcome, started.elapsed(), entry.items);
+        queue.complete(entry);
+    }
+}
+
+/// Sends one request until delivered or given up: (outcome, attempts).
+async fn send_with_retry(
+    cfg: &ExportConfig,
+    sender: &Sender,
+    entry: &queue::Entry,
+    c: &Counters,
+    started: Instant,
+) -> (&'static str, u32) {
+    let signal = cfg.signal.name();
+    let mut backoff = Backoff::new(cfg.retry_initial, cfg.retry_max);
+    let mut warned = false;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match sender.send(&entry.payload).await {
+            Outcome::Delivered { rejected, message } => {
+                let rejected = rejected.min(entry.items as u64);
+                c.sent.add(entry.items as u64 - rejected);
+                if rejected > 0 || !message.is_empty() {
+                    c.rejected.add(rejected);
+                    tracing::warn!(signal, rejected, "OTLP partial success: {message}");
                 }
-                Outcome::Fail { reason } => {
+                if warned {
+                    tracing::info!(signal, endpoint = %cfg.endpoint, "OTLP export recovered");
+                }
+                return ("delivered", attempts);
+            }
+            Outcome::Fail { reason } => {
+                c.failed.add(entry.items as u64);
+                tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export failed permanently: {reason}");
+                return ("failed", attempts);
+            }
+            Outcome::Retry { after, reason } => {
+                let delay = backoff.delay(after);
+                if cfg.retry_max_elapsed.is_some_and(|m| started.elapsed() + delay > m) {
                     c.failed.add(entry.items as u64);
-                    tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export failed permanently: {reason}");
-                    break;
+                    tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export given up after retrying: {reason}");
+                    return ("given_up", attempts);
                 }
-                Outcome::Retry { after, reason } => {
-                    let delay = backoff.delay(after);
-                    if cfg.retry_max_elapsed.is_some_and(|m| started.elapsed() + delay > m) {
-                        c.failed.add(entry.items as u64);
-                        tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export given up after retrying: {reason}");
-                        break;
-                    }
-                    c.retried.inc();
-                    if !warned {
-                        tracing::warn!(signal, endpoint = %cfg.endpoint, "OTLP export failed, retrying: {reason}");
-                        warned = true;
-                    } else {
-                        tracing::debug!(signal, "retrying in {delay:?}: {reason}");
-                    }
-                    tokio::time::sleep(delay).await;
+                c.retried.inc();
+                if !warned {
+                    tracing::warn!(signal, endpoint = %cfg.endpoint, "OTLP export failed, retrying: {reason}");
+                    warned = true;
+                } else {
+                    tracing::debug!(signal, "retrying in {delay:?}: {reason}");
                 }
+                tokio::time::sleep(delay).await;
             }
         }
-        queue.complete(entry);
     }
 }
 

@@ -370,6 +370,9 @@ pub async fn run<K, S: WatchSync<K>>(
     let mut stream = std::pin::pin!(stream);
     let mut tick = resync.map(|r| tokio::time::interval_at(tokio::time::Instant::now() + r, r));
     let mut outage = Outage { resource: S::RESOURCE, errors: S::errors(), down: false };
+    // A full list (start, after a watch expired or failed) as one span of
+    // cnflow's own traces, from Init to InitDone.
+    let mut relist: Option<(tracing::Span, u64)> = None;
     loop {
         let tick_due = async {
             match tick.as_mut() {
@@ -383,7 +386,28 @@ pub async fn run<K, S: WatchSync<K>>(
             _ = cancel.cancelled() => break,
             _ = tick_due => sync.resync().await,
             ev = stream.next() => match ev {
-                Some(Ok(ev)) => { outage.ok(); sync.apply(ev).await }
+                Some(Ok(ev)) => {
+                    outage.ok();
+                    match &ev {
+                        Event::Init => {
+                            let span = tracing::info_span!("k8s.relist", k8s.resource = S::RESOURCE, cnflow.k8s.items = tracing::field::Empty);
+                            relist = Some((span, 0));
+                        }
+                        Event::InitApply(_) => {
+                            if let Some((_, n)) = relist.as_mut() {
+                                *n += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                    let done = matches!(ev, Event::InitDone);
+                    sync.apply(ev).await;
+                    if done {
+                        if let Some((span, n)) = relist.take() {
+                            span.record("cnflow.k8s.items", n);
+                        }
+                    }
+                }
                 Some(Err(e)) => outage.error(&e),
                 None => break,
             }

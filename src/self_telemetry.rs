@@ -1,0 +1,304 @@
+//! cnflow's own traces and metrics through the OpenTelemetry SDK, sent to the
+//! endpoint of the standard `OTEL_EXPORTER_OTLP_*` variables as
+//! `service.name=cnflow-agent` (run/agent) or `cnflow-gateway`.
+//!
+//! - Traces: `tracing` spans of the `cnflow` crate at INFO and above, bridged by
+//!   tracing-opentelemetry: `otlp.export` (one CLIENT span per OTLP request the
+//!   exporter sends, with its outcome and attempts), `capture.attach` /
+//!   `capture.detach`, `k8s.relist` (a watch's full list, start to end).
+//! - Metrics (SDK meter "cnflow"): `cnflow.export.duration` (s, per OTLP
+//!   request including retries; `signal`, `outcome`) and
+//!   `cnflow.export.request.items` (items per request). The process counters of
+//!   `crate::stats` are not repeated here: the telemetry sink and the gateway
+//!   already send them as OTLP metrics.
+//!
+//! The SDK's own exports are not observed by cnflow: exporters and the SDK
+//! create no `cnflow` spans (the bridge only takes the `cnflow` target), and
+//! the agent skips exchanges on its own sockets (`crate::own_sockets`).
+//! A self-telemetry problem never stops cnflow: a failing export is logged
+//! (once per outage) and counted in `cnflow.self_telemetry.export_failed`.
+use crate::export::{ExportConfig, Protocol, Signal};
+use crate::stats::{counter, Counter};
+use anyhow::{Context, Result};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::Resource;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+fn d_true() -> bool {
+    true
+}
+
+/// cnflow's own telemetry (agent and gateway).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SelfTelemetryConfig {
+    /// CNFLOW_SELF_TELEMETRY: when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_*), also export cnflow's own traces (export requests, capture attach/detach, Kubernetes re-lists) and metrics (cnflow.export.duration, cnflow.export.request.items) with the OpenTelemetry SDK, as service.name cnflow-agent / cnflow-gateway; false turns this off.
+    #[serde(default = "d_true")]
+    pub self_telemetry: bool,
+}
+
+impl Default for SelfTelemetryConfig {
+    fn default() -> Self {
+        Self { self_telemetry: true }
+    }
+}
+
+impl SelfTelemetryConfig {
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        envy::prefixed("CNFLOW_")
+            .from_iter(vars.into_iter().filter(|(k, _)| k == "CNFLOW_SELF_TELEMETRY"))
+            .map_err(|e| anyhow::anyhow!("CNFLOW_SELF_TELEMETRY must be true or false: {e}"))
+    }
+}
+
+/// The SDK providers; `shutdown` flushes them.
+#[derive(Default)]
+pub struct SelfTelemetry {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+    service: &'static str,
+}
+
+impl SelfTelemetry {
+    /// Builds the providers for `service`, or `Ok(None)` when turned off or no
+    /// endpoint is configured. Must run inside a tokio runtime (the gRPC
+    /// exporter's channel lives on it). `interval` = metric export interval
+    /// (the SDK's OTEL_METRIC_EXPORT_INTERVAL handling when None).
+    pub fn build(
+        service: &'static str,
+        cfg: &SelfTelemetryConfig,
+        temporality: Temporality,
+        interval: Option<Duration>,
+    ) -> Result<Option<Self>> {
+        if !cfg.self_telemetry {
+            return Ok(None);
+        }
+        let traces = ExportConfig::from_env(Signal::Traces)?;
+        let metrics = ExportConfig::from_env(Signal::Metrics)?;
+        if traces.is_none() && metrics.is_none() {
+            return Ok(None);
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+        // OTEL_RESOURCE_ATTRIBUTES applies (node name from the chart, ...), but the
+        // service is cnflow itself whatever OTEL_SERVICE_NAME says (that one names
+        // the host workload of captured spans in `cnflow run`).
+        let resource = Resource::builder()
+            .with_service_name(service)
+            .with_attributes([
+                KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+                KeyValue::new("service.instance.id", host.clone()),
+                KeyValue::new("host.name", host),
+            ])
+            .build();
+        let mut st = SelfTelemetry { tracer: None, meter: None, service };
+        if let Some(t) = traces {
+            let exporter = match t.protocol {
+                Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+                // http/json is sent as http/protobuf: the same endpoint accepts both.
+                Protocol::HttpProtobuf | Protocol::HttpJson => opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .build(),
+            }
+            .context("self-telemetry trace exporter")?;
+            let exporter = Warning::new(exporter, Signal::Traces);
+            st.tracer = Some(
+                SdkTracerProvider::builder().with_resource(resource.clone()).with_batch_exporter(exporter).build(),
+            );
+        }
+        if let Some(m) = metrics {
+            let exporter = match m.protocol {
+                Protocol::Grpc => {
+                    opentelemetry_otlp::MetricExporter::builder().with_tonic().with_temporality(temporality).build()
+                }
+                Protocol::HttpProtobuf | Protocol::HttpJson => opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_temporality(temporality)
+                    .build(),
+            }
+            .context("self-telemetry metric exporter")?;
+            let mut reader = PeriodicReader::builder(Warning::new(exporter, Signal::Metrics));
+            if let Some(i) = interval {
+                reader = reader.with_interval(i);
+            }
+            let provider = SdkMeterProvider::builder().with_resource(resource).with_reader(reader.build()).build();
+            // Instruments are created from the global provider (export lanes);
+            // they are no-ops when self-telemetry is off.
+            opentelemetry::global::set_meter_provider(provider.clone());
+            st.meter = Some(provider);
+        }
+        Ok(Some(st))
+    }
+
+    /// Tracer for the tracing-opentelemetry layer.
+    pub fn tracer(&self) -> Option<opentelemetry_sdk::trace::Tracer> {
+        self.tracer.as_ref().map(|p| p.tracer("cnflow"))
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Flushes what is buffered, within a few seconds even when the endpoint is down.
+    pub async fn shutdown(self) {
+        let (tracer, meter) = (self.tracer, self.meter);
+        if tracer.is_none() && meter.is_none() {
+            return;
+        }
+        // The SDK blocks while flushing; keep that off the async workers.
+        let flush = tokio::task::spawn_blocking(move || {
+            if let Some(t) = tracer {
+                let _ = t.shutdown_with_timeout(Duration::from_secs(3));
+            }
+            if let Some(m) = meter {
+                let _ = m.shutdown_with_timeout(Duration::from_secs(3));
+            }
+        });
+        if tokio::time::timeout(Duration::from_secs(8), flush).await.is_err() {
+            tracing::warn!("cnflow's own telemetry not flushed at shutdown (endpoint unreachable?)");
+        }
+    }
+}
+
+/// Wraps an SDK exporter to say clearly, once per outage, that cnflow's own
+/// telemetry cannot be delivered (and when it can again); counted per signal.
+struct Warning<E> {
+    inner: E,
+    signal: Signal,
+    failing: AtomicBool,
+    failed: Counter,
+}
+
+impl<E: std::fmt::Debug> std::fmt::Debug for Warning<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warning").field("inner", &self.inner).field("signal", &self.signal).finish()
+    }
+}
+
+impl<E> Warning<E> {
+    fn new(inner: E, signal: Signal) -> Self {
+        let failed = counter("cnflow.self_telemetry.export_failed", &[("signal", signal.name())]);
+        Self { inner, signal, failing: AtomicBool::new(false), failed }
+    }
+
+    fn note(&self, r: &OTelSdkResult) {
+        match r {
+            Err(e) => {
+                self.failed.inc();
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        signal = self.signal.name(),
+                        "cnflow's own telemetry cannot be exported (capture and export of spans go on): {e}"
+                    );
+                }
+            }
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(signal = self.signal.name(), "cnflow's own telemetry export recovered");
+                }
+            }
+        }
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for Warning<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let r = self.inner.export(batch).await;
+        self.note(&r);
+        r
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource)
+    }
+}
+
+impl<E: opentelemetry_sdk::metrics::exporter::PushMetricExporter>
+    opentelemetry_sdk::metrics::exporter::PushMetricExporter for Warning<E>
+{
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let r = self.inner.export(metrics).await;
+        self.note(&r);
+        r
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+/// Instruments of the OTLP exporter, from the global meter provider (no-ops
+/// unless self-telemetry installed one before the exporter started).
+#[derive(Clone)]
+pub struct ExportInstruments {
+    duration: opentelemetry::metrics::Histogram<f64>,
+    items: opentelemetry::metrics::Histogram<u64>,
+}
+
+impl ExportInstruments {
+    pub fn new() -> Self {
+        let meter = opentelemetry::global::meter("cnflow");
+        Self {
+            duration: meter
+                .f64_histogram("cnflow.export.duration")
+                .with_unit("s")
+                .with_description("Time to deliver one OTLP request, retries included.")
+                .with_boundaries(crate::telemetry::semconv::HTTP_BUCKETS.to_vec())
+                .build(),
+            items: meter
+                .u64_histogram("cnflow.export.request.items")
+                .with_unit("{item}")
+                .with_description("Spans, data points or log records per OTLP request.")
+                .with_boundaries(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 10000.0])
+                .build(),
+        }
+    }
+
+    pub fn record(&self, signal: Signal, outcome: &'static str, elapsed: Duration, items: usize) {
+        let attrs = [KeyValue::new("signal", signal.name()), KeyValue::new("outcome", outcome)];
+        self.duration.record(elapsed.as_secs_f64(), &attrs);
+        self.items.record(items as u64, &attrs[..1]);
+    }
+}
+
+impl Default for ExportInstruments {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+    #[test]
+    fn config_defaults_on_and_bad_values_name_the_variable() {
+        assert!(SelfTelemetryConfig::from_vars(vars(&[])).unwrap().self_telemetry);
+        assert!(!SelfTelemetryConfig::from_vars(vars(&[("CNFLOW_SELF_TELEMETRY", "false")])).unwrap().self_telemetry);
+        let e = SelfTelemetryConfig::from_vars(vars(&[("CNFLOW_SELF_TELEMETRY", "maybe")])).unwrap_err();
+        assert!(e.to_string().contains("CNFLOW_SELF_TELEMETRY"), "{e}");
+    }
+}
