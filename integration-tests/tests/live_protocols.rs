@@ -256,7 +256,7 @@ fn grpc_unary_error_and_stream() {
 }
 
 /// confluent-kafka: two produce+flush rounds to partition 0 (one Produce
-/// request each), then a consumer with assign() (no group join) reading both
+/// request each, the second record 50 kB), then a consumer with assign() (no group join) reading both
 /// records back. KIP-714 metrics push is off: its GetTelemetrySubscriptions
 /// requests come on a timer and would make the counts depend on timing.
 const KAFKA_CLIENT: &str = r#"
@@ -266,7 +266,7 @@ addr = sys.argv[1]
 common = {"bootstrap.servers": addr, "enable.metrics.push": False}
 p = Producer({**common, "client.id": "live-producer", "linger.ms": 0})
 for v in ("a", "b"):
-    p.produce("orders", partition=0, key=v, value="order-" + v)
+    p.produce("orders", partition=0, key=v, value="order-" + v * (1 if v == "a" else 50000))
     assert p.flush(10) == 0, "produce not acknowledged"
 del p
 c = Consumer({**common, "client.id": "live-consumer", "group.id": "live-g",
@@ -332,6 +332,12 @@ fn kafka_produce_and_fetch() {
     .map(|(k, n)| (k.to_string(), n))
     .collect();
     assert_eq!(got, want, "producer exchanges");
+    // The second record is 50 kB: its Produce request and the Fetch that
+    // returns it span many segments (GSO packets on the veth).
+    let big = |api: &str, dir: &str| {
+        live.iter().any(|e| e["detail"]["api_name"] == api && e[dir].as_u64().unwrap_or(0) > 50_000)
+    };
+    assert!(big("Produce", "request_bytes") && big("Fetch", "response_bytes"), "50 kB record not seen live");
     // How often the consumer polls depends on timing; what it asks must not.
     let got = live::counts(&consumer, live::summary);
     for need in [
