@@ -1,5 +1,6 @@
-//! Kafka golden test from a capture of a tansu broker with confluent-kafka
-//! (librdkafka) producing and consuming; see integration-tests/scripts/kafka_client.py.
+//! Kafka golden tests from captures of a tansu broker with confluent-kafka
+//! (librdkafka) producing and consuming; see integration-tests/scripts/kafka_client.py
+//! and record_kafka_fetch.sh.
 #[path = "../harness/protob.rs"]
 mod protob;
 
@@ -54,4 +55,52 @@ fn snap_length() {
     };
     assert_eq!(key(&ex), key(&full));
     assert!(ex.iter().filter(|e| e["detail"]["api_name"] == "Fetch").all(|e| e["partial"] == true));
+}
+
+/// A consumer that receives what was produced (record_kafka_fetch.sh): two
+/// Produce v10 requests (topic by name) carrying 3 and 2 records, a Fetch v16
+/// (topic by id, named from the Metadata v12 response on another connection)
+/// answered with both record batches, an empty long-poll Fetch, and
+/// OffsetCommit / OffsetFetch v9.
+#[test]
+fn fetch_returns_records() {
+    let file = pcap("kafka_fetch.pcap");
+    let ex = decode_direct(&file, kafka::new_decoder);
+    check_golden("kafka_fetch", &ex);
+    assert_eq!(only(&replay(&file), &["kafka"]), ex, "cnflow replay (content detection) differs from direct decoding");
+    let by = |api: &str| ex.iter().filter(|e| e["detail"]["api_name"] == api).collect::<Vec<_>>();
+    let d = |e: &serde_json::Value, f: &str| e["detail"][f].clone();
+    let orders = serde_json::json!(["orders"]);
+
+    let produce = by("Produce");
+    assert_eq!(produce.len(), 2);
+    for (p, n) in produce.iter().zip([3, 2]) {
+        assert_eq!((d(p, "api_version"), d(p, "topics"), d(p, "error_code")), (10.into(), orders.clone(), 0.into()));
+        assert_eq!(d(p, "record_count"), n);
+        assert_eq!((p["outcome"].as_str(), p["partial"].as_bool()), (Some("complete"), Some(false)));
+    }
+    let produced: u64 = produce.iter().map(|p| d(p, "record_bytes").as_u64().unwrap()).sum();
+
+    let fetch = by("Fetch");
+    assert_eq!(fetch.len(), 2);
+    for f in &fetch {
+        assert_eq!((d(f, "api_version"), d(f, "topics"), d(f, "error_code")), (16.into(), orders.clone(), 0.into()));
+        assert_eq!((d(f, "header_only"), f["partial"].clone()), (false.into(), false.into()));
+        assert_eq!(f["outcome"], "complete");
+    }
+    // Both batches come back in the first Fetch, byte for byte what was produced.
+    assert_eq!((d(fetch[0], "record_count"), d(fetch[0], "record_bytes")), (5.into(), produced.into()));
+    assert!(fetch[0]["response_bytes"].as_u64().unwrap() > produced);
+    // The next one long-polls (fetch.wait.max.ms) and returns no records.
+    assert_eq!((d(fetch[1], "record_count"), d(fetch[1], "record_bytes")), (0.into(), 0.into()));
+
+    for api in ["OffsetCommit", "OffsetFetch"] {
+        let e = by(api);
+        assert_eq!(e.len(), 1, "{api}");
+        assert_eq!(
+            (d(e[0], "api_version"), d(e[0], "topics"), d(e[0], "error_code")),
+            (9.into(), orders.clone(), 0.into())
+        );
+        assert_eq!(d(e[0], "record_count"), serde_json::Value::Null);
+    }
 }

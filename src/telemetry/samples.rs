@@ -123,6 +123,7 @@ pub fn kafka_exchange(dir: Direction, error_code: i16, start_ns: u64) -> Exchang
         error_code,
         error_name: (error_code != 0).then(|| "UNKNOWN_TOPIC_OR_PARTITION".into()),
         header_only: false,
+        ..Default::default()
     };
     exchange(c, Protocol::Kafka, start_ns, 3_000_000, Detail::Kafka(d))
 }

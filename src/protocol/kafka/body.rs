@@ -23,6 +23,11 @@ pub struct Info {
     pub acks: Option<i16>,
     /// The body ended before everything we wanted was read.
     pub cut: bool,
+    /// Record sets seen (Produce requests, Fetch responses): their records
+    /// and bytes. Meaningful only when `has_records` and not `cut`.
+    pub has_records: bool,
+    pub records: u64,
+    pub record_bytes: u64,
 }
 
 impl Info {
@@ -116,21 +121,23 @@ impl<'a> Reader<'a> {
         }
         Some(Some(n as usize))
     }
-    /// Skip nullable bytes (records).
-    pub fn bytes(&mut self) -> Option<()> {
+    /// A record set (nullable bytes): adds its size and the records of its
+    /// complete batches to `info`.
+    pub fn records(&mut self, info: &mut Info) -> Option<()> {
         let n = if self.flex {
-            match self.uvarint()? {
-                0 => return Some(()),
-                n => (n - 1) as usize,
-            }
+            usize::try_from(self.uvarint()?.saturating_sub(1)).ok()?
         } else {
             match self.i32()? {
-                -1 => return Some(()),
+                -1 => 0,
                 n if n < 0 => return None,
                 n => n as usize,
             }
         };
-        self.skip(n)
+        let set = self.take(n)?;
+        info.has_records = true;
+        info.record_bytes += n as u64;
+        info.records += count_records(set);
+        Some(())
     }
     /// Tagged fields (flexible versions only).
     pub fn tags(&mut self) -> Option<()> {
@@ -155,6 +162,31 @@ impl<'a> Reader<'a> {
         let n = self.array()?.unwrap_or(0);
         self.skip(n.checked_mul(width)?)
     }
+}
+
+/// Records in a record set. Record batches (magic 2, KIP-98) carry their
+/// count in the batch header (`records_count`, byte 57); the older message
+/// sets (magic 0/1) have one entry per message, a compressed wrapper counting
+/// as one. Both put the magic byte at offset 16 and the entry size at 8. A
+/// trailing partial batch, which a broker sends when a fetch reaches its byte
+/// limit, is not counted: clients discard it too.
+pub fn count_records(mut set: &[u8]) -> u64 {
+    let mut n = 0u64;
+    while let Some(size) = set.get(8..12) {
+        let size = i32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+        let Some(entry) = usize::try_from(size).ok().and_then(|s| set.get(..12 + s)) else { break };
+        match entry.get(16) {
+            Some(2) => {
+                if let Some(c) = entry.get(57..61) {
+                    n += i32::from_be_bytes([c[0], c[1], c[2], c[3]]).max(0) as u64;
+                }
+            }
+            Some(_) => n += 1,
+            None => {}
+        }
+        set = &set[entry.len()..];
+    }
+    n
 }
 
 /// Topic ids (KIP-516) seen in Metadata responses, so bodies that carry ids
@@ -261,7 +293,7 @@ fn produce_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Optio
         topic_name_or_id(r, v >= 13, ids, info)?;
         for _ in 0..r.array()?.unwrap_or(0) {
             r.i32()?;
-            r.bytes()?;
+            r.records(info)?;
             r.tags()?;
         }
         r.tags()?;
@@ -362,7 +394,7 @@ fn fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option
             if v >= 11 {
                 r.i32()?;
             }
-            r.bytes()?;
+            r.records(info)?;
             r.tags()?;
         }
         r.tags()?;
@@ -675,6 +707,104 @@ mod tests {
             let mut ids = TopicIds::default();
             let info = response(3, v, flex, &enc(&resp, v), &mut ids).unwrap();
             assert_eq!((info.topics.as_slice(), info.error, info.cut), (&["t1".to_string()][..], 5, false), "v{v}");
+        }
+    }
+
+    /// `n` records encoded by kafka-protocol (record format `version`).
+    fn record_set(n: usize, version: i8) -> Vec<u8> {
+        use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+        let recs: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: 1_700_000_000_000,
+                key: Some(bytes::Bytes::from(format!("k{i}"))),
+                value: Some(bytes::Bytes::from(vec![b'v'; 10 + i])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut b = BytesMut::new();
+        RecordBatchEncoder::encode(&mut b, &recs, &RecordEncodeOptions { version, compression: Compression::None })
+            .unwrap();
+        b.to_vec()
+    }
+
+    /// A magic 0/1 message set (kafka-protocol only encodes batches) of `n`
+    /// uncompressed messages: offset, size, crc, magic, attributes,
+    /// [timestamp], key, value.
+    fn message_set(n: usize, magic: u8) -> Vec<u8> {
+        let mut set = Vec::new();
+        for i in 0..n {
+            let mut m = vec![0, 0, 0, 0, magic, 0];
+            if magic == 1 {
+                m.extend_from_slice(&0i64.to_be_bytes());
+            }
+            m.extend_from_slice(&(-1i32).to_be_bytes());
+            m.extend_from_slice(&3i32.to_be_bytes());
+            m.extend_from_slice(b"abc");
+            set.extend_from_slice(&(i as i64).to_be_bytes());
+            set.extend_from_slice(&(m.len() as i32).to_be_bytes());
+            set.extend_from_slice(&m);
+        }
+        set
+    }
+
+    #[test]
+    fn record_counts_against_kafka_protocol() {
+        let sets = [
+            ("magic 2", [record_set(3, 2), record_set(2, 2)].concat(), 5),
+            ("magic 1", message_set(4, 1), 4),
+            ("magic 0", message_set(2, 0), 2),
+        ];
+        for (what, set, n) in sets {
+            assert_eq!(count_records(&set), n, "{what}");
+            // A trailing partial batch (fetch byte limit) is not counted.
+            assert_eq!(count_records(&set[..set.len() - 5]), n - if what == "magic 2" { 2 } else { 1 }, "{what}");
+            for cut in 0..set.len() {
+                count_records(&set[cut..]);
+                count_records(&set[..cut]);
+            }
+        }
+        assert_eq!(count_records(&[]), 0);
+    }
+
+    #[test]
+    fn fetch_and_produce_record_counts_every_version() {
+        use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+        let set = [record_set(3, 2), record_set(2, 2)].concat();
+        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let mut ids = TopicIds::default();
+        ids.learn(*id.as_bytes(), "orders-rc");
+        for v in 4..=16i16 {
+            let resp = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(topic("orders-rc"))
+                .with_topic_id(id)
+                .with_partitions(vec![
+                    PartitionData::default().with_records(Some(set.clone().into())),
+                    PartitionData::default().with_partition_index(1).with_records(Some(bytes::Bytes::new())),
+                ])]);
+            let flex = crate::protocol::kafka::apis::flexible(1, v);
+            let info = response(1, v, flex, &enc(&resp, v), &mut ids).unwrap();
+            assert_eq!(info.topics, vec!["orders-rc"], "v{v}");
+            assert!(info.has_records && !info.cut, "v{v}");
+            assert_eq!((info.records, info.record_bytes), (5, set.len() as u64), "v{v}");
+        }
+        for v in 3..=12i16 {
+            let req = ProduceRequest::default().with_acks(1).with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic("orders"))
+                .with_partition_data(vec![
+                    PartitionProduceData::default().with_records(Some(record_set(3, 2).into()))
+                ])]);
+            let flex = crate::protocol::kafka::apis::flexible(0, v);
+            let info = request(0, v, flex, &enc(&req, v), &TopicIds::default()).unwrap();
+            assert_eq!((info.records, info.cut), (3, false), "v{v}");
         }
     }
 

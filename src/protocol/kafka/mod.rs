@@ -300,6 +300,10 @@ impl KafkaDecoder {
             if let Some(info) = body::request(key, ver, flex, &m[at.min(m.len())..], &self.ids) {
                 detail.topics = info.topics;
                 acks = info.acks;
+                if info.has_records && !info.cut {
+                    detail.record_count = Some(info.records);
+                    detail.record_bytes = Some(info.record_bytes);
+                }
                 detail.header_only = false;
                 // Cut bodies (snap length, bound) only matter if decoding stopped.
                 partial |= info.cut && cut;
@@ -341,6 +345,10 @@ impl KafkaDecoder {
         match at.and_then(|at| body::response(key, ver, flex, &m[at.min(m.len())..], &mut self.ids)) {
             Some(info) => {
                 p.detail.error_code = info.error;
+                if info.has_records && !info.cut {
+                    p.detail.record_count = Some(info.records);
+                    p.detail.record_bytes = Some(info.record_bytes);
+                }
                 for t in info.topics {
                     if p.detail.topics.len() < 32 && !p.detail.topics.contains(&t) {
                         p.detail.topics.push(t);

