@@ -130,7 +130,20 @@ impl LiveSession {
     /// Lets the last packets reach the agent, stops tcpdump then the agent
     /// (which flushes what is pending), and replays the recording.
     pub fn finish(&mut self) -> Observed {
-        std::thread::sleep(Duration::from_millis(1500));
+        // Settled when the agent's output has not grown for 500 ms (at least
+        // 1 s, at most 6 s: a loaded machine may lag behind the peers).
+        let out = self.dir.path("agent.out");
+        let t0 = Instant::now();
+        let (mut last_len, mut last_change) = (0usize, Instant::now());
+        while t0.elapsed() < Duration::from_secs(6) {
+            let len = read(&out).len();
+            if len != last_len {
+                (last_len, last_change) = (len, Instant::now());
+            } else if t0.elapsed() >= Duration::from_secs(1) && last_change.elapsed() >= Duration::from_millis(500) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let mut tcpdump = self.tcpdump.take().expect("start_capture was not called");
         tcpdump.signal(libc::SIGINT);
         tcpdump.wait_timeout(Duration::from_secs(10)).expect("tcpdump did not stop");
