@@ -60,6 +60,7 @@ const MESSAGING_SPAN: &[&str] = &[
     "messaging.operation.type",
     "messaging.destination.name",
     "messaging.client.id",
+    "messaging.batch.message_count",
 ];
 const DNS_SPAN: &[&str] = &["dns.question.name", "dns.answers"];
 /// (metric, unit) as semconv defines them; cnflow.* metrics are cnflow's own.

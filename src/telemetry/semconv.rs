@@ -29,6 +29,7 @@ pub const REGISTRY_KEYS: &[&str] = &[
     "http.response.body.size",
     "http.response.status_code",
     "http.route",
+    "messaging.batch.message_count",
     "messaging.client.id",
     "messaging.destination.name",
     "messaging.operation.name",

@@ -467,6 +467,11 @@ fn kafka(ex: &Exchange, k: &KafkaDetail, kind: Kind) -> SpanParts {
         a.push(("cnflow.kafka.topics", V::A(k.topics.clone())));
     }
     push_opt(&mut a, "messaging.client.id", k.client_id.clone());
+    // Produce and Fetch carry record batches on the wire, whichever client
+    // call made them, so they are batch operations in semconv's sense (0 for
+    // an empty long-poll Fetch). Only when the decoder counted every batch.
+    push_opt(&mut a, "messaging.batch.message_count", k.record_count.map(|n| n as i64));
+    push_opt(&mut a, "cnflow.kafka.record_bytes", k.record_bytes.map(|n| n as i64));
     a.push(("cnflow.kafka.api_key", (k.api_key as i64).into()));
     a.push(("cnflow.kafka.api_version", (k.api_version as i64).into()));
     a.push(("cnflow.kafka.correlation_id", (k.correlation_id as i64).into()));

@@ -225,6 +225,16 @@ fn kafka_names_and_errors() {
     let err = kafka_exchange(Egress, 3, T0);
     let p = b(&err, Kind::Client);
     assert_eq!(s(&p, "error.type").as_deref(), Some("UNKNOWN_TOPIC_OR_PARTITION"));
+    assert!(s(&p, "messaging.batch.message_count").is_none(), "not counted: not set");
+    let mut fetch = kafka_exchange(Egress, 0, T0);
+    if let Detail::Kafka(k) = &mut fetch.detail {
+        (k.api_key, k.api_name, k.record_count, k.record_bytes) = (1, "Fetch".into(), Some(5), Some(197));
+    }
+    let p = b(&fetch, Kind::Client);
+    assert_eq!(s(&p, "messaging.batch.message_count").as_deref(), Some("5"));
+    assert_eq!(s(&p, "cnflow.kafka.record_bytes").as_deref(), Some("197"));
+    assert!(get(&p.metric.as_ref().unwrap().1, "messaging.batch.message_count").is_none(), "not a metric attribute");
+    assert_semconv(&p);
     assert_eq!(snake("OffsetCommit"), "offset_commit");
     assert_eq!(snake("ApiVersions"), "api_versions");
 }
