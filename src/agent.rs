@@ -8,7 +8,7 @@ use crate::enrich::{Enricher, Identity, NoEnrich};
 use crate::export::{ExportConfig, Exporter, Signal};
 use crate::health::Health;
 use crate::own_sockets::OwnSockets;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{LagClock, Pipeline};
 use crate::stats;
 use crate::telemetry::{self, Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
 use anyhow::{bail, Context, Result};
@@ -136,6 +136,9 @@ pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken
     loop_res
 }
 
+/// Longest time spent on queued packets after a stop signal.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+
 /// The hot loop: packet batches into the pipeline, exchanges into telemetry,
 /// housekeeping four times a second.
 #[allow(clippy::too_many_arguments)]
@@ -152,6 +155,8 @@ async fn process(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_stats = std::time::Instant::now();
+    let mut clock = LagClock::default();
+    let lag_gauge = stats::gauge("cnflow.capture.processing_lag_ms", &[]);
     // cnflow's own connections (OTLP export, self-telemetry) are not observed:
     // describing an export in a span that the next export carries never ends.
     let local = LocalAddrs::detect();
@@ -180,11 +185,15 @@ async fn process(
                 for ev in &batch {
                     pipeline.push(ev);
                 }
+                if let Some(last) = batch.last() {
+                    clock.on_batch(now_ns(), last.ts_ns);
+                }
                 deliver(&mut pipeline, &mut sink)?;
             }
             _ = tick.tick() => {
                 let now = now_ns();
-                pipeline.tick(now);
+                pipeline.tick(clock.now(now));
+                lag_gauge.set(clock.lag_ns() / 1_000_000);
                 deliver(&mut pipeline, &mut sink)?;
                 // Kernel losses in the metrics are as current as the spans.
                 kernel.refresh();
@@ -197,8 +206,19 @@ async fn process(
             }
         }
     }
-    // Packets captured before the stop still count.
+    // Packets captured before the stop still count, within a bound: an agent
+    // that fell far behind must still exit (and flush) within the grace period.
+    let deadline = std::time::Instant::now() + SHUTDOWN_DRAIN;
     while let Ok(batch) = packets.try_recv() {
+        if std::time::Instant::now() >= deadline {
+            let mut left = batch.len() as u64;
+            while let Ok(b) = packets.try_recv() {
+                left += b.len() as u64;
+            }
+            stats::counter("cnflow.capture.packets", &[("reason", "dropped_at_shutdown")]).add(left);
+            tracing::warn!(packets = left, "stopping with a backlog: queued packets dropped");
+            break;
+        }
         for ev in &batch {
             pipeline.push(ev);
         }

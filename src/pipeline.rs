@@ -47,9 +47,86 @@ impl Pipeline {
     }
 }
 
+/// The time live housekeeping runs at: the wall clock minus how far packet
+/// processing lags behind capture. Flows and pending requests carry packet
+/// times, so when the agent falls behind (a burst, an overloaded node) the
+/// wall clock alone would close every flow as idle and time out every request
+/// before their later packets, still queued, are even looked at.
+#[derive(Debug, Default)]
+pub struct LagClock {
+    lag_ns: u64,
+    /// A batch arrived since the last `now`.
+    busy: bool,
+}
+
+impl LagClock {
+    /// A batch was processed at `wall_ns`; `last_packet_ns` is its newest packet.
+    pub fn on_batch(&mut self, wall_ns: u64, last_packet_ns: u64) {
+        self.lag_ns = wall_ns.saturating_sub(last_packet_ns);
+        self.busy = true;
+    }
+
+    /// Housekeeping time at `wall_ns`. Without batches since the last call the
+    /// queue was empty: processing has caught up.
+    pub fn now(&mut self, wall_ns: u64) -> u64 {
+        if !std::mem::take(&mut self.busy) {
+            self.lag_ns = 0;
+        }
+        wall_ns.saturating_sub(self.lag_ns)
+    }
+
+    pub fn lag_ns(&self) -> u64 {
+        self.lag_ns
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lagging_processing_does_not_expire_flows_by_wall_clock() {
+        const S: u64 = 1_000_000_000;
+        let cfg = AgentConfig { flow_idle_timeout_secs: 120, ..AgentConfig::default() };
+        let mut p = Pipeline::new(&cfg);
+        let mut clock = LagClock::default();
+        // Processing runs 300 s behind capture: packets from t=1000 s handled at wall 1300 s.
+        let pkt = |ts: u64, seq: u32, flags: u8, data: &'static [u8], to_server: bool| {
+            let (c, s): (std::net::IpAddr, std::net::IpAddr) =
+                ("10.200.0.1".parse().unwrap(), "10.200.0.2".parse().unwrap());
+            let (src, dst, sp, dp) = if to_server { (c, s, 40000, 6379) } else { (s, c, 6379, 40000) };
+            PacketEvent {
+                ts_ns: ts,
+                ifindex: 1,
+                direction: crate::capture::Direction::Ingress,
+                src,
+                dst,
+                src_port: sp,
+                dst_port: dp,
+                l4: crate::capture::L4::Tcp { seq, ack: 0, flags },
+                payload_len: data.len() as u32,
+                payload: bytes::Bytes::from_static(data),
+            }
+        };
+        p.push(&pkt(1000 * S, 99, 0x02, b"", true));
+        p.push(&pkt(1000 * S + 1, 100, 0x18, b"*1\r\n$4\r\nPING\r\n", true));
+        clock.on_batch(1300 * S, 1000 * S + 1);
+        let now = clock.now(1300 * S);
+        assert_eq!(clock.lag_ns(), 300 * S - 1);
+        p.tick(now);
+        assert_eq!(p.flows.len(), 1, "flow not closed as idle while its packets are still queued");
+        // Its response, processed later, still pairs with the request.
+        p.push(&pkt(1000 * S + 2, 500, 0x18, b"+PONG\r\n", false));
+        clock.on_batch(1300 * S + 1, 1000 * S + 2);
+        p.tick(clock.now(1300 * S + 1));
+        let ex = p.take_exchanges();
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].outcome, crate::exchange::Outcome::Complete);
+        // Caught up (no batch since the last tick): back to the wall clock.
+        assert_eq!(clock.now(1400 * S), 1400 * S);
+        p.tick(1400 * S);
+        assert!(p.flows.is_empty(), "idle by then");
+    }
     use crate::capture::{Direction, L4};
     use bytes::Bytes;
     use proptest::prelude::*;

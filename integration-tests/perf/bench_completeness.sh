@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
-# Completeness under load: Redis SETs at increasing load (pipeline depth 1..64,
-# 50 connections) against a server in a netns while the agent captures on the
-# server's veth. Reports requests/s achieved, SET exchanges decoded ÷ SETs issued,
-# and the loss counters that explain any gap (kernel ring full, channel full,
-# flow/decoder drops).   Usage: bench_completeness.sh [REQUESTS_PER_ROUND]  (root)
+# Completeness under load: redis-benchmark SETs (50 connections) at increasing
+# load (pipeline depth 1..64, up to saturation) against a server in a netns
+# while the agent, with default settings, captures on the server's veth and
+# exports spans over OTLP/gRPC to rotel (blackhole exporter) in the same netns.
+#
+#   issued   = commands the Redis server executed during the round (INFO commandstats,
+#              reset before the agent starts: ground truth independent of cnflow)
+#   exported = spans rotel acknowledged (cnflow.export.sent{signal=traces})
+#
+# and the loss counters that explain any gap: kernel ring full (packets), export
+# drops, decoder evictions/parse errors, flow evictions.
+# Usage: bench_completeness.sh [REQUESTS_PER_ROUND=200000]  (root)
+#        CNFLOW_BIN=path to use an already built binary (default: cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-200000}
-cargo build --release -q --bin cnflow
-bin=$PWD/target/release/cnflow
+if [ -n "${CNFLOW_BIN:-}" ]; then
+  bin=$(realpath "$CNFLOW_BIN")
+else
+  cargo build --release -q --bin cnflow
+  bin=$PWD/target/release/cnflow
+fi
+rotel=$(python3 -c 'import rotel,os;print(os.path.dirname(rotel.__file__))')/rotel-agent
 A=cnfcmp-a B=cnfcmp-b
 work=$(mktemp -d)
 cleanup() {
   set +e
   for ns in $A $B; do ip netns pids $ns 2>/dev/null | xargs -r kill 2>/dev/null; done
-  sleep 0.3; ip netns del $A 2>/dev/null; ip netns del $B 2>/dev/null; rm -rf "$work"
+  sleep 0.5
+  for ns in $A $B; do ip netns pids $ns 2>/dev/null | xargs -r kill -9 2>/dev/null; done
+  ip netns del $A 2>/dev/null; ip netns del $B 2>/dev/null; rm -rf "$work"
 }
 trap cleanup EXIT
 ip netns del $A 2>/dev/null || true; ip netns del $B 2>/dev/null || true
@@ -24,16 +39,35 @@ ip -n $A addr add 10.200.92.1/24 dev vca; ip -n $B addr add 10.200.92.2/24 dev v
 for ns in $A $B; do ip -n $ns link set lo up; done
 ip -n $A link set vca up; ip -n $B link set vcb up
 ip netns exec $B redis-server --bind 10.200.92.2 --port 6379 --save '' --appendonly no --protected-mode no >/dev/null &
+ip netns exec $B "$rotel" start --otlp-grpc-endpoint 127.0.0.1:14317 --otlp-http-endpoint 127.0.0.1:14318 \
+  --exporter blackhole > "$work/rotel.log" 2>&1 &
 sleep 1
-printf '%-6s %12s %10s %10s %9s  %s\n' pipe "req/s" issued decoded complete "loss counters (non-zero)"
+rcli() { ip netns exec $A redis-cli -h 10.200.92.2 "$@"; }
+# Commands executed so far, INFO itself excluded.
+calls() { rcli INFO commandstats | python3 -c '
+import re, sys
+print(sum(int(m) for l in sys.stdin if not l.startswith("cmdstat_info") for m in re.findall(r"^cmdstat_\S+?:calls=(\d+)", l)))'; }
+printf '%-5s %10s %10s %10s %9s  %s\n' pipe "req/s" issued exported complete "loss counters (non-zero)"
 for p in 1 4 16 64; do
-  CNFLOW_INTERFACES=vcb ip netns exec $B "$bin" run --format exchanges > "$work/ex.jsonl" 2> "$work/agent.err" &
+  rcli CONFIG RESETSTAT > /dev/null
+  before=$(calls)
+  CNFLOW_INTERFACES=vcb OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317 RUST_LOG=info NO_COLOR=1 \
+    ip netns exec $B "$bin" run --format none > /dev/null 2> "$work/agent.err" &
   agent=$!
   for _ in $(seq 100); do grep -q "capture attached" "$work/agent.err" && break; sleep 0.1; done
   rps=$(ip netns exec $A redis-benchmark -h 10.200.92.2 -n "$n" -c 50 -P "$p" -t set --csv 2>/dev/null |
         python3 -c 'import csv,sys;print(int(float(next(csv.DictReader(sys.stdin))["rps"])))')
   sleep 1; kill -INT $agent; wait $agent 2>/dev/null || true
-  got=$(grep -c '"command":"SET"' "$work/ex.jsonl" || true)
-  loss=$(grep "final counters" "$work/agent.err" | grep -oE "(ring_full|channel_full|evicted|overflow|pending_evicted|parse_errors|unpaired)[^ ]*=[0-9]+" | tr '\n' ' ' || true)
-  python3 -c "import sys;n,g=int(sys.argv[1]),int(sys.argv[2]);print(f'{sys.argv[3]:<6} {int(sys.argv[4]):12,} {n:10,} {g:10,} {100*g/n:8.2f}%  {sys.argv[5]}')" "$n" "$got" "$p" "$rps" "${loss:-none}"
+  issued=$(( $(calls) - before ))
+  python3 - "$work/agent.err" "$p" "$rps" "$issued" <<'PY'
+import re, sys
+err, p, rps, issued = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+line = [l for l in open(err, errors="replace") if "final counters:" in l][-1]
+kv = dict(re.findall(r"(\S+?)=(\d+)(?=\s|$)", line.split("final counters:", 1)[1]))
+sent = int(kv.get("cnflow.export.sent{signal=traces}", 0))
+loss_keys = ("ring_full", "export.dropped", "export.failed", "export.rejected", "pending_evicted",
+             "parse_errors", "unpaired", "unmatched", "closed{reason=evicted}", "gap_bytes", "buffer_overflows")
+loss = " ".join(f"{k}={v}" for k, v in kv.items() if any(x in k for x in loss_keys) and int(v) > 0)
+print(f"{p:<5} {rps:10,} {issued:10,} {sent:10,} {100 * sent / max(1, issued):8.2f}%  {loss or 'none'}")
+PY
 done

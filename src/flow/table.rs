@@ -10,6 +10,7 @@ use crate::capture::{Direction, PacketEvent, L4};
 use crate::config::AgentConfig;
 use crate::stats::{counter, gauge, Counter};
 use lru::LruCache;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -20,6 +21,12 @@ const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How long a connection closed by FIN/RST is remembered (at most the idle
+/// timeout): long enough for its last ACKs and retransmitted FINs, short
+/// enough that connection churn does not fill the table with dead entries
+/// that would push out live idle connections.
+pub const CLOSED_LINGER_NS: u64 = 5_000_000_000;
 
 static ACTIVE: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.flow.active", &[]));
 static CREATED_TCP: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.flow.created", &[("transport", "tcp")]));
@@ -80,9 +87,9 @@ struct TcpFlow {
 enum State {
     Tcp(Box<TcpFlow>),
     Datagram,
-    /// Closed TCP connection kept briefly so that its last ACKs and
-    /// retransmissions do not start a new mid-stream flow.
-    Closed,
+    /// Closed TCP connection (at this packet time) kept briefly so that its
+    /// last ACKs and retransmissions do not start a new mid-stream flow.
+    Closed(u64),
 }
 
 #[derive(Debug)]
@@ -104,6 +111,9 @@ fn dir_index(d: StreamDir) -> usize {
 pub struct FlowTable {
     cfg: FlowConfig,
     flows: LruCache<FlowKey, Flow>,
+    /// Flows closed by FIN/RST, oldest first, with their close time. An entry
+    /// whose key was reopened since is stale and skipped.
+    closed: VecDeque<(u64, FlowKey)>,
 }
 
 impl FlowTable {
@@ -124,7 +134,7 @@ impl FlowTable {
         ] {
             LazyLock::force(c);
         }
-        Self { cfg: cfg.clone(), flows: LruCache::unbounded() }
+        Self { cfg: cfg.clone(), flows: LruCache::unbounded(), closed: VecDeque::new() }
     }
 
     /// Number of tracked flows (including recently closed TCP connections).
@@ -156,8 +166,8 @@ impl FlowTable {
         let mut reopen = false;
         if let Some(flow) = self.flows.get_mut(&key) {
             match &flow.state {
-                State::Closed if flags & (SYN | ACK) == SYN => reopen = true,
-                State::Closed => {
+                State::Closed(_) if flags & (SYN | ACK) == SYN => reopen = true,
+                State::Closed(_) => {
                     IGNORED_CLOSED.inc();
                     return;
                 }
@@ -177,7 +187,8 @@ impl FlowTable {
                 let dir = if forward == flow.a_is_client { StreamDir::ToServer } else { StreamDir::ToClient };
                 if let Some(reason) = Self::process(flow, dir, ev, self.cfg.max_buffer_bytes, sink) {
                     Self::close(flow, ev.ts_ns, reason, sink);
-                    flow.state = State::Closed;
+                    flow.state = State::Closed(ev.ts_ns);
+                    self.note_closed(ev.ts_ns, key);
                     ACTIVE.set(self.flows.len() as u64);
                 }
                 return;
@@ -185,7 +196,7 @@ impl FlowTable {
         }
         if reopen {
             if let Some(mut old) = self.flows.pop(&key) {
-                if !matches!(old.state, State::Closed) {
+                if !matches!(old.state, State::Closed(_)) {
                     Self::close(&mut old, ev.ts_ns, CloseReason::Idle, sink);
                 }
             }
@@ -197,8 +208,12 @@ impl FlowTable {
             return;
         }
         while self.flows.len() >= self.cfg.max_flows {
+            // Dead connections go first; live ones only when none is left.
+            if self.pop_closed(u64::MAX) {
+                continue;
+            }
             let Some((_, mut old)) = self.flows.pop_lru() else { break };
-            if !matches!(old.state, State::Closed) {
+            if !matches!(old.state, State::Closed(_)) {
                 Self::close(&mut old, ev.ts_ns, CloseReason::Evicted, sink);
             }
         }
@@ -207,7 +222,8 @@ impl FlowTable {
         let closed = Self::process(&mut flow, dir, ev, self.cfg.max_buffer_bytes, sink);
         if let Some(reason) = closed {
             Self::close(&mut flow, ev.ts_ns, reason, sink);
-            flow.state = State::Closed;
+            flow.state = State::Closed(ev.ts_ns);
+            self.note_closed(ev.ts_ns, key);
         }
         self.flows.push(key, flow);
         ACTIVE.set(self.flows.len() as u64);
@@ -267,7 +283,7 @@ impl FlowTable {
     ) -> Option<CloseReason> {
         let Flow { conn, state, .. } = flow;
         match state {
-            State::Closed => None,
+            State::Closed(_) => None,
             State::Datagram => {
                 sink.on_datagram(conn, dir, ev.ts_ns, &ev.payload, ev.payload_len);
                 None
@@ -312,15 +328,45 @@ impl FlowTable {
         sink.on_close(&flow.conn, ts, reason);
     }
 
-    /// Close flows idle since before `now_ns - idle timeout`.
+    fn note_closed(&mut self, at: u64, key: FlowKey) {
+        self.closed.push_back((at, key));
+        // Entries of flows that left the table otherwise (evicted, reopened)
+        // are dropped now and then, so the queue stays within the table's size.
+        if self.closed.len() > 2 * self.flows.len() + 64 {
+            let flows = &self.flows;
+            self.closed.retain(|(at, k)| {
+                matches!(flows.peek(k), Some(Flow { state: State::Closed(t), .. }) if t == at) || *k == key
+            });
+        }
+    }
+
+    /// Removes the oldest flow closed at or before `deadline`; false when there is none.
+    fn pop_closed(&mut self, deadline: u64) -> bool {
+        while let Some(&(at, key)) = self.closed.front() {
+            if at > deadline {
+                return false;
+            }
+            self.closed.pop_front();
+            if matches!(self.flows.peek(&key), Some(Flow { state: State::Closed(t), .. }) if *t == at) {
+                self.flows.pop(&key);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Close flows idle since before `now_ns - idle timeout` and forget
+    /// connections closed more than [`CLOSED_LINGER_NS`] ago.
     pub fn expire<S: StreamSink + ?Sized>(&mut self, now_ns: u64, sink: &mut S) {
+        let linger = CLOSED_LINGER_NS.min(self.cfg.idle_timeout_ns);
+        while self.pop_closed(now_ns.saturating_sub(linger)) {}
         let deadline = now_ns.saturating_sub(self.cfg.idle_timeout_ns);
         while let Some((_, f)) = self.flows.peek_lru() {
             if f.last_ts > deadline {
                 break;
             }
             let Some((_, mut f)) = self.flows.pop_lru() else { break };
-            if !matches!(f.state, State::Closed) {
+            if !matches!(f.state, State::Closed(_)) {
                 Self::close(&mut f, now_ns, CloseReason::Idle, sink);
             }
         }
@@ -329,8 +375,9 @@ impl FlowTable {
 
     /// Close every flow (end of a replayed capture), least recently active first.
     pub fn finish<S: StreamSink + ?Sized>(&mut self, sink: &mut S) {
+        self.closed.clear();
         while let Some((_, mut f)) = self.flows.pop_lru() {
-            if !matches!(f.state, State::Closed) {
+            if !matches!(f.state, State::Closed(_)) {
                 let ts = f.last_ts;
                 Self::close(&mut f, ts, CloseReason::EndOfInput, sink);
             }

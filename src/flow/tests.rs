@@ -175,3 +175,58 @@ fn memory_stays_bounded_under_reordering() {
     }
     assert!(r.gaps().contains(&1));
 }
+
+/// Open, exchange and close one connection from `c` at time `t0` (ns).
+fn short_connection(t: &mut FlowTable, r: &mut Recorder, c: &str, t0: u64) {
+    t.push(&tcp(c, SERVER, t0, 1000, 0, S, b""), r);
+    t.push(&tcp(SERVER, c, t0 + 1, 5000, 1001, S | A, b""), r);
+    t.push(&tcp(c, SERVER, t0 + 2, 1001, 5001, PA, b"PING\r\n"), r);
+    t.push(&tcp(SERVER, c, t0 + 3, 5001, 1007, PA, b"+PONG\r\n"), r);
+    t.push(&tcp(c, SERVER, t0 + 4, 1007, 5008, F | A, b""), r);
+    t.push(&tcp(SERVER, c, t0 + 5, 5008, 1008, F | A, b""), r);
+}
+
+const SEC: u64 = 1_000_000_000;
+
+#[test]
+fn closed_connections_linger_briefly_not_for_the_idle_timeout() {
+    let cfg = FlowConfig { max_flows: 100, max_buffer_bytes: 4096, idle_timeout_ns: 120 * SEC };
+    let (mut t, mut r) = (FlowTable::new(&cfg), Recorder::default());
+    short_connection(&mut t, &mut r, CLIENT, SEC);
+    assert_eq!(r.closes().len(), 1);
+    // The last ACK shortly after the close neither reopens nor starts a flow.
+    t.push(&tcp(CLIENT, SERVER, 2 * SEC, 1008, 5009, A, b""), &mut r);
+    t.expire(SEC + super::table::CLOSED_LINGER_NS - 1, &mut r);
+    assert_eq!((t.len(), conns(&r).len()), (1, 1), "still remembered within the linger time");
+    t.expire(SEC + 5 + super::table::CLOSED_LINGER_NS, &mut r);
+    assert!(t.is_empty(), "forgotten after the linger time, long before the idle timeout");
+    assert_eq!(r.closes().len(), 1, "no second close for a closed connection");
+}
+
+#[test]
+fn churn_evicts_closed_connections_before_live_idle_ones() {
+    let cfg = FlowConfig { max_flows: 3, max_buffer_bytes: 4096, idle_timeout_ns: 120 * SEC };
+    let (mut t, mut r) = (FlowTable::new(&cfg), Recorder::default());
+    // A long-lived connection, idle since t=1s.
+    handshake(&mut t, &mut r, "10.200.0.1:39999", SERVER);
+    // Many short connections after it: the table never pushes the live one out.
+    for i in 0..50u16 {
+        short_connection(&mut t, &mut r, &format!("10.200.0.1:{}", 41000 + i), (2 + i as u64) * SEC);
+        assert!(t.len() <= 3);
+    }
+    let closes = r.closes();
+    assert_eq!(closes.len(), 50);
+    assert!(closes.iter().all(|(_, c)| *c == CloseReason::Fin), "{closes:?}");
+    // The live connection still delivers its data in order.
+    t.push(&tcp("10.200.0.1:39999", SERVER, 60 * SEC, 1001, 5001, PA, b"late\r\n"), &mut r);
+    let late: Vec<u8> = r
+        .full
+        .iter()
+        .filter(|(c, d, _)| c.client.port() == 39999 && *d == StreamDir::ToServer)
+        .flat_map(|(_, _, rec)| match rec {
+            Rec::Data(d) => d.clone(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(late, b"late\r\n");
+}
