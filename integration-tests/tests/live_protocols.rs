@@ -410,6 +410,8 @@ fn ipv6_http1_http2_redis_dns_icmp() {
     s.client(&["dig", "+short", "+tries=1", &format!("@{IP6_A}"), "a.six.test", "AAAA"], T);
     s.client(&["dig", "+short", "+tries=1", "+tcp", &format!("@{IP6_A}"), "b.six.test", "AAAA"], T);
     s.client(&["ping", "-6", "-c", "2", "-i", "0.2", IP6_A], T);
+    let udp = format!("import socket; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b'x', ('{IP6_A}', 9))");
+    s.client(&["python3", "-c", &udp], T);
 
     let o = s.finish();
     o.assert_live_matches_replay();
@@ -431,5 +433,6 @@ fn ipv6_http1_http2_redis_dns_icmp() {
         "dns",
         &[("dns udp a.six.test AAAA NOERROR complete", 1), ("dns tcp b.six.test AAAA NOERROR complete", 1)],
     );
-    o.assert_exactly("icmp", &[("icmp echo true 0  complete", 2)]);
+    let unreach = format!("icmp destination_unreachable true 4 [{IP6_A}]:9 complete");
+    o.assert_exactly("icmp", &[("icmp echo true 0  complete", 2), (&unreach, 1)]);
 }
