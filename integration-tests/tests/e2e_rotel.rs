@@ -40,33 +40,44 @@ fn http_server(ns: &str, ip: &str) -> ChildGuard {
 }
 
 fn tcpdump(ns: &str, iface: &str, file: &Path) -> ChildGuard {
+    let log = file.with_extension("log");
     let mut c = NetnsPair::cmd(ns, "tcpdump");
-    c.args([
-        "--immediate-mode",
-        "-U",
-        "-n",
-        "-s",
-        "0",
-        "-i",
-        iface,
-        "-w",
-        file.to_str().unwrap(),
-        "tcp",
-        "port",
-        "8080",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    // A large buffer: on a busy machine the default one drops packets.
+    c.args(["--immediate-mode", "-U", "-B", "32768", "-n", "-s", "0", "-i", iface, "-w", file.to_str().unwrap()])
+        .args(["tcp", "port", "8080"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
     let g = ChildGuard::new(c.spawn().unwrap(), "tcpdump");
-    std::thread::sleep(Duration::from_millis(800));
+    // Traffic sent before the capture is open would make a mid-connection pcap.
+    let ready = netns::wait_until(Duration::from_secs(10), || read(&log).contains("listening on"));
+    assert!(ready, "tcpdump did not start: {}", read(&log));
     g
 }
 
-fn stop_tcpdump(mut g: ChildGuard) {
+/// Stops tcpdump; false when the kernel dropped packets (the recording has holes).
+fn stop_tcpdump(mut g: ChildGuard, file: &Path) -> bool {
     std::thread::sleep(Duration::from_millis(1000));
-    // SIGINT lets tcpdump write out its buffer.
+    // SIGINT lets tcpdump write out its buffer and its statistics.
     g.signal(libc::SIGINT);
     let _ = g.wait_timeout(Duration::from_secs(5));
+    let log = read(&file.with_extension("log"));
+    let complete = log.lines().any(|l| l.trim() == "0 packets dropped by kernel");
+    if !complete {
+        eprintln!("tcpdump lost packets, recording again: {log}");
+    }
+    complete
+}
+
+/// Records what `traffic` sends on `iface` in `ns`, again if tcpdump lost packets.
+fn record(ns: &str, iface: &str, file: &Path, traffic: impl Fn()) {
+    for _ in 0..3 {
+        let dump = tcpdump(ns, iface, file);
+        traffic();
+        if stop_tcpdump(dump, file) {
+            return;
+        }
+    }
+    panic!("tcpdump kept dropping packets");
 }
 
 fn replay_to(pcap: &Path, rotel_grpc: u16) {
@@ -109,10 +120,8 @@ fn replay_to_rotel_spans_and_metrics() {
     // (ingress), so the replayed spans are SERVER spans.
     let _server = http_server(&pair.ns_b, &pair.ip_b);
     let veth_pcap = dir.path().join("veth.pcap");
-    let dump = tcpdump(&pair.ns_b, &pair.veth_b, &veth_pcap);
     let load = HttpLoad { sequential: 25, pipelined: 15 };
-    load.run(Some(&pair.ns_a), &format!("{}:8080", pair.ip_b));
-    stop_tcpdump(dump);
+    record(&pair.ns_b, &pair.veth_b, &veth_pcap, || load.run(Some(&pair.ns_a), &format!("{}:8080", pair.ip_b)));
 
     replay_to(&veth_pcap, rotel.grpc_port);
     wait_for("spans", Duration::from_secs(20), || received.spans().len() >= load.total());
@@ -125,9 +134,9 @@ fn replay_to_rotel_spans_and_metrics() {
     // Loopback inside the namespace: both ends local → CLIENT and SERVER spans.
     received.clear();
     let lo_pcap = dir.path().join("lo.pcap");
-    let dump = tcpdump(&pair.ns_b, "lo", &lo_pcap);
-    NetnsPair::exec(&pair.ns_b, &["python3", "-c", LOOPBACK_GET], Duration::from_secs(10));
-    stop_tcpdump(dump);
+    record(&pair.ns_b, "lo", &lo_pcap, || {
+        NetnsPair::exec(&pair.ns_b, &["python3", "-c", LOOPBACK_GET], Duration::from_secs(10));
+    });
     replay_to(&lo_pcap, rotel.grpc_port);
     wait_for("loopback spans", Duration::from_secs(20), || received.spans().len() >= 2);
     std::thread::sleep(Duration::from_millis(300));
