@@ -656,7 +656,7 @@ fn find_coordinator_resp(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use bytes::BytesMut;
     use kafka_protocol::messages::{
@@ -711,7 +711,7 @@ mod tests {
     }
 
     /// `n` records encoded by kafka-protocol (record format `version`).
-    fn record_set(n: usize, version: i8) -> Vec<u8> {
+    pub(in crate::protocol::kafka) fn record_set(n: usize, version: i8) -> Vec<u8> {
         use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
         let recs: Vec<Record> = (0..n)
             .map(|i| Record {

@@ -248,3 +248,50 @@ mod fuzz {
         }
     }
 }
+
+/// Record counts only when every record set was read: a gap inside the
+/// records, or records beyond the kept message prefix, leave them unknown
+/// (the topic, before the records, is still reported).
+#[test]
+fn record_count_only_when_whole() {
+    let c = conn();
+    let produce_with = |corr: i32, records: Vec<u8>| {
+        let body = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(topic("orders"))
+                .with_partition_data(vec![PartitionProduceData::default().with_records(Some(records.into()))]),
+        ]);
+        req(0, 9, corr, &body)
+    };
+    let set = body::tests::record_set(3, 2);
+    let big = [set.clone(), vec![0x5a; 70 * 1024]].concat();
+    let mut out = Vec::new();
+    let mut d = KafkaDecoder::new(&DecodeConfig::default());
+    let mut e = Emit { conn: &c, out: &mut out };
+    let whole = produce_with(1, set.clone());
+    d.on_data(StreamDir::ToServer, 1, &whole, &mut e);
+    let cut = produce_with(2, set.clone());
+    d.on_data(StreamDir::ToServer, 2, &cut[..cut.len() - 40], &mut e);
+    d.on_gap(StreamDir::ToServer, 3, 30, &mut e);
+    d.on_data(StreamDir::ToServer, 4, &cut[cut.len() - 10..], &mut e);
+    d.on_data(StreamDir::ToServer, 5, &produce_with(3, big.clone()), &mut e);
+    for corr in 1..=3 {
+        d.on_data(StreamDir::ToClient, 6, &produce_resp(9, corr, 0), &mut e);
+    }
+    let got: Vec<_> = e
+        .out
+        .iter()
+        .map(|x| {
+            (kafka(x).correlation_id, kafka(x).record_count, kafka(x).record_bytes, x.partial, kafka(x).topics.clone())
+        })
+        .collect();
+    let orders = vec!["orders".to_string()];
+    assert_eq!(
+        got,
+        vec![
+            (1, Some(3), Some(set.len() as u64), false, orders.clone()),
+            (2, None, None, true, orders.clone()),
+            (3, None, None, true, orders),
+        ]
+    );
+}
