@@ -166,10 +166,10 @@ impl LiveSetup {
         LiveSetup { pair, dir, recv, rotel, _servers: servers }
     }
 
-    /// `cnflow run` exporting to rotel with `protocol` on `port`. rotel's own
+    /// `cnflow <sub>` exporting to rotel with `protocol` on `port`. rotel's own
     /// ports are captured as well (on lo), so cnflow's export connection is
     /// in the capture and has to be recognised as its own.
-    fn agent(&self, protocol: &str, port: u16, extra_env: &[(&str, &str)]) -> ChildGuard {
+    fn agent(&self, sub: &str, protocol: &str, port: u16, extra_env: &[(&str, &str)]) -> ChildGuard {
         let endpoint = format!("http://127.0.0.1:{port}");
         let ports = format!("8080,6379,{},{}", self.rotel.grpc_port, self.rotel.http_port);
         let mut env = vec![
@@ -182,7 +182,7 @@ impl LiveSetup {
         ];
         env.extend_from_slice(extra_env);
         let ifaces = format!("{},lo", self.pair.veth_b);
-        start_agent(&self.pair.ns_b, &ifaces, "run", &["--format", "none"], &env, self.dir.path())
+        start_agent(&self.pair.ns_b, &ifaces, sub, &["--format", "none"], &env, self.dir.path())
     }
 
     fn agent_log(&self) -> String {
@@ -194,7 +194,7 @@ impl LiveSetup {
 fn live_agent_to_rotel_over_grpc() {
     let s = LiveSetup::new("lgrpc");
     let received = &s.recv.received;
-    let agent = s.agent("grpc", s.rotel.grpc_port, &[]);
+    let agent = s.agent("run", "grpc", s.rotel.grpc_port, &[]);
 
     let load = HttpLoad { sequential: 20, pipelined: 10 };
     load.run(Some(&s.pair.ns_a), &format!("{}:8080", s.pair.ip_b));
@@ -278,7 +278,9 @@ fn check_self_telemetry(received: &otel::Received) {
 fn live_agent_to_rotel_over_http_protobuf() {
     let s = LiveSetup::new("lhttp");
     let received = &s.recv.received;
-    let agent = s.agent("http/protobuf", s.rotel.http_port, &[]);
+    // `cnflow agent` outside a cluster: standalone capture, as the DaemonSet
+    // binary behaves on a host without Kubernetes.
+    let agent = s.agent("agent", "http/protobuf", s.rotel.http_port, &[("CNFLOW_HEALTH_ADDR", "off")]);
     let load = HttpLoad { sequential: 5, pipelined: 5 };
     load.run(Some(&s.pair.ns_a), &format!("{}:8080", s.pair.ip_b));
     std::thread::sleep(Duration::from_millis(1500));
