@@ -4,19 +4,24 @@
 //! Every span must arrive exactly once, public addresses enriched, private not.
 #[path = "../harness/mod.rs"]
 mod harness;
+#[path = "../harness/netns.rs"]
+mod netns;
+#[path = "../harness/otel.rs"]
+mod otel;
 
 use cnflow::telemetry::resource::kv_str;
+use netns::ChildGuard;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use otel::free_port;
 use prost::Message;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,35 +60,8 @@ impl TraceService for Sink {
     }
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn wait_port(port: u16, what: &str) {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn rotel_bin() -> PathBuf {
-    let out = Command::new("python3")
-        .args(["-c", "import rotel,os;print(os.path.join(os.path.dirname(rotel.__file__),'rotel-agent'))"])
-        .output()
-        .expect("python3");
-    let p = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    assert!(p.exists(), "rotel not installed (bash .ci/setup.sh installs PyPI rotel)");
-    p
+    otel::wait_port(None, ([127, 0, 0, 1], port).into(), what);
 }
 
 fn geoip(name: &str) -> PathBuf {
@@ -126,8 +104,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
-    let (sink_port, rotel_grpc, rotel_http, gw_grpc, gw_http) =
-        (free_port(), free_port(), free_port(), free_port(), free_port());
+    let (sink_port, gw_grpc, gw_http) = (free_port(), free_port(), free_port());
     let received: Received = Default::default();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port)).await.unwrap();
     let incoming = futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
@@ -135,19 +112,10 @@ async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
         TraceServiceServer::new(Sink(received.clone())).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming));
 
-    let _rotel = Proc(
-        Command::new(rotel_bin())
-            .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{rotel_grpc}")])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{rotel_http}")])
-            .args(["--exporter", "otlp", "--otlp-exporter-endpoint", &format!("http://127.0.0.1:{sink_port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rotel"),
-    );
-    wait_port(rotel_grpc, "rotel");
+    let rotel = otel::Rotel::start(None, sink_port);
+    let rotel_grpc = rotel.grpc_port;
     let log = tempfile::NamedTempFile::new().unwrap();
-    let _gw = Proc(
+    let _gw = ChildGuard::new(
         Command::new(harness::cnflow_bin())
             .arg("gateway")
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{rotel_grpc}"))
@@ -163,6 +131,7 @@ async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap(),
+        "cnflow gateway",
     );
     wait_port(gw_grpc, "gateway gRPC");
     wait_port(gw_http, "gateway HTTP");
