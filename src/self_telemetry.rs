@@ -80,7 +80,10 @@ impl SelfTelemetry {
         temporality: Temporality,
         interval: Option<Duration>,
     ) -> Result<Option<Self>> {
-        if !cfg.self_telemetry {
+        // OTEL_SDK_DISABLED is the standard switch for the SDK (which only
+        // self-telemetry uses; captured spans are built without it).
+        let sdk_disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        if !cfg.self_telemetry || sdk_disabled {
             return Ok(None);
         }
         let traces = ExportConfig::from_env(Signal::Traces)?;
