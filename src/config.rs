@@ -53,6 +53,9 @@ pub struct AgentConfig {
     /// CNFLOW_CAPTURE_PORTS: when set, only packets with one of these ports (either side) are captured (ICMP always passes).
     #[serde(default)]
     pub capture_ports: Option<String>,
+    /// CNFLOW_CAPTURE_GSO_SEGMENTS: cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries).
+    #[serde(default = "d_true")]
+    pub capture_gso_segments: bool,
     /// CNFLOW_MAX_FLOWS: flow-table capacity; the least recently active flow is evicted (and counted) beyond it.
     #[serde(default = "d_max_flows")]
     pub max_flows: usize,

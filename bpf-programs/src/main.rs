@@ -183,7 +183,7 @@ fn capture(ctx: &TcContext, direction: u8) {
     // many wire packets. Cut it back into those packets, so the snap length
     // applies per wire packet and a large response is not reduced to its
     // first `snaplen` bytes followed by a gap the decoders cannot cross.
-    let gso = if p.proto == PROTO_TCP || p.proto == PROTO_UDP {
+    let gso = if flags & CFG_SPLIT_GSO != 0 && (p.proto == PROTO_TCP || p.proto == PROTO_UDP) {
         unsafe { (*ctx.skb.skb).gso_size as usize }
     } else {
         0

@@ -94,6 +94,8 @@ pub const CFG_UDP: u32 = 1 << 1;
 pub const CFG_ICMP: u32 = 1 << 2;
 /// When set, only ports present in `PORT_FILTER` (either side) are captured.
 pub const CFG_PORT_ALLOWLIST: u32 = 1 << 3;
+/// When set, TSO/GSO/GRO packets are cut into one record per wire segment.
+pub const CFG_SPLIT_GSO: u32 = 1 << 4;
 
 #[cfg(feature = "user")]
 mod user {

@@ -358,25 +358,39 @@ fn no_tcx_program_left_after_sigterm_or_sigkill_and_rerun_works() {
 fn udp_gso_send_is_captured_as_wire_datagrams() {
     let pair = NetnsPair::new("ugso");
     let dir = Scratch::new("ebpf-udp-gso");
-    let agent = start_agent(&pair, &dir, "run1", &[("CNFLOW_SNAPLEN", "4096"), ("CNFLOW_CAPTURE_PROTOCOLS", "udp")]);
     // One sendto with UDP_SEGMENT (103): the kernel keeps the 2500 bytes as a
     // single GSO skb across the veth; the wire carries 1000 + 1000 + 500.
     let code = format!(
         "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_UDP, 103, 1000)\ns.sendto(bytes(range(250)) * 10, ('{}', 7777))",
         pair.ip_a
     );
-    NetnsPair::exec(&pair.ns_b, &["python3", "-c", &code], Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(300));
-    stop_agent(agent, libc::SIGTERM);
-    let pkts = parse_packets(&read(&dir.path("run1.out")));
-    let dgrams: Vec<&Pkt> = pkts.iter().filter(|p| p.proto == "udp" && p.dst.ends_with(":7777")).collect();
-    let sizes: Vec<(usize, &str)> = dgrams.iter().map(|p| (p.data.len(), p.kv["len"].as_str())).collect();
-    assert_eq!(sizes, [(1000, "1000"), (1000, "1000"), (500, "500")], "{dgrams:#?}");
-    let joined: Vec<u8> = dgrams.iter().flat_map(|p| p.data.clone()).collect();
-    assert_eq!(joined, (0..2500).map(|i| (i % 250) as u8).collect::<Vec<u8>>());
-    let err = read(&dir.path("run1.err"));
-    let last = err.lines().rev().find(|l| l.contains("capture stopped")).expect("final counters");
-    assert!(last.contains("gso_split=1 "), "{last}");
+    let sent: Vec<u8> = (0..2500).map(|i| (i % 250) as u8).collect();
+    for (run, split) in [("run1", "true"), ("run2", "false")] {
+        let agent = start_agent(
+            &pair,
+            &dir,
+            run,
+            &[("CNFLOW_SNAPLEN", "4096"), ("CNFLOW_CAPTURE_PROTOCOLS", "udp"), ("CNFLOW_CAPTURE_GSO_SEGMENTS", split)],
+        );
+        NetnsPair::exec(&pair.ns_b, &["python3", "-c", &code], Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        stop_agent(agent, libc::SIGTERM);
+        let pkts = parse_packets(&read(&dir.path(&format!("{run}.out"))));
+        let dgrams: Vec<&Pkt> = pkts.iter().filter(|p| p.proto == "udp" && p.dst.ends_with(":7777")).collect();
+        let sizes: Vec<(usize, &str)> = dgrams.iter().map(|p| (p.data.len(), p.kv["len"].as_str())).collect();
+        let joined: Vec<u8> = dgrams.iter().flat_map(|p| p.data.clone()).collect();
+        assert_eq!(joined, sent, "{run}");
+        let err = read(&dir.path(&format!("{run}.err")));
+        let last = err.lines().rev().find(|l| l.contains("capture stopped")).expect("final counters");
+        if split == "true" {
+            assert_eq!(sizes, [(1000, "1000"), (1000, "1000"), (500, "500")], "{dgrams:#?}");
+            assert!(last.contains("gso_split=1 "), "{last}");
+        } else {
+            // Not split: the GSO packet is one record, as before the option existed.
+            assert_eq!(sizes, [(2500, "2500")], "{dgrams:#?}");
+            assert!(last.contains("gso_split=0 "), "{last}");
+        }
+    }
 }
 
 #[test]

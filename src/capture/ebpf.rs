@@ -156,7 +156,7 @@ fn effective_caps() -> Option<u64> {
 }
 
 /// Protocol flags for the CONFIG map from CNFLOW_CAPTURE_PROTOCOLS.
-fn protocol_flags(cfg: &AgentConfig) -> u32 {
+fn capture_flags(cfg: &AgentConfig) -> u32 {
     let mut flags = 0;
     for p in cfg.capture_protocols.split(',').map(str::trim) {
         flags |= match p {
@@ -165,6 +165,9 @@ fn protocol_flags(cfg: &AgentConfig) -> u32 {
             "icmp" => cnflow_common::CFG_ICMP,
             _ => 0,
         };
+    }
+    if cfg.capture_gso_segments {
+        flags |= cnflow_common::CFG_SPLIT_GSO;
     }
     flags
 }
@@ -191,7 +194,7 @@ impl LiveCapture {
             prog.load().with_context(|| format!("loading eBPF program {name} (verifier)"))?;
         }
 
-        let mut flags = protocol_flags(cfg);
+        let mut flags = capture_flags(cfg);
         {
             let mut pf: BpfHashMap<_, u16, u8> =
                 BpfHashMap::try_from(bpf.map_mut("PORT_FILTER").context("PORT_FILTER map missing")?)?;
