@@ -104,3 +104,35 @@ fn fetch_returns_records() {
         assert_eq!(d(e[0], "record_count"), serde_json::Value::Null);
     }
 }
+
+/// A consumer-group member (record_kafka_fetch.sh, kafka_group_client.py):
+/// JoinGroup v5 first refused with MEMBER_ID_REQUIRED and retried, SyncGroup
+/// v3, Heartbeats, OffsetFetch / ListOffsets / Fetch, OffsetCommit and
+/// LeaveGroup. The subscribed and assigned topic comes from the consumer
+/// protocol blobs inside JoinGroup and SyncGroup.
+#[test]
+fn consumer_group_membership() {
+    let file = pcap("kafka_group.pcap");
+    let ex = decode_direct(&file, kafka::new_decoder);
+    check_golden("kafka_group", &ex);
+    assert_eq!(only(&replay(&file), &["kafka"]), ex, "cnflow replay (content detection) differs from direct decoding");
+    let by = |api: &str| ex.iter().filter(|e| e["detail"]["api_name"] == api).collect::<Vec<_>>();
+    let summary = |e: &serde_json::Value| {
+        let d = &e["detail"];
+        format!("{} v{} {} {} {}", d["api_name"], d["api_version"], d["topics"], d["error_code"], d["error_name"])
+    };
+    let join: Vec<String> = by("JoinGroup").into_iter().map(summary).collect();
+    assert_eq!(join, [r#""JoinGroup" v5 ["orders"] 79 "MEMBER_ID_REQUIRED""#, r#""JoinGroup" v5 ["orders"] 0 null"#]);
+    let sync: Vec<String> = by("SyncGroup").into_iter().map(summary).collect();
+    assert_eq!(sync, [r#""SyncGroup" v3 ["orders"] 0 null"#]);
+    assert!(!by("Heartbeat").is_empty());
+    assert_eq!(by("LeaveGroup").len(), 1);
+    for api in ["JoinGroup", "SyncGroup", "Heartbeat", "LeaveGroup", "OffsetCommit", "OffsetFetch", "ListOffsets"] {
+        for e in by(api) {
+            assert_eq!((e["outcome"].as_str(), e["partial"].as_bool()), (Some("complete"), Some(false)), "{api}");
+            assert_eq!(e["detail"]["header_only"], false, "{api}");
+        }
+    }
+    let fetched: u64 = by("Fetch").iter().filter_map(|e| e["detail"]["record_count"].as_u64()).sum();
+    assert_eq!(fetched, 3);
+}

@@ -139,6 +139,19 @@ impl<'a> Reader<'a> {
         info.records += count_records(set);
         Some(())
     }
+    /// Nullable bytes as a slice (empty when null).
+    pub fn blob(&mut self) -> Option<&'a [u8]> {
+        let n = if self.flex {
+            usize::try_from(self.uvarint()?.saturating_sub(1)).ok()?
+        } else {
+            match self.i32()? {
+                -1 => 0,
+                n if n < 0 => return None,
+                n => n as usize,
+            }
+        };
+        self.take(n)
+    }
     /// Tagged fields (flexible versions only).
     pub fn tags(&mut self) -> Option<()> {
         if !self.flex {
@@ -241,7 +254,9 @@ pub fn request(key: i16, v: i16, flex: bool, body: &[u8], ids: &TopicIds) -> Opt
         3 => metadata_req(&mut r, v, ids, &mut info),
         8 => offset_commit_req(&mut r, v, ids, &mut info),
         9 => offset_fetch_req(&mut r, v, ids, &mut info),
-        10..=14 | 18 | 22 => Some(()),
+        11 => join_group_req(&mut r, v, &mut info),
+        14 => sync_group_req(&mut r, v, &mut info),
+        10 | 12 | 13 | 18 | 22 => Some(()),
         _ => return None,
     };
     info.cut = ok.is_none();
@@ -260,9 +275,10 @@ pub fn response(key: i16, v: i16, flex: bool, body: &[u8], ids: &mut TopicIds) -
         8 => offset_commit_resp(&mut r, v, ids, &mut info),
         9 => offset_fetch_resp(&mut r, v, ids, &mut info),
         10 => find_coordinator_resp(&mut r, v, &mut info),
-        // JoinGroup, Heartbeat, LeaveGroup, SyncGroup, InitProducerId:
+        14 => sync_group_resp(&mut r, v, &mut info),
+        // JoinGroup, Heartbeat, LeaveGroup, InitProducerId:
         // [throttle_time_ms] error_code ...
-        11 | 12 | 13 | 14 | 22 => {
+        11 | 12 | 13 | 22 => {
             let throttle_from = match key {
                 11 => 2,
                 22 => 0,
@@ -635,6 +651,115 @@ fn offset_fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) ->
     Some(())
 }
 
+/// A legal Kafka topic name: embedded consumer-protocol blobs are only
+/// trusted when what they name could be a topic.
+fn legal_topic(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 249 && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// ConsumerProtocolSubscription (the metadata a consumer sends in JoinGroup):
+/// version, topics, ... Never flexible.
+fn consumer_subscription(blob: &[u8], info: &mut Info) {
+    let mut r = Reader::new(blob, false);
+    let topics = (|| {
+        r.i16()?;
+        let mut v = Vec::new();
+        for _ in 0..r.array()?.unwrap_or(0) {
+            v.push(r.string()??);
+        }
+        Some(v)
+    })();
+    for t in topics.unwrap_or_default().into_iter().filter(|t| legal_topic(t)) {
+        info.topic(t);
+    }
+}
+
+/// ConsumerProtocolAssignment (what the leader hands out in SyncGroup):
+/// version, [topic, [partition]], user_data. Never flexible.
+fn consumer_assignment(blob: &[u8], info: &mut Info) {
+    let mut r = Reader::new(blob, false);
+    let topics = (|| {
+        r.i16()?;
+        let mut v = Vec::new();
+        for _ in 0..r.array()?.unwrap_or(0) {
+            v.push(r.string()??);
+            r.int_array(4)?;
+        }
+        Some(v)
+    })();
+    for t in topics.unwrap_or_default().into_iter().filter(|t| legal_topic(t)) {
+        info.topic(t);
+    }
+}
+
+fn join_group_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
+    r.string()?;
+    r.i32()?;
+    if v >= 1 {
+        r.i32()?;
+    }
+    r.string()?;
+    if v >= 5 {
+        r.string()?;
+    }
+    let consumer = r.string()? == Some("consumer");
+    for _ in 0..r.array()?.unwrap_or(0) {
+        r.string()?;
+        let meta = r.blob()?;
+        if consumer {
+            consumer_subscription(meta, info);
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn sync_group_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
+    r.string()?;
+    r.i32()?;
+    r.string()?;
+    if v >= 3 {
+        r.string()?;
+    }
+    // Before v5 the protocol type is not sent; the assignment is read as a
+    // consumer's and kept only if it names legal topics.
+    let consumer = if v >= 5 {
+        let t = r.string()?;
+        r.string()?;
+        t.is_none_or(|t| t == "consumer")
+    } else {
+        true
+    };
+    for _ in 0..r.array()?.unwrap_or(0) {
+        r.string()?;
+        let a = r.blob()?;
+        if consumer {
+            consumer_assignment(a, info);
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
+fn sync_group_resp(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
+    if v >= 1 {
+        r.i32()?;
+    }
+    info.error(r.i16()?);
+    let consumer = if v >= 5 {
+        let t = r.string()?;
+        r.string()?;
+        t.is_none_or(|t| t == "consumer")
+    } else {
+        true
+    };
+    let a = r.blob()?;
+    if consumer {
+        consumer_assignment(a, info);
+    }
+    Some(())
+}
+
 fn find_coordinator_resp(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
     if v >= 1 {
         r.i32()?;
@@ -806,6 +931,72 @@ pub(super) mod tests {
             let info = request(0, v, flex, &enc(&req, v), &TopicIds::default()).unwrap();
             assert_eq!((info.records, info.cut), (3, false), "v{v}");
         }
+    }
+
+    #[test]
+    fn group_membership_topics_against_kafka_protocol() {
+        use kafka_protocol::messages::{
+            consumer_protocol_assignment::TopicPartition, join_group_request::JoinGroupRequestProtocol,
+            sync_group_request::SyncGroupRequestAssignment, ConsumerProtocolAssignment, ConsumerProtocolSubscription,
+            JoinGroupRequest, SyncGroupRequest, SyncGroupResponse,
+        };
+        let s = |x: &str| StrBytes::from_string(x.to_string());
+        // Embedded consumer-protocol blobs start with their own version.
+        let blob = |v: i16, body: Vec<u8>| [v.to_be_bytes().to_vec(), body].concat();
+        for sv in 0..=3i16 {
+            let sub = ConsumerProtocolSubscription::default().with_topics(vec![s("orders"), s("audit.log")]);
+            let asg = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![TopicPartition::default()
+                .with_topic(topic("orders"))
+                .with_partitions(vec![0, 1])]);
+            let (sub, asg) = (blob(sv, enc(&sub, sv)), blob(sv, enc(&asg, sv)));
+            for v in 0..=9i16 {
+                let req = JoinGroupRequest::default().with_protocol_type(s("consumer")).with_protocols(vec![
+                    JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(sub.clone().into()),
+                ]);
+                let info =
+                    request(11, v, crate::protocol::kafka::apis::flexible(11, v), &enc(&req, v), &TopicIds::default())
+                        .unwrap();
+                assert_eq!(
+                    (info.topics.clone(), info.cut),
+                    (vec!["orders".to_string(), "audit.log".into()], false),
+                    "v{v}/{sv}"
+                );
+                // Kafka Connect and others use their own metadata: not read as topics.
+                let other = req.with_protocol_type(s("connect"));
+                let info = request(
+                    11,
+                    v,
+                    crate::protocol::kafka::apis::flexible(11, v),
+                    &enc(&other, v),
+                    &TopicIds::default(),
+                )
+                .unwrap();
+                assert!(info.topics.is_empty());
+            }
+            for v in 0..=5i16 {
+                let flex = crate::protocol::kafka::apis::flexible(14, v);
+                let req = SyncGroupRequest::default().with_protocol_type(Some(s("consumer"))).with_assignments(vec![
+                    SyncGroupRequestAssignment::default().with_member_id(s("m-1")).with_assignment(asg.clone().into()),
+                ]);
+                let info = request(14, v, flex, &enc(&req, v), &TopicIds::default()).unwrap();
+                assert_eq!(info.topics, vec!["orders"], "v{v}/{sv}");
+                let resp = SyncGroupResponse::default()
+                    .with_error_code(27)
+                    .with_protocol_type(Some(s("consumer")))
+                    .with_assignment(asg.clone().into());
+                let info = response(14, v, flex, &enc(&resp, v), &mut TopicIds::default()).unwrap();
+                assert_eq!(
+                    (info.topics.as_slice(), info.error, info.cut),
+                    (&["orders".to_string()][..], 27, false),
+                    "v{v}/{sv}"
+                );
+            }
+        }
+        // Garbage that is not a consumer blob names nothing.
+        let mut info = Info::default();
+        consumer_assignment(b"\x00\x00\x00\x00\x00\x01\x00\x03a b", &mut info);
+        consumer_subscription(&[0xff; 40], &mut info);
+        assert!(info.topics.is_empty());
     }
 
     #[test]
