@@ -155,6 +155,14 @@ impl LiveSession {
             dropped.lines().any(|l| l.trim() == "0 packets dropped by kernel"),
             "tcpdump lost packets, the comparison would be meaningless: {dropped}"
         );
+        // Nothing lost or cut on the live side either, or a difference below
+        // would be about the setup, not the decoders.
+        let log = self.agent_log();
+        let counters = log.lines().rev().find(|l| l.contains("capture stopped")).unwrap_or_default();
+        assert!(
+            counters.contains("ring_full=0 ") && counters.contains("truncated=0 "),
+            "agent lost or truncated packets: {counters}"
+        );
         let live = parse_lines(&read(&self.dir.path("agent.out")));
         let out = std::process::Command::new(crate::harness::cnflow_bin())
             .args(["replay", "--format", "exchanges"])
