@@ -6,7 +6,8 @@
 #   consumer assigned to orders/0 from offset 0 receives all five in a Fetch
 #   response, commits (OffsetCommit) and reads its offset back (OffsetFetch);
 # - kafka_group.pcap: a consumer-group member (JoinGroup, SyncGroup,
-#   Heartbeat, LeaveGroup) consumes 3 records and commits.
+#   Heartbeat, LeaveGroup) consumes 3 records and commits;
+# - kafka_fetch_snaplen.pcap: kafka_fetch.pcap cut to 100 bytes per packet.
 # Everything is removed on exit.
 # Usage (root): record_kafka_fetch.sh [OUTDIR]   (default: ../pcaps)
 set -euo pipefail
@@ -74,4 +75,6 @@ record() { # PCAP CLIENT
 
 record kafka_fetch.pcap kafka_fetch_client.py
 record kafka_group.pcap kafka_group_client.py
-ls -l "$OUT/kafka_fetch.pcap" "$OUT/kafka_group.pcap"
+# 34 bytes of TCP payload per packet: no record set is whole.
+editcap -s 100 "$OUT/kafka_fetch.pcap" "$OUT/kafka_fetch_snaplen.pcap"
+ls -l "$OUT/kafka_fetch.pcap" "$OUT/kafka_fetch_snaplen.pcap" "$OUT/kafka_group.pcap"

@@ -136,3 +136,31 @@ fn consumer_group_membership() {
     let fetched: u64 = by("Fetch").iter().filter_map(|e| e["detail"]["record_count"].as_u64()).sum();
     assert_eq!(fetched, 3);
 }
+
+/// kafka_fetch.pcap cut to 100 bytes per packet (`editcap -s 100`): every
+/// exchange still pairs, with the sizes of the full capture, but no record
+/// set is whole, so no record count is claimed and those exchanges are partial.
+#[test]
+fn fetch_snap_length_claims_no_record_counts() {
+    let file = pcap("kafka_fetch_snaplen.pcap");
+    let ex = decode_direct(&file, kafka::new_decoder);
+    check_golden("kafka_fetch_snaplen", &ex);
+    assert_eq!(only(&replay(&file), &["kafka"]), ex);
+    let full = decode_direct(&pcap("kafka_fetch.pcap"), kafka::new_decoder);
+    let key = |e: &serde_json::Value| {
+        (
+            e["detail"]["api_name"].clone(),
+            e["detail"]["correlation_id"].clone(),
+            e["request_bytes"].clone(),
+            e["response_bytes"].clone(),
+        )
+    };
+    assert_eq!(ex.iter().map(key).collect::<Vec<_>>(), full.iter().map(key).collect::<Vec<_>>());
+    for e in ex.iter().filter(|e| e["detail"]["api_name"] == "Produce" || e["detail"]["api_name"] == "Fetch") {
+        assert_eq!(
+            (e["detail"]["record_count"].clone(), e["partial"].clone()),
+            (serde_json::Value::Null, true.into()),
+            "{e}"
+        );
+    }
+}
