@@ -242,6 +242,26 @@ fn topic_name_or_id(r: &mut Reader, by_id: bool, ids: &TopicIds, info: &mut Info
     Some(())
 }
 
+/// The layout most topic-keyed bodies share: `[topic (name or id) [partition .. tags] tags]`.
+/// `partition` reads one partition entry up to, not including, its tagged fields.
+fn topic_partitions(
+    r: &mut Reader,
+    by_id: bool,
+    ids: &TopicIds,
+    info: &mut Info,
+    mut partition: impl FnMut(&mut Reader, &mut Info) -> Option<()>,
+) -> Option<()> {
+    for _ in 0..r.array()?.unwrap_or(0) {
+        topic_name_or_id(r, by_id, ids, info)?;
+        for _ in 0..r.array()?.unwrap_or(0) {
+            partition(r, info)?;
+            r.tags()?;
+        }
+        r.tags()?;
+    }
+    Some(())
+}
+
 /// Decode what we can of a request body. Returns None when the API is not
 /// one we decode (the exchange is then header-level only).
 pub fn request(key: i16, v: i16, flex: bool, body: &[u8], ids: &TopicIds) -> Option<Info> {
@@ -305,44 +325,34 @@ fn produce_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Optio
     }
     info.acks = Some(r.i16()?);
     r.i32()?;
-    for _ in 0..r.array()?.unwrap_or(0) {
-        topic_name_or_id(r, v >= 13, ids, info)?;
-        for _ in 0..r.array()?.unwrap_or(0) {
-            r.i32()?;
-            r.records(info)?;
-            r.tags()?;
-        }
-        r.tags()?;
-    }
-    Some(())
+    topic_partitions(r, v >= 13, ids, info, |r, info| {
+        r.i32()?;
+        r.records(info)?;
+        Some(())
+    })
 }
 
 fn produce_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
-    for _ in 0..r.array()?.unwrap_or(0) {
-        topic_name_or_id(r, v >= 13, ids, info)?;
-        for _ in 0..r.array()?.unwrap_or(0) {
-            r.i32()?;
-            info.error(r.i16()?);
+    topic_partitions(r, v >= 13, ids, info, |r, info| {
+        r.i32()?;
+        info.error(r.i16()?);
+        r.skip(8)?;
+        if v >= 2 {
             r.skip(8)?;
-            if v >= 2 {
-                r.skip(8)?;
-            }
-            if v >= 5 {
-                r.skip(8)?;
-            }
-            if v >= 8 {
-                for _ in 0..r.array()?.unwrap_or(0) {
-                    r.i32()?;
-                    r.string()?;
-                    r.tags()?;
-                }
-                r.string()?;
-            }
-            r.tags()?;
         }
-        r.tags()?;
-    }
-    Some(())
+        if v >= 5 {
+            r.skip(8)?;
+        }
+        if v >= 8 {
+            for _ in 0..r.array()?.unwrap_or(0) {
+                r.i32()?;
+                r.string()?;
+                r.tags()?;
+            }
+            r.string()?;
+        }
+        Some(())
+    })
 }
 
 fn fetch_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
@@ -359,26 +369,21 @@ fn fetch_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<
     if v >= 7 {
         r.skip(8)?;
     }
-    for _ in 0..r.array()?.unwrap_or(0) {
-        topic_name_or_id(r, v >= 13, ids, info)?;
-        for _ in 0..r.array()?.unwrap_or(0) {
+    topic_partitions(r, v >= 13, ids, info, |r, _info| {
+        r.i32()?;
+        if v >= 9 {
             r.i32()?;
-            if v >= 9 {
-                r.i32()?;
-            }
-            r.skip(8)?;
-            if v >= 12 {
-                r.i32()?;
-            }
-            if v >= 5 {
-                r.skip(8)?;
-            }
-            r.i32()?;
-            r.tags()?;
         }
-        r.tags()?;
-    }
-    Some(())
+        r.skip(8)?;
+        if v >= 12 {
+            r.i32()?;
+        }
+        if v >= 5 {
+            r.skip(8)?;
+        }
+        r.i32()?;
+        Some(())
+    })
 }
 
 fn fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
@@ -389,33 +394,28 @@ fn fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option
         info.error(r.i16()?);
         r.i32()?;
     }
-    for _ in 0..r.array()?.unwrap_or(0) {
-        topic_name_or_id(r, v >= 13, ids, info)?;
-        for _ in 0..r.array()?.unwrap_or(0) {
-            r.i32()?;
-            info.error(r.i16()?);
+    topic_partitions(r, v >= 13, ids, info, |r, info| {
+        r.i32()?;
+        info.error(r.i16()?);
+        r.skip(8)?;
+        if v >= 4 {
             r.skip(8)?;
-            if v >= 4 {
-                r.skip(8)?;
-            }
-            if v >= 5 {
-                r.skip(8)?;
-            }
-            if v >= 4 {
-                for _ in 0..r.array()?.unwrap_or(0) {
-                    r.skip(16)?;
-                    r.tags()?;
-                }
-            }
-            if v >= 11 {
-                r.i32()?;
-            }
-            r.records(info)?;
-            r.tags()?;
         }
-        r.tags()?;
-    }
-    Some(())
+        if v >= 5 {
+            r.skip(8)?;
+        }
+        if v >= 4 {
+            for _ in 0..r.array()?.unwrap_or(0) {
+                r.skip(16)?;
+                r.tags()?;
+            }
+        }
+        if v >= 11 {
+            r.i32()?;
+        }
+        r.records(info)?;
+        Some(())
+    })
 }
 
 fn list_offsets_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
@@ -423,50 +423,36 @@ fn list_offsets_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
     if v >= 2 {
         r.i8()?;
     }
-    for _ in 0..r.array()?.unwrap_or(0) {
-        if let Some(n) = r.string()? {
-            info.topic(n);
-        }
-        for _ in 0..r.array()?.unwrap_or(0) {
+    topic_partitions(r, false, &TopicIds::default(), info, |r, _info| {
+        r.i32()?;
+        if v >= 4 {
             r.i32()?;
-            if v >= 4 {
-                r.i32()?;
-            }
-            r.skip(8)?;
-            if v == 0 {
-                r.i32()?;
-            }
-            r.tags()?;
         }
-        r.tags()?;
-    }
-    Some(())
+        r.skip(8)?;
+        if v == 0 {
+            r.i32()?;
+        }
+        Some(())
+    })
 }
 
 fn list_offsets_resp(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
     if v >= 2 {
         r.i32()?;
     }
-    for _ in 0..r.array()?.unwrap_or(0) {
-        if let Some(n) = r.string()? {
-            info.topic(n);
+    topic_partitions(r, false, &TopicIds::default(), info, |r, info| {
+        r.i32()?;
+        info.error(r.i16()?);
+        if v == 0 {
+            r.int_array(8)?;
+        } else {
+            r.skip(16)?;
         }
-        for _ in 0..r.array()?.unwrap_or(0) {
+        if v >= 4 {
             r.i32()?;
-            info.error(r.i16()?);
-            if v == 0 {
-                r.int_array(8)?;
-            } else {
-                r.skip(16)?;
-            }
-            if v >= 4 {
-                r.i32()?;
-            }
-            r.tags()?;
         }
-        r.tags()?;
-    }
-    Some(())
+        Some(())
+    })
 }
 
 fn metadata_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
@@ -552,39 +538,29 @@ fn offset_commit_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) ->
     if (2..=4).contains(&v) {
         r.skip(8)?;
     }
-    for _ in 0..r.array()?.unwrap_or(0) {
-        topic_name_or_id(r, v >= 10, ids, info)?;
-        for _ in 0..r.array()?.unwrap_or(0) {
+    topic_partitions(r, v >= 10, ids, info, |r, _info| {
+        r.i32()?;
+        r.skip(8)?;
+        if v >= 6 {
             r.i32()?;
-            r.skip(8)?;
-            if v >= 6 {
-                r.i32()?;
-            }
-            if v == 1 {
-                r.skip(8)?;
-            }
-            r.string()?;
-            r.tags()?;
         }
-        r.tags()?;
-    }
-    Some(())
+        if v == 1 {
+            r.skip(8)?;
+        }
+        r.string()?;
+        Some(())
+    })
 }
 
 fn offset_commit_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
     if v >= 3 {
         r.i32()?;
     }
-    for _ in 0..r.array()?.unwrap_or(0) {
-        topic_name_or_id(r, v >= 10, ids, info)?;
-        for _ in 0..r.array()?.unwrap_or(0) {
-            r.i32()?;
-            info.error(r.i16()?);
-            r.tags()?;
-        }
-        r.tags()?;
-    }
-    Some(())
+    topic_partitions(r, v >= 10, ids, info, |r, info| {
+        r.i32()?;
+        info.error(r.i16()?);
+        Some(())
+    })
 }
 
 fn offset_fetch_topics(r: &mut Reader, by_id: bool, ids: &TopicIds, info: &mut Info) -> Option<()> {
@@ -614,21 +590,16 @@ fn offset_fetch_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> 
 }
 
 fn offset_fetch_partitions(r: &mut Reader, v: i16, by_id: bool, ids: &TopicIds, info: &mut Info) -> Option<()> {
-    for _ in 0..r.array()?.unwrap_or(0) {
-        topic_name_or_id(r, by_id, ids, info)?;
-        for _ in 0..r.array()?.unwrap_or(0) {
+    topic_partitions(r, by_id, ids, info, |r, info| {
+        r.i32()?;
+        r.skip(8)?;
+        if v >= 5 {
             r.i32()?;
-            r.skip(8)?;
-            if v >= 5 {
-                r.i32()?;
-            }
-            r.string()?;
-            info.error(r.i16()?);
-            r.tags()?;
         }
-        r.tags()?;
-    }
-    Some(())
+        r.string()?;
+        info.error(r.i16()?);
+        Some(())
+    })
 }
 
 fn offset_fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
