@@ -5,12 +5,11 @@
 //! requests of `--batch` spans from `--concurrency` tasks, and reports how long it
 //! took until the sink had received every span. The spans carry public client
 //! addresses (from MaxMind's test database) so a gateway does real GeoIP work.
-use cnflow::telemetry::resource::kv_str;
+use cnflow::telemetry::resource::{kv_str, trace_request};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,13 +52,7 @@ fn request(batch: usize, seq: u64) -> ExportTraceServiceRequest {
             }
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv_str("service.name", "bench")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
+    trace_request("bench", spans)
 }
 
 fn arg(args: &[String], name: &str, default: &str) -> String {

@@ -9,14 +9,13 @@ mod netns;
 #[path = "../harness/otel.rs"]
 mod otel;
 
-use cnflow::telemetry::resource::kv_str;
+use cnflow::telemetry::resource::{kv_str, trace_request};
 use netns::ChildGuard;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use otel::free_port;
 use prost::Message;
 use std::collections::HashMap;
@@ -86,13 +85,7 @@ fn request(prefix: &str, n: usize) -> ExportTraceServiceRequest {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv_str("service.name", "e2e")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
+    trace_request("e2e", spans)
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -2,13 +2,12 @@
 //! OTLP backend out, GeoIP from a database written with mmdb-writer.
 use super::*;
 use crate::export::{Compression, Protocol};
-use crate::telemetry::resource::{find, kv_str};
+use crate::telemetry::resource::{find, kv_str, trace_request};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use parking_lot::Mutex;
 use prost::Message;
 use std::time::Instant;
@@ -48,16 +47,6 @@ async fn serve_backend(listener: tokio::net::TcpListener) -> Backend {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     b
-}
-
-fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv_str("service.name", service)], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
 }
 
 fn span(name: &str, attrs: Vec<KeyValue>) -> Span {
@@ -146,10 +135,10 @@ async fn grpc_and_http_in_enriched_batched_out() {
         .await
         .unwrap()
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    client.export(request("svc", vec![span("a", vec![kv_str("client.address", "1.2.3.4")])])).await.unwrap();
+    client.export(trace_request("svc", vec![span("a", vec![kv_str("client.address", "1.2.3.4")])])).await.unwrap();
     // HTTP protobuf, two roles → prefixed; a private server address is not looked up.
     let http = reqwest::Client::new();
-    let body = request(
+    let body = trace_request(
         "svc",
         vec![
             span("b", vec![kv_str("client.address", "1.2.3.5"), kv_str("network.peer.address", "1.2.3.6")]),
@@ -168,7 +157,10 @@ async fn grpc_and_http_in_enriched_batched_out() {
     let r = http
         .post(format!("http://{}/v1/traces", gw.http_addr))
         .header("content-type", "application/json")
-        .body(serde_json::to_vec(&request("svc", vec![span("d", vec![kv_str("server.address", "8.8.8.8")])])).unwrap())
+        .body(
+            serde_json::to_vec(&trace_request("svc", vec![span("d", vec![kv_str("server.address", "8.8.8.8")])]))
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();
@@ -212,7 +204,7 @@ async fn auth_and_malformed_requests() {
     let gw = start(cfg, dest(&ep, 1000)).await.unwrap();
     let url = format!("http://{}/v1/traces", gw.http_addr);
     let http = reqwest::Client::new();
-    let good = request("svc", vec![span("ok", vec![])]).encode_to_vec();
+    let good = trace_request("svc", vec![span("ok", vec![])]).encode_to_vec();
     let post = |body: Vec<u8>, ct: &'static str, token: Option<&'static str>| {
         let mut r = http.post(&url).header("content-type", ct).body(body);
         if let Some(t) = token {
@@ -245,16 +237,17 @@ async fn auth_and_malformed_requests() {
     assert_eq!(r.status(), 413);
 
     let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
-    let e = client.export(request("svc", vec![span("x", vec![])])).await.unwrap_err();
+    let e = client.export(trace_request("svc", vec![span("x", vec![])])).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    let mut req = tonic::Request::new(request("svc", vec![span("big", vec![kv_str("x", &"y".repeat(100 * 1024))])]));
+    let mut req =
+        tonic::Request::new(trace_request("svc", vec![span("big", vec![kv_str("x", &"y".repeat(100 * 1024))])]));
     req.metadata_mut().insert("authorization", "Bearer t0ken".parse().unwrap());
     let e = client.export(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::OutOfRange, "{e:?}");
 
     // Still serving.
     assert_eq!(post(good, "application/x-protobuf", Some("t0ken")).await.unwrap().status(), 200);
-    let mut req = tonic::Request::new(request("svc", vec![span("grpc-ok", vec![])]));
+    let mut req = tonic::Request::new(trace_request("svc", vec![span("grpc-ok", vec![])]));
     req.metadata_mut().insert("authorization", "Bearer t0ken".parse().unwrap());
     client.export(req).await.unwrap();
     wait_until("2 spans", || backend.spans().len() == 2).await;
@@ -273,7 +266,7 @@ async fn back_pressure_when_the_queue_is_full() {
     let mut refused = 0;
     for i in 0..10 {
         let spans: Vec<Span> = (0..5).map(|j| span(&format!("s{i}-{j}"), vec![])).collect();
-        match client.export(request("svc", spans)).await {
+        match client.export(trace_request("svc", spans)).await {
             Ok(_) => sent.push(i),
             Err(e) => {
                 assert_eq!(e.code(), tonic::Code::ResourceExhausted);
@@ -288,7 +281,7 @@ async fn back_pressure_when_the_queue_is_full() {
     let r = reqwest::Client::new()
         .post(format!("http://{}/v1/traces", gw.http_addr))
         .header("content-type", "application/x-protobuf")
-        .body(request("svc", vec![span("h", vec![])]).encode_to_vec())
+        .body(trace_request("svc", vec![span("h", vec![])]).encode_to_vec())
         .send()
         .await
         .unwrap();

@@ -101,6 +101,22 @@ pub fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value
     attrs.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.as_ref())
 }
 
+/// One resource (by `service.name`) holding `spans` in one scope: the
+/// smallest well-formed export request, for tools, benches and tests.
+pub fn trace_request(
+    service: &str,
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv_str("service.name", service)], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
 pub fn to_proto(id: &Identity) -> Resource {
     Resource {
         attributes: id.attributes.iter().map(|(k, v)| kv(k, any_value::Value::StringValue(v.clone()))).collect(),
