@@ -10,8 +10,6 @@
 //! Entry sizes we cannot compute are counted as lower bounds, so we only
 //! ever evict later than the encoder does: kept-but-evicted entries at the
 //! tail are never referenced by a correct encoder.
-use loona_hpack::huffman::HuffmanDecoder;
-use std::cell::RefCell;
 use std::collections::VecDeque;
 
 /// RFC 7541 Appendix A.
@@ -86,10 +84,6 @@ const DEFAULT_TABLE: usize = 4096;
 const MAX_TABLE: usize = 64 * 1024;
 /// Strings longer than this are not kept (their size still counts).
 const MAX_STRING: usize = 8 * 1024;
-
-thread_local! {
-    static HUFFMAN: RefCell<HuffmanDecoder> = RefCell::new(HuffmanDecoder::new());
-}
 
 struct Entry {
     name: Option<Box<[u8]>>,
@@ -286,7 +280,7 @@ fn string(buf: &[u8]) -> Option<Literal> {
     if raw.len() > MAX_STRING {
         return Some((None, lower, n + len));
     }
-    let decoded = HUFFMAN.with(|h| h.borrow_mut().decode(raw).ok());
+    let decoded = super::huffman::decode(raw);
     Some(match decoded {
         Some(d) => {
             let l = d.len();

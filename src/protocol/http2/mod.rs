@@ -16,6 +16,7 @@ use std::sync::LazyLock;
 pub mod frame;
 pub mod grpc;
 pub mod hpack;
+pub mod huffman;
 
 use frame::FrameHeader;
 use hpack::Hpack;
