@@ -2,8 +2,12 @@
 //! what protocol decoders emit and what telemetry turns into spans/metrics.
 use crate::flow::Conn;
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
+
+/// Per-connection maps on the packet path: foldhash instead of SipHash; the
+/// random seed and the per-connection caps bound what crafted keys can do.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -250,7 +254,7 @@ pub struct KeyedPairer<K: Eq + Hash + Clone, R> {
 
 impl<K: Eq + Hash + Clone, R> KeyedPairer<K, R> {
     pub fn new(cap: usize) -> Self {
-        Self { pending: HashMap::new(), order: VecDeque::new(), cap: cap.max(1) }
+        Self { pending: HashMap::default(), order: VecDeque::new(), cap: cap.max(1) }
     }
     /// Insert a request; returns requests displaced (same key re-used, or cap reached).
     pub fn insert(&mut self, key: K, ts_ns: u64, req: R) -> Vec<R> {

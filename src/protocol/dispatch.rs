@@ -9,7 +9,8 @@ use super::{ConnDecoder, DecodeConfig, Emit};
 use crate::exchange::{Exchange, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, StreamSink, Transport};
 use crate::stats::{counter, Counter};
-use std::collections::HashMap;
+/// Keyed by connection id: a fast hasher, not SipHash (no attacker-chosen keys).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::LazyLock;
 
 /// Bytes per direction inspected before a TCP flow is declared undetected.
@@ -89,7 +90,7 @@ fn count_undetected(t: Transport) {
 
 impl Dispatcher {
     pub fn new(cfg: DecodeConfig) -> Self {
-        Self { cfg, conns: HashMap::new(), out: Vec::new() }
+        Self { cfg, conns: HashMap::default(), out: Vec::new() }
     }
     pub fn take(&mut self) -> Vec<Exchange> {
         std::mem::take(&mut self.out)
