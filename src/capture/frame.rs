@@ -100,6 +100,17 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
 /// Decode one frame. `frame` is the captured bytes (possibly shorter than
 /// `meta.orig_len`).
 pub fn decode(link: LinkType, frame: &[u8], meta: &FrameMeta) -> Result<PacketEvent, Skip> {
+    decode_with(link, frame, meta, Bytes::copy_from_slice)
+}
+
+/// [`decode`] with the payload made by `payload` from its slice of `frame`
+/// (e.g. a zero-copy `Bytes::slice_ref` when the frame is already in a `Bytes`).
+pub fn decode_with(
+    link: LinkType,
+    frame: &[u8],
+    meta: &FrameMeta,
+    payload: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<PacketEvent, Skip> {
     let mut direction = meta.direction.unwrap_or(Direction::Ingress);
     let mut ifindex = meta.ifindex;
     let (ethertype, l3) = match link {
@@ -136,7 +147,7 @@ pub fn decode(link: LinkType, frame: &[u8], meta: &FrameMeta) -> Result<PacketEv
         return Err(Skip::NotIp);
     }
     let l3_cut = meta.orig_len.saturating_sub(frame.len() as u32);
-    decode_ip(l3, l3_cut, meta.ts_ns, ifindex, direction)
+    decode_ip_with(l3, l3_cut, meta.ts_ns, ifindex, direction, payload)
 }
 
 fn sll_direction(pkttype: u16, fallback: Direction) -> Direction {
@@ -172,6 +183,17 @@ fn strip_vlans(mut ethertype: u16, mut l3: &[u8]) -> Result<(u16, &[u8]), Skip> 
 
 /// Decode from the IP header down. `cut` = bytes of the frame not captured.
 pub fn decode_ip(l3: &[u8], cut: u32, ts_ns: u64, ifindex: u32, direction: Direction) -> Result<PacketEvent, Skip> {
+    decode_ip_with(l3, cut, ts_ns, ifindex, direction, Bytes::copy_from_slice)
+}
+
+fn decode_ip_with(
+    l3: &[u8],
+    cut: u32,
+    ts_ns: u64,
+    ifindex: u32,
+    direction: Direction,
+    make_payload: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<PacketEvent, Skip> {
     let (ip, _ext_err) = LaxIpSlice::from_slice(l3).map_err(|_| Skip::Malformed)?;
     let payload = ip.payload();
     if payload.fragmented {
@@ -206,7 +228,7 @@ pub fn decode_ip(l3: &[u8], cut: u32, ts_ns: u64, ifindex: u32, direction: Direc
         dst_port: dp,
         l4,
         payload_len: payload_len.min(u32::MAX as usize) as u32,
-        payload: Bytes::copy_from_slice(payload),
+        payload: make_payload(payload),
     };
     match payload.ip_number {
         IpNumber::TCP => {

@@ -11,7 +11,9 @@ use super::frame::{self, FrameMeta, LinkType, Skip};
 use super::{Direction, PacketEvent};
 use crate::stats::{counter, Counter};
 use anyhow::{bail, Context, Result};
-use std::io::{BufReader, Read};
+use bytes::Bytes;
+use std::io::Read;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::LazyLock;
 
@@ -104,9 +106,10 @@ enum Format {
 
 /// Reads packets from a pcap or pcapng file (format detected by magic number).
 pub struct CaptureReader<R: Read> {
-    r: R,
+    r: Chunks<R>,
     fmt: Format,
-    buf: Vec<u8>,
+    /// The current record: `r.chunk[rec]`.
+    rec: Range<usize>,
     /// Byte offset of the next record (for error messages).
     pos: u64,
     last_ts_ns: u64,
@@ -114,26 +117,71 @@ pub struct CaptureReader<R: Read> {
     failed: bool,
 }
 
-impl CaptureReader<BufReader<std::fs::File>> {
+impl CaptureReader<std::fs::File> {
     pub fn open(path: &Path) -> Result<Self> {
         let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Self::new(BufReader::with_capacity(256 * 1024, f)).with_context(|| format!("{}", path.display()))
+        Self::new(f).with_context(|| format!("{}", path.display()))
     }
 }
 
-/// Fill `buf` completely; Ok(false) on a clean EOF before the first byte.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<bool> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) if n == 0 => return Ok(false),
-            Ok(0) => bail!("file ends in the middle of a record ({n} of {} bytes)", buf.len()),
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
+/// Bytes read from the file per refill.
+const CHUNK: usize = 1 << 20;
+
+/// Reads the file in large chunks and hands out records as ranges of the
+/// current chunk, so packet payloads are slices sharing the chunk instead of
+/// one allocation and copy per packet.
+struct Chunks<R> {
+    r: R,
+    chunk: Bytes,
+    at: usize,
+}
+
+impl<R: Read> Chunks<R> {
+    fn new(r: R) -> Self {
+        Self { r, chunk: Bytes::new(), at: 0 }
     }
-    Ok(true)
+
+    /// Makes `n` bytes available at `at` if the file has them; returns how
+    /// many are (fewer than `n` only at the end of the file).
+    fn fill(&mut self, n: usize) -> Result<usize> {
+        let avail = self.chunk.len() - self.at;
+        if avail >= n {
+            return Ok(n);
+        }
+        // Records refer into the old chunk only until the next one is read;
+        // payloads handed out keep it alive on their own.
+        let want = CHUNK.max(n);
+        let mut buf = Vec::with_capacity(want);
+        buf.extend_from_slice(&self.chunk[self.at..]);
+        // Reads until the chunk is full or the file ends (retrying EINTR).
+        (&mut self.r).take((want - avail) as u64).read_to_end(&mut buf)?;
+        let len = buf.len();
+        self.chunk = Bytes::from(buf);
+        self.at = 0;
+        Ok(len.min(n))
+    }
+
+    /// The next `n` bytes as a range of `chunk`; None on a clean end of file
+    /// before the first byte.
+    fn take(&mut self, n: usize) -> Result<Option<Range<usize>>> {
+        let got = self.fill(n)?;
+        if got == 0 && n > 0 {
+            return Ok(None);
+        }
+        if got < n {
+            bail!("file ends in the middle of a record ({got} of {n} bytes)");
+        }
+        let r = self.at..self.at + n;
+        self.at += n;
+        Ok(Some(r))
+    }
+
+    /// Fill `buf` completely; Ok(false) on a clean end of file before the first byte.
+    fn read_full(&mut self, buf: &mut [u8]) -> Result<bool> {
+        let Some(r) = self.take(buf.len())? else { return Ok(false) };
+        buf.copy_from_slice(&self.chunk[r]);
+        Ok(true)
+    }
 }
 
 const PCAPNG_SHB: u32 = 0x0A0D_0D0A;
@@ -144,12 +192,13 @@ const PCAPNG_EPB: u32 = 6;
 const BOM: u32 = 0x1A2B_3C4D;
 
 impl<R: Read> CaptureReader<R> {
-    pub fn new(mut r: R) -> Result<Self> {
+    pub fn new(r: R) -> Result<Self> {
+        let mut r = Chunks::new(r);
         for c in [&PACKETS, &SKIP_NOT_IP, &SKIP_OTHER, &SKIP_FRAG, &SKIP_BAD, &SKIP_LINK, &TRUNCATED_FILE] {
             LazyLock::force(c);
         }
         let mut magic = [0u8; 4];
-        if !read_full(&mut r, &mut magic)? {
+        if !r.read_full(&mut magic)? {
             bail!("empty file");
         }
         let m = u32::from_le_bytes(magic);
@@ -162,7 +211,7 @@ impl<R: Read> CaptureReader<R> {
                     _ => (Endian::Big, true),
                 };
                 let mut h = [0u8; 20];
-                if !read_full(&mut r, &mut h)? {
+                if !r.read_full(&mut h)? {
                     bail!("pcap header is cut off");
                 }
                 let code = endian.u32(&h[16..20]);
@@ -178,7 +227,7 @@ impl<R: Read> CaptureReader<R> {
             PCAPNG_SHB => Format::PcapNg { endian: Endian::Little, ifaces: Vec::new() },
             _ => bail!("not a pcap or pcapng file (magic {m:#010x})"),
         };
-        let mut me = Self { r, fmt, buf: Vec::with_capacity(65_536), pos: 4, last_ts_ns: 0, failed: false };
+        let mut me = Self { r, fmt, rec: 0..0, pos: 4, last_ts_ns: 0, failed: false };
         match me.fmt {
             Format::Pcap { .. } => me.pos = 24,
             Format::PcapNg { .. } => me.read_shb_rest()?,
@@ -217,7 +266,8 @@ impl<R: Read> CaptureReader<R> {
             };
             let Some((link, start, end, meta)) = rec else { continue };
             PACKETS.inc();
-            match frame::decode(link, &self.buf[start..end], &meta) {
+            let rec = &self.r.chunk[self.rec.clone()];
+            match frame::decode_with(link, &rec[start..end], &meta, |p| self.r.chunk.slice_ref(p)) {
                 Ok(ev) => {
                     self.last_ts_ns = ev.ts_ns;
                     return Ok(Some(ev));
@@ -227,7 +277,7 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
-    /// Reads the next record into `self.buf`. Outer None = end of file; inner
+    /// Reads the next record into `self.rec`. Outer None = end of file; inner
     /// None = a block that is not a packet (or an unsupported interface).
     #[allow(clippy::type_complexity)]
     fn next_frame(&mut self) -> Result<Option<Option<(LinkType, usize, usize, FrameMeta)>>> {
@@ -235,7 +285,7 @@ impl<R: Read> CaptureReader<R> {
             Format::Pcap { endian, res, link } => {
                 let (endian, res, link) = (*endian, *res, *link);
                 let mut h = [0u8; 16];
-                if !read_full(&mut self.r, &mut h).map_err(cut_off)? {
+                if !self.r.read_full(&mut h).map_err(cut_off)? {
                     return Ok(None);
                 }
                 let secs = endian.u32(&h[0..4]) as u64;
@@ -245,10 +295,7 @@ impl<R: Read> CaptureReader<R> {
                 if incl > MAX_RECORD {
                     bail!("record length {incl} is implausible");
                 }
-                self.buf.resize(incl, 0);
-                if !read_full(&mut self.r, &mut self.buf).map_err(cut_off)? && incl > 0 {
-                    return Err(CutOff.into());
-                }
+                self.rec = self.r.take(incl).map_err(cut_off)?.ok_or(CutOff)?;
                 self.pos += 16 + incl as u64;
                 let ts_ns = secs.saturating_mul(1_000_000_000).saturating_add(res.to_ns(frac));
                 let meta = FrameMeta { ts_ns, ifindex: 0, direction: None, orig_len: orig.max(incl as u32) };
@@ -263,14 +310,15 @@ impl<R: Read> CaptureReader<R> {
         let Format::PcapNg { endian, .. } = &self.fmt else { unreachable!() };
         let mut endian = *endian;
         let mut h = [0u8; 8];
-        if !read_full(&mut self.r, &mut h).map_err(cut_off)? {
+        if !self.r.read_full(&mut h).map_err(cut_off)? {
             return Ok(None);
         }
         let btype = endian.u32(&h[0..4]);
         if btype == PCAPNG_SHB {
             // A new section may switch byte order: peek at its byte-order magic.
             let mut bom = [0u8; 4];
-            read_full(&mut self.r, &mut bom).map_err(cut_off)?;
+            // At the end of the file `bom` stays zero and fails the check below.
+            self.r.read_full(&mut bom).map_err(cut_off)?;
             endian = if u32::from_le_bytes(bom) == BOM { Endian::Little } else { Endian::Big };
             if endian.u32(&bom) != BOM {
                 bail!("pcapng section header has a bad byte-order magic");
@@ -279,8 +327,7 @@ impl<R: Read> CaptureReader<R> {
             if !(28..=MAX_RECORD).contains(&len) || !len.is_multiple_of(4) {
                 bail!("pcapng section header length {len} is invalid");
             }
-            self.buf.resize(len - 12, 0);
-            read_full(&mut self.r, &mut self.buf).map_err(cut_off)?;
+            self.rec = self.r.take(len - 12).map_err(cut_off)?.ok_or(CutOff)?;
             self.pos += len as u64;
             self.fmt = Format::PcapNg { endian, ifaces: Vec::new() };
             return Ok(Some(None));
@@ -290,12 +337,11 @@ impl<R: Read> CaptureReader<R> {
             bail!("pcapng block length {len} is invalid");
         }
         // Body plus the trailing length copy.
-        self.buf.resize(len - 8, 0);
-        read_full(&mut self.r, &mut self.buf).map_err(cut_off)?;
+        self.rec = self.r.take(len - 8).map_err(cut_off)?.ok_or(CutOff)?;
         self.pos += len as u64;
         let body_len = len - 12;
         let Format::PcapNg { ifaces, .. } = &mut self.fmt else { unreachable!() };
-        let b = &self.buf[..body_len];
+        let b = &self.r.chunk[self.rec.clone()][..body_len];
         match btype {
             PCAPNG_IDB => {
                 if b.len() < 8 {
@@ -406,7 +452,7 @@ impl<R: Read> CaptureReader<R> {
     fn read_shb_rest(&mut self) -> Result<()> {
         // Magic already consumed: length, byte-order magic, then the rest.
         let mut h = [0u8; 8];
-        if !read_full(&mut self.r, &mut h)? {
+        if !self.r.read_full(&mut h)? {
             bail!("pcapng section header is cut off");
         }
         let endian = if u32::from_le_bytes(h[4..8].try_into().unwrap()) == BOM {
@@ -420,8 +466,7 @@ impl<R: Read> CaptureReader<R> {
         if !(28..=MAX_RECORD).contains(&len) || !len.is_multiple_of(4) {
             bail!("pcapng section header length {len} is invalid");
         }
-        self.buf.resize(len - 12, 0);
-        if !read_full(&mut self.r, &mut self.buf)? {
+        if self.r.take(len - 12)?.is_none() {
             bail!("pcapng section header is cut off");
         }
         self.pos = len as u64;
