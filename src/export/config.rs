@@ -54,6 +54,9 @@ fn d_max_backoff() -> u64 {
 fn d_elapsed() -> u64 {
     300
 }
+fn d_concurrent() -> usize {
+    4
+}
 
 /// Queue and retry settings of the OTLP exporter (agent and gateway).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +73,9 @@ pub struct ExportTuning {
     /// CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS: give up on a request (counted as failed) after retrying this long; 0 = retry forever.
     #[serde(default = "d_elapsed")]
     pub retry_max_elapsed_secs: u64,
+    /// CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS: export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers); 1 delivers strictly in queue order. 1–64.
+    #[serde(default = "d_concurrent")]
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for ExportTuning {
@@ -112,6 +118,9 @@ pub struct ExportConfig {
     pub retry_max: Duration,
     /// None = retry forever.
     pub retry_max_elapsed: Option<Duration>,
+    /// Requests in flight at once; one round trip per request would cap
+    /// throughput at batch size ÷ RTT.
+    pub max_concurrent: usize,
     /// When set, queued requests are also written here and reloaded at start
     /// (nothing is lost across a restart while the backend is down).
     pub queue_dir: Option<PathBuf>,
@@ -133,6 +142,7 @@ impl Default for ExportConfig {
             retry_initial: Duration::from_millis(t.retry_initial_backoff_ms),
             retry_max: Duration::from_millis(t.retry_max_backoff_ms),
             retry_max_elapsed: Some(Duration::from_secs(t.retry_max_elapsed_secs)),
+            max_concurrent: t.max_concurrent_requests,
             queue_dir: None,
         }
     }
@@ -260,6 +270,9 @@ impl ExportConfig {
                 vars.iter().filter(|(k, _)| k.starts_with("CNFLOW_EXPORT_")).map(|(k, v)| (k.clone(), v.clone())),
             )
             .map_err(|e| anyhow::anyhow!("invalid export configuration (CNFLOW_EXPORT_*): {e}"))?;
+        if !(1..=64).contains(&tuning.max_concurrent_requests) {
+            bail!("CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS must be between 1 and 64");
+        }
         if tuning.queue_size == 0 {
             bail!("CNFLOW_EXPORT_QUEUE_SIZE must be > 0");
         }
@@ -280,6 +293,7 @@ impl ExportConfig {
             retry_max: Duration::from_millis(tuning.retry_max_backoff_ms),
             retry_max_elapsed: (tuning.retry_max_elapsed_secs > 0)
                 .then(|| Duration::from_secs(tuning.retry_max_elapsed_secs)),
+            max_concurrent: tuning.max_concurrent_requests,
             queue_dir: None,
         }))
     }

@@ -205,30 +205,53 @@ async fn run_lane(
     c: Counters,
     instruments: crate::self_telemetry::ExportInstruments,
 ) {
-    use tracing::Instrument;
-    while let Some(entry) = queue.take().await {
-        let started = Instant::now();
-        // One CLIENT span per request in cnflow's own traces (self-telemetry).
-        let span = tracing::info_span!(
-            "otlp.export",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            cnflow.export.signal = cfg.signal.name(),
-            cnflow.export.items = entry.items,
-            cnflow.export.attempts = tracing::field::Empty,
-            cnflow.export.outcome = tracing::field::Empty,
-            server.address = %cfg.endpoint,
-        );
-        let (outcome, attempts) = send_with_retry(&cfg, &sender, &entry, &c, started).instrument(span.clone()).await;
-        span.record("cnflow.export.attempts", attempts);
-        span.record("cnflow.export.outcome", outcome);
-        if outcome != "delivered" {
-            span.record("otel.status_code", "ERROR");
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let max = cfg.max_concurrent.max(1);
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            // `take` pops and returns in one poll, so losing this race never loses an entry.
+            entry = queue.take(), if open && in_flight.len() < max => match entry {
+                Some(entry) => in_flight.push(export_one(&cfg, &sender, &queue, &c, &instruments, entry)),
+                None => open = false,
+            },
         }
-        drop(span);
-        instruments.record(cfg.signal, outcome, started.elapsed(), entry.items);
-        queue.complete(entry);
     }
+}
+
+/// One queued request: sent (with retries), recorded, released from the queue.
+async fn export_one(
+    cfg: &ExportConfig,
+    sender: &Sender,
+    queue: &Queue,
+    c: &Counters,
+    instruments: &crate::self_telemetry::ExportInstruments,
+    entry: queue::Entry,
+) {
+    use tracing::Instrument;
+    let started = Instant::now();
+    // One CLIENT span per request in cnflow's own traces (self-telemetry).
+    let span = tracing::info_span!(
+        "otlp.export",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        cnflow.export.signal = cfg.signal.name(),
+        cnflow.export.items = entry.items,
+        cnflow.export.attempts = tracing::field::Empty,
+        cnflow.export.outcome = tracing::field::Empty,
+        server.address = %cfg.endpoint,
+    );
+    let (outcome, attempts) = send_with_retry(cfg, sender, &entry, c, started).instrument(span.clone()).await;
+    span.record("cnflow.export.attempts", attempts);
+    span.record("cnflow.export.outcome", outcome);
+    if outcome != "delivered" {
+        span.record("otel.status_code", "ERROR");
+    }
+    drop(span);
+    instruments.record(cfg.signal, outcome, started.elapsed(), entry.items);
+    queue.complete(entry);
 }
 
 /// Sends one request until delivered or given up: (outcome, attempts).

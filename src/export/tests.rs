@@ -37,6 +37,10 @@ struct Backend {
     /// Fail this many calls first with `fail_with`.
     fail_first: AtomicUsize,
     calls: AtomicUsize,
+    /// Each call takes this long (a slow backend), and the most calls seen at once.
+    delay_ms: std::sync::atomic::AtomicU64,
+    active: AtomicUsize,
+    max_active: AtomicUsize,
 }
 
 #[derive(Clone)]
@@ -49,6 +53,10 @@ impl TraceService for GrpcBackend {
         req: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.0.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.max_active.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(self.0.delay_ms.load(Ordering::SeqCst))).await;
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
         for (k, v) in req.metadata().clone().into_headers().iter() {
             self.0.headers.lock().push((k.to_string(), v.to_str().unwrap_or("").to_string()));
         }
@@ -92,6 +100,8 @@ fn cfg(endpoint: &str, protocol: Protocol) -> ExportConfig {
         retry_initial: Duration::from_millis(20),
         retry_max: Duration::from_millis(100),
         retry_max_elapsed: Some(Duration::from_secs(10)),
+        // Most tests check delivery order, which only one request in flight guarantees.
+        max_concurrent: 1,
         ..Default::default()
     }
 }
@@ -127,6 +137,26 @@ async fn grpc_retries_unavailable_with_headers_and_gzip() {
     let h = b.headers.lock().clone();
     assert!(h.contains(&("api-key".into(), "secret".into())), "{h:?}");
     assert!(h.contains(&("grpc-encoding".into(), "gzip".into())), "{h:?}");
+}
+
+#[tokio::test]
+async fn several_requests_in_flight_against_a_slow_backend() {
+    let (b, ep) = grpc_backend(0, unavailable, 0).await;
+    b.delay_ms.store(100, Ordering::SeqCst);
+    let mut c = cfg(&ep, Protocol::Grpc);
+    c.max_concurrent = 4;
+    let ex = Exporter::start(Some(c), None, None).unwrap();
+    let t0 = Instant::now();
+    for tag in 0..12 {
+        ex.send_traces(spans(1, tag)).unwrap();
+    }
+    ex.shutdown(Duration::from_secs(10)).await;
+    let mut got = b.received.lock().clone();
+    got.sort_by_key(|r| r.resource_spans[0].scope_spans[0].spans[0].span_id.clone());
+    assert_eq!(got, (0..12).map(|tag| spans(1, tag)).collect::<Vec<_>>(), "every request delivered once");
+    assert_eq!(b.max_active.load(Ordering::SeqCst), 4, "never more than the configured requests at once");
+    // 12 sequential 100 ms calls would take 1.2 s; four at a time take ~0.3 s.
+    assert!(t0.elapsed() < Duration::from_millis(1000), "{:?}", t0.elapsed());
 }
 
 #[tokio::test]
