@@ -37,6 +37,9 @@ static CLOSED_RST: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.flow.clo
 static CLOSED_IDLE: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.flow.closed", &[("reason", "idle")]));
 static CLOSED_EVICTED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.flow.closed", &[("reason", "evicted")]));
 static CLOSED_END: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.flow.closed", &[("reason", "end_of_input")]));
+/// Connections restarted because a segment was nowhere near the expected
+/// sequence number (a reused port whose SYN the capture lost).
+static SEQUENCE_JUMPS: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.flow.sequence_jumps", &[]));
 static IGNORED_NO_FLOW: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.flow.ignored_packets", &[("reason", "no_flow")]));
 static IGNORED_CLOSED: LazyLock<Counter> =
@@ -178,6 +181,19 @@ impl FlowTable {
                         client_sent && t.half[0].stats.bytes > 0
                     } =>
                 {
+                    reopen = true
+                }
+                // Same port, other connection, its SYN lost (ring full): its
+                // sequence numbers are unrelated to ours, and treating the
+                // difference as a hole would report gigabytes lost and stall
+                // the stream (or, behind us, drop it all as retransmissions).
+                State::Tcp(t)
+                    if ev.payload_len > 0 && {
+                        let i = if forward == flow.a_is_client { 0 } else { 1 };
+                        matches!(ev.l4, L4::Tcp { seq, .. } if t.half[i].implausible(seq))
+                    } =>
+                {
+                    SEQUENCE_JUMPS.inc();
                     reopen = true
                 }
                 _ => {}

@@ -29,6 +29,10 @@ pub(crate) fn register_counters() {
 /// (or fully truncated) segments are bounded too.
 const SEG_OVERHEAD: usize = 64;
 
+/// Linux caps receive windows at tcp_rmem's maximum (tens of MiB); a jump of
+/// 256 MiB is another connection, not loss.
+const MAX_SEQ_JUMP: u64 = 256 << 20;
+
 /// Where delivered bytes go: the sink plus the connection and direction.
 pub(crate) struct Out<'a, S: StreamSink + ?Sized> {
     pub conn: &'a Conn,
@@ -93,6 +97,12 @@ impl HalfStream {
         if self.next.is_none() {
             self.next = Some(seq.wrapping_add(1));
         }
+    }
+
+    /// `seq` is further from the next expected byte than any TCP window
+    /// reaches, so it cannot belong to this stream.
+    pub fn implausible(&self, seq: u32) -> bool {
+        self.next.is_some_and(|n| self.rel(n, seq).unsigned_abs() > MAX_SEQ_JUMP)
     }
 
     pub fn started(&self) -> bool {

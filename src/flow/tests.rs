@@ -144,6 +144,28 @@ fn port_reuse_starts_a_new_connection() {
 }
 
 #[test]
+fn unrelated_sequence_numbers_start_a_new_connection() {
+    let (mut t, mut r) = (table(), Recorder::default());
+    let jumps = crate::stats::counter("cnflow.flow.sequence_jumps", &[]);
+    let before = jumps.get();
+    handshake(&mut t, &mut r, CLIENT, SERVER);
+    t.push(&tcp(CLIENT, SERVER, 4, 1001, 5001, PA, b"a"), &mut r);
+    // Same ports, SYN not captured: 2 GB ahead, then one from "behind".
+    t.push(&tcp(CLIENT, SERVER, 5, 1001 + (1 << 31) - 5, 0, PA, b"b"), &mut r);
+    t.push(&tcp(CLIENT, SERVER, 6, 1001 + (1 << 31) - 4, 0, PA, b"c"), &mut r);
+    t.push(&tcp(CLIENT, SERVER, 7, 7, 0, PA, b"d"), &mut r);
+    assert_eq!(conns(&r).len(), 3);
+    assert!(r.gaps().is_empty(), "no gap invented between unrelated streams: {:?}", r.gaps());
+    assert_eq!(r.stream(StreamDir::ToServer), b"abcd");
+    assert_eq!(jumps.get() - before, 2);
+    // Ordinary loss within a window is still a gap on the same connection.
+    t.push(&tcp(CLIENT, SERVER, 8, 7 + 1 + 1000, 0, PA, b"e"), &mut r);
+    t.finish(&mut r);
+    assert_eq!(conns(&r).len(), 3);
+    assert_eq!(r.gaps(), vec![1000]);
+}
+
+#[test]
 fn udp_and_icmp_datagrams() {
     let (mut t, mut r) = (table(), Recorder::default());
     t.push(&udp("10.200.0.1:53000", "10.200.0.2:53", 1, b"query"), &mut r);
