@@ -10,6 +10,9 @@ fn d_snaplen() -> u32 {
 fn d_ring() -> u32 {
     32 * 1024 * 1024
 }
+fn d_ring_poll() -> u64 {
+    10
+}
 fn d_protocols() -> String {
     "tcp,udp,icmp".into()
 }
@@ -47,6 +50,9 @@ pub struct AgentConfig {
     /// CNFLOW_RING_BUFFER_BYTES: size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB).
     #[serde(default = "d_ring")]
     pub ring_buffer_bytes: u32,
+    /// CNFLOW_RING_POLL_INTERVAL_MS: how often the ring buffer is drained; the kernel wakes the reader sooner only once 1/8 of the ring is filled. 0 = wake the reader for every packet (more CPU per packet).
+    #[serde(default = "d_ring_poll")]
+    pub ring_poll_interval_ms: u64,
     /// CNFLOW_CAPTURE_PROTOCOLS: transports to capture: any of tcp, udp, icmp.
     #[serde(default = "d_protocols")]
     pub capture_protocols: String,

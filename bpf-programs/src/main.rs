@@ -42,6 +42,11 @@ const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 
+// bpf_ringbuf_output / bpf_ringbuf_query flags (uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
 const IPV6_HOPOPTS: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
@@ -92,7 +97,7 @@ struct Parsed {
 fn capture(ctx: &TcContext, direction: u8) {
     count(CNT_SEEN);
     let Some(cfg) = CONFIG.get(0) else { return };
-    let (snaplen, flags) = (cfg.snaplen, cfg.flags);
+    let (snaplen, flags, wakeup_bytes) = (cfg.snaplen, cfg.flags, cfg.wakeup_bytes as u64);
     if snaplen == 0 {
         // Not configured yet by userspace: nothing to do.
         return;
@@ -189,7 +194,7 @@ fn capture(ctx: &TcContext, direction: u8) {
         0
     };
     if gso == 0 || payload_len <= gso {
-        emit(ctx, rec, payload_off, payload_len, seq, tcp_flags, snaplen);
+        emit(ctx, rec, payload_off, payload_len, seq, tcp_flags, snaplen, wakeup_bytes);
         return;
     }
     count(CNT_GSO_SPLIT);
@@ -204,6 +209,7 @@ fn capture(ctx: &TcContext, direction: u8) {
         seq,
         tcp_flags,
         snaplen,
+        wakeup_bytes,
     };
     unsafe {
         bpf_loop(segs.nr, segment as *mut c_void, &mut segs as *mut Segments as *mut c_void, 0);
@@ -221,6 +227,7 @@ struct Segments {
     seq: u32,
     tcp_flags: u8,
     snaplen: u32,
+    wakeup_bytes: u64,
 }
 
 /// bpf_loop callback: emits wire segment `i` (0 = continue, 1 = stop).
@@ -238,7 +245,7 @@ extern "C" fn segment(i: u64, c: *mut c_void) -> i64 {
     // On the wire only the last segment carries PSH/FIN (RST never comes with GSO).
     let flags = if last { c.tcp_flags } else { c.tcp_flags & !(TCP_FIN | TCP_PSH) };
     let ctx = TcContext::new(c.skb);
-    emit(&ctx, rec, c.payload_off + off, seg, c.seq.wrapping_add(off as u32), flags, c.snaplen);
+    emit(&ctx, rec, c.payload_off + off, seg, c.seq.wrapping_add(off as u32), flags, c.snaplen, c.wakeup_bytes);
     if last {
         1
     } else {
@@ -249,7 +256,17 @@ extern "C" fn segment(i: u64, c: *mut c_void) -> i64 {
 /// Copies the first bytes of `len` payload bytes at `off` into the staged
 /// record and writes header + captured bytes to the ring.
 #[inline(always)]
-fn emit(ctx: &TcContext, rec: *mut PacketRecord, off: usize, len: usize, seq: u32, tcp_flags: u8, snaplen: u32) {
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    ctx: &TcContext,
+    rec: *mut PacketRecord,
+    off: usize,
+    len: usize,
+    seq: u32,
+    tcp_flags: u8,
+    snaplen: u32,
+    wakeup_bytes: u64,
+) {
     // The IP length may claim more than the skb holds (broken packets).
     let in_skb = (ctx.len() as usize).saturating_sub(off);
     let mut cap = len;
@@ -290,7 +307,20 @@ fn emit(ctx: &TcContext, rec: *mut PacketRecord, off: usize, len: usize, seq: u3
         }
         let size = PACKET_HEADER_LEN + n;
         let bytes = core::slice::from_raw_parts(rec as *const u8, size);
-        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        // A wakeup per record costs an irq_work and a context switch of the
+        // reader on the workload's CPU; instead only the record that takes the
+        // ring past `wakeup_bytes` wakes it, and the reader drains on a timer.
+        let notify = if wakeup_bytes == 0 {
+            0
+        } else {
+            let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+            if avail < wakeup_bytes && avail + size as u64 >= wakeup_bytes {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            }
+        };
+        if EVENTS.output::<[u8]>(bytes, notify).is_err() {
             return count(CNT_RING_FULL);
         }
     }

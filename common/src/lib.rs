@@ -86,6 +86,10 @@ pub struct CaptureConfig {
     pub snaplen: u32,
     /// Bit flags of `CFG_*`.
     pub flags: u32,
+    /// Batched notification: records are written without waking the reader
+    /// until the ring holds at least this many bytes (userspace also drains
+    /// on a timer). 0 = wake the reader for every record.
+    pub wakeup_bytes: u32,
 }
 
 /// Capture TCP / UDP / ICMP(v6). A cleared bit filters the protocol out.

@@ -15,6 +15,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType};
+use bytes::BytesMut;
 use cnflow_common::{CaptureConfig, COUNTER_NAMES, MAX_FILTER_PORTS, NUM_COUNTERS};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -207,7 +208,8 @@ impl LiveCapture {
         }
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            c.set(0, CaptureConfig { snaplen: cfg.snaplen, flags }, 0).context("writing CONFIG")?;
+            let wakeup_bytes = if cfg.ring_poll_interval_ms > 0 { cfg.ring_buffer_bytes / 8 } else { 0 };
+            c.set(0, CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes }, 0).context("writing CONFIG")?;
         }
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
@@ -220,7 +222,8 @@ impl LiveCapture {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while the AsyncFd lives.
         let afd = unsafe { AsyncFd::register(ring) }.context("registering the ring buffer with tokio")?;
-        tokio::spawn(read_ring(afd, tx));
+        let poll = (cfg.ring_poll_interval_ms > 0).then(|| Duration::from_millis(cfg.ring_poll_interval_ms));
+        tokio::spawn(read_ring(afd, tx, poll));
         let c2 = counters.clone();
         let every = Duration::from_secs(cfg.stats_interval_secs.max(1));
         tokio::spawn(async move {
@@ -235,6 +238,7 @@ impl LiveCapture {
         tracing::info!(
             snaplen = cfg.snaplen,
             ring_bytes = cfg.ring_buffer_bytes,
+            ring_poll_ms = cfg.ring_poll_interval_ms,
             protocols = %cfg.capture_protocols,
             ports = ?ports,
             "eBPF capture loaded"
@@ -360,51 +364,77 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
     KernelCounters(out)
 }
 
-/// Drains the ring buffer whenever it is readable, decoding records into
-/// batches. A slow consumer applies backpressure: the reader waits for room
-/// in the channel and the kernel ring (sized by CNFLOW_RING_BUFFER_BYTES)
-/// absorbs the burst; if it overflows the kernel counts `ring_full`. Dropping
-/// there is cheaper than decoding packets only to drop them here.
-async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<PacketEvent>>) {
+/// Drains the ring buffer when the kernel wakes the reader (the ring is 1/8
+/// full, or every record with CNFLOW_RING_POLL_INTERVAL_MS=0) and on the poll
+/// timer, decoding records into batches. A slow consumer applies
+/// backpressure: the reader waits for room in the channel and the kernel ring
+/// (sized by CNFLOW_RING_BUFFER_BYTES) absorbs the burst; if it overflows the
+/// kernel counts `ring_full`. Dropping there is cheaper than decoding packets
+/// only to drop them here.
+async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<PacketEvent>>, poll: Option<Duration>) {
+    let mut timer = poll.map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     loop {
-        let mut guard = match afd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!(error = %e, "ring buffer poll failed; capture stopped");
-                return;
-            }
+        // Readiness is cleared before draining: a wakeup that arrives while
+        // draining sets it again, so none is lost.
+        let ready = match &mut timer {
+            Some(t) => tokio::select! {
+                r = afd.readable_mut() => r.map(|mut g| g.clear_ready()),
+                _ = t.tick() => Ok(()),
+            },
+            None => afd.readable_mut().await.map(|mut g| g.clear_ready()),
         };
-        let offset = record::mono_to_wall_offset();
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut drained = false;
-        {
-            let ring = guard.get_inner_mut();
-            while batch.len() < BATCH {
-                let Some(item) = ring.next() else {
-                    drained = true;
-                    break;
-                };
-                match record::record_from_bytes(&item).and_then(|r| record::decode(&r, offset)) {
-                    Ok(ev) => batch.push(ev),
-                    Err(e) => decode_error_counter(e).inc(),
-                }
-            }
-        }
-        if drained {
-            // Without this the next poll returns at once; with it, tokio keeps
-            // readiness that arrived after the poll, so no wakeup is lost.
-            guard.clear_ready();
-        }
-        drop(guard);
-        if batch.is_empty() {
-            continue;
-        }
-        let n = batch.len() as u64;
-        if tx.send(batch).await.is_err() {
+        if let Err(e) = ready {
+            tracing::error!(error = %e, "ring buffer poll failed; capture stopped");
             return;
         }
-        DELIVERED.add(n);
+        loop {
+            let (batch, drained) = read_batch(afd.get_mut());
+            if !batch.is_empty() {
+                let n = batch.len() as u64;
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+                DELIVERED.add(n);
+            }
+            if drained {
+                break;
+            }
+        }
     }
+}
+
+/// Up to [`BATCH`] records from the ring; true once the ring is empty. The
+/// payloads of the batch share one allocation.
+fn read_batch(ring: &mut RingBuf<MapData>) -> (Vec<PacketEvent>, bool) {
+    let offset = record::mono_to_wall_offset();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut spans = Vec::with_capacity(BATCH);
+    let mut payloads = BytesMut::new();
+    let mut drained = false;
+    while batch.len() < BATCH {
+        let Some(item) = ring.next() else {
+            drained = true;
+            break;
+        };
+        match record::decode_entry(&item, offset) {
+            Ok((ev, range)) => {
+                let start = payloads.len();
+                payloads.extend_from_slice(&item[range]);
+                spans.push(start..payloads.len());
+                batch.push(ev);
+            }
+            Err(e) => decode_error_counter(e).inc(),
+        }
+    }
+    let payloads = payloads.freeze();
+    for (ev, span) in batch.iter_mut().zip(spans) {
+        ev.payload = payloads.slice(span);
+    }
+    (batch, drained)
 }
 
 /// A running live capture: packet batches plus the task that keeps the

@@ -9,6 +9,7 @@ use cnflow_common::{
 };
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::Range;
 
 /// Why a record could not be turned into an event (counted by the reader).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,44 +49,135 @@ pub fn record_from_bytes(buf: &[u8]) -> Result<PacketRecord, DecodeError> {
     Ok(rec)
 }
 
+/// The fixed part of a record (everything but the payload bytes).
+struct Head {
+    ts_ns: u64,
+    ifindex: u32,
+    payload_len: u32,
+    tcp_seq: u32,
+    tcp_ack: u32,
+    cap_len: u16,
+    src_port: u16,
+    dst_port: u16,
+    direction: u8,
+    family: u8,
+    proto: u8,
+    tcp_flags: u8,
+    src_addr: [u8; 16],
+    dst_addr: [u8; 16],
+}
+
+/// A field of `PacketRecord` read from unaligned ring bytes at its repr(C) offset.
+macro_rules! field {
+    ($buf:expr, $f:ident, $t:ty) => {{
+        const AT: usize = std::mem::offset_of!(PacketRecord, $f);
+        <$t>::from_ne_bytes($buf[AT..AT + std::mem::size_of::<$t>()].try_into().unwrap_or_default())
+    }};
+}
+
+impl Head {
+    fn of_record(r: &PacketRecord) -> Self {
+        Head {
+            ts_ns: r.ts_ns,
+            ifindex: r.ifindex,
+            payload_len: r.payload_len,
+            tcp_seq: r.tcp_seq,
+            tcp_ack: r.tcp_ack,
+            cap_len: r.cap_len,
+            src_port: r.src_port,
+            dst_port: r.dst_port,
+            direction: r.direction,
+            family: r.family,
+            proto: r.proto,
+            tcp_flags: r.tcp_flags,
+            src_addr: r.src_addr,
+            dst_addr: r.dst_addr,
+        }
+    }
+
+    /// `buf` holds at least `PACKET_HEADER_LEN` bytes.
+    fn parse(buf: &[u8]) -> Self {
+        let addr = |at: usize| -> [u8; 16] { buf[at..at + 16].try_into().unwrap_or_default() };
+        Head {
+            ts_ns: field!(buf, ts_ns, u64),
+            ifindex: field!(buf, ifindex, u32),
+            payload_len: field!(buf, payload_len, u32),
+            tcp_seq: field!(buf, tcp_seq, u32),
+            tcp_ack: field!(buf, tcp_ack, u32),
+            cap_len: field!(buf, cap_len, u16),
+            src_port: field!(buf, src_port, u16),
+            dst_port: field!(buf, dst_port, u16),
+            direction: field!(buf, direction, u8),
+            family: field!(buf, family, u8),
+            proto: field!(buf, proto, u8),
+            tcp_flags: field!(buf, tcp_flags, u8),
+            src_addr: addr(std::mem::offset_of!(PacketRecord, src_addr)),
+            dst_addr: addr(std::mem::offset_of!(PacketRecord, dst_addr)),
+        }
+    }
+
+    /// The event without its payload, and how many payload bytes to take.
+    fn event(&self, mono_to_wall_ns: i64) -> Result<(PacketEvent, usize), DecodeError> {
+        let (src, dst) = match self.family {
+            4 => {
+                let s: [u8; 4] = self.src_addr[..4].try_into().unwrap_or_default();
+                let d: [u8; 4] = self.dst_addr[..4].try_into().unwrap_or_default();
+                (IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)))
+            }
+            6 => (IpAddr::V6(Ipv6Addr::from(self.src_addr)), IpAddr::V6(Ipv6Addr::from(self.dst_addr))),
+            _ => return Err(DecodeError::BadFamily),
+        };
+        let direction = match self.direction {
+            DIR_INGRESS => Direction::Ingress,
+            DIR_EGRESS => Direction::Egress,
+            _ => return Err(DecodeError::BadDirection),
+        };
+        let (l4, src_port, dst_port) = match self.proto {
+            PROTO_TCP => {
+                (L4::Tcp { seq: self.tcp_seq, ack: self.tcp_ack, flags: self.tcp_flags }, self.src_port, self.dst_port)
+            }
+            PROTO_UDP => (L4::Udp, self.src_port, self.dst_port),
+            PROTO_ICMP if self.family == 4 => (L4::Icmp { v6: false }, 0, 0),
+            PROTO_ICMPV6 if self.family == 6 => (L4::Icmp { v6: true }, 0, 0),
+            _ => return Err(DecodeError::BadProto),
+        };
+        // cap_len comes from the kernel but is clamped anyway: a decoder never panics.
+        let cap = (self.cap_len as usize).min(MAX_PAYLOAD).min(self.payload_len as usize);
+        let ev = PacketEvent {
+            ts_ns: (self.ts_ns as i64).saturating_add(mono_to_wall_ns).max(0) as u64,
+            ifindex: self.ifindex,
+            direction,
+            src,
+            dst,
+            src_port,
+            dst_port,
+            l4,
+            payload_len: self.payload_len,
+            payload: Bytes::new(),
+        };
+        Ok((ev, cap))
+    }
+}
+
 /// Converts one record. `mono_to_wall_ns` is CLOCK_REALTIME − CLOCK_MONOTONIC,
 /// added to the kernel's `bpf_ktime_get_ns` timestamp.
 pub fn decode(rec: &PacketRecord, mono_to_wall_ns: i64) -> Result<PacketEvent, DecodeError> {
-    let (src, dst) = match rec.family {
-        4 => {
-            let s: [u8; 4] = rec.src_addr[..4].try_into().unwrap_or_default();
-            let d: [u8; 4] = rec.dst_addr[..4].try_into().unwrap_or_default();
-            (IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)))
-        }
-        6 => (IpAddr::V6(Ipv6Addr::from(rec.src_addr)), IpAddr::V6(Ipv6Addr::from(rec.dst_addr))),
-        _ => return Err(DecodeError::BadFamily),
-    };
-    let direction = match rec.direction {
-        DIR_INGRESS => Direction::Ingress,
-        DIR_EGRESS => Direction::Egress,
-        _ => return Err(DecodeError::BadDirection),
-    };
-    let (l4, src_port, dst_port) = match rec.proto {
-        PROTO_TCP => (L4::Tcp { seq: rec.tcp_seq, ack: rec.tcp_ack, flags: rec.tcp_flags }, rec.src_port, rec.dst_port),
-        PROTO_UDP => (L4::Udp, rec.src_port, rec.dst_port),
-        PROTO_ICMP if rec.family == 4 => (L4::Icmp { v6: false }, 0, 0),
-        PROTO_ICMPV6 if rec.family == 6 => (L4::Icmp { v6: true }, 0, 0),
-        _ => return Err(DecodeError::BadProto),
-    };
-    // cap_len comes from the kernel but is clamped anyway: a decoder never panics.
-    let cap = (rec.cap_len as usize).min(MAX_PAYLOAD).min(rec.payload_len as usize);
-    Ok(PacketEvent {
-        ts_ns: (rec.ts_ns as i64).saturating_add(mono_to_wall_ns).max(0) as u64,
-        ifindex: rec.ifindex,
-        direction,
-        src,
-        dst,
-        src_port,
-        dst_port,
-        l4,
-        payload_len: rec.payload_len,
-        payload: Bytes::copy_from_slice(&rec.payload[..cap]),
-    })
+    let (mut ev, cap) = Head::of_record(rec).event(mono_to_wall_ns)?;
+    ev.payload = Bytes::copy_from_slice(&rec.payload[..cap]);
+    Ok(ev)
+}
+
+/// Decodes a ring entry in place, without copying it into a (4 KiB)
+/// `PacketRecord` first: the event comes without its payload, which is
+/// `buf[range]`, so the reader can gather the payloads of a whole batch into
+/// one allocation. Same checks and clamping as [`record_from_bytes`] + [`decode`].
+pub fn decode_entry(buf: &[u8], mono_to_wall_ns: i64) -> Result<(PacketEvent, Range<usize>), DecodeError> {
+    if buf.len() < PACKET_HEADER_LEN {
+        return Err(DecodeError::Short);
+    }
+    let (ev, cap) = Head::parse(buf).event(mono_to_wall_ns)?;
+    let cap = cap.min(buf.len() - PACKET_HEADER_LEN);
+    Ok((ev, PACKET_HEADER_LEN..PACKET_HEADER_LEN + cap))
 }
 
 /// CLOCK_REALTIME − CLOCK_MONOTONIC right now, in ns.
@@ -283,10 +375,15 @@ mod tests {
     fn random_records_never_panic() {
         use proptest::prelude::*;
         proptest!(|(raw in proptest::collection::vec(any::<u8>(), 0..(std::mem::size_of::<PacketRecord>() + 8)), off in any::<i64>())| {
-            if let Ok(r) = record_from_bytes(&raw) {
-                if let Ok(ev) = decode(&r, off) {
-                    let _ = format_line(&ev);
-                }
+            let copied = record_from_bytes(&raw).and_then(|r| decode(&r, off));
+            let in_place = decode_entry(&raw, off).map(|(mut ev, range)| {
+                ev.payload = Bytes::copy_from_slice(&raw[range]);
+                ev
+            });
+            match (copied, in_place) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(format_line(&a), format_line(&b)),
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "{a:?} vs {b:?}"),
             }
         });
     }
