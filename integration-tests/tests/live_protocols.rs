@@ -22,6 +22,28 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(20);
 const UP: Duration = Duration::from_secs(15);
 
+/// dnsmasq answering `address` (`/name/ip`) for names under `.test` only.
+fn dnsmasq(s: &mut LiveSession, bind: &str, address: &str) {
+    let listen = format!("--listen-address={bind}");
+    let address = format!("--address={address}");
+    s.spawn_server(
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            &listen,
+            "--local=/test/",
+            &address,
+            "--user=root",
+            "--pid-file",
+        ],
+        "dnsmasq",
+    );
+}
+
 fn redis_server(s: &mut LiveSession, bind: &str) {
     s.spawn_server(
         &[
@@ -57,23 +79,7 @@ fn http1_dns_redis_icmp() {
     let mut s = LiveSession::new("lp");
     let ip = s.pair.ip_a.clone();
     redis_server(&mut s, &ip);
-    let listen = format!("--listen-address={ip}");
-    s.spawn_server(
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            &listen,
-            "--local=/test/",
-            "--address=/live.test/10.200.250.9",
-            "--user=root",
-            "--pid-file",
-        ],
-        "dnsmasq",
-    );
+    dnsmasq(&mut s, &ip, "/live.test/10.200.250.9");
     let www = web_root(&s);
     s.spawn_server(&["python3", "-m", "http.server", "8000", "--bind", &ip, "--directory", &www], "http.server");
     s.start_capture();
@@ -375,23 +381,7 @@ fn ipv6_http1_http2_redis_dns_icmp() {
     let www = web_root(&s);
     redis_server(&mut s, IP6_A);
     s.spawn_server(&["python3", "-m", "http.server", "8000", "--bind", IP6_A, "--directory", &www], "http.server");
-    let listen = format!("--listen-address={IP6_A}");
-    s.spawn_server(
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            &listen,
-            "--local=/test/",
-            "--address=/six.test/fd00:200::99",
-            "--user=root",
-            "--pid-file",
-        ],
-        "dnsmasq",
-    );
+    dnsmasq(&mut s, IP6_A, "/six.test/fd00:200::99");
     h2o(&mut s, IP6_A, 8080);
     s.start_capture();
     assert!(
