@@ -1,6 +1,11 @@
 //! Exchanges: one request paired with its response (or a timeout). This is
 //! what protocol decoders emit and what telemetry turns into spans/metrics.
 use crate::flow::Conn;
+use crate::protocol::dns::DnsDetail;
+use crate::protocol::http::HttpDetail;
+use crate::protocol::icmp::IcmpDetail;
+use crate::protocol::kafka::KafkaDetail;
+use crate::protocol::redis::RedisDetail;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -59,139 +64,6 @@ pub enum Detail {
     Redis(RedisDetail),
     Kafka(KafkaDetail),
     Icmp(IcmpDetail),
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct HttpDetail {
-    /// "GET", "POST"... (None when not decoded).
-    pub method: Option<String>,
-    /// Path without query.
-    pub path: Option<String>,
-    /// Raw query string without '?', unmasked (telemetry masks it).
-    pub query: Option<String>,
-    /// "1.0", "1.1", "2".
-    pub version: String,
-    /// Host header or :authority.
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
-    pub status: Option<u16>,
-    /// HTTP/1 reason phrase as sent ("OK", "Not Found"), bounded. `Some("")`
-    /// when the status line ends in an empty one; None when it has none, when
-    /// the status line was not seen, and always for HTTP/2 (which has none).
-    /// Not exported as a span attribute: semconv defines none for it.
-    pub reason: Option<String>,
-    pub request_content_length: Option<u64>,
-    pub response_content_length: Option<u64>,
-    /// Trace-context headers as seen on the request, lower-case names:
-    /// traceparent, tracestate, b3, x-b3-traceid, x-b3-spanid, x-b3-sampled, x-b3-parentspanid.
-    pub trace_headers: Vec<(String, String)>,
-    /// HTTP/2 stream id.
-    pub stream_id: Option<u32>,
-    /// Content-Type of the request (used to recognise gRPC).
-    pub content_type: Option<String>,
-    pub grpc: Option<GrpcDetail>,
-    /// RST_STREAM / GOAWAY error code, when the stream was reset.
-    pub h2_error_code: Option<u32>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct GrpcDetail {
-    pub service: String,
-    pub method: String,
-    /// From trailers (or headers-only response). None when not seen.
-    pub status_code: Option<u32>,
-    pub message: Option<String>,
-    /// Number of request / response messages (length-prefixed frames) seen.
-    pub request_messages: u32,
-    pub response_messages: u32,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DnsDetail {
-    pub id: u16,
-    /// Question name without trailing dot, e.g. "example.com".
-    pub question_name: Option<String>,
-    /// "A", "AAAA", "CNAME", ... (numeric as "TYPE65" style when unknown).
-    pub question_type: Option<String>,
-    pub question_class: Option<String>,
-    /// "NOERROR", "NXDOMAIN", "SERVFAIL", ...
-    pub rcode: Option<String>,
-    pub answer_count: u16,
-    /// Answers as "TYPE data", e.g. "A 10.0.0.1", "CNAME foo.example.com".
-    pub answers: Vec<String>,
-    /// TC bit of the response.
-    pub truncated: bool,
-    /// "udp" or "tcp".
-    pub transport: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RedisDetail {
-    /// Upper-case command name, e.g. "SET".
-    pub command: String,
-    /// Upper-case sub-command for container commands, e.g. "SETNAME" for CLIENT SETNAME.
-    pub subcommand: Option<String>,
-    /// Number of arguments after the command name.
-    pub arg_count: u32,
-    /// Command text with arguments masked ("SET ? ?") – telemetry may unmask by config.
-    pub query_masked: String,
-    /// Command text unmasked, truncated to a bounded length.
-    pub query_raw: String,
-    /// Error reply text ("ERR wrong number of arguments ...") when the reply was an error.
-    pub error: Option<String>,
-    /// Error prefix, e.g. "ERR", "WRONGTYPE".
-    pub error_prefix: Option<String>,
-    /// RESP type of the reply: "simple", "error", "integer", "bulk", "array", "null", "map", ...
-    pub response_type: Option<String>,
-    /// 2 or 3.
-    pub resp_version: u8,
-    /// Selected database index when a SELECT was seen on the connection.
-    pub db_index: Option<i64>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct KafkaDetail {
-    pub api_key: i16,
-    /// "Produce", "Fetch", "Metadata", ...
-    pub api_name: String,
-    pub api_version: i16,
-    pub correlation_id: i32,
-    pub client_id: Option<String>,
-    pub topics: Vec<String>,
-    /// First non-zero error code found in the response (0 = none found).
-    pub error_code: i16,
-    /// Name for `error_code`, e.g. "UNKNOWN_TOPIC_OR_PARTITION".
-    pub error_name: Option<String>,
-    /// Records in the record sets of a Produce request or a Fetch response
-    /// (0 when they were empty). None for other APIs, and when the body was
-    /// not decoded to its end (snap length, lost bytes, or record sets beyond
-    /// the bounded message prefix the decoder keeps).
-    pub record_count: Option<u64>,
-    /// Size of those record sets in bytes, as sent (compressed if they were).
-    pub record_bytes: Option<u64>,
-    /// Body decoding failed or was skipped; header-level only.
-    pub header_only: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct IcmpDetail {
-    pub v6: bool,
-    pub icmp_type: u8,
-    pub code: u8,
-    /// Echo identifier and sequence.
-    pub echo_id: Option<u16>,
-    pub echo_seq: Option<u16>,
-    /// For errors (unreachable, time exceeded, too big): the quoted original flow.
-    pub original: Option<IcmpOriginal>,
-    /// Human name, e.g. "echo", "destination_unreachable".
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct IcmpOriginal {
-    pub protocol: u8,
-    pub src: std::net::SocketAddr,
-    pub dst: std::net::SocketAddr,
 }
 
 /// Bounded pairing helpers shared by the decoders.

@@ -6,6 +6,7 @@ use crate::flow::{CloseReason, Conn, StreamDir};
 
 pub mod detect;
 pub mod dns;
+pub mod http;
 pub mod http1;
 pub mod http2;
 pub mod icmp;

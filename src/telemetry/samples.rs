@@ -3,6 +3,12 @@
 use crate::capture::Direction;
 use crate::exchange::*;
 use crate::flow::{ConnInfo, RoleEvidence, Transport};
+use crate::protocol::dns::DnsDetail;
+use crate::protocol::http::HttpDetail;
+use crate::protocol::http2::grpc::GrpcDetail;
+use crate::protocol::icmp::IcmpDetail;
+use crate::protocol::kafka::KafkaDetail;
+use crate::protocol::redis::RedisDetail;
 use std::sync::Arc;
 
 /// 2023-11-14T22:13:20Z, a fixed base time so outputs are reproducible.

@@ -6,10 +6,12 @@
 //! capture starting mid-connection (see [`hpack`]). Streams are paired by id:
 //! an exchange starts at the first request byte and ends with the frame that
 //! carries the response's END_STREAM, or with RST_STREAM / GOAWAY.
+use super::http::HttpDetail;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, GrpcDetail, HttpDetail, KeyedPairer, Outcome, Protocol};
+use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir};
 use crate::stats::{counter, Counter};
+use grpc::GrpcDetail;
 use std::collections::VecDeque;
 use std::sync::LazyLock;
 

@@ -4,13 +4,17 @@
 //! at header level; topics and error codes come from [`body`] for the APIs
 //! that carry them. Message bodies beyond a bound are skipped, not buffered.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, KafkaDetail, KeyedPairer, Outcome, Protocol};
+use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
 
 pub mod apis;
 pub mod body;
+mod detail;
+pub mod semconv;
+
+pub use detail::KafkaDetail;
 
 static PARSE_ERRORS: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.parse_errors", &[("protocol", "kafka")]));

@@ -1,6 +1,7 @@
 use super::*;
 use crate::capture::Direction::{Egress, Ingress};
 use crate::exchange::Outcome;
+use crate::protocol::kafka::semconv::snake;
 use crate::telemetry::attr::get;
 use crate::telemetry::samples::*;
 use crate::telemetry::semconv::is_allowed_key;
@@ -257,7 +258,7 @@ fn icmp_echo_and_errors() {
         i.code = 3;
         i.echo_id = None;
         i.name = "destination_unreachable".into();
-        i.original = Some(crate::exchange::IcmpOriginal {
+        i.original = Some(crate::protocol::icmp::IcmpOriginal {
             protocol: 17,
             src: "10.200.0.1:5000".parse().unwrap(),
             dst: "10.200.0.2:53".parse().unwrap(),

@@ -13,8 +13,9 @@
 //! answer stream 1 and emits it as an HTTP/2 exchange. No HTTP/1 exchange is
 //! emitted for the 101 itself. Other upgrades (WebSocket) and CONNECT tunnels
 //! emit the handshake exchange and then ignore the rest of the connection.
+use super::http::HttpDetail;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, FifoPairer, HttpDetail, Outcome, Protocol};
+use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;

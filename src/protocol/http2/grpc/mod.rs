@@ -1,5 +1,9 @@
 //! gRPC over HTTP/2: message framing inside DATA and the fields gRPC puts
 //! in headers and trailers.
+mod detail;
+pub mod semconv;
+
+pub use detail::GrpcDetail;
 
 /// Counts length-prefixed messages (1 byte flags + 4 bytes length) in one
 /// direction of a stream, streaming: message bodies are never buffered.

@@ -8,11 +8,15 @@
 //! name the original flow quoted in their payload. Other messages (neighbour
 //! discovery, router advertisements, MLD) are not exchanges and are ignored.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, IcmpDetail, IcmpOriginal, KeyedPairer, Outcome, Protocol};
+use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
 use crate::stats::{counter, Counter};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::LazyLock;
+
+mod detail;
+pub mod semconv;
+pub use detail::{IcmpDetail, IcmpOriginal};
 
 static PARSE_ERRORS: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.parse_errors", &[("protocol", "icmp")]));

@@ -21,10 +21,14 @@
 //! sends them (they exist for proxies and other servers), so they are tested
 //! against redis-protocol's streaming encoder rather than a capture.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol, RedisDetail};
+use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
+
+mod detail;
+pub mod semconv;
+pub use detail::RedisDetail;
 
 static PARSE_ERRORS: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.parse_errors", &[("protocol", "redis")]));

@@ -6,13 +6,17 @@
 //! id within the connection (the flow's 5-tuple). A message cut short by the
 //! snap length or a gap still yields its header and question (partial).
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, DnsDetail, Exchange, KeyedPairer, Outcome, Protocol};
+use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
 use crate::stats::{counter, Counter};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{DNSClass, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::sync::LazyLock;
+
+mod detail;
+pub mod semconv;
+pub use detail::DnsDetail;
 
 static PARSE_ERRORS: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.parse_errors", &[("protocol", "dns")]));

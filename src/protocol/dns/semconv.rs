@@ -1,0 +1,52 @@
+//! DNS spans: `{type} {name}` names and the `dns.lookup.duration` histogram.
+//! ERROR on any rcode other than NOERROR and NXDOMAIN (NXDOMAIN is a normal
+//! answer unless `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true`).
+use super::DnsDetail;
+use crate::exchange::Exchange;
+use crate::telemetry::attr::{Attrs, V};
+use crate::telemetry::semconv::Instrument;
+use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+
+pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
+    let mut a = Attrs::new();
+    let mut m = Attrs::new();
+    if let Some(q) = &d.question_name {
+        a.push(("dns.question.name", q.clone().into()));
+        m.push(("dns.question.name", q.clone().into()));
+    }
+    push_opt(&mut a, "cnflow.dns.question.type", d.question_type.clone());
+    push_opt(&mut a, "cnflow.dns.rcode", d.rcode.clone());
+    a.push(("cnflow.dns.id", (d.id as i64).into()));
+    if d.rcode.is_some() {
+        a.push(("cnflow.dns.answer_count", (d.answer_count as i64).into()));
+    }
+    if !d.answers.is_empty() {
+        a.push(("dns.answers", V::A(d.answers.clone())));
+    }
+    if d.truncated {
+        a.push(("cnflow.dns.truncated", true.into()));
+    }
+    a.push(("network.protocol.name", "dns".into()));
+    endpoint_attrs(ex, kind, None, &mut a);
+    let mut error = outcome_error(ex, &mut a);
+    if let (None, Some(rc)) = (&error, d.rcode.as_deref()) {
+        let bad = match rc {
+            "NOERROR" => false,
+            "NXDOMAIN" => opts.dns_nxdomain_is_error,
+            _ => true,
+        };
+        if bad {
+            a.push(("error.type", rc.into()));
+            error = Some(String::new());
+        }
+    }
+    if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
+        m.push(("error.type", v.clone()));
+    }
+    let name = match (&d.question_type, &d.question_name) {
+        (Some(t), Some(n)) => format!("{t} {n}"),
+        (None, Some(n)) => format!("DNS {n}"),
+        _ => "DNS".to_string(),
+    };
+    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Dns, m)), peer: vec![] }
+}

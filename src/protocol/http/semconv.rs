@@ -1,0 +1,130 @@
+//! HTTP spans (HTTP/1 and HTTP/2 without gRPC) following the semantic
+//! conventions: `{method} {route}` names, ERROR on 5xx for SERVER spans and
+//! on 4xx/5xx for CLIENT spans, and the `http.{server,client}.request.duration`
+//! histogram.
+use super::HttpDetail;
+use crate::exchange::Exchange;
+use crate::telemetry::attr::Attrs;
+use crate::telemetry::route::RouteTemplater;
+use crate::telemetry::semconv::Instrument;
+use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+
+/// The known HTTP methods (RFC 9110 + PATCH + QUERY); others become `_OTHER`.
+pub const HTTP_METHODS: &[&str] =
+    &["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"];
+
+/// Replace every query value with `?`, keeping parameter names (which are
+/// low-cardinality and useful) and the order.
+pub fn mask_query(q: &str) -> String {
+    q.split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !v.is_empty() => format!("{k}=?"),
+            _ => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub fn span_parts(
+    ex: &Exchange,
+    h: &HttpDetail,
+    kind: Kind,
+    routes: &mut RouteTemplater,
+    opts: &NamingOptions,
+) -> SpanParts {
+    let mut a = Attrs::new();
+    let mut m = Attrs::new();
+    let method = h.method.as_deref().map(|m| {
+        if HTTP_METHODS.contains(&m) {
+            (m.to_string(), None)
+        } else {
+            ("_OTHER".to_string(), Some(m.to_string()))
+        }
+    });
+    if let Some((meth, orig)) = &method {
+        a.push(("http.request.method", meth.clone().into()));
+        push_opt(&mut a, "http.request.method_original", orig.clone());
+        m.push(("http.request.method", meth.clone().into()));
+    }
+    let route = h.path.as_deref().map(|p| routes.template(p));
+    let route_key = if kind == Kind::Server { "http.route" } else { "url.template" };
+    if let Some(r) = &route {
+        a.push((route_key, r.clone().into()));
+        m.push((route_key, r.clone().into()));
+    }
+    push_opt(&mut a, "url.path", h.path.clone());
+    if let Some(q) = h.query.as_deref().filter(|q| !q.is_empty()) {
+        a.push(("url.query", if opts.mask_query_values { mask_query(q) } else { q.to_string() }.into()));
+    }
+    a.push(("url.scheme", "http".into()));
+    m.push(("url.scheme", "http".into()));
+    if let Some(s) = h.status {
+        a.push(("http.response.status_code", (s as i64).into()));
+        m.push(("http.response.status_code", (s as i64).into()));
+    }
+    push_opt(&mut a, "user_agent.original", h.user_agent.clone());
+    push_opt(&mut a, "http.request.body.size", h.request_content_length.map(|v| v as i64));
+    push_opt(&mut a, "http.response.body.size", h.response_content_length.map(|v| v as i64));
+    a.push(("network.protocol.name", "http".into()));
+    m.push(("network.protocol.name", "http".into()));
+    if !h.version.is_empty() {
+        a.push(("network.protocol.version", h.version.clone().into()));
+        m.push(("network.protocol.version", h.version.clone().into()));
+    }
+    endpoint_attrs(ex, kind, h.host.as_deref(), &mut a);
+    if kind == Kind::Client && opts.metrics_server_address {
+        m.extend(a.iter().filter(|(k, _)| matches!(*k, "server.address" | "server.port")).cloned());
+    }
+    let mut error = outcome_error(ex, &mut a);
+    if let (Some(s), None) = (h.status, &error) {
+        let bad = match kind {
+            Kind::Server => s >= 500,
+            Kind::Client => s >= 400,
+        };
+        if bad {
+            a.push(("error.type", s.to_string().into()));
+            error = Some(informative_reason(s, h.reason.as_deref()).unwrap_or_default());
+        }
+    }
+    if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
+        m.push(("error.type", v.clone()));
+    }
+    let name = match (&method, &route) {
+        (Some((meth, _)), Some(r)) if meth != "_OTHER" => format!("{meth} {r}"),
+        (Some((meth, _)), None) if meth != "_OTHER" => meth.clone(),
+        _ => "HTTP".to_string(),
+    };
+    let inst = if kind == Kind::Server { Instrument::HttpServer } else { Instrument::HttpClient };
+    SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)), peer: vec![] }
+}
+
+/// The HTTP/1 reason phrase as the status message of an error span, but only
+/// when it says more than the code. Semconv's HTTP span status rules say
+/// "don't set the span status description if the reason can be inferred from
+/// `http.response.status_code`", and Beyla sets no HTTP status message at all;
+/// yet a phrase of the server's own ("503 Backend pool exhausted", nginx's
+/// "494 Request Header Or Cookie Too Large") cannot be inferred, and it is the
+/// first thing someone opening the failed span in Jaeger looks for. Standard
+/// phrases, including the older RFC 2616 wordings servers still send, are
+/// dropped; there is no reason attribute because semconv defines none.
+fn informative_reason(code: u16, reason: Option<&str>) -> Option<String> {
+    let reason = reason?.trim();
+    let norm = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>();
+    let said = norm(reason);
+    if said.is_empty() {
+        return None;
+    }
+    let canonical = http::StatusCode::from_u16(code).ok().and_then(|c| c.canonical_reason());
+    let legacy: &[&str] = match code {
+        413 => &["Request Entity Too Large"],
+        414 => &["Request-URI Too Long", "Request-URI Too Large"],
+        416 => &["Requested Range Not Satisfiable"],
+        422 => &["Unprocessable Content"],
+        500 => &["Internal Error", "Server Error"],
+        504 => &["Gateway Time-out"],
+        505 => &["HTTP Version not supported"],
+        _ => &[],
+    };
+    let standard = canonical.into_iter().chain(legacy.iter().copied()).any(|c| norm(c) == said);
+    (!standard).then(|| reason.to_string())
+}

@@ -1,0 +1,42 @@
+//! ICMP spans: `ICMP {type}` names, `cnflow.icmp.*` attributes and the
+//! `cnflow.icmp.echo.rtt` histogram for answered echoes. ERROR for errors
+//! received (unreachable, time exceeded, parameter problem).
+use super::IcmpDetail;
+use crate::exchange::{Exchange, Outcome};
+use crate::telemetry::attr::{Attrs, V};
+use crate::telemetry::semconv::Instrument;
+use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+
+fn icmp_is_error(i: &IcmpDetail) -> bool {
+    if i.v6 {
+        matches!(i.icmp_type, 1..=4)
+    } else {
+        matches!(i.icmp_type, 3 | 11 | 12)
+    }
+}
+
+pub fn span_parts(ex: &Exchange, i: &IcmpDetail, kind: Kind, _opts: &NamingOptions) -> SpanParts {
+    let family = if i.v6 { "ICMPv6" } else { "ICMP" };
+    let label = if i.name.is_empty() { format!("type_{}", i.icmp_type) } else { i.name.clone() };
+    let mut a: Attrs = vec![
+        ("cnflow.icmp.type", (i.icmp_type as i64).into()),
+        ("cnflow.icmp.code", (i.code as i64).into()),
+        ("cnflow.icmp.name", label.clone().into()),
+    ];
+    push_opt(&mut a, "cnflow.icmp.echo.id", i.echo_id.map(|v| v as i64));
+    push_opt(&mut a, "cnflow.icmp.echo.seq", i.echo_seq.map(|v| v as i64));
+    if let Some(o) = &i.original {
+        a.push(("cnflow.icmp.original.protocol", (o.protocol as i64).into()));
+        a.push(("cnflow.icmp.original.source", o.src.to_string().into()));
+        a.push(("cnflow.icmp.original.destination", o.dst.to_string().into()));
+    }
+    endpoint_attrs(ex, kind, None, &mut a);
+    let mut error = outcome_error(ex, &mut a);
+    if error.is_none() && icmp_is_error(i) {
+        a.push(("error.type", label.clone().into()));
+        error = Some(String::new());
+    }
+    let echo_ok = i.echo_id.is_some() && ex.outcome == Outcome::Complete && !icmp_is_error(i);
+    let metric = echo_ok.then(|| (Instrument::IcmpRtt, vec![("cnflow.icmp.family", V::from(family))]));
+    SpanParts { name: format!("{family} {label}"), kind, attrs: a, error, metric, peer: vec![] }
+}

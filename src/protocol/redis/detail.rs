@@ -1,0 +1,26 @@
+//! What a Redis exchange carries.
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RedisDetail {
+    /// Upper-case command name, e.g. "SET".
+    pub command: String,
+    /// Upper-case sub-command for container commands, e.g. "SETNAME" for CLIENT SETNAME.
+    pub subcommand: Option<String>,
+    /// Number of arguments after the command name.
+    pub arg_count: u32,
+    /// Command text with arguments masked ("SET ? ?") – telemetry may unmask by config.
+    pub query_masked: String,
+    /// Command text unmasked, truncated to a bounded length.
+    pub query_raw: String,
+    /// Error reply text ("ERR wrong number of arguments ...") when the reply was an error.
+    pub error: Option<String>,
+    /// Error prefix, e.g. "ERR", "WRONGTYPE".
+    pub error_prefix: Option<String>,
+    /// RESP type of the reply: "simple", "error", "integer", "bulk", "array", "null", "map", ...
+    pub response_type: Option<String>,
+    /// 2 or 3.
+    pub resp_version: u8,
+    /// Selected database index when a SELECT was seen on the connection.
+    pub db_index: Option<i64>,
+}
