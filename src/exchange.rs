@@ -1,11 +1,6 @@
 //! Exchanges: one request paired with its response (or a timeout). This is
 //! what protocol decoders emit and what telemetry turns into spans/metrics.
 use crate::flow::Conn;
-use crate::protocol::dns::DnsDetail;
-use crate::protocol::http::HttpDetail;
-use crate::protocol::icmp::IcmpDetail;
-use crate::protocol::kafka::KafkaDetail;
-use crate::protocol::redis::RedisDetail;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -14,17 +9,9 @@ use std::hash::Hash;
 /// random seed and the per-connection caps bound what crafted keys can do.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Http1,
-    Http2,
-    Grpc,
-    Dns,
-    Redis,
-    Kafka,
-    Icmp,
-}
+/// The protocol label and detail of an exchange come from the protocol
+/// registry (`src/protocol/registry.rs`), the one list of protocols.
+pub use crate::protocol::registry::{Detail, Protocol};
 
 /// How an exchange ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,16 +41,6 @@ pub struct Exchange {
     /// truncated bytes). Decoded fields are still accurate.
     pub partial: bool,
     pub detail: Detail,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Detail {
-    Http(HttpDetail),
-    Dns(DnsDetail),
-    Redis(RedisDetail),
-    Kafka(KafkaDetail),
-    Icmp(IcmpDetail),
 }
 
 /// Bounded pairing helpers shared by the decoders.

@@ -57,15 +57,7 @@ struct Count(std::collections::BTreeMap<&'static str, u64>);
 impl Output for Count {
     fn exchanges(&mut self, _out: &mut dyn Write, exs: Vec<Exchange>, _now_ns: u64) -> Result<()> {
         for ex in exs {
-            let name = match ex.protocol {
-                crate::exchange::Protocol::Http1 => "http1",
-                crate::exchange::Protocol::Http2 => "http2",
-                crate::exchange::Protocol::Grpc => "grpc",
-                crate::exchange::Protocol::Dns => "dns",
-                crate::exchange::Protocol::Redis => "redis",
-                crate::exchange::Protocol::Kafka => "kafka",
-                crate::exchange::Protocol::Icmp => "icmp",
-            };
+            let name = ex.protocol.name();
             *self.0.entry(name).or_default() += 1;
         }
         Ok(())

@@ -1,14 +1,15 @@
-//! Content-based protocol detection. Every decoder module offers a `probe`;
-//! this module combines their answers for one connection. Ports only add a
+//! Content-based protocol detection. Every protocol in the registry offers a
+//! probe; this module combines their answers for one connection. Ports only add a
 //! small bonus so that, e.g., HTTP is found on any port and Redis on 6380,
 //! while a flow that no probe claims stays undetected instead of guessed.
-use super::{dns, http1, http2, icmp, kafka, redis, ConnDecoder, DecodeConfig, Probe};
+use super::Probe;
 use crate::exchange::Protocol;
 use crate::flow::{Conn, StreamDir, Transport};
 
-/// Stream protocols, in tie-break order.
-const STREAM_PROTOCOLS: [Protocol; 5] =
-    [Protocol::Http2, Protocol::Http1, Protocol::Kafka, Protocol::Redis, Protocol::Dns];
+/// Protocols probed on `transport`, in registry (tie-break) order.
+fn candidates(transport: Transport) -> impl Iterator<Item = Protocol> {
+    Protocol::ALL.iter().copied().filter(move |p| p.transports().contains(&transport))
+}
 
 /// A verdict at or above this confidence is taken at once; below it the
 /// dispatcher waits (bounded) for protocols that still need more bytes.
@@ -26,56 +27,22 @@ pub enum Verdict {
     Unknown,
 }
 
-pub fn probe(proto: Protocol, conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
-    match proto {
-        Protocol::Http1 => http1::probe(conn, dir, data),
-        Protocol::Http2 | Protocol::Grpc => http2::probe(conn, dir, data),
-        Protocol::Dns => dns::probe(conn, dir, data),
-        Protocol::Redis => redis::probe(conn, dir, data),
-        Protocol::Kafka => kafka::probe(conn, dir, data),
-        Protocol::Icmp => icmp::probe(conn, dir, data),
-    }
-}
-
-pub fn new_decoder(proto: Protocol, cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
-    match proto {
-        Protocol::Http1 => http1::new_decoder(cfg),
-        Protocol::Http2 | Protocol::Grpc => http2::new_decoder(cfg),
-        Protocol::Dns => dns::new_decoder(cfg),
-        Protocol::Redis => redis::new_decoder(cfg),
-        Protocol::Kafka => kafka::new_decoder(cfg),
-        Protocol::Icmp => icmp::new_decoder(cfg),
-    }
-}
-
-/// Well-known server ports: a hint, never sufficient on their own.
-pub fn port_hint(proto: Protocol, port: u16) -> bool {
-    match proto {
-        Protocol::Http1 => matches!(port, 80 | 8000 | 8008 | 8080 | 8888 | 3000 | 5000 | 9080),
-        Protocol::Http2 | Protocol::Grpc => matches!(port, 50051 | 8443 | 443),
-        Protocol::Dns => matches!(port, 53 | 5353 | 5300),
-        Protocol::Redis => matches!(port, 6379 | 6380 | 26379),
-        Protocol::Kafka => matches!(port, 9092..=9094),
-        Protocol::Icmp => false,
-    }
-}
-
 /// Combine every stream probe over the first bytes of both directions.
 /// `full`: the detection buffer is exhausted, so decide with what is known.
 pub fn detect_stream(conn: &Conn, to_server: &[u8], to_client: &[u8], full: bool) -> Verdict {
     let mut best: Option<(u8, Protocol)> = None;
     let mut waiting = false;
-    for proto in STREAM_PROTOCOLS {
+    for proto in candidates(Transport::Tcp) {
         let mut answer = Probe::No;
         for (dir, data) in [(StreamDir::ToServer, to_server), (StreamDir::ToClient, to_client)] {
             if data.is_empty() {
                 continue;
             }
-            answer = merge(answer, probe(proto, conn, dir, data));
+            answer = merge(answer, proto.probe(conn, dir, data));
         }
         match answer {
             Probe::Yes(c) => {
-                let bonus = if port_hint(proto, conn.server.port()) { PORT_BONUS } else { 0 };
+                let bonus = if proto.port_hint(conn.server.port()) { PORT_BONUS } else { 0 };
                 let c = c.min(100).saturating_add(bonus);
                 if best.is_none_or(|(b, _)| c > b) {
                     best = Some((c, proto));
@@ -103,12 +70,11 @@ fn merge(a: Probe, b: Probe) -> Probe {
 
 /// Datagram flows (UDP, ICMP): each datagram is self-contained, so one probe decides.
 pub fn detect_datagram(conn: &Conn, dir: StreamDir, data: &[u8]) -> Option<Protocol> {
-    let candidates: &[Protocol] = match conn.transport {
-        Transport::Icmp => &[Protocol::Icmp],
-        Transport::Udp => &[Protocol::Dns],
-        Transport::Tcp => &[],
-    };
-    candidates.iter().copied().find(|p| matches!(probe(*p, conn, dir, data), Probe::Yes(_)))
+    // A TCP flow is a stream: a datagram on one carries no protocol.
+    if conn.transport == Transport::Tcp {
+        return None;
+    }
+    candidates(conn.transport).find(|p| matches!(p.probe(conn, dir, data), Probe::Yes(_)))
 }
 
 #[cfg(test)]

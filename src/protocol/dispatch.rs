@@ -25,19 +25,20 @@ static UNDETECTED_UDP: LazyLock<Counter> =
 static UNDETECTED_ICMP: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.undetected", &[("network.transport", "icmp")]));
 
-fn detected_counter(p: Protocol) -> Counter {
-    static C: LazyLock<[Counter; 6]> = LazyLock::new(|| {
-        ["http1", "http2", "dns", "redis", "kafka", "icmp"]
-            .map(|n| counter("cnflow.protocol.detected", &[("protocol", n)]))
+/// `cnflow.protocol.detected{protocol}`, for every registry entry that is
+/// detected (gRPC is a label the HTTP/2 decoder gives, never detected).
+fn count_detected(p: Protocol) {
+    static C: LazyLock<Vec<Option<Counter>>> = LazyLock::new(|| {
+        Protocol::ALL
+            .iter()
+            .map(|p| {
+                (!p.transports().is_empty()).then(|| counter("cnflow.protocol.detected", &[("protocol", p.name())]))
+            })
+            .collect()
     });
-    C[match p {
-        Protocol::Http1 => 0,
-        Protocol::Http2 | Protocol::Grpc => 1,
-        Protocol::Dns => 2,
-        Protocol::Redis => 3,
-        Protocol::Kafka => 4,
-        Protocol::Icmp => 5,
-    }]
+    if let Some(c) = &C[p as usize] {
+        c.inc();
+    }
 }
 
 /// Event kept while detection is undecided, replayed to the decoder afterwards.
@@ -125,8 +126,8 @@ impl Dispatcher {
     }
 
     fn start_decoder(cfg: &DecodeConfig, e: &mut Entry, proto: Protocol, out: &mut Vec<Exchange>) {
-        detected_counter(proto).inc();
-        let mut dec = detect::new_decoder(proto, cfg);
+        count_detected(proto);
+        let mut dec = proto.new_decoder(cfg);
         if let State::Detecting(d) = std::mem::replace(&mut e.state, State::Undetected) {
             let mut emit = Emit { conn: &e.conn, out };
             for h in d.held {

@@ -12,6 +12,7 @@ pub mod http2;
 pub mod icmp;
 pub mod kafka;
 pub mod redis;
+pub mod registry;
 #[doc(hidden)]
 pub mod testutil;
 

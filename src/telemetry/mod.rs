@@ -146,10 +146,7 @@ impl TelemetrySink {
     /// Turn one exchange into its span(s) and metric measurements.
     pub fn record(&mut self, ex: &Exchange) {
         let sides = side::local_sides(&ex.conn, self.opts.enricher.as_ref(), &self.opts.local_addrs, &self.opts.host);
-        let parent = match &ex.detail {
-            crate::exchange::Detail::Http(h) => trace_context::extract(&h.trace_headers),
-            _ => None,
-        };
+        let parent = trace_context::extract(ex.detail.trace_headers());
         let trace_id = parent.as_ref().map(|p| p.trace_id).unwrap_or_else(|| self.opts.ids.trace_id());
         let trace_state = parent.as_ref().map(|p| p.trace_state.clone()).unwrap_or_default();
         let start = ex.start_ns;
@@ -199,10 +196,7 @@ impl TelemetrySink {
                     &ex.conn.client,
                     &ex.conn.server,
                     (&trace_id, &span_id, &parent_span),
-                    match &ex.detail {
-                        crate::exchange::Detail::Http(h) => h.reason.as_deref(),
-                        _ => None,
-                    },
+                    ex.detail.status_reason(),
                 );
                 for o in &mut self.opts.outputs {
                     if let Output::Write(Format::Text, w) = o {

@@ -1,5 +1,7 @@
 //! Names, attributes and status of the span for one side of an exchange,
-//! per protocol, following the OpenTelemetry semantic conventions (v1.37).
+//! following the OpenTelemetry semantic conventions (v1.37). The per-protocol
+//! part is each protocol's `SpanMapping` (`src/protocol/<name>/semconv.rs`,
+//! reached through the registry); this module holds what they share.
 //!
 //! Status policy (ERROR, with `error.type`):
 //! - any exchange that timed out (`timeout`) or was reset (`reset`);
@@ -15,9 +17,8 @@
 use super::attr::{Attrs, V};
 use super::route::RouteTemplater;
 use super::semconv::Instrument;
-use crate::exchange::{Detail, Exchange, Outcome};
+use crate::exchange::{Exchange, Outcome};
 use crate::flow::Transport;
-use crate::protocol::{dns, http, http2, icmp, kafka, redis};
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,13 @@ impl Default for NamingOptions {
             metrics_server_address: false,
         }
     }
+}
+
+/// What a protocol's span mapping may use besides the exchange.
+pub struct SpanCx<'a> {
+    pub opts: &'a NamingOptions,
+    /// Learns URL path templates (HTTP routes) across exchanges.
+    pub routes: &'a mut RouteTemplater,
 }
 
 /// Everything about one span except ids, times and resource.
@@ -170,14 +178,8 @@ pub fn build_with_peer(
     opts: &NamingOptions,
     peer: Peer,
 ) -> SpanParts {
-    let mut p = match &ex.detail {
-        Detail::Http(h) if h.grpc.is_some() => http2::grpc::semconv::span_parts(ex, h, kind, opts),
-        Detail::Http(h) => http::semconv::span_parts(ex, h, kind, routes, opts),
-        Detail::Dns(d) => dns::semconv::span_parts(ex, d, kind, opts),
-        Detail::Redis(r) => redis::semconv::span_parts(ex, r, kind, opts),
-        Detail::Kafka(k) => kafka::semconv::span_parts(ex, k, kind, opts),
-        Detail::Icmp(i) => icmp::semconv::span_parts(ex, i, kind, opts),
-    };
+    // Each protocol's mapping lives in its folder (`protocol/<name>/semconv.rs`).
+    let mut p = ex.detail.span_parts(ex, kind, &mut SpanCx { opts, routes });
     if ex.partial {
         p.attrs.push(("cnflow.partial", true.into()));
     }

@@ -104,7 +104,24 @@ pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
 }
 
 pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
-    Box::new(Dns::new(cfg))
+    Box::new(DnsDecoder::new(cfg))
+}
+
+/// DNS over UDP and TCP. The registry entry.
+pub struct Dns;
+
+impl super::registry::L7Protocol for Dns {
+    const NAME: &'static str = "dns";
+    const TRANSPORTS: &'static [Transport] = &[Transport::Tcp, Transport::Udp];
+    fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+        probe(conn, dir, data)
+    }
+    fn port_hint(port: u16) -> bool {
+        matches!(port, 53 | 5353 | 5300)
+    }
+    fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+        new_decoder(cfg)
+    }
 }
 
 fn first_question(msg: &[u8]) -> Option<Query> {
@@ -208,7 +225,7 @@ struct TcpSide {
     resync: bool,
 }
 
-pub struct Dns {
+pub struct DnsDecoder {
     cfg: DecodeConfig,
     pending: KeyedPairer<u16, Pending>,
     tcp: [TcpSide; 2],
@@ -221,7 +238,7 @@ fn ix(dir: StreamDir) -> usize {
     }
 }
 
-impl Dns {
+impl DnsDecoder {
     pub fn new(cfg: &DecodeConfig) -> Self {
         Self { cfg: cfg.clone(), pending: KeyedPairer::new(cfg.max_pending_per_conn), tcp: Default::default() }
     }
@@ -368,7 +385,7 @@ fn find_boundary(buf: &[u8]) -> Option<usize> {
     })
 }
 
-impl ConnDecoder for Dns {
+impl ConnDecoder for DnsDecoder {
     fn on_data(&mut self, dir: StreamDir, ts_ns: u64, data: &[u8], out: &mut Emit) {
         self.tcp_data(dir, ts_ns, data, out);
     }
@@ -442,7 +459,7 @@ mod tests {
     fn udp_pairs_by_id() {
         let c = conn(Transport::Udp, 53);
         let mut out = Vec::new();
-        let mut d = Dns::new(&DecodeConfig::default());
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
         let q1 = query(1, "a.example.", RecordType::A);
         let q2 = query(2, "b.example.", RecordType::AAAA);
         assert_eq!(probe(&c, StreamDir::ToServer, &q1), Probe::Yes(80));
@@ -478,7 +495,7 @@ mod tests {
     fn truncated_datagram_keeps_question() {
         let c = conn(Transport::Udp, 53);
         let mut out = Vec::new();
-        let mut d = Dns::new(&DecodeConfig::default());
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
         let q = query(7, "x.example.", RecordType::A);
         let r = response(7, "x.example.", ResponseCode::NoError, vec![RData::A("10.0.0.9".parse().unwrap()); 20]);
         let mut e = Emit { conn: &c, out: &mut out };
@@ -494,7 +511,7 @@ mod tests {
     fn tcp_multi_message_split_and_gap() {
         let c = conn(Transport::Tcp, 53);
         let mut out = Vec::new();
-        let mut d = Dns::new(&DecodeConfig::default());
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
         let mut qs = framed(&query(1, "a.example.", RecordType::A));
         qs.extend(framed(&query(2, "b.example.", RecordType::MX)));
         assert_eq!(probe(&c, StreamDir::ToServer, &qs[..5]), Probe::NeedMore);
@@ -534,7 +551,7 @@ mod tests {
     fn unanswered_queries_time_out() {
         let c = conn(Transport::Udp, 53);
         let mut out = Vec::new();
-        let mut d = Dns::new(&DecodeConfig::default());
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
         let q = query(9, "t.example.", RecordType::A);
         let mut e = Emit { conn: &c, out: &mut out };
         d.on_datagram(StreamDir::ToServer, 5, &q, q.len() as u32, &mut e);
@@ -548,7 +565,7 @@ mod tests {
             for t in [Transport::Udp, Transport::Tcp] {
                 let c = conn(t, 53);
                 let mut out = Vec::new();
-                let mut d = Dns::new(&DecodeConfig::default());
+                let mut d = DnsDecoder::new(&DecodeConfig::default());
                 let mut e = Emit { conn: &c, out: &mut out };
                 for (i, (up, bytes, gap)) in chunks.iter().enumerate() {
                     let dir = if *up { StreamDir::ToServer } else { StreamDir::ToClient };

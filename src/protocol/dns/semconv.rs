@@ -3,9 +3,10 @@
 //! answer unless `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true`).
 use super::DnsDetail;
 use crate::exchange::Exchange;
+use crate::protocol::registry::SpanMapping;
 use crate::telemetry::attr::{Attrs, V};
 use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
 
 pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
     let mut a = Attrs::new();
@@ -49,4 +50,10 @@ pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions
         _ => "DNS".to_string(),
     };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Dns, m)), peer: vec![] }
+}
+
+impl SpanMapping for DnsDetail {
+    fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
+        span_parts(ex, self, kind, cx.opts)
+    }
 }

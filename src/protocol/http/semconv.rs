@@ -4,10 +4,11 @@
 //! histogram.
 use super::HttpDetail;
 use crate::exchange::Exchange;
+use crate::protocol::registry::SpanMapping;
 use crate::telemetry::attr::Attrs;
 use crate::telemetry::route::RouteTemplater;
 use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
 
 /// The known HTTP methods (RFC 9110 + PATCH + QUERY); others become `_OTHER`.
 pub const HTTP_METHODS: &[&str] =
@@ -127,4 +128,20 @@ fn informative_reason(code: u16, reason: Option<&str>) -> Option<String> {
     };
     let standard = canonical.into_iter().chain(legacy.iter().copied()).any(|c| norm(c) == said);
     (!standard).then(|| reason.to_string())
+}
+
+impl SpanMapping for HttpDetail {
+    /// gRPC calls are HTTP/2 exchanges with a gRPC part: they get gRPC's mapping.
+    fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
+        if self.grpc.is_some() {
+            return crate::protocol::http2::grpc::semconv::span_parts(ex, self, kind, cx.opts);
+        }
+        span_parts(ex, self, kind, cx.routes, cx.opts)
+    }
+    fn trace_headers(&self) -> &[(String, String)] {
+        &self.trace_headers
+    }
+    fn status_reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
 }

@@ -16,7 +16,7 @@
 use super::http::HttpDetail;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
-use crate::flow::{CloseReason, Conn, StreamDir};
+use crate::flow::{CloseReason, Conn, StreamDir, Transport};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
 
@@ -93,7 +93,24 @@ fn probe_response(data: &[u8]) -> Probe {
 }
 
 pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
-    Box::new(Http1::new(cfg))
+    Box::new(Http1Decoder::new(cfg))
+}
+
+/// HTTP/1.0 and HTTP/1.1 (cleartext). The registry entry.
+pub struct Http1;
+
+impl super::registry::L7Protocol for Http1 {
+    const NAME: &'static str = "http1";
+    const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
+    fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+        probe(conn, dir, data)
+    }
+    fn port_hint(port: u16) -> bool {
+        matches!(port, 80 | 8000 | 8008 | 8080 | 8888 | 3000 | 5000 | 9080)
+    }
+    fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+        new_decoder(cfg)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +172,7 @@ struct Current {
     then_passthrough: bool,
 }
 
-pub struct Http1 {
+pub struct Http1Decoder {
     cfg: DecodeConfig,
     sides: [Side; 2],
     pending: FifoPairer<Request>,
@@ -246,7 +263,7 @@ fn find_message_start(input: &[u8], dir: StreamDir) -> Option<usize> {
     })
 }
 
-impl Http1 {
+impl Http1Decoder {
     pub fn new(cfg: &DecodeConfig) -> Self {
         Self {
             cfg: cfg.clone(),
@@ -671,7 +688,7 @@ impl Http1 {
     }
 }
 
-impl ConnDecoder for Http1 {
+impl ConnDecoder for Http1Decoder {
     fn on_data(&mut self, dir: StreamDir, ts_ns: u64, data: &[u8], out: &mut Emit) {
         if let Some(h2) = self.upgraded.as_mut() {
             return h2.on_data(dir, ts_ns, data, out);
@@ -744,7 +761,7 @@ impl ConnDecoder for Http1 {
     }
 }
 
-impl Http1 {
+impl Http1Decoder {
     /// The buffered, incomplete head in `dir` is followed by lost bytes:
     /// decode its start line (httparse fills it before the headers) and resync.
     fn salvage_head(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
@@ -827,13 +844,13 @@ mod tests {
 
     struct Run {
         conn: Conn,
-        dec: Http1,
+        dec: Http1Decoder,
         out: Vec<Exchange>,
     }
 
     impl Run {
         fn new() -> Self {
-            Self { conn: conn(Transport::Tcp, 8080), dec: Http1::new(&DecodeConfig::default()), out: Vec::new() }
+            Self { conn: conn(Transport::Tcp, 8080), dec: Http1Decoder::new(&DecodeConfig::default()), out: Vec::new() }
         }
         fn data(&mut self, dir: StreamDir, ts: u64, d: &[u8]) -> &mut Self {
             self.dec.on_data(dir, ts, d, &mut Emit { conn: &self.conn, out: &mut self.out });

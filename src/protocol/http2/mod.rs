@@ -9,7 +9,7 @@
 use super::http::HttpDetail;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
-use crate::flow::{CloseReason, Conn, StreamDir};
+use crate::flow::{CloseReason, Conn, StreamDir, Transport};
 use crate::stats::{counter, Counter};
 use grpc::GrpcDetail;
 use std::collections::VecDeque;
@@ -84,6 +84,23 @@ fn frame_prefix_ok(data: &[u8]) -> bool {
 
 pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
     Box::new(H2Decoder::new(cfg))
+}
+
+/// HTTP/2 over cleartext (h2c, prior knowledge), gRPC included. The registry entry.
+pub struct Http2;
+
+impl super::registry::L7Protocol for Http2 {
+    const NAME: &'static str = "http2";
+    const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
+    fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+        probe(conn, dir, data)
+    }
+    fn port_hint(port: u16) -> bool {
+        matches!(port, 50051 | 8443 | 443)
+    }
+    fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+        new_decoder(cfg)
+    }
 }
 
 /// The HTTP/1.1 request that carried `Upgrade: h2c` and was answered with

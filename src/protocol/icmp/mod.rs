@@ -61,7 +61,21 @@ pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
 }
 
 pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
-    Box::new(Icmp::new(cfg))
+    Box::new(IcmpDecoder::new(cfg))
+}
+
+/// ICMP and ICMPv6 (echo pairs and errors). The registry entry.
+pub struct Icmp;
+
+impl super::registry::L7Protocol for Icmp {
+    const NAME: &'static str = "icmp";
+    const TRANSPORTS: &'static [Transport] = &[Transport::Icmp];
+    fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+        probe(conn, dir, data)
+    }
+    fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+        new_decoder(cfg)
+    }
 }
 
 /// The flow quoted in an ICMP error: an IP header and at least 8 bytes of its payload.
@@ -104,12 +118,12 @@ struct Pending {
     detail: IcmpDetail,
 }
 
-pub struct Icmp {
+pub struct IcmpDecoder {
     cfg: DecodeConfig,
     pending: KeyedPairer<(u16, u16), Pending>,
 }
 
-impl Icmp {
+impl IcmpDecoder {
     pub fn new(cfg: &DecodeConfig) -> Self {
         Self { cfg: cfg.clone(), pending: KeyedPairer::new(cfg.max_pending_per_conn) }
     }
@@ -134,7 +148,7 @@ impl Icmp {
     }
 }
 
-impl ConnDecoder for Icmp {
+impl ConnDecoder for IcmpDecoder {
     fn on_data(&mut self, _dir: StreamDir, _ts_ns: u64, _data: &[u8], _out: &mut Emit) {}
     fn on_gap(&mut self, _dir: StreamDir, _ts_ns: u64, _len: u64, _out: &mut Emit) {}
 
@@ -247,7 +261,7 @@ mod tests {
             let c = icmp_conn(v6);
             assert_eq!(probe(&c, StreamDir::ToServer, &echo(req, 1, 1)), Probe::Yes(100));
             let mut out = Vec::new();
-            let mut d = Icmp::new(&DecodeConfig::default());
+            let mut d = IcmpDecoder::new(&DecodeConfig::default());
             let mut e = Emit { conn: &c, out: &mut out };
             d.on_datagram(StreamDir::ToServer, 100, &echo(req, 7, 1), 64, &mut e);
             d.on_datagram(StreamDir::ToServer, 200, &echo(req, 7, 2), 64, &mut e);
@@ -271,7 +285,7 @@ mod tests {
         msg.extend_from_slice(&[0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 10, 200, 0, 1, 10, 200, 0, 2]);
         msg.extend_from_slice(&[0x15, 0xb3, 0, 9, 0, 12, 0, 0]);
         let mut out = Vec::new();
-        let mut d = Icmp::new(&DecodeConfig::default());
+        let mut d = IcmpDecoder::new(&DecodeConfig::default());
         d.on_datagram(StreamDir::ToClient, 5, &msg, msg.len() as u32, &mut Emit { conn: &c, out: &mut out });
         let o = icmp(&out[0]).original.clone().unwrap();
         assert_eq!(
@@ -292,7 +306,7 @@ mod tests {
         msg.extend_from_slice(&ip6);
         msg.extend_from_slice(&[0x1f, 0x90, 0x00, 0x50, 0, 0, 0, 0]);
         let mut out = Vec::new();
-        let mut d = Icmp::new(&DecodeConfig::default());
+        let mut d = IcmpDecoder::new(&DecodeConfig::default());
         d.on_datagram(StreamDir::ToClient, 5, &msg, msg.len() as u32, &mut Emit { conn: &c, out: &mut out });
         let o = icmp(&out[0]).original.clone().unwrap();
         assert_eq!((o.protocol, o.src.port(), o.dst.port()), (6, 8080, 80));
@@ -304,7 +318,7 @@ mod tests {
         fn arbitrary_datagrams_never_panic(msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 0..50), v6 in any::<bool>()) {
             let c = icmp_conn(v6);
             let mut out = Vec::new();
-            let mut d = Icmp::new(&DecodeConfig { max_pending_per_conn: 8, ..Default::default() });
+            let mut d = IcmpDecoder::new(&DecodeConfig { max_pending_per_conn: 8, ..Default::default() });
             let mut e = Emit { conn: &c, out: &mut out };
             for (i, m) in msgs.iter().enumerate() {
                 let _ = probe(&c, StreamDir::ToServer, m);

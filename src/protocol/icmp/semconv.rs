@@ -3,9 +3,10 @@
 //! received (unreachable, time exceeded, parameter problem).
 use super::IcmpDetail;
 use crate::exchange::{Exchange, Outcome};
+use crate::protocol::registry::SpanMapping;
 use crate::telemetry::attr::{Attrs, V};
 use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
 
 fn icmp_is_error(i: &IcmpDetail) -> bool {
     if i.v6 {
@@ -39,4 +40,10 @@ pub fn span_parts(ex: &Exchange, i: &IcmpDetail, kind: Kind, _opts: &NamingOptio
     let echo_ok = i.echo_id.is_some() && ex.outcome == Outcome::Complete && !icmp_is_error(i);
     let metric = echo_ok.then(|| (Instrument::IcmpRtt, vec![("cnflow.icmp.family", V::from(family))]));
     SpanParts { name: format!("{family} {label}"), kind, attrs: a, error, metric, peer: vec![] }
+}
+
+impl SpanMapping for IcmpDetail {
+    fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
+        span_parts(ex, self, kind, cx.opts)
+    }
 }

@@ -5,7 +5,7 @@
 //! that carry them. Message bodies beyond a bound are skipped, not buffered.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
-use crate::flow::{CloseReason, Conn, StreamDir};
+use crate::flow::{CloseReason, Conn, StreamDir, Transport};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
 
@@ -88,6 +88,23 @@ fn request_shape(data: &[u8]) -> Shape {
 
 pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
     Box::new(KafkaDecoder::new(cfg))
+}
+
+/// The Kafka wire protocol. The registry entry.
+pub struct Kafka;
+
+impl super::registry::L7Protocol for Kafka {
+    const NAME: &'static str = "kafka";
+    const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
+    fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+        probe(conn, dir, data)
+    }
+    fn port_hint(port: u16) -> bool {
+        matches!(port, 9092..=9094)
+    }
+    fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+        new_decoder(cfg)
+    }
 }
 
 fn di(d: StreamDir) -> usize {

@@ -3,9 +3,10 @@
 //! error code in the response.
 use super::KafkaDetail;
 use crate::exchange::Exchange;
+use crate::protocol::registry::SpanMapping;
 use crate::telemetry::attr::{Attrs, V};
 use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
 
 /// "OffsetCommit" → "offset_commit".
 pub fn snake(s: &str) -> String {
@@ -66,4 +67,10 @@ pub fn span_parts(ex: &Exchange, k: &KafkaDetail, kind: Kind, _opts: &NamingOpti
         None => op,
     };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Messaging, m)), peer: vec![] }
+}
+
+impl SpanMapping for KafkaDetail {
+    fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
+        span_parts(ex, self, kind, cx.opts)
+    }
 }

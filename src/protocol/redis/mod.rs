@@ -22,7 +22,7 @@
 //! against redis-protocol's streaming encoder rather than a capture.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
-use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir};
+use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir, Transport};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
 
@@ -163,7 +163,24 @@ pub fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
 }
 
 pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
-    Box::new(Redis::new(cfg))
+    Box::new(RedisDecoder::new(cfg))
+}
+
+/// Redis (RESP2 and RESP3). The registry entry.
+pub struct Redis;
+
+impl super::registry::L7Protocol for Redis {
+    const NAME: &'static str = "redis";
+    const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
+    fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+        probe(conn, dir, data)
+    }
+    fn port_hint(port: u16) -> bool {
+        matches!(port, 6379 | 6380 | 26379)
+    }
+    fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+        new_decoder(cfg)
+    }
 }
 
 /// One complete top-level RESP message (or inline command).
@@ -585,7 +602,7 @@ struct Cmd {
     error: Option<String>,
 }
 
-pub struct Redis {
+pub struct RedisDecoder {
     cfg: DecodeConfig,
     req: Scanner,
     resp: Scanner,
@@ -634,7 +651,7 @@ fn is_pubsub_kind(s: &str) -> bool {
     matches!(s, "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe")
 }
 
-impl Redis {
+impl RedisDecoder {
     pub fn new(cfg: &DecodeConfig) -> Self {
         Self {
             cfg: cfg.clone(),
@@ -863,7 +880,7 @@ impl Redis {
     }
 }
 
-impl ConnDecoder for Redis {
+impl ConnDecoder for RedisDecoder {
     fn on_data(&mut self, dir: StreamDir, ts_ns: u64, data: &[u8], out: &mut Emit) {
         self.start(out.conn);
         let mut msgs = std::mem::take(&mut self.msgs);
@@ -921,13 +938,13 @@ mod tests {
 
     struct Run {
         conn: Conn,
-        dec: Redis,
+        dec: RedisDecoder,
         out: Vec<Exchange>,
     }
 
     impl Run {
         fn new() -> Self {
-            Self { conn: conn(Transport::Tcp, 6379), dec: Redis::new(&DecodeConfig::default()), out: Vec::new() }
+            Self { conn: conn(Transport::Tcp, 6379), dec: RedisDecoder::new(&DecodeConfig::default()), out: Vec::new() }
         }
         fn req(&mut self, ts: u64, d: &[u8]) -> &mut Self {
             self.dec.on_data(StreamDir::ToServer, ts, d, &mut Emit { conn: &self.conn, out: &mut self.out });

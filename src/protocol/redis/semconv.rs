@@ -3,9 +3,10 @@
 //! histogram. ERROR on an error reply, `error.type` = its prefix.
 use super::RedisDetail;
 use crate::exchange::Exchange;
+use crate::protocol::registry::SpanMapping;
 use crate::telemetry::attr::Attrs;
 use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
 
 pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
     let op = match &r.subcommand {
@@ -44,4 +45,10 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
     }
     let name = if op.is_empty() { "redis".to_string() } else { op };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
+}
+
+impl SpanMapping for RedisDetail {
+    fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
+        span_parts(ex, self, kind, cx.opts)
+    }
 }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::capture::Direction::{Egress, Ingress};
-use crate::exchange::Outcome;
+use crate::exchange::{Detail, Outcome};
 use crate::protocol::kafka::semconv::snake;
 use crate::telemetry::attr::get;
 use crate::telemetry::samples::*;

@@ -5,6 +5,24 @@ pub mod semconv;
 
 pub use detail::GrpcDetail;
 
+use crate::flow::{Conn, StreamDir, Transport};
+use crate::protocol::{ConnDecoder, DecodeConfig, Probe};
+
+/// gRPC: a label, not a detector. The HTTP/2 decoder marks a stream gRPC by
+/// its content-type; nothing probes for gRPC on its own.
+pub struct Grpc;
+
+impl crate::protocol::registry::L7Protocol for Grpc {
+    const NAME: &'static str = "grpc";
+    const TRANSPORTS: &'static [Transport] = &[];
+    fn probe(_conn: &Conn, _dir: StreamDir, _data: &[u8]) -> Probe {
+        Probe::No
+    }
+    fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+        super::new_decoder(cfg)
+    }
+}
+
 /// Counts length-prefixed messages (1 byte flags + 4 bytes length) in one
 /// direction of a stream, streaming: message bodies are never buffered.
 #[derive(Debug, Default, Clone)]

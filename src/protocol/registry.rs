@@ -1,0 +1,193 @@
+//! The protocol registry: the one list naming every L7 protocol cnflow
+//! decodes. Detection ([`super::detect`]), dispatch ([`super::Dispatcher`]),
+//! the exchange's `protocol` label and `detail` ([`Protocol`], [`Detail`],
+//! re-exported from `crate::exchange`), the span and histogram of each
+//! exchange (`telemetry::span`) and `cnflow replay --format count` all go
+//! through it; none of them names a protocol.
+//!
+//! # Adding a protocol
+//! 1. A folder `src/protocol/<name>/` with
+//!    - `mod.rs`: the probe, the per-connection decoder (a [`ConnDecoder`]),
+//!      and a unit struct implementing [`L7Protocol`];
+//!    - `detail.rs`: its detail type (`Debug + Clone + Default + Serialize`);
+//!    - `semconv.rs`: `impl SpanMapping for <Name>Detail` (span name, kind,
+//!      attributes, status, which duration histogram with which attributes);
+//!    - unit tests and a proptest fuzz of the decoder.
+//! 2. One line in the `registry!` list below:
+//!    `Postgres => postgres::Postgres ; Postgres(postgres::PostgresDetail),`.
+//!    The left name becomes the [`Protocol`] variant, `<Name>::NAME` its
+//!    serialized name ("postgres") and the `protocol` attribute of
+//!    `cnflow.protocol.detected`; the part after `;` adds the [`Detail`]
+//!    variant (serialized as `"kind": "postgres"`), written once per detail
+//!    type (HTTP/1, HTTP/2 and gRPC share `Http`).
+//!
+//! # Order
+//! The list order is the detection tie-break: when two probes are equally
+//! confident, the one listed first wins (HTTP/2 before HTTP/1, whose probe
+//! also accepts the `PRI * HTTP/2.0` preface line).
+//!
+//! # Cost
+//! Everything here is static dispatch (a `match` generated from the list):
+//! probes run only on a connection's first bytes, a decoder is chosen once
+//! per connection and then called through one `Box<dyn ConnDecoder>`, the
+//! span mapping once per exchange. Nothing runs per byte.
+use super::{dns, http, http1, http2, icmp, kafka, redis};
+use super::{ConnDecoder, DecodeConfig, Probe};
+use crate::exchange::Exchange;
+use crate::flow::{Conn, StreamDir, Transport};
+use crate::telemetry::span::{Kind, SpanCx, SpanParts};
+use serde::Serialize;
+
+/// One L7 protocol: how it is recognised and decoded. Implemented by a unit
+/// struct in the protocol's folder; only associated items, so every call is
+/// resolved at compile time.
+pub trait L7Protocol {
+    /// Serialized name: the exchange JSON `"protocol"` value, the
+    /// `protocol` attribute of `cnflow.protocol.detected`, replay's count key.
+    /// Lower case, unique.
+    const NAME: &'static str;
+    /// Transports its probe is tried on. Empty for a label another decoder
+    /// assigns (gRPC is found by the HTTP/2 decoder, never probed on its own).
+    const TRANSPORTS: &'static [Transport];
+    /// Content detection on the first bytes of one direction (`dir` is the
+    /// direction of `data`). Claims a flow only on evidence: a wrong label is
+    /// worse than none. For datagram transports `data` is one datagram.
+    fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe;
+    /// Server ports the protocol commonly uses: a small confidence bonus,
+    /// never sufficient on its own.
+    fn port_hint(_port: u16) -> bool {
+        false
+    }
+    /// A decoder for one connection, fed from its first byte (or from the
+    /// first byte captured).
+    fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder>;
+}
+
+/// The semantic-convention mapping of one detail type: what telemetry makes
+/// of an exchange carrying it. Implemented in each folder's `semconv.rs`.
+pub trait SpanMapping {
+    /// The span of `kind` for `ex` (whose detail is `self`): name, attributes,
+    /// ERROR status, and which duration histogram with which low-cardinality
+    /// attributes (`SpanParts::metric`). Shared pieces (`endpoint_attrs`,
+    /// `outcome_error`, `push_opt`) are in `telemetry::span`.
+    fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts;
+    /// Trace-context headers (W3C `traceparent`/`tracestate`, B3) the request
+    /// carried, lower-case names: the span joins that trace.
+    fn trace_headers(&self) -> &[(String, String)] {
+        &[]
+    }
+    /// Status text as sent by the server (HTTP/1 reason phrase), shown in the
+    /// text output.
+    fn status_reason(&self) -> Option<&str> {
+        None
+    }
+}
+
+macro_rules! registry {
+    ($( $id:ident => $imp:ty $(; $dv:ident($dt:ty))? ),+ $(,)?) => {
+        /// An exchange's protocol (the registry's entries, in tie-break order).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Protocol {
+            $($id),+
+        }
+
+        impl Protocol {
+            /// Every protocol, in registry (tie-break) order.
+            pub const ALL: &'static [Protocol] = &[$(Protocol::$id),+];
+
+            /// Serialized name, e.g. "http1" ([`L7Protocol::NAME`]).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Protocol::$id => <$imp as L7Protocol>::NAME),+
+                }
+            }
+            /// Transports the protocol is probed on ([`L7Protocol::TRANSPORTS`]).
+            pub fn transports(self) -> &'static [Transport] {
+                match self {
+                    $(Protocol::$id => <$imp as L7Protocol>::TRANSPORTS),+
+                }
+            }
+            pub fn probe(self, conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+                match self {
+                    $(Protocol::$id => <$imp as L7Protocol>::probe(conn, dir, data)),+
+                }
+            }
+            pub fn port_hint(self, port: u16) -> bool {
+                match self {
+                    $(Protocol::$id => <$imp as L7Protocol>::port_hint(port)),+
+                }
+            }
+            pub fn new_decoder(self, cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
+                match self {
+                    $(Protocol::$id => <$imp as L7Protocol>::new_decoder(cfg)),+
+                }
+            }
+        }
+
+        /// Protocol-specific fields of an exchange, one variant per detail type.
+        #[derive(Debug, Clone, Serialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        pub enum Detail {
+            $($($dv($dt),)?)+
+        }
+
+        impl Detail {
+            /// The detail's semantic-convention mapping.
+            pub fn mapping(&self) -> &dyn SpanMapping {
+                match self {
+                    $($(Detail::$dv(d) => d,)?)+
+                }
+            }
+        }
+    };
+}
+
+registry! {
+//  Protocol => implementation      ; Detail variant (once per detail type)
+    Http2 => http2::Http2,
+    Http1 => http1::Http1           ; Http(http::HttpDetail),
+    Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
+    Redis => redis::Redis           ; Redis(redis::RedisDetail),
+    Dns => dns::Dns                 ; Dns(dns::DnsDetail),
+    Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
+    Grpc => http2::grpc::Grpc,
+}
+
+/// Serialized as its [`L7Protocol::NAME`], so the name is declared once.
+impl Serialize for Protocol {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit_variant("Protocol", *self as u32, self.name())
+    }
+}
+
+impl Detail {
+    /// See [`SpanMapping::span_parts`].
+    pub fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
+        self.mapping().span_parts(ex, kind, cx)
+    }
+    /// See [`SpanMapping::trace_headers`].
+    pub fn trace_headers(&self) -> &[(String, String)] {
+        self.mapping().trace_headers()
+    }
+    /// See [`SpanMapping::status_reason`].
+    pub fn status_reason(&self) -> Option<&str> {
+        self.mapping().status_reason()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_lower_case_and_serialized() {
+        let mut seen = std::collections::HashSet::new();
+        for p in Protocol::ALL {
+            let n = p.name();
+            assert!(seen.insert(n), "duplicate protocol name {n}");
+            assert_eq!(n, n.to_ascii_lowercase());
+            assert_eq!(serde_json::to_string(p).unwrap(), format!("\"{n}\""));
+            assert_eq!(format!("{p:?}").to_ascii_lowercase(), n, "variant and NAME disagree");
+        }
+    }
+}
