@@ -37,6 +37,14 @@ pub enum StreamDir {
 }
 
 impl StreamDir {
+    /// Position in per-direction arrays (`[T; 2]`): ToServer 0, ToClient 1.
+    #[inline]
+    pub const fn index(self) -> usize {
+        match self {
+            StreamDir::ToServer => 0,
+            StreamDir::ToClient => 1,
+        }
+    }
     pub fn flip(self) -> Self {
         match self {
             StreamDir::ToServer => StreamDir::ToClient,

@@ -72,10 +72,7 @@ impl FlowRecorder {
             dirs: Default::default(),
         });
         o.last_ts = o.last_ts.max(ts);
-        &mut o.dirs[match dir {
-            StreamDir::ToServer => 0,
-            StreamDir::ToClient => 1,
-        }]
+        &mut o.dirs[dir.index()]
     }
 }
 

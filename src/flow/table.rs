@@ -82,7 +82,7 @@ impl From<&AgentConfig> for FlowConfig {
 
 #[derive(Debug)]
 struct TcpFlow {
-    /// Indexed by [`dir_index`].
+    /// Indexed by [`StreamDir::index`].
     half: [HalfStream; 2],
 }
 
@@ -102,13 +102,6 @@ struct Flow {
     a_is_client: bool,
     last_ts: u64,
     state: State,
-}
-
-fn dir_index(d: StreamDir) -> usize {
-    match d {
-        StreamDir::ToServer => 0,
-        StreamDir::ToClient => 1,
-    }
 }
 
 pub struct FlowTable {
@@ -306,7 +299,7 @@ impl FlowTable {
             }
             State::Tcp(t) => {
                 let L4::Tcp { seq, ack, flags } = ev.l4 else { return None };
-                let i = dir_index(dir);
+                let i = dir.index();
                 let [h0, h1] = &mut t.half;
                 let (me, peer) = if i == 0 { (h0, h1) } else { (h1, h0) };
                 let mut out = Out { conn, dir, ts: ev.ts_ns, sink };

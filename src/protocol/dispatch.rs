@@ -51,7 +51,7 @@ enum Held {
 struct Detecting {
     held: Vec<Held>,
     held_bytes: usize,
-    /// Contiguous bytes since the last gap, per direction (index by `dir_ix`): what the probes see.
+    /// Contiguous bytes since the last gap, per direction (index by `StreamDir::index`): what the probes see.
     probe_buf: [Vec<u8>; 2],
     datagrams: u32,
 }
@@ -72,13 +72,6 @@ pub struct Dispatcher {
     conns: HashMap<u64, Entry>,
     /// Exchanges produced since the last [`Dispatcher::take`].
     pub out: Vec<Exchange>,
-}
-
-fn dir_ix(dir: StreamDir) -> usize {
-    match dir {
-        StreamDir::ToServer => 0,
-        StreamDir::ToClient => 1,
-    }
 }
 
 fn count_undetected(t: Transport) {
@@ -159,7 +152,7 @@ impl StreamSink for Dispatcher {
             State::Undetected => return,
             State::Detecting(d) => d,
         };
-        let buf = &mut d.probe_buf[dir_ix(dir)];
+        let buf = &mut d.probe_buf[dir.index()];
         let take = data.len().min(DETECT_BYTES.saturating_sub(buf.len()));
         buf.extend_from_slice(&data[..take]);
         d.held.push(Held::Data(dir, ts_ns, data[..take].to_vec()));
@@ -194,7 +187,7 @@ impl StreamSink for Dispatcher {
             State::Undetected => {}
             State::Detecting(d) => {
                 // Bytes before and after a gap are not contiguous: probe only what follows it.
-                d.probe_buf[dir_ix(dir)].clear();
+                d.probe_buf[dir.index()].clear();
                 if d.held.len() >= 64 {
                     count_undetected(e.conn.transport);
                     e.state = State::Undetected;

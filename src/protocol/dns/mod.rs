@@ -231,13 +231,6 @@ pub struct DnsDecoder {
     tcp: [TcpSide; 2],
 }
 
-fn ix(dir: StreamDir) -> usize {
-    match dir {
-        StreamDir::ToServer => 0,
-        StreamDir::ToClient => 1,
-    }
-}
-
 impl DnsDecoder {
     pub fn new(cfg: &DecodeConfig) -> Self {
         Self { cfg: cfg.clone(), pending: KeyedPairer::new(cfg.max_pending_per_conn), tcp: Default::default() }
@@ -307,7 +300,7 @@ impl DnsDecoder {
     }
 
     fn tcp_data(&mut self, dir: StreamDir, ts: u64, mut data: &[u8], out: &mut Emit) {
-        let i = ix(dir);
+        let i = dir.index();
         if self.tcp[i].skip > 0 {
             let k = self.tcp[i].skip.min(data.len() as u64);
             self.tcp[i].skip -= k;
@@ -344,7 +337,7 @@ impl DnsDecoder {
     }
 
     fn tcp_gap(&mut self, dir: StreamDir, ts: u64, len: u64, out: &mut Emit) {
-        let side = &mut self.tcp[ix(dir)];
+        let side = &mut self.tcp[dir.index()];
         if side.resync {
             side.buf.clear();
             return;
@@ -364,13 +357,13 @@ impl DnsDecoder {
             let total = 2 + u16::from_be_bytes([buf[0], buf[1]]) as u64;
             let missing = total.saturating_sub(buf.len() as u64);
             self.on_message(ts, &buf[2..], total, true, out);
-            let side = &mut self.tcp[ix(dir)];
+            let side = &mut self.tcp[dir.index()];
             if len <= missing {
                 side.skip = missing - len;
                 return;
             }
         }
-        self.tcp[ix(dir)].resync = true;
+        self.tcp[dir.index()].resync = true;
     }
 }
 

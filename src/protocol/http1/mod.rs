@@ -186,13 +186,6 @@ pub struct Http1Decoder {
     passthrough: bool,
 }
 
-fn ix(dir: StreamDir) -> usize {
-    match dir {
-        StreamDir::ToServer => 0,
-        StreamDir::ToClient => 1,
-    }
-}
-
 fn text(b: &[u8]) -> String {
     let b = &b[..b.len().min(MAX_FIELD)];
     String::from_utf8_lossy(b).into_owned()
@@ -356,7 +349,7 @@ impl Http1Decoder {
     }
 
     fn body_done(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        self.sides[ix(dir)].body = Body::Head;
+        self.sides[dir.index()].body = Body::Head;
         match dir {
             StreamDir::ToServer => self.finish_request_body(out),
             StreamDir::ToClient => self.emit_current(ts, Outcome::Complete, out),
@@ -365,7 +358,7 @@ impl Http1Decoder {
 
     /// Framing is lost in `dir`: finish what was in flight as partial and look for the next message.
     fn lose_sync(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        let side = &mut self.sides[ix(dir)];
+        let side = &mut self.sides[dir.index()];
         side.body = Body::Resync;
         side.partial_next = true;
         side.buf.clear();
@@ -386,7 +379,7 @@ impl Http1Decoder {
     }
 
     fn on_bytes(&mut self, dir: StreamDir, ts: u64, data: &[u8], out: &mut Emit) {
-        let i = ix(dir);
+        let i = dir.index();
         let used;
         if self.sides[i].buf.is_empty() {
             used = self.process(dir, ts, data, ts, out);
@@ -445,7 +438,7 @@ impl Http1Decoder {
             }
             let rest = &input[pos..];
             let msg_ts = if pos == 0 { head_ts } else { ts };
-            match self.sides[ix(dir)].body {
+            match self.sides[dir.index()].body {
                 Body::Head => {
                     if rest.is_empty() {
                         return pos;
@@ -466,7 +459,7 @@ impl Http1Decoder {
                     if k == n {
                         self.body_done(dir, ts, out);
                     } else {
-                        self.sides[ix(dir)].body = Body::Length(n - k);
+                        self.sides[dir.index()].body = Body::Length(n - k);
                         return pos;
                     }
                 }
@@ -481,7 +474,7 @@ impl Http1Decoder {
                 Body::Resync => match find_message_start(rest, dir) {
                     Some(at) => {
                         pos += at;
-                        self.sides[ix(dir)].body = Body::Head;
+                        self.sides[dir.index()].body = Body::Head;
                     }
                     // Keep a tail in case a start line straddles segments.
                     None => return pos + rest.len().saturating_sub(16),
@@ -492,7 +485,7 @@ impl Http1Decoder {
 
     /// One step of chunked decoding; returns bytes consumed (0/None: need more).
     fn chunked(&mut self, dir: StreamDir, c: Chunk, rest: &[u8], ts: u64, out: &mut Emit) -> Option<usize> {
-        let i = ix(dir);
+        let i = dir.index();
         match c {
             Chunk::Data(n) => {
                 let k = n.min(rest.len() as u64);
@@ -706,7 +699,7 @@ impl ConnDecoder for Http1Decoder {
         if self.passthrough || len == 0 {
             return;
         }
-        let i = ix(dir);
+        let i = dir.index();
         if !self.sides[i].buf.is_empty() {
             // A head cut short (snap length or loss): keep what its first line tells.
             self.salvage_head(dir, ts_ns, out);
@@ -765,7 +758,7 @@ impl Http1Decoder {
     /// The buffered, incomplete head in `dir` is followed by lost bytes:
     /// decode its start line (httparse fills it before the headers) and resync.
     fn salvage_head(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        let i = ix(dir);
+        let i = dir.index();
         let buf = std::mem::take(&mut self.sides[i].buf);
         let head_ts = self.sides[i].buf_ts;
         let partial = true;

@@ -149,13 +149,6 @@ pub fn new_upgraded_decoder(cfg: &DecodeConfig, req: UpgradeRequest) -> Box<dyn 
     Box::new(d)
 }
 
-fn di(d: StreamDir) -> usize {
-    match d {
-        StreamDir::ToServer => 0,
-        StreamDir::ToClient => 1,
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rx {
     /// Matching the client preface (bytes matched so far).
@@ -229,7 +222,7 @@ struct H2Stream {
     resp_bytes: u64,
     detail: HttpDetail,
     grpc: bool,
-    /// gRPC message counters, indexed by [`di`] of the frame direction.
+    /// gRPC message counters, indexed by the frame direction ([`StreamDir::index`]).
     framers: [grpc::Framer; 2],
     partial: bool,
     /// A final (non-1xx) response header block was seen.
@@ -323,7 +316,7 @@ impl H2Decoder {
     }
 
     fn feed(&mut self, dir: StreamDir, ts: u64, mut data: &[u8], out: &mut Emit) {
-        let d = di(dir);
+        let d = dir.index();
         while !data.is_empty() {
             match self.rx[d].state {
                 Rx::Preface(matched) => {
@@ -412,7 +405,7 @@ impl H2Decoder {
     }
 
     fn start_frame(&mut self, dir: StreamDir, h: FrameHeader, out: &mut Emit) {
-        let d = di(dir);
+        let d = dir.index();
         let ts = self.rx[d].frame_ts;
         let wire = frame::HEADER_LEN as u64 + h.len as u64;
         {
@@ -468,7 +461,7 @@ impl H2Decoder {
     }
 
     fn payload(&mut self, dir: StreamDir, chunk: &[u8]) {
-        let d = di(dir);
+        let d = dir.index();
         let rx = &mut self.rx[d];
         match rx.cur.typ {
             frame::DATA => {
@@ -509,7 +502,7 @@ impl H2Decoder {
     }
 
     fn end_frame(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        let d = di(dir);
+        let d = dir.index();
         let h = self.rx[d].cur;
         self.rx[d].state = Rx::Header;
         match h.typ {
@@ -584,7 +577,7 @@ impl H2Decoder {
     }
 
     fn finish_block(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        let d = di(dir);
+        let d = dir.index();
         let Some(block) = self.rx[d].block.take() else { return };
         let mut f = Fields::default();
         let mut partial = false;
@@ -672,7 +665,7 @@ impl H2Decoder {
             let mut s = H2Stream::new(id, ts, self.req_dir());
             s.partial = true;
             // Message boundaries inside this DATA are unknown.
-            s.framers[di(dir)].lost = true;
+            s.framers[dir.index()].lost = true;
             self.insert(s, out);
         }
         true
@@ -719,7 +712,7 @@ impl H2Decoder {
         for s in self.streams.drain() {
             let mut s = s;
             s.partial = true;
-            s.framers[di(dir)].lost = true;
+            s.framers[dir.index()].lost = true;
             let (id, start) = (s.id, s.start_ns);
             self.streams.insert(id, start, s);
         }
@@ -875,7 +868,7 @@ impl H2Stream {
                 g.service = svc.to_string();
                 g.method = m.to_string();
             }
-            let req = di(self.req_dir);
+            let req = self.req_dir.index();
             g.request_messages = self.framers[req].messages;
             g.response_messages = self.framers[1 - req].messages;
             if self.framers.iter().any(|f| f.lost) {
@@ -905,7 +898,7 @@ impl ConnDecoder for H2Decoder {
     }
 
     fn on_gap(&mut self, dir: StreamDir, ts_ns: u64, len: u64, out: &mut Emit) {
-        let d = di(dir);
+        let d = dir.index();
         if len == 0 {
             return;
         }

@@ -107,13 +107,6 @@ impl super::registry::L7Protocol for Kafka {
     }
 }
 
-fn di(d: StreamDir) -> usize {
-    match d {
-        StreamDir::ToServer => 0,
-        StreamDir::ToClient => 1,
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rx {
     Len,
@@ -180,7 +173,7 @@ impl KafkaDecoder {
     }
 
     fn feed(&mut self, dir: StreamDir, ts: u64, mut data: &[u8], out: &mut Emit) {
-        let d = di(dir);
+        let d = dir.index();
         while !data.is_empty() {
             match self.rx[d].state {
                 Rx::Len => {
@@ -261,7 +254,7 @@ impl KafkaDecoder {
 
     /// A whole message (or its bounded prefix) has arrived.
     fn message(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        let d = di(dir);
+        let d = dir.index();
         let rx = &mut self.rx[d];
         let buf = std::mem::take(&mut rx.buf);
         let (cut, start, wire) = (rx.cut, rx.start_ns, 4 + rx.msg_len as u64);
@@ -465,7 +458,7 @@ impl ConnDecoder for KafkaDecoder {
         if len == 0 {
             return;
         }
-        let d = di(dir);
+        let d = dir.index();
         let rx = &mut self.rx[d];
         match rx.state {
             Rx::Body if len <= (rx.msg_len - rx.got) as u64 => {
