@@ -13,6 +13,7 @@ pub mod icmp;
 pub mod kafka;
 pub mod redis;
 pub mod registry;
+pub mod resync;
 #[doc(hidden)]
 pub mod testutil;
 

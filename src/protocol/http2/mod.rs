@@ -7,6 +7,7 @@
 //! an exchange starts at the first request byte and ends with the frame that
 //! carries the response's END_STREAM, or with RST_STREAM / GOAWAY.
 use super::http::HttpDetail;
+use super::resync::Resync;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
@@ -187,7 +188,7 @@ struct DirRx {
     /// Header block waiting for CONTINUATION.
     block: Option<Block>,
     hpack: Hpack,
-    resync: Vec<u8>,
+    resync: Resync,
     /// Frame alignment confirmed (preface seen, or a frame header passed the
     /// strict shape check); until then a bad header means we started mid-frame.
     verified: bool,
@@ -208,7 +209,7 @@ impl DirRx {
             payload_lost: false,
             block: None,
             hpack: Hpack::new(false),
-            resync: Vec::new(),
+            resync: Resync::default(),
             verified: false,
         }
     }
@@ -359,8 +360,7 @@ impl H2Decoder {
                         if !rx.verified {
                             if !h.plausible() {
                                 rx.state = Rx::Lost;
-                                rx.resync.clear();
-                                rx.resync.extend_from_slice(&rx.hdr[1..]);
+                                rx.resync.restart(&rx.hdr[1..]);
                                 continue;
                             }
                             rx.verified = true;
@@ -382,22 +382,14 @@ impl H2Decoder {
                 }
                 Rx::Lost => {
                     let rx = &mut self.rx[d];
-                    rx.resync.extend_from_slice(data);
+                    let cap = frame::DEFAULT_MAX_FRAME as usize * 2 + 2 * frame::HEADER_LEN;
+                    let found = rx.resync.push(data, cap, &RESYNC_SKIPPED, find_frame);
                     data = &[];
-                    if let Some(found) = find_frame(&rx.resync) {
-                        RESYNC_SKIPPED.add(found as u64);
-                        let buf = std::mem::take(&mut rx.resync);
+                    if let Some((buf, found)) = found {
                         rx.state = Rx::Header;
                         rx.hdr_n = 0;
                         rx.verified = true;
                         self.feed(dir, ts, &buf[found..], out);
-                    } else {
-                        let cap = frame::DEFAULT_MAX_FRAME as usize * 2 + 2 * frame::HEADER_LEN;
-                        if rx.resync.len() > cap {
-                            let drop = rx.resync.len() - cap;
-                            RESYNC_SKIPPED.add(drop as u64);
-                            rx.resync.drain(..drop);
-                        }
                     }
                 }
             }
@@ -937,7 +929,7 @@ impl ConnDecoder for H2Decoder {
                 // its tail is missing. A chain of frame headers from the
                 // kept bytes that ends exactly where the gap ends puts us
                 // back on frame boundaries.
-                let buf = std::mem::take(&mut rx.resync);
+                let buf = rx.resync.take();
                 if let Some(i) = chain_to(&buf, buf.len() as u64 + len) {
                     rx.state = Rx::Header;
                     rx.hdr_n = 0;

@@ -3,6 +3,7 @@
 //! each pending request are remembered per connection. Every API is decoded
 //! at header level; topics and error codes come from [`body`] for the APIs
 //! that carry them. Message bodies beyond a bound are skipped, not buffered.
+use super::resync::Resync;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
@@ -128,7 +129,7 @@ struct DirRx {
     /// `buf` stopped growing because bytes were lost inside the message.
     hole: bool,
     start_ns: u64,
-    resync: Vec<u8>,
+    resync: Resync,
 }
 
 impl DirRx {
@@ -143,7 +144,7 @@ impl DirRx {
             cut: false,
             hole: false,
             start_ns: 0,
-            resync: Vec::new(),
+            resync: Resync::default(),
         }
     }
 }
@@ -192,8 +193,7 @@ impl KafkaDecoder {
                         if !(min..=MAX_MESSAGE).contains(&len) {
                             PARSE_ERRORS.inc();
                             rx.state = Rx::Lost;
-                            rx.resync.clear();
-                            rx.resync.extend_from_slice(&rx.len_buf[1..]);
+                            rx.resync.restart(&rx.len_buf[1..]);
                             continue;
                         }
                         rx.msg_len = len;
@@ -223,29 +223,19 @@ impl KafkaDecoder {
                 }
                 Rx::Lost => {
                     let rx = &mut self.rx[d];
-                    rx.resync.extend_from_slice(data);
+                    let pending = &mut self.pending;
+                    let found = rx.resync.push(data, self.max_buf, &RESYNC_SKIPPED, |buf| {
+                        if dir == StreamDir::ToServer {
+                            find_request(buf)
+                        } else {
+                            find_response(buf, pending)
+                        }
+                    });
                     data = &[];
-                    let found = if dir == StreamDir::ToServer {
-                        find_request(&rx.resync)
-                    } else {
-                        find_response(&rx.resync, &mut self.pending)
-                    };
-                    match found {
-                        Some(at) => {
-                            RESYNC_SKIPPED.add(at as u64);
-                            let buf = std::mem::take(&mut rx.resync);
-                            rx.state = Rx::Len;
-                            rx.len_n = 0;
-                            self.feed(dir, ts, &buf[at..], out);
-                        }
-                        None => {
-                            let cap = self.max_buf;
-                            if rx.resync.len() > cap {
-                                let drop = rx.resync.len() - cap;
-                                RESYNC_SKIPPED.add(drop as u64);
-                                rx.resync.drain(..drop);
-                            }
-                        }
+                    if let Some((buf, at)) = found {
+                        rx.state = Rx::Len;
+                        rx.len_n = 0;
+                        self.feed(dir, ts, &buf[at..], out);
                     }
                 }
             }
