@@ -43,6 +43,56 @@ impl Info {
     }
 }
 
+/// How a skipped field is encoded.
+#[derive(Debug, Clone, Copy)]
+enum Enc {
+    /// Fixed width in bytes (INT8 1, INT32 4, INT64 8...).
+    Fixed(usize),
+    /// Nullable string (compact in flexible versions); must be UTF-8.
+    Str,
+    /// Array of fixed-width ints.
+    Ints(usize),
+}
+
+/// A field the decoder skips, present in versions `min..=max` of its
+/// message. A message's fields between the ones we read are written as one
+/// table, in wire order, from the protocol's message definitions: the table
+/// reads like the JSON schema's `versions` ranges and keeps each gate in one
+/// place instead of a chain of `if v >= n` reads.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    enc: Enc,
+    min: i16,
+    max: i16,
+}
+
+impl Field {
+    const fn all(enc: Enc) -> Self {
+        Self { enc, min: 0, max: i16::MAX }
+    }
+    /// Present from version `v` on.
+    const fn since(self, v: i16) -> Self {
+        Self { min: v, ..self }
+    }
+    /// Present up to and including version `v`.
+    const fn until(self, v: i16) -> Self {
+        Self { max: v, ..self }
+    }
+    /// Present in version `v` only.
+    const fn only(self, v: i16) -> Self {
+        self.since(v).until(v)
+    }
+}
+
+const I8: Field = Field::all(Enc::Fixed(1));
+const I32: Field = Field::all(Enc::Fixed(4));
+const I64: Field = Field::all(Enc::Fixed(8));
+/// Two INT64s (e.g. ListOffsets timestamp + offset).
+const I64X2: Field = Field::all(Enc::Fixed(16));
+const STR: Field = Field::all(Enc::Str);
+const I32_ARRAY: Field = Field::all(Enc::Ints(4));
+const I64_ARRAY: Field = Field::all(Enc::Ints(8));
+
 /// Cursor over a body; `flex` selects the compact encodings of KIP-482.
 pub struct Reader<'a> {
     b: &'a [u8],
@@ -174,6 +224,19 @@ impl<'a> Reader<'a> {
     fn int_array(&mut self, width: usize) -> Option<()> {
         let n = self.array()?.unwrap_or(0);
         self.skip(n.checked_mul(width)?)
+    }
+    /// Skip the fields of `table` that version `v` carries, in order.
+    fn skip_fields(&mut self, v: i16, table: &[Field]) -> Option<()> {
+        for f in table.iter().filter(|f| (f.min..=f.max).contains(&v)) {
+            match f.enc {
+                Enc::Fixed(n) => self.skip(n)?,
+                Enc::Str => {
+                    self.string()?;
+                }
+                Enc::Ints(w) => self.int_array(w)?,
+            }
+        }
+        Some(())
     }
 }
 
@@ -336,13 +399,8 @@ fn produce_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Opti
     topic_partitions(r, v >= 13, ids, info, |r, info| {
         r.i32()?;
         info.error(r.i16()?);
-        r.skip(8)?;
-        if v >= 2 {
-            r.skip(8)?;
-        }
-        if v >= 5 {
-            r.skip(8)?;
-        }
+        // base_offset, log_append_time_ms, log_start_offset
+        r.skip_fields(v, &[I64, I64.since(2), I64.since(5)])?;
         if v >= 8 {
             for _ in 0..r.array()?.unwrap_or(0) {
                 r.i32()?;
@@ -356,33 +414,11 @@ fn produce_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Opti
 }
 
 fn fetch_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
-    if v <= 14 {
-        r.i32()?;
-    }
-    r.skip(8)?;
-    if v >= 3 {
-        r.i32()?;
-    }
-    if v >= 4 {
-        r.i8()?;
-    }
-    if v >= 7 {
-        r.skip(8)?;
-    }
+    // replica_id, max_wait_ms + min_bytes, max_bytes, isolation_level, session_id + session_epoch
+    r.skip_fields(v, &[I32.until(14), I64, I32.since(3), I8.since(4), I64.since(7)])?;
     topic_partitions(r, v >= 13, ids, info, |r, _info| {
-        r.i32()?;
-        if v >= 9 {
-            r.i32()?;
-        }
-        r.skip(8)?;
-        if v >= 12 {
-            r.i32()?;
-        }
-        if v >= 5 {
-            r.skip(8)?;
-        }
-        r.i32()?;
-        Some(())
+        // partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes
+        r.skip_fields(v, &[I32, I32.since(9), I64, I32.since(12), I64.since(5), I32])
     })
 }
 
@@ -397,13 +433,8 @@ fn fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option
     topic_partitions(r, v >= 13, ids, info, |r, info| {
         r.i32()?;
         info.error(r.i16()?);
-        r.skip(8)?;
-        if v >= 4 {
-            r.skip(8)?;
-        }
-        if v >= 5 {
-            r.skip(8)?;
-        }
+        // high_watermark, last_stable_offset, log_start_offset
+        r.skip_fields(v, &[I64, I64.since(4), I64.since(5)])?;
         if v >= 4 {
             for _ in 0..r.array()?.unwrap_or(0) {
                 r.skip(16)?;
@@ -419,20 +450,11 @@ fn fetch_resp(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option
 }
 
 fn list_offsets_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
-    r.i32()?;
-    if v >= 2 {
-        r.i8()?;
-    }
+    // replica_id, isolation_level
+    r.skip_fields(v, &[I32, I8.since(2)])?;
     topic_partitions(r, false, &TopicIds::default(), info, |r, _info| {
-        r.i32()?;
-        if v >= 4 {
-            r.i32()?;
-        }
-        r.skip(8)?;
-        if v == 0 {
-            r.i32()?;
-        }
-        Some(())
+        // partition, current_leader_epoch, timestamp, max_num_offsets
+        r.skip_fields(v, &[I32, I32.since(4), I64, I32.only(0)])
     })
 }
 
@@ -443,15 +465,8 @@ fn list_offsets_resp(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
     topic_partitions(r, false, &TopicIds::default(), info, |r, info| {
         r.i32()?;
         info.error(r.i16()?);
-        if v == 0 {
-            r.int_array(8)?;
-        } else {
-            r.skip(16)?;
-        }
-        if v >= 4 {
-            r.i32()?;
-        }
-        Some(())
+        // old_style_offsets, timestamp + offset, leader_epoch
+        r.skip_fields(v, &[I64_ARRAY.only(0), I64X2.since(1), I32.since(4)])
     })
 }
 
@@ -476,20 +491,12 @@ fn metadata_resp(r: &mut Reader, v: i16, ids: &mut TopicIds, info: &mut Info) ->
         r.i32()?;
     }
     for _ in 0..r.array()?.unwrap_or(0) {
-        r.i32()?;
-        r.string()?;
-        r.i32()?;
-        if v >= 1 {
-            r.string()?;
-        }
+        // broker: node_id, host, port, rack
+        r.skip_fields(v, &[I32, STR, I32, STR.since(1)])?;
         r.tags()?;
     }
-    if v >= 2 {
-        r.string()?;
-    }
-    if v >= 1 {
-        r.i32()?;
-    }
+    // cluster_id, controller_id
+    r.skip_fields(v, &[STR.since(2), I32.since(1)])?;
     for _ in 0..r.array()?.unwrap_or(0) {
         info.error(r.i16()?);
         let name = r.string()?;
@@ -507,15 +514,8 @@ fn metadata_resp(r: &mut Reader, v: i16, ids: &mut TopicIds, info: &mut Info) ->
         }
         for _ in 0..r.array()?.unwrap_or(0) {
             info.error(r.i16()?);
-            r.skip(8)?;
-            if v >= 7 {
-                r.i32()?;
-            }
-            r.int_array(4)?;
-            r.int_array(4)?;
-            if v >= 5 {
-                r.int_array(4)?;
-            }
+            // partition_index + leader_id, leader_epoch, replica_nodes, isr_nodes, offline_replicas
+            r.skip_fields(v, &[I64, I32.since(7), I32_ARRAY, I32_ARRAY, I32_ARRAY.since(5)])?;
             r.tags()?;
         }
         if v >= 8 {
@@ -527,28 +527,11 @@ fn metadata_resp(r: &mut Reader, v: i16, ids: &mut TopicIds, info: &mut Info) ->
 }
 
 fn offset_commit_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> Option<()> {
-    r.string()?;
-    if v >= 1 {
-        r.i32()?;
-        r.string()?;
-    }
-    if v >= 7 {
-        r.string()?;
-    }
-    if (2..=4).contains(&v) {
-        r.skip(8)?;
-    }
+    // group_id, generation_id, member_id, group_instance_id, retention_time_ms
+    r.skip_fields(v, &[STR, I32.since(1), STR.since(1), STR.since(7), I64.since(2).until(4)])?;
     topic_partitions(r, v >= 10, ids, info, |r, _info| {
-        r.i32()?;
-        r.skip(8)?;
-        if v >= 6 {
-            r.i32()?;
-        }
-        if v == 1 {
-            r.skip(8)?;
-        }
-        r.string()?;
-        Some(())
+        // partition_index, committed_offset, committed_leader_epoch, commit_timestamp, committed_metadata
+        r.skip_fields(v, &[I32, I64, I32.since(6), I64.only(1), STR])
     })
 }
 
@@ -591,12 +574,8 @@ fn offset_fetch_req(r: &mut Reader, v: i16, ids: &TopicIds, info: &mut Info) -> 
 
 fn offset_fetch_partitions(r: &mut Reader, v: i16, by_id: bool, ids: &TopicIds, info: &mut Info) -> Option<()> {
     topic_partitions(r, by_id, ids, info, |r, info| {
-        r.i32()?;
-        r.skip(8)?;
-        if v >= 5 {
-            r.i32()?;
-        }
-        r.string()?;
+        // partition_index, committed_offset, committed_leader_epoch, metadata
+        r.skip_fields(v, &[I32, I64, I32.since(5), STR])?;
         info.error(r.i16()?);
         Some(())
     })
@@ -664,15 +643,8 @@ fn consumer_assignment(blob: &[u8], info: &mut Info) {
 }
 
 fn join_group_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
-    r.string()?;
-    r.i32()?;
-    if v >= 1 {
-        r.i32()?;
-    }
-    r.string()?;
-    if v >= 5 {
-        r.string()?;
-    }
+    // group_id, session_timeout_ms, rebalance_timeout_ms, member_id, group_instance_id
+    r.skip_fields(v, &[STR, I32, I32.since(1), STR, STR.since(5)])?;
     let consumer = r.string()? == Some("consumer");
     for _ in 0..r.array()?.unwrap_or(0) {
         r.string()?;
@@ -686,12 +658,8 @@ fn join_group_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
 }
 
 fn sync_group_req(r: &mut Reader, v: i16, info: &mut Info) -> Option<()> {
-    r.string()?;
-    r.i32()?;
-    r.string()?;
-    if v >= 3 {
-        r.string()?;
-    }
+    // group_id, generation_id, member_id, group_instance_id
+    r.skip_fields(v, &[STR, I32, STR, STR.since(3)])?;
     // Before v5 the protocol type is not sent; the assignment is read as a
     // consumer's and kept only if it names legal topics.
     let consumer = if v >= 5 {
