@@ -3,8 +3,8 @@
 //! small bonus so that, e.g., HTTP is found on any port and Redis on 6380,
 //! while a flow that no probe claims stays undetected instead of guessed.
 use super::Probe;
-use crate::exchange::Protocol;
 use crate::flow::{Conn, StreamDir, Transport};
+use crate::protocol::exchange::Protocol;
 
 /// Protocols probed on `transport`, in registry (tie-break) order.
 fn candidates(transport: Transport) -> impl Iterator<Item = Protocol> {

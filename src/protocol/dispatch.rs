@@ -6,8 +6,8 @@
 //! from its first byte, gaps included.
 use super::detect::{self, Verdict};
 use super::{ConnDecoder, DecodeConfig, Emit};
-use crate::exchange::{Exchange, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, StreamSink, Transport};
+use crate::protocol::exchange::{Exchange, Protocol};
 use crate::stats::{counter, Counter};
 /// Keyed by connection id: a fast hasher, not SipHash (no attacker-chosen keys).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -1,11 +1,12 @@
 //! L7 protocol detection and decoding. A [`Dispatcher`] receives reassembled
 //! flow events, picks a decoder per connection by content (ports are only a
 //! hint), and collects the [`Exchange`]s the decoders produce.
-use crate::exchange::Exchange;
 use crate::flow::{CloseReason, Conn, StreamDir};
+use crate::protocol::exchange::Exchange;
 
 pub mod detect;
 pub mod dns;
+pub mod exchange;
 pub mod http;
 pub mod http1;
 pub mod http2;
@@ -14,6 +15,7 @@ pub mod kafka;
 pub mod redis;
 pub mod registry;
 pub mod resync;
+pub mod span_common;
 #[doc(hidden)]
 pub mod testutil;
 

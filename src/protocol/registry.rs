@@ -33,9 +33,9 @@
 //! span mapping once per exchange. Nothing runs per byte.
 use super::{dns, http, http1, http2, icmp, kafka, redis};
 use super::{ConnDecoder, DecodeConfig, Probe};
-use crate::exchange::Exchange;
 use crate::flow::{Conn, StreamDir, Transport};
-use crate::telemetry::span::{Kind, SpanCx, SpanParts};
+use crate::otel::span::{Kind, SpanCx, SpanParts};
+use crate::protocol::exchange::Exchange;
 use serde::Serialize;
 
 /// One L7 protocol: how it is recognised and decoded. Implemented by a unit

@@ -21,13 +21,12 @@
 //! Time only moves through the `now_ns` arguments and exchange timestamps,
 //! so replay passes capture time and gets byte-identical output
 //! (with [`IdGen::Seeded`] ids).
-pub mod attr;
 pub mod config;
+/// Re-exported: they moved to `crate::otel` (shared with the protocol mappings).
+pub use crate::otel::{attr, route, semconv};
 pub mod metrics;
 pub mod resource;
-pub mod route;
 pub mod samples;
-pub mod semconv;
 pub mod side;
 pub mod span;
 pub mod stdout;

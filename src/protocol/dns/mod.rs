@@ -6,8 +6,8 @@
 //! id within the connection (the flow's 5-tuple). A message cut short by the
 //! snap length or a gap still yields its header and question (partial).
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
+use crate::protocol::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{DNSClass, RecordType};

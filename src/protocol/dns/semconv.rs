@@ -2,11 +2,12 @@
 //! ERROR on any rcode other than NOERROR and NXDOMAIN (NXDOMAIN is a normal
 //! answer unless `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true`).
 use super::DnsDetail;
-use crate::exchange::Exchange;
+use crate::otel::attr::{Attrs, V};
+use crate::otel::semconv::Instrument;
+use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
-use crate::telemetry::attr::{Attrs, V};
-use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
     let mut a = Attrs::new();

@@ -3,12 +3,13 @@
 //! on 4xx/5xx for CLIENT spans, and the `http.{server,client}.request.duration`
 //! histogram.
 use super::HttpDetail;
-use crate::exchange::Exchange;
+use crate::otel::attr::Attrs;
+use crate::otel::route::RouteTemplater;
+use crate::otel::semconv::Instrument;
+use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
-use crate::telemetry::attr::Attrs;
-use crate::telemetry::route::RouteTemplater;
-use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 /// The known HTTP methods (RFC 9110 + PATCH + QUERY); others become `_OTHER`.
 pub const HTTP_METHODS: &[&str] =

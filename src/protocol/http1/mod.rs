@@ -15,8 +15,8 @@
 //! emit the handshake exchange and then ignore the rest of the connection.
 use super::http::HttpDetail;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
+use crate::protocol::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
 

@@ -9,8 +9,8 @@
 use super::http::HttpDetail;
 use super::resync::Resync;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
+use crate::protocol::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use grpc::GrpcDetail;
 use std::collections::VecDeque;

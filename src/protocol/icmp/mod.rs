@@ -8,8 +8,8 @@
 //! name the original flow quoted in their payload. Other messages (neighbour
 //! discovery, router advertisements, MLD) are not exchanges and are ignored.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
+use crate::protocol::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::LazyLock;

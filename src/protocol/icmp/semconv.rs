@@ -2,11 +2,12 @@
 //! `cnflow.icmp.echo.rtt` histogram for answered echoes. ERROR for errors
 //! received (unreachable, time exceeded, parameter problem).
 use super::IcmpDetail;
-use crate::exchange::{Exchange, Outcome};
+use crate::otel::attr::{Attrs, V};
+use crate::otel::semconv::Instrument;
+use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::exchange::{Exchange, Outcome};
 use crate::protocol::registry::SpanMapping;
-use crate::telemetry::attr::{Attrs, V};
-use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 fn icmp_is_error(i: &IcmpDetail) -> bool {
     if i.v6 {

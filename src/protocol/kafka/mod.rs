@@ -5,8 +5,8 @@
 //! that carry them. Message bodies beyond a bound are skipped, not buffered.
 use super::resync::Resync;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
+use crate::protocol::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
 

@@ -2,11 +2,12 @@
 //! the `messaging.client.operation.duration` histogram. ERROR on a non-zero
 //! error code in the response.
 use super::KafkaDetail;
-use crate::exchange::Exchange;
+use crate::otel::attr::{Attrs, V};
+use crate::otel::semconv::Instrument;
+use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
-use crate::telemetry::attr::{Attrs, V};
-use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 /// "OffsetCommit" → "offset_commit".
 pub fn snake(s: &str) -> String {

@@ -21,8 +21,8 @@
 //! sends them (they exist for proxies and other servers), so they are tested
 //! against redis-protocol's streaming encoder rather than a capture.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
-use crate::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir, Transport};
+use crate::protocol::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
 

@@ -2,11 +2,12 @@
 //! unless configured otherwise) and the `db.client.operation.duration`
 //! histogram. ERROR on an error reply, `error.type` = its prefix.
 use super::RedisDetail;
-use crate::exchange::Exchange;
+use crate::otel::attr::Attrs;
+use crate::otel::semconv::Instrument;
+use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
-use crate::telemetry::attr::Attrs;
-use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanCx, SpanParts};
+use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
     let op = match &r.subcommand {

@@ -2,6 +2,7 @@ use super::*;
 use crate::capture::Direction::{Egress, Ingress};
 use crate::exchange::{Detail, Outcome};
 use crate::protocol::kafka::semconv::snake;
+use crate::protocol::span_common::split_host;
 use crate::telemetry::attr::get;
 use crate::telemetry::samples::*;
 use crate::telemetry::semconv::is_allowed_key;

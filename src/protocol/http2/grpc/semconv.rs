@@ -2,11 +2,12 @@
 //! `rpc.{server,client}.call.duration` histogram. Any non-OK status is an
 //! error on CLIENT spans; on SERVER spans only the codes semconv counts as
 //! server faults.
-use crate::exchange::Exchange;
+use crate::otel::attr::Attrs;
+use crate::otel::semconv::Instrument;
+use crate::otel::span::{Kind, NamingOptions, SpanParts};
+use crate::protocol::exchange::Exchange;
 use crate::protocol::http::HttpDetail;
-use crate::telemetry::attr::Attrs;
-use crate::telemetry::semconv::Instrument;
-use crate::telemetry::span::{endpoint_attrs, outcome_error, push_opt, Kind, NamingOptions, SpanParts};
+use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 pub fn grpc_code_name(code: u32) -> &'static str {
     match code {

@@ -1,0 +1,69 @@
+//! The parts of a span a protocol's mapping produces, and the settings that
+//! shape them. Protocol-independent; the mappings are in
+//! `src/protocol/<name>/semconv.rs`, the assembly into OTLP in `telemetry`.
+use super::attr::Attrs;
+use super::route::RouteTemplater;
+use super::semconv::Instrument;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Client,
+    Server,
+}
+
+impl Kind {
+    /// OTLP SpanKind value.
+    pub fn otlp(self) -> i32 {
+        match self {
+            Kind::Server => 2,
+            Kind::Client => 3,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Server => "SERVER",
+            Kind::Client => "CLIENT",
+        }
+    }
+}
+
+/// Settings that shape names and attributes.
+#[derive(Debug, Clone)]
+pub struct NamingOptions {
+    pub mask_query_values: bool,
+    pub unmask_db_statements: bool,
+    pub dns_nxdomain_is_error: bool,
+    pub metrics_server_address: bool,
+}
+
+impl Default for NamingOptions {
+    fn default() -> Self {
+        Self {
+            mask_query_values: true,
+            unmask_db_statements: false,
+            dns_nxdomain_is_error: false,
+            metrics_server_address: false,
+        }
+    }
+}
+
+/// What a protocol's span mapping may use besides the exchange.
+pub struct SpanCx<'a> {
+    pub opts: &'a NamingOptions,
+    /// Learns URL path templates (HTTP routes) across exchanges.
+    pub routes: &'a mut RouteTemplater,
+}
+
+/// Everything about one span except ids, times and resource.
+#[derive(Debug, Clone)]
+pub struct SpanParts {
+    pub name: String,
+    pub kind: Kind,
+    pub attrs: Attrs,
+    /// Some(message) when the status is ERROR.
+    pub error: Option<String>,
+    /// The duration histogram this span feeds, with its low-cardinality attributes.
+    pub metric: Option<(Instrument, Attrs)>,
+    /// Attributes from the Enricher naming the peer's workload (`k8s.peer.*`, `service.peer.*`).
+    pub peer: Vec<(String, String)>,
+}
