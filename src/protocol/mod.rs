@@ -1,23 +1,33 @@
 //! L7 protocol detection and decoding. A [`Dispatcher`] receives reassembled
 //! flow events, picks a decoder per connection by content (ports are only a
 //! hint), and collects the [`Exchange`]s the decoders produce.
+//!
+//! One folder per protocol (probe, decoder, detail type, span mapping), all
+//! listed once in [`registry`]; see its docs for adding one. The rest is
+//! shared: [`detect`] and [`dispatch`] (choosing a decoder), [`exchange`]
+//! (the output type and request/response pairing), [`resync`] and
+//! [`span_common`] (helpers for decoders and span mappings).
 use crate::flow::{CloseReason, Conn, StreamDir};
 use crate::protocol::exchange::Exchange;
 
+// The machinery.
 pub mod detect;
-pub mod dns;
 pub mod exchange;
+pub mod registry;
+pub mod resync;
+pub mod span_common;
+#[doc(hidden)]
+pub mod testutil;
+
+// The protocols (each one also a line in registry.rs).
+pub mod dns;
+/// Shared by http1 and http2 (not a registry entry).
 pub mod http;
 pub mod http1;
 pub mod http2;
 pub mod icmp;
 pub mod kafka;
 pub mod redis;
-pub mod registry;
-pub mod resync;
-pub mod span_common;
-#[doc(hidden)]
-pub mod testutil;
 
 /// Result of probing the first bytes of a connection for a protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

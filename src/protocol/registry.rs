@@ -2,7 +2,7 @@
 //! decodes. Detection ([`super::detect`]), dispatch ([`super::Dispatcher`]),
 //! the exchange's `protocol` label and `detail` ([`Protocol`], [`Detail`],
 //! re-exported from `crate::exchange`), the span and histogram of each
-//! exchange (`telemetry::span`) and `cnflow replay --format count` all go
+//! exchange (`telemetry::span`, through [`SpanMapping`]) and `cnflow replay --format count` all go
 //! through it; none of them names a protocol.
 //!
 //! # Adding a protocol
@@ -13,7 +13,8 @@
 //!    - `semconv.rs`: `impl SpanMapping for <Name>Detail` (span name, kind,
 //!      attributes, status, which duration histogram with which attributes);
 //!    - unit tests and a proptest fuzz of the decoder.
-//! 2. One line in the `registry!` list below:
+//! 2. `pub mod <name>;` in `src/protocol/mod.rs` (Rust needs the module
+//!    declared there), and one line in the `registry!` list below:
 //!    `Postgres => postgres::Postgres ; Postgres(postgres::PostgresDetail),`.
 //!    The left name becomes the [`Protocol`] variant, `<Name>::NAME` its
 //!    serialized name ("postgres") and the `protocol` attribute of
@@ -31,8 +32,8 @@
 //! probes run only on a connection's first bytes, a decoder is chosen once
 //! per connection and then called through one `Box<dyn ConnDecoder>`, the
 //! span mapping once per exchange. Nothing runs per byte.
-use super::{dns, http, http1, http2, icmp, kafka, redis};
-use super::{ConnDecoder, DecodeConfig, Probe};
+// Every protocol module (`pub mod <name>;` in protocol/mod.rs) is in scope here.
+use super::*;
 use crate::flow::{Conn, StreamDir, Transport};
 use crate::otel::span::{Kind, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
@@ -69,7 +70,8 @@ pub trait SpanMapping {
     /// The span of `kind` for `ex` (whose detail is `self`): name, attributes,
     /// ERROR status, and which duration histogram with which low-cardinality
     /// attributes (`SpanParts::metric`). Shared pieces (`endpoint_attrs`,
-    /// `outcome_error`, `push_opt`) are in `telemetry::span`.
+    /// `outcome_error`, `push_opt`) are in `protocol::span_common`, the
+    /// vocabulary (`SpanParts`, `Kind`, `Instrument`, `Attrs`) in `crate::otel`.
     fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts;
     /// Trace-context headers (W3C `traceparent`/`tracestate`, B3) the request
     /// carried, lower-case names: the span joins that trace.

@@ -1,7 +1,9 @@
 //! Names, attributes and status of the span for one side of an exchange,
 //! following the OpenTelemetry semantic conventions (v1.37). The per-protocol
 //! part is each protocol's `SpanMapping` (`src/protocol/<name>/semconv.rs`,
-//! reached through the registry); this module holds what they share.
+//! reached through the registry); this module runs it for one side and adds
+//! what only telemetry knows (the peer's workload). Shared span pieces are in
+//! `crate::otel::span` and `crate::protocol::span_common`.
 //!
 //! Status policy (ERROR, with `error.type`):
 //! - any exchange that timed out (`timeout`) or was reset (`reset`);
@@ -18,6 +20,7 @@ use crate::exchange::Exchange;
 use crate::otel::attr::V;
 use crate::otel::route::RouteTemplater;
 pub use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
+
 /// What the Enricher knows about the other side of an exchange.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
