@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub mod key;
-pub mod record;
+pub mod recorder;
 pub mod role;
 pub mod table;
 pub mod tcp;
@@ -17,7 +17,7 @@ pub(crate) mod testing;
 mod tests;
 
 pub use key::FlowKey;
-pub use record::{FlowRecorder, FlowSummary};
+pub use recorder::{FlowRecorder, FlowSummary};
 pub use table::{FlowConfig, FlowTable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
