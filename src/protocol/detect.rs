@@ -5,10 +5,24 @@
 use super::Probe;
 use crate::flow::{Conn, StreamDir, Transport};
 use crate::protocol::exchange::Protocol;
+use std::sync::LazyLock;
 
-/// Protocols probed on `transport`, in registry (tie-break) order.
+/// Protocols probed on `transport`, in tie-break order: higher
+/// [`Protocol::tie_break`] first, then registry order.
 fn candidates(transport: Transport) -> impl Iterator<Item = Protocol> {
-    Protocol::ALL.iter().copied().filter(move |p| p.transports().contains(&transport))
+    static BY_TRANSPORT: LazyLock<[Vec<Protocol>; 3]> = LazyLock::new(|| {
+        [Transport::Tcp, Transport::Udp, Transport::Icmp].map(|t| {
+            let mut v: Vec<Protocol> = Protocol::ALL.iter().copied().filter(|p| p.transports().contains(&t)).collect();
+            v.sort_by_key(|p| std::cmp::Reverse(p.tie_break())); // stable: registry order among equals
+            v
+        })
+    });
+    let i = match transport {
+        Transport::Tcp => 0,
+        Transport::Udp => 1,
+        Transport::Icmp => 2,
+    };
+    BY_TRANSPORT[i].iter().copied()
 }
 
 /// A verdict at or above this confidence is taken at once; below it the
@@ -93,6 +107,14 @@ mod tests {
         assert_eq!(detect_stream(&c, b"*1\r\n$4\r\nPING\r\n", b"", false), Verdict::Detected(Protocol::Redis));
         let tls = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x5e\x12\x9a\x01\x77\x30\x00\x11\x22";
         assert_eq!(detect_stream(&c, tls, b"", false), Verdict::Unknown);
+    }
+
+    #[test]
+    fn tie_break_order_is_the_historical_one() {
+        use Protocol::*;
+        assert_eq!(candidates(Transport::Tcp).collect::<Vec<_>>(), [Http2, Http1, Kafka, Redis, Dns]);
+        assert_eq!(candidates(Transport::Udp).collect::<Vec<_>>(), [Dns]);
+        assert_eq!(candidates(Transport::Icmp).collect::<Vec<_>>(), [Icmp]);
     }
 
     #[test]

@@ -23,9 +23,11 @@
 //!    type (HTTP/1, HTTP/2 and gRPC share `Http`).
 //!
 //! # Order
-//! The list order is the detection tie-break: when two probes are equally
-//! confident, the one listed first wins (HTTP/2 before HTTP/1, whose probe
-//! also accepts the `PRI * HTTP/2.0` preface line).
+//! Append new protocols at the end: the list order is the order of the
+//! `cnflow.protocol.detected` series in the output. When two probes are
+//! equally confident, the higher [`L7Protocol::TIE_BREAK`] wins, then the
+//! one listed first (HTTP/2 beats HTTP/1, whose probe also accepts the
+//! `PRI * HTTP/2.0` preface line).
 //!
 //! # Cost
 //! Everything here is static dispatch (a `match` generated from the list):
@@ -59,6 +61,9 @@ pub trait L7Protocol {
     fn port_hint(_port: u16) -> bool {
         false
     }
+    /// Wins over a lower value when two probes are equally confident (the
+    /// port bonus included). Only for probes known to overlap.
+    const TIE_BREAK: u8 = 0;
     /// A decoder for one connection, fed from its first byte (or from the
     /// first byte captured).
     fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder>;
@@ -87,14 +92,14 @@ pub trait SpanMapping {
 
 macro_rules! registry {
     ($( $id:ident => $imp:ty $(; $dv:ident($dt:ty))? ),+ $(,)?) => {
-        /// An exchange's protocol (the registry's entries, in tie-break order).
+        /// An exchange's protocol (the registry's entries, in list order).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Protocol {
             $($id),+
         }
 
         impl Protocol {
-            /// Every protocol, in registry (tie-break) order.
+            /// Every protocol, in list order.
             pub const ALL: &'static [Protocol] = &[$(Protocol::$id),+];
 
             /// Serialized name, e.g. "http1" ([`L7Protocol::NAME`]).
@@ -112,6 +117,12 @@ macro_rules! registry {
             pub fn probe(self, conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
                 match self {
                     $(Protocol::$id => <$imp as L7Protocol>::probe(conn, dir, data)),+
+                }
+            }
+            /// [`L7Protocol::TIE_BREAK`].
+            pub fn tie_break(self) -> u8 {
+                match self {
+                    $(Protocol::$id => <$imp as L7Protocol>::TIE_BREAK),+
                 }
             }
             pub fn port_hint(self, port: u16) -> bool {
@@ -146,13 +157,13 @@ macro_rules! registry {
 
 registry! {
 //  Protocol => implementation      ; Detail variant (once per detail type)
-    Http2 => http2::Http2,
     Http1 => http1::Http1           ; Http(http::HttpDetail),
-    Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
-    Redis => redis::Redis           ; Redis(redis::RedisDetail),
-    Dns => dns::Dns                 ; Dns(dns::DnsDetail),
-    Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
+    Http2 => http2::Http2,
     Grpc => http2::grpc::Grpc,
+    Dns => dns::Dns                 ; Dns(dns::DnsDetail),
+    Redis => redis::Redis           ; Redis(redis::RedisDetail),
+    Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
+    Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.

@@ -100,6 +100,8 @@ pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
 pub struct Http1;
 
 impl super::registry::L7Protocol for Http1 {
+    /// Stream probes that can overlap, strongest evidence first: HTTP/2, HTTP/1, Kafka, Redis, DNS.
+    const TIE_BREAK: u8 = 3;
     const NAME: &'static str = "http1";
     const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
     fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {

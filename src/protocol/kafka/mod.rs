@@ -95,6 +95,8 @@ pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
 pub struct Kafka;
 
 impl super::registry::L7Protocol for Kafka {
+    /// Stream probes that can overlap, strongest evidence first: HTTP/2, HTTP/1, Kafka, Redis, DNS.
+    const TIE_BREAK: u8 = 2;
     const NAME: &'static str = "kafka";
     const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
     fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {

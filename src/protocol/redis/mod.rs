@@ -170,6 +170,8 @@ pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
 pub struct Redis;
 
 impl super::registry::L7Protocol for Redis {
+    /// Stream probes that can overlap, strongest evidence first: HTTP/2, HTTP/1, Kafka, Redis, DNS.
+    const TIE_BREAK: u8 = 1;
     const NAME: &'static str = "redis";
     const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
     fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
