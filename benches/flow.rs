@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use cnflow::capture::pcap::CaptureReader;
 use cnflow::capture::{Direction, PacketEvent, L4};
-use cnflow::config::AgentConfig;
+use cnflow::agent::config::AgentConfig;
 use cnflow::flow::{CloseReason, Conn, FlowConfig, FlowTable, StreamDir, StreamSink};
-use cnflow::pipeline::Pipeline;
+use cnflow::agent::pipeline::Pipeline;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};

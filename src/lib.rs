@@ -5,16 +5,12 @@
 pub mod agent;
 pub mod capture;
 pub mod cmd;
-pub mod config;
 pub mod enrich;
 pub mod exchange;
 pub mod export;
 pub mod flow;
 pub mod gateway;
-pub mod health;
 pub mod k8s;
-pub mod own_sockets;
-pub mod pipeline;
 pub mod protocol;
 pub mod self_telemetry;
 pub mod stats;

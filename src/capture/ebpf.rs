@@ -8,7 +8,7 @@
 use super::ifaces::IfaceEvent;
 use super::record::{self, DecodeError};
 use super::PacketEvent;
-use crate::config::AgentConfig;
+use crate::agent::config::AgentConfig;
 use crate::stats::{counter, gauge, Counter};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};

@@ -4,7 +4,7 @@
 //!
 //! [`watch`] yields [`IfaceEvent`]s; `capture::ebpf::LiveCapture::follow`
 //! applies them to the attached programs.
-use crate::config::AgentConfig;
+use crate::agent::config::AgentConfig;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;

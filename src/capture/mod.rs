@@ -8,8 +8,6 @@ use std::net::IpAddr;
 pub mod ebpf;
 pub mod frame;
 pub mod ifaces;
-#[cfg(target_os = "linux")]
-pub mod live;
 pub mod pcap;
 pub mod record;
 

@@ -44,11 +44,11 @@ pub fn components() -> Vec<Component> {
     vec![
         Component {
             name: "agent",
-            source: include_str!("../config.rs"),
+            source: include_str!("../agent/config.rs"),
             struct_name: "AgentConfig",
             prefix: "CNFLOW_",
-            defaults: || serde_json::to_value(crate::config::AgentConfig::default()).unwrap_or(Value::Null),
-            effective: || Ok(serde_json::to_value(crate::config::AgentConfig::from_env()?)?),
+            defaults: || serde_json::to_value(crate::agent::config::AgentConfig::default()).unwrap_or(Value::Null),
+            effective: || Ok(serde_json::to_value(crate::agent::config::AgentConfig::from_env()?)?),
         },
         Component {
             name: "telemetry",
@@ -82,7 +82,7 @@ pub fn components() -> Vec<Component> {
         },
         Component {
             name: "self-telemetry",
-            source: include_str!("../self_telemetry.rs"),
+            source: include_str!("../self_telemetry/mod.rs"),
             struct_name: "SelfTelemetryConfig",
             prefix: "CNFLOW_",
             defaults: || {

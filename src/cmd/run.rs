@@ -20,7 +20,7 @@ pub enum Mode {
 }
 
 pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
-    let cfg = crate::config::AgentConfig::from_env()?;
+    let cfg = crate::agent::config::AgentConfig::from_env()?;
     let endpoint_set = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
         .iter()
         .any(|v| std::env::var(v).map(|s| !s.is_empty()).unwrap_or(false));
@@ -41,9 +41,9 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
         super::init_logging_and_self_telemetry("cnflow-agent", &self_cfg, temporality, interval)
     };
     let res = rt.block_on(async {
-        let cancel = crate::capture::live::cancel_on_signal_or(args.duration)?;
+        let cancel = crate::agent::live::cancel_on_signal_or(args.duration)?;
         if format == "packets" {
-            return crate::capture::live::print_packets(&cfg, cancel).await;
+            return crate::agent::live::print_packets(&cfg, cancel).await;
         }
         let opts = crate::agent::AgentOptions {
             stdout: crate::agent::StdoutFormat::parse(&format)?,

@@ -7,7 +7,7 @@ use super::role::port_is_server;
 use super::tcp::{HalfStream, Out};
 use super::{CloseReason, Conn, ConnInfo, RoleEvidence, StreamDir, StreamSink, Transport};
 use crate::capture::{Direction, PacketEvent, L4};
-use crate::config::AgentConfig;
+use crate::agent::config::AgentConfig;
 use crate::stats::{counter, gauge, Counter};
 use lru::LruCache;
 use std::collections::VecDeque;

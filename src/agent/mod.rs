@@ -1,14 +1,20 @@
 //! The live agent: eBPF capture → pipeline → telemetry → stdout / OTLP, with
 //! Kubernetes enrichment and attachment in agent mode, health probes, and
 //! periodic counter logs. `cnflow run` and `cnflow agent` both end up here.
+pub mod config;
+pub mod health;
+pub mod live;
+pub mod own_sockets;
+pub mod pipeline;
+
 use crate::capture::ebpf::{self, LiveCapture};
 use crate::capture::PacketEvent;
-use crate::config::AgentConfig;
+use config::AgentConfig;
 use crate::enrich::{Enricher, Identity, NoEnrich};
 use crate::export::{ExportConfig, Exporter, Signal};
-use crate::health::Health;
-use crate::own_sockets::OwnSockets;
-use crate::pipeline::{LagClock, Pipeline};
+use health::Health;
+use own_sockets::OwnSockets;
+use pipeline::{LagClock, Pipeline};
 use crate::stats;
 use crate::telemetry::{self, Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
 use anyhow::{bail, Context, Result};
@@ -74,7 +80,7 @@ pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken
 
     let health = Health::new();
     if let Some(addr) = health_addr {
-        let local = crate::health::serve(addr, health.clone()).await?;
+        let local = health::serve(addr, health.clone()).await?;
         tracing::info!(%local, "health endpoint: /healthz /readyz");
     }
 

@@ -1,8 +1,8 @@
 //! Glue for the live commands: signal handling and the `--format packets`
 //! debug output. Kept here so `cmd/run.rs` stays a thin entry point.
-use super::ebpf::{start_following, LiveSession};
-use super::record::format_line;
-use crate::config::AgentConfig;
+use crate::capture::ebpf::{start_following, LiveSession};
+use crate::capture::record::format_line;
+use crate::agent::config::AgentConfig;
 use anyhow::Result;
 use std::io::Write;
 use std::time::Duration;
