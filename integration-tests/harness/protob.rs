@@ -4,8 +4,8 @@
 //! compare the JSON lines with `integration-tests/golden/<name>.jsonl`.
 //! `CNFLOW_BLESS=1` rewrites the golden file instead.
 #![allow(dead_code)]
-use cnflow::capture::pcap::CaptureReader;
 use cnflow::agent::config::AgentConfig;
+use cnflow::capture::pcap::CaptureReader;
 use cnflow::exchange::Exchange;
 use cnflow::flow::{CloseReason, Conn, FlowConfig, FlowTable, StreamDir, StreamSink};
 use cnflow::protocol::{ConnDecoder, DecodeConfig, Emit};

@@ -1,6 +1,8 @@
 //! Agent configuration from `CNFLOW_*` environment variables (envy), plus the
 //! standard `OTEL_*` variables read by the export module. Bad values fail at
 //! start-up with a message naming the variable.
+use crate::capture::CaptureSettings;
+use crate::flow::FlowConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +153,21 @@ impl AgentConfig {
         }
     }
 
+    /// The live capture's part of the configuration.
+    pub fn capture_settings(&self) -> Result<CaptureSettings> {
+        Ok(CaptureSettings {
+            interfaces: self.interface_list(),
+            snaplen: self.snaplen,
+            ring_buffer_bytes: self.ring_buffer_bytes,
+            ring_poll_interval: (self.ring_poll_interval_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.ring_poll_interval_ms)),
+            protocols: self.capture_protocols.clone(),
+            ports: self.ports().context("CNFLOW_CAPTURE_PORTS")?,
+            gso_segments: self.capture_gso_segments,
+            stats_interval: std::time::Duration::from_secs(self.stats_interval_secs),
+        })
+    }
+
     pub fn ports(&self) -> Result<Vec<u16>> {
         let Some(s) = self.capture_ports.as_deref() else { return Ok(vec![]) };
         s.split(',')
@@ -158,6 +175,16 @@ impl AgentConfig {
             .filter(|x| !x.is_empty())
             .map(|x| x.parse::<u16>().with_context(|| format!("invalid port {x:?}")))
             .collect()
+    }
+}
+
+impl From<&AgentConfig> for FlowConfig {
+    fn from(c: &AgentConfig) -> Self {
+        Self {
+            max_flows: c.max_flows.max(1),
+            max_buffer_bytes: c.max_flow_buffer_bytes,
+            idle_timeout_ns: c.flow_idle_timeout_secs.saturating_mul(1_000_000_000),
+        }
     }
 }
 
@@ -174,6 +201,14 @@ mod tests {
         assert_eq!(c.snaplen, 512);
         assert_eq!(c.interface_list().unwrap(), vec!["eth0", "veth1"]);
         assert_eq!(AgentConfig::default().snaplen, 2048);
+    }
+    #[test]
+    fn flow_defaults_are_the_agent_defaults() {
+        let (a, b) = (FlowConfig::default(), FlowConfig::from(&AgentConfig::default()));
+        assert_eq!(
+            (a.max_flows, a.max_buffer_bytes, a.idle_timeout_ns),
+            (b.max_flows, b.max_buffer_bytes, b.idle_timeout_ns)
+        );
     }
     #[test]
     fn bad_values_name_the_variable() {

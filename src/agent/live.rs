@@ -2,7 +2,7 @@
 //! debug output. Kept here so `cmd/run.rs` stays a thin entry point.
 use crate::capture::ebpf::{start_following, LiveSession};
 use crate::capture::record::format_line;
-use crate::agent::config::AgentConfig;
+use crate::capture::CaptureSettings;
 use anyhow::Result;
 use std::io::Write;
 use std::time::Duration;
@@ -34,7 +34,7 @@ pub fn cancel_on_signal_or(duration_secs: u64) -> Result<CancellationToken> {
 }
 
 /// Captures until `cancel` and prints one line per packet on stdout.
-pub async fn print_packets(cfg: &AgentConfig, cancel: CancellationToken) -> Result<()> {
+pub async fn print_packets(cfg: &CaptureSettings, cancel: CancellationToken) -> Result<()> {
     let LiveSession { packets: mut rx, task: follow, .. } = start_following(cfg, cancel.clone())?;
     let stdout = std::io::stdout();
     loop {

@@ -9,16 +9,16 @@ pub mod pipeline;
 
 use crate::capture::ebpf::{self, LiveCapture};
 use crate::capture::PacketEvent;
-use config::AgentConfig;
 use crate::enrich::{Enricher, Identity, NoEnrich};
 use crate::export::{ExportConfig, Exporter, Signal};
-use health::Health;
-use own_sockets::OwnSockets;
-use pipeline::{LagClock, Pipeline};
 use crate::stats;
 use crate::telemetry::{self, Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
 use anyhow::{bail, Context, Result};
+use config::AgentConfig;
+use health::Health;
+use own_sockets::OwnSockets;
 use parking_lot::Mutex;
+use pipeline::{LagClock, Pipeline};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -89,7 +89,7 @@ pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken
     let Started { packets, capture_task, k8s_handle, enricher, host, kernel } = match &k8s_cfg {
         Some(kc) => start_kubernetes(&cfg, kc, cancel.clone()).await?,
         None => {
-            let session = ebpf::start_following(&cfg, cancel.clone())?;
+            let session = ebpf::start_following(&cfg.capture_settings()?, cancel.clone())?;
             Started {
                 packets: session.packets,
                 capture_task: Some(session.task),
@@ -270,13 +270,14 @@ struct Started {
 /// Agent mode: pods' veths are attached as the Kubernetes integration finds them;
 /// outside a cluster it falls back to host interfaces like `cnflow run`.
 async fn start_kubernetes(cfg: &AgentConfig, kc: &crate::k8s::K8sConfig, cancel: CancellationToken) -> Result<Started> {
-    let (cap, rx) = LiveCapture::start(cfg)?;
+    let capture = cfg.capture_settings()?;
+    let (cap, rx) = LiveCapture::start(&capture)?;
     let kernel = cap.counter_reader();
     let shared = Arc::new(SharedCapture(Mutex::new(Some(cap))));
     let handle = crate::k8s::start(kc, cfg.capture_host, Some(shared.clone())).await?;
     if handle.mode == crate::k8s::RunMode::Standalone {
         let cap = shared.0.lock().take().context("capture already stopped")?;
-        let task = cap.follow_configured(cfg, cancel)?;
+        let task = cap.follow_configured(&capture, cancel)?;
         return Ok(Started {
             packets: rx,
             capture_task: Some(task),

@@ -1,7 +1,7 @@
 //! Wires the stages together: PacketEvent → flow → protocol → Exchange.
 //! The same pipeline runs for live capture and pcap replay.
-use crate::capture::PacketEvent;
 use crate::agent::config::AgentConfig;
+use crate::capture::PacketEvent;
 use crate::exchange::Exchange;
 use crate::flow::{FlowConfig, FlowTable};
 use crate::protocol::{DecodeConfig, Dispatcher};

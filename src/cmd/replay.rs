@@ -1,10 +1,10 @@
 //! `cnflow replay FILE`: the live pipeline fed from a pcap/pcapng capture.
+use crate::agent::config::AgentConfig;
+use crate::agent::pipeline::Pipeline;
 use crate::capture::pcap::CaptureReader;
 use crate::capture::PacketEvent;
-use crate::agent::config::AgentConfig;
 use crate::exchange::Exchange;
 use crate::flow::{FlowConfig, FlowRecorder, FlowSummary, FlowTable};
-use crate::agent::pipeline::Pipeline;
 use anyhow::{bail, Context, Result};
 use std::io::{BufWriter, Write};
 

@@ -43,7 +43,7 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
     let res = rt.block_on(async {
         let cancel = crate::agent::live::cancel_on_signal_or(args.duration)?;
         if format == "packets" {
-            return crate::agent::live::print_packets(&cfg, cancel).await;
+            return crate::agent::live::print_packets(&cfg.capture_settings()?, cancel).await;
         }
         let opts = crate::agent::AgentOptions {
             stdout: crate::agent::StdoutFormat::parse(&format)?,
