@@ -102,10 +102,6 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let cfg: Self = envy::prefixed("CNFLOW_")
             .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_")))

@@ -29,7 +29,7 @@ pub struct Component {
     /// Prefix envy uses for the struct's fields.
     pub prefix: &'static str,
     pub defaults: fn() -> Value,
-    pub effective: fn() -> Result<Value>,
+    pub effective: fn(&[(String, String)]) -> Result<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -48,7 +48,9 @@ pub fn components() -> Vec<Component> {
             struct_name: "AgentConfig",
             prefix: "CNFLOW_",
             defaults: || serde_json::to_value(crate::agent::config::AgentConfig::default()).unwrap_or(Value::Null),
-            effective: || Ok(serde_json::to_value(crate::agent::config::AgentConfig::from_env()?)?),
+            effective: |env| {
+                Ok(serde_json::to_value(crate::agent::config::AgentConfig::from_vars(env.iter().cloned())?)?)
+            },
         },
         Component {
             name: "telemetry",
@@ -56,7 +58,9 @@ pub fn components() -> Vec<Component> {
             struct_name: "TelemetryConfig",
             prefix: "CNFLOW_",
             defaults: || serde_json::to_value(crate::telemetry::TelemetryConfig::default()).unwrap_or(Value::Null),
-            effective: || Ok(serde_json::to_value(crate::telemetry::TelemetryConfig::from_env()?)?),
+            effective: |env| {
+                Ok(serde_json::to_value(crate::telemetry::TelemetryConfig::from_vars(env.iter().cloned())?)?)
+            },
         },
         Component {
             name: "export",
@@ -64,8 +68,8 @@ pub fn components() -> Vec<Component> {
             struct_name: "OtlpEnv",
             prefix: "OTEL_EXPORTER_OTLP_",
             defaults: || serde_json::to_value(crate::export::OtlpEnv::default()).unwrap_or(Value::Null),
-            effective: || {
-                let v: crate::export::OtlpEnv = envy::prefixed("OTEL_EXPORTER_OTLP_").from_env()?;
+            effective: |env| {
+                let v: crate::export::OtlpEnv = envy::prefixed("OTEL_EXPORTER_OTLP_").from_iter(env.iter().cloned())?;
                 Ok(serde_json::to_value(v)?)
             },
         },
@@ -75,8 +79,8 @@ pub fn components() -> Vec<Component> {
             struct_name: "ExportTuning",
             prefix: "CNFLOW_EXPORT_",
             defaults: || serde_json::to_value(crate::export::ExportTuning::default()).unwrap_or(Value::Null),
-            effective: || {
-                let v: crate::export::ExportTuning = envy::prefixed("CNFLOW_EXPORT_").from_env()?;
+            effective: |env| {
+                let v: crate::export::ExportTuning = envy::prefixed("CNFLOW_EXPORT_").from_iter(env.iter().cloned())?;
                 Ok(serde_json::to_value(v)?)
             },
         },
@@ -88,7 +92,9 @@ pub fn components() -> Vec<Component> {
             defaults: || {
                 serde_json::to_value(crate::self_telemetry::SelfTelemetryConfig::default()).unwrap_or(Value::Null)
             },
-            effective: || Ok(serde_json::to_value(crate::self_telemetry::SelfTelemetryConfig::from_env()?)?),
+            effective: |env| {
+                Ok(serde_json::to_value(crate::self_telemetry::SelfTelemetryConfig::from_vars(env.iter().cloned())?)?)
+            },
         },
         Component {
             name: "k8s",
@@ -96,7 +102,7 @@ pub fn components() -> Vec<Component> {
             struct_name: "K8sConfig",
             prefix: "CNFLOW_",
             defaults: || serde_json::to_value(crate::k8s::K8sConfig::default()).unwrap_or(Value::Null),
-            effective: || Ok(serde_json::to_value(crate::k8s::K8sConfig::from_env()?)?),
+            effective: |env| Ok(serde_json::to_value(crate::k8s::K8sConfig::from_vars(env.iter().cloned())?)?),
         },
         Component {
             name: "gateway",
@@ -104,7 +110,7 @@ pub fn components() -> Vec<Component> {
             struct_name: "GatewayConfig",
             prefix: "CNFLOW_GATEWAY_",
             defaults: || serde_json::to_value(crate::gateway::GatewayConfig::default()).unwrap_or(Value::Null),
-            effective: || Ok(serde_json::to_value(crate::gateway::GatewayConfig::from_env()?)?),
+            effective: |env| Ok(serde_json::to_value(crate::gateway::GatewayConfig::from_vars(env.iter().cloned())?)?),
         },
     ]
 }
@@ -172,10 +178,11 @@ pub fn main(args: ConfigArgs) -> Result<()> {
         print!("{}", reference_markdown());
         return Ok(());
     }
+    let env = super::read_env();
     let mut all = serde_json::Map::new();
     for c in components() {
         // A component may span several structs (export: OTEL_* and CNFLOW_EXPORT_*): merge them.
-        match (all.get_mut(c.name), (c.effective)()?) {
+        match (all.get_mut(c.name), (c.effective)(&env)?) {
             (Some(Value::Object(prev)), Value::Object(more)) => prev.extend(more),
             (_, v) => {
                 all.insert(c.name.to_string(), v);

@@ -192,12 +192,49 @@ impl Vars<'_> {
     }
 }
 
-impl ExportConfig {
-    /// None when no endpoint is configured for this signal.
-    pub fn from_env(signal: Signal) -> Result<Option<Self>> {
-        Self::from_vars(signal, std::env::vars())
+/// The OTLP export settings of each signal, parsed once by the subcommand
+/// and shared by everything that exports or needs to know where export goes
+/// (the exporter, self-telemetry, the agent's own-socket filter).
+#[derive(Debug, Clone, Default)]
+pub struct OtlpExportConfig {
+    pub traces: Option<ExportConfig>,
+    pub metrics: Option<ExportConfig>,
+    pub logs: Option<ExportConfig>,
+}
+
+impl OtlpExportConfig {
+    /// Parses the settings of `signals` (the others stay None, so their
+    /// variables are not checked).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>, signals: &[Signal]) -> Result<Self> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut out = Self::default();
+        for &s in signals {
+            let c = ExportConfig::from_vars(s, vars.iter().cloned())?;
+            match s {
+                Signal::Traces => out.traces = c,
+                Signal::Metrics => out.metrics = c,
+                Signal::Logs => out.logs = c,
+            }
+        }
+        Ok(out)
     }
 
+    /// Some signal has an endpoint.
+    pub fn any(&self) -> bool {
+        self.traces.is_some() || self.metrics.is_some() || self.logs.is_some()
+    }
+
+    /// Ports of the configured endpoints.
+    pub fn endpoint_ports(&self) -> Vec<u16> {
+        [&self.traces, &self.metrics, &self.logs]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| reqwest::Url::parse(&c.endpoint).ok()?.port_or_known_default())
+            .collect()
+    }
+}
+
+impl ExportConfig {
     pub fn from_vars(signal: Signal, vars: impl IntoIterator<Item = (String, String)>) -> Result<Option<Self>> {
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let v = Vars { vars: &vars, signal };

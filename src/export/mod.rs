@@ -3,9 +3,10 @@
 //! compression, configured by the standard `OTEL_EXPORTER_OTLP_*` variables.
 //!
 //! API contract (used by telemetry and gateway):
-//! - `ExportConfig::from_env(Signal)` reads OTEL_EXPORTER_OTLP_{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,PROTOCOL,INSECURE,CERTIFICATE,CLIENT_KEY,CLIENT_CERTIFICATE}
+//! - `ExportConfig::from_vars(Signal, vars)` reads OTEL_EXPORTER_OTLP_{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,PROTOCOL,INSECURE,CERTIFICATE,CLIENT_KEY,CLIENT_CERTIFICATE}
 //!   with the TRACES_/METRICS_/LOGS_ variants taking precedence, plus `CNFLOW_EXPORT_*` (queue size, retry).
-//!   `Ok(None)` when no endpoint is configured for that signal.
+//!   `Ok(None)` when no endpoint is configured for that signal. `OtlpExportConfig` holds them for
+//!   every signal, parsed once by the subcommand.
 //! - `Exporter::start(traces, metrics, logs)` spawns one sending task per configured signal on the current tokio runtime.
 //! - `send_traces` / `send_metrics` / `send_logs` enqueue without blocking; a full queue returns `Err(QueueFull)`
 //!   and counts the drop. Data for a signal without a configured endpoint is discarded (Ok).
@@ -18,11 +19,12 @@
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod instruments;
 pub mod payload;
 pub mod queue;
 pub mod retry;
 
-pub use config::{Compression, ExportConfig, ExportTuning, OtlpEnv, Protocol};
+pub use config::{Compression, ExportConfig, ExportTuning, OtlpEnv, OtlpExportConfig, Protocol};
 pub use payload::Payload;
 
 use crate::stats::{counter, gauge, Counter};
@@ -125,7 +127,7 @@ impl Exporter {
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
         let queue = Arc::new(Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?);
         tracing::info!(signal = cfg.signal.name(), endpoint = %cfg.endpoint, protocol = ?cfg.protocol, "OTLP exporter started");
-        let instruments = crate::self_telemetry::ExportInstruments::new();
+        let instruments = instruments::ExportInstruments::new();
         let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters, instruments));
         Ok(Lane { queue, task: parking_lot::Mutex::new(Some(task)) })
     }
@@ -203,7 +205,7 @@ async fn run_lane(
     sender: Sender,
     queue: Arc<Queue>,
     c: Counters,
-    instruments: crate::self_telemetry::ExportInstruments,
+    instruments: instruments::ExportInstruments,
 ) {
     use futures::stream::{FuturesUnordered, StreamExt};
     let max = cfg.max_concurrent.max(1);
@@ -227,7 +229,7 @@ async fn export_one(
     sender: &Sender,
     queue: &Queue,
     c: &Counters,
-    instruments: &crate::self_telemetry::ExportInstruments,
+    instruments: &instruments::ExportInstruments,
     entry: queue::Entry,
 ) {
     use tracing::Instrument;

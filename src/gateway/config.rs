@@ -112,10 +112,6 @@ fn nonempty(s: &Option<String>) -> Option<&str> {
 }
 
 impl GatewayConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let cfg: Self = envy::prefixed("CNFLOW_GATEWAY_")
             .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_GATEWAY_")))

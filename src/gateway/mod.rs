@@ -15,7 +15,7 @@ pub mod tls;
 
 pub use config::GatewayConfig;
 
-use crate::export::{ExportConfig, Exporter, Payload, Signal};
+use crate::export::{ExportConfig, Exporter, OtlpExportConfig, Payload, Signal};
 use anyhow::{bail, Context, Result};
 use pipeline::Pipeline;
 use std::net::SocketAddr;
@@ -31,13 +31,8 @@ pub type Destination = [Option<ExportConfig>; 3];
 
 /// Destinations from the standard OTLP variables plus CNFLOW_GATEWAY_EXTRA_ENDPOINTS,
 /// each with its own disk-queue subdirectory when CNFLOW_GATEWAY_QUEUE_DIR is set.
-pub fn destinations(cfg: &GatewayConfig, vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<Destination>> {
-    let vars: Vec<(String, String)> = vars.into_iter().collect();
-    let primary: Destination = [
-        ExportConfig::from_vars(Signal::Traces, vars.clone())?,
-        ExportConfig::from_vars(Signal::Metrics, vars.clone())?,
-        ExportConfig::from_vars(Signal::Logs, vars)?,
-    ];
+pub fn destinations(cfg: &GatewayConfig, export: &OtlpExportConfig) -> Result<Vec<Destination>> {
+    let primary: Destination = [export.traces.clone(), export.metrics.clone(), export.logs.clone()];
     if primary.iter().all(Option::is_none) {
         bail!("no OTLP destination: set OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_{{TRACES,METRICS,LOGS}}_ENDPOINT)");
     }

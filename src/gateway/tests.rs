@@ -309,7 +309,9 @@ async fn corrupt_geoip_database_refuses_to_start() {
 #[test]
 fn destinations_from_env() {
     let vars = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
-    let e = destinations(&GatewayConfig::default(), vars(&[])).unwrap_err();
+    let all = [Signal::Traces, Signal::Metrics, Signal::Logs];
+    let parsed = |v: Vec<(String, String)>| OtlpExportConfig::from_vars(v, &all).unwrap();
+    let e = destinations(&GatewayConfig::default(), &parsed(vars(&[]))).unwrap_err();
     assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
     let cfg = GatewayConfig {
         extra_endpoints: Some("http://b:4318".into()),
@@ -318,7 +320,10 @@ fn destinations_from_env() {
     };
     let d = destinations(
         &cfg,
-        vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+        &parsed(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ])),
     )
     .unwrap();
     assert_eq!(d.len(), 2);

@@ -57,6 +57,10 @@ pub struct K8sConfig {
     /// CNFLOW_K8S_NETNS_DIRS: comma-separated directories of pinned network namespaces (containerd and CRI-O pin pod namespaces there).
     #[serde(default = "d_netns_dirs")]
     pub k8s_netns_dirs: String,
+    /// KUBERNETES_SERVICE_HOST and KUBECONFIG as found: auto mode looks at them to
+    /// tell whether cluster credentials exist. Not cnflow settings, so not in the reference.
+    #[serde(skip)]
+    pub credential_vars: Vec<(String, String)>,
 }
 
 impl Default for K8sConfig {
@@ -76,14 +80,13 @@ pub enum Mode {
 }
 
 impl K8sConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let cfg: Self = envy::prefixed("CNFLOW_")
-            .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_")))
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut cfg: Self = envy::prefixed("CNFLOW_")
+            .from_iter(vars.iter().filter(|(k, _)| k.starts_with("CNFLOW_")).cloned())
             .map_err(|e| anyhow::anyhow!("invalid Kubernetes configuration: {e}"))?;
+        cfg.credential_vars =
+            vars.into_iter().filter(|(k, _)| k == "KUBERNETES_SERVICE_HOST" || k == "KUBECONFIG").collect();
         cfg.validate()?;
         Ok(cfg)
     }

@@ -14,10 +14,10 @@
 //!
 //! The SDK's own exports are not observed by cnflow: exporters and the SDK
 //! create no `cnflow` spans (the bridge only takes the `cnflow` target), and
-//! the agent skips exchanges on its own sockets (`crate::own_sockets`).
+//! the agent skips exchanges on its own sockets (`crate::agent::own_sockets`).
 //! A self-telemetry problem never stops cnflow: a failing export is logged
 //! (once per outage) and counted in `cnflow.self_telemetry.export_failed`.
-use crate::export::{ExportConfig, Protocol, Signal};
+use crate::export::{OtlpExportConfig, Protocol, Signal};
 use crate::stats::{counter, Counter};
 use anyhow::{Context, Result};
 use opentelemetry::trace::TracerProvider as _;
@@ -42,22 +42,26 @@ pub struct SelfTelemetryConfig {
     /// CNFLOW_SELF_TELEMETRY: when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_*), also export cnflow's own traces (export requests, capture attach/detach, Kubernetes re-lists) and metrics (cnflow.export.duration, cnflow.export.request.items) with the OpenTelemetry SDK, as service.name cnflow-agent / cnflow-gateway; false turns this off.
     #[serde(default = "d_true")]
     pub self_telemetry: bool,
+    /// OTEL_SDK_DISABLED=true: the standard switch for the SDK (which only
+    /// self-telemetry uses; captured spans are built without it).
+    #[serde(skip)]
+    pub sdk_disabled: bool,
 }
 
 impl Default for SelfTelemetryConfig {
     fn default() -> Self {
-        Self { self_telemetry: true }
+        Self { self_telemetry: true, sdk_disabled: false }
     }
 }
 
 impl SelfTelemetryConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        envy::prefixed("CNFLOW_")
-            .from_iter(vars.into_iter().filter(|(k, _)| k == "CNFLOW_SELF_TELEMETRY"))
-            .map_err(|e| anyhow::anyhow!("CNFLOW_SELF_TELEMETRY must be true or false: {e}"))
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut cfg: Self = envy::prefixed("CNFLOW_")
+            .from_iter(vars.iter().filter(|(k, _)| k == "CNFLOW_SELF_TELEMETRY").cloned())
+            .map_err(|e| anyhow::anyhow!("CNFLOW_SELF_TELEMETRY must be true or false: {e}"))?;
+        cfg.sdk_disabled = vars.iter().any(|(k, v)| k == "OTEL_SDK_DISABLED" && v.trim().eq_ignore_ascii_case("true"));
+        Ok(cfg)
     }
 }
 
@@ -71,23 +75,20 @@ pub struct SelfTelemetry {
 
 impl SelfTelemetry {
     /// Builds the providers for `service`, or `Ok(None)` when turned off or no
-    /// endpoint is configured. Must run inside a tokio runtime (the gRPC
+    /// endpoint is configured in `export`. Must run inside a tokio runtime (the gRPC
     /// exporter's channel lives on it). `interval` = metric export interval
     /// (the SDK's OTEL_METRIC_EXPORT_INTERVAL handling when None).
     pub fn build(
         service: &'static str,
         cfg: &SelfTelemetryConfig,
+        export: &OtlpExportConfig,
         temporality: Temporality,
         interval: Option<Duration>,
     ) -> Result<Option<Self>> {
-        // OTEL_SDK_DISABLED is the standard switch for the SDK (which only
-        // self-telemetry uses; captured spans are built without it).
-        let sdk_disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        if !cfg.self_telemetry || sdk_disabled {
+        if !cfg.self_telemetry || cfg.sdk_disabled {
             return Ok(None);
         }
-        let traces = ExportConfig::from_env(Signal::Traces)?;
-        let metrics = ExportConfig::from_env(Signal::Metrics)?;
+        let (traces, metrics) = (export.traces.as_ref(), export.metrics.as_ref());
         if traces.is_none() && metrics.is_none() {
             return Ok(None);
         }
@@ -251,46 +252,6 @@ impl<E: opentelemetry_sdk::metrics::exporter::PushMetricExporter>
     }
 }
 
-/// Instruments of the OTLP exporter, from the global meter provider (no-ops
-/// unless self-telemetry installed one before the exporter started).
-#[derive(Clone)]
-pub struct ExportInstruments {
-    duration: opentelemetry::metrics::Histogram<f64>,
-    items: opentelemetry::metrics::Histogram<u64>,
-}
-
-impl ExportInstruments {
-    pub fn new() -> Self {
-        let meter = opentelemetry::global::meter("cnflow");
-        Self {
-            duration: meter
-                .f64_histogram("cnflow.export.duration")
-                .with_unit("s")
-                .with_description("Time to deliver one OTLP request, retries included.")
-                .with_boundaries(crate::telemetry::semconv::HTTP_BUCKETS.to_vec())
-                .build(),
-            items: meter
-                .u64_histogram("cnflow.export.request.items")
-                .with_unit("{item}")
-                .with_description("Spans, data points or log records per OTLP request.")
-                .with_boundaries(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 10000.0])
-                .build(),
-        }
-    }
-
-    pub fn record(&self, signal: Signal, outcome: &'static str, elapsed: Duration, items: usize) {
-        let attrs = [KeyValue::new("signal", signal.name()), KeyValue::new("outcome", outcome)];
-        self.duration.record(elapsed.as_secs_f64(), &attrs);
-        self.items.record(items as u64, &attrs[..1]);
-    }
-}
-
-impl Default for ExportInstruments {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +264,14 @@ mod tests {
         assert!(!SelfTelemetryConfig::from_vars(vars(&[("CNFLOW_SELF_TELEMETRY", "false")])).unwrap().self_telemetry);
         let e = SelfTelemetryConfig::from_vars(vars(&[("CNFLOW_SELF_TELEMETRY", "maybe")])).unwrap_err();
         assert!(e.to_string().contains("CNFLOW_SELF_TELEMETRY"), "{e}");
+    }
+    #[test]
+    fn sdk_disabled_is_read_from_the_standard_variable() {
+        assert!(!SelfTelemetryConfig::from_vars(vars(&[])).unwrap().sdk_disabled);
+        assert!(SelfTelemetryConfig::from_vars(vars(&[("OTEL_SDK_DISABLED", " TRUE")])).unwrap().sdk_disabled);
+    }
+    #[test]
+    fn export_duration_buckets_are_the_semconv_ones() {
+        assert_eq!(crate::export::instruments::DURATION_BUCKETS, crate::telemetry::semconv::HTTP_BUCKETS);
     }
 }

@@ -81,10 +81,6 @@ impl Default for TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let mut cfg: Self = envy::prefixed("CNFLOW_")
