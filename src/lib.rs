@@ -6,6 +6,7 @@ pub mod agent;
 pub mod capture;
 pub mod cmd;
 pub mod enrich;
+pub mod env_vars;
 pub mod exchange;
 pub mod export;
 pub mod flow;

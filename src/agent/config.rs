@@ -2,6 +2,7 @@
 //! standard `OTEL_*` variables read by the export module. Bad values fail at
 //! start-up with a message naming the variable.
 use crate::capture::CaptureSettings;
+use crate::env_vars::{EnvVars, VarDoc};
 use crate::flow::FlowConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -43,54 +44,76 @@ fn d_stats() -> u64 {
 /// Settings of the capture agent (`cnflow run` / `cnflow agent` / `cnflow replay`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentConfig {
-    /// CNFLOW_INTERFACES: comma-separated interface names; unset, empty or "auto" = every up, non-loopback interface.
+    /// Comma-separated interface names.
     #[serde(default)]
     pub interfaces: Option<String>,
-    /// CNFLOW_SNAPLEN: payload bytes copied per packet by the kernel (1..=4096).
+    /// Payload bytes copied per packet by the kernel (1..=4096).
     #[serde(default = "d_snaplen")]
     pub snaplen: u32,
-    /// CNFLOW_RING_BUFFER_BYTES: size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB).
+    /// Size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB).
     #[serde(default = "d_ring")]
     pub ring_buffer_bytes: u32,
-    /// CNFLOW_RING_POLL_INTERVAL_MS: how often the ring buffer is drained; the kernel wakes the reader sooner only once 1/8 of the ring is filled. 0 = wake the reader for every packet (more CPU per packet).
+    /// How often the ring buffer is drained.
     #[serde(default = "d_ring_poll")]
     pub ring_poll_interval_ms: u64,
-    /// CNFLOW_CAPTURE_PROTOCOLS: transports to capture: any of tcp, udp, icmp.
+    /// Transports to capture: any of tcp, udp, icmp.
     #[serde(default = "d_protocols")]
     pub capture_protocols: String,
-    /// CNFLOW_CAPTURE_PORTS: when set, only packets with one of these ports (either side) are captured (ICMP always passes).
+    /// When set, only packets with one of these ports (either side) are captured (ICMP always passes).
     #[serde(default)]
     pub capture_ports: Option<String>,
-    /// CNFLOW_CAPTURE_GSO_SEGMENTS: cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries).
+    /// Cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet.
     #[serde(default = "d_true")]
     pub capture_gso_segments: bool,
-    /// CNFLOW_MAX_FLOWS: flow-table capacity; the least recently active flow is evicted (and counted) beyond it.
+    /// Flow-table capacity.
     #[serde(default = "d_max_flows")]
     pub max_flows: usize,
-    /// CNFLOW_MAX_FLOW_BUFFER_BYTES: out-of-order bytes buffered per flow direction before skipping ahead (counted).
+    /// Out-of-order bytes buffered per flow direction before skipping ahead (counted).
     #[serde(default = "d_flow_buf")]
     pub max_flow_buffer_bytes: usize,
-    /// CNFLOW_FLOW_IDLE_TIMEOUT_SECS: flows idle this long are closed.
+    /// Flows idle this long are closed.
     #[serde(default = "d_idle")]
     pub flow_idle_timeout_secs: u64,
-    /// CNFLOW_REQUEST_TIMEOUT_SECS: a request unanswered this long becomes an error span.
+    /// A request unanswered this long becomes an error span.
     #[serde(default = "d_req_timeout")]
     pub request_timeout_secs: u64,
-    /// CNFLOW_MAX_PENDING_REQUESTS: pending requests kept per connection.
+    /// Pending requests kept per connection.
     #[serde(default = "d_pending")]
     pub max_pending_requests: usize,
-    /// CNFLOW_MASK_QUERY_VALUES: replace url.query values and db/messaging arguments with '?'.
+    /// Replace url.query values and db/messaging arguments with '?'.
     #[serde(default = "d_true")]
     pub mask_query_values: bool,
-    /// CNFLOW_CAPTURE_HOST: in Kubernetes mode, also capture on host interfaces.
+    /// In Kubernetes mode, also capture on host interfaces.
     #[serde(default)]
     pub capture_host: bool,
-    /// CNFLOW_STATS_INTERVAL_SECS: how often counters are logged.
+    /// How often counters are logged.
     #[serde(default = "d_stats")]
     pub stats_interval_secs: u64,
-    /// CNFLOW_HEALTH_ADDR: listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; "off" disables.
+    /// Listen address of /healthz and /readyz.
     #[serde(default)]
     pub health_addr: Option<String>,
+}
+
+impl EnvVars for AgentConfig {
+    const PREFIX: &'static str = "CNFLOW_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("CNFLOW_INTERFACES", "comma-separated interface names; unset, empty or \"auto\" = every up, non-loopback interface."),
+        VarDoc::new("CNFLOW_SNAPLEN", "payload bytes copied per packet by the kernel (1..=4096)."),
+        VarDoc::new("CNFLOW_RING_BUFFER_BYTES", "size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB)."),
+        VarDoc::new("CNFLOW_RING_POLL_INTERVAL_MS", "how often the ring buffer is drained; the kernel wakes the reader sooner only once 1/8 of the ring is filled. 0 = wake the reader for every packet (more CPU per packet)."),
+        VarDoc::new("CNFLOW_CAPTURE_PROTOCOLS", "transports to capture: any of tcp, udp, icmp."),
+        VarDoc::new("CNFLOW_CAPTURE_PORTS", "when set, only packets with one of these ports (either side) are captured (ICMP always passes)."),
+        VarDoc::new("CNFLOW_CAPTURE_GSO_SEGMENTS", "cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries)."),
+        VarDoc::new("CNFLOW_MAX_FLOWS", "flow-table capacity; the least recently active flow is evicted (and counted) beyond it."),
+        VarDoc::new("CNFLOW_MAX_FLOW_BUFFER_BYTES", "out-of-order bytes buffered per flow direction before skipping ahead (counted)."),
+        VarDoc::new("CNFLOW_FLOW_IDLE_TIMEOUT_SECS", "flows idle this long are closed."),
+        VarDoc::new("CNFLOW_REQUEST_TIMEOUT_SECS", "a request unanswered this long becomes an error span."),
+        VarDoc::new("CNFLOW_MAX_PENDING_REQUESTS", "pending requests kept per connection."),
+        VarDoc::new("CNFLOW_MASK_QUERY_VALUES", "replace url.query values and db/messaging arguments with '?'."),
+        VarDoc::new("CNFLOW_CAPTURE_HOST", "in Kubernetes mode, also capture on host interfaces."),
+        VarDoc::new("CNFLOW_STATS_INTERVAL_SECS", "how often counters are logged."),
+        VarDoc::new("CNFLOW_HEALTH_ADDR", "listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; \"off\" disables."),
+    ];
 }
 
 impl Default for AgentConfig {

@@ -5,10 +5,10 @@
 //! needs into the config structs (`AgentConfig`, `TelemetryConfig`,
 //! `OtlpExportConfig`, ...) and passes those down; nothing below `cmd` reads
 //! the environment.
-pub mod config;
 pub mod gateway;
 pub mod replay;
 pub mod run;
+pub mod show_config;
 
 use crate::export::OtlpExportConfig;
 use crate::self_telemetry::{SelfTelemetry, SelfTelemetryConfig};

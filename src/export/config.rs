@@ -3,6 +3,7 @@
 //! OpenTelemetry specification says) plus cnflow's queue/retry knobs
 //! (`CNFLOW_EXPORT_*`). Every bad value is rejected at start-up, naming the variable.
 use super::Signal;
+use crate::env_vars::{EnvVars, VarDoc};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -13,33 +14,48 @@ use std::time::Duration;
 /// declared here so `cnflow config --reference` and the chart list them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OtlpEnv {
-    /// OTEL_EXPORTER_OTLP_ENDPOINT: OTLP endpoint for all signals (gRPC: used as-is; HTTP: /v1/traces, /v1/metrics, /v1/logs appended). OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT override it per signal and are used as-is.
+    /// OTLP endpoint for all signals (per-signal variables override it).
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// OTEL_EXPORTER_OTLP_PROTOCOL: grpc (default), http/protobuf or http/json; per-signal variants OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL.
+    /// OTLP transport: grpc (default), http/protobuf or http/json.
     #[serde(default)]
     pub protocol: Option<String>,
-    /// OTEL_EXPORTER_OTLP_HEADERS: extra request headers, `key=value,key2=value2` (values URL-encoded), e.g. vendor API keys; per-signal variants too.
+    /// Extra request headers, `key=value,key2=value2` (values URL-encoded).
     #[serde(default)]
     pub headers: Option<String>,
-    /// OTEL_EXPORTER_OTLP_TIMEOUT: per-request timeout in milliseconds (default 10000); per-signal variants too.
+    /// Per-request timeout in milliseconds (default 10000).
     #[serde(default)]
     pub timeout: Option<String>,
-    /// OTEL_EXPORTER_OTLP_COMPRESSION: gzip, zstd or none (default none); per-signal variants too.
+    /// Compression: gzip, zstd or none (default none).
     #[serde(default)]
     pub compression: Option<String>,
-    /// OTEL_EXPORTER_OTLP_INSECURE: for gRPC endpoints without a scheme, true = plaintext, false (default) = TLS.
+    /// For gRPC endpoints without a scheme, true = plaintext, false (default) = TLS.
     #[serde(default)]
     pub insecure: Option<String>,
-    /// OTEL_EXPORTER_OTLP_CERTIFICATE: PEM file of the CA(s) trusted for the backend's certificate (default: system roots).
+    /// PEM file of the CA(s) trusted for the backend's certificate (default: system roots).
     #[serde(default)]
     pub certificate: Option<String>,
-    /// OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: PEM client certificate for mutual TLS (with OTEL_EXPORTER_OTLP_CLIENT_KEY).
+    /// PEM client certificate for mutual TLS (with OTEL_EXPORTER_OTLP_CLIENT_KEY).
     #[serde(default)]
     pub client_certificate: Option<String>,
-    /// OTEL_EXPORTER_OTLP_CLIENT_KEY: PEM private key for mutual TLS.
+    /// PEM private key for mutual TLS.
     #[serde(default)]
     pub client_key: Option<String>,
+}
+
+impl EnvVars for OtlpEnv {
+    const PREFIX: &'static str = "OTEL_EXPORTER_OTLP_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint for all signals (gRPC: used as-is; HTTP: /v1/traces, /v1/metrics, /v1/logs appended). OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT override it per signal and are used as-is."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc (default), http/protobuf or http/json; per-signal variants OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL."),
+        VarDoc::secret("OTEL_EXPORTER_OTLP_HEADERS", "extra request headers, `key=value,key2=value2` (values URL-encoded), e.g. vendor API keys; per-signal variants too."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_TIMEOUT", "per-request timeout in milliseconds (default 10000); per-signal variants too."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip, zstd or none (default none); per-signal variants too."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_INSECURE", "for gRPC endpoints without a scheme, true = plaintext, false (default) = TLS."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_CERTIFICATE", "PEM file of the CA(s) trusted for the backend's certificate (default: system roots)."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "PEM client certificate for mutual TLS (with OTEL_EXPORTER_OTLP_CLIENT_KEY)."),
+        VarDoc::secret("OTEL_EXPORTER_OTLP_CLIENT_KEY", "PEM private key for mutual TLS."),
+    ];
 }
 
 fn d_queue() -> usize {
@@ -61,21 +77,32 @@ fn d_concurrent() -> usize {
 /// Queue and retry settings of the OTLP exporter (agent and gateway).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportTuning {
-    /// CNFLOW_EXPORT_QUEUE_SIZE: spans / metric data points / log records waiting for export per signal and endpoint; beyond it new data is refused and counted as dropped.
+    /// Spans / metric data points / log records waiting for export per signal and endpoint.
     #[serde(default = "d_queue")]
     pub queue_size: usize,
-    /// CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS: first retry delay (doubled per attempt, ±50% jitter).
+    /// First retry delay (doubled per attempt, ±50% jitter).
     #[serde(default = "d_initial")]
     pub retry_initial_backoff_ms: u64,
-    /// CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS: upper bound of the retry delay.
+    /// Upper bound of the retry delay.
     #[serde(default = "d_max_backoff")]
     pub retry_max_backoff_ms: u64,
-    /// CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS: give up on a request (counted as failed) after retrying this long; 0 = retry forever.
+    /// Give up on a request (counted as failed) after retrying this long.
     #[serde(default = "d_elapsed")]
     pub retry_max_elapsed_secs: u64,
-    /// CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS: export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers); 1 delivers strictly in queue order. 1–64.
+    /// Export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers).
     #[serde(default = "d_concurrent")]
     pub max_concurrent_requests: usize,
+}
+
+impl EnvVars for ExportTuning {
+    const PREFIX: &'static str = "CNFLOW_EXPORT_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("CNFLOW_EXPORT_QUEUE_SIZE", "spans / metric data points / log records waiting for export per signal and endpoint; beyond it new data is refused and counted as dropped."),
+        VarDoc::new("CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS", "first retry delay (doubled per attempt, ±50% jitter)."),
+        VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS", "upper bound of the retry delay."),
+        VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS", "give up on a request (counted as failed) after retrying this long; 0 = retry forever."),
+        VarDoc::new("CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS", "export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers); 1 delivers strictly in queue order. 1–64."),
+    ];
 }
 
 impl Default for ExportTuning {

@@ -17,6 +17,7 @@
 //! the agent skips exchanges on its own sockets (`crate::agent::own_sockets`).
 //! A self-telemetry problem never stops cnflow: a failing export is logged
 //! (once per outage) and counted in `cnflow.self_telemetry.export_failed`.
+use crate::env_vars::{EnvVars, VarDoc};
 use crate::export::{OtlpExportConfig, Protocol, Signal};
 use crate::stats::{counter, Counter};
 use anyhow::{Context, Result};
@@ -39,13 +40,20 @@ fn d_true() -> bool {
 /// cnflow's own telemetry (agent and gateway).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SelfTelemetryConfig {
-    /// CNFLOW_SELF_TELEMETRY: when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_*), also export cnflow's own traces (export requests, capture attach/detach, Kubernetes re-lists) and metrics (cnflow.export.duration, cnflow.export.request.items) with the OpenTelemetry SDK, as service.name cnflow-agent / cnflow-gateway; false turns this off.
+    /// Also export cnflow's own traces and metrics when an OTLP endpoint is configured.
     #[serde(default = "d_true")]
     pub self_telemetry: bool,
     /// OTEL_SDK_DISABLED=true: the standard switch for the SDK (which only
     /// self-telemetry uses; captured spans are built without it).
     #[serde(skip)]
     pub sdk_disabled: bool,
+}
+
+impl EnvVars for SelfTelemetryConfig {
+    const PREFIX: &'static str = "CNFLOW_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("CNFLOW_SELF_TELEMETRY", "when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_*), also export cnflow's own traces (export requests, capture attach/detach, Kubernetes re-lists) and metrics (cnflow.export.duration, cnflow.export.request.items) with the OpenTelemetry SDK, as service.name cnflow-agent / cnflow-gateway; false turns this off."),
+    ];
 }
 
 impl Default for SelfTelemetryConfig {
