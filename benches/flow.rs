@@ -2,7 +2,7 @@
 //! whole pipeline (flow + protocol decoders) on a committed real capture.
 use bytes::Bytes;
 use cnflow::agent::config::AgentConfig;
-use cnflow::agent::pipeline::Pipeline;
+use cnflow::agent::pipeline::PacketPipeline;
 use cnflow::capture::pcap::CaptureReader;
 use cnflow::capture::{Direction, PacketEvent, L4};
 use cnflow::flow::{CloseReason, Conn, FlowConfig, FlowTable, StreamDir, StreamSink};
@@ -123,7 +123,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("pipeline_real_capture", |b| {
         let cfg = AgentConfig::default();
         b.iter(|| {
-            let mut p = Pipeline::new(&cfg);
+            let mut p = PacketPipeline::new(&cfg);
             for ev in &real {
                 p.push(ev);
             }

@@ -5,7 +5,6 @@
 pub mod agent;
 pub mod capture;
 pub mod cmd;
-pub mod enrich;
 pub mod env_vars;
 pub mod exchange;
 pub mod export;
@@ -16,3 +15,8 @@ pub mod protocol;
 pub mod self_telemetry;
 pub mod stats;
 pub mod telemetry;
+pub mod workload;
+/// Old name of [`workload`], kept only while `telemetry/metrics.rs` (being
+/// reorganised with the protocol folders) still imports `crate::enrich`.
+#[doc(hidden)]
+pub use workload as enrich;

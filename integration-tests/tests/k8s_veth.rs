@@ -282,7 +282,7 @@ async fn live_spans_carry_pod_attributes() {
     }
     assert!(ok, "curl reached the pod stand-in");
 
-    let mut pipeline = cnflow::agent::pipeline::Pipeline::new(&agent);
+    let mut pipeline = cnflow::agent::pipeline::PacketPipeline::new(&agent);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while let Ok(Some(batch)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         for ev in &batch {

@@ -1,7 +1,7 @@
 //! Glue for the live commands: signal handling and the `--format packets`
 //! debug output. Kept here so `cmd/run.rs` stays a thin entry point.
 use crate::capture::ebpf::{start_following, LiveSession};
-use crate::capture::record::format_line;
+use crate::capture::kernel_record::format_line;
 use crate::capture::CaptureSettings;
 use anyhow::Result;
 use std::io::Write;

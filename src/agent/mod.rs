@@ -9,16 +9,16 @@ pub mod pipeline;
 
 use crate::capture::ebpf::{self, LiveCapture};
 use crate::capture::PacketEvent;
-use crate::enrich::{Enricher, Identity, NoEnrich};
 use crate::export::{Exporter, OtlpExportConfig};
 use crate::stats;
 use crate::telemetry::{Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
+use crate::workload::{Enricher, Identity, NoEnrich};
 use anyhow::{bail, Context, Result};
 use config::AgentConfig;
-use health::Health;
+use health::AgentHealth;
 use own_sockets::OwnSockets;
 use parking_lot::Mutex;
-use pipeline::{LagClock, Pipeline};
+use pipeline::{LagClock, PacketPipeline};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -84,7 +84,7 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
     ebpf::check_requirements()?;
     let exporter = start_exporter(&export)?;
 
-    let health = Health::new();
+    let health = AgentHealth::new();
     if let Some(addr) = health_addr {
         let local = health::serve(addr, health.clone()).await?;
         tracing::info!(%local, "health endpoint: /healthz /readyz");
@@ -127,9 +127,18 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
 
     let stats_every = Duration::from_secs(cfg.stats_interval_secs.max(1));
     let own = OwnSockets::for_export(&export);
-    let loop_res =
-        process(Pipeline::new(&cfg), sink, packets, &kernel, own, opts.stdout, &health, stats_every, cancel.clone())
-            .await;
+    let loop_res = process(
+        PacketPipeline::new(&cfg),
+        sink,
+        packets,
+        &kernel,
+        own,
+        opts.stdout,
+        &health,
+        stats_every,
+        cancel.clone(),
+    )
+    .await;
 
     health.set_ready(false);
     if let Some(t) = capture_task {
@@ -157,13 +166,13 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 /// housekeeping four times a second.
 #[allow(clippy::too_many_arguments)]
 async fn process(
-    mut pipeline: Pipeline,
+    mut pipeline: PacketPipeline,
     mut sink: TelemetrySink,
     mut packets: mpsc::Receiver<Vec<PacketEvent>>,
     kernel: &ebpf::KernelCounterReader,
     mut own: OwnSockets,
     stdout: StdoutFormat,
-    health: &Health,
+    health: &AgentHealth,
     stats_every: Duration,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -175,7 +184,7 @@ async fn process(
     // cnflow's own connections (OTLP export, self-telemetry) are not observed:
     // describing an export in a span that the next export carries never ends.
     let local = LocalAddrs::detect();
-    let mut deliver = |pipeline: &mut Pipeline, sink: &mut TelemetrySink| -> Result<()> {
+    let mut deliver = |pipeline: &mut PacketPipeline, sink: &mut TelemetrySink| -> Result<()> {
         let mut exchanges = pipeline.take_exchanges();
         exchanges.retain(|ex| !own.is_own(ex, |ip| local.contains(ip)));
         if stdout == StdoutFormat::Exchanges && !exchanges.is_empty() {

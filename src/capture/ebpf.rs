@@ -6,7 +6,7 @@
 //! (detach, shutdown) or the process dying (even SIGKILL) removes the
 //! programs from the interface, so nothing is left behind.
 use super::ifaces::IfaceEvent;
-use super::record::{self, DecodeError};
+use super::kernel_record::{self, DecodeError};
 use super::{CaptureSettings, PacketEvent};
 use crate::stats::{counter, gauge, Counter};
 use anyhow::{bail, Context, Result};
@@ -409,7 +409,7 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
 /// Up to [`BATCH`] records from the ring; true once the ring is empty. The
 /// payloads of the batch share one allocation.
 fn read_batch(ring: &mut RingBuf<MapData>) -> (Vec<PacketEvent>, bool) {
-    let offset = record::mono_to_wall_offset();
+    let offset = kernel_record::mono_to_wall_offset();
     let mut batch = Vec::with_capacity(BATCH);
     let mut spans = Vec::with_capacity(BATCH);
     let mut payloads = BytesMut::new();
@@ -419,7 +419,7 @@ fn read_batch(ring: &mut RingBuf<MapData>) -> (Vec<PacketEvent>, bool) {
             drained = true;
             break;
         };
-        match record::decode_entry(&item, offset) {
+        match kernel_record::decode_entry(&item, offset) {
             Ok((ev, range)) => {
                 let start = payloads.len();
                 payloads.extend_from_slice(&item[range]);

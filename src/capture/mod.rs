@@ -9,8 +9,8 @@ use std::time::Duration;
 pub mod ebpf;
 pub mod frame;
 pub mod ifaces;
+pub mod kernel_record;
 pub mod pcap;
-pub mod record;
 
 /// What the live capture needs to know: the capture's own settings, filled
 /// by whoever owns the configuration (the agent, from `CNFLOW_*`).

@@ -1,6 +1,6 @@
 //! `cnflow replay FILE`: the live pipeline fed from a pcap/pcapng capture.
 use crate::agent::config::AgentConfig;
-use crate::agent::pipeline::Pipeline;
+use crate::agent::pipeline::PacketPipeline;
 use crate::capture::pcap::CaptureReader;
 use crate::capture::PacketEvent;
 use crate::exchange::Exchange;
@@ -216,7 +216,7 @@ fn replay_pipeline<R: std::io::Read>(
     mut output: Box<dyn Output>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut p = Pipeline::new(cfg);
+    let mut p = PacketPipeline::new(cfg);
     let pipe = std::cell::RefCell::new(&mut p);
     let last_ts = std::cell::Cell::new(0u64);
     let res = drive(

@@ -114,7 +114,7 @@ impl Default for ExportTuning {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Protocol {
+pub enum OtlpProtocol {
     Grpc,
     HttpProtobuf,
     HttpJson,
@@ -133,7 +133,7 @@ pub struct ExportConfig {
     pub signal: Signal,
     /// Full URL: for HTTP the complete path (`.../v1/traces`), for gRPC scheme://host:port.
     pub endpoint: String,
-    pub protocol: Protocol,
+    pub protocol: OtlpProtocol,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
     pub compression: Compression,
@@ -159,7 +159,7 @@ impl Default for ExportConfig {
         Self {
             signal: Signal::Traces,
             endpoint: "http://localhost:4317".into(),
-            protocol: Protocol::Grpc,
+            protocol: OtlpProtocol::Grpc,
             headers: vec![],
             timeout: Duration::from_secs(10),
             compression: Compression::None,
@@ -266,10 +266,10 @@ impl ExportConfig {
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let v = Vars { vars: &vars, signal };
         let protocol = match v.get("PROTOCOL") {
-            None => Protocol::Grpc,
-            Some((_, "grpc")) => Protocol::Grpc,
-            Some((_, "http/protobuf")) => Protocol::HttpProtobuf,
-            Some((_, "http/json")) => Protocol::HttpJson,
+            None => OtlpProtocol::Grpc,
+            Some((_, "grpc")) => OtlpProtocol::Grpc,
+            Some((_, "http/protobuf")) => OtlpProtocol::HttpProtobuf,
+            Some((_, "http/json")) => OtlpProtocol::HttpJson,
             Some((n, other)) => bail!("{n}: unknown protocol {other:?} (expected grpc, http/protobuf or http/json)"),
         };
         let specific_name = format!("OTEL_EXPORTER_OTLP_{}ENDPOINT", signal.env_infix());
@@ -282,7 +282,7 @@ impl ExportConfig {
         let (endpoint, var) = match (specific, generic) {
             (Some(s), _) => (s.to_string(), specific_name),
             (None, Some(g)) => {
-                let e = if protocol == Protocol::Grpc { g.to_string() } else { append_path(g, signal.http_path()) };
+                let e = if protocol == OtlpProtocol::Grpc { g.to_string() } else { append_path(g, signal.http_path()) };
                 (e, "OTEL_EXPORTER_OTLP_ENDPOINT".to_string())
             }
             (None, None) => return Ok(None),
@@ -365,8 +365,11 @@ impl ExportConfig {
     /// The same settings for another base endpoint (the gateway's extra
     /// destinations): HTTP paths are appended like for a generic endpoint.
     pub fn with_base_endpoint(&self, base: &str) -> Result<Self> {
-        let e =
-            if self.protocol == Protocol::Grpc { base.to_string() } else { append_path(base, self.signal.http_path()) };
+        let e = if self.protocol == OtlpProtocol::Grpc {
+            base.to_string()
+        } else {
+            append_path(base, self.signal.http_path())
+        };
         let insecure = self.endpoint.starts_with("http://");
         Ok(Self { endpoint: normalize_endpoint(&e, self.protocol, insecure)?, ..self.clone() })
     }
@@ -388,10 +391,10 @@ fn append_path(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
 }
 
-fn normalize_endpoint(e: &str, protocol: Protocol, insecure: bool) -> Result<String> {
+fn normalize_endpoint(e: &str, protocol: OtlpProtocol, insecure: bool) -> Result<String> {
     let with_scheme = if e.starts_with("http://") || e.starts_with("https://") {
         e.to_string()
-    } else if protocol == Protocol::Grpc && !e.contains("://") {
+    } else if protocol == OtlpProtocol::Grpc && !e.contains("://") {
         // The spec lets gRPC endpoints omit the scheme; INSECURE then picks it.
         format!("{}://{e}", if insecure { "http" } else { "https" })
     } else {
@@ -483,7 +486,7 @@ mod tests {
         let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "gw:4317"), ("OTEL_EXPORTER_OTLP_INSECURE", "true")]);
         let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
         assert_eq!(t.endpoint, "http://gw:4317");
-        assert_eq!(t.protocol, Protocol::Grpc);
+        assert_eq!(t.protocol, OtlpProtocol::Grpc);
         let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "gw:4317")]);
         assert!(ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap().is_tls());
     }

@@ -24,7 +24,7 @@ pub mod payload;
 pub mod queue;
 pub mod retry;
 
-pub use config::{Compression, ExportConfig, ExportTuning, OtlpEnv, OtlpExportConfig, Protocol};
+pub use config::{Compression, ExportConfig, ExportTuning, OtlpEnv, OtlpExportConfig, OtlpProtocol};
 pub use payload::Payload;
 
 use crate::stats::{counter, gauge, Counter};
@@ -32,7 +32,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use queue::Queue;
-use retry::{Backoff, Outcome};
+use retry::{Backoff, SendOutcome};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,7 +75,7 @@ enum Sender {
 }
 
 impl Sender {
-    async fn send(&self, p: &Payload) -> Outcome {
+    async fn send(&self, p: &Payload) -> SendOutcome {
         match self {
             Sender::Grpc(s) => s.send(p).await,
             Sender::Http(s) => s.send(p).await,
@@ -119,8 +119,8 @@ impl Exporter {
 
     fn lane(cfg: ExportConfig) -> anyhow::Result<Lane> {
         let sender = match cfg.protocol {
-            Protocol::Grpc => Sender::Grpc(grpc::GrpcSender::new(&cfg)?),
-            Protocol::HttpProtobuf | Protocol::HttpJson => Sender::Http(http::HttpSender::new(&cfg)?),
+            OtlpProtocol::Grpc => Sender::Grpc(grpc::GrpcSender::new(&cfg)?),
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => Sender::Http(http::HttpSender::new(&cfg)?),
         };
         let counters = Counters::for_signal(cfg.signal);
         let depth = gauge("cnflow.export.queue.depth", &[("signal", cfg.signal.name()), ("endpoint", &cfg.endpoint)]);
@@ -271,7 +271,7 @@ async fn send_with_retry(
     loop {
         attempts += 1;
         match sender.send(&entry.payload).await {
-            Outcome::Delivered { rejected, message } => {
+            SendOutcome::Delivered { rejected, message } => {
                 let rejected = rejected.min(entry.items as u64);
                 c.sent.add(entry.items as u64 - rejected);
                 if rejected > 0 || !message.is_empty() {
@@ -283,12 +283,12 @@ async fn send_with_retry(
                 }
                 return ("delivered", attempts);
             }
-            Outcome::Fail { reason } => {
+            SendOutcome::Fail { reason } => {
                 c.failed.add(entry.items as u64);
                 tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export failed permanently: {reason}");
                 return ("failed", attempts);
             }
-            Outcome::Retry { after, reason } => {
+            SendOutcome::Retry { after, reason } => {
                 let delay = backoff.delay(after);
                 if cfg.retry_max_elapsed.is_some_and(|m| started.elapsed() + delay > m) {
                     c.failed.add(entry.items as u64);

@@ -91,7 +91,7 @@ fn tokio_stream_from(
     })
 }
 
-fn cfg(endpoint: &str, protocol: Protocol) -> ExportConfig {
+fn cfg(endpoint: &str, protocol: OtlpProtocol) -> ExportConfig {
     ExportConfig {
         signal: Signal::Traces,
         endpoint: endpoint.into(),
@@ -121,7 +121,7 @@ fn unavailable() -> tonic::Status {
 #[tokio::test]
 async fn grpc_retries_unavailable_with_headers_and_gzip() {
     let (b, ep) = grpc_backend(3, unavailable, 0).await;
-    let mut c = cfg(&ep, Protocol::Grpc);
+    let mut c = cfg(&ep, OtlpProtocol::Grpc);
     c.headers = vec![("api-key".into(), "secret".into())];
     c.compression = Compression::Gzip;
     let retried = counter("cnflow.export.retried", &[("signal", "traces")]);
@@ -143,7 +143,7 @@ async fn grpc_retries_unavailable_with_headers_and_gzip() {
 async fn several_requests_in_flight_against_a_slow_backend() {
     let (b, ep) = grpc_backend(0, unavailable, 0).await;
     b.delay_ms.store(100, Ordering::SeqCst);
-    let mut c = cfg(&ep, Protocol::Grpc);
+    let mut c = cfg(&ep, OtlpProtocol::Grpc);
     c.max_concurrent = 4;
     let ex = Exporter::start(Some(c), None, None).unwrap();
     let t0 = Instant::now();
@@ -172,14 +172,14 @@ async fn grpc_resource_exhausted_retried_only_with_retry_info() {
         )
     }
     let (b, ep) = grpc_backend(1, plain, 0).await;
-    let ex = Exporter::start(Some(cfg(&ep, Protocol::Grpc)), None, None).unwrap();
+    let ex = Exporter::start(Some(cfg(&ep, OtlpProtocol::Grpc)), None, None).unwrap();
     ex.send_traces(spans(1, 1)).unwrap();
     ex.shutdown(Duration::from_secs(5)).await;
     assert_eq!(b.calls.load(Ordering::SeqCst), 1, "not retried without RetryInfo");
     assert!(b.received.lock().is_empty());
 
     let (b, ep) = grpc_backend(1, with_info, 0).await;
-    let ex = Exporter::start(Some(cfg(&ep, Protocol::Grpc)), None, None).unwrap();
+    let ex = Exporter::start(Some(cfg(&ep, OtlpProtocol::Grpc)), None, None).unwrap();
     ex.send_traces(spans(1, 1)).unwrap();
     ex.shutdown(Duration::from_secs(5)).await;
     assert_eq!(b.calls.load(Ordering::SeqCst), 2);
@@ -191,7 +191,7 @@ async fn grpc_partial_success_counted() {
     let (b, ep) = grpc_backend(0, unavailable, 2).await;
     let rejected = counter("cnflow.export.rejected", &[("signal", "traces")]);
     let before = rejected.get();
-    let ex = Exporter::start(Some(cfg(&ep, Protocol::Grpc)), None, None).unwrap();
+    let ex = Exporter::start(Some(cfg(&ep, OtlpProtocol::Grpc)), None, None).unwrap();
     ex.send_traces(spans(5, 1)).unwrap();
     ex.shutdown(Duration::from_secs(5)).await;
     assert_eq!(b.received.lock().len(), 1);
@@ -204,7 +204,7 @@ async fn queue_full_while_backend_down_then_everything_queued_arrives() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
-    let mut c = cfg(&format!("http://{addr}"), Protocol::Grpc);
+    let mut c = cfg(&format!("http://{addr}"), OtlpProtocol::Grpc);
     c.queue_size = 10;
     c.retry_max_elapsed = None;
     let dropped = counter("cnflow.export.dropped", &[("signal", "traces")]);
@@ -241,7 +241,7 @@ async fn shutdown_gives_up_at_the_deadline() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
-    let mut c = cfg(&format!("http://{addr}"), Protocol::Grpc);
+    let mut c = cfg(&format!("http://{addr}"), OtlpProtocol::Grpc);
     c.retry_max_elapsed = None;
     let ex = Exporter::start(Some(c), None, None).unwrap();
     ex.send_traces(spans(1, 1)).unwrap();
@@ -307,7 +307,7 @@ async fn http_backend(fail_first: usize, status: u16) -> (Arc<Backend>, String) 
 async fn http_retries_503_and_429_with_compression_and_headers() {
     for (status, compression, enc) in [(503, Compression::Gzip, "gzip"), (429, Compression::Zstd, "zstd")] {
         let (b, ep) = http_backend(2, status).await;
-        let mut c = cfg(&ep, Protocol::HttpProtobuf);
+        let mut c = cfg(&ep, OtlpProtocol::HttpProtobuf);
         c.compression = compression;
         c.headers = vec![("x-api-key".into(), "k1".into())];
         let ex = Exporter::start(Some(c), None, None).unwrap();
@@ -323,13 +323,13 @@ async fn http_retries_503_and_429_with_compression_and_headers() {
 #[tokio::test]
 async fn http_json_and_permanent_400() {
     let (b, ep) = http_backend(0, 400).await;
-    let ex = Exporter::start(Some(cfg(&ep, Protocol::HttpJson)), None, None).unwrap();
+    let ex = Exporter::start(Some(cfg(&ep, OtlpProtocol::HttpJson)), None, None).unwrap();
     ex.send_traces(spans(2, 3)).unwrap();
     ex.shutdown(Duration::from_secs(5)).await;
     assert_eq!(*b.received.lock(), vec![spans(2, 3)]);
 
     let (b, ep) = http_backend(5, 400).await;
-    let ex = Exporter::start(Some(cfg(&ep, Protocol::HttpProtobuf)), None, None).unwrap();
+    let ex = Exporter::start(Some(cfg(&ep, OtlpProtocol::HttpProtobuf)), None, None).unwrap();
     ex.send_traces(spans(2, 3)).unwrap();
     ex.shutdown(Duration::from_secs(5)).await;
     assert_eq!(b.calls.load(Ordering::SeqCst), 1, "400 is not retried");

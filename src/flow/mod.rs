@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub mod key;
-pub mod record;
 pub mod role;
+pub mod summary;
 pub mod table;
 pub mod tcp;
 #[cfg(test)]
@@ -17,7 +17,7 @@ pub(crate) mod testing;
 mod tests;
 
 pub use key::FlowKey;
-pub use record::{FlowRecorder, FlowSummary};
+pub use summary::{FlowRecorder, FlowSummary};
 pub use table::{FlowConfig, FlowTable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -4,7 +4,7 @@
 pub mod auth;
 pub mod batch;
 pub mod config;
-pub mod enrich;
+pub mod geo_attributes;
 pub mod geoip;
 pub mod grpc_receiver;
 pub mod health;
@@ -17,7 +17,7 @@ pub use config::GatewayConfig;
 
 use crate::export::{ExportConfig, Exporter, OtlpExportConfig, Payload, Signal};
 use anyhow::{bail, Context, Result};
-use pipeline::Pipeline;
+use pipeline::ForwardingPipeline;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +62,7 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub health_addr: SocketAddr,
-    pub pipeline: Arc<Pipeline>,
+    pub pipeline: Arc<ForwardingPipeline>,
     ready: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<Result<()>>>,
@@ -111,7 +111,7 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
     }
     let exports_metrics = exporters[0].exports(Signal::Metrics);
     let batch = batch::BatchConfig { size: cfg.batch_size, timeout: cfg.batch_timeout(), max_size: cfg.batch_max_size };
-    let pipeline = Pipeline::new(geo.clone(), exporters, batch);
+    let pipeline = ForwardingPipeline::new(geo.clone(), exporters, batch);
     let mut aux = pipeline.spawn_timers();
 
     let grpc_l = bind("CNFLOW_GATEWAY_GRPC_LISTEN", cfg.grpc_addr()?).await?;
@@ -132,7 +132,7 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
     )));
     let app = http_receiver::router(pipeline.clone(), auth, cfg.max_request_bytes);
     servers.push(tokio::spawn(http_receiver::serve(http_l, app, http_tls, stopped(stop_rx.clone()))));
-    let health_app = health::router(health::Health { ready: ready.clone(), pipeline: pipeline.clone() });
+    let health_app = health::router(health::GatewayHealth { ready: ready.clone(), pipeline: pipeline.clone() });
     let health_stop = stopped(stop_rx.clone());
     servers.push(tokio::spawn(async move {
         axum::serve(health_l, health_app).with_graceful_shutdown(health_stop).await?;

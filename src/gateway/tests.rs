@@ -1,7 +1,7 @@
 //! The gateway in-process: real gRPC/HTTP clients in, an in-process tonic
 //! OTLP backend out, GeoIP from a database written with mmdb-writer.
 use super::*;
-use crate::export::{Compression, Protocol};
+use crate::export::{Compression, OtlpProtocol};
 use crate::telemetry::resource::{find, kv_str, trace_request};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
@@ -100,7 +100,7 @@ fn dest(endpoint: &str, queue_size: usize) -> Vec<Destination> {
     let c = ExportConfig {
         signal: Signal::Traces,
         endpoint: endpoint.into(),
-        protocol: Protocol::Grpc,
+        protocol: OtlpProtocol::Grpc,
         compression: Compression::Gzip,
         timeout: Duration::from_secs(2),
         queue_size,

@@ -23,7 +23,6 @@
 //! ```
 pub mod attach;
 pub mod config;
-pub mod enricher;
 pub mod identity;
 pub mod index;
 pub mod netlink;
@@ -31,13 +30,14 @@ pub mod owners;
 pub mod standalone;
 pub mod veth;
 pub mod watch;
+pub mod workload_lookup;
 
 pub use attach::{AttachManager, Attacher};
 pub use config::K8sConfig;
-pub use enricher::{K8sEnricher, State};
 pub use index::{Index, PodEntry};
+pub use workload_lookup::{K8sEnricher, State};
 
-use crate::enrich::{Enricher, Identity, NoEnrich};
+use crate::workload::{Enricher, Identity, NoEnrich};
 use anyhow::{bail, Context, Result};
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};

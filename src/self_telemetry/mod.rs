@@ -18,7 +18,7 @@
 //! A self-telemetry problem never stops cnflow: a failing export is logged
 //! (once per outage) and counted in `cnflow.self_telemetry.export_failed`.
 use crate::env_vars::{EnvVars, VarDoc};
-use crate::export::{OtlpExportConfig, Protocol, Signal};
+use crate::export::{OtlpExportConfig, OtlpProtocol, Signal};
 use crate::stats::{counter, Counter};
 use anyhow::{Context, Result};
 use opentelemetry::trace::TracerProvider as _;
@@ -115,9 +115,9 @@ impl SelfTelemetry {
         let mut st = SelfTelemetry { tracer: None, meter: None, service };
         if let Some(t) = traces {
             let exporter = match t.protocol {
-                Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+                OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
                 // http/json is sent as http/protobuf: the same endpoint accepts both.
-                Protocol::HttpProtobuf | Protocol::HttpJson => opentelemetry_otlp::SpanExporter::builder()
+                OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .build(),
@@ -130,10 +130,10 @@ impl SelfTelemetry {
         }
         if let Some(m) = metrics {
             let exporter = match m.protocol {
-                Protocol::Grpc => {
+                OtlpProtocol::Grpc => {
                     opentelemetry_otlp::MetricExporter::builder().with_tonic().with_temporality(temporality).build()
                 }
-                Protocol::HttpProtobuf | Protocol::HttpJson => opentelemetry_otlp::MetricExporter::builder()
+                OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => opentelemetry_otlp::MetricExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_temporality(temporality)

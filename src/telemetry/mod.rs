@@ -38,10 +38,10 @@ pub use side::LocalAddrs;
 pub use stdout::Format;
 pub use trace_context::IdGen;
 
-use crate::enrich::{Enricher, Identity, NoEnrich};
 use crate::exchange::Exchange;
 use crate::export::Exporter;
 use crate::stats;
+use crate::workload::{Enricher, Identity, NoEnrich};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};

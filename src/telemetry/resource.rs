@@ -2,7 +2,7 @@
 //! the local endpoint's identity; otherwise this host, described the way the
 //! OTel SDKs describe a process: `service.name` from OTEL_SERVICE_NAME, then
 //! OTEL_RESOURCE_ATTRIBUTES, else `unknown_service:cnflow`; plus host.name and os.type.
-use crate::enrich::Identity;
+use crate::workload::Identity;
 use anyhow::{bail, Result};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
