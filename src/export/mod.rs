@@ -23,6 +23,8 @@ pub mod instruments;
 pub mod payload;
 pub mod queue;
 pub mod retry;
+#[doc(hidden)]
+pub mod test_sink;
 
 pub use config::{Compression, ExportConfig, ExportTuning, OtlpEnv, OtlpExportConfig, OtlpProtocol};
 pub use payload::Payload;

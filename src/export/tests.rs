@@ -1,14 +1,10 @@
-//! Exporter against in-process backends: a tonic OTLP server and an axum
-//! OTLP/HTTP server that fail on demand.
+//! Exporter against in-process backends (the shared [`OtlpSink`]: OTLP/gRPC
+//! and OTLP/HTTP) that fail on demand.
 use super::*;
 use crate::stats::counter;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use parking_lot::Mutex;
-use prost::Message;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tonic::codec::CompressionEncoding;
+use std::sync::atomic::Ordering;
+use test_sink::OtlpSink;
 use tonic_types::{ErrorDetails, StatusExt};
 
 fn spans(n: usize, tag: u8) -> ExportTraceServiceRequest {
@@ -29,66 +25,8 @@ fn spans(n: usize, tag: u8) -> ExportTraceServiceRequest {
     }
 }
 
-#[derive(Default)]
-struct Backend {
-    received: Mutex<Vec<ExportTraceServiceRequest>>,
-    headers: Mutex<Vec<(String, String)>>,
-    encodings: Mutex<Vec<String>>,
-    /// Fail this many calls first with `fail_with`.
-    fail_first: AtomicUsize,
-    calls: AtomicUsize,
-    /// Each call takes this long (a slow backend), and the most calls seen at once.
-    delay_ms: std::sync::atomic::AtomicU64,
-    active: AtomicUsize,
-    max_active: AtomicUsize,
-}
-
-#[derive(Clone)]
-struct GrpcBackend(Arc<Backend>, fn() -> tonic::Status, u64);
-
-#[tonic::async_trait]
-impl TraceService for GrpcBackend {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.calls.fetch_add(1, Ordering::SeqCst);
-        let now = self.0.active.fetch_add(1, Ordering::SeqCst) + 1;
-        self.0.max_active.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(self.0.delay_ms.load(Ordering::SeqCst))).await;
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-        for (k, v) in req.metadata().clone().into_headers().iter() {
-            self.0.headers.lock().push((k.to_string(), v.to_str().unwrap_or("").to_string()));
-        }
-        if self.0.fail_first.load(Ordering::SeqCst) > 0 {
-            self.0.fail_first.fetch_sub(1, Ordering::SeqCst);
-            return Err((self.1)());
-        }
-        self.0.received.lock().push(req.into_inner());
-        let partial_success = (self.2 > 0)
-            .then(|| ExportTracePartialSuccess { rejected_spans: self.2 as i64, error_message: "too old".into() });
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success }))
-    }
-}
-
-async fn grpc_backend(fail_first: usize, fail_with: fn() -> tonic::Status, rejected: u64) -> (Arc<Backend>, String) {
-    let b = Arc::new(Backend { fail_first: AtomicUsize::new(fail_first), ..Default::default() });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = TraceServiceServer::new(GrpcBackend(b.clone(), fail_with, rejected))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd);
-    tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tokio_stream_from(listener)));
-    (b, format!("http://{addr}"))
-}
-
-fn tokio_stream_from(
-    l: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(l, |l| async move {
-        let r = l.accept().await.map(|(s, _)| s);
-        Some((r, l))
-    })
+async fn grpc_backend(fail_first: usize, fail_with: fn() -> tonic::Status, rejected: u64) -> (Arc<OtlpSink>, String) {
+    OtlpSink::new().with_failures(fail_first).with_grpc_error(fail_with).with_rejected_spans(rejected).grpc().await
 }
 
 fn cfg(endpoint: &str, protocol: OtlpProtocol) -> ExportConfig {
@@ -224,13 +162,8 @@ async fn queue_full_while_backend_down_then_everything_queued_arrives() {
     assert_eq!(ex.free(Signal::Traces), 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let b = Arc::new(Backend::default());
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(GrpcBackend(b.clone(), unavailable, 0)))
-            .serve_with_incoming(tokio_stream_from(listener)),
-    );
+    let b = Arc::new(OtlpSink::new());
+    b.serve_grpc(tokio::net::TcpListener::bind(addr).await.unwrap());
     wait_until("queued data delivered", || b.received.lock().len() == 5).await;
     assert_eq!(*b.received.lock(), accepted);
     ex.shutdown(Duration::from_secs(2)).await;
@@ -252,55 +185,8 @@ async fn shutdown_gives_up_at_the_deadline() {
 
 // --- HTTP ---
 
-#[derive(Clone)]
-struct HttpState(Arc<Backend>, u16);
-
-async fn http_handler(
-    axum::extract::State(s): axum::extract::State<HttpState>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    s.0.calls.fetch_add(1, Ordering::SeqCst);
-    for (k, v) in headers.iter() {
-        s.0.headers.lock().push((k.to_string(), v.to_str().unwrap_or("").to_string()));
-    }
-    if s.0.fail_first.load(Ordering::SeqCst) > 0 {
-        s.0.fail_first.fetch_sub(1, Ordering::SeqCst);
-        return (axum::http::StatusCode::from_u16(s.1).unwrap(), [("retry-after", "0")], "busy").into_response();
-    }
-    let enc = headers.get("content-encoding").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    s.0.encodings.lock().push(enc.clone());
-    let raw = match enc.as_str() {
-        "gzip" => {
-            let mut out = vec![];
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).unwrap();
-            out
-        }
-        "zstd" => zstd::decode_all(&body[..]).unwrap(),
-        _ => body.to_vec(),
-    };
-    let req = if headers.get("content-type").unwrap() == "application/json" {
-        serde_json::from_slice(&raw).unwrap()
-    } else {
-        ExportTraceServiceRequest::decode(&raw[..]).unwrap()
-    };
-    s.0.received.lock().push(req);
-    let resp = ExportTraceServiceResponse {
-        partial_success: Some(ExportTracePartialSuccess { rejected_spans: 0, error_message: String::new() }),
-    };
-    ([("content-type", "application/x-protobuf")], resp.encode_to_vec()).into_response()
-}
-
-async fn http_backend(fail_first: usize, status: u16) -> (Arc<Backend>, String) {
-    let b = Arc::new(Backend { fail_first: AtomicUsize::new(fail_first), ..Default::default() });
-    let app = axum::Router::new()
-        .route("/v1/traces", axum::routing::post(http_handler))
-        .with_state(HttpState(b.clone(), status));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (b, format!("http://{addr}/v1/traces"))
+async fn http_backend(fail_first: usize, status: u16) -> (Arc<OtlpSink>, String) {
+    OtlpSink::new().with_failures(fail_first).with_http_error(status).http().await
 }
 
 #[tokio::test]
