@@ -62,8 +62,10 @@ pub struct AgentSetup {
     /// Kubernetes enrichment and pod attachment (cnflow agent) when set.
     pub k8s: Option<crate::k8s::K8sConfig>,
     pub export: OtlpExportConfig,
-    /// Resource of the host (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) when not in a cluster.
-    pub host: Arc<Identity>,
+    /// Resource of the host (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), used
+    /// when not in a cluster. Parsed up front; a parse error only stops the agent
+    /// if that resource is used (in a cluster the pods' resources replace it).
+    pub host: Result<Arc<Identity>>,
 }
 
 fn now_ns() -> u64 {
@@ -101,7 +103,7 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
                 capture_task: Some(session.task),
                 k8s_handle: None,
                 enricher: Arc::new(NoEnrich),
-                host,
+                host: host?,
                 kernel: session.kernel,
             }
         }
@@ -289,7 +291,7 @@ struct Started {
 async fn start_kubernetes(
     cfg: &AgentConfig,
     kc: &crate::k8s::K8sConfig,
-    host: Arc<Identity>,
+    host: Result<Arc<Identity>>,
     cancel: CancellationToken,
 ) -> Result<Started> {
     let capture = cfg.capture_settings()?;
@@ -305,7 +307,7 @@ async fn start_kubernetes(
             capture_task: Some(task),
             k8s_handle: Some(handle),
             enricher: Arc::new(NoEnrich),
-            host,
+            host: host?,
             kernel,
         });
     }

@@ -31,7 +31,7 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
     let self_cfg = crate::self_telemetry::SelfTelemetryConfig::from_vars(env.clone())?;
     let tcfg = crate::telemetry::TelemetryConfig::from_vars(env.clone())?;
     let k8s = if mode == Mode::Agent { Some(crate::k8s::K8sConfig::from_vars(env.clone())?) } else { None };
-    let host = std::sync::Arc::new(crate::telemetry::resource::host_identity(env)?);
+    let host = crate::telemetry::resource::host_identity(env).map(std::sync::Arc::new);
     let temporality = match tcfg.temporality()? {
         crate::telemetry::config::Temporality::Cumulative => opentelemetry_sdk::metrics::Temporality::Cumulative,
         crate::telemetry::config::Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
