@@ -1,11 +1,11 @@
 //! Throughput of the hot path: pcap decoding, flow table + reassembly, and the
 //! whole pipeline (flow + protocol decoders) on a committed real capture.
 use bytes::Bytes;
+use cnflow::agent::config::AgentConfig;
+use cnflow::agent::pipeline::PacketPipeline;
 use cnflow::capture::pcap::CaptureReader;
 use cnflow::capture::{Direction, PacketEvent, L4};
-use cnflow::config::AgentConfig;
 use cnflow::flow::{CloseReason, Conn, FlowConfig, FlowTable, StreamDir, StreamSink};
-use cnflow::pipeline::Pipeline;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -123,7 +123,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("pipeline_real_capture", |b| {
         let cfg = AgentConfig::default();
         b.iter(|| {
-            let mut p = Pipeline::new(&cfg);
+            let mut p = PacketPipeline::new(&cfg);
             for ev in &real {
                 p.push(ev);
             }

@@ -4,7 +4,7 @@
 //! batching, encode, and the whole receive → export step.
 use cnflow::export::{Payload, Signal};
 use cnflow::gateway::batch::merge_and_split;
-use cnflow::gateway::enrich::enrich_traces;
+use cnflow::gateway::geo_attributes::enrich_traces;
 use cnflow::gateway::geoip::GeoIp;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -1,7 +1,7 @@
 //! Lookup cost of the pod index (what every exchange pays twice: local and peer)
 //! on a 5,000-pod node, for hits, misses and IPv6.
-use cnflow::enrich::{Enricher, Identity};
 use cnflow::k8s::{K8sEnricher, PodEntry, State};
+use cnflow::workload::{Enricher, Identity};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::net::IpAddr;

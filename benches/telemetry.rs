@@ -1,8 +1,8 @@
 //! Exchange → OTLP cost: span building (names, attributes, route trie, ids),
 //! histogram recording, and encoding the export request as protobuf / JSON.
-use cnflow::enrich::Identity;
 use cnflow::telemetry::samples::{http_exchange, one_of_each, T0};
 use cnflow::telemetry::{Collected, IdGen, Output, SinkOptions, TelemetryConfig, TelemetrySink};
+use cnflow::workload::Identity;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use parking_lot::Mutex;
 use prost::Message;

@@ -5,28 +5,14 @@
 //! requests of `--batch` spans from `--concurrency` tasks, and reports how long it
 //! took until the sink had received every span. The spans carry public client
 //! addresses (from MaxMind's test database) so a gateway does real GeoIP work.
+use cnflow::export::test_sink::OtlpSink;
 use cnflow::telemetry::resource::{kv_str, trace_request};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Sink(Arc<AtomicU64>);
-
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let n: usize = req.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
 
 // Addresses present in GeoLite2-City-Test.mmdb, plus private ones that must be skipped.
 const CLIENTS: &[&str] = &["81.2.69.142", "216.160.83.56", "89.160.20.112", "2.125.160.216", "10.200.0.7"];
@@ -68,15 +54,9 @@ async fn main() -> anyhow::Result<()> {
     let batch: usize = arg(&args, "--batch", "500").parse()?;
     let conc: u64 = arg(&args, "--concurrency", "4").parse()?;
     let timeout = Duration::from_secs(arg(&args, "--timeout", "120").parse()?);
-    let got = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind(sink_addr).await?;
-    let svc = TraceServiceServer::new(Sink(got.clone()))
-        .max_decoding_message_size(64 << 20)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
-    tokio::spawn(
-        tonic::transport::Server::builder().add_service(svc).serve_with_incoming(tokio_stream_shim::incoming(listener)),
-    );
+    let sink = Arc::new(OtlpSink::new().count_only());
+    sink.serve_grpc(tokio::net::TcpListener::bind(sink_addr).await?);
+    let got = &sink.span_count;
     if args.iter().any(|a| a == "--sink-only") {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -141,14 +121,4 @@ async fn main() -> anyhow::Result<()> {
 fn tracing_or_eprint(s: &tonic::Status) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| eprintln!("target pushed back ({}), retrying", s.code()));
-}
-
-/// `TcpListener` → incoming stream without pulling in tokio-stream.
-mod tokio_stream_shim {
-    pub fn incoming(l: tokio::net::TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-        futures::stream::unfold(l, |l| async move {
-            let r = l.accept().await.map(|(s, _)| s);
-            Some((r, l))
-        })
-    }
 }

@@ -5,20 +5,17 @@
 pub mod agent;
 pub mod capture;
 pub mod cmd;
-pub mod config;
-pub mod enrich;
+pub mod env_vars;
 pub mod export;
 pub mod flow;
 pub mod gateway;
-pub mod health;
 pub mod k8s;
 pub mod otel;
-pub mod own_sockets;
-pub mod pipeline;
 pub mod protocol;
 pub mod self_telemetry;
 pub mod stats;
 pub mod telemetry;
+pub mod workload;
 
 /// Exchanges are the protocol layer's output; `crate::exchange` stays their short path.
 pub use protocol::exchange;

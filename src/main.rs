@@ -19,7 +19,7 @@ enum Cmd {
     /// Run the capture pipeline on a pcap/pcapng file.
     Replay(cnflow::cmd::replay::ReplayArgs),
     /// Print the effective configuration (from environment variables).
-    Config(cnflow::cmd::config::ConfigArgs),
+    Config(cnflow::cmd::show_config::ConfigArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Agent(a) => cnflow::cmd::run::main(a, cnflow::cmd::run::Mode::Agent),
         Cmd::Gateway(a) => cnflow::cmd::gateway::main(a),
         Cmd::Replay(a) => cnflow::cmd::replay::main(a),
-        Cmd::Config(a) => cnflow::cmd::config::main(a),
+        Cmd::Config(a) => cnflow::cmd::show_config::main(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

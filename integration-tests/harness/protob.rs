@@ -4,8 +4,8 @@
 //! compare the JSON lines with `integration-tests/golden/<name>.jsonl`.
 //! `CNFLOW_BLESS=1` rewrites the golden file instead.
 #![allow(dead_code)]
+use cnflow::agent::config::AgentConfig;
 use cnflow::capture::pcap::CaptureReader;
-use cnflow::config::AgentConfig;
 use cnflow::exchange::Exchange;
 use cnflow::flow::{CloseReason, Conn, FlowConfig, FlowTable, StreamDir, StreamSink};
 use cnflow::protocol::{ConnDecoder, DecodeConfig, Emit};
@@ -82,7 +82,7 @@ pub fn decode_direct(file: &Path, make: fn(&DecodeConfig) -> Box<dyn ConnDecoder
     let cfg = AgentConfig::default();
     let mut table = FlowTable::new(&FlowConfig::from(&cfg));
     let mut sink =
-        Direct { make, cfg: cnflow::pipeline::decode_config(&cfg), decoders: HashMap::new(), out: Vec::new() };
+        Direct { make, cfg: cnflow::agent::pipeline::decode_config(&cfg), decoders: HashMap::new(), out: Vec::new() };
     for ev in CaptureReader::open(file).expect("open capture") {
         table.push(&ev.expect("packet"), &mut sink);
     }

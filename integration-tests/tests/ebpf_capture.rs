@@ -270,7 +270,7 @@ fn captures_redis_ping_and_dns_byte_exact() {
     assert_eq!(reassemble(&to_server), sent, "client→server stream differs");
     assert_eq!(reassemble(&to_client), recv, "server→client stream differs");
     // The crate's flow reassembly on the captured events agrees.
-    let mut table = FlowTable::new(&FlowConfig::from(&cnflow::config::AgentConfig::default()));
+    let mut table = FlowTable::new(&FlowConfig::from(&cnflow::agent::config::AgentConfig::default()));
     let mut rec = FlowRecorder::new(true);
     for ev in pkts.iter().filter_map(to_event) {
         table.push(&ev, &mut rec);

@@ -9,11 +9,11 @@ mod netns;
 #[path = "../harness/otel.rs"]
 mod otel;
 
+use cnflow::export::test_sink::OtlpSink;
 use cnflow::telemetry::resource::{kv_str, trace_request};
 use netns::ChildGuard;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use otel::free_port;
@@ -21,14 +21,20 @@ use prost::Message;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Received spans by name → their attributes (string form).
-type Received = Arc<Mutex<HashMap<String, Vec<HashMap<String, String>>>>>;
+type Received = HashMap<String, Vec<HashMap<String, String>>>;
 
-#[derive(Clone, Default)]
-struct Sink(Received);
+fn received(sink: &OtlpSink) -> Received {
+    let mut got = Received::new();
+    for s in sink.spans() {
+        let attrs = s.attributes.iter().map(|kv| (kv.key.clone(), value_str(&kv.value))).collect();
+        got.entry(s.name).or_default().push(attrs);
+    }
+    got
+}
 
 fn value_str(v: &Option<AnyValue>) -> String {
     match v.as_ref().and_then(|v| v.value.as_ref()) {
@@ -37,25 +43,6 @@ fn value_str(v: &Option<AnyValue>) -> String {
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         other => format!("{other:?}"),
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut got = self.0.lock().unwrap();
-        for rs in req.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    let attrs = s.attributes.iter().map(|kv| (kv.key.clone(), value_str(&kv.value))).collect();
-                    got.entry(s.name).or_default().push(attrs);
-                }
-            }
-        }
-        Ok(tonic::Response::new(Default::default()))
     }
 }
 
@@ -98,12 +85,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
     let (sink_port, gw_grpc, gw_http) = (free_port(), free_port(), free_port());
-    let received: Received = Default::default();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", sink_port)).await.unwrap();
-    let incoming = futures::stream::unfold(listener, |l| async move { Some((l.accept().await.map(|(s, _)| s), l)) });
-    let svc =
-        TraceServiceServer::new(Sink(received.clone())).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    tokio::spawn(tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming));
+    let sink = Arc::new(OtlpSink::new());
+    sink.serve_grpc(tokio::net::TcpListener::bind(("127.0.0.1", sink_port)).await.unwrap());
 
     let rotel = otel::Rotel::start(None, sink_port);
     let rotel_grpc = rotel.grpc_port;
@@ -155,7 +138,7 @@ async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
     let want = 3 * 100 + 2 * 50;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let n: usize = received.lock().unwrap().values().map(Vec::len).sum();
+        let n: usize = received(&sink).values().map(Vec::len).sum();
         if n >= want || Instant::now() > deadline {
             break;
         }
@@ -163,7 +146,7 @@ async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
     }
     // Give duplicates a chance to show up before checking "exactly once".
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = received.lock().unwrap().clone();
+    let got = received(&sink);
     let logs = std::fs::read_to_string(log.path()).unwrap_or_default();
     assert_eq!(got.values().map(Vec::len).sum::<usize>(), want, "gateway log:\n{logs}");
     for (name, copies) in &got {

@@ -5,7 +5,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
-use cnflow::gateway::enrich::enrich_traces;
+use cnflow::gateway::geo_attributes::enrich_traces;
 use cnflow::gateway::geoip::GeoIp;
 use cnflow::telemetry::resource::{find, kv_str};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

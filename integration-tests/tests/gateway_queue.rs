@@ -3,29 +3,16 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+use cnflow::export::test_sink::OtlpSink;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Default)]
-struct Backend(Arc<Mutex<Vec<String>>>);
-
-#[tonic::async_trait]
-impl TraceService for Backend {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        for rs in req.into_inner().resource_spans {
-            for ss in rs.scope_spans {
-                self.0.lock().unwrap().extend(ss.spans.into_iter().map(|s| s.name));
-            }
-        }
-        Ok(tonic::Response::new(Default::default()))
-    }
+/// Names of the spans the backend received, in arrival order.
+fn names_received(backend: &OtlpSink) -> Vec<String> {
+    backend.spans().into_iter().map(|s| s.name).collect()
 }
 
 fn free_port() -> u16 {
@@ -104,21 +91,16 @@ async fn disk_queue_survives_a_kill_while_the_backend_is_down() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         // _gw dropped here: SIGKILL, no flush.
     }
-    let backend = Backend::default();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", backend_port)).await.unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(backend.clone()))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let backend = Arc::new(OtlpSink::new());
+    backend.serve_grpc(tokio::net::TcpListener::bind(("127.0.0.1", backend_port)).await.unwrap());
     let _gw = start_gateway(grpc, backend_port, dir.path());
     let t = Instant::now();
-    while backend.0.lock().unwrap().len() < names.len() {
-        assert!(t.elapsed() < Duration::from_secs(20), "delivered {:?}", backend.0.lock().unwrap().len());
+    while names_received(&backend).len() < names.len() {
+        assert!(t.elapsed() < Duration::from_secs(20), "delivered {:?}", names_received(&backend).len());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut got = backend.0.lock().unwrap().clone();
+    let mut got = names_received(&backend);
     got.sort();
     names.sort();
     assert_eq!(got, names, "every span exactly once");

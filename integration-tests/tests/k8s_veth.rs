@@ -250,8 +250,9 @@ async fn live_spans_carry_pod_attributes() {
     let _server = Kill(&mut server);
 
     let agent =
-        cnflow::config::AgentConfig::from_vars([("CNFLOW_CAPTURE_PORTS".to_string(), "18157".to_string())]).unwrap();
-    let (capture, mut rx) = cnflow::capture::ebpf::LiveCapture::start(&agent).unwrap();
+        cnflow::agent::config::AgentConfig::from_vars([("CNFLOW_CAPTURE_PORTS".to_string(), "18157".to_string())])
+            .unwrap();
+    let (capture, mut rx) = cnflow::capture::ebpf::LiveCapture::start(&agent.capture_settings().unwrap()).unwrap();
     let live = Arc::new(LiveAttacher(Mutex::new(capture)));
     let (client, api) = FakeApi::start();
     api.apply(node("node-1", "192.0.2.10"));
@@ -281,7 +282,7 @@ async fn live_spans_carry_pod_attributes() {
     }
     assert!(ok, "curl reached the pod stand-in");
 
-    let mut pipeline = cnflow::pipeline::Pipeline::new(&agent);
+    let mut pipeline = cnflow::agent::pipeline::PacketPipeline::new(&agent);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while let Ok(Some(batch)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         for ev in &batch {

@@ -5,8 +5,8 @@
 #[path = "../harness/k8s.rs"]
 mod fake;
 
-use cnflow::enrich::Enricher;
 use cnflow::k8s::{self, K8sConfig};
+use cnflow::workload::Enricher;
 use fake::{eventually, node, owned, pod, service, FakeApi, PodSpec};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;

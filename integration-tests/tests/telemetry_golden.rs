@@ -11,9 +11,9 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
-use cnflow::enrich::Identity;
 use cnflow::telemetry::samples::{one_of_each, T0};
 use cnflow::telemetry::{Format, IdGen, Output, SinkOptions, TelemetryConfig, TelemetrySink};
+use cnflow::workload::Identity;
 use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -6,9 +6,8 @@
 //! (detach, shutdown) or the process dying (even SIGKILL) removes the
 //! programs from the interface, so nothing is left behind.
 use super::ifaces::IfaceEvent;
-use super::record::{self, DecodeError};
-use super::PacketEvent;
-use crate::config::AgentConfig;
+use super::kernel_record::{self, DecodeError};
+use super::{CaptureSettings, PacketEvent};
 use crate::stats::{counter, gauge, Counter};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -157,9 +156,9 @@ fn effective_caps() -> Option<u64> {
 }
 
 /// Protocol flags for the CONFIG map from CNFLOW_CAPTURE_PROTOCOLS.
-fn capture_flags(cfg: &AgentConfig) -> u32 {
+fn capture_flags(cfg: &CaptureSettings) -> u32 {
     let mut flags = 0;
-    for p in cfg.capture_protocols.split(',').map(str::trim) {
+    for p in cfg.protocols.split(',').map(str::trim) {
         flags |= match p {
             "tcp" => cnflow_common::CFG_TCP,
             "udp" => cnflow_common::CFG_UDP,
@@ -167,7 +166,7 @@ fn capture_flags(cfg: &AgentConfig) -> u32 {
             _ => 0,
         };
     }
-    if cfg.capture_gso_segments {
+    if cfg.gso_segments {
         flags |= cnflow_common::CFG_SPLIT_GSO;
     }
     flags
@@ -177,9 +176,9 @@ impl LiveCapture {
     /// Loads the program and configures it from `cfg`. Spawns the ring reader
     /// and the counter task on the current tokio runtime; packets arrive on
     /// the returned channel in batches of up to [`BATCH`].
-    pub fn start(cfg: &AgentConfig) -> Result<(Self, mpsc::Receiver<Vec<PacketEvent>>)> {
+    pub fn start(cfg: &CaptureSettings) -> Result<(Self, mpsc::Receiver<Vec<PacketEvent>>)> {
         check_requirements()?;
-        let ports = cfg.ports().context("CNFLOW_CAPTURE_PORTS")?;
+        let ports = &cfg.ports;
         if ports.len() > MAX_FILTER_PORTS as usize {
             bail!("CNFLOW_CAPTURE_PORTS: at most {MAX_FILTER_PORTS} ports (got {})", ports.len());
         }
@@ -199,7 +198,7 @@ impl LiveCapture {
         {
             let mut pf: BpfHashMap<_, u16, u8> =
                 BpfHashMap::try_from(bpf.map_mut("PORT_FILTER").context("PORT_FILTER map missing")?)?;
-            for p in &ports {
+            for p in ports {
                 pf.insert(p, 1, 0).context("filling PORT_FILTER")?;
             }
             if !ports.is_empty() {
@@ -208,7 +207,7 @@ impl LiveCapture {
         }
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            let wakeup_bytes = if cfg.ring_poll_interval_ms > 0 { cfg.ring_buffer_bytes / 8 } else { 0 };
+            let wakeup_bytes = if cfg.ring_poll_interval.is_some() { cfg.ring_buffer_bytes / 8 } else { 0 };
             c.set(0, CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes }, 0).context("writing CONFIG")?;
         }
         let counters: PerCpuArray<MapData, u64> =
@@ -222,10 +221,10 @@ impl LiveCapture {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while the AsyncFd lives.
         let afd = unsafe { AsyncFd::register(ring) }.context("registering the ring buffer with tokio")?;
-        let poll = (cfg.ring_poll_interval_ms > 0).then(|| Duration::from_millis(cfg.ring_poll_interval_ms));
+        let poll = cfg.ring_poll_interval;
         tokio::spawn(read_ring(afd, tx, poll));
         let c2 = counters.clone();
-        let every = Duration::from_secs(cfg.stats_interval_secs.max(1));
+        let every = cfg.stats_interval.max(Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -238,8 +237,8 @@ impl LiveCapture {
         tracing::info!(
             snaplen = cfg.snaplen,
             ring_bytes = cfg.ring_buffer_bytes,
-            ring_poll_ms = cfg.ring_poll_interval_ms,
-            protocols = %cfg.capture_protocols,
+            ring_poll_ms = cfg.ring_poll_interval.map_or(0, |d| d.as_millis() as u64),
+            protocols = %cfg.protocols,
             ports = ?ports,
             "eBPF capture loaded"
         );
@@ -336,7 +335,7 @@ impl LiveCapture {
     /// auto mode) on a task that detaches everything once `cancel` fires.
     pub fn follow_configured(
         self,
-        cfg: &AgentConfig,
+        cfg: &CaptureSettings,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<Result<()>>> {
         let events = super::ifaces::watch(cfg)?;
@@ -410,7 +409,7 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
 /// Up to [`BATCH`] records from the ring; true once the ring is empty. The
 /// payloads of the batch share one allocation.
 fn read_batch(ring: &mut RingBuf<MapData>) -> (Vec<PacketEvent>, bool) {
-    let offset = record::mono_to_wall_offset();
+    let offset = kernel_record::mono_to_wall_offset();
     let mut batch = Vec::with_capacity(BATCH);
     let mut spans = Vec::with_capacity(BATCH);
     let mut payloads = BytesMut::new();
@@ -420,7 +419,7 @@ fn read_batch(ring: &mut RingBuf<MapData>) -> (Vec<PacketEvent>, bool) {
             drained = true;
             break;
         };
-        match record::decode_entry(&item, offset) {
+        match kernel_record::decode_entry(&item, offset) {
             Ok((ev, range)) => {
                 let start = payloads.len();
                 payloads.extend_from_slice(&item[range]);
@@ -449,7 +448,7 @@ pub struct LiveSession {
 /// Everything `cnflow run` needs for live packets: loads the program, follows
 /// interfaces per the configuration (CNFLOW_INTERFACES or auto), and detaches
 /// everything once `cancel` fires.
-pub fn start_following(cfg: &AgentConfig, cancel: CancellationToken) -> Result<LiveSession> {
+pub fn start_following(cfg: &CaptureSettings, cancel: CancellationToken) -> Result<LiveSession> {
     // Cheap checks and interface names first, so config errors come before the kernel load.
     check_requirements()?;
     let events = super::ifaces::watch(cfg)?;

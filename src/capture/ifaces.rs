@@ -4,7 +4,7 @@
 //!
 //! [`watch`] yields [`IfaceEvent`]s; `capture::ebpf::LiveCapture::follow`
 //! applies them to the attached programs.
-use crate::config::AgentConfig;
+use super::CaptureSettings;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
@@ -34,9 +34,9 @@ pub enum Selection {
 }
 
 impl Selection {
-    pub fn from_config(cfg: &AgentConfig) -> Self {
-        match cfg.interface_list() {
-            Some(names) => Selection::Named(names),
+    pub fn from_config(cfg: &CaptureSettings) -> Self {
+        match &cfg.interfaces {
+            Some(names) => Selection::Named(names.clone()),
             None => Selection::Auto,
         }
     }
@@ -99,7 +99,7 @@ pub fn list_links() -> Result<Vec<Link>> {
 /// Starts following interfaces. The initial set is delivered first as
 /// `Added` events. With an explicit list, names that do not exist fail here,
 /// naming `CNFLOW_INTERFACES`.
-pub fn watch(cfg: &AgentConfig) -> Result<mpsc::Receiver<IfaceEvent>> {
+pub fn watch(cfg: &CaptureSettings) -> Result<mpsc::Receiver<IfaceEvent>> {
     let sel = Selection::from_config(cfg);
     // Subscribe before listing so no change between the two is missed.
     let sock = netlink::LinkSocket::open().context("opening rtnetlink socket for interface changes")?;

@@ -3,15 +3,36 @@
 use bytes::Bytes;
 use serde::Serialize;
 use std::net::IpAddr;
+use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod frame;
 pub mod ifaces;
-#[cfg(target_os = "linux")]
-pub mod live;
+pub mod kernel_record;
 pub mod pcap;
-pub mod record;
+
+/// What the live capture needs to know: the capture's own settings, filled
+/// by whoever owns the configuration (the agent, from `CNFLOW_*`).
+#[derive(Debug, Clone)]
+pub struct CaptureSettings {
+    /// Interface names to capture on; None = every up, non-loopback interface.
+    pub interfaces: Option<Vec<String>>,
+    /// Payload bytes the kernel copies per packet.
+    pub snaplen: u32,
+    /// Size of the kernel→userspace ring buffer (power of two).
+    pub ring_buffer_bytes: u32,
+    /// How often the ring is drained; None = the kernel wakes the reader for every packet.
+    pub ring_poll_interval: Option<Duration>,
+    /// Transports to capture, comma-separated: any of tcp, udp, icmp.
+    pub protocols: String,
+    /// When not empty, only packets with one of these ports (either side) are captured.
+    pub ports: Vec<u16>,
+    /// Cut TSO/GSO/GRO packets into the wire segments they stand for.
+    pub gso_segments: bool,
+    /// How often the kernel counters are logged.
+    pub stats_interval: Duration,
+}
 
 /// Direction of a packet relative to the interface it was seen on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -5,14 +5,17 @@ use anyhow::Result;
 pub struct GatewayArgs {}
 
 pub fn main(_args: GatewayArgs) -> Result<()> {
-    let cfg = crate::gateway::GatewayConfig::from_env()?;
-    let destinations = crate::gateway::destinations(&cfg, std::env::vars())?;
-    let self_cfg = crate::self_telemetry::SelfTelemetryConfig::from_env()?;
+    use crate::export::{OtlpExportConfig, Signal};
+    let env = super::read_env();
+    let cfg = crate::gateway::GatewayConfig::from_vars(env.clone())?;
+    let export = OtlpExportConfig::from_vars(env.clone(), &[Signal::Traces, Signal::Metrics, Signal::Logs])?;
+    let destinations = crate::gateway::destinations(&cfg, &export)?;
+    let self_cfg = crate::self_telemetry::SelfTelemetryConfig::from_vars(env)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let own = {
         let _in_runtime = rt.enter();
         let cumulative = opentelemetry_sdk::metrics::Temporality::Cumulative;
-        super::init_logging_and_self_telemetry("cnflow-gateway", &self_cfg, cumulative, None)
+        super::init_logging_and_self_telemetry("cnflow-gateway", &self_cfg, &export, cumulative, None)
     };
     let res = rt.block_on(async move {
         let mut running = crate::gateway::start(cfg, destinations).await?;

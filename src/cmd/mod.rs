@@ -1,10 +1,23 @@
 //! Subcommands. Each file is the entry point of one `cnflow` subcommand.
-pub mod config;
+//!
+//! Configuration is read here, once: a subcommand takes one snapshot of the
+//! environment ([`read_env`]), parses the `CNFLOW_*` / `OTEL_*` variables it
+//! needs into the config structs (`AgentConfig`, `TelemetryConfig`,
+//! `OtlpExportConfig`, ...) and passes those down; nothing below `cmd` reads
+//! the environment.
 pub mod gateway;
 pub mod replay;
 pub mod run;
+pub mod show_config;
 
+use crate::export::OtlpExportConfig;
 use crate::self_telemetry::{SelfTelemetry, SelfTelemetryConfig};
+
+/// The process environment, read once per subcommand (then parsed by the
+/// config structs' `from_vars`).
+pub fn read_env() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
 
 /// Logs go to stderr (stdout is reserved for spans/OTLP JSON), filtered by RUST_LOG.
 pub fn init_logging() {
@@ -33,10 +46,11 @@ pub fn init_logging_with(tracer: Option<opentelemetry_sdk::trace::Tracer>) {
 pub fn init_logging_and_self_telemetry(
     service: &'static str,
     cfg: &SelfTelemetryConfig,
+    export: &OtlpExportConfig,
     temporality: opentelemetry_sdk::metrics::Temporality,
     interval: Option<std::time::Duration>,
 ) -> SelfTelemetry {
-    match SelfTelemetry::build(service, cfg, temporality, interval) {
+    match SelfTelemetry::build(service, cfg, export, temporality, interval) {
         Ok(Some(st)) => {
             init_logging_with(st.tracer());
             tracing::info!(

@@ -1,10 +1,10 @@
 //! `cnflow replay FILE`: the live pipeline fed from a pcap/pcapng capture.
+use crate::agent::config::AgentConfig;
+use crate::agent::pipeline::PacketPipeline;
 use crate::capture::pcap::CaptureReader;
 use crate::capture::PacketEvent;
-use crate::config::AgentConfig;
 use crate::exchange::Exchange;
 use crate::flow::{FlowConfig, FlowRecorder, FlowSummary, FlowTable};
-use crate::pipeline::Pipeline;
 use anyhow::{bail, Context, Result};
 use std::io::{BufWriter, Write};
 
@@ -103,10 +103,12 @@ const REPLAY_ID_SEED: u64 = 0x636e_666c_6f77;
 fn telemetry_output(
     format: crate::telemetry::Format,
     cfg: &AgentConfig,
+    env: &[(String, String)],
     exporter: Option<std::sync::Arc<crate::export::Exporter>>,
 ) -> Result<Box<dyn Output>> {
     use crate::telemetry::{resource, IdGen, SinkOptions, TelemetryConfig, TelemetrySink};
-    let mut opts = SinkOptions::new(TelemetryConfig::from_env()?, resource::host_identity_from_env()?);
+    let host = std::sync::Arc::new(resource::host_identity(env.iter().cloned())?);
+    let mut opts = SinkOptions::new(TelemetryConfig::from_vars(env.iter().cloned())?, host);
     opts.mask_query_values = cfg.mask_query_values;
     opts.ids = IdGen::Seeded(REPLAY_ID_SEED);
     opts.outputs.push(crate::telemetry::Output::Write(format, Box::new(BufWriter::new(std::io::stdout()))));
@@ -117,10 +119,12 @@ fn telemetry_output(
 }
 
 /// OTLP export from replay when OTEL_EXPORTER_OTLP_(TRACES_|METRICS_)ENDPOINT is set.
-fn start_exporter() -> Result<Option<(tokio::runtime::Runtime, std::sync::Arc<crate::export::Exporter>)>> {
-    use crate::export::{ExportConfig, Exporter, Signal};
-    let traces = ExportConfig::from_env(Signal::Traces)?;
-    let metrics = ExportConfig::from_env(Signal::Metrics)?;
+fn start_exporter(
+    env: &[(String, String)],
+) -> Result<Option<(tokio::runtime::Runtime, std::sync::Arc<crate::export::Exporter>)>> {
+    use crate::export::{Exporter, OtlpExportConfig, Signal};
+    let export = OtlpExportConfig::from_vars(env.iter().cloned(), &[Signal::Traces, Signal::Metrics])?;
+    let (traces, metrics) = (export.traces, export.metrics);
     if traces.is_none() && metrics.is_none() {
         return Ok(None);
     }
@@ -135,27 +139,30 @@ fn start_exporter() -> Result<Option<(tokio::runtime::Runtime, std::sync::Arc<cr
 fn output_for(
     format: &str,
     cfg: &AgentConfig,
+    env: &[(String, String)],
     exporter: Option<std::sync::Arc<crate::export::Exporter>>,
 ) -> Result<Box<dyn Output>> {
     Ok(match format {
         "exchanges" => Box::new(ExchangesJson),
         "count" => Box::<Count>::default(),
-        "text" => telemetry_output(crate::telemetry::Format::Text, cfg, exporter)?,
-        "otlp-json" => telemetry_output(crate::telemetry::Format::OtlpJson, cfg, exporter)?,
+        "text" => telemetry_output(crate::telemetry::Format::Text, cfg, env, exporter)?,
+        "otlp-json" => telemetry_output(crate::telemetry::Format::OtlpJson, cfg, env, exporter)?,
         other => bail!("unknown --format {other:?} (expected flows, exchanges, text, otlp-json, count)"),
     })
 }
 
 pub fn main(args: ReplayArgs) -> Result<()> {
-    let cfg = AgentConfig::from_env()?;
+    // Telemetry and export settings are parsed only for the formats that use them.
+    let env = super::read_env();
+    let cfg = AgentConfig::from_vars(env.iter().cloned())?;
     let reader = CaptureReader::open(&args.file)?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let res = if args.format == "flows" {
         replay_flows(reader, &cfg, args.dump, &mut out)
     } else {
-        let export = if args.format == "exchanges" || args.format == "count" { None } else { start_exporter()? };
-        let output = output_for(&args.format, &cfg, export.as_ref().map(|(_, e)| e.clone()))?;
+        let export = if args.format == "exchanges" || args.format == "count" { None } else { start_exporter(&env)? };
+        let output = output_for(&args.format, &cfg, &env, export.as_ref().map(|(_, e)| e.clone()))?;
         let res = replay_pipeline(reader, &cfg, output, &mut out);
         if let Some((rt, exporter)) = export {
             // The sink (and its clone of the exporter) is gone once replay_pipeline returned.
@@ -201,7 +208,7 @@ fn replay_pipeline<R: std::io::Read>(
     mut output: Box<dyn Output>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut p = Pipeline::new(cfg);
+    let mut p = PacketPipeline::new(cfg);
     let pipe = std::cell::RefCell::new(&mut p);
     let last_ts = std::cell::Cell::new(0u64);
     let res = drive(

@@ -20,16 +20,18 @@ pub enum Mode {
 }
 
 pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
-    let cfg = crate::config::AgentConfig::from_env()?;
-    let endpoint_set = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|v| std::env::var(v).map(|s| !s.is_empty()).unwrap_or(false));
+    use crate::export::{OtlpExportConfig, Signal};
+    let env = super::read_env();
+    let cfg = crate::agent::config::AgentConfig::from_vars(env.clone())?;
+    let export = OtlpExportConfig::from_vars(env.clone(), &[Signal::Traces, Signal::Metrics])?;
     let format = args
         .format
         .clone()
-        .unwrap_or_else(|| if mode == Mode::Agent && endpoint_set { "none" } else { "text" }.to_string());
-    let self_cfg = crate::self_telemetry::SelfTelemetryConfig::from_env()?;
-    let tcfg = crate::telemetry::TelemetryConfig::from_env()?;
+        .unwrap_or_else(|| if mode == Mode::Agent && export.traces.is_some() { "none" } else { "text" }.to_string());
+    let self_cfg = crate::self_telemetry::SelfTelemetryConfig::from_vars(env.clone())?;
+    let tcfg = crate::telemetry::TelemetryConfig::from_vars(env.clone())?;
+    let k8s = if mode == Mode::Agent { Some(crate::k8s::K8sConfig::from_vars(env.clone())?) } else { None };
+    let host = crate::telemetry::resource::host_identity(env).map(std::sync::Arc::new);
     let temporality = match tcfg.temporality()? {
         crate::telemetry::config::Temporality::Cumulative => opentelemetry_sdk::metrics::Temporality::Cumulative,
         crate::telemetry::config::Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
@@ -38,19 +40,19 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
     let own = {
         let _in_runtime = rt.enter();
         let interval = Some(std::time::Duration::from_secs(tcfg.metric_export_interval_secs));
-        super::init_logging_and_self_telemetry("cnflow-agent", &self_cfg, temporality, interval)
+        super::init_logging_and_self_telemetry("cnflow-agent", &self_cfg, &export, temporality, interval)
     };
     let res = rt.block_on(async {
-        let cancel = crate::capture::live::cancel_on_signal_or(args.duration)?;
+        let cancel = crate::agent::live::cancel_on_signal_or(args.duration)?;
         if format == "packets" {
-            return crate::capture::live::print_packets(&cfg, cancel).await;
+            return crate::agent::live::print_packets(&cfg.capture_settings()?, cancel).await;
         }
         let opts = crate::agent::AgentOptions {
             stdout: crate::agent::StdoutFormat::parse(&format)?,
-            kubernetes: mode == Mode::Agent,
             health_agent_default: mode == Mode::Agent,
         };
-        crate::agent::run(cfg, opts, cancel).await
+        let setup = crate::agent::AgentSetup { agent: cfg, telemetry: tcfg, k8s, export, host };
+        crate::agent::run(setup, opts, cancel).await
     });
     rt.block_on(own.shutdown());
     res

@@ -3,6 +3,7 @@
 //! OpenTelemetry specification says) plus cnflow's queue/retry knobs
 //! (`CNFLOW_EXPORT_*`). Every bad value is rejected at start-up, naming the variable.
 use super::Signal;
+use crate::env_vars::{EnvVars, VarDoc};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -13,33 +14,48 @@ use std::time::Duration;
 /// declared here so `cnflow config --reference` and the chart list them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OtlpEnv {
-    /// OTEL_EXPORTER_OTLP_ENDPOINT: OTLP endpoint for all signals (gRPC: used as-is; HTTP: /v1/traces, /v1/metrics, /v1/logs appended). OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT override it per signal and are used as-is.
+    /// OTLP endpoint for all signals (per-signal variables override it).
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// OTEL_EXPORTER_OTLP_PROTOCOL: grpc (default), http/protobuf or http/json; per-signal variants OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL.
+    /// OTLP transport: grpc (default), http/protobuf or http/json.
     #[serde(default)]
     pub protocol: Option<String>,
-    /// OTEL_EXPORTER_OTLP_HEADERS: extra request headers, `key=value,key2=value2` (values URL-encoded), e.g. vendor API keys; per-signal variants too.
+    /// Extra request headers, `key=value,key2=value2` (values URL-encoded).
     #[serde(default)]
     pub headers: Option<String>,
-    /// OTEL_EXPORTER_OTLP_TIMEOUT: per-request timeout in milliseconds (default 10000); per-signal variants too.
+    /// Per-request timeout in milliseconds (default 10000).
     #[serde(default)]
     pub timeout: Option<String>,
-    /// OTEL_EXPORTER_OTLP_COMPRESSION: gzip, zstd or none (default none); per-signal variants too.
+    /// Compression: gzip, zstd or none (default none).
     #[serde(default)]
     pub compression: Option<String>,
-    /// OTEL_EXPORTER_OTLP_INSECURE: for gRPC endpoints without a scheme, true = plaintext, false (default) = TLS.
+    /// For gRPC endpoints without a scheme, true = plaintext, false (default) = TLS.
     #[serde(default)]
     pub insecure: Option<String>,
-    /// OTEL_EXPORTER_OTLP_CERTIFICATE: PEM file of the CA(s) trusted for the backend's certificate (default: system roots).
+    /// PEM file of the CA(s) trusted for the backend's certificate (default: system roots).
     #[serde(default)]
     pub certificate: Option<String>,
-    /// OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: PEM client certificate for mutual TLS (with OTEL_EXPORTER_OTLP_CLIENT_KEY).
+    /// PEM client certificate for mutual TLS (with OTEL_EXPORTER_OTLP_CLIENT_KEY).
     #[serde(default)]
     pub client_certificate: Option<String>,
-    /// OTEL_EXPORTER_OTLP_CLIENT_KEY: PEM private key for mutual TLS.
+    /// PEM private key for mutual TLS.
     #[serde(default)]
     pub client_key: Option<String>,
+}
+
+impl EnvVars for OtlpEnv {
+    const PREFIX: &'static str = "OTEL_EXPORTER_OTLP_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint for all signals (gRPC: used as-is; HTTP: /v1/traces, /v1/metrics, /v1/logs appended). OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT override it per signal and are used as-is."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc (default), http/protobuf or http/json; per-signal variants OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL."),
+        VarDoc::secret("OTEL_EXPORTER_OTLP_HEADERS", "extra request headers, `key=value,key2=value2` (values URL-encoded), e.g. vendor API keys; per-signal variants too."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_TIMEOUT", "per-request timeout in milliseconds (default 10000); per-signal variants too."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip, zstd or none (default none); per-signal variants too."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_INSECURE", "for gRPC endpoints without a scheme, true = plaintext, false (default) = TLS."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_CERTIFICATE", "PEM file of the CA(s) trusted for the backend's certificate (default: system roots)."),
+        VarDoc::new("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "PEM client certificate for mutual TLS (with OTEL_EXPORTER_OTLP_CLIENT_KEY)."),
+        VarDoc::secret("OTEL_EXPORTER_OTLP_CLIENT_KEY", "PEM private key for mutual TLS."),
+    ];
 }
 
 fn d_queue() -> usize {
@@ -61,21 +77,32 @@ fn d_concurrent() -> usize {
 /// Queue and retry settings of the OTLP exporter (agent and gateway).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportTuning {
-    /// CNFLOW_EXPORT_QUEUE_SIZE: spans / metric data points / log records waiting for export per signal and endpoint; beyond it new data is refused and counted as dropped.
+    /// Spans / metric data points / log records waiting for export per signal and endpoint.
     #[serde(default = "d_queue")]
     pub queue_size: usize,
-    /// CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS: first retry delay (doubled per attempt, ±50% jitter).
+    /// First retry delay (doubled per attempt, ±50% jitter).
     #[serde(default = "d_initial")]
     pub retry_initial_backoff_ms: u64,
-    /// CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS: upper bound of the retry delay.
+    /// Upper bound of the retry delay.
     #[serde(default = "d_max_backoff")]
     pub retry_max_backoff_ms: u64,
-    /// CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS: give up on a request (counted as failed) after retrying this long; 0 = retry forever.
+    /// Give up on a request (counted as failed) after retrying this long.
     #[serde(default = "d_elapsed")]
     pub retry_max_elapsed_secs: u64,
-    /// CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS: export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers); 1 delivers strictly in queue order. 1–64.
+    /// Export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers).
     #[serde(default = "d_concurrent")]
     pub max_concurrent_requests: usize,
+}
+
+impl EnvVars for ExportTuning {
+    const PREFIX: &'static str = "CNFLOW_EXPORT_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("CNFLOW_EXPORT_QUEUE_SIZE", "spans / metric data points / log records waiting for export per signal and endpoint; beyond it new data is refused and counted as dropped."),
+        VarDoc::new("CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS", "first retry delay (doubled per attempt, ±50% jitter)."),
+        VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS", "upper bound of the retry delay."),
+        VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS", "give up on a request (counted as failed) after retrying this long; 0 = retry forever."),
+        VarDoc::new("CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS", "export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers); 1 delivers strictly in queue order. 1–64."),
+    ];
 }
 
 impl Default for ExportTuning {
@@ -87,7 +114,7 @@ impl Default for ExportTuning {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Protocol {
+pub enum OtlpProtocol {
     Grpc,
     HttpProtobuf,
     HttpJson,
@@ -106,7 +133,7 @@ pub struct ExportConfig {
     pub signal: Signal,
     /// Full URL: for HTTP the complete path (`.../v1/traces`), for gRPC scheme://host:port.
     pub endpoint: String,
-    pub protocol: Protocol,
+    pub protocol: OtlpProtocol,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
     pub compression: Compression,
@@ -132,7 +159,7 @@ impl Default for ExportConfig {
         Self {
             signal: Signal::Traces,
             endpoint: "http://localhost:4317".into(),
-            protocol: Protocol::Grpc,
+            protocol: OtlpProtocol::Grpc,
             headers: vec![],
             timeout: Duration::from_secs(10),
             compression: Compression::None,
@@ -192,20 +219,57 @@ impl Vars<'_> {
     }
 }
 
-impl ExportConfig {
-    /// None when no endpoint is configured for this signal.
-    pub fn from_env(signal: Signal) -> Result<Option<Self>> {
-        Self::from_vars(signal, std::env::vars())
+/// The OTLP export settings of each signal, parsed once by the subcommand
+/// and shared by everything that exports or needs to know where export goes
+/// (the exporter, self-telemetry, the agent's own-socket filter).
+#[derive(Debug, Clone, Default)]
+pub struct OtlpExportConfig {
+    pub traces: Option<ExportConfig>,
+    pub metrics: Option<ExportConfig>,
+    pub logs: Option<ExportConfig>,
+}
+
+impl OtlpExportConfig {
+    /// Parses the settings of `signals` (the others stay None, so their
+    /// variables are not checked).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>, signals: &[Signal]) -> Result<Self> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut out = Self::default();
+        for &s in signals {
+            let c = ExportConfig::from_vars(s, vars.iter().cloned())?;
+            match s {
+                Signal::Traces => out.traces = c,
+                Signal::Metrics => out.metrics = c,
+                Signal::Logs => out.logs = c,
+            }
+        }
+        Ok(out)
     }
 
+    /// Some signal has an endpoint.
+    pub fn any(&self) -> bool {
+        self.traces.is_some() || self.metrics.is_some() || self.logs.is_some()
+    }
+
+    /// Ports of the configured endpoints.
+    pub fn endpoint_ports(&self) -> Vec<u16> {
+        [&self.traces, &self.metrics, &self.logs]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| reqwest::Url::parse(&c.endpoint).ok()?.port_or_known_default())
+            .collect()
+    }
+}
+
+impl ExportConfig {
     pub fn from_vars(signal: Signal, vars: impl IntoIterator<Item = (String, String)>) -> Result<Option<Self>> {
         let vars: HashMap<String, String> = vars.into_iter().collect();
         let v = Vars { vars: &vars, signal };
         let protocol = match v.get("PROTOCOL") {
-            None => Protocol::Grpc,
-            Some((_, "grpc")) => Protocol::Grpc,
-            Some((_, "http/protobuf")) => Protocol::HttpProtobuf,
-            Some((_, "http/json")) => Protocol::HttpJson,
+            None => OtlpProtocol::Grpc,
+            Some((_, "grpc")) => OtlpProtocol::Grpc,
+            Some((_, "http/protobuf")) => OtlpProtocol::HttpProtobuf,
+            Some((_, "http/json")) => OtlpProtocol::HttpJson,
             Some((n, other)) => bail!("{n}: unknown protocol {other:?} (expected grpc, http/protobuf or http/json)"),
         };
         let specific_name = format!("OTEL_EXPORTER_OTLP_{}ENDPOINT", signal.env_infix());
@@ -218,7 +282,7 @@ impl ExportConfig {
         let (endpoint, var) = match (specific, generic) {
             (Some(s), _) => (s.to_string(), specific_name),
             (None, Some(g)) => {
-                let e = if protocol == Protocol::Grpc { g.to_string() } else { append_path(g, signal.http_path()) };
+                let e = if protocol == OtlpProtocol::Grpc { g.to_string() } else { append_path(g, signal.http_path()) };
                 (e, "OTEL_EXPORTER_OTLP_ENDPOINT".to_string())
             }
             (None, None) => return Ok(None),
@@ -301,8 +365,11 @@ impl ExportConfig {
     /// The same settings for another base endpoint (the gateway's extra
     /// destinations): HTTP paths are appended like for a generic endpoint.
     pub fn with_base_endpoint(&self, base: &str) -> Result<Self> {
-        let e =
-            if self.protocol == Protocol::Grpc { base.to_string() } else { append_path(base, self.signal.http_path()) };
+        let e = if self.protocol == OtlpProtocol::Grpc {
+            base.to_string()
+        } else {
+            append_path(base, self.signal.http_path())
+        };
         let insecure = self.endpoint.starts_with("http://");
         Ok(Self { endpoint: normalize_endpoint(&e, self.protocol, insecure)?, ..self.clone() })
     }
@@ -324,10 +391,10 @@ fn append_path(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))
 }
 
-fn normalize_endpoint(e: &str, protocol: Protocol, insecure: bool) -> Result<String> {
+fn normalize_endpoint(e: &str, protocol: OtlpProtocol, insecure: bool) -> Result<String> {
     let with_scheme = if e.starts_with("http://") || e.starts_with("https://") {
         e.to_string()
-    } else if protocol == Protocol::Grpc && !e.contains("://") {
+    } else if protocol == OtlpProtocol::Grpc && !e.contains("://") {
         // The spec lets gRPC endpoints omit the scheme; INSECURE then picks it.
         format!("{}://{e}", if insecure { "http" } else { "https" })
     } else {
@@ -419,7 +486,7 @@ mod tests {
         let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "gw:4317"), ("OTEL_EXPORTER_OTLP_INSECURE", "true")]);
         let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
         assert_eq!(t.endpoint, "http://gw:4317");
-        assert_eq!(t.protocol, Protocol::Grpc);
+        assert_eq!(t.protocol, OtlpProtocol::Grpc);
         let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "gw:4317")]);
         assert!(ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap().is_tls());
     }

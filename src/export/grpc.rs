@@ -1,7 +1,7 @@
 //! OTLP/gRPC sender built on the tonic clients generated in opentelemetry-proto.
 use super::config::{Compression, ExportConfig};
 use super::payload::Payload;
-use super::retry::Outcome;
+use super::retry::SendOutcome;
 use anyhow::{Context, Result};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
@@ -59,7 +59,7 @@ impl GrpcSender {
         r
     }
 
-    pub async fn send(&self, p: &Payload) -> Outcome {
+    pub async fn send(&self, p: &Payload) -> SendOutcome {
         macro_rules! call {
             ($client:ident, $req:expr, $rejected:ident) => {{
                 let mut c = $client::new(self.channel.clone()).max_decoding_message_size(16 << 20);
@@ -70,7 +70,7 @@ impl GrpcSender {
                 match c.export(self.request($req.clone())).await {
                     Ok(resp) => {
                         let ps = resp.into_inner().partial_success.unwrap_or_default();
-                        Outcome::Delivered { rejected: ps.$rejected as u64, message: ps.error_message }
+                        SendOutcome::Delivered { rejected: ps.$rejected as u64, message: ps.error_message }
                     }
                     Err(s) => classify(&s),
                 }
@@ -86,7 +86,7 @@ impl GrpcSender {
 
 /// Retryable codes per the OTLP specification; RESOURCE_EXHAUSTED only when
 /// the server says when to come back (RetryInfo).
-pub fn classify(s: &Status) -> Outcome {
+pub fn classify(s: &Status) -> SendOutcome {
     let reason = format!("gRPC {:?}: {}", s.code(), s.message());
     let hint = s.get_details_retry_info().and_then(|ri| ri.retry_delay);
     match s.code() {
@@ -95,8 +95,8 @@ pub fn classify(s: &Status) -> Outcome {
         | Code::Aborted
         | Code::OutOfRange
         | Code::Unavailable
-        | Code::DataLoss => Outcome::Retry { after: hint, reason },
-        Code::ResourceExhausted if hint.is_some() => Outcome::Retry { after: hint, reason },
-        _ => Outcome::Fail { reason },
+        | Code::DataLoss => SendOutcome::Retry { after: hint, reason },
+        Code::ResourceExhausted if hint.is_some() => SendOutcome::Retry { after: hint, reason },
+        _ => SendOutcome::Fail { reason },
     }
 }

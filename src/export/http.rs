@@ -1,7 +1,7 @@
 //! OTLP/HTTP sender (protobuf or JSON bodies) on reqwest.
-use super::config::{Compression, ExportConfig, Protocol};
+use super::config::{Compression, ExportConfig, OtlpProtocol};
 use super::payload::Payload;
-use super::retry::{http_retryable, parse_retry_after, Outcome};
+use super::retry::{http_retryable, parse_retry_after, SendOutcome};
 use anyhow::{Context, Result};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
@@ -47,16 +47,16 @@ impl HttpSender {
         Ok(Self {
             client: b.build().context("building the OTLP/HTTP client")?,
             url: cfg.endpoint.clone(),
-            json: cfg.protocol == Protocol::HttpJson,
+            json: cfg.protocol == OtlpProtocol::HttpJson,
             compression: cfg.compression,
         })
     }
 
-    pub async fn send(&self, p: &Payload) -> Outcome {
+    pub async fn send(&self, p: &Payload) -> SendOutcome {
         let body = if self.json { p.to_json() } else { p.encode() };
         let (body, encoding) = match compress(self.compression, body) {
             Ok(x) => x,
-            Err(e) => return Outcome::Fail { reason: format!("compression failed: {e}") },
+            Err(e) => return SendOutcome::Fail { reason: format!("compression failed: {e}") },
         };
         let mut req = self
             .client
@@ -69,21 +69,21 @@ impl HttpSender {
         let resp = match req.send().await {
             Ok(r) => r,
             // Connection refused, reset, timeout: the backend may come back.
-            Err(e) => return Outcome::Retry { after: None, reason: format!("HTTP request failed: {e}") },
+            Err(e) => return SendOutcome::Retry { after: None, reason: format!("HTTP request failed: {e}") },
         };
         let status = resp.status().as_u16();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let bytes = resp.bytes().await.unwrap_or_default();
         if (200..300).contains(&status) {
             let (rejected, message) = partial_success(p, &bytes, self.json);
-            return Outcome::Delivered { rejected, message };
+            return SendOutcome::Delivered { rejected, message };
         }
         let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
         let reason = format!("HTTP {status}: {snippet}");
         if http_retryable(status) {
-            Outcome::Retry { after: retry_after, reason }
+            SendOutcome::Retry { after: retry_after, reason }
         } else {
-            Outcome::Fail { reason }
+            SendOutcome::Fail { reason }
         }
     }
 }

@@ -3,9 +3,10 @@
 //! compression, configured by the standard `OTEL_EXPORTER_OTLP_*` variables.
 //!
 //! API contract (used by telemetry and gateway):
-//! - `ExportConfig::from_env(Signal)` reads OTEL_EXPORTER_OTLP_{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,PROTOCOL,INSECURE,CERTIFICATE,CLIENT_KEY,CLIENT_CERTIFICATE}
+//! - `ExportConfig::from_vars(Signal, vars)` reads OTEL_EXPORTER_OTLP_{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,PROTOCOL,INSECURE,CERTIFICATE,CLIENT_KEY,CLIENT_CERTIFICATE}
 //!   with the TRACES_/METRICS_/LOGS_ variants taking precedence, plus `CNFLOW_EXPORT_*` (queue size, retry).
-//!   `Ok(None)` when no endpoint is configured for that signal.
+//!   `Ok(None)` when no endpoint is configured for that signal. `OtlpExportConfig` holds them for
+//!   every signal, parsed once by the subcommand.
 //! - `Exporter::start(traces, metrics, logs)` spawns one sending task per configured signal on the current tokio runtime.
 //! - `send_traces` / `send_metrics` / `send_logs` enqueue without blocking; a full queue returns `Err(QueueFull)`
 //!   and counts the drop. Data for a signal without a configured endpoint is discarded (Ok).
@@ -18,11 +19,14 @@
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod instruments;
 pub mod payload;
 pub mod queue;
 pub mod retry;
+#[doc(hidden)]
+pub mod test_sink;
 
-pub use config::{Compression, ExportConfig, ExportTuning, OtlpEnv, Protocol};
+pub use config::{Compression, ExportConfig, ExportTuning, OtlpEnv, OtlpExportConfig, OtlpProtocol};
 pub use payload::Payload;
 
 use crate::stats::{counter, gauge, Counter};
@@ -30,7 +34,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use queue::Queue;
-use retry::{Backoff, Outcome};
+use retry::{Backoff, SendOutcome};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,7 +77,7 @@ enum Sender {
 }
 
 impl Sender {
-    async fn send(&self, p: &Payload) -> Outcome {
+    async fn send(&self, p: &Payload) -> SendOutcome {
         match self {
             Sender::Grpc(s) => s.send(p).await,
             Sender::Http(s) => s.send(p).await,
@@ -117,15 +121,15 @@ impl Exporter {
 
     fn lane(cfg: ExportConfig) -> anyhow::Result<Lane> {
         let sender = match cfg.protocol {
-            Protocol::Grpc => Sender::Grpc(grpc::GrpcSender::new(&cfg)?),
-            Protocol::HttpProtobuf | Protocol::HttpJson => Sender::Http(http::HttpSender::new(&cfg)?),
+            OtlpProtocol::Grpc => Sender::Grpc(grpc::GrpcSender::new(&cfg)?),
+            OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => Sender::Http(http::HttpSender::new(&cfg)?),
         };
         let counters = Counters::for_signal(cfg.signal);
         let depth = gauge("cnflow.export.queue.depth", &[("signal", cfg.signal.name()), ("endpoint", &cfg.endpoint)]);
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
         let queue = Arc::new(Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?);
         tracing::info!(signal = cfg.signal.name(), endpoint = %cfg.endpoint, protocol = ?cfg.protocol, "OTLP exporter started");
-        let instruments = crate::self_telemetry::ExportInstruments::new();
+        let instruments = instruments::ExportInstruments::new();
         let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters, instruments));
         Ok(Lane { queue, task: parking_lot::Mutex::new(Some(task)) })
     }
@@ -203,7 +207,7 @@ async fn run_lane(
     sender: Sender,
     queue: Arc<Queue>,
     c: Counters,
-    instruments: crate::self_telemetry::ExportInstruments,
+    instruments: instruments::ExportInstruments,
 ) {
     use futures::stream::{FuturesUnordered, StreamExt};
     let max = cfg.max_concurrent.max(1);
@@ -227,7 +231,7 @@ async fn export_one(
     sender: &Sender,
     queue: &Queue,
     c: &Counters,
-    instruments: &crate::self_telemetry::ExportInstruments,
+    instruments: &instruments::ExportInstruments,
     entry: queue::Entry,
 ) {
     use tracing::Instrument;
@@ -269,7 +273,7 @@ async fn send_with_retry(
     loop {
         attempts += 1;
         match sender.send(&entry.payload).await {
-            Outcome::Delivered { rejected, message } => {
+            SendOutcome::Delivered { rejected, message } => {
                 let rejected = rejected.min(entry.items as u64);
                 c.sent.add(entry.items as u64 - rejected);
                 if rejected > 0 || !message.is_empty() {
@@ -281,12 +285,12 @@ async fn send_with_retry(
                 }
                 return ("delivered", attempts);
             }
-            Outcome::Fail { reason } => {
+            SendOutcome::Fail { reason } => {
                 c.failed.add(entry.items as u64);
                 tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export failed permanently: {reason}");
                 return ("failed", attempts);
             }
-            Outcome::Retry { after, reason } => {
+            SendOutcome::Retry { after, reason } => {
                 let delay = backoff.delay(after);
                 if cfg.retry_max_elapsed.is_some_and(|m| started.elapsed() + delay > m) {
                     c.failed.add(entry.items as u64);

@@ -3,7 +3,7 @@ use rand::Rng;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum SendOutcome {
     /// Accepted; `rejected` items were refused by the backend (partial success).
     Delivered { rejected: u64, message: String },
     /// Transient failure: try again, no sooner than `after` when the backend said so.

@@ -7,7 +7,6 @@ use super::role::port_is_server;
 use super::tcp::{HalfStream, Out};
 use super::{CloseReason, Conn, ConnInfo, RoleEvidence, StreamDir, StreamSink, Transport};
 use crate::capture::{Direction, PacketEvent, L4};
-use crate::config::AgentConfig;
 use crate::stats::{counter, gauge, Counter};
 use lru::LruCache;
 use std::collections::VecDeque;
@@ -55,7 +54,7 @@ fn count_close(reason: CloseReason) {
     }
 }
 
-/// Limits of the flow table (from [`AgentConfig`]).
+/// Limits of the flow table.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
     pub max_flows: usize,
@@ -65,18 +64,10 @@ pub struct FlowConfig {
 }
 
 impl Default for FlowConfig {
+    /// The defaults of the agent's CNFLOW_MAX_FLOWS, CNFLOW_MAX_FLOW_BUFFER_BYTES
+    /// and CNFLOW_FLOW_IDLE_TIMEOUT_SECS.
     fn default() -> Self {
-        Self::from(&AgentConfig::default())
-    }
-}
-
-impl From<&AgentConfig> for FlowConfig {
-    fn from(c: &AgentConfig) -> Self {
-        Self {
-            max_flows: c.max_flows.max(1),
-            max_buffer_bytes: c.max_flow_buffer_bytes,
-            idle_timeout_ns: c.flow_idle_timeout_secs.saturating_mul(1_000_000_000),
-        }
+        Self { max_flows: 65_536, max_buffer_bytes: 256 * 1024, idle_timeout_ns: 120 * 1_000_000_000 }
     }
 }
 

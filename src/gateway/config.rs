@@ -1,5 +1,6 @@
 //! Gateway settings from `CNFLOW_GATEWAY_*` (envy). Downstream endpoints come
 //! from the standard `OTEL_EXPORTER_OTLP_*` variables (see `export::config`).
+use crate::env_vars::{EnvVars, VarDoc};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -39,60 +40,84 @@ fn d_shutdown() -> u64 {
 /// Settings of `cnflow gateway`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayConfig {
-    /// CNFLOW_GATEWAY_GRPC_LISTEN: address of the OTLP/gRPC receiver.
+    /// Address of the OTLP/gRPC receiver.
     #[serde(default = "d_grpc")]
     pub grpc_listen: String,
-    /// CNFLOW_GATEWAY_HTTP_LISTEN: address of the OTLP/HTTP receiver (/v1/traces, /v1/metrics, /v1/logs).
+    /// Address of the OTLP/HTTP receiver (/v1/traces, /v1/metrics, /v1/logs).
     #[serde(default = "d_http")]
     pub http_listen: String,
-    /// CNFLOW_GATEWAY_HEALTH_LISTEN: address serving /healthz (liveness) and /readyz (readiness).
+    /// Address serving /healthz (liveness) and /readyz (readiness).
     #[serde(default = "d_health")]
     pub health_listen: String,
-    /// CNFLOW_GATEWAY_MAX_REQUEST_BYTES: largest accepted request, after decompression (gRPC and HTTP).
+    /// Largest accepted request, after decompression (gRPC and HTTP).
     #[serde(default = "d_max_req")]
     pub max_request_bytes: usize,
-    /// CNFLOW_GATEWAY_TLS_CERT: PEM certificate (chain) for TLS on both receivers; set with CNFLOW_GATEWAY_TLS_KEY.
+    /// PEM certificate (chain) for TLS on both receivers.
     #[serde(default)]
     pub tls_cert: Option<String>,
-    /// CNFLOW_GATEWAY_TLS_KEY: PEM private key for CNFLOW_GATEWAY_TLS_CERT.
+    /// PEM private key for CNFLOW_GATEWAY_TLS_CERT.
     #[serde(default)]
     pub tls_key: Option<String>,
-    /// CNFLOW_GATEWAY_AUTH_TOKENS: comma-separated bearer tokens accepted from agents (`authorization: Bearer TOKEN`); unset = no authentication.
+    /// Comma-separated bearer tokens accepted from agents (`authorization: Bearer TOKEN`).
     #[serde(default)]
     pub auth_tokens: Option<String>,
-    /// CNFLOW_GATEWAY_GEOIP_CITY_DB: path of a MaxMind City (or Country) .mmdb; unset (with no ASN DB) = GeoIP off.
+    /// Path of a MaxMind City (or Country) .mmdb.
     #[serde(default)]
     pub geoip_city_db: Option<String>,
-    /// CNFLOW_GATEWAY_GEOIP_ASN_DB: path of a MaxMind ASN .mmdb.
+    /// Path of a MaxMind ASN .mmdb.
     #[serde(default)]
     pub geoip_asn_db: Option<String>,
-    /// CNFLOW_GATEWAY_GEOIP_CACHE_SIZE: addresses whose GeoIP result is kept (LRU).
+    /// Addresses whose GeoIP result is kept (LRU).
     #[serde(default = "d_cache")]
     pub geoip_cache_size: usize,
-    /// CNFLOW_GATEWAY_GEOIP_RELOAD_SECS: how often the database files are checked for changes and reloaded; 0 = never.
+    /// How often the database files are checked for changes and reloaded.
     #[serde(default = "d_reload")]
     pub geoip_reload_secs: u64,
-    /// CNFLOW_GATEWAY_BATCH_SIZE: items (spans, data points, log records) that trigger sending a batch.
+    /// Items (spans, data points, log records) that trigger sending a batch.
     #[serde(default = "d_batch")]
     pub batch_size: usize,
-    /// CNFLOW_GATEWAY_BATCH_TIMEOUT_MS: a batch is sent at the latest this long after its first item.
+    /// A batch is sent at the latest this long after its first item.
     #[serde(default = "d_batch_timeout")]
     pub batch_timeout_ms: u64,
-    /// CNFLOW_GATEWAY_BATCH_MAX_SIZE: upper limit of items per exported request (larger batches are split); 0 = no limit.
+    /// Upper limit of items per exported request (larger batches are split).
     #[serde(default)]
     pub batch_max_size: usize,
-    /// CNFLOW_GATEWAY_QUEUE_DIR: directory for a disk-backed export queue (survives restarts); unset = memory only.
+    /// Directory for a disk-backed export queue (survives restarts).
     #[serde(default)]
     pub queue_dir: Option<String>,
-    /// CNFLOW_GATEWAY_EXTRA_ENDPOINTS: comma-separated further OTLP endpoints receiving the same data, with the OTEL_EXPORTER_OTLP_* protocol, headers and TLS settings.
+    /// Comma-separated further OTLP endpoints receiving the same data.
     #[serde(default)]
     pub extra_endpoints: Option<String>,
-    /// CNFLOW_GATEWAY_STATS_INTERVAL_SECS: how often the gateway's own counters are logged and exported as OTLP metrics.
+    /// How often the gateway's own counters are logged and exported as OTLP metrics.
     #[serde(default = "d_stats")]
     pub stats_interval_secs: u64,
-    /// CNFLOW_GATEWAY_SHUTDOWN_TIMEOUT_SECS: on SIGTERM, time allowed to flush batches and queued data.
+    /// On SIGTERM, time allowed to flush batches and queued data.
     #[serde(default = "d_shutdown")]
     pub shutdown_timeout_secs: u64,
+}
+
+impl EnvVars for GatewayConfig {
+    const PREFIX: &'static str = "CNFLOW_GATEWAY_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("CNFLOW_GATEWAY_GRPC_LISTEN", "address of the OTLP/gRPC receiver."),
+        VarDoc::new("CNFLOW_GATEWAY_HTTP_LISTEN", "address of the OTLP/HTTP receiver (/v1/traces, /v1/metrics, /v1/logs)."),
+        VarDoc::new("CNFLOW_GATEWAY_HEALTH_LISTEN", "address serving /healthz (liveness) and /readyz (readiness)."),
+        VarDoc::new("CNFLOW_GATEWAY_MAX_REQUEST_BYTES", "largest accepted request, after decompression (gRPC and HTTP)."),
+        VarDoc::new("CNFLOW_GATEWAY_TLS_CERT", "PEM certificate (chain) for TLS on both receivers; set with CNFLOW_GATEWAY_TLS_KEY."),
+        VarDoc::secret("CNFLOW_GATEWAY_TLS_KEY", "PEM private key for CNFLOW_GATEWAY_TLS_CERT."),
+        VarDoc::secret("CNFLOW_GATEWAY_AUTH_TOKENS", "comma-separated bearer tokens accepted from agents (`authorization: Bearer TOKEN`); unset = no authentication."),
+        VarDoc::new("CNFLOW_GATEWAY_GEOIP_CITY_DB", "path of a MaxMind City (or Country) .mmdb; unset (with no ASN DB) = GeoIP off."),
+        VarDoc::new("CNFLOW_GATEWAY_GEOIP_ASN_DB", "path of a MaxMind ASN .mmdb."),
+        VarDoc::new("CNFLOW_GATEWAY_GEOIP_CACHE_SIZE", "addresses whose GeoIP result is kept (LRU)."),
+        VarDoc::new("CNFLOW_GATEWAY_GEOIP_RELOAD_SECS", "how often the database files are checked for changes and reloaded; 0 = never."),
+        VarDoc::new("CNFLOW_GATEWAY_BATCH_SIZE", "items (spans, data points, log records) that trigger sending a batch."),
+        VarDoc::new("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "a batch is sent at the latest this long after its first item."),
+        VarDoc::new("CNFLOW_GATEWAY_BATCH_MAX_SIZE", "upper limit of items per exported request (larger batches are split); 0 = no limit."),
+        VarDoc::new("CNFLOW_GATEWAY_QUEUE_DIR", "directory for a disk-backed export queue (survives restarts); unset = memory only."),
+        VarDoc::new("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "comma-separated further OTLP endpoints receiving the same data, with the OTEL_EXPORTER_OTLP_* protocol, headers and TLS settings."),
+        VarDoc::new("CNFLOW_GATEWAY_STATS_INTERVAL_SECS", "how often the gateway's own counters are logged and exported as OTLP metrics."),
+        VarDoc::new("CNFLOW_GATEWAY_SHUTDOWN_TIMEOUT_SECS", "on SIGTERM, time allowed to flush batches and queued data."),
+    ];
 }
 
 impl Default for GatewayConfig {
@@ -112,10 +137,6 @@ fn nonempty(s: &Option<String>) -> Option<&str> {
 }
 
 impl GatewayConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let cfg: Self = envy::prefixed("CNFLOW_GATEWAY_")
             .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_GATEWAY_")))

@@ -2,7 +2,7 @@
 //! in opentelemetry-proto: gzip/zstd accepted, size-limited, optional TLS and
 //! bearer-token auth.
 use super::auth::Auth;
-use super::pipeline::{Pipeline, Refused};
+use super::pipeline::{ForwardingPipeline, Refused};
 use crate::export::Payload;
 use crate::stats::counter;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
@@ -37,7 +37,7 @@ fn to_status(e: Refused) -> Status {
 }
 
 #[derive(Clone)]
-pub struct Svc(pub Arc<Pipeline>);
+pub struct Svc(pub Arc<ForwardingPipeline>);
 
 #[tonic::async_trait]
 impl TraceService for Svc {
@@ -74,7 +74,7 @@ impl LogsService for Svc {
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<ForwardingPipeline>,
     auth: Auth,
     tls: Option<(Vec<u8>, Vec<u8>)>,
     max_request_bytes: usize,

@@ -1,7 +1,7 @@
 //! /healthz (liveness: the process serves requests) and /readyz (readiness:
 //! receivers are up and the gateway is not shutting down), on the port the
 //! Helm chart probes (13133 by default).
-use super::pipeline::Pipeline;
+use super::pipeline::ForwardingPipeline;
 use crate::export::Signal;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Clone)]
-pub struct Health {
+pub struct GatewayHealth {
     pub ready: Arc<AtomicBool>,
-    pub pipeline: Arc<Pipeline>,
+    pub pipeline: Arc<ForwardingPipeline>,
 }
 
-async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
+async fn readyz(State(h): State<GatewayHealth>) -> (StatusCode, String) {
     let backlog = |s| h.pipeline.backlog(s);
     let body = serde_json::json!({
         "ready": h.ready.load(Ordering::Relaxed),
@@ -27,6 +27,6 @@ async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
     (code, body)
 }
 
-pub fn router(h: Health) -> Router {
+pub fn router(h: GatewayHealth) -> Router {
     Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(h)
 }

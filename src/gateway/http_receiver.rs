@@ -3,7 +3,7 @@
 //! TLS and bearer-token auth. Errors answer with a google.rpc.Status body in
 //! the request's content type, as the OTLP specification asks.
 use super::auth::Auth;
-use super::pipeline::{Pipeline, Refused};
+use super::pipeline::{ForwardingPipeline, Refused};
 use crate::export::{Payload, Signal};
 use crate::stats::counter;
 use axum::body::Bytes;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 struct Ctx {
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<ForwardingPipeline>,
     auth: Auth,
     max: usize,
 }
@@ -148,7 +148,7 @@ async fn handle(signal: Signal, ctx: Ctx, headers: HeaderMap, body: Bytes) -> Re
     }
 }
 
-pub fn router(pipeline: Arc<Pipeline>, auth: Auth, max: usize) -> Router {
+pub fn router(pipeline: Arc<ForwardingPipeline>, auth: Auth, max: usize) -> Router {
     let ctx = Ctx { pipeline, auth, max };
     Router::new()
         .route("/v1/traces", post(|State(c): State<Ctx>, h: HeaderMap, b: Bytes| handle(Signal::Traces, c, h, b)))

@@ -4,7 +4,7 @@
 pub mod auth;
 pub mod batch;
 pub mod config;
-pub mod enrich;
+pub mod geo_attributes;
 pub mod geoip;
 pub mod grpc_receiver;
 pub mod health;
@@ -15,9 +15,9 @@ pub mod tls;
 
 pub use config::GatewayConfig;
 
-use crate::export::{ExportConfig, Exporter, Payload, Signal};
+use crate::export::{ExportConfig, Exporter, OtlpExportConfig, Payload, Signal};
 use anyhow::{bail, Context, Result};
-use pipeline::Pipeline;
+use pipeline::ForwardingPipeline;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,13 +31,8 @@ pub type Destination = [Option<ExportConfig>; 3];
 
 /// Destinations from the standard OTLP variables plus CNFLOW_GATEWAY_EXTRA_ENDPOINTS,
 /// each with its own disk-queue subdirectory when CNFLOW_GATEWAY_QUEUE_DIR is set.
-pub fn destinations(cfg: &GatewayConfig, vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<Destination>> {
-    let vars: Vec<(String, String)> = vars.into_iter().collect();
-    let primary: Destination = [
-        ExportConfig::from_vars(Signal::Traces, vars.clone())?,
-        ExportConfig::from_vars(Signal::Metrics, vars.clone())?,
-        ExportConfig::from_vars(Signal::Logs, vars)?,
-    ];
+pub fn destinations(cfg: &GatewayConfig, export: &OtlpExportConfig) -> Result<Vec<Destination>> {
+    let primary: Destination = [export.traces.clone(), export.metrics.clone(), export.logs.clone()];
     if primary.iter().all(Option::is_none) {
         bail!("no OTLP destination: set OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_{{TRACES,METRICS,LOGS}}_ENDPOINT)");
     }
@@ -67,7 +62,7 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub health_addr: SocketAddr,
-    pub pipeline: Arc<Pipeline>,
+    pub pipeline: Arc<ForwardingPipeline>,
     ready: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<Result<()>>>,
@@ -116,7 +111,7 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
     }
     let exports_metrics = exporters[0].exports(Signal::Metrics);
     let batch = batch::BatchConfig { size: cfg.batch_size, timeout: cfg.batch_timeout(), max_size: cfg.batch_max_size };
-    let pipeline = Pipeline::new(geo.clone(), exporters, batch);
+    let pipeline = ForwardingPipeline::new(geo.clone(), exporters, batch);
     let mut aux = pipeline.spawn_timers();
 
     let grpc_l = bind("CNFLOW_GATEWAY_GRPC_LISTEN", cfg.grpc_addr()?).await?;
@@ -137,7 +132,7 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
     )));
     let app = http_receiver::router(pipeline.clone(), auth, cfg.max_request_bytes);
     servers.push(tokio::spawn(http_receiver::serve(http_l, app, http_tls, stopped(stop_rx.clone()))));
-    let health_app = health::router(health::Health { ready: ready.clone(), pipeline: pipeline.clone() });
+    let health_app = health::router(health::GatewayHealth { ready: ready.clone(), pipeline: pipeline.clone() });
     let health_stop = stopped(stop_rx.clone());
     servers.push(tokio::spawn(async move {
         axum::serve(health_l, health_app).with_graceful_shutdown(health_stop).await?;

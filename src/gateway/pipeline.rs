@@ -1,7 +1,7 @@
 //! What both receivers feed: admission (back-pressure) → GeoIP → batcher →
 //! every configured exporter.
 use super::batch::{BatchConfig, Batcher};
-use super::enrich;
+use super::geo_attributes;
 use super::geoip::GeoIp;
 use crate::export::{Exporter, Payload, Signal};
 use crate::stats::{counter, Counter};
@@ -34,7 +34,7 @@ impl SignalCounters {
     }
 }
 
-pub struct Pipeline {
+pub struct ForwardingPipeline {
     geo: Option<Arc<GeoIp>>,
     exporters: Arc<Vec<Exporter>>,
     batchers: [Arc<Batcher>; 3],
@@ -52,7 +52,7 @@ fn idx(s: Signal) -> usize {
     }
 }
 
-impl Pipeline {
+impl ForwardingPipeline {
     pub fn new(geo: Option<Arc<GeoIp>>, exporters: Vec<Exporter>, batch: BatchConfig) -> Arc<Self> {
         let exporters = Arc::new(exporters);
         let batchers = SIGNALS.map(|_| {
@@ -95,9 +95,9 @@ impl Pipeline {
         }
         if let Some(geo) = &self.geo {
             let enriched = match &mut p {
-                Payload::Traces(r) => enrich::enrich_traces(geo, r),
-                Payload::Metrics(r) => enrich::enrich_metrics(geo, r),
-                Payload::Logs(r) => enrich::enrich_logs(geo, r),
+                Payload::Traces(r) => geo_attributes::enrich_traces(geo, r),
+                Payload::Metrics(r) => geo_attributes::enrich_metrics(geo, r),
+                Payload::Logs(r) => geo_attributes::enrich_logs(geo, r),
             };
             c.enriched.add(enriched);
         }

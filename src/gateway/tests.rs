@@ -1,51 +1,18 @@
 //! The gateway in-process: real gRPC/HTTP clients in, an in-process tonic
-//! OTLP backend out, GeoIP from a database written with mmdb-writer.
+//! OTLP backend ([`OtlpSink`]) out, GeoIP from a database written with mmdb-writer.
 use super::*;
-use crate::export::{Compression, Protocol};
+use crate::export::test_sink::OtlpSink;
+use crate::export::{Compression, OtlpProtocol};
 use crate::telemetry::resource::{find, kv_str, trace_request};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use parking_lot::Mutex;
 use prost::Message;
 use std::time::Instant;
 
-#[derive(Clone, Default)]
-struct Backend(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-#[tonic::async_trait]
-impl TraceService for Backend {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().push(req.into_inner());
-        Ok(tonic::Response::new(Default::default()))
-    }
-}
-
-impl Backend {
-    fn spans(&self) -> Vec<Span> {
-        self.0
-            .lock()
-            .iter()
-            .flat_map(|r| r.resource_spans.iter())
-            .flat_map(|rs| rs.scope_spans.iter())
-            .flat_map(|ss| ss.spans.iter().cloned())
-            .collect()
-    }
-}
-
-async fn serve_backend(listener: tokio::net::TcpListener) -> Backend {
-    let b = Backend::default();
-    let svc = TraceServiceServer::new(b.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+async fn serve_backend(listener: tokio::net::TcpListener) -> Arc<OtlpSink> {
+    let b = Arc::new(OtlpSink::new());
+    b.serve_grpc(listener);
     b
 }
 
@@ -100,7 +67,7 @@ fn dest(endpoint: &str, queue_size: usize) -> Vec<Destination> {
     let c = ExportConfig {
         signal: Signal::Traces,
         endpoint: endpoint.into(),
-        protocol: Protocol::Grpc,
+        protocol: OtlpProtocol::Grpc,
         compression: Compression::Gzip,
         timeout: Duration::from_secs(2),
         queue_size,
@@ -186,7 +153,7 @@ async fn grpc_and_http_in_enriched_batched_out() {
     let d = by("d");
     assert!(d.iter().all(|kv| !kv.key.contains("geo")), "8.8.8.8 is not in the test DB");
     // Same resource → merged into one ResourceSpans per exported request.
-    assert!(backend.0.lock().iter().all(|r| r.resource_spans.len() == 1));
+    assert!(backend.received.lock().iter().all(|r| r.resource_spans.len() == 1));
 
     let h = reqwest::get(format!("http://{}/readyz", gw.health_addr)).await.unwrap();
     assert_eq!(h.status(), 200);
@@ -309,7 +276,9 @@ async fn corrupt_geoip_database_refuses_to_start() {
 #[test]
 fn destinations_from_env() {
     let vars = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
-    let e = destinations(&GatewayConfig::default(), vars(&[])).unwrap_err();
+    let all = [Signal::Traces, Signal::Metrics, Signal::Logs];
+    let parsed = |v: Vec<(String, String)>| OtlpExportConfig::from_vars(v, &all).unwrap();
+    let e = destinations(&GatewayConfig::default(), &parsed(vars(&[]))).unwrap_err();
     assert!(e.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
     let cfg = GatewayConfig {
         extra_endpoints: Some("http://b:4318".into()),
@@ -318,7 +287,10 @@ fn destinations_from_env() {
     };
     let d = destinations(
         &cfg,
-        vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]),
+        &parsed(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ])),
     )
     .unwrap();
     assert_eq!(d.len(), 2);

@@ -1,4 +1,5 @@
 //! Settings of the Kubernetes integration (`CNFLOW_NODE_NAME`, `CNFLOW_K8S_*`).
+use crate::env_vars::{EnvVars, VarDoc};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -24,39 +25,60 @@ fn d_owner_cache() -> usize {
 /// Settings of the Kubernetes enrichment and pod-interface attachment (`cnflow agent`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct K8sConfig {
-    /// CNFLOW_K8S: auto (enrich when a service-account token or KUBECONFIG is present), on (fail without a cluster) or off (standalone host mode).
+    /// auto, on or off: whether the Kubernetes integration runs.
     #[serde(default = "d_mode")]
     pub k8s: String,
-    /// CNFLOW_NODE_NAME: this node's name (the chart sets it from the downward API); only pods on this node are watched and attached.
+    /// This node's name (the chart sets it from the downward API).
     #[serde(default)]
     pub node_name: Option<String>,
-    /// CNFLOW_K8S_NAMESPACES: comma-separated namespaces to enrich and attach; empty = all.
+    /// Comma-separated namespaces to enrich and attach.
     #[serde(default)]
     pub k8s_namespaces: Option<String>,
-    /// CNFLOW_K8S_EXCLUDE_NAMESPACES: comma-separated namespaces whose pods are neither enriched nor attached.
+    /// Comma-separated namespaces whose pods are neither enriched nor attached.
     #[serde(default)]
     pub k8s_exclude_namespaces: Option<String>,
-    /// CNFLOW_K8S_LABEL_SELECTOR: Kubernetes label selector restricting the watched pods (e.g. "tier=web,env!=dev").
+    /// Kubernetes label selector restricting the watched pods.
     #[serde(default)]
     pub k8s_label_selector: Option<String>,
-    /// CNFLOW_K8S_RESYNC_SECS: how often owner names are re-resolved and pod interfaces re-scanned (also the owner-cache lifetime).
+    /// How often owner names are re-resolved and pod interfaces re-scanned (also the owner-cache lifetime).
     #[serde(default = "d_resync")]
     pub k8s_resync_secs: u64,
-    /// CNFLOW_K8S_SERVICES: also watch Services so a ClusterIP peer is named after its Service.
+    /// Also watch Services so a ClusterIP peer is named after its Service.
     #[serde(default = "d_true")]
     pub k8s_services: bool,
-    /// CNFLOW_K8S_ALL_NODES: watch every Node (names peer node addresses) instead of only this node; costs one Node object per cluster node per agent.
+    /// Watch every Node (names peer node addresses) instead of only this node.
     #[serde(default)]
     pub k8s_all_nodes: bool,
-    /// CNFLOW_K8S_OWNER_CACHE_SIZE: owner lookups (ReplicaSet, Job) kept in memory.
+    /// Owner lookups (ReplicaSet, Job) kept in memory.
     #[serde(default = "d_owner_cache")]
     pub k8s_owner_cache_size: usize,
-    /// CNFLOW_K8S_PROC_ROOT: host /proc (needs hostPID) used to reach pod network namespaces through /proc/<pid>/ns/net.
+    /// Host /proc (needs hostPID) used to reach pod network namespaces through /proc/<pid>/ns/net.
     #[serde(default = "d_proc")]
     pub k8s_proc_root: String,
-    /// CNFLOW_K8S_NETNS_DIRS: comma-separated directories of pinned network namespaces (containerd and CRI-O pin pod namespaces there).
+    /// Comma-separated directories of pinned network namespaces (containerd and CRI-O pin pod namespaces there).
     #[serde(default = "d_netns_dirs")]
     pub k8s_netns_dirs: String,
+    /// KUBERNETES_SERVICE_HOST and KUBECONFIG as found: auto mode looks at them to
+    /// tell whether cluster credentials exist. Not cnflow settings, so not in the reference.
+    #[serde(skip)]
+    pub credential_vars: Vec<(String, String)>,
+}
+
+impl EnvVars for K8sConfig {
+    const PREFIX: &'static str = "CNFLOW_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("CNFLOW_K8S", "auto (enrich when a service-account token or KUBECONFIG is present), on (fail without a cluster) or off (standalone host mode)."),
+        VarDoc::new("CNFLOW_NODE_NAME", "this node's name (the chart sets it from the downward API); only pods on this node are watched and attached."),
+        VarDoc::new("CNFLOW_K8S_NAMESPACES", "comma-separated namespaces to enrich and attach; empty = all."),
+        VarDoc::new("CNFLOW_K8S_EXCLUDE_NAMESPACES", "comma-separated namespaces whose pods are neither enriched nor attached."),
+        VarDoc::new("CNFLOW_K8S_LABEL_SELECTOR", "Kubernetes label selector restricting the watched pods (e.g. \"tier=web,env!=dev\")."),
+        VarDoc::new("CNFLOW_K8S_RESYNC_SECS", "how often owner names are re-resolved and pod interfaces re-scanned (also the owner-cache lifetime)."),
+        VarDoc::new("CNFLOW_K8S_SERVICES", "also watch Services so a ClusterIP peer is named after its Service."),
+        VarDoc::new("CNFLOW_K8S_ALL_NODES", "watch every Node (names peer node addresses) instead of only this node; costs one Node object per cluster node per agent."),
+        VarDoc::new("CNFLOW_K8S_OWNER_CACHE_SIZE", "owner lookups (ReplicaSet, Job) kept in memory."),
+        VarDoc::new("CNFLOW_K8S_PROC_ROOT", "host /proc (needs hostPID) used to reach pod network namespaces through /proc/<pid>/ns/net."),
+        VarDoc::new("CNFLOW_K8S_NETNS_DIRS", "comma-separated directories of pinned network namespaces (containerd and CRI-O pin pod namespaces there)."),
+    ];
 }
 
 impl Default for K8sConfig {
@@ -76,14 +98,13 @@ pub enum Mode {
 }
 
 impl K8sConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let cfg: Self = envy::prefixed("CNFLOW_")
-            .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_")))
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut cfg: Self = envy::prefixed("CNFLOW_")
+            .from_iter(vars.iter().filter(|(k, _)| k.starts_with("CNFLOW_")).cloned())
             .map_err(|e| anyhow::anyhow!("invalid Kubernetes configuration: {e}"))?;
+        cfg.credential_vars =
+            vars.into_iter().filter(|(k, _)| k == "KUBERNETES_SERVICE_HOST" || k == "KUBECONFIG").collect();
         cfg.validate()?;
         Ok(cfg)
     }

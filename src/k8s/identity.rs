@@ -1,7 +1,7 @@
 //! Resource attributes of a pod, a node or a Service, following the OpenTelemetry
 //! semantic conventions for Kubernetes (`k8s.*`) and the service-name rules of
 //! the OpenTelemetry Kubernetes guidance.
-use crate::enrich::Identity;
+use crate::workload::Identity;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! created pod wins and deleting the older one leaves the newer mapping alone.
 //! Host-network pods claim the node's addresses with the node's identity. Node
 //! addresses and Service ClusterIPs are looked up after pod claims.
-use crate::enrich::Identity;
+use crate::workload::Identity;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! # async fn f(attacher: std::sync::Arc<dyn cnflow::k8s::Attacher>) -> anyhow::Result<()> {
-//! let cfg = cnflow::k8s::K8sConfig::from_env()?;
+//! let cfg = cnflow::k8s::K8sConfig::from_vars(std::env::vars())?;
 //! let handle = cnflow::k8s::start(&cfg, /* capture_host */ false, Some(attacher)).await?;
 //! handle.wait_synced(std::time::Duration::from_secs(10)).await; // false on timeout: keep going
 //! let enricher = handle.enricher.clone(); // Arc<dyn Enricher>: identity(ip), reversed_iface(ifindex), peer_attributes(ip)
@@ -23,7 +23,6 @@
 //! ```
 pub mod attach;
 pub mod config;
-pub mod enricher;
 pub mod identity;
 pub mod index;
 pub mod netlink;
@@ -31,13 +30,14 @@ pub mod owners;
 pub mod standalone;
 pub mod veth;
 pub mod watch;
+pub mod workload_lookup;
 
 pub use attach::{AttachManager, Attacher};
 pub use config::K8sConfig;
-pub use enricher::{K8sEnricher, State};
 pub use index::{Index, PodEntry};
+pub use workload_lookup::{K8sEnricher, State};
 
-use crate::enrich::{Enricher, Identity, NoEnrich};
+use crate::workload::{Enricher, Identity, NoEnrich};
 use anyhow::{bail, Context, Result};
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
@@ -116,7 +116,10 @@ impl K8sHandle {
 /// inferred config (in-cluster or KUBECONFIG) and start watching.
 pub async fn start(cfg: &K8sConfig, capture_host: bool, attacher: Option<Arc<dyn Attacher>>) -> Result<K8sHandle> {
     cfg.validate()?;
-    let creds = standalone::cluster_credentials(|k| std::env::var(k).ok(), Path::new(standalone::TOKEN_PATH));
+    let creds = standalone::cluster_credentials(
+        |k| cfg.credential_vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+        Path::new(standalone::TOKEN_PATH),
+    );
     match cfg.mode()? {
         config::Mode::Off => {
             tracing::info!("Kubernetes enrichment is off (CNFLOW_K8S=off): host resource attributes only");

@@ -1,6 +1,6 @@
 //! Standalone (host) mode: no cluster to ask, so no workload identities; the
 //! host's own resource describes everything captured.
-use crate::enrich::Identity;
+use crate::workload::Identity;
 use std::path::Path;
 
 pub const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";

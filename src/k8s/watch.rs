@@ -4,10 +4,10 @@
 //! with what it last knew. The `*Sync` types take `watcher::Event`s and can
 //! be fed directly (tests do).
 use super::config::K8sConfig;
-use super::enricher::State;
 use super::identity::{node_identity, node_identity_of, pod_identity, service_identity};
 use super::index::PodEntry;
 use super::owners::OwnerResolver;
+use super::workload_lookup::State;
 use crate::stats::{counter, Counter};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -179,7 +179,7 @@ pub fn node_ips(node: &Node) -> Vec<IpAddr> {
     parse_ips(addrs.iter().filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP").map(|a| a.address.as_str()))
 }
 
-type NodeItem = (String, Vec<IpAddr>, Arc<crate::enrich::Identity>);
+type NodeItem = (String, Vec<IpAddr>, Arc<crate::workload::Identity>);
 
 /// Applies node events to the index.
 pub struct NodeSync {
@@ -224,7 +224,7 @@ pub fn service_ips(svc: &Service) -> Vec<IpAddr> {
     }
 }
 
-type SvcItem = (String, String, Vec<IpAddr>, Arc<crate::enrich::Identity>);
+type SvcItem = (String, String, Vec<IpAddr>, Arc<crate::workload::Identity>);
 
 /// Applies Service events to the index.
 pub struct ServiceSync {

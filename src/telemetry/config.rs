@@ -1,5 +1,6 @@
 //! Telemetry settings (`CNFLOW_*`): metric temporality and interval, span
 //! batching, route templating bounds, masking and error policies.
+use crate::env_vars::{EnvVars, VarDoc};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -31,39 +32,80 @@ fn d_cardinality() -> usize {
 /// Settings of span and metric generation (agent and replay).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TelemetryConfig {
-    /// CNFLOW_METRICS_TEMPORALITY: aggregation temporality of histograms and counters: cumulative or delta.
+    /// Aggregation temporality of histograms and counters: cumulative or delta.
     #[serde(default = "d_temporality")]
     pub metrics_temporality: String,
-    /// CNFLOW_METRIC_EXPORT_INTERVAL_SECS: how often metrics are emitted (OTEL_METRIC_EXPORT_INTERVAL, in ms, overrides it when set).
+    /// How often metrics are emitted (OTEL_METRIC_EXPORT_INTERVAL, in ms, overrides it when set).
     #[serde(default = "d_metric_interval")]
     pub metric_export_interval_secs: u64,
-    /// CNFLOW_SPAN_BATCH_SIZE: spans per OTLP request; a full batch is sent at once.
+    /// Spans per OTLP request.
     #[serde(default = "d_batch_size")]
     pub span_batch_size: usize,
-    /// CNFLOW_SPAN_BATCH_TIMEOUT_MS: longest time a span waits in a batch before it is sent.
+    /// Longest time a span waits in a batch before it is sent.
     #[serde(default = "d_batch_timeout")]
     pub span_batch_timeout_ms: u64,
-    /// CNFLOW_ROUTE_MAX_FANOUT: distinct path segments seen at one route position before it collapses to `{param}`.
+    /// Distinct path segments seen at one route position before it collapses to `{param}`.
     #[serde(default = "d_route_fanout")]
     pub route_max_fanout: usize,
-    /// CNFLOW_ROUTE_MAX_NODES: size cap of the route trie; beyond it unseen segments become `{param}`.
+    /// Size cap of the route trie.
     #[serde(default = "d_route_nodes")]
     pub route_max_nodes: usize,
-    /// CNFLOW_ROUTE_MAX_DEPTH: path segments kept in http.route; deeper segments collapse into `/*`.
+    /// Path segments kept in http.route.
     #[serde(default = "d_route_depth")]
     pub route_max_depth: usize,
-    /// CNFLOW_UNMASK_DB_STATEMENTS: put Redis commands with their argument values into db.query.text (default masks them as '?').
+    /// Put Redis commands with their argument values into db.query.text (default masks them as '?').
     #[serde(default)]
     pub unmask_db_statements: bool,
-    /// CNFLOW_DNS_NXDOMAIN_IS_ERROR: mark DNS spans answered with NXDOMAIN as errors (SERVFAIL, REFUSED etc. always are).
+    /// Mark DNS spans answered with NXDOMAIN as errors.
     #[serde(default)]
     pub dns_nxdomain_is_error: bool,
-    /// CNFLOW_METRICS_SERVER_ADDRESS: add server.address/server.port to client-side duration metrics (higher cardinality).
+    /// Add server.address/server.port to client-side duration metrics (higher cardinality).
     #[serde(default)]
     pub metrics_server_address: bool,
-    /// CNFLOW_METRICS_CARDINALITY_LIMIT: attribute sets kept per metric; further sets go to one `otel.metric.overflow=true` series.
+    /// Attribute sets kept per metric.
     #[serde(default = "d_cardinality")]
     pub metrics_cardinality_limit: usize,
+}
+
+impl EnvVars for TelemetryConfig {
+    const PREFIX: &'static str = "CNFLOW_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new(
+            "CNFLOW_METRICS_TEMPORALITY",
+            "aggregation temporality of histograms and counters: cumulative or delta.",
+        ),
+        VarDoc::new(
+            "CNFLOW_METRIC_EXPORT_INTERVAL_SECS",
+            "how often metrics are emitted (OTEL_METRIC_EXPORT_INTERVAL, in ms, overrides it when set).",
+        ),
+        VarDoc::new("CNFLOW_SPAN_BATCH_SIZE", "spans per OTLP request; a full batch is sent at once."),
+        VarDoc::new("CNFLOW_SPAN_BATCH_TIMEOUT_MS", "longest time a span waits in a batch before it is sent."),
+        VarDoc::new(
+            "CNFLOW_ROUTE_MAX_FANOUT",
+            "distinct path segments seen at one route position before it collapses to `{param}`.",
+        ),
+        VarDoc::new(
+            "CNFLOW_ROUTE_MAX_NODES",
+            "size cap of the route trie; beyond it unseen segments become `{param}`.",
+        ),
+        VarDoc::new("CNFLOW_ROUTE_MAX_DEPTH", "path segments kept in http.route; deeper segments collapse into `/*`."),
+        VarDoc::new(
+            "CNFLOW_UNMASK_DB_STATEMENTS",
+            "put Redis commands with their argument values into db.query.text (default masks them as '?').",
+        ),
+        VarDoc::new(
+            "CNFLOW_DNS_NXDOMAIN_IS_ERROR",
+            "mark DNS spans answered with NXDOMAIN as errors (SERVFAIL, REFUSED etc. always are).",
+        ),
+        VarDoc::new(
+            "CNFLOW_METRICS_SERVER_ADDRESS",
+            "add server.address/server.port to client-side duration metrics (higher cardinality).",
+        ),
+        VarDoc::new(
+            "CNFLOW_METRICS_CARDINALITY_LIMIT",
+            "attribute sets kept per metric; further sets go to one `otel.metric.overflow=true` series.",
+        ),
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,10 +123,6 @@ impl Default for TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let mut cfg: Self = envy::prefixed("CNFLOW_")

@@ -7,8 +7,8 @@ use super::attr::{self, Attrs, V};
 use super::config::Temporality;
 use super::resource;
 use super::semconv::{Instrument, OVERFLOW_KEY, SCHEMA_URL};
-use crate::enrich::Identity;
 use crate::stats;
+use crate::workload::Identity;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{

@@ -5,8 +5,8 @@
 //! One entry point for `cnflow run`, `cnflow agent` and `cnflow replay`:
 //! ```no_run
 //! use cnflow::telemetry::{Format, Output, SinkOptions, TelemetryConfig, TelemetrySink};
-//! let cfg = TelemetryConfig::from_env()?;
-//! let host = cnflow::telemetry::resource::host_identity_from_env()?;
+//! let cfg = TelemetryConfig::from_vars(std::env::vars())?;
+//! let host = std::sync::Arc::new(cnflow::telemetry::resource::host_identity(std::env::vars())?);
 //! let mut opts = SinkOptions::new(cfg, host);
 //! opts.outputs.push(Output::Write(Format::Text, Box::new(std::io::stdout())));
 //! let mut sink = TelemetrySink::new(opts);
@@ -37,10 +37,10 @@ pub use side::LocalAddrs;
 pub use stdout::Format;
 pub use trace_context::IdGen;
 
-use crate::enrich::{Enricher, Identity, NoEnrich};
 use crate::exchange::Exchange;
 use crate::export::Exporter;
 use crate::stats;
+use crate::workload::{Enricher, Identity, NoEnrich};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};

@@ -2,11 +2,10 @@
 //! the local endpoint's identity; otherwise this host, described the way the
 //! OTel SDKs describe a process: `service.name` from OTEL_SERVICE_NAME, then
 //! OTEL_RESOURCE_ATTRIBUTES, else `unknown_service:cnflow`; plus host.name and os.type.
-use crate::enrich::Identity;
+use crate::workload::Identity;
 use anyhow::{bail, Result};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use std::sync::Arc;
 
 pub const DEFAULT_SERVICE_NAME: &str = "unknown_service:cnflow";
 
@@ -81,10 +80,6 @@ pub fn host_identity(vars: impl IntoIterator<Item = (String, String)>) -> Result
         attrs[0].1 = name;
     }
     Ok(Identity { attributes: attrs })
-}
-
-pub fn host_identity_from_env() -> Result<Arc<Identity>> {
-    Ok(Arc::new(host_identity(std::env::vars())?))
 }
 
 pub fn kv(key: &str, value: impl Into<any_value::Value>) -> KeyValue {

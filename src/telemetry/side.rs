@@ -13,8 +13,8 @@
 //!    (ingress) → SERVER. On a pod's host-side veth the Enricher reports the
 //!    interface as reversed and the directions are flipped first.
 use crate::capture::Direction;
-use crate::enrich::{Enricher, Identity};
 use crate::flow::ConnInfo;
+use crate::workload::{Enricher, Identity};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -99,8 +99,8 @@ pub fn local_sides(conn: &ConnInfo, enricher: &dyn Enricher, local: &LocalAddrs,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enrich::NoEnrich;
     use crate::flow::{RoleEvidence, Transport};
+    use crate::workload::NoEnrich;
 
     fn conn(c: &str, s: &str, dir: Direction) -> ConnInfo {
         ConnInfo {

@@ -1,12 +1,12 @@
 //! Wires the stages together: PacketEvent → flow → protocol → Exchange.
 //! The same pipeline runs for live capture and pcap replay.
+use crate::agent::config::AgentConfig;
 use crate::capture::PacketEvent;
-use crate::config::AgentConfig;
 use crate::exchange::Exchange;
 use crate::flow::{FlowConfig, FlowTable};
 use crate::protocol::{DecodeConfig, Dispatcher};
 
-pub struct Pipeline {
+pub struct PacketPipeline {
     pub flows: FlowTable,
     pub dispatcher: Dispatcher,
 }
@@ -20,7 +20,7 @@ pub fn decode_config(cfg: &AgentConfig) -> DecodeConfig {
     }
 }
 
-impl Pipeline {
+impl PacketPipeline {
     pub fn new(cfg: &AgentConfig) -> Self {
         Self { flows: FlowTable::new(&FlowConfig::from(cfg)), dispatcher: Dispatcher::new(decode_config(cfg)) }
     }
@@ -88,7 +88,7 @@ mod tests {
     fn lagging_processing_does_not_expire_flows_by_wall_clock() {
         const S: u64 = 1_000_000_000;
         let cfg = AgentConfig { flow_idle_timeout_secs: 120, ..AgentConfig::default() };
-        let mut p = Pipeline::new(&cfg);
+        let mut p = PacketPipeline::new(&cfg);
         let mut clock = LagClock::default();
         // Processing runs 300 s behind capture: packets from t=1000 s handled at wall 1300 s.
         let pkt = |ts: u64, seq: u32, flags: u8, data: &'static [u8], to_server: bool| {
@@ -171,7 +171,7 @@ mod tests {
         #[test]
         fn arbitrary_packets_never_panic_and_stay_bounded(pkts in proptest::collection::vec(arb_packet(), 1..300)) {
             let cfg = AgentConfig { max_flows: 5, max_flow_buffer_bytes: 2000, flow_idle_timeout_secs: 5, ..AgentConfig::default() };
-            let mut p = Pipeline::new(&cfg);
+            let mut p = PacketPipeline::new(&cfg);
             for (i, ev) in pkts.iter().enumerate() {
                 p.push(ev);
                 prop_assert!(p.flows.len() <= 5);

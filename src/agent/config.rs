@@ -1,6 +1,9 @@
 //! Agent configuration from `CNFLOW_*` environment variables (envy), plus the
 //! standard `OTEL_*` variables read by the export module. Bad values fail at
 //! start-up with a message naming the variable.
+use crate::capture::CaptureSettings;
+use crate::env_vars::{EnvVars, VarDoc};
+use crate::flow::FlowConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -41,54 +44,76 @@ fn d_stats() -> u64 {
 /// Settings of the capture agent (`cnflow run` / `cnflow agent` / `cnflow replay`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentConfig {
-    /// CNFLOW_INTERFACES: comma-separated interface names; unset, empty or "auto" = every up, non-loopback interface.
+    /// Comma-separated interface names.
     #[serde(default)]
     pub interfaces: Option<String>,
-    /// CNFLOW_SNAPLEN: payload bytes copied per packet by the kernel (1..=4096).
+    /// Payload bytes copied per packet by the kernel (1..=4096).
     #[serde(default = "d_snaplen")]
     pub snaplen: u32,
-    /// CNFLOW_RING_BUFFER_BYTES: size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB).
+    /// Size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB).
     #[serde(default = "d_ring")]
     pub ring_buffer_bytes: u32,
-    /// CNFLOW_RING_POLL_INTERVAL_MS: how often the ring buffer is drained; the kernel wakes the reader sooner only once 1/8 of the ring is filled. 0 = wake the reader for every packet (more CPU per packet).
+    /// How often the ring buffer is drained.
     #[serde(default = "d_ring_poll")]
     pub ring_poll_interval_ms: u64,
-    /// CNFLOW_CAPTURE_PROTOCOLS: transports to capture: any of tcp, udp, icmp.
+    /// Transports to capture: any of tcp, udp, icmp.
     #[serde(default = "d_protocols")]
     pub capture_protocols: String,
-    /// CNFLOW_CAPTURE_PORTS: when set, only packets with one of these ports (either side) are captured (ICMP always passes).
+    /// When set, only packets with one of these ports (either side) are captured (ICMP always passes).
     #[serde(default)]
     pub capture_ports: Option<String>,
-    /// CNFLOW_CAPTURE_GSO_SEGMENTS: cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries).
+    /// Cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet.
     #[serde(default = "d_true")]
     pub capture_gso_segments: bool,
-    /// CNFLOW_MAX_FLOWS: flow-table capacity; the least recently active flow is evicted (and counted) beyond it.
+    /// Flow-table capacity.
     #[serde(default = "d_max_flows")]
     pub max_flows: usize,
-    /// CNFLOW_MAX_FLOW_BUFFER_BYTES: out-of-order bytes buffered per flow direction before skipping ahead (counted).
+    /// Out-of-order bytes buffered per flow direction before skipping ahead (counted).
     #[serde(default = "d_flow_buf")]
     pub max_flow_buffer_bytes: usize,
-    /// CNFLOW_FLOW_IDLE_TIMEOUT_SECS: flows idle this long are closed.
+    /// Flows idle this long are closed.
     #[serde(default = "d_idle")]
     pub flow_idle_timeout_secs: u64,
-    /// CNFLOW_REQUEST_TIMEOUT_SECS: a request unanswered this long becomes an error span.
+    /// A request unanswered this long becomes an error span.
     #[serde(default = "d_req_timeout")]
     pub request_timeout_secs: u64,
-    /// CNFLOW_MAX_PENDING_REQUESTS: pending requests kept per connection.
+    /// Pending requests kept per connection.
     #[serde(default = "d_pending")]
     pub max_pending_requests: usize,
-    /// CNFLOW_MASK_QUERY_VALUES: replace url.query values and db/messaging arguments with '?'.
+    /// Replace url.query values and db/messaging arguments with '?'.
     #[serde(default = "d_true")]
     pub mask_query_values: bool,
-    /// CNFLOW_CAPTURE_HOST: in Kubernetes mode, also capture on host interfaces.
+    /// In Kubernetes mode, also capture on host interfaces.
     #[serde(default)]
     pub capture_host: bool,
-    /// CNFLOW_STATS_INTERVAL_SECS: how often counters are logged.
+    /// How often counters are logged.
     #[serde(default = "d_stats")]
     pub stats_interval_secs: u64,
-    /// CNFLOW_HEALTH_ADDR: listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; "off" disables.
+    /// Listen address of /healthz and /readyz.
     #[serde(default)]
     pub health_addr: Option<String>,
+}
+
+impl EnvVars for AgentConfig {
+    const PREFIX: &'static str = "CNFLOW_";
+    const VARS: &'static [VarDoc] = &[
+        VarDoc::new("CNFLOW_INTERFACES", "comma-separated interface names; unset, empty or \"auto\" = every up, non-loopback interface."),
+        VarDoc::new("CNFLOW_SNAPLEN", "payload bytes copied per packet by the kernel (1..=4096)."),
+        VarDoc::new("CNFLOW_RING_BUFFER_BYTES", "size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB)."),
+        VarDoc::new("CNFLOW_RING_POLL_INTERVAL_MS", "how often the ring buffer is drained; the kernel wakes the reader sooner only once 1/8 of the ring is filled. 0 = wake the reader for every packet (more CPU per packet)."),
+        VarDoc::new("CNFLOW_CAPTURE_PROTOCOLS", "transports to capture: any of tcp, udp, icmp."),
+        VarDoc::new("CNFLOW_CAPTURE_PORTS", "when set, only packets with one of these ports (either side) are captured (ICMP always passes)."),
+        VarDoc::new("CNFLOW_CAPTURE_GSO_SEGMENTS", "cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries)."),
+        VarDoc::new("CNFLOW_MAX_FLOWS", "flow-table capacity; the least recently active flow is evicted (and counted) beyond it."),
+        VarDoc::new("CNFLOW_MAX_FLOW_BUFFER_BYTES", "out-of-order bytes buffered per flow direction before skipping ahead (counted)."),
+        VarDoc::new("CNFLOW_FLOW_IDLE_TIMEOUT_SECS", "flows idle this long are closed."),
+        VarDoc::new("CNFLOW_REQUEST_TIMEOUT_SECS", "a request unanswered this long becomes an error span."),
+        VarDoc::new("CNFLOW_MAX_PENDING_REQUESTS", "pending requests kept per connection."),
+        VarDoc::new("CNFLOW_MASK_QUERY_VALUES", "replace url.query values and db/messaging arguments with '?'."),
+        VarDoc::new("CNFLOW_CAPTURE_HOST", "in Kubernetes mode, also capture on host interfaces."),
+        VarDoc::new("CNFLOW_STATS_INTERVAL_SECS", "how often counters are logged."),
+        VarDoc::new("CNFLOW_HEALTH_ADDR", "listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; \"off\" disables."),
+    ];
 }
 
 impl Default for AgentConfig {
@@ -100,10 +125,6 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let cfg: Self = envy::prefixed("CNFLOW_")
             .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_")))
@@ -151,6 +172,21 @@ impl AgentConfig {
         }
     }
 
+    /// The live capture's part of the configuration.
+    pub fn capture_settings(&self) -> Result<CaptureSettings> {
+        Ok(CaptureSettings {
+            interfaces: self.interface_list(),
+            snaplen: self.snaplen,
+            ring_buffer_bytes: self.ring_buffer_bytes,
+            ring_poll_interval: (self.ring_poll_interval_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.ring_poll_interval_ms)),
+            protocols: self.capture_protocols.clone(),
+            ports: self.ports().context("CNFLOW_CAPTURE_PORTS")?,
+            gso_segments: self.capture_gso_segments,
+            stats_interval: std::time::Duration::from_secs(self.stats_interval_secs),
+        })
+    }
+
     pub fn ports(&self) -> Result<Vec<u16>> {
         let Some(s) = self.capture_ports.as_deref() else { return Ok(vec![]) };
         s.split(',')
@@ -158,6 +194,16 @@ impl AgentConfig {
             .filter(|x| !x.is_empty())
             .map(|x| x.parse::<u16>().with_context(|| format!("invalid port {x:?}")))
             .collect()
+    }
+}
+
+impl From<&AgentConfig> for FlowConfig {
+    fn from(c: &AgentConfig) -> Self {
+        Self {
+            max_flows: c.max_flows.max(1),
+            max_buffer_bytes: c.max_flow_buffer_bytes,
+            idle_timeout_ns: c.flow_idle_timeout_secs.saturating_mul(1_000_000_000),
+        }
     }
 }
 
@@ -174,6 +220,14 @@ mod tests {
         assert_eq!(c.snaplen, 512);
         assert_eq!(c.interface_list().unwrap(), vec!["eth0", "veth1"]);
         assert_eq!(AgentConfig::default().snaplen, 2048);
+    }
+    #[test]
+    fn flow_defaults_are_the_agent_defaults() {
+        let (a, b) = (FlowConfig::default(), FlowConfig::from(&AgentConfig::default()));
+        assert_eq!(
+            (a.max_flows, a.max_buffer_bytes, a.idle_timeout_ns),
+            (b.max_flows, b.max_buffer_bytes, b.idle_timeout_ns)
+        );
     }
     #[test]
     fn bad_values_name_the_variable() {

@@ -14,12 +14,15 @@
 //!
 //! The SDK's own exports are not observed by cnflow: exporters and the SDK
 //! create no `cnflow` spans (the bridge only takes the `cnflow` target), and
-//! the agent skips exchanges on its own sockets (`crate::own_sockets`).
+//! the agent skips exchanges on its own sockets (`crate::agent::own_sockets`).
 //! A self-telemetry problem never stops cnflow: a failing export is logged
 //! (once per outage) and counted in `cnflow.self_telemetry.export_failed`.
-use crate::export::{ExportConfig, Protocol, Signal};
+pub mod config;
+
+use crate::export::{OtlpExportConfig, OtlpProtocol, Signal};
 use crate::stats::{counter, Counter};
 use anyhow::{Context, Result};
+pub use config::SelfTelemetryConfig;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig as _;
@@ -28,38 +31,8 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-fn d_true() -> bool {
-    true
-}
-
-/// cnflow's own telemetry (agent and gateway).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SelfTelemetryConfig {
-    /// CNFLOW_SELF_TELEMETRY: when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_*), also export cnflow's own traces (export requests, capture attach/detach, Kubernetes re-lists) and metrics (cnflow.export.duration, cnflow.export.request.items) with the OpenTelemetry SDK, as service.name cnflow-agent / cnflow-gateway; false turns this off.
-    #[serde(default = "d_true")]
-    pub self_telemetry: bool,
-}
-
-impl Default for SelfTelemetryConfig {
-    fn default() -> Self {
-        Self { self_telemetry: true }
-    }
-}
-
-impl SelfTelemetryConfig {
-    pub fn from_env() -> Result<Self> {
-        Self::from_vars(std::env::vars())
-    }
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        envy::prefixed("CNFLOW_")
-            .from_iter(vars.into_iter().filter(|(k, _)| k == "CNFLOW_SELF_TELEMETRY"))
-            .map_err(|e| anyhow::anyhow!("CNFLOW_SELF_TELEMETRY must be true or false: {e}"))
-    }
-}
 
 /// The SDK providers; `shutdown` flushes them.
 #[derive(Default)]
@@ -71,23 +44,20 @@ pub struct SelfTelemetry {
 
 impl SelfTelemetry {
     /// Builds the providers for `service`, or `Ok(None)` when turned off or no
-    /// endpoint is configured. Must run inside a tokio runtime (the gRPC
+    /// endpoint is configured in `export`. Must run inside a tokio runtime (the gRPC
     /// exporter's channel lives on it). `interval` = metric export interval
     /// (the SDK's OTEL_METRIC_EXPORT_INTERVAL handling when None).
     pub fn build(
         service: &'static str,
         cfg: &SelfTelemetryConfig,
+        export: &OtlpExportConfig,
         temporality: Temporality,
         interval: Option<Duration>,
     ) -> Result<Option<Self>> {
-        // OTEL_SDK_DISABLED is the standard switch for the SDK (which only
-        // self-telemetry uses; captured spans are built without it).
-        let sdk_disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        if !cfg.self_telemetry || sdk_disabled {
+        if !cfg.self_telemetry || cfg.sdk_disabled {
             return Ok(None);
         }
-        let traces = ExportConfig::from_env(Signal::Traces)?;
-        let metrics = ExportConfig::from_env(Signal::Metrics)?;
+        let (traces, metrics) = (export.traces.as_ref(), export.metrics.as_ref());
         if traces.is_none() && metrics.is_none() {
             return Ok(None);
         }
@@ -106,9 +76,9 @@ impl SelfTelemetry {
         let mut st = SelfTelemetry { tracer: None, meter: None, service };
         if let Some(t) = traces {
             let exporter = match t.protocol {
-                Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+                OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
                 // http/json is sent as http/protobuf: the same endpoint accepts both.
-                Protocol::HttpProtobuf | Protocol::HttpJson => opentelemetry_otlp::SpanExporter::builder()
+                OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .build(),
@@ -121,10 +91,10 @@ impl SelfTelemetry {
         }
         if let Some(m) = metrics {
             let exporter = match m.protocol {
-                Protocol::Grpc => {
+                OtlpProtocol::Grpc => {
                     opentelemetry_otlp::MetricExporter::builder().with_tonic().with_temporality(temporality).build()
                 }
-                Protocol::HttpProtobuf | Protocol::HttpJson => opentelemetry_otlp::MetricExporter::builder()
+                OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => opentelemetry_otlp::MetricExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_temporality(temporality)
@@ -251,57 +221,11 @@ impl<E: opentelemetry_sdk::metrics::exporter::PushMetricExporter>
     }
 }
 
-/// Instruments of the OTLP exporter, from the global meter provider (no-ops
-/// unless self-telemetry installed one before the exporter started).
-#[derive(Clone)]
-pub struct ExportInstruments {
-    duration: opentelemetry::metrics::Histogram<f64>,
-    items: opentelemetry::metrics::Histogram<u64>,
-}
-
-impl ExportInstruments {
-    pub fn new() -> Self {
-        let meter = opentelemetry::global::meter("cnflow");
-        Self {
-            duration: meter
-                .f64_histogram("cnflow.export.duration")
-                .with_unit("s")
-                .with_description("Time to deliver one OTLP request, retries included.")
-                .with_boundaries(crate::telemetry::semconv::HTTP_BUCKETS.to_vec())
-                .build(),
-            items: meter
-                .u64_histogram("cnflow.export.request.items")
-                .with_unit("{item}")
-                .with_description("Spans, data points or log records per OTLP request.")
-                .with_boundaries(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0, 10000.0])
-                .build(),
-        }
-    }
-
-    pub fn record(&self, signal: Signal, outcome: &'static str, elapsed: Duration, items: usize) {
-        let attrs = [KeyValue::new("signal", signal.name()), KeyValue::new("outcome", outcome)];
-        self.duration.record(elapsed.as_secs_f64(), &attrs);
-        self.items.record(items as u64, &attrs[..1]);
-    }
-}
-
-impl Default for ExportInstruments {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
+    // Here because self_telemetry may see both modules; export must not import telemetry.
     #[test]
-    fn config_defaults_on_and_bad_values_name_the_variable() {
-        assert!(SelfTelemetryConfig::from_vars(vars(&[])).unwrap().self_telemetry);
-        assert!(!SelfTelemetryConfig::from_vars(vars(&[("CNFLOW_SELF_TELEMETRY", "false")])).unwrap().self_telemetry);
-        let e = SelfTelemetryConfig::from_vars(vars(&[("CNFLOW_SELF_TELEMETRY", "maybe")])).unwrap_err();
-        assert!(e.to_string().contains("CNFLOW_SELF_TELEMETRY"), "{e}");
+    fn export_duration_buckets_are_the_semconv_ones() {
+        assert_eq!(crate::export::instruments::DURATION_BUCKETS, crate::telemetry::semconv::HTTP_BUCKETS);
     }
 }

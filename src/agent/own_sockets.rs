@@ -41,14 +41,10 @@ impl OwnSockets {
         }
     }
 
-    /// Ports of the configured OTLP endpoints (traces, metrics), which cnflow's
+    /// Watches the ports of the configured OTLP endpoints, which cnflow's
     /// exporter and the self-telemetry SDK connect to.
-    pub fn from_export_env() -> Self {
-        let ports = [crate::export::Signal::Traces, crate::export::Signal::Metrics]
-            .into_iter()
-            .filter_map(|s| crate::export::ExportConfig::from_env(s).ok().flatten())
-            .filter_map(|c| reqwest::Url::parse(&c.endpoint).ok()?.port_or_known_default());
-        Self::new(ports, Duration::from_millis(200))
+    pub fn for_export(export: &crate::export::OtlpExportConfig) -> Self {
+        Self::new(export.endpoint_ports(), Duration::from_millis(200))
     }
 
     /// Whether `ex` travelled on one of this process's connections (counted).

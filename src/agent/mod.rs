@@ -1,18 +1,24 @@
 //! The live agent: eBPF capture → pipeline → telemetry → stdout / OTLP, with
 //! Kubernetes enrichment and attachment in agent mode, health probes, and
 //! periodic counter logs. `cnflow run` and `cnflow agent` both end up here.
+pub mod config;
+pub mod health;
+pub mod live;
+pub mod own_sockets;
+pub mod pipeline;
+
 use crate::capture::ebpf::{self, LiveCapture};
 use crate::capture::PacketEvent;
-use crate::config::AgentConfig;
-use crate::enrich::{Enricher, Identity, NoEnrich};
-use crate::export::{ExportConfig, Exporter, Signal};
-use crate::health::Health;
-use crate::own_sockets::OwnSockets;
-use crate::pipeline::{LagClock, Pipeline};
+use crate::export::{Exporter, OtlpExportConfig};
 use crate::stats;
-use crate::telemetry::{self, Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
+use crate::telemetry::{Format, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
+use crate::workload::{Enricher, Identity, NoEnrich};
 use anyhow::{bail, Context, Result};
+use config::AgentConfig;
+use health::AgentHealth;
+use own_sockets::OwnSockets;
 use parking_lot::Mutex;
+use pipeline::{LagClock, PacketPipeline};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,50 +52,58 @@ impl StdoutFormat {
 
 pub struct AgentOptions {
     pub stdout: StdoutFormat,
-    /// Kubernetes enrichment and pod attachment (cnflow agent).
-    pub kubernetes: bool,
     pub health_agent_default: bool,
+}
+
+/// The agent's configuration, parsed once from the environment by the subcommand.
+pub struct AgentSetup {
+    pub agent: AgentConfig,
+    pub telemetry: TelemetryConfig,
+    /// Kubernetes enrichment and pod attachment (cnflow agent) when set.
+    pub k8s: Option<crate::k8s::K8sConfig>,
+    pub export: OtlpExportConfig,
+    /// Resource of the host (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), used
+    /// when not in a cluster. Parsed up front; a parse error only stops the agent
+    /// if that resource is used (in a cluster the pods' resources replace it).
+    pub host: Result<Arc<Identity>>,
 }
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-fn exporter_from_env() -> Result<Option<Arc<Exporter>>> {
-    let traces = ExportConfig::from_env(Signal::Traces)?;
-    let metrics = ExportConfig::from_env(Signal::Metrics)?;
-    if traces.is_none() && metrics.is_none() {
+fn start_exporter(export: &OtlpExportConfig) -> Result<Option<Arc<Exporter>>> {
+    if export.traces.is_none() && export.metrics.is_none() {
         return Ok(None);
     }
-    Ok(Some(Arc::new(Exporter::start(traces, metrics, None)?)))
+    Ok(Some(Arc::new(Exporter::start(export.traces.clone(), export.metrics.clone(), None)?)))
 }
 
 /// Runs until `cancel` fires. Configuration errors are returned before anything is attached.
-pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken) -> Result<()> {
-    let tcfg = TelemetryConfig::from_env()?;
-    let k8s_cfg = if opts.kubernetes { Some(crate::k8s::K8sConfig::from_env()?) } else { None };
+pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToken) -> Result<()> {
+    let AgentSetup { agent: cfg, telemetry: tcfg, k8s: k8s_cfg, export, host } = setup;
     let health_addr = cfg.health_socket(opts.health_agent_default).context("CNFLOW_HEALTH_ADDR")?;
     ebpf::check_requirements()?;
-    let exporter = exporter_from_env()?;
+    let exporter = start_exporter(&export)?;
 
-    let health = Health::new();
+    let health = AgentHealth::new();
     if let Some(addr) = health_addr {
-        let local = crate::health::serve(addr, health.clone()).await?;
+        let local = health::serve(addr, health.clone()).await?;
         tracing::info!(%local, "health endpoint: /healthz /readyz");
     }
 
     // Capture: Kubernetes mode attaches to pod veths as pods come; otherwise
     // follow CNFLOW_INTERFACES or every up interface.
     let Started { packets, capture_task, k8s_handle, enricher, host, kernel } = match &k8s_cfg {
-        Some(kc) => start_kubernetes(&cfg, kc, cancel.clone()).await?,
+        Some(kc) => start_kubernetes(&cfg, kc, host, cancel.clone()).await?,
         None => {
-            let session = ebpf::start_following(&cfg, cancel.clone())?;
+            let session = ebpf::start_following(&cfg.capture_settings()?, cancel.clone())?;
             Started {
                 packets: session.packets,
                 capture_task: Some(session.task),
                 k8s_handle: None,
                 enricher: Arc::new(NoEnrich),
-                host: telemetry::resource::host_identity_from_env()?,
+                host: host?,
                 kernel: session.kernel,
             }
         }
@@ -114,8 +128,19 @@ pub async fn run(cfg: AgentConfig, opts: AgentOptions, cancel: CancellationToken
     tracing::info!("capturing; spans follow");
 
     let stats_every = Duration::from_secs(cfg.stats_interval_secs.max(1));
-    let loop_res =
-        process(Pipeline::new(&cfg), sink, packets, &kernel, opts.stdout, &health, stats_every, cancel.clone()).await;
+    let own = OwnSockets::for_export(&export);
+    let loop_res = process(
+        PacketPipeline::new(&cfg),
+        sink,
+        packets,
+        &kernel,
+        own,
+        opts.stdout,
+        &health,
+        stats_every,
+        cancel.clone(),
+    )
+    .await;
 
     health.set_ready(false);
     if let Some(t) = capture_task {
@@ -143,12 +168,13 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 /// housekeeping four times a second.
 #[allow(clippy::too_many_arguments)]
 async fn process(
-    mut pipeline: Pipeline,
+    mut pipeline: PacketPipeline,
     mut sink: TelemetrySink,
     mut packets: mpsc::Receiver<Vec<PacketEvent>>,
     kernel: &ebpf::KernelCounterReader,
+    mut own: OwnSockets,
     stdout: StdoutFormat,
-    health: &Health,
+    health: &AgentHealth,
     stats_every: Duration,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -160,8 +186,7 @@ async fn process(
     // cnflow's own connections (OTLP export, self-telemetry) are not observed:
     // describing an export in a span that the next export carries never ends.
     let local = LocalAddrs::detect();
-    let mut own = OwnSockets::from_export_env();
-    let mut deliver = |pipeline: &mut Pipeline, sink: &mut TelemetrySink| -> Result<()> {
+    let mut deliver = |pipeline: &mut PacketPipeline, sink: &mut TelemetrySink| -> Result<()> {
         let mut exchanges = pipeline.take_exchanges();
         exchanges.retain(|ex| !own.is_own(ex, |ip| local.contains(ip)));
         if stdout == StdoutFormat::Exchanges && !exchanges.is_empty() {
@@ -263,20 +288,26 @@ struct Started {
 
 /// Agent mode: pods' veths are attached as the Kubernetes integration finds them;
 /// outside a cluster it falls back to host interfaces like `cnflow run`.
-async fn start_kubernetes(cfg: &AgentConfig, kc: &crate::k8s::K8sConfig, cancel: CancellationToken) -> Result<Started> {
-    let (cap, rx) = LiveCapture::start(cfg)?;
+async fn start_kubernetes(
+    cfg: &AgentConfig,
+    kc: &crate::k8s::K8sConfig,
+    host: Result<Arc<Identity>>,
+    cancel: CancellationToken,
+) -> Result<Started> {
+    let capture = cfg.capture_settings()?;
+    let (cap, rx) = LiveCapture::start(&capture)?;
     let kernel = cap.counter_reader();
     let shared = Arc::new(SharedCapture(Mutex::new(Some(cap))));
     let handle = crate::k8s::start(kc, cfg.capture_host, Some(shared.clone())).await?;
     if handle.mode == crate::k8s::RunMode::Standalone {
         let cap = shared.0.lock().take().context("capture already stopped")?;
-        let task = cap.follow_configured(cfg, cancel)?;
+        let task = cap.follow_configured(&capture, cancel)?;
         return Ok(Started {
             packets: rx,
             capture_task: Some(task),
             k8s_handle: Some(handle),
             enricher: Arc::new(NoEnrich),
-            host: telemetry::resource::host_identity_from_env()?,
+            host: host?,
             kernel,
         });
     }

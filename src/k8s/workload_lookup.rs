@@ -1,6 +1,6 @@
 //! The [`Enricher`] of Kubernetes mode: lookups in the shared index.
 use super::index::Index;
-use crate::enrich::{Enricher, Identity};
+use crate::workload::{Enricher, Identity};
 use parking_lot::RwLock;
 use std::collections::HashSet;
 use std::net::IpAddr;

@@ -1,8 +1,8 @@
 //! Glue for the live commands: signal handling and the `--format packets`
 //! debug output. Kept here so `cmd/run.rs` stays a thin entry point.
-use super::ebpf::{start_following, LiveSession};
-use super::record::format_line;
-use crate::config::AgentConfig;
+use crate::capture::ebpf::{start_following, LiveSession};
+use crate::capture::kernel_record::format_line;
+use crate::capture::CaptureSettings;
 use anyhow::Result;
 use std::io::Write;
 use std::time::Duration;
@@ -34,7 +34,7 @@ pub fn cancel_on_signal_or(duration_secs: u64) -> Result<CancellationToken> {
 }
 
 /// Captures until `cancel` and prints one line per packet on stdout.
-pub async fn print_packets(cfg: &AgentConfig, cancel: CancellationToken) -> Result<()> {
+pub async fn print_packets(cfg: &CaptureSettings, cancel: CancellationToken) -> Result<()> {
     let LiveSession { packets: mut rx, task: follow, .. } = start_following(cfg, cancel.clone())?;
     let stdout = std::io::stdout();
     loop {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Shared state the main loop updates and the probe handlers read.
 #[derive(Debug, Default)]
-pub struct Health {
+pub struct AgentHealth {
     ready: AtomicBool,
     last_tick_ms: AtomicU64,
 }
@@ -21,7 +21,7 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-impl Health {
+impl AgentHealth {
     pub fn new() -> Arc<Self> {
         let h = Arc::new(Self::default());
         h.tick();
@@ -45,7 +45,7 @@ impl Health {
 
 const STALL: Duration = Duration::from_secs(30);
 
-async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
+async fn healthz(State(h): State<Arc<AgentHealth>>) -> (StatusCode, &'static str) {
     if h.is_alive(STALL) {
         (StatusCode::OK, "ok\n")
     } else {
@@ -53,7 +53,7 @@ async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
+async fn readyz(State(h): State<Arc<AgentHealth>>) -> (StatusCode, &'static str) {
     if h.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
@@ -61,13 +61,13 @@ async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
     }
 }
 
-pub fn router(h: Arc<Health>) -> Router {
+pub fn router(h: Arc<AgentHealth>) -> Router {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(h)
 }
 
 /// Bind `addr` and serve the probes on the current runtime. Binding errors are
 /// returned so a port clash fails start-up instead of leaving probes dead.
-pub async fn serve(addr: SocketAddr, h: Arc<Health>) -> anyhow::Result<SocketAddr> {
+pub async fn serve(addr: SocketAddr, h: Arc<AgentHealth>) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("CNFLOW_HEALTH_ADDR: cannot listen on {addr}: {e}"))?;
@@ -96,7 +96,7 @@ mod tests {
 
     #[tokio::test]
     async fn probes_follow_state() {
-        let h = Health::new();
+        let h = AgentHealth::new();
         let addr = serve("127.0.0.1:0".parse().unwrap(), h.clone()).await.unwrap();
         assert_eq!(get_status(addr, "/healthz").await, 200);
         assert_eq!(get_status(addr, "/readyz").await, 503);
