@@ -6,9 +6,9 @@ use opentelemetry::KeyValue;
 use std::time::Duration;
 
 /// Boundaries (s) of `cnflow.export.duration`: the semantic conventions'
-/// advice for request durations (`telemetry::semconv::HTTP_BUCKETS`, checked
-/// equal by a test there), repeated so export does not depend on telemetry.
-pub const DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+/// advice for request durations. `crate::otel` is a leaf module, so export
+/// takes them from there without depending on telemetry.
+pub const DURATION_BUCKETS: &[f64] = crate::otel::semconv::HTTP_BUCKETS;
 
 /// Instruments of the OTLP exporter, from the global meter provider (no-ops
 /// unless self-telemetry installed one before the exporter started).
