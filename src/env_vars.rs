@@ -35,6 +35,12 @@ pub trait EnvVars {
     const VARS: &'static [VarDoc];
 }
 
+/// A config struct with every field at its serde default: what envy yields
+/// for an empty environment, so `Default` and "variable unset" never disagree.
+pub fn serde_defaults<T: serde::de::DeserializeOwned>() -> T {
+    envy::prefixed("CNFLOW_UNUSED_DEFAULTS_").from_iter(std::iter::empty::<(String, String)>()).expect("defaults")
+}
+
 /// Whether a variable's name says it carries a credential (tokens, passwords,
 /// keys, headers holding API keys). Every such variable must be declared with
 /// [`VarDoc::secret`] (checked by a test in `cmd::show_config`).

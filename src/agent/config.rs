@@ -118,9 +118,7 @@ impl EnvVars for AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
-            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
-            .expect("defaults")
+        crate::env_vars::serde_defaults()
     }
 }
 

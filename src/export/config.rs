@@ -107,9 +107,7 @@ impl EnvVars for ExportTuning {
 
 impl Default for ExportTuning {
     fn default() -> Self {
-        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
-            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
-            .expect("defaults")
+        crate::env_vars::serde_defaults()
     }
 }
 

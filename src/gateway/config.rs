@@ -122,9 +122,7 @@ impl EnvVars for GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
-            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
-            .expect("defaults")
+        crate::env_vars::serde_defaults()
     }
 }
 

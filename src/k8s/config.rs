@@ -83,9 +83,7 @@ impl EnvVars for K8sConfig {
 
 impl Default for K8sConfig {
     fn default() -> Self {
-        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
-            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
-            .expect("defaults")
+        crate::env_vars::serde_defaults()
     }
 }
 

@@ -116,9 +116,7 @@ pub enum Temporality {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        envy::prefixed("CNFLOW_UNUSED_DEFAULTS_")
-            .from_iter::<_, Self>(std::iter::empty::<(String, String)>())
-            .expect("defaults")
+        crate::env_vars::serde_defaults()
     }
 }
 
