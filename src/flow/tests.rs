@@ -157,7 +157,9 @@ fn unrelated_sequence_numbers_start_a_new_connection() {
     assert_eq!(conns(&r).len(), 3);
     assert!(r.gaps().is_empty(), "no gap invented between unrelated streams: {:?}", r.gaps());
     assert_eq!(r.stream(StreamDir::ToServer), b"abcd");
-    assert_eq!(jumps.get() - before, 2);
+    // The counter is process-wide and other tests running in parallel (the
+    // proptest flow fuzzers) add their own jumps, so only a lower bound holds.
+    assert!(jumps.get() - before >= 2);
     // Ordinary loss within a window is still a gap on the same connection.
     t.push(&tcp(CLIENT, SERVER, 8, 7 + 1 + 1000, 0, PA, b"e"), &mut r);
     t.finish(&mut r);
