@@ -3,6 +3,25 @@
 # Idempotent: each step is skipped when its result is already present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# `setup.sh --build`: only what building and running cnflow need (run.sh uses it);
+# without it, also every test peer, PyPI package and helm.
+BUILD_ONLY=false
+[ "${1:-}" = "--build" ] && BUILD_ONLY=true
+BUILD_APT_PKGS="pkg-config protobuf-compiler ca-certificates curl iproute2"
+if $BUILD_ONLY; then
+  missing=""
+  for p in $BUILD_APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "[setup] apt-get install$missing"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+  rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+  rustup component list --toolchain nightly --installed | grep -q rust-src || rustup component add rust-src --toolchain nightly
+  command -v bpf-linker >/dev/null 2>&1 || cargo install bpf-linker --version 0.10.0 --locked
+  echo "[setup] build dependencies present"
+  exit 0
+fi
 APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
