@@ -197,6 +197,28 @@ fn committed_pcaps_replay_to_the_recorded_streams() {
     }
 }
 
+/// `--progress always` (the default `auto` shows it only on a terminal) ends
+/// with a line whose packet count is what tcpdump reads from the same file.
+#[test]
+fn progress_line_counts_what_tcpdump_reads() {
+    let file = harness::pcaps_dir().join("http1.pcap");
+    let out = Command::new(harness::cnflow_bin())
+        .args(["replay", "--format", "count", "--progress", "always"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().unwrap_or("");
+    let td = Command::new("tcpdump").arg("-nr").arg(&file).output().expect("tcpdump");
+    let packets = String::from_utf8_lossy(&td.stdout).lines().count();
+    assert!(line.starts_with(&format!("replay: {packets} packets, ")), "{line}");
+    assert!(line.contains(" 8 exchanges, "), "{line}"); // the recording script sends 8 requests (3 keep-alive, gzip, PUT, 3 pipelined)
+                                                        // Not a terminal here: auto stays quiet.
+    let quiet = Command::new(harness::cnflow_bin()).args(["replay", "--format", "count"]).arg(&file).output().unwrap();
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("replay: "));
+}
+
 // ---------------------------------------------------------------------------
 // Live recording
 
