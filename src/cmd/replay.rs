@@ -52,7 +52,7 @@ impl Progress {
         let n = self.packets.get() + 1;
         self.packets.set(n);
         self.bytes.set(self.bytes.get() + u64::from(ev.payload_len));
-        if self.on && n % 4096 == 0 && self.last.get().elapsed() >= std::time::Duration::from_secs(1) {
+        if self.on && n.is_multiple_of(4096) && self.last.get().elapsed() >= std::time::Duration::from_secs(1) {
             self.last.set(std::time::Instant::now());
             self.print('\r');
         }
