@@ -109,7 +109,7 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_FLOW_IDLE_TIMEOUT_SECS", "flows idle this long are closed."),
         VarDoc::new("CNFLOW_REQUEST_TIMEOUT_SECS", "a request unanswered this long becomes an error span."),
         VarDoc::new("CNFLOW_MAX_PENDING_REQUESTS", "pending requests kept per connection."),
-        VarDoc::new("CNFLOW_MASK_QUERY_VALUES", "replace url.query values and db/messaging arguments with '?'."),
+        VarDoc::new("CNFLOW_MASK_QUERY_VALUES", "true: every value in url.query becomes '?' (`user=alice&x=` → `user=?&x=`; keys and empty values kept); false: the query as sent. Database statements are masked separately (CNFLOW_UNMASK_DB_STATEMENTS)."),
         VarDoc::new("CNFLOW_CAPTURE_HOST", "in Kubernetes mode, also capture on host interfaces."),
         VarDoc::new("CNFLOW_STATS_INTERVAL_SECS", "how often counters are logged."),
         VarDoc::new("CNFLOW_HEALTH_ADDR", "listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; \"off\" disables."),

@@ -627,6 +627,50 @@ fn upper(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_uppercase()
 }
 
+/// Which arguments of a command carry a credential: they are `?` even in the
+/// unmasked `query_raw` (`CNFLOW_UNMASK_DB_STATEMENTS=true` shows values, never
+/// passwords). AUTH (every argument), HELLO ... AUTH user pass, MIGRATE ...
+/// AUTH pass / AUTH2 user pass, CONFIG SET requirepass|masterauth, and
+/// ACL SETUSER password rules (`>pass`, `<pass`, `#hash`, `!hash`).
+fn credential_args<'a>(name: &str, sub: Option<&str>, args: &'a [Vec<u8>]) -> impl Fn(usize) -> bool + 'a {
+    let mut secret = vec![false; args.len()];
+    let eq = |i: usize, w: &str| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(w.as_bytes()));
+    match (name, sub) {
+        ("AUTH", _) => secret.iter_mut().skip(1).for_each(|s| *s = true),
+        ("HELLO", _) | ("MIGRATE", _) => {
+            for i in 1..args.len() {
+                if eq(i, "AUTH") {
+                    // HELLO: AUTH username password; MIGRATE: AUTH password.
+                    let pass = if name == "HELLO" { i + 2 } else { i + 1 };
+                    if let Some(s) = secret.get_mut(pass) {
+                        *s = true;
+                    }
+                } else if eq(i, "AUTH2") {
+                    if let Some(s) = secret.get_mut(i + 2) {
+                        *s = true;
+                    }
+                }
+            }
+        }
+        ("CONFIG", Some("SET")) => {
+            for i in (2..args.len()).step_by(2) {
+                if eq(i, "requirepass") || eq(i, "masterauth") {
+                    if let Some(s) = secret.get_mut(i + 1) {
+                        *s = true;
+                    }
+                }
+            }
+        }
+        ("ACL", Some("SETUSER")) => {
+            for (i, a) in args.iter().enumerate().skip(3) {
+                secret[i] = matches!(a.first(), Some(b'>' | b'<' | b'#' | b'!'));
+            }
+        }
+        _ => {}
+    }
+    move |i| secret.get(i).copied().unwrap_or(false)
+}
+
 fn response_type(m: &Msg) -> &'static str {
     if m.null {
         return "null";
@@ -706,12 +750,17 @@ impl RedisDecoder {
         if hidden > MAX_MASKED {
             masked.push_str(" ...");
         }
+        let secret = credential_args(&name, sub.as_deref(), args);
         let mut raw = String::new();
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
                 raw.push(' ');
             }
-            raw.push_str(&String::from_utf8_lossy(a));
+            if secret(i) {
+                raw.push('?');
+            } else {
+                raw.push_str(&String::from_utf8_lossy(a));
+            }
             if raw.len() >= MAX_RAW {
                 break;
             }
@@ -988,6 +1037,44 @@ mod tests {
         assert_eq!(probe(&mid, StreamDir::ToClient, b"+OK\r\n"), Probe::Yes(40));
         assert_eq!(probe(&mid, StreamDir::ToClient, b"$5\r\nhello\r\n"), Probe::Yes(40));
         assert_eq!(probe(&mid, StreamDir::ToClient, b"HTTP/1.1 200 OK\r\n"), Probe::No);
+    }
+
+    /// Credentials never reach `query_raw` (what CNFLOW_UNMASK_DB_STATEMENTS shows).
+    #[test]
+    fn credentials_are_never_kept() {
+        let mut r = Run::new();
+        let cmds: &[&[&str]] = &[
+            &["AUTH", "s3cret-a"],
+            &["AUTH", "alice", "s3cret-b"],
+            &["HELLO", "3", "AUTH", "alice", "s3cret-c", "SETNAME", "app"],
+            &["MIGRATE", "h", "6379", "", "0", "5000", "AUTH2", "bob", "s3cret-d", "KEYS", "k1"],
+            &["CONFIG", "SET", "maxmemory", "10mb", "requirepass", "s3cret-e"],
+            &["ACL", "SETUSER", "carol", "on", ">s3cret-f", "~*", "+@all"],
+            &["auth", "s3cret-g"],
+        ];
+        let mut reqs = Vec::new();
+        for c in cmds {
+            reqs.extend(cmd(c));
+        }
+        r.req(1, &reqs);
+        r.resp(2, b"+OK\r\n+OK\r\n%1\r\n+server\r\n+redis\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n");
+        let d = r.details();
+        assert_eq!(d.len(), cmds.len());
+        let raws: Vec<&str> = d.iter().map(|x| x.query_raw.as_str()).collect();
+        assert_eq!(
+            raws,
+            [
+                "AUTH ?",
+                "AUTH ? ?",
+                "HELLO 3 AUTH alice ? SETNAME app",
+                "MIGRATE h 6379  0 5000 AUTH2 bob ? KEYS k1",
+                "CONFIG SET maxmemory 10mb requirepass ?",
+                "ACL SETUSER carol on ? ~* +@all",
+                "auth ?",
+            ]
+        );
+        let all = format!("{:?}", r.out);
+        assert!(!all.contains("s3cret"), "{all}");
     }
 
     #[test]
