@@ -40,6 +40,11 @@ static BPF_OBJECT: &[u8] = &[];
 static DELIVERED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.capture.packets", &[("reason", "delivered")]));
 /// Interfaces captured on right now.
 static ATTACHED: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.capture.interfaces", &[]));
+/// Interfaces captured on right now (agent readiness needs at least one).
+pub fn attached_interfaces() -> u64 {
+    ATTACHED.get()
+}
+
 /// Interface changes applied by `follow`, so an interface that vanished
 /// while attached (and the gap in its capture) shows up in the counters.
 static IF_ATTACHED: LazyLock<Counter> =
