@@ -40,6 +40,19 @@ pub enum Probe {
     Yes(u8),
 }
 
+impl Probe {
+    /// The stronger of two answers (for two directions or two looks at one
+    /// flow): the higher `Yes`, else `NeedMore` if either waits.
+    pub fn merge(self, other: Probe) -> Probe {
+        match (self, other) {
+            (Probe::Yes(x), Probe::Yes(y)) => Probe::Yes(x.max(y)),
+            (Probe::Yes(x), _) | (_, Probe::Yes(x)) => Probe::Yes(x),
+            (Probe::NeedMore, _) | (_, Probe::NeedMore) => Probe::NeedMore,
+            _ => Probe::No,
+        }
+    }
+}
+
 /// Output context handed to decoders.
 pub struct Emit<'a> {
     pub conn: &'a Conn,
