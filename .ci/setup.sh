@@ -7,6 +7,15 @@ export DEBIAN_FRONTEND=noninteractive
 # without it, also every test peer, PyPI package and helm.
 BUILD_ONLY=false
 [ "${1:-}" = "--build" ] && BUILD_ONLY=true
+# Kernel first: say what is missing before installing anything.
+kver=$(uname -r | cut -d. -f1-2)
+if [ ! -e /sys/kernel/btf/vmlinux ]; then
+  echo "[setup] ERROR: no kernel BTF (/sys/kernel/btf/vmlinux): this kernel lacks CONFIG_DEBUG_INFO_BTF=y; cnflow's live capture (and its eBPF tests) cannot run here" >&2
+  exit 1
+fi
+if [ "$(printf '%s\n6.6\n' "$kver" | sort -V | head -1)" != "6.6" ]; then
+  echo "[setup] note: kernel $kver has no TCX (< 6.6); cnflow attaches clsact filters instead (CNFLOW_TC_ATTACH=auto → netlink)"
+fi
 BUILD_APT_PKGS="pkg-config protobuf-compiler ca-certificates curl iproute2"
 if $BUILD_ONLY; then
   missing=""

@@ -531,3 +531,49 @@ fn coexists_with_other_tc_and_tcx_programs() {
     assert!(["pref 10", "pref 20", "pref 30"].iter().all(|p| filters.contains(p)), "other filters kept:\n{filters}");
     assert!(!connects(&pair.ns_b, &pair.ip_a, 7777) && connects(&pair.ns_b, &pair.ip_a, 7778), "fate after cnflow");
 }
+
+/// cnflow filters (`cls_bpf` named cnflow_*) on `dev`'s `dir` hook.
+fn cnflow_filters(ns: &str, dev: &str, dir: &str) -> usize {
+    let out = Command::new("ip").args(["netns", "exec", ns, "tc", "filter", "show", "dev", dev, dir]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("cnflow_")).count()
+}
+
+/// Kernels without TCX (Debian 12's 6.1): CNFLOW_TC_ATTACH=netlink attaches
+/// clsact cls_bpf filters instead (forced here on a kernel that has TCX). They
+/// capture like TCX links; a SIGKILL leaves them behind, the next start
+/// removes them (counted) so nothing is captured twice, and SIGTERM removes them.
+#[test]
+fn netlink_attach_for_kernels_without_tcx() {
+    let pair = NetnsPair::new("nlatt");
+    let dir = Scratch::new("faults-nlatt");
+    let _redis = redis(&pair.ns_a);
+    wait_redis(&pair.ns_b, &pair.ip_a);
+    let dev = pair.veth_a.as_str();
+    let env = [("CNFLOW_INTERFACES", dev), ("CNFLOW_TC_ATTACH", "netlink")];
+    let mut first = start_agent(&pair.ns_a, &dir, "first", &["--format", "exchanges"], &env);
+    assert!(cnflow_tcx(&pair.ns_a, dev).is_empty(), "no TCX link in netlink mode");
+    assert_eq!((cnflow_filters(&pair.ns_a, dev, "ingress"), cnflow_filters(&pair.ns_a, dev, "egress")), (1, 1));
+    assert!(read(&dir.path("first.err")).contains("capture attached (tc clsact"));
+    set(&pair.ns_b, &pair.ip_a, "nl-0");
+    let captured = |name: &str, key: &str| {
+        let out = dir.path(&format!("{name}.out"));
+        wait_until(Duration::from_secs(10), || set_keys(&read(&out)).iter().any(|k| k == key))
+    };
+    assert!(captured("first", "nl-0"));
+    first.signal(libc::SIGKILL);
+    first.wait_timeout(Duration::from_secs(10)).expect("killed agent exits");
+    assert_eq!(cnflow_filters(&pair.ns_a, dev, "ingress"), 1, "a killed agent's filter stays (unlike TCX)");
+
+    let second = start_agent(&pair.ns_a, &dir, "second", &["--format", "exchanges"], &env);
+    assert_eq!((cnflow_filters(&pair.ns_a, dev, "ingress"), cnflow_filters(&pair.ns_a, dev, "egress")), (1, 1));
+    assert!(read(&dir.path("second.err")).contains("removed a stale cnflow tc filter"));
+    for i in 1..=5 {
+        set(&pair.ns_b, &pair.ip_a, &format!("nl-{i}"));
+    }
+    assert!(captured("second", "nl-5"));
+    std::thread::sleep(Duration::from_millis(500));
+    let keys = set_keys(&read(&dir.path("second.out")));
+    assert_eq!(keys.iter().filter(|k| k.starts_with("nl-")).count(), 5, "each SET once: {keys:?}");
+    stop_agent(second);
+    assert_eq!((cnflow_filters(&pair.ns_a, dev, "ingress"), cnflow_filters(&pair.ns_a, dev, "egress")), (0, 0));
+}

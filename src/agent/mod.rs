@@ -83,7 +83,7 @@ fn start_exporter(export: &OtlpExportConfig) -> Result<Option<Arc<Exporter>>> {
 pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToken) -> Result<()> {
     let AgentSetup { agent: cfg, telemetry: tcfg, k8s: k8s_cfg, export, host } = setup;
     let health_addr = cfg.health_socket(opts.health_agent_default).context("CNFLOW_HEALTH_ADDR")?;
-    ebpf::check_requirements()?;
+    ebpf::check_requirements(cfg.capture_settings()?.tc_attach)?;
     let exporter = start_exporter(&export)?;
 
     let health = AgentHealth::new();
