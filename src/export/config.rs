@@ -149,6 +149,9 @@ pub struct ExportConfig {
     /// When set, queued requests are also written here and reloaded at start
     /// (nothing is lost across a restart while the backend is down).
     pub queue_dir: Option<PathBuf>,
+    /// Name of the destination in self-metrics (`destination` attribute):
+    /// `primary`, or `extra-N` for the gateway's extra endpoints.
+    pub destination: String,
 }
 
 impl Default for ExportConfig {
@@ -169,6 +172,7 @@ impl Default for ExportConfig {
             retry_max_elapsed: Some(Duration::from_secs(t.retry_max_elapsed_secs)),
             max_concurrent: t.max_concurrent_requests,
             queue_dir: None,
+            destination: "primary".into(),
         }
     }
 }
@@ -357,11 +361,19 @@ impl ExportConfig {
                 .then(|| Duration::from_secs(tuning.retry_max_elapsed_secs)),
             max_concurrent: tuning.max_concurrent_requests,
             queue_dir: None,
+            destination: "primary".into(),
         }))
     }
 
     /// The same settings for another base endpoint (the gateway's extra
     /// destinations): HTTP paths are appended like for a generic endpoint.
+    /// The headers are the destination's own: the primary's (vendor API keys)
+    /// must not travel to another backend.
+    pub fn for_extra_destination(&self, base: &str, headers: Vec<(String, String)>, name: &str) -> Result<Self> {
+        Ok(Self { headers, destination: name.to_string(), ..self.with_base_endpoint(base)? })
+    }
+
+    /// The same settings (headers included) for another base endpoint.
     pub fn with_base_endpoint(&self, base: &str) -> Result<Self> {
         let e = if self.protocol == OtlpProtocol::Grpc {
             base.to_string()
@@ -408,10 +420,11 @@ fn normalize_endpoint(e: &str, protocol: OtlpProtocol, insecure: bool) -> Result
 /// `k=v,k2=v2` with percent-encoded values (W3C baggage-like format used by the spec).
 pub fn parse_headers(s: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = part.split_once('=') else { bail!("header {part:?} is not key=value") };
-        let k = percent_decode(k.trim())?.to_ascii_lowercase();
-        let v = percent_decode(v.trim())?;
+    // Errors never quote the text: header values are credentials.
+    for (n, part) in s.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        let Some((k, v)) = part.split_once('=') else { bail!("header entry {} is not key=value", n + 1) };
+        let k = percent_decode(k.trim()).with_context(|| format!("header entry {} name", n + 1))?.to_ascii_lowercase();
+        let v = percent_decode(v.trim()).with_context(|| format!("value of header {k:?}"))?;
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             bail!("invalid header name {k:?}");
         }
@@ -430,9 +443,7 @@ fn percent_decode(s: &str) -> Result<String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
-                bail!("bad percent-encoding in {s:?}")
-            };
+            let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else { bail!("bad percent-encoding") };
             out.push(byte);
             i += 3;
         } else {
@@ -440,7 +451,7 @@ fn percent_decode(s: &str) -> Result<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).with_context(|| format!("{s:?} is not UTF-8 after percent-decoding"))
+    String::from_utf8(out).context("not UTF-8 after percent-decoding")
 }
 
 #[cfg(test)]

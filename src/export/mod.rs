@@ -59,8 +59,8 @@ struct Counters {
 }
 
 impl Counters {
-    fn for_signal(s: Signal) -> Self {
-        let a = [("signal", s.name())];
+    fn new(s: Signal, destination: &str) -> Self {
+        let a = [("signal", s.name()), ("destination", destination)];
         Self {
             sent: counter("cnflow.export.sent", &a),
             failed: counter("cnflow.export.failed", &a),
@@ -87,6 +87,7 @@ impl Sender {
 
 struct Lane {
     queue: Arc<Queue>,
+    counters: Counters,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -124,14 +125,17 @@ impl Exporter {
             OtlpProtocol::Grpc => Sender::Grpc(grpc::GrpcSender::new(&cfg)?),
             OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => Sender::Http(http::HttpSender::new(&cfg)?),
         };
-        let counters = Counters::for_signal(cfg.signal);
-        let depth = gauge("cnflow.export.queue.depth", &[("signal", cfg.signal.name()), ("endpoint", &cfg.endpoint)]);
+        let counters = Counters::new(cfg.signal, &cfg.destination);
+        let depth = gauge(
+            "cnflow.export.queue.depth",
+            &[("signal", cfg.signal.name()), ("destination", &cfg.destination), ("endpoint", &cfg.endpoint)],
+        );
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
         let queue = Arc::new(Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?);
-        tracing::info!(signal = cfg.signal.name(), endpoint = %cfg.endpoint, protocol = ?cfg.protocol, "OTLP exporter started");
+        tracing::info!(signal = cfg.signal.name(), destination = %cfg.destination, endpoint = %cfg.endpoint, protocol = ?cfg.protocol, headers = cfg.headers.len(), "OTLP exporter started");
         let instruments = instruments::ExportInstruments::new();
         let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters, instruments));
-        Ok(Lane { queue, task: parking_lot::Mutex::new(Some(task)) })
+        Ok(Lane { queue, counters, task: parking_lot::Mutex::new(Some(task)) })
     }
 
     pub fn send(&self, p: Payload) -> Result<(), QueueFull> {
@@ -194,7 +198,7 @@ impl Exporter {
                         "export not finished at shutdown; kept in the disk queue"
                     );
                 } else if left > 0 {
-                    Counters::for_signal(signal).dropped.add(left as u64);
+                    l.counters.dropped.add(left as u64);
                     tracing::warn!(signal = signal.name(), items = left, "export not finished at shutdown; dropped");
                 }
             }

@@ -62,7 +62,7 @@ async fn grpc_retries_unavailable_with_headers_and_gzip() {
     let mut c = cfg(&ep, OtlpProtocol::Grpc);
     c.headers = vec![("api-key".into(), "secret".into())];
     c.compression = Compression::Gzip;
-    let retried = counter("cnflow.export.retried", &[("signal", "traces")]);
+    let retried = counter("cnflow.export.retried", &[("signal", "traces"), ("destination", "primary")]);
     let before = retried.get();
     let ex = Exporter::start(Some(c), None, None).unwrap();
     ex.send_traces(spans(3, 1)).unwrap();
@@ -127,7 +127,7 @@ async fn grpc_resource_exhausted_retried_only_with_retry_info() {
 #[tokio::test]
 async fn grpc_partial_success_counted() {
     let (b, ep) = grpc_backend(0, unavailable, 2).await;
-    let rejected = counter("cnflow.export.rejected", &[("signal", "traces")]);
+    let rejected = counter("cnflow.export.rejected", &[("signal", "traces"), ("destination", "primary")]);
     let before = rejected.get();
     let ex = Exporter::start(Some(cfg(&ep, OtlpProtocol::Grpc)), None, None).unwrap();
     ex.send_traces(spans(5, 1)).unwrap();
@@ -145,7 +145,7 @@ async fn queue_full_while_backend_down_then_everything_queued_arrives() {
     let mut c = cfg(&format!("http://{addr}"), OtlpProtocol::Grpc);
     c.queue_size = 10;
     c.retry_max_elapsed = None;
-    let dropped = counter("cnflow.export.dropped", &[("signal", "traces")]);
+    let dropped = counter("cnflow.export.dropped", &[("signal", "traces"), ("destination", "primary")]);
     let before = dropped.get();
     let ex = Exporter::start(Some(c), None, None).unwrap();
     let mut accepted = vec![];

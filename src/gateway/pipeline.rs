@@ -1,5 +1,10 @@
 //! What both receivers feed: admission (back-pressure) → GeoIP → batcher →
 //! every configured exporter.
+//!
+//! Destinations are isolated: each has its own queue, and only the ones
+//! marked `required` are consulted for admission. A batch that does not fit
+//! in a non-required destination's queue is dropped there (counted in
+//! `cnflow.export.dropped{destination=…}`) while the others still get it.
 use super::batch::{BatchConfig, Batcher};
 use super::geo_attributes;
 use super::geoip::GeoIp;
@@ -34,9 +39,16 @@ impl SignalCounters {
     }
 }
 
+/// One destination's exporter and whether it may exert back-pressure.
+pub struct Forward {
+    pub exporter: Exporter,
+    pub required: bool,
+    pub name: String,
+}
+
 pub struct ForwardingPipeline {
     geo: Option<Arc<GeoIp>>,
-    exporters: Arc<Vec<Exporter>>,
+    exporters: Arc<Vec<Forward>>,
     batchers: [Arc<Batcher>; 3],
     counters: [SignalCounters; 3],
     closing: std::sync::atomic::AtomicBool,
@@ -53,17 +65,17 @@ fn idx(s: Signal) -> usize {
 }
 
 impl ForwardingPipeline {
-    pub fn new(geo: Option<Arc<GeoIp>>, exporters: Vec<Exporter>, batch: BatchConfig) -> Arc<Self> {
+    pub fn new(geo: Option<Arc<GeoIp>>, exporters: Vec<Forward>, batch: BatchConfig) -> Arc<Self> {
         let exporters = Arc::new(exporters);
         let batchers = SIGNALS.map(|_| {
             let ex = exporters.clone();
             Batcher::new(
                 batch,
                 Box::new(move |p: Payload| {
-                    // Admission already checked room in every queue; a refusal
-                    // here (race with a disk error) is counted by the exporter.
-                    for e in ex.iter() {
-                        let _ = e.send(p.clone());
+                    // Admission checked room in the required queues only; a
+                    // full queue elsewhere refuses and counts the drop itself.
+                    for f in ex.iter() {
+                        let _ = f.exporter.send(p.clone());
                     }
                 }),
             )
@@ -102,10 +114,10 @@ impl ForwardingPipeline {
             c.enriched.add(enriched);
         }
         let exporters = &self.exporters;
-        // Room in the tightest queue, counting what waits in the batch: the
-        // same rule as the queue itself (an empty queue takes anything).
+        // Room in the tightest required queue, counting what waits in the
+        // batch: the same rule as the queue itself (an empty queue takes anything).
         let admitted = self.batchers[idx(s)].try_add(p, |pending| {
-            exporters.iter().filter(|e| e.exports(s)).all(|e| {
+            exporters.iter().filter(|f| f.required).map(|f| &f.exporter).filter(|e| e.exports(s)).all(|e| {
                 let queued = e.queued(s);
                 queued + pending == 0 || pending + n <= e.free(s)
             })
@@ -120,12 +132,12 @@ impl ForwardingPipeline {
 
     /// Items waiting (batch + largest export queue) for a signal.
     pub fn backlog(&self, s: Signal) -> usize {
-        self.batchers[idx(s)].pending_items() + self.exporters.iter().map(|e| e.queued(s)).max().unwrap_or(0)
+        self.batchers[idx(s)].pending_items() + self.exporters.iter().map(|f| f.exporter.queued(s)).max().unwrap_or(0)
     }
 
     pub fn send_direct(&self, p: Payload) {
-        for e in self.exporters.iter() {
-            let _ = e.send(p.clone());
+        for f in self.exporters.iter() {
+            let _ = f.exporter.send(p.clone());
         }
     }
 
@@ -140,6 +152,6 @@ impl ForwardingPipeline {
     /// Flush batches, then let every exporter deliver its queue until `timeout`.
     pub async fn shutdown(&self, timeout: std::time::Duration) {
         self.close();
-        futures::future::join_all(self.exporters.iter().map(|e| e.close(timeout))).await;
+        futures::future::join_all(self.exporters.iter().map(|f| f.exporter.close(timeout))).await;
     }
 }
