@@ -236,3 +236,41 @@ async fn a_destination_that_is_down_does_not_hold_back_the_primary() {
     assert_eq!(got, held, "the extra receives exactly what its queue held, once");
     assert_eq!(count(), 4000, "and the primary nothing more");
 }
+
+/// Acknowledged means durable: the gateway is SIGKILLed right after the last
+/// acknowledgement, once with the batch still open (long batch timeout: only
+/// the journal holds it) and once with batches committed on every second
+/// request (the kill lands among commits). After a restart with the backend
+/// up, every acknowledged span arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_span_survives_a_kill_right_after_the_ack() {
+    for (batch_size, timeout_ms) in [("8192", "60000"), ("8", "60000")] {
+        let dir = tempfile::tempdir().unwrap();
+        let (grpc, backend_port) = (free_port(), free_port());
+        let vars = [("CNFLOW_GATEWAY_BATCH_SIZE", batch_size), ("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", timeout_ms)];
+        let mut acked = Vec::new();
+        {
+            let _gw = start_gateway_with(grpc, backend_port, Some(dir.path()), &vars);
+            let mut client = connect(grpc).await;
+            for r in 0..25 {
+                let req = request(&format!("b{batch_size}-r{r}"), 4);
+                let names: Vec<String> = (0..4).map(|i| format!("b{batch_size}-r{r}-{i}")).collect();
+                client.export(req).await.expect("acknowledged");
+                acked.extend(names);
+            }
+            // _gw dropped here, right after the last acknowledgement: SIGKILL.
+        }
+        let backend = Arc::new(OtlpSink::new());
+        backend.serve_grpc(tokio::net::TcpListener::bind(("127.0.0.1", backend_port)).await.unwrap());
+        let _gw =
+            start_gateway_with(grpc, backend_port, Some(dir.path()), &[("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "20")]);
+        let n = settle(Duration::from_secs(20), Duration::from_millis(700), || backend.spans().len()).await;
+        let mut got = names_received(&backend);
+        got.sort();
+        acked.sort();
+        assert_eq!(n, acked.len(), "batch size {batch_size}");
+        assert_eq!(got, acked, "batch size {batch_size}: every acknowledged span exactly once");
+        let journal = dir.path().join("journal/traces");
+        assert_eq!(std::fs::read_dir(&journal).unwrap().count(), 0, "journal empty once committed");
+    }
+}

@@ -56,6 +56,7 @@ struct Counters {
     rejected: Counter,
     retried: Counter,
     dropped: Counter,
+    dead_letter: Counter,
 }
 
 impl Counters {
@@ -67,6 +68,7 @@ impl Counters {
             rejected: counter("cnflow.export.rejected", &a),
             retried: counter("cnflow.export.retried", &a),
             dropped: counter("cnflow.export.dropped", &a),
+            dead_letter: counter("cnflow.export.dead_letter", &a),
         }
     }
 }
@@ -93,6 +95,12 @@ struct Lane {
 
 pub struct Exporter {
     lanes: [Option<Lane>; 3],
+}
+
+/// A request written to a queue but not yet sendable (see `Exporter::stage`).
+pub struct Staged {
+    lane: usize,
+    entry: queue::Entry,
 }
 
 fn idx(s: Signal) -> usize {
@@ -131,7 +139,11 @@ impl Exporter {
             &[("signal", cfg.signal.name()), ("destination", &cfg.destination), ("endpoint", &cfg.endpoint)],
         );
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
-        let queue = Arc::new(Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?);
+        let mut queue = Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?;
+        if let Some(d) = &cfg.queue_dir {
+            queue = queue.with_dead_letter(d.join("dead-letter").join(cfg.signal.name()), counters.dead_letter);
+        }
+        let queue = Arc::new(queue);
         tracing::info!(signal = cfg.signal.name(), destination = %cfg.destination, endpoint = %cfg.endpoint, protocol = ?cfg.protocol, headers = cfg.headers.len(), "OTLP exporter started");
         let instruments = instruments::ExportInstruments::new();
         let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters, instruments));
@@ -152,6 +164,21 @@ impl Exporter {
     }
     pub fn send_logs(&self, req: ExportLogsServiceRequest) -> Result<(), QueueFull> {
         self.send(Payload::Logs(req))
+    }
+
+    /// Reserves room and writes `p` durably (file tagged `tag`) without
+    /// sending it yet; `release` makes it sendable. None when this signal is
+    /// not exported or the queue is full (the drop is counted).
+    pub fn stage(&self, p: Payload, tag: u64, force: bool) -> Option<Staged> {
+        let i = idx(p.signal());
+        let l = self.lanes[i].as_ref()?;
+        l.queue.stage(p, tag, force).ok().map(|entry| Staged { lane: i, entry })
+    }
+
+    pub fn release(&self, s: Staged) {
+        if let Some(l) = &self.lanes[s.lane] {
+            l.queue.release(s.entry);
+        }
     }
 
     /// Whether an endpoint is configured for this signal.
@@ -259,7 +286,7 @@ async fn export_one(
     }
     drop(span);
     instruments.record(cfg.signal, outcome, started.elapsed(), entry.items);
-    queue.complete(entry);
+    queue.complete(entry, outcome == "delivered");
 }
 
 /// Sends one request until delivered or given up: (outcome, attempts).

@@ -9,6 +9,7 @@ pub mod geoip;
 pub mod grpc_receiver;
 pub mod health;
 pub mod http_receiver;
+pub mod journal;
 pub mod pipeline;
 pub mod selfmetrics;
 pub mod tls;
@@ -116,6 +117,16 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
         tracing::info!("bearer-token authentication required on both receivers");
     }
 
+    // Before the exporters load their queues: the journal removes the queue
+    // files of batches whose commit a crash interrupted.
+    let journals = match cfg.queue_dir() {
+        Some(dir) => Some([
+            journal::Journal::open(Path::new(dir), Signal::Traces)?,
+            journal::Journal::open(Path::new(dir), Signal::Metrics)?,
+            journal::Journal::open(Path::new(dir), Signal::Logs)?,
+        ]),
+        None => None,
+    };
     let mut exporters = Vec::new();
     for mut d in destinations {
         for c in d.signals.iter_mut().flatten() {
@@ -132,7 +143,7 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
     }
     let exports_metrics = exporters[0].exporter.exports(Signal::Metrics);
     let batch = batch::BatchConfig { size: cfg.batch_size, timeout: cfg.batch_timeout(), max_size: cfg.batch_max_size };
-    let pipeline = ForwardingPipeline::new(geo.clone(), exporters, batch);
+    let pipeline = ForwardingPipeline::new(geo.clone(), exporters, batch, journals);
     let mut aux = pipeline.spawn_timers();
 
     let grpc_l = bind("CNFLOW_GATEWAY_GRPC_LISTEN", cfg.grpc_addr()?).await?;
