@@ -126,7 +126,8 @@ pub enum Compression {
 }
 
 /// Everything one exporter (one endpoint, one signal) needs.
-#[derive(Debug, Clone)]
+/// Its Debug form shows header names only, never values or key material.
+#[derive(Clone)]
 pub struct ExportConfig {
     pub signal: Signal,
     /// Full URL: for HTTP the complete path (`.../v1/traces`), for gRPC scheme://host:port.
@@ -152,6 +153,25 @@ pub struct ExportConfig {
     /// Name of the destination in self-metrics (`destination` attribute):
     /// `primary`, or `extra-N` for the gateway's extra endpoints.
     pub destination: String,
+}
+
+impl std::fmt::Debug for ExportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ExportConfig")
+            .field("signal", &self.signal)
+            .field("destination", &self.destination)
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("header_names", &header_names)
+            .field("timeout", &self.timeout)
+            .field("compression", &self.compression)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("client_identity", &self.client_identity_pem.is_some())
+            .field("queue_size", &self.queue_size)
+            .field("queue_dir", &self.queue_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ExportConfig {
@@ -519,6 +539,17 @@ mod tests {
         let v = vars(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://x")]);
         let e = format!("{:#}", ExportConfig::from_vars(Signal::Traces, v).unwrap_err());
         assert!(e.contains("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "{e}");
+    }
+
+    #[test]
+    fn debug_form_hides_header_values() {
+        let v = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://gw:4317"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr3t"),
+        ]);
+        let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
+        let d = format!("{t:?} {:?}", OtlpExportConfig { traces: Some(t.clone()), ..Default::default() });
+        assert!(d.contains("api-key") && !d.contains("s3cr3t"), "{d}");
     }
 
     #[test]

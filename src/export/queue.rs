@@ -354,8 +354,11 @@ mod tests {
         q.complete(first, true);
         drop(q);
         std::fs::write(dir.path().join("00000000000000000099.pb"), b"\xff\xff garbage").unwrap();
+        // A crash mid-write leaves a temporary file: never acknowledged, removed.
+        std::fs::write(dir.path().join("00000000000000000098.tmp"), b"partial").unwrap();
         let q = Queue::open(Signal::Traces, 100, Some(dir.path().into()), d(), counter("test.q.d", &[])).unwrap();
         assert_eq!(q.len_items(), 5);
+        assert!(!dir.path().join("00000000000000000098.tmp").exists());
         assert_eq!(q.take().await.unwrap().items, 2);
         assert_eq!(q.take().await.unwrap().items, 3);
         q.push(spans(7)).unwrap();

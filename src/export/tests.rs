@@ -228,3 +228,40 @@ async fn signal_without_endpoint_is_discarded() {
     assert!(!ex.exports(Signal::Traces));
     ex.shutdown(Duration::from_millis(10)).await;
 }
+
+/// With a disk queue, a request the backend refuses for good (HTTP 400) and
+/// one given up after the retry limit move to `dead-letter/<signal>/`, counted.
+#[tokio::test]
+async fn given_up_requests_go_to_the_dead_letter_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_b, ep) = http_backend(1, 400).await;
+    let mut c = cfg(&ep, OtlpProtocol::HttpProtobuf);
+    c.queue_dir = Some(dir.path().join("destination-0"));
+    c.destination = "dead-letter-test".into();
+    let e = Exporter::start(Some(c), None, None).unwrap();
+    e.send_traces(spans(3, 1)).unwrap();
+    e.send_traces(spans(2, 2)).unwrap();
+    let dl = dir.path().join("destination-0/dead-letter/traces");
+    let files = || std::fs::read_dir(&dl).map(|d| d.count()).unwrap_or(0);
+    wait_until("a dead-lettered file", || files() == 1).await;
+    let counted = counter("cnflow.export.dead_letter", &[("signal", "traces"), ("destination", "dead-letter-test")]);
+    wait_until("the second request delivered", || e.queued(Signal::Traces) == 0).await;
+    assert_eq!(counted.get(), 3);
+    let f = std::fs::read_dir(&dl).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(Payload::decode(Signal::Traces, &std::fs::read(f).unwrap()).unwrap().items(), 3, "kept intact");
+    assert_eq!(std::fs::read_dir(dir.path().join("destination-0/traces")).unwrap().count(), 0);
+    e.shutdown(Duration::from_secs(1)).await;
+
+    // Given up after CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS: the backend never answers.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", probe.local_addr().unwrap());
+    drop(probe);
+    let mut c = cfg(&down, OtlpProtocol::Grpc);
+    c.queue_dir = Some(dir.path().join("destination-1"));
+    c.retry_max_elapsed = Some(Duration::from_millis(200));
+    let e = Exporter::start(Some(c), None, None).unwrap();
+    e.send_traces(spans(4, 3)).unwrap();
+    let dl = dir.path().join("destination-1/dead-letter/traces");
+    wait_until("given up → dead letter", || std::fs::read_dir(&dl).map(|d| d.count()).unwrap_or(0) == 1).await;
+    e.shutdown(Duration::from_secs(1)).await;
+}

@@ -57,8 +57,9 @@ impl std::fmt::Debug for ExtraEndpoint {
     }
 }
 
-/// Settings of `cnflow gateway`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Settings of `cnflow gateway`. Its Debug form redacts the secret
+/// variables (like `cnflow config`).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct GatewayConfig {
     /// Address of the OTLP/gRPC receiver.
     #[serde(default = "d_grpc")]
@@ -146,6 +147,22 @@ impl EnvVars for GatewayConfig {
         VarDoc::new("CNFLOW_GATEWAY_STATS_INTERVAL_SECS", "how often the gateway's own counters are logged and exported as OTLP metrics."),
         VarDoc::new("CNFLOW_GATEWAY_SHUTDOWN_TIMEOUT_SECS", "on SIGTERM, time allowed to flush batches and queued data."),
     ];
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut v = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        if let serde_json::Value::Object(fields) = &mut v {
+            for var in Self::VARS.iter().filter(|v| v.secret) {
+                if let Some(x) = var.field(Self::PREFIX).and_then(|k| fields.get_mut(&k)) {
+                    if !x.is_null() {
+                        *x = serde_json::Value::String("<set>".into());
+                    }
+                }
+            }
+        }
+        write!(f, "GatewayConfig {v}")
+    }
 }
 
 impl Default for GatewayConfig {
@@ -299,5 +316,13 @@ mod tests {
         }
         let c = GatewayConfig::from_vars(vars(&[("CNFLOW_GATEWAY_AUTH_TOKENS", "a, b,")])).unwrap();
         assert_eq!(c.tokens(), vec!["a", "b"]);
+        let c = GatewayConfig::from_vars(vars(&[
+            ("CNFLOW_GATEWAY_AUTH_TOKENS", "tok-s3cr3t"),
+            ("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "http://b:4317"),
+            ("CNFLOW_GATEWAY_EXTRA_HEADERS", "api-key=hdr-s3cr3t"),
+        ]))
+        .unwrap();
+        let d = format!("{c:?} {:?}", c.extra_endpoints().unwrap());
+        assert!(!d.contains("s3cr3t") && d.contains("http://b:4317") && d.contains("api-key"), "{d}");
     }
 }
