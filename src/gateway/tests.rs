@@ -322,6 +322,44 @@ async fn a_down_destination_drops_its_own_share_only() {
     }
 }
 
+/// Each destination gets its own headers: the primary's API key never
+/// reaches the extra endpoint, which gets the ones from CNFLOW_GATEWAY_EXTRA_HEADERS.
+#[tokio::test]
+async fn extra_endpoints_get_their_own_headers() {
+    let (a, a_ep) = OtlpSink::new().grpc().await;
+    let (b, b_ep) = OtlpSink::new().grpc().await;
+    let env: Vec<(String, String)> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", a_ep.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=primary-key"),
+        ("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", b_ep.as_str()),
+        ("CNFLOW_GATEWAY_EXTRA_HEADERS", "api-key=extra-key,x-team=net"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let cfg = GatewayConfig::from_vars(env.clone()).unwrap();
+    let cfg = GatewayConfig {
+        grpc_listen: base_cfg().grpc_listen,
+        http_listen: base_cfg().http_listen,
+        health_listen: base_cfg().health_listen,
+        batch_timeout_ms: 20,
+        ..cfg
+    };
+    let export = OtlpExportConfig::from_vars(env, &[Signal::Traces]).unwrap();
+    let gw = start(cfg.clone(), destinations(&cfg, &export).unwrap()).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
+    client.export(trace_request("svc", vec![span("h", vec![])])).await.unwrap();
+    wait_until("both destinations", || a.spans().len() == 1 && b.spans().len() == 1).await;
+    let get = |s: &OtlpSink, k: &str| -> Vec<String> {
+        s.headers.lock().iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
+    };
+    assert_eq!(get(&a, "api-key"), vec!["primary-key"]);
+    assert_eq!(get(&b, "api-key"), vec!["extra-key"]);
+    assert_eq!(get(&b, "x-team"), vec!["net"]);
+    assert!(get(&a, "x-team").is_empty());
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn corrupt_geoip_database_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
