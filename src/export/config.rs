@@ -97,7 +97,7 @@ pub struct ExportTuning {
 impl EnvVars for ExportTuning {
     const PREFIX: &'static str = "CNFLOW_EXPORT_";
     const VARS: &'static [VarDoc] = &[
-        VarDoc::new("CNFLOW_EXPORT_QUEUE_SIZE", "spans / metric data points / log records waiting for export per signal and endpoint; beyond it new data is refused and counted as dropped."),
+        VarDoc::new("CNFLOW_EXPORT_QUEUE_SIZE", "spans / metric data points / log records waiting for export per signal and endpoint (gateway: per destination); beyond it new data is dropped and counted (cnflow.export.dropped), or refused by the gateway for a required destination."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS", "first retry delay (doubled per attempt, ±50% jitter)."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS", "upper bound of the retry delay."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS", "give up on a request (counted as failed) after retrying this long; 0 = retry forever."),

@@ -12,10 +12,12 @@
 //!   and counts the drop. Data for a signal without a configured endpoint is discarded (Ok).
 //! - `shutdown` flushes within a deadline.
 //!
-//! Self-metrics (cnflow::stats), all with a `signal` attribute: `cnflow.export.sent` (items delivered),
-//! `cnflow.export.failed` (items given up on), `cnflow.export.rejected` (items refused by the backend in a
-//! partial success), `cnflow.export.retried` (retry attempts), `cnflow.export.dropped` (items refused because
-//! the queue was full), gauge `cnflow.export.queue.depth` (items queued, per endpoint too).
+//! Self-metrics (cnflow::stats), all with `signal` and `destination` (`primary`, `extra-N`) attributes:
+//! `cnflow.export.sent` (items delivered), `cnflow.export.failed` (items given up on),
+//! `cnflow.export.dead_letter` (of those, items moved to the disk queue's dead-letter directory),
+//! `cnflow.export.rejected` (items refused by the backend in a partial success), `cnflow.export.retried`
+//! (retry attempts), `cnflow.export.dropped` (items refused because the queue was full), gauge
+//! `cnflow.export.queue.depth` (items queued, per endpoint too).
 pub mod config;
 pub mod grpc;
 pub mod http;
