@@ -280,6 +280,8 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr3t-value"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ("CNFLOW_GATEWAY_AUTH_TOKENS", "tok-one,tok-two"),
+            ("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "http://b:4317,http://c:4317"),
+            ("CNFLOW_GATEWAY_EXTRA_HEADERS", "api-key=xh-s3cr3t;"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -289,6 +291,7 @@ mod tests {
         assert!(!text.contains("s3cr3t") && !text.contains("tok-one"), "{text}");
         assert_eq!(out["export"]["headers"], "<set, 20 chars>");
         assert_eq!(out["gateway"]["auth_tokens"], "<set, 15 chars>");
+        assert_eq!(out["gateway"]["extra_headers"], "<set, 18 chars>");
         assert_eq!(out["export"]["endpoint"], "http://collector:4317");
         // Unset secrets stay null.
         assert_eq!(out["export"]["client_key"], Value::Null);
