@@ -218,6 +218,8 @@ struct Pending {
     opaque: u32,
     /// Binary stats: replies so far (it ends with an empty one).
     resp_bytes: u64,
+    /// Meta: the key, to match a quiet reply carrying `k<key>`.
+    key: Option<Vec<u8>>,
 }
 
 /// A reply being read (text) or read (binary).
@@ -231,6 +233,8 @@ struct Reply {
     error_code: Option<String>,
     error: Option<String>,
     opaque: Option<String>,
+    /// Meta `k` flag: the key the reply is about.
+    key: Option<Vec<u8>>,
     partial: bool,
     /// Text: more lines belong to it (VALUE / STAT until END).
     multi: bool,
@@ -286,6 +290,19 @@ fn masked(cmd: &str, argc: u32) -> String {
         s.push_str(" ...");
     }
     s
+}
+
+/// Replies a quiet meta request still gets (memcached's protocol.txt: `q`
+/// hides EN for mg, HD for ms and ma, HD and NF for md; errors always show).
+fn quiet_shows(cmd: &str, word: &str) -> bool {
+    let shown: &[&str] = match cmd {
+        "mg" => &["VA", "HD"],
+        "ms" => &["NS", "EX", "NF"],
+        "md" => &["EX"],
+        "ma" => &["NS", "EX", "NF", "VA"],
+        _ => &[],
+    };
+    shown.contains(&word) || matches!(word, "ERROR" | "CLIENT_ERROR" | "SERVER_ERROR")
 }
 
 fn bounded(b: &[u8], max: usize) -> String {
@@ -397,6 +414,7 @@ impl MemcachedDecoder {
 
     fn text_request(&mut self, r: ReqLine, raw: String, ts: u64, bytes: u64, out: &mut Emit) {
         let meta = text::META.contains(&r.cmd.as_str());
+        let key = if meta { text::words(raw.as_bytes()).nth(1).map(<[u8]>::to_vec) } else { None };
         let retrieval = matches!(r.cmd.as_str(), "get" | "gets" | "gat" | "gats" | "mg");
         let detail = MemcachedDetail {
             protocol: if meta { "meta" } else { "text" },
@@ -418,6 +436,7 @@ impl MemcachedDecoder {
             opcode: 0,
             opaque: 0,
             resp_bytes: 0,
+            key,
         };
         if r.noreply || p.detail.command == "quit" {
             self.emit_noreply(p, out);
@@ -427,24 +446,34 @@ impl MemcachedDecoder {
     }
 
     fn text_reply(&mut self, r: Reply, out: &mut Emit) {
-        // Quiet requests before the one this reply answers succeeded silently.
+        // Quiet requests before the one this reply answers succeeded silently:
+        // a reply names a later request by its opaque, or is one a quiet
+        // request of that command never sends (its success, MN).
         while let Some(front) = self.pending.front() {
             if !front.quiet {
                 break;
             }
-            let suppressed_code = if front.detail.command == "mg" { "EN" } else { "HD" };
             let other = match (&r.opaque, &front.detail.opaque) {
                 (Some(a), Some(b)) => a != b,
                 (Some(_), None) => true,
-                _ => r.word == suppressed_code || (r.word == "MN" && front.detail.command != "mn"),
+                _ => {
+                    !quiet_shows(&front.detail.command, &r.word)
+                        || matches!((&r.key, &front.key), (Some(a), Some(b)) if a != b)
+                }
             };
             if !other {
                 break;
             }
             let mut p = self.pending.pop_front().unwrap();
             p.detail.quiet_suppressed = true;
-            p.detail.response = Some(suppressed_code.to_string());
+            p.detail.response = Some(if p.detail.command == "mg" { "EN" } else { "HD" }.to_string());
             Self::emit(p, None, r.ts, Outcome::Complete, out);
+        }
+        // A reply that ended before the request was sent is not its reply
+        // (the tail of one whose request the capture missed).
+        if self.pending.front().is_some_and(|p| p.ts > r.ts) {
+            UNPAIRED.inc();
+            return;
         }
         let Some(p) = self.pending.pop_front() else {
             UNPAIRED.inc();
@@ -582,7 +611,7 @@ impl MemcachedDecoder {
         let parsed = parse_response(line);
         if self.resp.resync {
             // Restart on a line that begins a reply (not the END of one cut in half).
-            if parsed.is_none() || line == b"END" && self.resp.reply.is_none() {
+            if parsed.is_none() {
                 SKIPPED.add(n);
                 return;
             }
@@ -631,6 +660,7 @@ impl MemcachedDecoder {
         let opaque = text::words(line).skip(1).find(|w| w.first() == Some(&b'O'));
         if matches!(first.as_str(), "HD" | "EN" | "NF" | "NS" | "EX" | "VA") {
             r.opaque = opaque.map(|o| bounded(&o[1..], 32));
+            r.key = text::words(line).skip(1).find(|w| w.first() == Some(&b'k')).map(|k| k[1..].to_vec());
         }
         match kind {
             RespLine::Value(len) => {
@@ -787,6 +817,7 @@ impl MemcachedDecoder {
                     opcode: h.opcode,
                     opaque: h.opaque,
                     resp_bytes: 0,
+                    key: None,
                 };
                 if h.opcode == 0x17 {
                     // QuitQ: no reply.
