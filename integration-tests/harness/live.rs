@@ -240,6 +240,9 @@ pub fn summary(e: &Value) -> String {
             let topics: Vec<String> = d["topics"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
             format!("{} {} [{}] err={}", s(&d["client_id"]), s(&d["api_name"]), topics.join(","), s(&d["error_code"]))
         }
+        "memcached" => {
+            format!("{} {} {} hits={}", s(&d["query_masked"]), s(&d["response"]), s(&d["error_code"]), s(&d["hits"]))
+        }
         k => k.to_string(),
     };
     let partial = if e["partial"] == Value::Bool(true) { " partial" } else { "" };

@@ -57,8 +57,6 @@ fn rule(name: &str, known: &BTreeSet<String>) -> (Vec<&'static str>, Vec<&'stati
         "grpc" => (vec!["grpc", "http2"], vec!["grpc"]),
         // Whether HTTP/1 accepts these shapes is its own business; nothing else may.
         "http" if name.starts_with("http_odd") => (vec!["http1"], vec![]),
-        // Until the memcached decoder is registered: nothing else may claim it.
-        "memcached" if !known.contains("memcached") => (vec![], vec![]),
         _ => {
             let p = known
                 .get(stem)

@@ -185,6 +185,7 @@ registry! {
     Redis => redis::Redis           ; Redis(redis::RedisDetail),
     Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
     Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
+    Memcached => memcached::Memcached ; Memcached(memcached::MemcachedDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.
