@@ -240,6 +240,7 @@ pub fn summary(e: &Value) -> String {
             let topics: Vec<String> = d["topics"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
             format!("{} {} [{}] err={}", s(&d["client_id"]), s(&d["api_name"]), topics.join(","), s(&d["error_code"]))
         }
+        "nats" => format!("{} {} {} {}", s(&d["op"]), s(&d["subject"]), s(&d["response"]), s(&d["status"])),
         k => k.to_string(),
     };
     let partial = if e["partial"] == Value::Bool(true) { " partial" } else { "" };

@@ -164,6 +164,7 @@ registry! {
     Redis => redis::Redis           ; Redis(redis::RedisDetail),
     Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
     Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
+    Nats => nats::Nats              ; Nats(nats::NatsDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.
