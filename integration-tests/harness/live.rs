@@ -241,6 +241,15 @@ pub fn summary(e: &Value) -> String {
             format!("{} {} [{}] err={}", s(&d["client_id"]), s(&d["api_name"]), topics.join(","), s(&d["error_code"]))
         }
         "nats" => format!("{} {} {} {}", s(&d["op"]), s(&d["subject"]), s(&d["response"]), s(&d["status"])),
+        "mqtt" => format!(
+            "{} {} {} q{} {} rc={}",
+            s(&d["packet"]),
+            s(&d["delivery"]),
+            s(&d["topic"]),
+            s(&d["qos"]),
+            s(&d["response"]),
+            s(&d["reason_code"])
+        ),
         k => k.to_string(),
     };
     let partial = if e["partial"] == Value::Bool(true) { " partial" } else { "" };

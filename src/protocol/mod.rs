@@ -27,6 +27,7 @@ pub mod http1;
 pub mod http2;
 pub mod icmp;
 pub mod kafka;
+pub mod mqtt;
 pub mod nats;
 pub mod redis;
 

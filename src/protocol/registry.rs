@@ -165,6 +165,7 @@ registry! {
     Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
     Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
     Nats => nats::Nats              ; Nats(nats::NatsDetail),
+    Mqtt => mqtt::Mqtt              ; Mqtt(mqtt::MqttDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.
