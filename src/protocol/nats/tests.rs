@@ -321,3 +321,31 @@ mod fuzz {
         }
     }
 }
+
+/// The OTLP span kind comes from the mapping: PRODUCER for a publish and
+/// CONSUMER for a delivery seen from the client's end, SERVER from the broker's.
+#[test]
+fn otlp_kinds_producer_consumer_server() {
+    use crate::telemetry::{Collected, IdGen, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
+    use std::sync::Arc;
+    let mut r = Run::new();
+    r.s(INFO);
+    r.c(b"CONNECT {}\r\nPUB a 1\r\nx\r\n");
+    r.s(b"MSG a 1 1\r\nx\r\n");
+    for (local, want) in [("10.200.0.1", [3, 4, 5]), ("10.200.0.2", [2, 2, 2])] {
+        let out = Arc::new(parking_lot::Mutex::new(Collected::default()));
+        let host = Arc::new(crate::workload::Identity { attributes: vec![("host.name".into(), "t".into())] });
+        let mut o = SinkOptions::new(TelemetryConfig::default(), host);
+        o.outputs.push(Output::Collect(out.clone()));
+        o.ids = IdGen::Seeded(1);
+        o.local_addrs = LocalAddrs::new([local.parse().unwrap()]);
+        o.own_metrics = false;
+        let mut sink = TelemetrySink::new(o);
+        for e in &r.out {
+            sink.record(e);
+        }
+        sink.finish(r.t + 10);
+        let kinds: Vec<i32> = out.lock().spans().map(|s| s.kind).collect();
+        assert_eq!(kinds, want, "local {local}");
+    }
+}
