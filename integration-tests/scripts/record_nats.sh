@@ -4,7 +4,9 @@
 # with headers, request-reply and a no-responders request) in two network
 # namespaces joined by a veth pair (10.200.44.1 <-> 10.200.44.2), server on
 # port 4222; nats_4999.pcap: the same on port 4999 (detection by content);
-# nats_snap200.pcap: nats.pcap cut to 200 bytes per packet.
+# nats_snap200.pcap: nats.pcap cut to 200 bytes per packet;
+# nats_midconn.pcap: nats.pcap from its 24th packet on (both connections
+# joined after their INFO/CONNECT/handshake: from the publisher's first PUB).
 # Everything is removed on exit.
 # Usage (root): record_nats.sh [OUTDIR]   (default: ../pcaps)
 set -euo pipefail
@@ -39,4 +41,5 @@ record() { # PCAP PORT
 record nats.pcap 4222
 record nats_4999.pcap 4999
 editcap -s 200 "$OUT/nats.pcap" "$OUT/nats_snap200.pcap"
+editcap -r "$OUT/nats.pcap" "$OUT/nats_midconn.pcap" 24-
 ls -l "$OUT"/nats*.pcap

@@ -135,6 +135,34 @@ fn golden_snap_length_200() {
 }
 
 #[test]
+fn golden_joined_mid_connection() {
+    // No INFO, no CONNECT: detected by whole PUB (to the server) and MSG (to
+    // the client) frames. The publisher's verbose mode is learnt from its
+    // first +OK, after its first batch of PUBs went out (those are send-only,
+    // their 7 +OKs unmatched); its requests are recognised by the inbox SUB
+    // seen in that batch.
+    let exs = check_exchanges("nats_midconn.pcap", "nats_midconn.jsonl");
+    let got: BTreeMap<String, usize> = counts(&exs);
+    let want: BTreeMap<String, usize> = [
+        (" PUB orders.new  complete", 3),
+        (" HPUB orders.paid  complete", 2),
+        (" SUB _INBOX.*  complete", 1),
+        (" MSG orders.new  complete", 3),
+        (" HMSG orders.paid  complete", 2),
+        (" MSG svc.echo  complete", 2),
+        (" PUB _INBOX.*  complete", 2),
+        (" PUB svc.echo MSG complete", 2),
+        (" PUB svc.nobody HMSG complete", 1),
+        (" PING  PONG complete", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(got, want);
+    assert!(exs.iter().all(|e| e["partial"] == false));
+}
+
+#[test]
 fn telemetry_spans_and_trace_adoption() {
     let text = replay("nats.pcap", "text", &[]);
     // The capture is from the server's veth: broker-side spans.

@@ -309,6 +309,12 @@ fn mid_stream(dir: StreamDir, data: &[u8]) -> Probe {
     }
     let Some(l) = parse_line(&data[..nl - 1]) else { return Probe::No };
     let op = l.op.unwrap_or(Op::Ping);
+    if dir == StreamDir::ToClient && matches!(op, Op::Ping | Op::Pong) {
+        // Keep-alives of an idle connection: a bare PING/PONG line from a
+        // server is NATS (a Redis server's reply would be `+PONG`, IRC's
+        // PING has an argument). Weak, but no other probe claims it.
+        return Probe::Yes(58);
+    }
     let ok = match dir {
         StreamDir::ToServer => matches!(op, Op::Pub | Op::Hpub),
         StreamDir::ToClient => matches!(op, Op::Msg | Op::Hmsg),

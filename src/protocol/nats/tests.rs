@@ -214,7 +214,10 @@ fn probe_needs_info_or_connect() {
     assert_eq!(probe(&mid, StreamDir::ToServer, b"PUB a 1\r\nx\r\n"), Probe::Yes(65));
     assert_eq!(probe(&mid, StreamDir::ToServer, b"PUB a 1\r\nxy\r\n"), Probe::No);
     assert_eq!(probe(&mid, StreamDir::ToClient, b"MSG a 1 3\r\nabc"), Probe::NeedMore);
-    assert_eq!(probe(&mid, StreamDir::ToClient, b"PING\r\n"), Probe::No);
+    assert_eq!(probe(&mid, StreamDir::ToClient, b"PING\r\n"), Probe::Yes(58), "idle keep-alive");
+    assert_eq!(probe(&mid, StreamDir::ToClient, b"PING :irc.example\r\n"), Probe::No);
+    assert_eq!(probe(&mid, StreamDir::ToServer, b"PING\r\n"), Probe::No);
+    assert_eq!(probe(&c, StreamDir::ToClient, b"PING\r\n"), Probe::No, "start seen: INFO comes first");
     // Detection on any port, ahead of the other probes.
     use crate::protocol::detect::{detect_stream, Verdict};
     let any = conn_with(Transport::Tcp, 7777, RoleEvidence::Syn);
