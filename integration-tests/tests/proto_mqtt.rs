@@ -3,7 +3,7 @@
 //! `scripts/mqtt_client.py`: paho-mqtt 3.1.1 and 5.0, a raw-socket pinger),
 //! and a live-through-eBPF session running the same clients. Expected facts
 //! come from what the clients did: 5 messages published (2 QoS 0, 2 QoS 1 of
-//! which one is 20 kB, 1 QoS 2) and all 5 received by the subscriber at
+//! which one is 6 kB, 1 QoS 2) and all 5 received by the subscriber at
 //! min(publish, subscription) QoS; one SUBSCRIBE of two filters, one
 //! UNSUBSCRIBE; an MQTT 5 QoS 1 publish with a traceparent user property and
 //! an MQTT 5 SUBSCRIBE; a CONNECT, PINGREQ, DISCONNECT from a raw client;
@@ -81,8 +81,8 @@ fn check_facts(exs: &[Value]) {
         exs.iter().find(|e| e["detail"]["packet"] == "SUBSCRIBE" && e["detail"]["client_id"] == "mqtt-sub").unwrap();
     assert_eq!(sub["detail"]["topics"], serde_json::json!(["sensors/+/temp", "alerts"]));
     assert_eq!(sub["detail"]["granted"], serde_json::json!([1, 2]));
-    // The 20 kB message, in many segments both ways.
-    let big: Vec<_> = exs.iter().filter(|e| e["detail"]["payload_bytes"] == 20000).collect();
+    // The 6 kB message, in several segments both ways.
+    let big: Vec<_> = exs.iter().filter(|e| e["detail"]["payload_bytes"] == 6000).collect();
     assert_eq!(big.len(), 2);
     assert!(big.iter().all(|e| e["partial"] == false));
     let traced: Vec<_> = exs.iter().filter(|e| field(e, "/detail/trace_headers/0/1") == TRACEPARENT).collect();
@@ -113,7 +113,7 @@ fn golden_detected_on_any_port() {
 
 #[test]
 fn golden_snap_length_120() {
-    // 54 bytes of TCP payload per packet: the 20 kB messages and the MQTT 5
+    // 54 bytes of TCP payload per packet: the 6 kB messages and the MQTT 5
     // PUBLISH (properties) lose their tails; every exchange still pairs.
     let exs = check_exchanges("mqtt_snap120.pcap", "mqtt_snap120.jsonl");
     assert_eq!(counts(&exs), expected());
