@@ -351,3 +351,18 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn mqtt_3_1_mqisdp_and_unknown_packets() {
+    let mut r = Run::new();
+    r.c(&connect(3, b"old-client", b"pw"));
+    r.s(&pkt(0x20, &[0, 0]));
+    // Invalid first byte (type 0): resync on the next packets.
+    r.c(&[&[0x00, 0x01, 0x02][..], &pkt(0xc0, &[]), &pkt(0xe0, &[])].concat());
+    r.s(&pkt(0xd0, &[]));
+    let got: Vec<String> = r.out.iter().map(line).collect();
+    assert_eq!(got, ["CONNECT - q- CONNACK rc=0", "DISCONNECT - q- - rc=-", "PINGREQ - q- PINGRESP rc=-"]);
+    assert_eq!((md(&r.out[0]).protocol_level, md(&r.out[0]).client_id.as_deref()), (3, Some("old-client")));
+    let p = semconv::span_parts(&r.out[0], md(&r.out[0]), Kind::Client);
+    assert_eq!(crate::otel::attr::get(&p.attrs, "network.protocol.version").unwrap().to_string(), "3.1");
+}
