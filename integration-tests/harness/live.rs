@@ -243,6 +243,16 @@ pub fn summary(e: &Value) -> String {
         "memcached" => {
             format!("{} {} {} hits={}", s(&d["query_masked"]), s(&d["response"]), s(&d["error_code"]), s(&d["hits"]))
         }
+        "nats" => format!("{} {} {} {}", s(&d["op"]), s(&d["subject"]), s(&d["response"]), s(&d["status"])),
+        "mqtt" => format!(
+            "{} {} {} q{} {} rc={}",
+            s(&d["packet"]),
+            s(&d["delivery"]),
+            s(&d["topic"]),
+            s(&d["qos"]),
+            s(&d["response"]),
+            s(&d["reason_code"])
+        ),
         k => k.to_string(),
     };
     let partial = if e["partial"] == Value::Bool(true) { " partial" } else { "" };

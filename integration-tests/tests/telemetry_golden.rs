@@ -52,8 +52,17 @@ const HTTP_SPAN: &[&str] = &[
     "http.response.body.size",
 ];
 const RPC_SPAN: &[&str] = &["rpc.system.name", "rpc.method", "rpc.response.status_code", "user_agent.original"];
-const DB_SPAN: &[&str] =
-    &["db.system.name", "db.operation.name", "db.query.text", "db.namespace", "db.response.status_code"];
+const DB_SPAN: &[&str] = &[
+    "db.system.name",
+    "db.operation.name",
+    "db.query.text",
+    "db.namespace",
+    "db.response.status_code",
+    "db.response.returned_rows",
+    "db.collection.name",
+    "db.query.summary",
+    "db.operation.batch.size",
+];
 const MESSAGING_SPAN: &[&str] = &[
     "messaging.system",
     "messaging.operation.name",
@@ -61,6 +70,10 @@ const MESSAGING_SPAN: &[&str] = &[
     "messaging.destination.name",
     "messaging.client.id",
     "messaging.batch.message_count",
+    "messaging.consumer.group.name",
+    "messaging.destination.template",
+    "messaging.destination.temporary",
+    "messaging.message.body.size",
 ];
 const DNS_SPAN: &[&str] = &["dns.question.name", "dns.answers"];
 /// (metric, unit) as semconv defines them; cnflow.* metrics are cnflow's own.
@@ -113,7 +126,8 @@ fn check_span_semconv(span: &Value) {
         );
     }
     let kind = span["kind"].as_i64().unwrap();
-    assert!(kind == 2 || kind == 3, "kind {kind}");
+    // SERVER, CLIENT, PRODUCER, CONSUMER.
+    assert!((2..=5).contains(&kind), "kind {kind}");
     if family == HTTP_SPAN {
         let route_key = if kind == 2 { "http.route" } else { "url.template" };
         let name = span["name"].as_str().unwrap();

@@ -28,6 +28,8 @@ pub mod http2;
 pub mod icmp;
 pub mod kafka;
 pub mod memcached;
+pub mod mqtt;
+pub mod nats;
 pub mod redis;
 
 /// Result of probing the first bytes of a connection for a protocol.

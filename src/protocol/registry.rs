@@ -186,6 +186,8 @@ registry! {
     Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
     Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
     Memcached => memcached::Memcached ; Memcached(memcached::MemcachedDetail),
+    Nats => nats::Nats              ; Nats(nats::NatsDetail),
+    Mqtt => mqtt::Mqtt              ; Mqtt(mqtt::MqttDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.
