@@ -261,6 +261,16 @@ struct Pending {
     partial: bool,
 }
 
+impl Pending {
+    /// Bytes to the server count as the request's, to the client as the response's.
+    fn add_bytes(&mut self, dir: StreamDir, n: u64) {
+        match dir {
+            StreamDir::ToServer => self.request_bytes += n,
+            StreamDir::ToClient => self.response_bytes += n,
+        }
+    }
+}
+
 /// One whole packet (its body possibly cut).
 struct Packet<'a> {
     first: u8,
@@ -466,7 +476,7 @@ impl MqttDecoder {
                 if t == PUBREC && rc < 0x80 {
                     // QoS 2 goes on (PUBREL, PUBCOMP).
                     match map.get_mut(&id) {
-                        Some(x) => x.response_bytes += p.wire,
+                        Some(x) => x.add_bytes(dir, p.wire),
                         None => UNMATCHED.inc(),
                     }
                     return;
@@ -486,7 +496,7 @@ impl MqttDecoder {
                 let Some(id) = r.u16() else { return };
                 let map = if to_server { &mut self.outbound } else { &mut self.inbound };
                 if let Some(x) = map.get_mut(&id) {
-                    x.request_bytes += p.wire;
+                    x.add_bytes(dir, p.wire);
                 }
             }
             SUBSCRIBE | UNSUBSCRIBE if to_server => {
@@ -576,11 +586,9 @@ impl MqttDecoder {
 
     fn answer(&mut self, mut x: Pending, what: &str, p: &Packet, out: &mut Emit) {
         x.detail.response = Some(what.to_string());
-        if x.detail.delivery {
-            x.request_bytes += p.wire;
-        } else {
-            x.response_bytes += p.wire;
-        }
+        // A delivery is answered by the client, anything else by the server.
+        let dir = if x.detail.delivery { StreamDir::ToServer } else { StreamDir::ToClient };
+        x.add_bytes(dir, p.wire);
         x.partial |= p.cut;
         emit(x, p.end_ns, Outcome::Complete, out);
     }

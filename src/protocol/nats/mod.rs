@@ -871,11 +871,14 @@ impl ConnDecoder for NatsDecoder {
         }
         let rx = &mut self.rx[dir.index()];
         match rx.state {
-            Rx::Payload if len < rx.left => {
-                // Inside one payload: skip it, the framing survives.
+            Rx::Payload if len <= rx.left => {
+                // Inside one payload (up to its end): skip it, the framing survives.
                 rx.left -= len;
                 rx.cut = true;
                 rx.hdr_left = 0;
+                if rx.left == 0 {
+                    self.finish_payload(dir, ts_ns, out);
+                }
             }
             Rx::Payload => {
                 rx.cut = true;

@@ -236,9 +236,17 @@ fn gap_inside_a_payload_keeps_framing_and_resyncs_after_lines() {
     r.c(b"PUB c 3\r\n");
     r.d.on_gap(StreamDir::ToServer, r.t, 100, &mut Emit { conn: &r.c, out: &mut r.out });
     r.c(b"ing\r\nPUB d 1\r\nx\r\n");
+    // Lost up to the exact end of a frame: the next line is read as usual.
+    r.c(b"PUB e 2\r\n");
+    r.d.on_gap(StreamDir::ToServer, r.t, 4, &mut Emit { conn: &r.c, out: &mut r.out });
+    r.c(b"PUB f 1\r\nx\r\n");
     let got: Vec<String> = r.out.iter().map(line).collect();
-    assert_eq!(got, ["CONNECT - - - -", "PUB a - - 10", "PUB b - - 1", "PUB c - - 3", "PUB d - - 1"]);
-    assert!(r.out[1].partial && !r.out[2].partial && r.out[3].partial && !r.out[4].partial);
+    assert_eq!(
+        got,
+        ["CONNECT - - - -", "PUB a - - 10", "PUB b - - 1", "PUB c - - 3", "PUB d - - 1", "PUB e - - 2", "PUB f - - 1"]
+    );
+    let partial: Vec<bool> = r.out.iter().map(|e| e.partial).collect();
+    assert_eq!(partial, [false, true, false, true, false, true, false]);
 }
 
 #[test]
