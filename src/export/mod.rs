@@ -105,6 +105,13 @@ pub struct Staged {
     entry: queue::Entry,
 }
 
+impl Staged {
+    /// Whether its queue file was written (false: a disk error, memory only).
+    pub fn on_disk(&self) -> bool {
+        self.entry.on_disk()
+    }
+}
+
 fn idx(s: Signal) -> usize {
     match s {
         Signal::Traces => 0,

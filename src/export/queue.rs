@@ -25,6 +25,12 @@ pub struct Entry {
     file: Option<PathBuf>,
 }
 
+impl Entry {
+    pub fn on_disk(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
 struct Inner {
     pending: VecDeque<Entry>,
     /// Items pending + taken but not yet completed.
