@@ -148,7 +148,8 @@ impl Exporter {
             &[("signal", cfg.signal.name()), ("destination", &cfg.destination), ("endpoint", &cfg.endpoint)],
         );
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
-        let mut queue = Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?;
+        let mut queue =
+            Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?.with_destination(&cfg.destination);
         if let Some(d) = &cfg.queue_dir {
             queue = queue.with_dead_letter(d.join("dead-letter").join(cfg.signal.name()), counters.dead_letter);
         }
