@@ -161,7 +161,7 @@ impl std::fmt::Debug for ExportConfig {
         f.debug_struct("ExportConfig")
             .field("signal", &self.signal)
             .field("destination", &self.destination)
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.display_endpoint())
             .field("protocol", &self.protocol)
             .field("header_names", &header_names)
             .field("timeout", &self.timeout)
@@ -404,6 +404,18 @@ impl ExportConfig {
         Ok(Self { endpoint: normalize_endpoint(&e, self.protocol, insecure)?, ..self.clone() })
     }
 
+    /// The endpoint for logs and metrics: without `user:password@` credentials.
+    pub fn display_endpoint(&self) -> String {
+        match reqwest::Url::parse(&self.endpoint) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            _ => self.endpoint.clone(),
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         self.endpoint.starts_with("https://")
     }
@@ -550,6 +562,10 @@ mod tests {
         let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
         let d = format!("{t:?} {:?}", OtlpExportConfig { traces: Some(t.clone()), ..Default::default() });
         assert!(d.contains("api-key") && !d.contains("s3cr3t"), "{d}");
+        let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:pw-s3cr3t@gw:4317")]);
+        let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
+        assert_eq!(t.display_endpoint(), "https://gw:4317/");
+        assert!(!format!("{t:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -105,6 +105,13 @@ pub struct Staged {
     entry: queue::Entry,
 }
 
+impl Staged {
+    /// Whether its queue file was written (false: a disk error, memory only).
+    pub fn on_disk(&self) -> bool {
+        self.entry.on_disk()
+    }
+}
+
 fn idx(s: Signal) -> usize {
     match s {
         Signal::Traces => 0,
@@ -138,15 +145,16 @@ impl Exporter {
         let counters = Counters::new(cfg.signal, &cfg.destination);
         let depth = gauge(
             "cnflow.export.queue.depth",
-            &[("signal", cfg.signal.name()), ("destination", &cfg.destination), ("endpoint", &cfg.endpoint)],
+            &[("signal", cfg.signal.name()), ("destination", &cfg.destination), ("endpoint", &cfg.display_endpoint())],
         );
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
-        let mut queue = Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?;
+        let mut queue =
+            Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?.with_destination(&cfg.destination);
         if let Some(d) = &cfg.queue_dir {
             queue = queue.with_dead_letter(d.join("dead-letter").join(cfg.signal.name()), counters.dead_letter);
         }
         let queue = Arc::new(queue);
-        tracing::info!(signal = cfg.signal.name(), destination = %cfg.destination, endpoint = %cfg.endpoint, protocol = ?cfg.protocol, headers = cfg.headers.len(), "OTLP exporter started");
+        tracing::info!(signal = cfg.signal.name(), destination = %cfg.destination, endpoint = %cfg.display_endpoint(), protocol = ?cfg.protocol, headers = cfg.headers.len(), "OTLP exporter started");
         let instruments = instruments::ExportInstruments::new();
         let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters, instruments));
         Ok(Lane { queue, counters, task: parking_lot::Mutex::new(Some(task)) })
@@ -278,7 +286,7 @@ async fn export_one(
         cnflow.export.items = entry.items,
         cnflow.export.attempts = tracing::field::Empty,
         cnflow.export.outcome = tracing::field::Empty,
-        server.address = %cfg.endpoint,
+        server.address = %cfg.display_endpoint(),
     );
     let (outcome, attempts) = send_with_retry(cfg, sender, &entry, c, started).instrument(span.clone()).await;
     span.record("cnflow.export.attempts", attempts);
@@ -314,25 +322,25 @@ async fn send_with_retry(
                     tracing::warn!(signal, rejected, "OTLP partial success: {message}");
                 }
                 if warned {
-                    tracing::info!(signal, endpoint = %cfg.endpoint, "OTLP export recovered");
+                    tracing::info!(signal, endpoint = %cfg.display_endpoint(), "OTLP export recovered");
                 }
                 return ("delivered", attempts);
             }
             SendOutcome::Fail { reason } => {
                 c.failed.add(entry.items as u64);
-                tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export failed permanently: {reason}");
+                tracing::warn!(signal, endpoint = %cfg.display_endpoint(), items = entry.items, "OTLP export failed permanently: {reason}");
                 return ("failed", attempts);
             }
             SendOutcome::Retry { after, reason } => {
                 let delay = backoff.delay(after);
                 if cfg.retry_max_elapsed.is_some_and(|m| started.elapsed() + delay > m) {
                     c.failed.add(entry.items as u64);
-                    tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export given up after retrying: {reason}");
+                    tracing::warn!(signal, endpoint = %cfg.display_endpoint(), items = entry.items, "OTLP export given up after retrying: {reason}");
                     return ("given_up", attempts);
                 }
                 c.retried.inc();
                 if !warned {
-                    tracing::warn!(signal, endpoint = %cfg.endpoint, "OTLP export failed, retrying: {reason}");
+                    tracing::warn!(signal, endpoint = %cfg.display_endpoint(), "OTLP export failed, retrying: {reason}");
                     warned = true;
                 } else {
                     tracing::debug!(signal, "retrying in {delay:?}: {reason}");

@@ -25,6 +25,12 @@ pub struct Entry {
     file: Option<PathBuf>,
 }
 
+impl Entry {
+    pub fn on_disk(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
 struct Inner {
     pending: VecDeque<Entry>,
     /// Items pending + taken but not yet completed.
@@ -42,6 +48,10 @@ pub struct Queue {
     notify: Notify,
     depth: Counter,
     dropped: Counter,
+    /// Set by a drop, cleared by the next accepted request.
+    dropping: std::sync::atomic::AtomicBool,
+    /// Destination name, for logs.
+    destination: String,
 }
 
 impl Queue {
@@ -106,7 +116,28 @@ impl Queue {
             notify: Notify::new(),
             depth,
             dropped,
+            dropping: false.into(),
+            destination: String::new(),
         })
+    }
+
+    /// Counts a refused request; logs once per episode of a full queue (the
+    /// counter carries the totals, the log says when it starts).
+    fn count_drop(&self, items: usize) {
+        self.dropped.add(items.max(1) as u64);
+        if !self.dropping.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                signal = self.signal.name(),
+                destination = %self.destination,
+                capacity = self.capacity,
+                "export queue full: dropping new data for this destination (counted in cnflow.export.dropped)"
+            );
+        }
+    }
+
+    pub fn with_destination(mut self, name: &str) -> Self {
+        self.destination = name.to_string();
+        self
     }
 
     /// Requests given up on (`complete(_, false)`) are moved to `dir` and counted.
@@ -130,7 +161,7 @@ impl Queue {
         let mut g = self.inner.lock();
         if g.closed || (g.accounted + items > self.capacity && g.accounted > 0) {
             drop(g);
-            self.dropped.add(items.max(1) as u64);
+            self.count_drop(items);
             return Err(QueueFull);
         }
         let file = match &self.dir {
@@ -151,6 +182,7 @@ impl Queue {
         g.pending.push_back(Entry { payload, items, file });
         self.depth.set(g.accounted as u64);
         drop(g);
+        self.dropping.store(false, std::sync::atomic::Ordering::Relaxed);
         self.notify.notify_one();
         Ok(())
     }
@@ -180,7 +212,7 @@ impl Queue {
         let mut g = self.inner.lock();
         if g.closed || (!force && g.accounted + items > self.capacity && g.accounted > 0) {
             drop(g);
-            self.dropped.add(items.max(1) as u64);
+            self.count_drop(items);
             return Err(QueueFull);
         }
         let seq = g.next_seq;
@@ -188,6 +220,7 @@ impl Queue {
         g.accounted += items;
         self.depth.set(g.accounted as u64);
         drop(g);
+        self.dropping.store(false, std::sync::atomic::Ordering::Relaxed);
         let file = self.dir.as_ref().and_then(|d| {
             let p = d.join(format!("{seq:020}-{tag:020}.pb"));
             match write_durably(&p, &payload.encode()) {

@@ -1,6 +1,7 @@
 //! The gateway: OTLP receiver (gRPC 4317, HTTP 4318) → GeoIP enrichment →
-//! batching → export to one or more OTLP endpoints, with back-pressure when
-//! the export queues are full, health endpoints and self-metrics.
+//! batching (journaled on disk with CNFLOW_GATEWAY_QUEUE_DIR) → export to one
+//! or more OTLP destinations, each with its own queue; back-pressure only from
+//! the destinations marked required; health endpoints and self-metrics.
 pub mod auth;
 pub mod batch;
 pub mod config;

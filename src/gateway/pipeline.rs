@@ -223,7 +223,13 @@ fn commit(exporters: &[Forward], journal: &Journal, id: u64, log: &std::path::Pa
             }
         }
     }
-    journal.commit(log);
+    if staged.iter().all(|(_, st)| st.on_disk()) {
+        journal.commit(log);
+    } else {
+        // A queue file could not be written: keep the journal so a restart
+        // re-commits the batch (at-least-once rather than losing acknowledged data).
+        tracing::warn!(batch = id, "a queue file could not be written; the batch stays journaled until restart");
+    }
     for (i, st) in staged {
         exporters[i].exporter.release(st);
     }
