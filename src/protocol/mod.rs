@@ -28,6 +28,8 @@ pub mod http2;
 pub mod icmp;
 pub mod kafka;
 pub mod redis;
+/// SQL text helpers shared by the SQL database protocols (not a registry entry).
+pub mod sql;
 
 /// Result of probing the first bytes of a connection for a protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
