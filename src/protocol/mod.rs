@@ -27,6 +27,7 @@ pub mod http1;
 pub mod http2;
 pub mod icmp;
 pub mod kafka;
+pub mod postgres;
 pub mod redis;
 /// SQL text helpers shared by the SQL database protocols (not a registry entry).
 pub mod sql;
