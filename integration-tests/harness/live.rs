@@ -240,6 +240,9 @@ pub fn summary(e: &Value) -> String {
             let topics: Vec<String> = d["topics"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
             format!("{} {} [{}] err={}", s(&d["client_id"]), s(&d["api_name"]), topics.join(","), s(&d["error_code"]))
         }
+        "postgres" => {
+            format!("{} {} {} {}", s(&d["message"]), s(&d["summary"]), s(&d["command_tag"]), s(&d["sqlstate"]))
+        }
         k => k.to_string(),
     };
     let partial = if e["partial"] == Value::Bool(true) { " partial" } else { "" };

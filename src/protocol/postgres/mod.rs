@@ -291,6 +291,8 @@ pub struct PostgresDecoder {
     batch_error: Option<Entry>,
     /// Framing or pairing was lost: exchanges are partial until things line up again.
     desync: bool,
+    /// Server bytes were lost since the last ReadyForQuery: answers may be missing.
+    back_lost: bool,
     started: bool,
     msgs: Vec<Msg>,
 }
@@ -367,6 +369,7 @@ impl PostgresDecoder {
             skipping: false,
             batch_error: None,
             desync: false,
+            back_lost: false,
             started: false,
             msgs: Vec::new(),
         }
@@ -548,6 +551,14 @@ impl PostgresDecoder {
         if ty == b'A' || ty == b'N' || (ty == b'S' && !startup) {
             return;
         }
+        if self.back_lost || self.desync {
+            if self.drop_unanswered(m.ts, out) {
+                return;
+            }
+            if ty == b'Z' {
+                self.back_lost = false;
+            }
+        }
         let Some(front) = self.pending.front_mut() else {
             UNPAIRED.inc();
             if ty == b'Z' && self.front.at_boundary() && self.back.at_boundary() {
@@ -685,6 +696,45 @@ impl PostgresDecoder {
         }
     }
 
+    /// After lost bytes, realign by time (one capture point sees a request
+    /// before its answer): a server message older than the oldest pending
+    /// request answers a request that was lost (true: drop the message); a
+    /// request unit (up to its Query/Sync) followed by a unit the client sent
+    /// before this message was answered in the lost bytes: the client only
+    /// moves on after ReadyForQuery (exact for clients that wait for it; a
+    /// pipelining client may see an exchange given up early, marked partial).
+    fn drop_unanswered(&mut self, ts: u64, out: &mut Emit) -> bool {
+        if self.pending.front().is_some_and(|e| ts < e.ts) {
+            UNPAIRED.inc();
+            return true;
+        }
+        if !self.back_lost {
+            return false;
+        }
+        loop {
+            let Some(end) = self
+                .pending
+                .iter()
+                .position(|e| matches!(e.kind, Kind::Query | Kind::Sync | Kind::Func | Kind::Startup))
+            else {
+                return false;
+            };
+            if self.pending.get(end + 1).is_none_or(|next| next.ts > ts) {
+                return false;
+            }
+            for _ in 0..=end {
+                if let Some(mut e) = self.pending.pop_front() {
+                    if e.kind.exchange() {
+                        e.partial = true;
+                        let end_ts = e.end_ts;
+                        self.emit(e, end_ts, Outcome::Complete, out);
+                    }
+                }
+            }
+            self.resp_carry = 0;
+        }
+    }
+
     /// ReadyForQuery where none was expected: drop what waits up to the first
     /// Query/Sync it may close, marking what is given up as partial.
     fn resync_at_ready(&mut self, ts: u64, out: &mut Emit) {
@@ -808,6 +858,9 @@ impl ConnDecoder for PostgresDecoder {
             StreamDir::ToClient => &mut self.back,
         };
         r.gap(len, &mut msgs);
+        if dir == StreamDir::ToClient {
+            self.back_lost = true;
+        }
         if r.resync {
             // Whole messages may be gone: in-order pairing is uncertain from here.
             self.desync = true;
@@ -822,7 +875,15 @@ impl ConnDecoder for PostgresDecoder {
     fn on_close(&mut self, ts_ns: u64, reason: CloseReason, out: &mut Emit) {
         let outcome = if reason == CloseReason::Rst { Outcome::Reset } else { Outcome::Timeout };
         while let Some(e) = self.pending.pop_front() {
-            if e.kind.exchange() {
+            if !e.kind.exchange() {
+                continue;
+            }
+            // Answered in part, its end lost (a snap length cut off the
+            // CommandComplete): the client went on, so it completed.
+            if e.partial && e.resp_bytes > 0 {
+                let end = e.end_ts;
+                self.emit(e, end, Outcome::Complete, out);
+            } else {
                 self.emit(e, ts_ns, outcome, out);
             }
         }
