@@ -513,3 +513,43 @@ proptest! {
         prop_assert!(r.dec.statements.len() <= MAX_STATEMENTS);
     }
 }
+
+#[test]
+fn span_mapping_follows_semconv() {
+    use crate::otel::attr::V;
+    use crate::otel::span::{Kind as SpanKind, NamingOptions};
+    let mut r = Run::new();
+    r.req(1, &startup("u", "shop")).resp(2, &auth_ok_and_ready());
+    r.req(3, &query("SELECT name FROM items WHERE id = 7"))
+        .resp(4, &[data_row("a"), complete("SELECT 1"), ready()].concat());
+    r.req(5, &query("DELETE FROM nope WHERE x = 'y'"))
+        .resp(6, &[error("42P01", "relation \"nope\" does not exist"), ready()].concat());
+    let get = |p: &crate::otel::span::SpanParts, k: &str| p.attrs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+    let Detail::Postgres(d) = &r.out[0].detail else { panic!() };
+    let p = semconv::span_parts(&r.out[0], d, SpanKind::Client, &NamingOptions::default());
+    assert_eq!(p.name, "SELECT items");
+    assert!(p.error.is_none());
+    assert_eq!(get(&p, "db.system.name"), Some(V::from("postgresql")));
+    assert_eq!(get(&p, "db.namespace"), Some(V::from("shop")));
+    assert_eq!(get(&p, "db.query.text"), Some(V::from("SELECT name FROM items WHERE id = ?")));
+    assert_eq!(get(&p, "db.response.returned_rows"), Some(V::from(1i64)));
+    let (inst, m) = p.metric.clone().unwrap();
+    assert_eq!(inst.name(), "db.client.operation.duration");
+    assert!(m.iter().all(|(k, _)| *k != "db.query.text"));
+    assert!(m.iter().any(|(k, _)| *k == "db.query.summary"));
+    // Unmasked on request; errors carry the SQLSTATE.
+    let opts = NamingOptions { unmask_db_statements: true, ..Default::default() };
+    let p = semconv::span_parts(&r.out[0], d, SpanKind::Client, &opts);
+    assert_eq!(get(&p, "db.query.text"), Some(V::from("SELECT name FROM items WHERE id = 7")));
+    let Detail::Postgres(d) = &r.out[1].detail else { panic!() };
+    let p = semconv::span_parts(&r.out[1], d, SpanKind::Client, &NamingOptions::default());
+    assert_eq!(p.name, "DELETE nope");
+    assert_eq!(p.error.as_deref(), Some("relation \"nope\" does not exist"));
+    assert_eq!(get(&p, "db.response.status_code"), Some(V::from("42P01")));
+    assert_eq!(get(&p, "error.type"), Some(V::from("42P01")));
+    let m = p.metric.unwrap().1;
+    assert!(m.iter().any(|(k, v)| *k == "error.type" && *v == V::from("42P01")));
+    for (k, _) in &p.attrs {
+        assert!(crate::otel::semconv::is_allowed_key(k), "{k}");
+    }
+}
