@@ -198,6 +198,16 @@ fn ssl_accepted_stops_decoding_and_refused_goes_on() {
     r.req(3, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").resp(4, b"\x16\x03\x03\x00\x7a\x02");
     assert!(r.out.is_empty() && r.dec.front.off && r.dec.back.off);
     assert!(ENCRYPTED_SSL.get() > before);
+    let before = ENCRYPTED_GSS.get();
+    let mut r = Run::new();
+    r.req(1, &[8u32.to_be_bytes(), GSSENC_REQUEST.to_be_bytes()].concat()).resp(2, b"G");
+    r.req(3, b"\x00\x00\x00\x40gss-wrapped").resp(4, b"\x00\x00\x00\x20wrapped");
+    assert!(r.out.is_empty() && r.dec.front.off && ENCRYPTED_GSS.get() > before);
+    // A CancelRequest (on its own connection) answers nothing.
+    let mut r = Run::new();
+    r.req(1, &[16u32.to_be_bytes(), CANCEL_REQUEST.to_be_bytes(), [0, 0, 1, 2], [3, 4, 5, 6]].concat());
+    r.dec.on_close(2, CloseReason::Fin, &mut Emit { conn: &r.conn, out: &mut r.out });
+    assert!(r.out.is_empty());
     let mut r = Run::new();
     r.req(1, &ssl_request()).resp(2, b"N");
     r.req(3, &startup("u", "db")).resp(4, &auth_ok_and_ready());
