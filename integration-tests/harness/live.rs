@@ -253,6 +253,9 @@ pub fn summary(e: &Value) -> String {
             s(&d["response"]),
             s(&d["reason_code"])
         ),
+        "postgres" => {
+            format!("{} {} {} {}", s(&d["message"]), s(&d["summary"]), s(&d["command_tag"]), s(&d["sqlstate"]))
+        }
         k => k.to_string(),
     };
     let partial = if e["partial"] == Value::Bool(true) { " partial" } else { "" };

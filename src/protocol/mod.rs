@@ -30,7 +30,10 @@ pub mod kafka;
 pub mod memcached;
 pub mod mqtt;
 pub mod nats;
+pub mod postgres;
 pub mod redis;
+/// SQL text helpers shared by the SQL database protocols (not a registry entry).
+pub mod sql;
 
 /// Result of probing the first bytes of a connection for a protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

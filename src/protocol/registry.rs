@@ -188,6 +188,7 @@ registry! {
     Memcached => memcached::Memcached ; Memcached(memcached::MemcachedDetail),
     Nats => nats::Nats              ; Nats(nats::NatsDetail),
     Mqtt => mqtt::Mqtt              ; Mqtt(mqtt::MqttDetail),
+    Postgres => postgres::Postgres  ; Postgres(postgres::PostgresDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.

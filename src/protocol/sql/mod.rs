@@ -1,0 +1,625 @@
+//! SQL text → what telemetry needs: operation, main collection, a
+//! low-cardinality `db.query.summary` and the text with its literals masked.
+//! Shared by the SQL database protocols (PostgreSQL; MySQL can reuse it).
+//!
+//! A small tokenizer, not a parser: it knows the lexical rules that matter
+//! for masking (quoted strings in their SQL, PostgreSQL `E'…'` and
+//! `$tag$…$tag$` forms, numbers, quoted identifiers, comments, `$1`/`?`
+//! parameters) and a handful of keywords that introduce table names (FROM,
+//! JOIN, INTO, UPDATE, TABLE, …). Anything it does not understand is kept
+//! as text and simply yields no collection: a missing attribute is better
+//! than a wrong one. Bounded work and output, never panics.
+
+/// What [`summarize`] found in one query text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SqlSummary {
+    /// Upper-case operation of the (first) statement: "SELECT", "INSERT",
+    /// "CREATE TABLE", "BEGIN", … None when the text has no leading keyword.
+    pub operation: Option<String>,
+    /// First table named by the statement (as written, schema prefix kept,
+    /// identifier quotes removed).
+    pub collection: Option<String>,
+    /// `db.query.summary`: the operation followed by the tables it touches,
+    /// e.g. "SELECT orders customers", "INSERT archive SELECT orders".
+    pub summary: Option<String>,
+    /// The text with string and numeric literals replaced by `?` and
+    /// comments removed, at most [`MAX_MASKED`] bytes ("..." marks a cut).
+    pub masked_text: String,
+}
+
+/// Longest masked text kept (bytes).
+pub const MAX_MASKED: usize = 2048;
+/// Longest summary (semconv: db.query.summary SHOULD NOT exceed 255 characters).
+pub const MAX_SUMMARY: usize = 255;
+/// Tables listed in a summary.
+const MAX_TABLES: usize = 8;
+/// Tokens looked at for the summary (the masked text covers everything up to MAX_MASKED).
+const MAX_TOKENS: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok<'a> {
+    /// Unquoted identifier or keyword.
+    Word(&'a str),
+    /// `"quoted identifier"` (quotes removed, `""` left doubled).
+    Quoted(&'a str),
+    /// A literal (string, number): masked.
+    Literal,
+    /// `$1`, `?`, `:name`: kept as written.
+    Param,
+    Punct(u8),
+}
+
+fn is_word_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Splits `sql` into tokens, calling `out(token, text_to_emit)`; comments
+/// produce nothing. Every split is at an ASCII byte, so slices stay UTF-8.
+fn tokenize<'a>(sql: &'a str, mut out: impl FnMut(Tok<'a>, &'a str) -> bool) {
+    let b = sql.as_bytes();
+    let n = b.len();
+    let mut i = 0;
+    while i < n {
+        let c = b[i];
+        let start = i;
+        let tok;
+        if c.is_ascii_whitespace() {
+            while i < n && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if !out(Tok::Punct(b' '), &sql[start..i]) {
+                return;
+            }
+            continue;
+        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < n && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            // PostgreSQL block comments nest.
+            let mut depth = 0usize;
+            while i < n {
+                if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                    depth += 1;
+                    i += 2;
+                } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            if !out(Tok::Punct(b' '), " ") {
+                return;
+            }
+            continue;
+        } else if c == b'\'' {
+            i = skip_string(b, i + 1, false);
+            tok = Tok::Literal;
+        } else if matches!(c, b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N') && b.get(i + 1) == Some(&b'\'') {
+            i = skip_string(b, i + 2, matches!(c, b'e' | b'E'));
+            tok = Tok::Literal;
+        } else if matches!(c, b'u' | b'U') && b.get(i + 1) == Some(&b'&') && b.get(i + 2) == Some(&b'\'') {
+            i = skip_string(b, i + 3, false);
+            tok = Tok::Literal;
+        } else if c == b'"' {
+            i += 1;
+            while i < n {
+                if b[i] == b'"' {
+                    if b.get(i + 1) == Some(&b'"') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            let end = i.min(n);
+            i = (i + 1).min(n);
+            tok = Tok::Quoted(&sql[start + 1..end]);
+        } else if c == b'$' {
+            let digits = b[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+            if digits > 0 {
+                i += 1 + digits;
+                tok = Tok::Param;
+            } else {
+                // $tag$ … $tag$ (tag empty or an identifier).
+                let tag_len = b[i + 1..].iter().take_while(|&&d| is_word_byte(d) && d != b'$').count();
+                if b.get(i + 1 + tag_len) == Some(&b'$') {
+                    let tag = &b[i..i + 2 + tag_len];
+                    let body = i + tag.len();
+                    i = match b[body..].windows(tag.len()).position(|w| w == tag) {
+                        Some(p) => body + p + tag.len(),
+                        None => n,
+                    };
+                    tok = Tok::Literal;
+                } else {
+                    i += 1;
+                    tok = Tok::Punct(b'$');
+                }
+            }
+        } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            while i < n {
+                let d = b[i];
+                if d.is_ascii_alphanumeric() || d == b'_' || d == b'.' {
+                    // 1e+5 / 1E-3: the sign belongs to the number.
+                    if matches!(d, b'e' | b'E') && matches!(b.get(i + 1), Some(b'+' | b'-')) {
+                        i += 1;
+                    }
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            tok = Tok::Literal;
+        } else if is_word_start(c) {
+            while i < n && is_word_byte(b[i]) {
+                i += 1;
+            }
+            tok = Tok::Word(&sql[start..i]);
+        } else if c == b'?' {
+            i += 1;
+            tok = Tok::Param;
+        } else if c == b':' && b.get(i + 1).is_some_and(|&d| is_word_start(d)) && (i == 0 || b[i - 1] != b':') {
+            i += 1;
+            while i < n && is_word_byte(b[i]) {
+                i += 1;
+            }
+            tok = Tok::Param;
+        } else {
+            // Multi-byte UTF-8 never reaches here (>= 0x80 starts a word).
+            i += 1;
+            tok = Tok::Punct(c);
+        }
+        let text = match tok {
+            Tok::Literal => "?",
+            _ => &sql[start..i.min(n)],
+        };
+        if !out(tok, text) {
+            return;
+        }
+    }
+}
+
+/// End of a quoted string whose body starts at `i` (after the quote).
+fn skip_string(b: &[u8], mut i: usize, backslash: bool) -> usize {
+    while i < b.len() {
+        match b[i] {
+            b'\\' if backslash => i += 2,
+            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
+            b'\'' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+fn kw(t: &Tok, k: &str) -> bool {
+    matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(k))
+}
+
+/// Words that end a table reference or cannot be one.
+const NOT_TABLES: &[&str] = &[
+    "SELECT",
+    "LATERAL",
+    "ONLY",
+    "WHERE",
+    "GROUP",
+    "ORDER",
+    "LIMIT",
+    "OFFSET",
+    "JOIN",
+    "INNER",
+    "LEFT",
+    "RIGHT",
+    "FULL",
+    "CROSS",
+    "NATURAL",
+    "ON",
+    "USING",
+    "SET",
+    "VALUES",
+    "DEFAULT",
+    "RETURNING",
+    "WINDOW",
+    "HAVING",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "FOR",
+    "AS",
+    "IF",
+    "NOT",
+    "EXISTS",
+    "WITH",
+    "STDIN",
+    "STDOUT",
+];
+
+fn is_not_table(w: &str) -> bool {
+    NOT_TABLES.iter().any(|k| w.eq_ignore_ascii_case(k))
+}
+
+/// Modifiers between CREATE/DROP/ALTER and the object type.
+const DDL_MODIFIERS: &[&str] =
+    &["OR", "REPLACE", "TEMP", "TEMPORARY", "UNLOGGED", "UNIQUE", "GLOBAL", "LOCAL", "RECURSIVE", "TRUSTED"];
+
+struct Names {
+    tables: Vec<String>,
+    parts: Vec<String>,
+}
+
+impl Names {
+    fn add_table(&mut self, t: String) {
+        if !t.is_empty() && self.tables.len() < MAX_TABLES && !self.tables.contains(&t) {
+            self.parts.push(t.clone());
+            self.tables.push(t);
+        }
+    }
+}
+
+/// A possibly qualified name at `toks[i]` (`a`, `"A"`, `s.a`): its text and
+/// the index after it. None when `toks[i]` is not a name, or (`call_ends`)
+/// is a function call rather than a table (`FROM f(x)`; `INTO t (a, b)` is a table).
+fn name_at(toks: &[Tok], mut i: usize, call_ends: bool) -> Option<(String, usize)> {
+    let mut name = String::new();
+    loop {
+        match toks.get(i) {
+            Some(Tok::Word(w)) if name.is_empty() && is_not_table(w) => return None,
+            Some(Tok::Word(w)) => name.push_str(w),
+            Some(Tok::Quoted(q)) => name.push_str(q),
+            _ => return None,
+        }
+        i += 1;
+        if toks.get(i) == Some(&Tok::Punct(b'.')) {
+            name.push('.');
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    // `generate_series(...)`: a function, not a table.
+    if call_ends && toks.get(i) == Some(&Tok::Punct(b'(')) {
+        return None;
+    }
+    Some((name, i))
+}
+
+/// The operation, first collection and summary of the first statement.
+fn analyse(toks: &[Tok]) -> (Option<String>, Option<String>, Option<String>) {
+    let mut i = 0;
+    while toks.get(i) == Some(&Tok::Punct(b'(')) {
+        i += 1;
+    }
+    let Some(Tok::Word(first)) = toks.get(i) else { return (None, None, None) };
+    let mut op = first.to_ascii_uppercase();
+    let mut names = Names { tables: Vec::new(), parts: Vec::new() };
+    let mut depth = 0usize;
+    // WITH cte AS (...), ...: the statement proper starts after the last CTE.
+    if op == "WITH" {
+        let mut j = i + 1;
+        let mut after_paren = false;
+        let mut found = None;
+        while j < toks.len() {
+            match toks[j] {
+                Tok::Punct(b'(') => depth += 1,
+                Tok::Punct(b')') => {
+                    depth = depth.saturating_sub(1);
+                    after_paren = depth == 0;
+                    j += 1;
+                    continue;
+                }
+                Tok::Punct(b';') if depth == 0 => break,
+                Tok::Word(w) if depth == 0 && after_paren && !w.eq_ignore_ascii_case("AS") => {
+                    found = Some(j);
+                    break;
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        let Some(j) = found else { return (Some(op), None, None) };
+        let Tok::Word(w) = toks[j] else { return (Some(op), None, None) };
+        op = w.to_ascii_uppercase();
+        // Tables read by the CTEs still count (after the main statement's).
+        let main = analyse(&toks[j..]);
+        let mut cte = Names { tables: Vec::new(), parts: Vec::new() };
+        scan_tables(&toks[i + 1..j], &mut cte, false);
+        let mut parts: Vec<String> = main.2.map(|s| vec![s]).unwrap_or_else(|| vec![op.clone()]);
+        for t in cte.tables {
+            if main.1.as_ref().is_none_or(|m| *m != t) {
+                parts.push(t);
+            }
+        }
+        let summary = parts.join(" ");
+        return (main.0, main.1, Some(summary));
+    }
+    let rest = &toks[i + 1..];
+    match op.as_str() {
+        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "TRUNCATE" | "COPY" | "TABLE" | "VALUES" | "LOCK" => {
+            names.parts.push(op.clone());
+            if matches!(op.as_str(), "UPDATE" | "TABLE" | "COPY" | "TRUNCATE" | "LOCK") {
+                let mut k = 0;
+                while rest.get(k).is_some_and(|t| kw(t, "ONLY") || kw(t, "TABLE")) {
+                    k += 1;
+                }
+                if let Some((n, _)) = name_at(rest, k, false) {
+                    names.add_table(n);
+                }
+            }
+            scan_tables(rest, &mut names, op == "INSERT" || op == "MERGE");
+        }
+        "CREATE" | "DROP" | "ALTER" => {
+            let mut k = 0;
+            while rest.get(k).is_some_and(|t| DDL_MODIFIERS.iter().any(|m| kw(t, m))) {
+                k += 1;
+            }
+            let Some(Tok::Word(obj)) = rest.get(k) else { return (Some(op), None, None) };
+            let mut obj = obj.to_ascii_uppercase();
+            k += 1;
+            if obj == "MATERIALIZED" || obj == "FOREIGN" {
+                if let Some(Tok::Word(w)) = rest.get(k) {
+                    obj = format!("{obj} {}", w.to_ascii_uppercase());
+                    k += 1;
+                }
+            }
+            op = format!("{op} {obj}");
+            names.parts.push(op.clone());
+            while rest.get(k).is_some_and(|t| ["IF", "NOT", "EXISTS", "CONCURRENTLY", "ONLY"].iter().any(|m| kw(t, m)))
+            {
+                k += 1;
+            }
+            if obj == "INDEX" {
+                // CREATE INDEX [name] ON table: the collection is the table.
+                if let Some(on) = rest.iter().position(|t| kw(t, "ON")) {
+                    let mut m = on + 1;
+                    if rest.get(m).is_some_and(|t| kw(t, "ONLY")) {
+                        m += 1;
+                    }
+                    if let Some((n, _)) = name_at(rest, m, false) {
+                        names.add_table(n);
+                    }
+                }
+            } else if matches!(obj.as_str(), "TABLE" | "VIEW" | "MATERIALIZED VIEW" | "FOREIGN TABLE" | "SEQUENCE") {
+                if let Some((n, _)) = name_at(rest, k, false) {
+                    names.add_table(n);
+                }
+                if obj.contains("VIEW") || rest.iter().any(|t| kw(t, "AS")) {
+                    scan_tables(&rest[k..], &mut names, false);
+                }
+            }
+        }
+        _ => {
+            // BEGIN, COMMIT, SET, SHOW, LISTEN, NOTIFY, EXPLAIN, VACUUM, ...: the keyword alone.
+            let op2 = match rest.first() {
+                Some(Tok::Punct(b' ')) => rest.get(1),
+                t => t,
+            };
+            if op == "START" && op2.is_some_and(|t| kw(t, "TRANSACTION")) {
+                op = "START TRANSACTION".to_string();
+            }
+            names.parts.push(op.clone());
+        }
+    }
+    let summary = names.parts.join(" ");
+    (Some(op), names.tables.into_iter().next(), Some(summary))
+}
+
+/// Tables after FROM / JOIN / INTO / USING (any depth), comma lists after
+/// FROM; a SELECT at depth 0 inside an INSERT/MERGE adds "SELECT".
+fn scan_tables(toks: &[Tok], names: &mut Names, nested_select_op: bool) {
+    let mut depth = 0usize;
+    let mut i = 0;
+    let mut in_from = false;
+    while i < toks.len() {
+        match &toks[i] {
+            Tok::Punct(b'(') => {
+                depth += 1;
+                in_from = false;
+            }
+            Tok::Punct(b')') => {
+                depth = depth.saturating_sub(1);
+                in_from = false;
+            }
+            Tok::Punct(b';') if depth == 0 => return,
+            Tok::Punct(b',') if in_from => {
+                if let Some((n, next)) = name_at(toks, i + 1, true) {
+                    names.add_table(n);
+                    i = next;
+                    continue;
+                }
+            }
+            Tok::Word(w) => {
+                let upper = w.to_ascii_uppercase();
+                match upper.as_str() {
+                    "FROM" | "JOIN" | "INTO" | "USING" => {
+                        let mut k = i + 1;
+                        while toks.get(k).is_some_and(|t| kw(t, "ONLY") || kw(t, "LATERAL")) {
+                            k += 1;
+                        }
+                        if let Some((n, next)) = name_at(toks, k, upper != "INTO") {
+                            names.add_table(n);
+                            in_from = upper == "FROM";
+                            i = next;
+                            continue;
+                        }
+                    }
+                    "SELECT"
+                        if depth == 0
+                            && nested_select_op
+                            && names.parts.last().map(String::as_str) != Some("SELECT") =>
+                    {
+                        names.parts.push("SELECT".to_string());
+                    }
+                    _ if is_not_table(&upper) => in_from = false,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+}
+
+/// Operation, first collection, summary and masked text of `sql`.
+pub fn summarize(sql: &str) -> SqlSummary {
+    let mut masked = String::with_capacity(sql.len().min(MAX_MASKED + 3));
+    let mut toks: Vec<Tok> = Vec::new();
+    let mut cut = false;
+    let mut last_space = true;
+    tokenize(sql, |t, text| {
+        if toks.len() < MAX_TOKENS && t != Tok::Punct(b' ') {
+            toks.push(t);
+        }
+        if !cut {
+            // Whitespace runs (and removed comments) become one space.
+            let text = if t == Tok::Punct(b' ') {
+                if last_space {
+                    ""
+                } else {
+                    " "
+                }
+            } else {
+                text
+            };
+            last_space = t == Tok::Punct(b' ');
+            if masked.len() + text.len() > MAX_MASKED {
+                cut = true;
+            } else {
+                masked.push_str(text);
+            }
+        }
+        !cut || toks.len() < MAX_TOKENS
+    });
+    let trimmed = masked.trim_end().len();
+    masked.truncate(trimmed);
+    if cut {
+        masked.push_str("...");
+    }
+    let (operation, collection, mut summary) = analyse(&toks);
+    if let Some(s) = summary.as_mut() {
+        truncate_at_char(s, MAX_SUMMARY);
+    }
+    SqlSummary { operation, collection, summary, masked_text: masked }
+}
+
+/// Cut `s` to at most `max` bytes on a character boundary.
+pub fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn s(sql: &str) -> (String, String, String, String) {
+        let r = summarize(sql);
+        (
+            r.operation.unwrap_or_default(),
+            r.collection.unwrap_or_default(),
+            r.summary.unwrap_or_default(),
+            r.masked_text,
+        )
+    }
+
+    #[test]
+    fn selects() {
+        assert_eq!(
+            s("SELECT * FROM orders WHERE id = 42 AND name = 'bob''s'"),
+            (
+                "SELECT".into(),
+                "orders".into(),
+                "SELECT orders".into(),
+                "SELECT * FROM orders WHERE id = ? AND name = ?".into()
+            )
+        );
+        assert_eq!(
+            s("select a.x from public.orders a join \"Customers\" c on c.id = a.cid").2,
+            "SELECT public.orders Customers"
+        );
+        assert_eq!(s("SELECT 1").2, "SELECT");
+        assert_eq!(s("SELECT 1").3, "SELECT ?");
+        assert_eq!(s("SELECT * FROM a, b x, c WHERE a.id IN (SELECT id FROM d)").2, "SELECT a b c d");
+        assert_eq!(s("SELECT * FROM generate_series(1, 10)").1, "");
+        assert_eq!(s("  (SELECT x FROM t)").2, "SELECT t");
+    }
+
+    #[test]
+    fn dml_ddl_and_others() {
+        assert_eq!(s("INSERT INTO t (a, b) VALUES ($1, $2)").2, "INSERT t");
+        assert_eq!(s("INSERT INTO t (a, b) VALUES ($1, $2)").3, "INSERT INTO t (a, b) VALUES ($1, $2)");
+        assert_eq!(s("INSERT INTO archive SELECT * FROM orders").2, "INSERT archive SELECT orders");
+        assert_eq!(
+            s("UPDATE pgbench_accounts SET abalance = abalance + -1 WHERE aid = 5").2,
+            "UPDATE pgbench_accounts"
+        );
+        assert_eq!(s("DELETE FROM ONLY t WHERE x < 3").1, "t");
+        assert_eq!(s("CREATE TABLE IF NOT EXISTS items (id int)").0, "CREATE TABLE");
+        assert_eq!(s("CREATE TABLE IF NOT EXISTS items (id int)").2, "CREATE TABLE items");
+        assert_eq!(s("create unique index on items (id)").2, "CREATE INDEX items");
+        assert_eq!(s("DROP TABLE t").2, "DROP TABLE t");
+        assert_eq!(s("COPY items (id, name) FROM STDIN").2, "COPY items");
+        assert_eq!(s("COPY (SELECT * FROM items) TO STDOUT").2, "COPY items");
+        assert_eq!(s("TRUNCATE TABLE a").2, "TRUNCATE a");
+        assert_eq!(s("begin").2, "BEGIN");
+        assert_eq!(s("NOTIFY news, 'hello'").3, "NOTIFY news, ?");
+        assert_eq!(s("START TRANSACTION ISOLATION LEVEL SERIALIZABLE").0, "START TRANSACTION");
+        assert_eq!(
+            s("WITH x AS (SELECT * FROM a) SELECT * FROM x JOIN b ON true"),
+            (
+                "SELECT".into(),
+                "x".into(),
+                "SELECT x b a".into(),
+                "WITH x AS (SELECT * FROM a) SELECT * FROM x JOIN b ON true".into()
+            )
+        );
+        assert_eq!(s("").0, "");
+        assert_eq!(s("-- just a comment").3, "");
+    }
+
+    #[test]
+    fn masks_every_literal_form() {
+        assert_eq!(
+            summarize("SELECT E'it\\'s', $$a 'b' c$$, $x$q$x$, B'101', X'ff', U&'d', 1.5e-3, .5, 0x1F, -- c\n x::int /* a /* b */ */").masked_text,
+            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, x::int"
+        );
+        assert_eq!(summarize("SELECT \"a''b\", col1 FROM t2").masked_text, "SELECT \"a''b\", col1 FROM t2");
+        assert_eq!(summarize("SELECT 'unterminated").masked_text, "SELECT ?");
+        let long = format!("SELECT '{}', 1", "x".repeat(5000));
+        assert_eq!(summarize(&long).masked_text, "SELECT ?, ?");
+        let long = format!("SELECT {}", "a, ".repeat(2000));
+        let m = summarize(&long).masked_text;
+        assert!(m.len() <= MAX_MASKED + 3 && m.ends_with("..."));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_stays_bounded(sql in ".{0,300}") {
+            let r = summarize(&sql);
+            prop_assert!(r.masked_text.len() <= MAX_MASKED + 3);
+            prop_assert!(r.summary.as_ref().is_none_or(|s| s.len() <= MAX_SUMMARY));
+        }
+
+        #[test]
+        fn literals_never_survive_masking(a in "[a-z]{6,12}", n in 100000u32..999999) {
+            let sql = format!("SELECT * FROM t WHERE a = '{a}' AND n = {n} AND e = E'{a}\\'' AND d = $${a}$$");
+            let r = summarize(&sql);
+            prop_assert!(!r.masked_text.contains(&a) && !r.masked_text.contains(&n.to_string()), "{}", r.masked_text);
+            prop_assert_eq!(r.summary.as_deref(), Some("SELECT t"));
+        }
+    }
+}
