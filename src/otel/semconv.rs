@@ -15,9 +15,12 @@ pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.39.0";
 pub const REGISTRY_KEYS: &[&str] = &[
     "client.address",
     "client.port",
+    "db.collection.name",
     "db.namespace",
     "db.operation.name",
+    "db.query.summary",
     "db.query.text",
+    "db.response.returned_rows",
     "db.response.status_code",
     "db.system.name",
     "dns.answers",

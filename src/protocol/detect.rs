@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn tie_break_order_is_the_historical_one() {
         use Protocol::*;
-        assert_eq!(candidates(Transport::Tcp).collect::<Vec<_>>(), [Http2, Http1, Kafka, Redis, Dns]);
+        assert_eq!(candidates(Transport::Tcp).collect::<Vec<_>>(), [Http2, Http1, Kafka, Redis, Dns, Mysql]);
         assert_eq!(candidates(Transport::Udp).collect::<Vec<_>>(), [Dns]);
         assert_eq!(candidates(Transport::Icmp).collect::<Vec<_>>(), [Icmp]);
     }

@@ -27,6 +27,7 @@ pub mod http1;
 pub mod http2;
 pub mod icmp;
 pub mod kafka;
+pub mod mysql;
 pub mod redis;
 
 /// Result of probing the first bytes of a connection for a protocol.

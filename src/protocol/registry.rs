@@ -164,6 +164,7 @@ registry! {
     Redis => redis::Redis           ; Redis(redis::RedisDetail),
     Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
     Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
+    Mysql => mysql::Mysql           ; Mysql(mysql::MysqlDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.
