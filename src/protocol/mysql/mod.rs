@@ -117,7 +117,7 @@ const SQL_VERBS: &[&str] = &[
 /// (protocol 10, printable version) is near-certain; a client command packet
 /// (sequence id 0, plausible length, a known command whose statement starts
 /// with an SQL word) covers a connection joined after its start.
-pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
+pub fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
     let Some(h) = data.get(..4) else {
         return if data.len() >= 4 { Probe::No } else { Probe::NeedMore };
     };
@@ -125,6 +125,11 @@ pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
     let seq = h[3];
     match dir {
         StreamDir::ToClient => {
+            if seq != 0 && conn.evidence != RoleEvidence::Syn && len > 0 && packet::chains(data, 0, |_, _| true) {
+                // Joined mid-connection at a response: packets that chain exactly
+                // are no evidence yet, but the client's next command will be.
+                return Probe::NeedMore;
+            }
             if seq != 0 || !(20..=1024).contains(&len) {
                 return Probe::No;
             }
@@ -153,7 +158,8 @@ pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
                 return Probe::No;
             }
             let Some(&cmd) = data.get(4) else { return Probe::NeedMore };
-            let exact = data.len() == 4 + len as usize;
+            // The packet ends where the data does, or where the next packet starts.
+            let exact = packet::chains(data, 0, |_, _| true);
             match cmd {
                 0x03 | 0x16 => {
                     let text = &data[5..data.len().min(4 + len as usize)];
@@ -178,7 +184,9 @@ pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
                 }
                 // COM_PING / COM_QUIT / COM_STATISTICS / COM_RESET_CONNECTION: one byte.
                 0x01 | 0x09 | 0x0e | 0x1f if len == 1 && exact => Probe::Yes(30),
-                0x02 if exact && data[5..].iter().all(|c| c.is_ascii_graphic()) => Probe::Yes(40),
+                0x02 if exact && data[5..data.len().min(4 + len as usize)].iter().all(|c| c.is_ascii_graphic()) => {
+                    Probe::Yes(40)
+                }
                 // COM_STMT_EXECUTE: id, flags (cursor type), iteration count 1.
                 0x17 if exact && len >= 10 && data[9] <= 0x0f && data[10..14] == [1, 0, 0, 0] => Probe::Yes(45),
                 _ => Probe::No,
@@ -905,6 +913,16 @@ fn step(c: &mut Cmd, p: &Packet, deprecate_eof: Option<bool>) -> Step {
                 match wire::lenenc(&p.head, &mut at) {
                     Some(n) if n > 0 && at == p.head.len() => {
                         c.st = St::Cols(n);
+                        c.rows.get_or_insert(0);
+                        Step::Continue
+                    }
+                    // MariaDB's cache-metadata / MySQL's optional-metadata byte: 0 = no column definitions.
+                    Some(n) if n > 0 && at + 1 == p.head.len() && p.head[at] <= 1 => {
+                        c.st = match (p.head[at], deprecate_eof) {
+                            (1, _) => St::Cols(n),
+                            (_, Some(true)) => St::Rows,
+                            _ => St::ColsEof,
+                        };
                         c.rows.get_or_insert(0);
                         Step::Continue
                     }

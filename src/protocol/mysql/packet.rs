@@ -387,7 +387,7 @@ pub fn find_comp_frame(buf: &[u8]) -> Option<usize> {
 
 /// Plain packet header at `buf[i..]` with a length that chains through
 /// further headers exactly to the end of `buf`, the first header passing `ok`
-/// (sequence id, payload); later headers must continue the sequence.
+/// (sequence id, payload); later headers continue the sequence or restart it (a new command).
 pub fn chains(buf: &[u8], i: usize, ok: impl Fn(u8, &[u8]) -> bool) -> bool {
     let Some(h) = buf.get(i..i + 4) else { return false };
     let len = u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
@@ -405,10 +405,11 @@ pub fn chains(buf: &[u8], i: usize, ok: impl Fn(u8, &[u8]) -> bool) -> bool {
             return false;
         }
         let Some(h) = buf.get(at..at + 4) else { return false };
-        seq = seq.wrapping_add(1);
-        if h[3] != seq {
+        // The next packet of this exchange, or a new command.
+        if h[3] != seq.wrapping_add(1) && h[3] != 0 {
             return false;
         }
+        seq = h[3];
         at += 4 + u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize;
     }
 }

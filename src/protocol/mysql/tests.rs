@@ -292,6 +292,11 @@ fn probes() {
     assert_eq!(probe(&c, S, &greeting("8.0.36", BASE_CAPS)), Probe::Yes(95));
     assert_eq!(probe(&c, S, b"HTTP/1.1 200 OK\r\n"), Probe::No);
     assert_eq!(probe(&c, S, b"+OK\r\n"), Probe::No);
+    // A response first, mid-connection: wait for the client's command.
+    let mid = conn_with(Transport::Tcp, 6033, RoleEvidence::Port);
+    assert_eq!(probe(&mid, S, &ok(1, 0, 2)), Probe::NeedMore);
+    assert_eq!(probe(&c, S, &ok(1, 0, 2)), Probe::No);
+    assert_eq!(probe(&mid, S, &ok(1, 0, 2)[..6]), Probe::No);
     assert_eq!(probe(&c, C, &query("select 1")), Probe::Yes(70));
     assert_eq!(probe(&c, C, &query("select 1")[..7]), Probe::NeedMore);
     assert_eq!(probe(&c, C, &query("hello world")), Probe::No);
@@ -658,4 +663,16 @@ proptest! {
         r.close();
         prop_assert!(r.dec.pending.is_empty());
     }
+}
+
+#[test]
+fn mid_connection_response_waits_for_the_command() {
+    let resp = hex::decode("02000001010121000002036465660000000a4441544142415345282900000c2100c0000000fd000027000005000003fe00000200050000040473686f7005000005fe00000200").unwrap();
+    let mid = conn_with(Transport::Tcp, 3306, RoleEvidence::Port);
+    assert_eq!(probe(&mid, S, &resp), Probe::NeedMore);
+    assert_eq!(detect_stream(&mid, b"", &resp, false), Verdict::Wait);
+    // COM_INIT_DB alone is weak evidence (other probes still wait); the next command decides.
+    let up = hex::decode("06000000026f746865721b0000000353454c45435420434f554e54282a292046524f4d206e6f746573").unwrap();
+    assert_eq!(detect_stream(&mid, &up[..10], &resp, false), Verdict::Wait);
+    assert_eq!(detect_stream(&mid, &up, &resp, false), Verdict::Detected(Protocol::Mysql));
 }
