@@ -240,6 +240,14 @@ pub fn summary(e: &Value) -> String {
             let topics: Vec<String> = d["topics"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
             format!("{} {} [{}] err={}", s(&d["client_id"]), s(&d["api_name"]), topics.join(","), s(&d["error_code"]))
         }
+        "mysql" => format!(
+            "{} {} {:?} rows={} err={}",
+            s(&d["command"]),
+            s(&d["operation"]),
+            s(&d["query_masked"]),
+            s(&d["returned_rows"]),
+            s(&d["error_code"])
+        ),
         k => k.to_string(),
     };
     let partial = if e["partial"] == Value::Bool(true) { " partial" } else { "" };

@@ -6,8 +6,15 @@
 //! a session on port 6033; and a live run through the eBPF capture.
 #[path = "../harness/golden.rs"]
 mod golden;
+#[path = "../harness/mod.rs"]
+mod harness;
+#[path = "../harness/live.rs"]
+mod live;
+#[path = "../harness/netns.rs"]
+mod netns;
 use golden::*;
 use serde_json::Value;
+use std::time::Duration;
 
 const FIELDS: &[&str] = &[
     "/conn/id",
@@ -194,4 +201,94 @@ fn port_6033_is_found_by_content() {
     assert!(text.contains("\"SELECT items\""), "{text}");
     assert!(text.contains("db.response.status_code=1146 error.type=1146"), "{text}");
     assert!(text.contains("db.response.returned_rows=4"), "{text}");
+}
+
+/// Live through the eBPF capture: a MariaDB server in the namespace, the
+/// mysql CLI and PyMySQL as clients; live must equal the replay of a
+/// simultaneous tcpdump, and hold exactly the statements the clients sent.
+#[test]
+fn live_mariadb_cli_and_pymysql() {
+    netns::require_root();
+    const T: Duration = Duration::from_secs(30);
+    let mut s = live::LiveSession::new("lm");
+    let ip = s.pair.ip_a.clone();
+    let data = s.dir.path("data");
+    let sock = s.dir.path("mariadb.sock");
+    let st = std::process::Command::new("mariadb-install-db")
+        .args(["--user=root", "--auth-root-authentication-method=socket"])
+        .arg(format!("--datadir={}", data.display()))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("mariadb-install-db (apt mariadb-server)");
+    assert!(st.success());
+    s.spawn_server(
+        &[
+            "mariadbd",
+            "--no-defaults",
+            "--user=root",
+            &format!("--datadir={}", data.display()),
+            &format!("--socket={}", sock.display()),
+            &format!("--pid-file={}", s.dir.path("mariadb.pid").display()),
+            &format!("--bind-address={ip}"),
+            "--port=3306",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=16M",
+        ],
+        "mariadbd",
+    );
+    assert!(s.wait_tcp(&ip, 3306, T), "mariadbd did not come up: {}", s.server_log("mariadbd"));
+    // Setup over the unix socket: not on the veth, so not captured.
+    let setup =
+        "CREATE DATABASE shop; CREATE USER 'app'@'%' IDENTIFIED BY 'live-pw'; GRANT ALL ON shop.* TO 'app'@'%'; \
+                 CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(20)); \
+                 INSERT INTO shop.items VALUES (1,'a'),(2,'b'),(3,'c');";
+    let st = netns::NetnsPair::cmd(&s.pair.ns_a, "mariadb")
+        .args(["--no-defaults", "-u", "root", "-S"])
+        .arg(&sock)
+        .args(["-e", setup])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    s.start_capture();
+
+    let cli = |sql: &str| {
+        s.client(&["mariadb", "--no-defaults", "-h", &ip, "-u", "app", "-plive-pw", "--skip-ssl", "shop", "-e", sql], T)
+    };
+    let out = cli("SELECT id, name FROM items WHERE id > 1 ORDER BY id");
+    assert_eq!(out.lines().count(), 3, "{out}"); // header + 2 rows
+    cli("UPDATE items SET name = 'z' WHERE id = 3");
+    let py = format!(
+        "import pymysql\n\
+         c = pymysql.connect(host='{ip}', user='app', password='live-pw', database='shop')\n\
+         cur = c.cursor()\n\
+         print(cur.execute('SELECT name FROM items'))\n\
+         try:\n    cur.execute('SELECT * FROM nothing_here')\n\
+         except pymysql.MySQLError as e:\n    print(e.args[0])\n\
+         c.ping()\n\
+         c.close()\n"
+    );
+    let out = s.client(&["python3", "-c", &py], T);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["3", "1146"]);
+
+    let o = s.finish();
+    o.assert_live_matches_replay();
+    let (live, _) = o.of("mysql");
+    // Exactly the statements the clients sent (PyMySQL's own SET NAMES / SET AUTOCOMMIT included).
+    o.assert_exactly(
+        "mysql",
+        &[
+            (r#"mysql COM_QUERY SELECT "SELECT id, name FROM items WHERE id > ? ORDER BY id" rows=2 err= complete"#, 1),
+            (r#"mysql COM_QUERY UPDATE "UPDATE items SET name = ? WHERE id = ?" rows= err= complete"#, 1),
+            (r#"mysql COM_QUERY SET "SET NAMES utf8mb4" rows= err= complete"#, 1),
+            (r#"mysql COM_QUERY SET "SET AUTOCOMMIT = ?" rows= err= complete"#, 1),
+            (r#"mysql COM_QUERY SELECT "SELECT name FROM items" rows=3 err= complete"#, 1),
+            (r#"mysql COM_QUERY SELECT "SELECT * FROM nothing_here" rows= err=1146 complete"#, 1),
+            (r#"mysql COM_PING PING "" rows= err= complete"#, 1),
+            (r#"mysql COM_QUIT QUIT "" rows= err= complete"#, 3),
+        ],
+    );
+    assert!(live
+        .iter()
+        .all(|e| e["detail"]["system"] == "mariadb" && e["outcome"] == "complete" && e["partial"] == false));
 }
