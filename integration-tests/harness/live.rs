@@ -256,6 +256,14 @@ pub fn summary(e: &Value) -> String {
         "postgres" => {
             format!("{} {} {} {}", s(&d["message"]), s(&d["summary"]), s(&d["command_tag"]), s(&d["sqlstate"]))
         }
+        "mysql" => format!(
+            "{} {} {:?} rows={} err={}",
+            s(&d["command"]),
+            s(&d["operation"]),
+            s(&d["query_masked"]),
+            s(&d["returned_rows"]),
+            s(&d["error_code"])
+        ),
         k => k.to_string(),
     };
     let partial = if e["partial"] == Value::Bool(true) { " partial" } else { "" };

@@ -29,6 +29,7 @@ pub mod icmp;
 pub mod kafka;
 pub mod memcached;
 pub mod mqtt;
+pub mod mysql;
 pub mod nats;
 pub mod postgres;
 pub mod redis;

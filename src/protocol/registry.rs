@@ -189,6 +189,7 @@ registry! {
     Nats => nats::Nats              ; Nats(nats::NatsDetail),
     Mqtt => mqtt::Mqtt              ; Mqtt(mqtt::MqttDetail),
     Postgres => postgres::Postgres  ; Postgres(postgres::PostgresDetail),
+    Mysql => mysql::Mysql           ; Mysql(mysql::MysqlDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.

@@ -161,6 +161,20 @@ fn line_starts(data: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
 /// for a whole specific request line and a non-numeric reply line anywhere
 /// near the start.
 fn probe_text_mid(to_server: &[u8], to_client: &[u8]) -> Probe {
+    // Control bytes before the first line end on every side that sent
+    // anything: a binary protocol (MySQL, PostgreSQL...), not memcached text.
+    // Waiting for a line here would hold back that protocol's detection.
+    let binary_head = |d: &[u8]| {
+        let w = &d[..d.len().min(PROBE_WINDOW)];
+        let head = w.iter().position(|&b| b == b'\n').map_or(w, |nl| &w[..nl]);
+        head.iter().any(|&b| b < 0x20 && b != b'\r' && b != b'\t')
+    };
+    if (!to_server.is_empty() || !to_client.is_empty())
+        && (to_server.is_empty() || binary_head(to_server))
+        && (to_client.is_empty() || binary_head(to_client))
+    {
+        return Probe::No;
+    }
     let req = line_starts(to_server)
         .any(|d| matches!(first_line(d), Some(Ok(l)) if parse_request(l).is_some_and(|r| specific(&r))));
     let resp = line_starts(to_client).any(|d| {

@@ -301,6 +301,13 @@ pub fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
 }
 
 fn mid_stream(dir: StreamDir, data: &[u8]) -> Probe {
+    // A control line is printable ASCII: control bytes before its end mean
+    // another (binary) protocol, so say so now instead of waiting for a line.
+    let head = &data[..data.len().min(1024)];
+    let head = head.iter().position(|b| *b == b'\n').map_or(head, |nl| &head[..nl]);
+    if head.iter().any(|&b| b < 0x20 && b != b'\r' && b != b'\t') {
+        return Probe::No;
+    }
     let Some(nl) = data.iter().take(1024).position(|b| *b == b'\n') else {
         return if data.len() < 1024 { Probe::NeedMore } else { Probe::No };
     };
