@@ -3,7 +3,7 @@
 # Idempotent: each step is skipped when its result is already present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler"
+APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler tinyproxy netcat-openbsd ethtool"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -13,6 +13,8 @@ if [ -n "$missing" ]; then
 fi
 # Debian's nginx/redis/unbound packages start system services; tests run their own instances.
 for s in nginx redis-server unbound; do systemctl stop "$s" >/dev/null 2>&1 || true; done
+# tinyproxy (CONNECT peer of record_http1_lenient.sh) is a system service too.
+systemctl stop tinyproxy >/dev/null 2>&1 || true
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 rustup component list --toolchain nightly --installed | grep -q rust-src || rustup component add rust-src --toolchain nightly
 command -v bpf-linker >/dev/null 2>&1 || cargo install bpf-linker --version 0.10.0 --locked
