@@ -54,6 +54,8 @@ fn every_request_nginx_logged_is_reported_with_its_status() {
         let e = &exs[i];
         assert_eq!(field(e, "/detail/method"), method, "{line}");
         assert_eq!(field(e, "/detail/path"), target.split('?').next().unwrap(), "{line}");
+        // An HTTP/0.9 answer carries no status line: nginx logs 200, the wire says nothing.
+        let status = if words.next().is_none() { "" } else { status };
         assert_eq!(field(e, "/detail/status"), status, "{line}");
     }
     // The GET curl sent inside the CONNECT tunnel reached nginx from tinyproxy over loopback.
@@ -108,7 +110,7 @@ fn late_answer_is_not_a_second_span() {
     // netcat answers /slow 2.5 s after the request; nginx's answer at 1.5 s moves the clock on.
     let (exs, stats) = replay_env("http1_late.pcap", &[("CNFLOW_REQUEST_TIMEOUT_SECS", "1")]);
     assert_eq!(summary(&exs, FIELDS), ["GET /slow 1.1  timeout false", "GET /index.html 1.1 200 complete false"]);
-    assert!(stats.contains("cnflow.protocol.unpaired_responses{protocol=http1}=1"), "{stats}");
+    assert!(stats.contains("cnflow.protocol.unpaired_responses{protocol=http1} 1"), "{stats}");
     // With the default timeout the same answer pairs.
     let (exs, _) = replay_env("http1_late.pcap", &[]);
     let slow: Vec<_> = exs.iter().filter(|e| field(e, "/detail/path") == "/slow").collect();
