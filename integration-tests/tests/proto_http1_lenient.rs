@@ -7,6 +7,12 @@
 //! JSONL files are snapshots on top.
 #[path = "../harness/golden.rs"]
 mod golden;
+#[path = "../harness/mod.rs"]
+mod harness;
+#[path = "../harness/live.rs"]
+mod live;
+#[path = "../harness/netns.rs"]
+mod netns;
 use golden::*;
 use serde_json::Value;
 use std::process::Command;
@@ -131,4 +137,58 @@ fn post_head_cut_mid_connection_keeps_method_path_and_host() {
     }
     assert_eq!(field(&cut[0], "/detail/host"), "10.200.147.2:8080");
     assert_eq!(cut[0]["request_bytes"], 1448);
+}
+
+/// Live through eBPF (root): nginx answering odd requests from curl and
+/// `printf | nc`; the agent's exchanges must equal replay's of a simultaneous
+/// tcpdump, and be exactly what the clients sent.
+#[test]
+fn live_odd_methods_http09_and_smuggling() {
+    use std::time::Duration;
+    const T: Duration = Duration::from_secs(20);
+    let mut s = live::LiveSession::new("hl");
+    let ip = s.pair.ip_a.clone();
+    let www = s.dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "live\n").unwrap();
+    let d = s.dir.path("nginx");
+    std::fs::create_dir_all(&d).unwrap();
+    let d = d.to_string_lossy().into_owned();
+    let conf = format!(
+        "daemon off; master_process off; worker_processes 1; user root; pid {d}/nginx.pid; error_log {d}/error.log;
+         events {{ worker_connections 64; }}
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+                uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+                server {{ listen {ip}:8080; root {}; location /api/ {{ return 201; }} }} }}",
+        www.display()
+    );
+    std::fs::write(format!("{d}/nginx.conf"), conf).unwrap();
+    s.spawn_server(&["nginx", "-c", &format!("{d}/nginx.conf")], "nginx");
+    s.start_capture();
+    assert!(s.wait_tcp(&ip, 8080, Duration::from_secs(15)), "nginx did not come up: {}", s.server_log("nginx"));
+    let url = |p: &str| format!("http://{ip}:8080{p}");
+    s.client(&["curl", "-s", "-o", "/dev/null", "-X", "QUERY", "--data-binary", "q", &url("/search?q=1")], T);
+    s.client(&["curl", "-s", "-o", "/dev/null", "-X", "PURGE", &url("/index.html")], T);
+    let raw = |bytes: &str| format!("printf '{bytes}' | nc -N -w 3 {ip} 8080 >/dev/null");
+    s.client(&["sh", "-c", &raw("GET /index.html\\r\\n")], T);
+    s.client(
+        &[
+            "sh",
+            "-c",
+            &raw("POST /api/a HTTP/1.1\\r\\nHost: s\\r\\nContent-Length: 18446744073709551615\\r\\n\\r\\nGET /smuggled HTTP/1.1\\r\\nHost: s\\r\\n\\r\\n"),
+        ],
+        T,
+    );
+    let o = s.finish();
+    o.assert_live_matches_replay();
+    o.assert_exactly(
+        "http1",
+        &[
+            ("http1 QUERY /search?q=1 405 complete", 1),
+            ("http1 PURGE /index.html 405 complete", 1),
+            ("http1 GET /index.html  complete", 1),
+            ("http1 POST /api/a 400 complete", 1),
+            ("http1 GET /smuggled  timeout", 1),
+        ],
+    );
 }
