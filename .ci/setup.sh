@@ -31,7 +31,7 @@ if $BUILD_ONLY; then
   echo "[setup] build dependencies present"
   exit 0
 fi
-APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler memcached netcat-openbsd nats-server mosquitto mosquitto-clients postgresql postgresql-client mariadb-server mariadb-client"
+APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler memcached netcat-openbsd nats-server mosquitto mosquitto-clients postgresql postgresql-client mariadb-server mariadb-client tinyproxy ethtool"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -40,7 +40,7 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 # Debian's nginx/redis/unbound packages start system services; tests run their own instances.
-for s in nginx redis-server unbound memcached postgresql mariadb; do systemctl stop "$s" >/dev/null 2>&1 || true; done
+for s in nginx redis-server unbound memcached postgresql mariadb tinyproxy; do systemctl stop "$s" >/dev/null 2>&1 || true; done
 # Likewise mosquitto and nats-server (tests start their own brokers in namespaces).
 for s in mosquitto nats-server; do
   systemctl stop "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true

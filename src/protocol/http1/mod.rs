@@ -1,4 +1,4 @@
-//! HTTP/1.0 and HTTP/1.1 (httparse for message heads).
+//! HTTP/1.0 and HTTP/1.1 (httparse for message heads, [`lenient`] for what it rejects).
 //!
 //! Each direction is a small state machine: head → body (Content-Length,
 //! chunked, or until close) → head. Bodies are skipped without buffering, so
@@ -6,25 +6,48 @@
 //! in order (keep-alive, pipelining) and each final response takes the oldest.
 //! Interim 1xx responses (100-continue) are counted into the final exchange.
 //!
+//! Heads that httparse rejects but real peers send (any token method, odd-case
+//! or malformed versions, HTTP/0.9, obs-fold, hundreds of headers) are read
+//! line by line. Request framing follows RFC 9112 §6.3 as nginx applies it:
+//! a Content-Length that is not one decimal number up to 2^63-1 (conflicting
+//! duplicates, overflow) or a Transfer-Encoding that does not end in chunked
+//! makes the body length unknown, and a chunk size past 2^63-1 ends the
+//! chunked body; in both cases the server rejects the request, and the
+//! decoder looks for the next request line rather than skip a body it cannot
+//! measure (so a smuggled request that follows is reported, not swallowed).
+//!
 //! `Upgrade: h2c` answered by `101`: the connection is handed to the HTTP/2
 //! decoder ([`super::http2::new_upgraded_decoder`]) together with the
 //! upgrade request, which becomes stream 1 there (it never appears as an
 //! HTTP/2 HEADERS frame); the HTTP/2 decoder pairs it with the HEADERS that
 //! answer stream 1 and emits it as an HTTP/2 exchange. No HTTP/1 exchange is
 //! emitted for the 101 itself. Other upgrades (WebSocket) and CONNECT tunnels
-//! emit the handshake exchange and then ignore the rest of the connection.
+//! emit the handshake exchange and then ignore the rest of the connection
+//! (counted in `cnflow.protocol.passthrough`). Bytes a client sends after
+//! CONNECT are held until the answer: a 2xx makes them tunnel bytes, anything
+//! else makes them the next requests.
+mod lenient;
+
 use super::http::HttpDetail;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
 use crate::protocol::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
+use lenient::{Parsed, Start};
 use std::sync::LazyLock;
 
 static PARSE_ERRORS: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.parse_errors", &[("protocol", "http1")]));
 static EVICTED: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.pending_evicted", &[("protocol", "http1")]));
+/// Responses to requests already reported as timed out (not reported again).
+static UNPAIRED: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.unpaired_responses", &[("protocol", "http1")]));
+/// Connections whose rest is not HTTP/1 (CONNECT tunnel, WebSocket) and is not decoded.
+static PASSTHROUGH: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.passthrough", &[("protocol", "http1")]));
 
+/// Methods common enough that a request line cut before its version is still HTTP.
 const METHODS: [&[u8]; 9] = [b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE"];
 const TRACE_HEADERS: [&str; 8] = [
     "traceparent",
@@ -41,6 +64,16 @@ const MAX_HEADERS: usize = 96;
 const MAX_FIELD: usize = 2048;
 /// Longest reason phrase kept (real ones are a few words).
 const MAX_REASON: usize = 256;
+/// Longest start line waited for while resynchronising (nginx's default
+/// `large_client_header_buffers` is 8 KiB).
+const MAX_START_LINE: usize = 8192;
+/// Largest body length accepted: nginx (and most servers) keep lengths in a
+/// signed 64-bit `off_t` and reject anything larger as a bad request.
+const MAX_LENGTH: u64 = i64::MAX as u64;
+/// `GET /page` and a line end: an HTTP/0.9 request. Weak evidence (an inline
+/// Redis `GET` of a key starting with '/' looks the same): it beats Redis's
+/// inline guess by the tie-break but is no decisive verdict on its own.
+const HTTP09_CONFIDENCE: u8 = 55;
 
 /// Does the first data of a connection look like HTTP/1? `dir` is the direction of `data`.
 pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
@@ -50,45 +83,66 @@ pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
     }
 }
 
+/// Any token method is accepted (QUERY, PROPFIND, PURGE...), but only with
+/// evidence: a complete request line ending in an HTTP version, or a common
+/// method with an origin-form target while the line is still arriving.
 fn probe_request(data: &[u8]) -> Probe {
-    let Some(sp) = data.iter().take(8).position(|&b| b == b' ') else {
-        let partial = METHODS.iter().any(|m| m.starts_with(data));
-        return if partial && data.len() < 8 { Probe::NeedMore } else { Probe::No };
-    };
-    if !METHODS.contains(&&data[..sp]) {
+    let mlen = data.iter().take(lenient::MAX_METHOD + 1).take_while(|&&b| lenient::is_tchar(b)).count();
+    if mlen == data.len() {
+        return if mlen <= lenient::MAX_METHOD { Probe::NeedMore } else { Probe::No };
+    }
+    if mlen == 0 || mlen > lenient::MAX_METHOD || data[mlen] != b' ' {
         return Probe::No;
     }
-    let rest = &data[sp + 1..];
+    let known = METHODS.contains(&&data[..mlen]);
+    let rest = &data[mlen + 1..];
     match rest.iter().position(|&b| b == b'\n') {
         Some(nl) => {
-            let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+            let line = &data[..mlen + 1 + nl];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
-                Probe::Yes(95)
-            } else {
-                Probe::No
+                return Probe::Yes(95);
+            }
+            match lenient::request_line(line) {
+                // `http/1.1`, `HTTP/1.`: servers answer these (with 400 or as 1.x).
+                Some(Start::Request { version: Some(_), .. }) => Probe::Yes(80),
+                Some(Start::Request { version: None, .. }) => Probe::Yes(HTTP09_CONFIDENCE),
+                _ => Probe::No,
             }
         }
         // An origin-form target is already specific; inline Redis ("GET key") is not.
-        None if rest.first() == Some(&b'/') => Probe::Yes(75),
+        None if known && rest.first() == Some(&b'/') => Probe::Yes(75),
         None if rest.len() < 2048 => Probe::NeedMore,
         None => Probe::No,
     }
 }
 
 fn probe_response(data: &[u8]) -> Probe {
-    const P: &[u8] = b"HTTP/1.";
-    if data.len() < P.len() + 5 {
-        let n = data.len().min(P.len());
-        return if data[..n] == P[..n] { Probe::NeedMore } else { Probe::No };
+    const P: &[u8] = b"HTTP/";
+    let n = data.len().min(P.len());
+    if !data[..n].eq_ignore_ascii_case(&P[..n]) {
+        return Probe::No;
     }
-    if data.starts_with(P)
+    if data.len() >= 12
+        && data.starts_with(b"HTTP/1.")
         && matches!(data[7], b'0' | b'1')
         && data[8] == b' '
         && data[9..12].iter().all(u8::is_ascii_digit)
     {
-        Probe::Yes(90)
-    } else {
-        Probe::No
+        return Probe::Yes(90);
+    }
+    // Odd case or version (`http/1.1 200 ok`, `HTTP/1. 200`): the whole status line decides.
+    match data.iter().take(512).position(|&b| b == b'\n') {
+        Some(nl) => {
+            let line = data[..nl].strip_suffix(b"\r").unwrap_or(&data[..nl]);
+            if lenient::status_line(line).is_some() {
+                Probe::Yes(80)
+            } else {
+                Probe::No
+            }
+        }
+        None if data.len() < 512 => Probe::NeedMore,
+        None => Probe::No,
     }
 }
 
@@ -131,8 +185,23 @@ enum Body {
     Chunked(Chunk),
     /// Response body delimited by connection close.
     UntilClose,
-    /// Lost framing: looking for the start of the next message.
-    Resync,
+    /// Lost framing: looking for the start of the next message. `line_start`:
+    /// the bytes that follow begin a line (else the first partial line is skipped).
+    Resync {
+        line_start: bool,
+    },
+    /// Client bytes after a CONNECT request, held until its answer.
+    Connect,
+}
+
+/// How a request says where its body ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Conflicting or unusable length: a server rejects the request.
+    Invalid,
 }
 
 #[derive(Debug)]
@@ -158,6 +227,8 @@ struct Request {
     detail: HttpDetail,
     head: bool,
     connect: bool,
+    /// HTTP/0.9: the answer is a bare body until close.
+    http09: bool,
     upgrade_h2c: bool,
     partial: bool,
     body_done: bool,
@@ -172,6 +243,9 @@ struct Current {
     partial: bool,
     /// Stop decoding after this response (CONNECT tunnel, WebSocket).
     then_passthrough: bool,
+    /// Answers a request already reported as timed out: decoded for its
+    /// framing, then dropped (counted) instead of becoming a response-only exchange.
+    late: bool,
 }
 
 pub struct Http1Decoder {
@@ -183,13 +257,27 @@ pub struct Http1Decoder {
     current: Option<Current>,
     /// Bytes of 1xx interim responses for the next final response.
     interim_bytes: u64,
+    /// Requests reported as timed out (expired or evicted) whose answers may
+    /// still come: in order, those answers precede the pending requests' ones.
+    expired_unanswered: usize,
+    /// A CONNECT was refused: the client bytes held since are requests to parse.
+    reparse_requests: bool,
     /// HTTP/2 decoder after an h2c upgrade; everything goes there.
     upgraded: Option<Box<dyn ConnDecoder>>,
     passthrough: bool,
 }
 
+/// A header value as text, bounded; an obs-folded value (see [`lenient`])
+/// is unfolded, each line break and its indentation read as one space.
 fn text(b: &[u8]) -> String {
     let b = &b[..b.len().min(MAX_FIELD)];
+    if b.contains(&b'\n') {
+        let lines: Vec<_> = b
+            .split(|&c| c == b'\n')
+            .map(|l| String::from_utf8_lossy(lenient::trim(l.strip_suffix(b"\r").unwrap_or(l))))
+            .collect();
+        return lines.join(" ");
+    }
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -201,8 +289,13 @@ fn text(b: &[u8]) -> String {
 fn reason_phrase(head: &[u8]) -> Option<String> {
     let nl = head.iter().position(|&b| b == b'\n')?;
     let line = head[..nl].strip_suffix(b"\r").unwrap_or(&head[..nl]);
-    // "HTTP/1.1 200" is 12 bytes; the phrase follows one space.
-    let phrase = line.get(12..)?.strip_prefix(b" ")?;
+    // The version (of any length when read leniently), spaces, the 3-digit code, one space, the phrase.
+    let sp = line.iter().position(|&b| b == b' ')?;
+    let mut rest = &line[sp..];
+    while let [b' ', r @ ..] = rest {
+        rest = r;
+    }
+    let phrase = rest.get(3..)?.strip_prefix(b" ")?;
     let mut s = match std::str::from_utf8(phrase) {
         Ok(s) => s.to_string(),
         Err(_) => phrase.iter().map(|&b| b as char).collect(),
@@ -224,6 +317,18 @@ fn version_str(v: Option<u8>) -> String {
     }
 }
 
+/// Version of a leniently read start line, from the token after `HTTP/`:
+/// as sent when it is digits and dots (`1.` reads as "1"), else "1.1".
+fn lenient_version(v: Option<&[u8]>) -> String {
+    let Some(v) = v else { return "0.9".into() };
+    let v = v.strip_suffix(b".").unwrap_or(v);
+    if !v.is_empty() && v.len() <= 8 && v.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+        String::from_utf8_lossy(v).into_owned()
+    } else {
+        "1.1".into()
+    }
+}
+
 fn split_target(target: &str) -> (String, Option<String>) {
     match target.split_once('?') {
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
@@ -239,23 +344,117 @@ fn has_token(value: Option<&[u8]>, token: &str) -> bool {
     value.is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
-fn content_length(headers: &[httparse::Header]) -> Option<u64> {
-    header(headers, "content-length").and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.trim().parse().ok())
+/// Content-Length as RFC 9110 §8.6 reads it: every field and list member is
+/// the same decimal number (duplicates of one value are tolerated). Ok(None):
+/// absent; Err: conflicting values, not a number, or past [`MAX_LENGTH`].
+fn content_length(headers: &[httparse::Header]) -> Result<Option<u64>, ()> {
+    let mut len = None;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
+        for part in h.value.split(|&b| b == b',') {
+            let p = lenient::trim(part);
+            if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n = p.iter().fold(0u64, |a, &d| a * 10 + u64::from(d - b'0'));
+            if n > MAX_LENGTH || len.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            len = Some(n);
+        }
+    }
+    Ok(len)
 }
 
-/// Start of a message at a line start inside `input`, for resynchronisation.
-fn find_message_start(input: &[u8], dir: StreamDir) -> Option<usize> {
-    (0..input.len()).find(|&i| {
-        (i == 0 || input[i - 1] == b'\n') && {
-            let rest = &input[i..];
-            match dir {
-                StreamDir::ToClient => rest.starts_with(b"HTTP/1.") && rest.len() >= 9,
-                StreamDir::ToServer => {
-                    METHODS.iter().any(|m| rest.len() > m.len() && rest.starts_with(m) && rest[m.len()] == b' ')
-                }
-            }
+/// Transfer-Encoding present, and whether its final coding is chunked.
+fn transfer_encoding(headers: &[httparse::Header]) -> Option<bool> {
+    let last = headers.iter().rev().find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))?;
+    let coding = last.value.rsplit(|&b| b == b',').next().map(lenient::trim).unwrap_or_default();
+    Some(coding.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// RFC 9112 §6.3 for a request: Transfer-Encoding overrides Content-Length,
+/// and must end in chunked (and not come with HTTP/1.0); Content-Length must
+/// be valid. The second value is the Content-Length to report.
+fn request_framing(headers: &[httparse::Header], http10: bool) -> (Framing, Option<u64>) {
+    let cl = content_length(headers);
+    let framing = match (transfer_encoding(headers), cl) {
+        (Some(true), _) if !http10 => Framing::Chunked,
+        (Some(_), _) | (None, Err(())) => Framing::Invalid,
+        (None, Ok(Some(n))) if n > 0 => Framing::Length(n),
+        (None, Ok(_)) => Framing::None,
+    };
+    (framing, cl.ok().flatten())
+}
+
+fn request_detail(
+    method: &str,
+    target: &[u8],
+    version: String,
+    hs: &[httparse::Header],
+    cl: Option<u64>,
+) -> HttpDetail {
+    let connect = method == "CONNECT";
+    // CONNECT's authority-form target (`host:443`) is no path: it names the server.
+    let (path, query) = if connect {
+        (None, None)
+    } else {
+        let (p, q) = split_target(&text(target));
+        (Some(p), q)
+    };
+    HttpDetail {
+        method: Some(method.to_string()),
+        path,
+        query,
+        version,
+        host: header(hs, "host").map(text).or_else(|| connect.then(|| text(target))),
+        user_agent: header(hs, "user-agent").map(text),
+        request_content_length: cl,
+        trace_headers: hs
+            .iter()
+            .filter_map(|h| {
+                let name = h.name.to_ascii_lowercase();
+                TRACE_HEADERS.contains(&name.as_str()).then(|| (name, text(h.value)))
+            })
+            .collect(),
+        content_type: header(hs, "content-type").map(text),
+        ..Default::default()
+    }
+}
+
+/// Resynchronisation: the offset of the next start line of `dir` in `input`
+/// (a request line with a version, or a status line), at a line start
+/// (`line_start`: `input[0]` is one). Err((keep, line_start)): none yet; the
+/// bytes from `keep` (a last line too short to judge) are kept for later.
+fn find_message_start(input: &[u8], dir: StreamDir, line_start: bool) -> Result<usize, (usize, bool)> {
+    let mut i = 0;
+    if !line_start {
+        match input.iter().position(|&b| b == b'\n') {
+            Some(nl) => i = nl + 1,
+            None => return Err((input.len(), false)),
         }
-    })
+    }
+    while i < input.len() {
+        let Some(nl) = input[i..].iter().position(|&b| b == b'\n') else {
+            let tail = &input[i..];
+            let n = tail.len().min(5);
+            let plausible = match dir {
+                StreamDir::ToServer => lenient::is_tchar(tail[0]),
+                StreamDir::ToClient => tail[..n].eq_ignore_ascii_case(&b"HTTP/"[..n]),
+            };
+            return if plausible && tail.len() <= MAX_START_LINE { Err((i, true)) } else { Err((input.len(), false)) };
+        };
+        let line = &input[i..i + nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let found = match dir {
+            StreamDir::ToServer => matches!(lenient::request_line(line), Some(Start::Request { version: Some(_), .. })),
+            StreamDir::ToClient => lenient::status_line(line).is_some(),
+        };
+        if found {
+            return Ok(i);
+        }
+        i += nl + 1;
+    }
+    Err((input.len(), true))
 }
 
 impl Http1Decoder {
@@ -267,6 +466,8 @@ impl Http1Decoder {
             in_progress: None,
             current: None,
             interim_bytes: 0,
+            expired_unanswered: 0,
+            reparse_requests: false,
             upgraded: None,
             passthrough: false,
         }
@@ -294,8 +495,21 @@ impl Http1Decoder {
         out.push(ex);
     }
 
+    /// A request reported as a timeout may still be answered; remember it (bounded).
+    fn note_expired(&mut self) {
+        self.expired_unanswered = (self.expired_unanswered + 1).min(self.cfg.max_pending_per_conn);
+    }
+
     fn emit_current(&mut self, end_ns: u64, outcome: Outcome, out: &mut Emit) {
         let Some(cur) = self.current.take() else { return };
+        if cur.then_passthrough {
+            self.passthrough = true;
+            PASSTHROUGH.inc();
+        }
+        if cur.late {
+            UNPAIRED.inc();
+            return;
+        }
         let start = cur.req.as_ref().map_or(end_ns, |r| r.start_ns);
         let mut ex = Self::exchange(out.conn, start.min(end_ns), end_ns, outcome);
         ex.response_bytes = cur.bytes;
@@ -315,14 +529,12 @@ impl Http1Decoder {
         }
         ex.detail = Detail::Http(detail);
         out.push(ex);
-        if cur.then_passthrough {
-            self.passthrough = true;
-        }
     }
 
     fn queue_request(&mut self, req: Request, out: &mut Emit) {
         if let Some(old) = self.pending.push(req.start_ns, req) {
             EVICTED.inc();
+            self.note_expired();
             let end = old.start_ns.saturating_add(self.cfg.request_timeout_ns);
             Self::emit_unanswered(old, end, Outcome::Timeout, out);
         }
@@ -359,28 +571,51 @@ impl Http1Decoder {
     }
 
     /// Framing is lost in `dir`: finish what was in flight as partial and look for the next message.
+    /// The bytes that come next (a new segment after a gap, most often) are
+    /// taken as starting a line: segments tend to start with a message.
     fn lose_sync(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
+        self.resync(dir, ts, true, true, out);
+    }
+
+    /// Stop reading the current message of `dir` and look for the next start
+    /// line. `lost`: bytes were lost or garbled, so what was in flight and what
+    /// comes next are partial (a framing the peer declared invalid loses nothing).
+    fn resync(&mut self, dir: StreamDir, ts: u64, lost: bool, line_start: bool, out: &mut Emit) {
         let side = &mut self.sides[dir.index()];
-        side.body = Body::Resync;
-        side.partial_next = true;
+        side.body = Body::Resync { line_start };
+        side.partial_next |= lost;
         side.buf.clear();
         match dir {
             StreamDir::ToServer => {
                 if let Some(r) = self.in_progress.as_mut() {
-                    r.partial = true;
+                    r.partial |= lost;
                 }
                 self.finish_request_body(out);
             }
             StreamDir::ToClient => {
                 if let Some(c) = self.current.as_mut() {
-                    c.partial = true;
+                    c.partial |= lost;
                 }
+                // Answers may have been lost too: in-order pairing with expired requests is off.
+                self.expired_unanswered = 0;
                 self.emit_current(ts, Outcome::Complete, out);
             }
         }
     }
 
     fn on_bytes(&mut self, dir: StreamDir, ts: u64, data: &[u8], out: &mut Emit) {
+        self.feed(dir, ts, data, out);
+        if std::mem::take(&mut self.reparse_requests) && !self.passthrough && self.upgraded.is_none() {
+            // Client bytes held after a refused CONNECT are ordinary requests.
+            let held = std::mem::take(&mut self.sides[0].buf);
+            if !held.is_empty() {
+                let ts0 = self.sides[0].buf_ts;
+                self.feed(StreamDir::ToServer, ts0, &held, out);
+            }
+        }
+    }
+
+    fn feed(&mut self, dir: StreamDir, ts: u64, data: &[u8], out: &mut Emit) {
         let i = dir.index();
         let used;
         if self.sides[i].buf.is_empty() {
@@ -433,7 +668,7 @@ impl Http1Decoder {
     /// `head_ts` is the arrival time of `input[0]`.
     fn process(&mut self, dir: StreamDir, ts: u64, input: &[u8], head_ts: u64, out: &mut Emit) -> usize {
         let mut pos = 0;
-        // Bounded: every iteration consumes bytes or returns.
+        // Bounded: every iteration consumes bytes, changes state without coming back, or returns.
         loop {
             if self.upgraded.is_some() || self.passthrough {
                 return pos;
@@ -447,7 +682,14 @@ impl Http1Decoder {
                     }
                     let r = match dir {
                         StreamDir::ToServer => self.parse_request(rest, msg_ts, out),
-                        StreamDir::ToClient => self.parse_response(rest, ts, out),
+                        StreamDir::ToClient => match self.http09_answer(rest) {
+                            Some(true) => {
+                                self.start_http09_response();
+                                continue;
+                            }
+                            Some(false) => self.parse_response(rest, ts, out),
+                            None => None,
+                        },
                     };
                     match r {
                         Some(0) | None => return pos,
@@ -470,19 +712,51 @@ impl Http1Decoder {
                     return input.len();
                 }
                 Body::Chunked(c) => match self.chunked(dir, c, rest, ts, out) {
+                    // Framing lost: the resync state goes on with these bytes.
+                    Some(0) | None if !matches!(self.sides[dir.index()].body, Body::Chunked(_)) => {}
                     Some(0) | None => return pos,
                     Some(n) => pos += n,
                 },
-                Body::Resync => match find_message_start(rest, dir) {
-                    Some(at) => {
+                Body::Resync { line_start } => match find_message_start(rest, dir, line_start) {
+                    Ok(at) => {
                         pos += at;
                         self.sides[dir.index()].body = Body::Head;
                     }
-                    // Keep a tail in case a start line straddles segments.
-                    None => return pos + rest.len().saturating_sub(16),
+                    Err((keep, line_start)) => {
+                        self.sides[dir.index()].body = Body::Resync { line_start };
+                        return pos + keep;
+                    }
                 },
+                Body::Connect => return pos,
             }
         }
+    }
+
+    /// Is the next response the bare body of an HTTP/0.9 request? None: too few bytes to tell.
+    fn http09_answer(&mut self, rest: &[u8]) -> Option<bool> {
+        if self.expired_unanswered > 0 || !self.pending.front_mut().is_some_and(|r| r.http09) {
+            return Some(false);
+        }
+        // Some servers answer 0.9 requests with a full response anyway.
+        let n = rest.len().min(5);
+        if rest[..n].eq_ignore_ascii_case(&b"HTTP/"[..n]) {
+            return if n < 5 { None } else { Some(false) };
+        }
+        Some(true)
+    }
+
+    fn start_http09_response(&mut self) {
+        let partial = std::mem::take(&mut self.sides[1].partial_next);
+        let req = self.pending.pop();
+        self.current = Some(Current {
+            req,
+            detail: HttpDetail { version: "0.9".into(), ..Default::default() },
+            bytes: 0,
+            partial,
+            then_passthrough: false,
+            late: false,
+        });
+        self.sides[1].body = Body::UntilClose;
     }
 
     /// One step of chunked decoding; returns bytes consumed (0/None: need more).
@@ -517,24 +791,30 @@ impl Http1Decoder {
                     return None;
                 };
                 let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
-                self.add_body_bytes(dir, nl as u64 + 1);
                 if c == Chunk::Trailers {
+                    self.add_body_bytes(dir, nl as u64 + 1);
                     if line.is_empty() {
                         self.body_done(dir, ts, out);
                     }
                     return Some(nl + 1);
                 }
-                let hex = line.split(|&b| b == b';').next().unwrap_or_default();
-                let size = std::str::from_utf8(hex).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok());
-                match size {
+                let hex = lenient::trim(line.split(|&b| b == b';').next().unwrap_or_default());
+                // Leading zeros are fine; a size past what a server accepts (nginx:
+                // 2^63-1) is a smuggling attempt, not a body to skip forever.
+                let hex_ok = !hex.is_empty() && hex.iter().all(u8::is_ascii_hexdigit);
+                let size =
+                    std::str::from_utf8(hex).ok().filter(|_| hex_ok).and_then(|s| u64::from_str_radix(s, 16).ok());
+                match size.filter(|&n| n <= MAX_LENGTH) {
                     Some(0) => self.sides[i].body = Body::Chunked(Chunk::Trailers),
                     Some(n) => self.sides[i].body = Body::Chunked(Chunk::Data(n)),
                     None => {
                         PARSE_ERRORS.inc();
-                        self.lose_sync(dir, ts, out);
+                        // The line is still here: the next request may start right after it.
+                        self.resync(dir, ts, false, true, out);
                         return Some(0);
                     }
                 }
+                self.add_body_bytes(dir, nl as u64 + 1);
                 Some(nl + 1)
             }
         }
@@ -543,105 +823,180 @@ impl Http1Decoder {
     fn parse_request(&mut self, input: &[u8], ts: u64, out: &mut Emit) -> Option<usize> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        let n = match req.parse(input) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return None,
-            Err(_) => {
-                PARSE_ERRORS.inc();
-                self.lose_sync(StreamDir::ToServer, ts, out);
-                return Some(1);
+        match req.parse(input) {
+            Ok(httparse::Status::Complete(n)) => {
+                let (m, p) = (req.method.unwrap_or_default(), req.path.unwrap_or_default());
+                self.on_request(m, p.as_bytes(), version_str(req.version), req.headers, n, ts, out);
+                Some(n)
             }
-        };
-        let side = &mut self.sides[0];
-        let partial = std::mem::take(&mut side.partial_next);
-        let method = req.method.unwrap_or_default();
-        let (path, query) = split_target(&text(req.path.unwrap_or_default().as_bytes()));
-        let hs = &*req.headers;
-        let chunked = has_token(header(hs, "transfer-encoding"), "chunked");
-        let cl = content_length(hs);
-        let upgrade_h2c = has_token(header(hs, "upgrade"), "h2c");
-        let detail = HttpDetail {
-            method: Some(method.to_string()),
-            path: Some(path),
-            query,
-            version: version_str(req.version),
-            host: header(hs, "host").map(text),
-            user_agent: header(hs, "user-agent").map(text),
-            request_content_length: cl,
-            trace_headers: hs
-                .iter()
-                .filter_map(|h| {
-                    let name = h.name.to_ascii_lowercase();
-                    TRACE_HEADERS.contains(&name.as_str()).then(|| (name, text(h.value)))
-                })
-                .collect(),
-            content_type: header(hs, "content-type").map(text),
-            ..Default::default()
-        };
+            Ok(httparse::Status::Partial) => None,
+            Err(_) => match lenient::parse(input, true, true) {
+                Parsed::Head(h) => {
+                    let Start::Request { method, target, version } = h.start else { return None };
+                    self.on_request(method, target, lenient_version(version), &h.headers, h.len, ts, out);
+                    Some(h.len)
+                }
+                Parsed::Partial => None,
+                Parsed::Invalid => {
+                    PARSE_ERRORS.inc();
+                    // Skip the rest of this line: a start line is looked for at the next ones.
+                    self.resync(StreamDir::ToServer, ts, true, false, out);
+                    Some(1)
+                }
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_request(
+        &mut self,
+        method: &str,
+        target: &[u8],
+        version: String,
+        hs: &[httparse::Header],
+        n: usize,
+        ts: u64,
+        out: &mut Emit,
+    ) {
+        let partial = std::mem::take(&mut self.sides[0].partial_next);
+        let (framing, cl) = request_framing(hs, version == "1.0");
+        let http09 = version == "0.9";
+        let detail = request_detail(method, target, version, hs, cl);
+        let connect = method == "CONNECT";
         let request = Request {
             start_ns: ts,
             bytes: n as u64,
             head: method == "HEAD",
-            connect: method == "CONNECT",
-            upgrade_h2c,
+            connect,
+            http09,
+            upgrade_h2c: has_token(header(hs, "upgrade"), "h2c"),
             partial,
             body_done: false,
             detail,
         };
-        let body = if chunked {
-            Body::Chunked(Chunk::Size)
-        } else {
-            match cl {
-                Some(len) if len > 0 => Body::Length(len),
-                _ => Body::Head,
+        let body = match framing {
+            // A tunnel request has no content; what follows waits for the answer.
+            _ if connect => Body::Connect,
+            Framing::Chunked => Body::Chunked(Chunk::Size),
+            Framing::Length(len) => Body::Length(len),
+            Framing::None => Body::Head,
+            // The server answers 400 and closes; whatever follows is looked at line by line.
+            Framing::Invalid => {
+                PARSE_ERRORS.inc();
+                Body::Resync { line_start: true }
             }
         };
         // A request that was still receiving its body when its response came stays answered.
         self.finish_request_body(out);
-        if body == Body::Head {
-            self.queue_request(Request { body_done: true, ..request }, out);
-        } else {
+        if matches!(body, Body::Chunked(_) | Body::Length(_)) {
             self.in_progress = Some(request);
+        } else {
+            self.queue_request(Request { body_done: true, ..request }, out);
         }
         self.sides[0].body = body;
-        Some(n)
     }
 
     fn parse_response(&mut self, input: &[u8], ts: u64, out: &mut Emit) -> Option<usize> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
-        let n = match resp.parse(input) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return None,
-            Err(_) => {
-                PARSE_ERRORS.inc();
-                self.lose_sync(StreamDir::ToClient, ts, out);
-                return Some(1);
+        match resp.parse(input) {
+            Ok(httparse::Status::Complete(n)) => {
+                let (code, version) = (resp.code.unwrap_or(0), version_str(resp.version));
+                self.on_response(code, version, resp.headers, &input[..n], ts, out);
+                Some(n)
             }
-        };
-        let status = resp.code.unwrap_or(0);
-        let hs = &*resp.headers;
+            Ok(httparse::Status::Partial) => None,
+            Err(_) => match lenient::parse(input, false, true) {
+                Parsed::Head(h) => {
+                    let Start::Status { version, code } = h.start else { return None };
+                    self.on_response(code, lenient_version(Some(version)), &h.headers, &input[..h.len], ts, out);
+                    Some(h.len)
+                }
+                Parsed::Partial => None,
+                Parsed::Invalid => {
+                    PARSE_ERRORS.inc();
+                    // Skip the rest of this line: a start line is looked for at the next ones.
+                    self.resync(StreamDir::ToClient, ts, true, false, out);
+                    Some(1)
+                }
+            },
+        }
+    }
+
+    /// The request a final response answers, in order. `.1`: the answer is
+    /// late (its request was already reported as a timeout).
+    fn answered_request(&mut self) -> (Option<Request>, bool) {
+        if self.expired_unanswered > 0 {
+            self.expired_unanswered -= 1;
+            return (None, true);
+        }
+        let req = self.pending.pop().or_else(|| self.in_progress.take()).or_else(|| self.salvage_request());
+        (req, false)
+    }
+
+    /// A request head still incomplete in the client buffer when its answer
+    /// (or the end) comes: the rest of it was never captured (capture joined
+    /// mid-connection, lost segments). Keep what its complete lines say.
+    fn salvage_request(&mut self) -> Option<Request> {
+        let side = &mut self.sides[0];
+        if side.body != Body::Head || side.buf.is_empty() {
+            return None;
+        }
+        let buf = std::mem::take(&mut side.buf);
+        side.body = Body::Resync { line_start: false };
+        side.partial_next = true;
+        let Parsed::Head(h) = lenient::parse(&buf, true, false) else { return None };
+        let Start::Request { method, target, version } = h.start else { return None };
+        let cl = content_length(&h.headers).ok().flatten();
+        Some(Request {
+            start_ns: side.buf_ts,
+            bytes: buf.len() as u64,
+            head: method == "HEAD",
+            connect: method == "CONNECT",
+            http09: false,
+            upgrade_h2c: false,
+            partial: true,
+            body_done: true,
+            detail: request_detail(method, target, lenient_version(version), &h.headers, cl),
+        })
+    }
+
+    fn on_response(
+        &mut self,
+        status: u16,
+        version: String,
+        hs: &[httparse::Header],
+        head: &[u8],
+        ts: u64,
+        out: &mut Emit,
+    ) {
+        let n = head.len() as u64;
         if (100..200).contains(&status) && status != 101 {
-            self.interim_bytes += n as u64;
-            return Some(n);
+            self.interim_bytes += n;
+            return;
         }
         let partial = std::mem::take(&mut self.sides[1].partial_next);
-        let req = self.pending.pop().or_else(|| self.in_progress.take());
-        let cl = content_length(hs);
-        let chunked = has_token(header(hs, "transfer-encoding"), "chunked");
+        let (req, late) = self.answered_request();
         let is_head = req.as_ref().is_some_and(|r| r.head);
-        let tunnel = req.as_ref().is_some_and(|r| r.connect) && (200..300).contains(&status);
+        let connect = req.as_ref().is_some_and(|r| r.connect);
+        let tunnel = connect && (200..300).contains(&status);
+        if connect && !tunnel && self.sides[0].body == Body::Connect {
+            // A refused CONNECT: the client's held bytes are requests after all.
+            self.sides[0].body = Body::Head;
+            self.reparse_requests = true;
+        }
         if status == 101 && has_token(header(hs, "upgrade"), "h2c") {
             if let Some(r) = req.as_ref().filter(|r| r.upgrade_h2c) {
-                self.start_h2c(r, n as u64);
-                return Some(n);
+                self.start_h2c(r, n);
+                return;
             }
         }
+        let cl = content_length(hs);
         let detail = HttpDetail {
-            version: version_str(resp.version),
+            version,
             status: Some(status),
-            reason: reason_phrase(&input[..n]),
-            response_content_length: cl,
+            reason: reason_phrase(head),
+            response_content_length: cl.ok().flatten(),
             ..Default::default()
         };
         // Without a request (mid-connection start) the response still tells version and status.
@@ -649,27 +1004,24 @@ impl Http1Decoder {
         self.current = Some(Current {
             req,
             detail,
-            bytes: n as u64 + std::mem::take(&mut self.interim_bytes),
+            bytes: n + std::mem::take(&mut self.interim_bytes),
             partial: partial || req_partial,
             then_passthrough: status == 101 || tunnel,
+            late,
         });
         let no_body = is_head || status == 204 || status == 304 || status == 101 || tunnel;
-        let body = if no_body {
-            Body::Head
-        } else if chunked {
-            Body::Chunked(Chunk::Size)
-        } else {
-            match cl {
-                Some(0) => Body::Head,
-                Some(len) => Body::Length(len),
-                None => Body::UntilClose,
-            }
+        // RFC 9112 §6.3: chunked last wins; otherwise a valid length; otherwise until close.
+        let body = match (transfer_encoding(hs), cl) {
+            _ if no_body => Body::Head,
+            (Some(true), _) => Body::Chunked(Chunk::Size),
+            (None, Ok(Some(0))) => Body::Head,
+            (None, Ok(Some(len))) => Body::Length(len),
+            _ => Body::UntilClose,
         };
         self.sides[1].body = body;
         if body == Body::Head {
             self.emit_current(ts, Outcome::Complete, out);
         }
-        Some(n)
     }
 
     fn start_h2c(&mut self, req: &Request, head_bytes: u64) {
@@ -702,7 +1054,7 @@ impl ConnDecoder for Http1Decoder {
             return;
         }
         let i = dir.index();
-        if !self.sides[i].buf.is_empty() {
+        if !self.sides[i].buf.is_empty() && self.sides[i].body == Body::Head {
             // A head cut short (snap length or loss): keep what its first line tells.
             self.salvage_head(dir, ts_ns, out);
             return;
@@ -721,7 +1073,12 @@ impl ConnDecoder for Http1Decoder {
                 self.sides[i].body = Body::Chunked(if len == n { Chunk::DataEnd } else { Chunk::Data(n - len) });
             }
             Body::UntilClose => self.add_body_bytes(dir, len),
-            Body::Resync => {}
+            Body::Resync { .. } => {
+                self.sides[i].buf.clear();
+                self.sides[i].body = Body::Resync { line_start: false };
+            }
+            // Tunnel bytes (or requests) lost before the CONNECT answer: whatever it is, it is not decodable.
+            Body::Connect => self.sides[i].buf.clear(),
             _ => self.lose_sync(dir, ts_ns, out),
         }
     }
@@ -740,6 +1097,12 @@ impl ConnDecoder for Http1Decoder {
             self.emit_current(ts_ns, oc, out);
         }
         self.finish_request_body(out);
+        // A request head whose end was never captured is still a request.
+        if !self.passthrough {
+            if let Some(req) = self.salvage_request() {
+                self.queue_request(req, out);
+            }
+        }
         for req in self.pending.drain().collect::<Vec<_>>() {
             Self::emit_unanswered(req, ts_ns, outcome, out);
         }
@@ -751,6 +1114,7 @@ impl ConnDecoder for Http1Decoder {
         }
         let end = deadline_ns.saturating_add(self.cfg.request_timeout_ns);
         for req in self.pending.expire(deadline_ns) {
+            self.note_expired();
             Self::emit_unanswered(req, end, Outcome::Timeout, out);
         }
     }
@@ -758,73 +1122,40 @@ impl ConnDecoder for Http1Decoder {
 
 impl Http1Decoder {
     /// The buffered, incomplete head in `dir` is followed by lost bytes:
-    /// decode its start line (httparse fills it before the headers) and resync.
+    /// decode its complete lines and resync.
     fn salvage_head(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        let i = dir.index();
-        let buf = std::mem::take(&mut self.sides[i].buf);
-        let head_ts = self.sides[i].buf_ts;
-        let partial = true;
-        match (dir, self.sides[i].body) {
-            (StreamDir::ToServer, Body::Head) => {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers);
-                let _ = req.parse(&buf);
-                if let (Some(m), Some(p)) = (req.method, req.path) {
-                    let (path, query) = split_target(&text(p.as_bytes()));
-                    let mut detail = HttpDetail {
-                        method: Some(m.to_string()),
-                        path: Some(path),
-                        query,
-                        version: version_str(req.version),
-                        ..Default::default()
-                    };
-                    // Headers parsed before the cut are still usable.
-                    for h in req.headers.iter().take_while(|h| !h.name.is_empty()) {
-                        if h.name.eq_ignore_ascii_case("host") {
-                            detail.host = Some(text(h.value));
-                        } else if h.name.eq_ignore_ascii_case("user-agent") {
-                            detail.user_agent = Some(text(h.value));
-                        }
-                    }
+        match dir {
+            StreamDir::ToServer => {
+                if let Some(r) = self.salvage_request() {
                     self.finish_request_body(out);
-                    let r = Request {
-                        start_ns: head_ts,
-                        bytes: buf.len() as u64,
-                        detail,
-                        head: m == "HEAD",
-                        connect: m == "CONNECT",
-                        upgrade_h2c: false,
-                        partial,
-                        body_done: true,
-                    };
                     self.queue_request(r, out);
                 }
             }
-            (StreamDir::ToClient, Body::Head) => {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut headers);
-                let _ = resp.parse(&buf);
-                if let Some(code) = resp.code {
-                    if (100..200).contains(&code) && code != 101 {
-                        self.interim_bytes += buf.len() as u64;
-                    } else {
-                        let req = self.pending.pop().or_else(|| self.in_progress.take());
-                        self.current = Some(Current {
-                            req,
-                            detail: HttpDetail {
-                                version: version_str(resp.version),
-                                status: Some(code),
-                                reason: reason_phrase(&buf),
-                                ..Default::default()
-                            },
-                            bytes: buf.len() as u64 + std::mem::take(&mut self.interim_bytes),
-                            partial,
-                            then_passthrough: false,
-                        });
+            StreamDir::ToClient => {
+                let buf = std::mem::take(&mut self.sides[1].buf);
+                if let Parsed::Head(h) = lenient::parse(&buf, false, false) {
+                    if let Start::Status { version, code } = h.start {
+                        if (100..200).contains(&code) && code != 101 {
+                            self.interim_bytes += buf.len() as u64;
+                        } else {
+                            let (req, late) = self.answered_request();
+                            self.current = Some(Current {
+                                req,
+                                detail: HttpDetail {
+                                    version: lenient_version(Some(version)),
+                                    status: Some(code),
+                                    reason: reason_phrase(&buf),
+                                    ..Default::default()
+                                },
+                                bytes: buf.len() as u64 + std::mem::take(&mut self.interim_bytes),
+                                partial: true,
+                                then_passthrough: false,
+                                late,
+                            });
+                        }
                     }
                 }
             }
-            _ => {}
         }
         self.lose_sync(dir, ts, out);
     }
@@ -1071,6 +1402,202 @@ mod tests {
         assert_eq!((r.out[0].start_ns, r.out[0].end_ns), (1, 4));
     }
 
+    #[test]
+    fn lenient_probes() {
+        let c = conn(Transport::Tcp, 1);
+        let p = |d: &[u8]| probe(&c, StreamDir::ToServer, d);
+        assert_eq!(p(b"QUERY /search HTTP/1.1\r\n"), Probe::Yes(95));
+        assert_eq!(p(b"PROPFIND /dav/ HTTP/1.1\r\n"), Probe::Yes(95));
+        assert_eq!(p(b"CONNECT example.test:443 HTTP/1.1\r\n"), Probe::Yes(95));
+        assert_eq!(p(b"GET /a HTTP/1.\r\n"), Probe::Yes(80));
+        assert_eq!(p(b"GET /page\r\n"), Probe::Yes(HTTP09_CONFIDENCE));
+        // A token method needs its whole request line as evidence; "word space slash" is not enough.
+        assert_eq!(p(b"PURGE /x"), Probe::NeedMore);
+        assert_eq!(p(b"PURGE /x\r\n"), Probe::No);
+        assert_eq!(p(b"SET /k v\r\n"), Probe::No);
+        assert_eq!(p(b"GET key\r\n"), Probe::No);
+        assert_eq!(p(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"), Probe::No);
+        assert_eq!(p(&[b'A'; 30]), Probe::No);
+        let r = |d: &[u8]| probe(&c, StreamDir::ToClient, d);
+        assert_eq!(r(b"http/1.1 200 ok\r\n"), Probe::Yes(80));
+        assert_eq!(r(b"HTTP/1. 400 Bad Request\r\n"), Probe::Yes(80));
+        assert_eq!(r(b"http/1.1 2"), Probe::NeedMore);
+        assert_eq!(r(b"http/1.1 abc\r\n"), Probe::No);
+        assert_eq!(r(b"<html>"), Probe::No);
+    }
+
+    #[test]
+    fn token_methods_odd_versions_and_folding() {
+        let mut r = Run::new();
+        r.req(1, b"QUERY /search?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nabcd");
+        r.req(1, b"PROPFIND /dav/ HTTP/1.1\r\nHost: h\r\nX-Long: a\r\n  b\r\nUser-Agent: ua/1\r\n\r\n");
+        r.req(1, b"GET /bad HTTP/1.\r\nHost: h\r\n\r\n");
+        r.resp(2, b"http/1.1 200 ok\r\ncontent-length: 2\r\n\r\nok");
+        r.resp(2, b"HTTP/1.1 207 Multi-Status\r\nX-Fold: a\r\n b\r\nContent-Length: 0\r\n\r\n");
+        r.resp(2, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let got: Vec<_> = r
+            .out
+            .iter()
+            .map(|e| {
+                let h = http(e);
+                (h.method.clone().unwrap(), h.path.clone().unwrap(), h.status, h.version.clone(), e.partial)
+            })
+            .collect();
+        let want = [("QUERY", "/search", 200, "1.1"), ("PROPFIND", "/dav/", 207, "1.1"), ("GET", "/bad", 400, "1")];
+        let want: Vec<_> =
+            want.iter().map(|(m, p, s, v)| (m.to_string(), p.to_string(), Some(*s), v.to_string(), false)).collect();
+        assert_eq!(got, want);
+        assert_eq!(http(&r.out[0]).reason.as_deref(), Some("ok"));
+        assert_eq!(http(&r.out[0]).query.as_deref(), Some("q=1"));
+        assert_eq!(http(&r.out[1]).user_agent.as_deref(), Some("ua/1"));
+        assert_eq!(text(b"a\r\n  b\r\n\tc"), "a b c");
+    }
+
+    #[test]
+    fn http09_request_and_bare_body_answer() {
+        let mut r = Run::new();
+        r.req(1, b"GET /page\r\n");
+        r.resp(2, b"<html>hello</html>\n");
+        r.resp(3, b"more");
+        r.close(4, CloseReason::Fin);
+        assert_eq!(r.out.len(), 1);
+        let (e, h) = (&r.out[0], http(&r.out[0]));
+        assert_eq!(
+            (h.method.as_deref(), h.path.as_deref(), h.version.as_str(), h.status),
+            (Some("GET"), Some("/page"), "0.9", None)
+        );
+        assert_eq!(
+            (e.request_bytes, e.response_bytes, e.end_ns, e.outcome, e.partial),
+            (11, 23, 4, Outcome::Complete, false)
+        );
+        // A server that answers a 0.9 request with a status line anyway is read as such.
+        let mut r = Run::new();
+        r.req(1, b"GET /old\r\n");
+        r.resp(2, b"HTT");
+        r.resp(2, b"P/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(http(&r.out[0]).status, Some(400));
+    }
+
+    #[test]
+    fn connect_tunnel_stops_decoding() {
+        let before = PASSTHROUGH.get();
+        let mut r = Run::new();
+        // The client's TLS bytes right behind the CONNECT are held, then belong to the tunnel.
+        r.req(1, b"CONNECT db.example:443 HTTP/1.1\r\nHost: db.example:443\r\n\r\n\x16\x03\x01\x02\x00\x01\x00");
+        r.resp(2, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x03\x00\x7a\x02");
+        r.req(3, b"GET /inside HTTP/1.1\r\n\r\n");
+        r.resp(4, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        r.close(5, CloseReason::Fin);
+        assert_eq!(r.out.len(), 1, "{:?}", r.out);
+        let h = http(&r.out[0]);
+        assert_eq!(
+            (h.method.as_deref(), h.path.as_deref(), h.host.as_deref()),
+            (Some("CONNECT"), None, Some("db.example:443"))
+        );
+        assert_eq!((h.status, h.reason.as_deref()), (Some(200), Some("Connection established")));
+        assert!(PASSTHROUGH.get() > before);
+        // Refused: what the client sent after the CONNECT is requests again.
+        let mut r = Run::new();
+        r.req(1, b"CONNECT h:443 HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
+        r.resp(2, b"HTTP/1.1 405 Not Allowed\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let st: Vec<_> = r.out.iter().map(|e| (http(e).method.clone(), http(e).status)).collect();
+        assert_eq!(st, [(Some("CONNECT".into()), Some(405)), (Some("GET".into()), Some(200))]);
+    }
+
+    /// Request-smuggling shapes: a body length a server rejects must not
+    /// swallow the request that follows (nginx answers 400 and closes).
+    #[test]
+    fn unusable_framing_resyncs_on_the_next_request() {
+        let cases: [&[u8]; 5] = [
+            b"POST /a HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nContent-Length: 9223372036854775808\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+        ];
+        for head in cases {
+            let mut r = Run::new();
+            let mut req = head.to_vec();
+            req.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n");
+            r.req(1, &req);
+            r.resp(2, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            r.close(3, CloseReason::Fin);
+            let got: Vec<_> =
+                r.out.iter().map(|e| (http(e).path.clone().unwrap(), http(e).status, e.outcome)).collect();
+            assert_eq!(
+                got,
+                [("/a".into(), Some(400), Outcome::Complete), ("/smuggled".into(), None, Outcome::Timeout)],
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        // Equal duplicates are one length (RFC 9110 §8.6); chunked wins over Content-Length (RFC 9112 §6.3).
+        for head in [
+            &b"POST /a HTTP/1.1\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST /a HTTP/1.1\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0003;ext=1\r\nabc\r\n0\r\n\r\n",
+        ] {
+            let mut r = Run::new();
+            r.req(1, head);
+            r.req(1, b"GET /b HTTP/1.1\r\n\r\n");
+            r.resp(2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let paths: Vec<_> = r.out.iter().map(|e| http(e).path.clone().unwrap()).collect();
+            assert_eq!(paths, ["/a", "/b"], "{}", String::from_utf8_lossy(head));
+            assert!(r.out.iter().all(|e| !e.partial && http(e).status == Some(200)));
+        }
+    }
+
+    #[test]
+    fn late_response_is_dropped_not_reported_alone() {
+        let before = UNPAIRED.get();
+        let mut r = Run::new();
+        r.req(1, b"GET /slow HTTP/1.1\r\n\r\n");
+        r.dec.expire(10, &mut Emit { conn: &r.conn, out: &mut r.out });
+        r.req(11, b"GET /next HTTP/1.1\r\n\r\n");
+        r.resp(20, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslowHTTP/1.1 204 No Content\r\n\r\n");
+        let got: Vec<_> = r.out.iter().map(|e| (http(e).path.clone().unwrap(), http(e).status, e.outcome)).collect();
+        assert_eq!(got, [("/slow".into(), None, Outcome::Timeout), ("/next".into(), Some(204), Outcome::Complete)]);
+        assert!(UNPAIRED.get() > before);
+    }
+
+    #[test]
+    fn head_cut_short_mid_connection_keeps_method_path_host() {
+        // Joined mid-connection: the first segment is a POST head of 1,400+ bytes
+        // whose end (and body) was never captured; then the answer comes.
+        let mut head = b"POST /api/v2/orders?id=7 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: app/3\r\n".to_vec();
+        for i in 0..120 {
+            head.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "v".repeat(4)).as_bytes());
+        }
+        head.extend_from_slice(b"Cookie: sess");
+        assert!(head.len() > 1400);
+        for answered in [true, false] {
+            let mut r = Run::new();
+            r.conn = conn_with(Transport::Tcp, 80, RoleEvidence::Port);
+            r.req(1, &head);
+            if answered {
+                r.resp(2, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+            }
+            r.close(3, CloseReason::Fin);
+            assert_eq!(r.out.len(), 1);
+            let (e, h) = (&r.out[0], http(&r.out[0]));
+            assert_eq!(
+                (h.method.as_deref(), h.path.as_deref(), h.query.as_deref(), h.host.as_deref()),
+                (Some("POST"), Some("/api/v2/orders"), Some("id=7"), Some("shop.example"))
+            );
+            assert_eq!(h.user_agent.as_deref(), Some("app/3"));
+            assert!(e.partial);
+            assert_eq!(h.status, answered.then_some(201));
+            assert_eq!(e.start_ns, 1);
+        }
+        // More header lines than httparse's array, head complete: read line by line.
+        let mut full = head[..head.len() - 12].to_vec();
+        full.extend_from_slice(b"\r\n");
+        let mut r = Run::new();
+        r.req(1, &full);
+        r.resp(2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!((http(&r.out[0]).host.as_deref(), r.out[0].partial), (Some("shop.example"), false));
+    }
+
     proptest! {
         #[test]
         fn arbitrary_segments_never_panic(chunks in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300), 0u64..5000), 0..40)) {
@@ -1094,6 +1621,57 @@ mod tests {
             r.close(3, CloseReason::Fin);
             prop_assert_eq!(r.out.len(), 1);
             prop_assert!(http(&r.out[0]).reason.as_ref().is_none_or(|s| s.len() <= MAX_REASON));
+        }
+
+        /// Odd but real shapes (token methods, folding, a malformed version,
+        /// lower-case status lines, a rejected Content-Length with a request
+        /// behind it) decode the same however the stream is cut.
+        #[test]
+        fn lenient_stream_any_segmentation(cuts in proptest::collection::vec(1usize..80, 1..20)) {
+            let reqs: &[u8] = b"QUERY /q HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPROPFIND /dav HTTP/1.1\r\nX-F: a\r\n b\r\n\r\nGET /bad HTTP/1.\r\n\r\nPOST /a HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n";
+            let resps: &[u8] = b"http/1.1 200 ok\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 207 Multi\r\nX-F: a\r\n b\r\nContent-Length: 0\r\n\r\nHTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\nHTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\nhttp/1.0 200 OK\r\n\r\nuntil close";
+            let mut r = Run::new();
+            for (dir, mut s) in [(StreamDir::ToServer, reqs), (StreamDir::ToClient, resps)] {
+                let mut i = 0;
+                while !s.is_empty() {
+                    let n = cuts[i % cuts.len()].min(s.len());
+                    r.data(dir, i as u64, &s[..n]);
+                    s = &s[n..];
+                    i += 1;
+                }
+            }
+            r.close(1000, CloseReason::Fin);
+            let got: Vec<_> = r.out.iter().map(|e| (http(e).path.clone().unwrap_or_default(), http(e).status)).collect();
+            let want = [("/q", 200), ("/dav", 207), ("/bad", 400), ("/a", 400), ("/smuggled", 200)];
+            prop_assert_eq!(got, want.iter().map(|(p, s)| (p.to_string(), Some(*s))).collect::<Vec<_>>());
+            prop_assert!(r.out.iter().all(|e| !e.partial));
+        }
+
+        /// Fragments of every lenient shape in any order, with gaps and
+        /// timeouts: never a panic, buffers stay bounded.
+        #[test]
+        fn lenient_fragments_never_panic(parts in proptest::collection::vec((any::<bool>(), 0usize..16, proptest::collection::vec(any::<u8>(), 0..12), 0u8..10), 0..60)) {
+            const F: [&[u8]; 16] = [
+                b"CONNECT h:443 HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 Connection established\r\n\r\n", b"GET /p\r\n",
+                b"http/1.1 204 x\r\n\r\n", b"POST /a HTTP/1.1\r\n", b"Transfer-Encoding: chunked\r\n",
+                b"ffffffffffffffffff\r\n", b"Content-Length: 18446744073709551615\r\n", b"Content-Length: 4\r\n",
+                b" folded\r\n", b"\r\n", b"QUERY /q HTTP/1.\r\n", b"HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\n\r\n",
+                b"HTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\n", b"<html>", b"5\r\nhello\r\n0\r\n\r\n",
+            ];
+            let mut r = Run::new();
+            for (i, (to_server, f, noise, op)) in parts.iter().enumerate() {
+                let dir = if *to_server { StreamDir::ToServer } else { StreamDir::ToClient };
+                let ts = i as u64 * 1_000_000_000;
+                match op {
+                    0 => { r.gap(dir, ts, 100); }
+                    1 => r.dec.expire(ts, &mut Emit { conn: &r.conn, out: &mut r.out }),
+                    2 => { r.data(dir, ts, noise); }
+                    _ => { r.data(dir, ts, F[*f]); }
+                }
+                prop_assert!(r.dec.sides.iter().all(|s| s.buf.len() <= DecodeConfig::default().max_buffer_per_dir + 300));
+                prop_assert!(r.dec.expired_unanswered <= DecodeConfig::default().max_pending_per_conn);
+            }
+            r.close(1 << 50, CloseReason::Fin);
         }
 
         #[test]
