@@ -16,7 +16,7 @@ use crate::flow::{CloseReason, Conn, StreamDir, Transport};
 use crate::protocol::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::sync::LazyLock;
 
@@ -363,20 +363,7 @@ fn decode(msg: &[u8], truncated_by_capture: bool, mdns: bool) -> Option<Decoded>
     let h = header(msg)?;
     match Message::from_vec(msg) {
         Ok(m) => {
-            let answers = m
-                .answers
-                .iter()
-                .take(MAX_ANSWERS)
-                .map(|r| format!("{} {}", type_name(r.record_type()), name_str(&r.data)))
-                .collect();
-            let answer_keys = m
-                .answers
-                .iter()
-                .take(MAX_ANSWERS)
-                .map(|r| {
-                    (name_str(&r.name).to_ascii_lowercase(), u16::from(r.record_type()), class_num(r.dns_class, mdns))
-                })
-                .collect();
+            let (answers, answer_keys) = answer_fields(&m.answers, mdns);
             // RFC 2136: the authority section of an UPDATE is its update section.
             let update = (h.opcode == 5)
                 .then(|| m.authorities.first().map(|r| (name_str(&r.name), type_name(r.record_type()))))
@@ -394,6 +381,21 @@ fn decode(msg: &[u8], truncated_by_capture: bool, mdns: bool) -> Option<Decoded>
         }
         Err(_) => {
             if !truncated_by_capture {
+                if let Some((question, records)) = leading_sections(msg, &h) {
+                    // Only a later section failed (e.g. an mDNS NSEC in the
+                    // additionals): what is exported was all decoded.
+                    let (answers, answer_keys) = answer_fields(&records, mdns);
+                    return Some(Decoded {
+                        h,
+                        question,
+                        rcode: h.rcode as u16,
+                        answers,
+                        answer_count: h.ancount,
+                        answer_keys,
+                        update: None,
+                        partial: false,
+                    });
+                }
                 PARSE_ERRORS.inc();
             }
             Some(Decoded {
@@ -408,6 +410,34 @@ fn decode(msg: &[u8], truncated_by_capture: bool, mdns: bool) -> Option<Decoded>
             })
         }
     }
+}
+
+/// Answers as "TYPE data" and as pairing keys (lower-cased name, type, class).
+fn answer_fields(records: &[Record], mdns: bool) -> (Vec<String>, Vec<(String, u16, u16)>) {
+    let kept = &records[..records.len().min(MAX_ANSWERS)];
+    let text = kept.iter().map(|r| format!("{} {}", type_name(r.record_type()), name_str(&r.data))).collect();
+    let keys = kept
+        .iter()
+        .map(|r| (name_str(&r.name).to_ascii_lowercase(), u16::from(r.record_type()), class_num(r.dns_class, mdns)))
+        .collect();
+    (text, keys)
+}
+
+/// Question and answer sections of a message whose later sections do not
+/// decode; None when these two do not decode either. Not for UPDATE, whose
+/// record sections mean something else.
+fn leading_sections(msg: &[u8], h: &Header) -> Option<(Option<Query>, Vec<Record>)> {
+    if h.opcode == 5 || h.qdcount > 1 {
+        return None;
+    }
+    let mut d = BinDecoder::new(msg);
+    d.read_slice(12).ok()?;
+    let question = if h.qdcount == 1 { Some(Query::read(&mut d).ok()?) } else { None };
+    let mut records = Vec::new();
+    for _ in 0..h.ancount.min(MAX_ANSWERS as u16) {
+        records.push(Record::read(&mut d).ok()?);
+    }
+    Some((question, records))
 }
 
 struct Pending {
