@@ -940,6 +940,24 @@ mod tests {
     }
 
     #[test]
+    fn bad_additional_record_keeps_question_and_answers() {
+        let c = conn(Transport::Udp, 53);
+        let mut out = Vec::new();
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
+        let mut e = Emit { conn: &c, out: &mut out };
+        let mut r = response(4, "a.example.", ResponseCode::NoError, vec![RData::A("10.0.0.4".parse().unwrap())]);
+        // One additional A record with a 3-byte address: the message as a whole does not decode.
+        r[11] = 1;
+        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 3, 1, 2, 3]);
+        assert!(Message::from_vec(&r).is_err());
+        feed(&mut d, &mut e, 1, &query(4, "a.example.", RecordType::A));
+        feed(&mut d, &mut e, 2, &r);
+        assert_eq!(e.out.len(), 1);
+        assert!(!e.out[0].partial);
+        assert_eq!(dns(&e.out[0]).answers, vec!["A 10.0.0.4"]);
+    }
+
+    #[test]
     fn every_iana_type_has_its_name() {
         for (n, name) in [
             (3, "MD"),
