@@ -51,6 +51,33 @@ fn mdns_pairs_on_question_and_ignores_announcements() {
     for e in &exs {
         assert_eq!(field(e, "/detail/question_class"), "IN");
     }
+    // ... and are counted: `tcpdump -nr dns_mdns.pcap` shows 4 responses `[0q]` to 224.0.0.251.
+    assert_eq!(unsolicited_count("dns_mdns.pcap"), 4);
+}
+
+/// `cnflow.protocol.unmatched_responses{protocol=dns,reason=unsolicited}` at the end of a replay.
+fn unsolicited_count(pcap: &str) -> i64 {
+    let out = replay(pcap, "otlp-json", &[]);
+    let mut last = 0;
+    for line in out.lines().filter(|l| l.contains("resourceMetrics")) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rm in v["resourceMetrics"].as_array().unwrap() {
+            for sm in rm["scopeMetrics"].as_array().unwrap() {
+                for m in sm["metrics"].as_array().unwrap() {
+                    if m["name"] != "cnflow.protocol.unmatched_responses" {
+                        continue;
+                    }
+                    for dp in m["sum"]["dataPoints"].as_array().unwrap() {
+                        let attrs = dp["attributes"].to_string();
+                        if attrs.contains(r#""dns""#) && attrs.contains(r#""unsolicited""#) {
+                            last = dp["asInt"].as_str().unwrap().parse().unwrap();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    last
 }
 
 #[test]

@@ -74,11 +74,18 @@ fn plausible(h: &Header) -> bool {
     h.qdcount == 1 && matches!(h.opcode, 0 | 2 | 4 | 5) && (h.response || h.rcode == 0)
 }
 
+/// An mDNS response without a question (announcement or multicast answer,
+/// RFC 6762 §6): claimed on port 5353 so that its flow is labelled and the
+/// decoder counts it as unsolicited.
+fn mdns_announcement(conn: &Conn, h: &Header) -> bool {
+    is_mdns(conn) && h.response && h.opcode == 0 && h.qdcount == 0 && h.ancount > 0
+}
+
 /// Does the first data of a connection look like DNS? `dir` is the direction of `data`.
 pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
     match conn.transport {
         Transport::Udp => match header(data) {
-            Some(h) if plausible(&h) => {
+            Some(h) if plausible(&h) || mdns_announcement(conn, &h) => {
                 if Message::from_vec(data).is_ok() {
                     Probe::Yes(80)
                 } else if first_question(data).is_some() {
@@ -855,8 +862,12 @@ mod tests {
         let ip6: RData = RData::AAAA("fd00::7".parse().unwrap());
         feed(&mut d, &mut e, 1, &query(0, "a.local.", RecordType::A));
         feed(&mut d, &mut e, 2, &query(0, "b.local.", RecordType::AAAA));
-        // Unsolicited announcement of another host: no exchange.
-        feed(&mut d, &mut e, 3, &mdns_response(0, None, &[("c.local.", ip.clone())]));
+        // Unsolicited announcement of another host: no exchange. Claimed on
+        // 5353 only (a question-less response elsewhere is no evidence).
+        let ann = mdns_response(0, None, &[("c.local.", ip.clone())]);
+        assert_eq!(probe(&c, StreamDir::ToClient, &ann), Probe::Yes(80));
+        assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToClient, &ann), Probe::No);
+        feed(&mut d, &mut e, 3, &ann);
         // An answer for a.local of the wrong type answers neither query.
         feed(&mut d, &mut e, 4, &mdns_response(0, None, &[("a.local.", ip6.clone())]));
         assert!(e.out.is_empty());
