@@ -132,6 +132,17 @@ impl<K: Eq + Hash + Clone, R> KeyedPairer<K, R> {
     pub fn get_mut(&mut self, key: &K) -> Option<&mut R> {
         self.pending.get_mut(key).map(|(_, r)| r)
     }
+    /// Remove the oldest request whose key satisfies `pred` (for protocols
+    /// that pair on part of the key, e.g. DNS answers without a question).
+    pub fn take_where(&mut self, pred: impl Fn(&K) -> bool) -> Option<R> {
+        let key =
+            self.pending.iter().filter(|(k, _)| pred(k)).min_by_key(|(_, (ts, _))| *ts).map(|(k, _)| k.clone())?;
+        self.take(&key)
+    }
+    /// Is any request pending whose key satisfies `pred`?
+    pub fn any_key(&self, pred: impl Fn(&K) -> bool) -> bool {
+        self.pending.keys().any(pred)
+    }
     pub fn len(&self) -> usize {
         self.pending.len()
     }

@@ -96,6 +96,7 @@ pub fn dns_exchange(dir: Direction, name: &str, rcode: &str, start_ns: u64) -> E
         answers: if rcode == "NOERROR" { vec!["A 10.200.0.80".into()] } else { vec![] },
         truncated: false,
         transport: "udp".into(),
+        ..Default::default()
     };
     exchange(c, Protocol::Dns, start_ns, 300_000, Detail::Dns(d))
 }

@@ -3,14 +3,20 @@
 //! UDP: one message per datagram. TCP: 2-byte length-prefixed messages, any
 //! number per connection, reassembled across segments. Queries and responses
 //! are told apart by the QR bit (not by direction) and paired by transaction
-//! id within the connection (the flow's 5-tuple). A message cut short by the
-//! snap length or a gap still yields its header and question (partial).
+//! id and question (name, type, class) within the connection (the flow's
+//! 5-tuple): a response whose question differs from the query's is not its
+//! answer (RFC 5452 §9.1). mDNS (port 5353, RFC 6762) uses id 0 everywhere and
+//! its responses may carry only answers: those pair with the query whose
+//! question names an answer; responses that answer no query here
+//! (announcements, answers to other hosts) give no exchange and are counted.
+//! A message cut short by the snap length or a gap still yields its header
+//! and question (partial).
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
 use crate::protocol::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::sync::LazyLock;
 
@@ -22,6 +28,13 @@ static PARSE_ERRORS: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.parse_errors", &[("protocol", "dns")]));
 static EVICTED: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.pending_evicted", &[("protocol", "dns")]));
+/// mDNS responses answering no query of this flow: dropped, no exchange.
+static UNSOLICITED: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.protocol.unmatched_responses", &[("protocol", "dns"), ("reason", "unsolicited")]));
+/// Responses whose id matches a pending query but whose question does not.
+static MISMATCH: LazyLock<Counter> = LazyLock::new(|| {
+    counter("cnflow.protocol.unmatched_responses", &[("protocol", "dns"), ("reason", "question_mismatch")])
+});
 
 /// Answers kept per response.
 const MAX_ANSWERS: usize = 16;
@@ -61,11 +74,18 @@ fn plausible(h: &Header) -> bool {
     h.qdcount == 1 && matches!(h.opcode, 0 | 2 | 4 | 5) && (h.response || h.rcode == 0)
 }
 
+/// An mDNS response without a question (announcement or multicast answer,
+/// RFC 6762 §6): claimed on port 5353 so that its flow is labelled and the
+/// decoder counts it as unsolicited.
+fn mdns_announcement(conn: &Conn, h: &Header) -> bool {
+    is_mdns(conn) && h.response && h.opcode == 0 && h.qdcount == 0 && h.ancount > 0
+}
+
 /// Does the first data of a connection look like DNS? `dir` is the direction of `data`.
 pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
     match conn.transport {
         Transport::Udp => match header(data) {
-            Some(h) if plausible(&h) => {
+            Some(h) if plausible(&h) || mdns_announcement(conn, &h) => {
                 if Message::from_vec(data).is_ok() {
                     Probe::Yes(80)
                 } else if first_question(data).is_some() {
@@ -129,15 +149,183 @@ fn first_question(msg: &[u8]) -> Option<Query> {
     Query::read(&mut d).ok()
 }
 
+/// hickory's name where it has one, else the IANA registry's, else RFC 3597 `TYPEn`.
 fn type_name(t: RecordType) -> String {
     match t {
-        RecordType::Unknown(n) => format!("TYPE{n}"),
+        RecordType::Unknown(n) => iana_type_name(n).map_or_else(|| format!("TYPE{n}"), str::to_string),
         t => t.to_string(),
     }
 }
 
-fn class_name(c: DNSClass) -> String {
+/// IANA "Resource Record (RR) TYPEs" registry, obsolete and meta types
+/// included (https://www.iana.org/assignments/dns-parameters, 2024 edition).
+fn iana_type_name(n: u16) -> Option<&'static str> {
+    const LOW: [&str; 69] = [
+        "",
+        "A",
+        "NS",
+        "MD",
+        "MF",
+        "CNAME",
+        "SOA",
+        "MB",
+        "MG",
+        "MR",
+        "NULL",
+        "WKS",
+        "PTR",
+        "HINFO",
+        "MINFO",
+        "MX",
+        "TXT",
+        "RP",
+        "AFSDB",
+        "X25",
+        "ISDN",
+        "RT",
+        "NSAP",
+        "NSAP-PTR",
+        "SIG",
+        "KEY",
+        "PX",
+        "GPOS",
+        "AAAA",
+        "LOC",
+        "NXT",
+        "EID",
+        "NIMLOC",
+        "SRV",
+        "ATMA",
+        "NAPTR",
+        "KX",
+        "CERT",
+        "A6",
+        "DNAME",
+        "SINK",
+        "OPT",
+        "APL",
+        "DS",
+        "SSHFP",
+        "IPSECKEY",
+        "RRSIG",
+        "NSEC",
+        "DNSKEY",
+        "DHCID",
+        "NSEC3",
+        "NSEC3PARAM",
+        "TLSA",
+        "SMIMEA",
+        "",
+        "HIP",
+        "NINFO",
+        "RKEY",
+        "TALINK",
+        "CDS",
+        "CDNSKEY",
+        "OPENPGPKEY",
+        "CSYNC",
+        "ZONEMD",
+        "SVCB",
+        "HTTPS",
+        "DSYNC",
+        "HHIT",
+        "BRID",
+    ];
+    let name = match n {
+        0..=68 => LOW[n as usize],
+        99 => "SPF",
+        100 => "UINFO",
+        101 => "UID",
+        102 => "GID",
+        103 => "UNSPEC",
+        104 => "NID",
+        105 => "L32",
+        106 => "L64",
+        107 => "LP",
+        108 => "EUI48",
+        109 => "EUI64",
+        128 => "NXNAME",
+        249 => "TKEY",
+        250 => "TSIG",
+        251 => "IXFR",
+        252 => "AXFR",
+        253 => "MAILB",
+        254 => "MAILA",
+        255 => "ANY",
+        256 => "URI",
+        257 => "CAA",
+        258 => "AVC",
+        259 => "DOA",
+        260 => "AMTRELAY",
+        261 => "RESINFO",
+        262 => "WALLET",
+        263 => "CLA",
+        264 => "IPN",
+        32768 => "TA",
+        32769 => "DLV",
+        _ => "",
+    };
+    (!name.is_empty()).then_some(name)
+}
+
+fn opcode_name(op: u8) -> String {
+    match op {
+        0 => "QUERY".into(),
+        1 => "IQUERY".into(),
+        2 => "STATUS".into(),
+        4 => "NOTIFY".into(),
+        5 => "UPDATE".into(),
+        6 => "DSO".into(),
+        n => format!("OPCODE{n}"),
+    }
+}
+
+/// mDNS: either end on 5353. Its queries and answers set the top class bit
+/// (unicast-response / cache-flush, RFC 6762 §5.4, §10.2), not part of the class.
+fn is_mdns(conn: &Conn) -> bool {
+    conn.server.port() == 5353 || conn.client.port() == 5353
+}
+
+fn class_num(c: DNSClass, mdns: bool) -> u16 {
     let n = u16::from(c);
+    if mdns {
+        n & 0x7fff
+    } else {
+        n
+    }
+}
+
+/// What a response must echo to answer a query: id and question.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    id: u16,
+    /// Lower-cased (0x20 randomisation, RFC 4343); empty when the question was not decoded.
+    name: String,
+    qtype: u16,
+    class: u16,
+}
+
+fn key_of(id: u16, q: Option<&Query>, mdns: bool) -> Key {
+    match q {
+        Some(q) => Key {
+            id,
+            name: name_str(q.name()).to_ascii_lowercase(),
+            qtype: u16::from(q.query_type()),
+            class: class_num(q.query_class(), mdns),
+        },
+        None => Key { id, name: String::new(), qtype: 0, class: 0 },
+    }
+}
+
+/// Does an answer record (name, type, class) answer the question of `k`?
+fn answers_key(k: &Key, a: &(String, u16, u16)) -> bool {
+    const CNAME: u16 = 5;
+    const ANY: u16 = 255;
+    a.0 == k.name && (a.1 == k.qtype || k.qtype == ANY || a.1 == CNAME) && (a.2 == k.class || k.class == ANY)
+}
+
+fn class_name(c: DNSClass, mdns: bool) -> String {
+    let n = class_num(c, mdns);
     match n {
         1 => "IN".into(),
         3 => "CH".into(),
@@ -171,30 +359,50 @@ struct Decoded {
     rcode: u16,
     answers: Vec<String>,
     answer_count: u16,
+    /// Answer records as (lower-cased name, type, class): pairs answer-only mDNS responses.
+    answer_keys: Vec<(String, u16, u16)>,
+    /// UPDATE: first record of the update section (name, type).
+    update: Option<(String, String)>,
     partial: bool,
 }
 
-fn decode(msg: &[u8], truncated_by_capture: bool) -> Option<Decoded> {
+fn decode(msg: &[u8], truncated_by_capture: bool, mdns: bool) -> Option<Decoded> {
     let h = header(msg)?;
     match Message::from_vec(msg) {
         Ok(m) => {
-            let answers = m
-                .answers
-                .iter()
-                .take(MAX_ANSWERS)
-                .map(|r| format!("{} {}", type_name(r.record_type()), name_str(&r.data)))
-                .collect();
+            let (answers, answer_keys) = answer_fields(&m.answers, mdns);
+            // RFC 2136: the authority section of an UPDATE is its update section.
+            let update = (h.opcode == 5)
+                .then(|| m.authorities.first().map(|r| (name_str(&r.name), type_name(r.record_type()))))
+                .flatten();
             Some(Decoded {
                 h,
                 question: m.queries.into_iter().next(),
                 rcode: u16::from(m.metadata.response_code),
                 answers,
                 answer_count: m.answers.len().min(u16::MAX as usize) as u16,
+                answer_keys,
+                update,
                 partial: false,
             })
         }
         Err(_) => {
             if !truncated_by_capture {
+                if let Some((question, records)) = leading_sections(msg, &h) {
+                    // Only a later section failed (e.g. an mDNS NSEC in the
+                    // additionals): what is exported was all decoded.
+                    let (answers, answer_keys) = answer_fields(&records, mdns);
+                    return Some(Decoded {
+                        h,
+                        question,
+                        rcode: h.rcode as u16,
+                        answers,
+                        answer_count: h.ancount,
+                        answer_keys,
+                        update: None,
+                        partial: false,
+                    });
+                }
                 PARSE_ERRORS.inc();
             }
             Some(Decoded {
@@ -203,10 +411,40 @@ fn decode(msg: &[u8], truncated_by_capture: bool) -> Option<Decoded> {
                 rcode: h.rcode as u16,
                 answers: Vec::new(),
                 answer_count: h.ancount,
+                answer_keys: Vec::new(),
+                update: None,
                 partial: true,
             })
         }
     }
+}
+
+/// Answers as "TYPE data" and as pairing keys (lower-cased name, type, class).
+fn answer_fields(records: &[Record], mdns: bool) -> (Vec<String>, Vec<(String, u16, u16)>) {
+    let kept = &records[..records.len().min(MAX_ANSWERS)];
+    let text = kept.iter().map(|r| format!("{} {}", type_name(r.record_type()), name_str(&r.data))).collect();
+    let keys = kept
+        .iter()
+        .map(|r| (name_str(&r.name).to_ascii_lowercase(), u16::from(r.record_type()), class_num(r.dns_class, mdns)))
+        .collect();
+    (text, keys)
+}
+
+/// Question and answer sections of a message whose later sections do not
+/// decode; None when these two do not decode either. Not for UPDATE, whose
+/// record sections mean something else.
+fn leading_sections(msg: &[u8], h: &Header) -> Option<(Option<Query>, Vec<Record>)> {
+    if h.opcode == 5 || h.qdcount > 1 {
+        return None;
+    }
+    let mut d = BinDecoder::new(msg);
+    d.read_slice(12).ok()?;
+    let question = if h.qdcount == 1 { Some(Query::read(&mut d).ok()?) } else { None };
+    let mut records = Vec::new();
+    for _ in 0..h.ancount.min(MAX_ANSWERS as u16) {
+        records.push(Record::read(&mut d).ok()?);
+    }
+    Some((question, records))
 }
 
 struct Pending {
@@ -227,7 +465,7 @@ struct TcpSide {
 
 pub struct DnsDecoder {
     cfg: DecodeConfig,
-    pending: KeyedPairer<u16, Pending>,
+    pending: KeyedPairer<Key, Pending>,
     tcp: [TcpSide; 2],
 }
 
@@ -265,27 +503,46 @@ impl DnsDecoder {
     /// One message; `wire_len` is its size on the wire (with the TCP length
     /// prefix), `truncated` says bytes of it were not captured.
     fn on_message(&mut self, ts: u64, msg: &[u8], wire_len: u64, truncated: bool, out: &mut Emit) {
-        let Some(d) = decode(msg, truncated) else { return };
+        let mdns = is_mdns(out.conn);
+        let Some(d) = decode(msg, truncated, mdns) else { return };
         let partial = d.partial || truncated;
         let mut detail = DnsDetail { id: d.h.id, transport: Self::transport(out.conn), ..Default::default() };
         if let Some(q) = &d.question {
             detail.question_name = Some(name_str(q.name()));
             detail.question_type = Some(type_name(q.query_type()));
-            detail.question_class = Some(class_name(q.query_class()));
+            detail.question_class = Some(class_name(q.query_class(), mdns));
         }
+        if d.h.opcode != 0 {
+            detail.opcode = Some(opcode_name(d.h.opcode));
+        }
+        if let Some((n, t)) = d.update.clone() {
+            detail.update_name = Some(n);
+            detail.update_type = Some(t);
+        }
+        let key = key_of(d.h.id, d.question.as_ref(), mdns);
         if !d.h.response {
             let p = Pending { ts, bytes: wire_len, detail, partial };
-            for old in self.pending.insert(d.h.id, ts, p) {
+            for old in self.pending.insert(key, ts, p) {
                 EVICTED.inc();
                 let end = old.ts.saturating_add(self.cfg.request_timeout_ns);
                 Self::emit_unanswered(old, end, Outcome::Timeout, out);
             }
             return;
         }
-        let (start, req_bytes, mut merged, req_partial) = match self.pending.take(&d.h.id) {
+        let (start, req_bytes, mut merged, req_partial) = match self.take_query(&key, &d) {
             Some(p) => (p.ts, p.bytes, p.detail, p.partial),
-            // Response without its query: capture started late or the query was lost.
-            None => (ts, 0, detail.clone(), true),
+            None if mdns => {
+                // Announcement or answer to another host's query: nothing asked it here.
+                UNSOLICITED.inc();
+                return;
+            }
+            None => {
+                if self.pending.any_key(|k| k.id == key.id) {
+                    MISMATCH.inc();
+                }
+                // Response without its query: capture started late or the query was lost.
+                (ts, 0, detail.clone(), true)
+            }
         };
         if merged.question_name.is_none() {
             merged.question_name = detail.question_name;
@@ -297,6 +554,26 @@ impl DnsDecoder {
         merged.answers = d.answers;
         merged.truncated = d.h.truncated;
         Self::emit(out, start.min(ts), ts, req_bytes, wire_len, Outcome::Complete, partial || req_partial, merged);
+    }
+
+    /// The pending query a response answers: same id and question; without a
+    /// question, the query named by an answer (mDNS), else (unicast, no
+    /// answers) the oldest with the id. An undecoded query pairs on its id.
+    fn take_query(&mut self, key: &Key, d: &Decoded) -> Option<Pending> {
+        let id = key.id;
+        if d.question.is_some() {
+            return self.pending.take(key).or_else(|| self.pending.take_where(|k| k.id == id && k.name.is_empty()));
+        }
+        if !d.answer_keys.is_empty() {
+            let found = self.pending.take_where(|k| k.id == id && d.answer_keys.iter().any(|a| answers_key(k, a)));
+            if found.is_some() || id == 0 {
+                return found;
+            }
+        }
+        if id == 0 {
+            return None;
+        }
+        self.pending.take_where(|k| k.id == id)
     }
 
     fn tcp_data(&mut self, dir: StreamDir, ts: u64, mut data: &[u8], out: &mut Emit) {
@@ -425,10 +702,14 @@ mod tests {
     }
 
     fn response(id: u16, name: &str, rcode: ResponseCode, answers: Vec<RData>) -> Vec<u8> {
+        response_t(id, name, RecordType::A, rcode, answers)
+    }
+
+    fn response_t(id: u16, name: &str, t: RecordType, rcode: ResponseCode, answers: Vec<RData>) -> Vec<u8> {
         let mut m = Message::new(id, MessageType::Response, OpCode::Query);
         m.metadata.response_code = rcode;
         let n = Name::from_str(name).unwrap();
-        m.add_query(Query::query(n.clone(), RecordType::A));
+        m.add_query(Query::query(n.clone(), t));
         for a in answers {
             m.add_answer(Record::from_rdata(n.clone(), 60, a));
         }
@@ -459,7 +740,7 @@ mod tests {
         let mut e = Emit { conn: &c, out: &mut out };
         d.on_datagram(StreamDir::ToServer, 1, &q1, q1.len() as u32, &mut e);
         d.on_datagram(StreamDir::ToServer, 2, &q2, q2.len() as u32, &mut e);
-        let r2 = response(2, "b.example.", ResponseCode::NXDomain, vec![]);
+        let r2 = response_t(2, "b.example.", RecordType::AAAA, ResponseCode::NXDomain, vec![]);
         let r1 = response(
             1,
             "a.example.",
@@ -522,7 +803,7 @@ mod tests {
         d.on_data(
             StreamDir::ToClient,
             103,
-            &framed(&response(2, "b.example.", ResponseCode::ServFail, vec![])),
+            &framed(&response_t(2, "b.example.", RecordType::MX, ResponseCode::ServFail, vec![])),
             &mut e,
         );
         assert_eq!(e.out.len(), 2);
@@ -550,6 +831,173 @@ mod tests {
         d.on_datagram(StreamDir::ToServer, 5, &q, q.len() as u32, &mut e);
         d.on_close(50, CloseReason::Idle, &mut e);
         assert_eq!(out[0].outcome, Outcome::Timeout);
+    }
+
+    fn feed(d: &mut DnsDecoder, e: &mut Emit, ts: u64, m: &[u8]) {
+        d.on_datagram(StreamDir::ToServer, ts, m, m.len() as u32, e);
+    }
+
+    fn mdns_response(id: u16, question: Option<(&str, RecordType)>, answers: &[(&str, RData)]) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+        m.metadata.authoritative = true;
+        if let Some((n, t)) = question {
+            m.add_query(Query::query(Name::from_str(n).unwrap(), t));
+        }
+        for (n, a) in answers {
+            let mut r = Record::from_rdata(Name::from_str(n).unwrap(), 120, a.clone());
+            // Cache-flush bit (RFC 6762 §10.2) on top of IN.
+            r.dns_class = DNSClass::Unknown(0x8001);
+            m.add_answer(r);
+        }
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn mdns_pairs_on_question_and_drops_announcements() {
+        let c = conn(Transport::Udp, 5353);
+        let mut out = Vec::new();
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
+        let mut e = Emit { conn: &c, out: &mut out };
+        let ip: RData = RData::A("10.200.0.7".parse().unwrap());
+        let ip6: RData = RData::AAAA("fd00::7".parse().unwrap());
+        feed(&mut d, &mut e, 1, &query(0, "a.local.", RecordType::A));
+        feed(&mut d, &mut e, 2, &query(0, "b.local.", RecordType::AAAA));
+        // Unsolicited announcement of another host: no exchange. Claimed on
+        // 5353 only (a question-less response elsewhere is no evidence).
+        let ann = mdns_response(0, None, &[("c.local.", ip.clone())]);
+        assert_eq!(probe(&c, StreamDir::ToClient, &ann), Probe::Yes(80));
+        assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToClient, &ann), Probe::No);
+        feed(&mut d, &mut e, 3, &ann);
+        // An answer for a.local of the wrong type answers neither query.
+        feed(&mut d, &mut e, 4, &mdns_response(0, None, &[("a.local.", ip6.clone())]));
+        assert!(e.out.is_empty());
+        // Answers only, no question section: paired through the answer name.
+        feed(&mut d, &mut e, 5, &mdns_response(0, None, &[("B.local.", ip6)]));
+        // With the question echoed (legacy unicast answers, RFC 6762 §6.7).
+        feed(&mut d, &mut e, 6, &mdns_response(0, Some(("a.local.", RecordType::A)), &[("a.local.", ip)]));
+        assert_eq!(e.out.len(), 2);
+        let b = dns(&e.out[0]);
+        assert_eq!(
+            (b.question_name.as_deref(), b.answers.clone()),
+            (Some("b.local"), vec!["AAAA fd00::7".to_string()])
+        );
+        assert_eq!((e.out[0].start_ns, e.out[0].end_ns, e.out[0].partial), (2, 5, false));
+        let a = dns(&e.out[1]);
+        assert_eq!((a.question_name.as_deref(), a.question_class.as_deref()), (Some("a.local"), Some("IN")));
+        assert_eq!((e.out[1].start_ns, e.out[1].end_ns), (1, 6));
+        d.on_close(10, CloseReason::Idle, &mut e);
+        assert_eq!(e.out.len(), 2);
+    }
+
+    #[test]
+    fn unicast_response_with_other_question_is_not_the_answer() {
+        let c = conn(Transport::Udp, 53);
+        let mut out = Vec::new();
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
+        let mut e = Emit { conn: &c, out: &mut out };
+        feed(&mut d, &mut e, 1, &query(5, "a.example.", RecordType::A));
+        feed(&mut d, &mut e, 2, &response(5, "b.example.", ResponseCode::NoError, vec![]));
+        assert_eq!(e.out.len(), 1);
+        assert!(e.out[0].partial);
+        assert_eq!(dns(&e.out[0]).question_name.as_deref(), Some("b.example"));
+        // Case differences (0x20 randomisation) still pair.
+        feed(&mut d, &mut e, 3, &response(5, "A.Example.", ResponseCode::NoError, vec![]));
+        assert_eq!(e.out.len(), 2);
+        assert!(!e.out[1].partial);
+        assert_eq!(e.out[1].start_ns, 1);
+        // A response without a question section (FORMERR style) pairs on its id.
+        feed(&mut d, &mut e, 4, &query(6, "c.example.", RecordType::TXT));
+        let mut m = Message::new(6, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = ResponseCode::FormErr;
+        feed(&mut d, &mut e, 5, &m.to_vec().unwrap());
+        assert_eq!(e.out.len(), 3);
+        assert_eq!(dns(&e.out[2]).rcode.as_deref(), Some("FORMERR"));
+        assert_eq!(dns(&e.out[2]).question_name.as_deref(), Some("c.example"));
+    }
+
+    #[test]
+    fn update_names_the_record_not_the_zone() {
+        let c = conn(Transport::Udp, 53);
+        let mut out = Vec::new();
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
+        let mut e = Emit { conn: &c, out: &mut out };
+        let zone = Name::from_str("example.test.").unwrap();
+        let mut u = Message::new(77, MessageType::Query, OpCode::Update);
+        u.add_query(Query::query(zone.clone(), RecordType::SOA));
+        u.authorities.push(Record::from_rdata(
+            Name::from_str("www.example.test.").unwrap(),
+            300,
+            RData::A("10.200.0.9".parse().unwrap()),
+        ));
+        let mut r = Message::new(77, MessageType::Response, OpCode::Update);
+        r.add_query(Query::query(zone, RecordType::SOA));
+        feed(&mut d, &mut e, 1, &u.to_vec().unwrap());
+        feed(&mut d, &mut e, 2, &r.to_vec().unwrap());
+        assert_eq!(e.out.len(), 1);
+        let x = dns(&e.out[0]);
+        assert_eq!(
+            (x.question_name.as_deref(), x.question_type.as_deref(), x.opcode.as_deref()),
+            (Some("example.test"), Some("SOA"), Some("UPDATE"))
+        );
+        assert_eq!((x.update_name.as_deref(), x.update_type.as_deref()), (Some("www.example.test"), Some("A")));
+        let parts = semconv::span_parts(
+            &e.out[0],
+            x,
+            crate::otel::span::Kind::Client,
+            &crate::otel::span::NamingOptions::default(),
+        );
+        assert_eq!(parts.name, "UPDATE A www.example.test");
+        assert!(parts.attrs.iter().any(|(k, v)| *k == "dns.question.name" && *v == "example.test".into()));
+    }
+
+    #[test]
+    fn bad_additional_record_keeps_question_and_answers() {
+        let c = conn(Transport::Udp, 53);
+        let mut out = Vec::new();
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
+        let mut e = Emit { conn: &c, out: &mut out };
+        let mut r = response(4, "a.example.", ResponseCode::NoError, vec![RData::A("10.0.0.4".parse().unwrap())]);
+        // One additional A record with a 3-byte address: the message as a whole does not decode.
+        r[11] = 1;
+        r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 3, 1, 2, 3]);
+        assert!(Message::from_vec(&r).is_err());
+        feed(&mut d, &mut e, 1, &query(4, "a.example.", RecordType::A));
+        feed(&mut d, &mut e, 2, &r);
+        assert_eq!(e.out.len(), 1);
+        assert!(!e.out[0].partial);
+        assert_eq!(dns(&e.out[0]).answers, vec!["A 10.0.0.4"]);
+    }
+
+    #[test]
+    fn every_iana_type_has_its_name() {
+        for (n, name) in [
+            (3, "MD"),
+            (11, "WKS"),
+            (23, "NSAP-PTR"),
+            (38, "A6"),
+            (64, "SVCB"),
+            (65, "HTTPS"),
+            (99, "SPF"),
+            (109, "EUI64"),
+            (249, "TKEY"),
+            (250, "TSIG"),
+            (253, "MAILB"),
+            (256, "URI"),
+            (32769, "DLV"),
+            (54, "TYPE54"),
+            (70, "TYPE70"),
+            (65280, "TYPE65280"),
+        ] {
+            assert_eq!(type_name(RecordType::from(n)), name, "{n}");
+        }
+        // The table agrees with hickory wherever hickory has a name (ZERO and
+        // the ANAME draft's private-use number are hickory's own).
+        for n in 0..=u16::MAX {
+            let t = RecordType::from(n);
+            if !matches!(t, RecordType::Unknown(_) | RecordType::ZERO | RecordType::ANAME) {
+                assert_eq!(iana_type_name(n), Some(t.to_string().as_str()), "{n}");
+            }
+        }
     }
 
     proptest! {

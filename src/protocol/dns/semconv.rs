@@ -1,4 +1,5 @@
-//! DNS spans: `{type} {name}` names and the `dns.lookup.duration` histogram.
+//! DNS spans: `{type} {name}` names (`UPDATE {type} {name}` of the record
+//! updated for RFC 2136 updates, `{OPCODE} {zone}` for other opcodes) and the `dns.lookup.duration` histogram.
 //! ERROR on any rcode other than NOERROR and NXDOMAIN (NXDOMAIN is a normal
 //! answer unless `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true`).
 use super::DnsDetail;
@@ -18,6 +19,9 @@ pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions
     }
     push_opt(&mut a, "cnflow.dns.question.type", d.question_type.clone());
     push_opt(&mut a, "cnflow.dns.rcode", d.rcode.clone());
+    push_opt(&mut a, "cnflow.dns.opcode", d.opcode.clone());
+    push_opt(&mut a, "cnflow.dns.update.name", d.update_name.clone());
+    push_opt(&mut a, "cnflow.dns.update.type", d.update_type.clone());
     a.push(("cnflow.dns.id", (d.id as i64).into()));
     if d.rcode.is_some() {
         a.push(("cnflow.dns.answer_count", (d.answer_count as i64).into()));
@@ -45,12 +49,22 @@ pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
         m.push(("error.type", v.clone()));
     }
-    let name = match (&d.question_type, &d.question_name) {
+    // UPDATE names the record changed, not the zone in its question section.
+    let name = match (&d.opcode, &d.update_type, &d.update_name, &d.question_name) {
+        (Some(op), Some(t), Some(n), _) => format!("{op} {t} {n}"),
+        (Some(op), _, _, Some(zone)) => format!("{op} {zone}"),
+        _ => base_name(d),
+    };
+    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Dns, m)), peer: vec![] }
+}
+
+/// `{type} {name}` of a standard query.
+fn base_name(d: &DnsDetail) -> String {
+    match (&d.question_type, &d.question_name) {
         (Some(t), Some(n)) => format!("{t} {n}"),
         (None, Some(n)) => format!("DNS {n}"),
         _ => "DNS".to_string(),
-    };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Dns, m)), peer: vec![] }
+    }
 }
 
 impl SpanMapping for DnsDetail {
