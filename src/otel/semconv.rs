@@ -18,6 +18,7 @@ pub const REGISTRY_KEYS: &[&str] = &[
     "db.namespace",
     "db.operation.name",
     "db.query.text",
+    "db.response.returned_rows",
     "db.response.status_code",
     "db.system.name",
     "dns.answers",
