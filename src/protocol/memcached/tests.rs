@@ -309,6 +309,9 @@ fn span_attributes() {
     assert_eq!(e.error.as_deref(), Some("ERROR"));
     let (_, m) = e.metric.as_ref().unwrap();
     assert!(m.iter().any(|(k, v)| *k == "db.response.status_code" && v.to_string().contains("ERROR")));
+    for (k, _) in s.attrs.iter().chain(&e.attrs).chain(&m[..]) {
+        assert!(crate::otel::semconv::is_allowed_key(k), "{k} is neither a semconv registry key nor cnflow.*");
+    }
     let unmasked = NamingOptions { unmask_db_statements: true, ..Default::default() };
     let u = semconv::span_parts(&r.out[0], d[0], Kind::Server, &unmasked);
     assert!(u.attrs.iter().any(|(k, v)| *k == "db.query.text" && v.to_string().contains("get a b c")));
