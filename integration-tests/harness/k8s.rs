@@ -21,6 +21,8 @@ struct ApiState {
     /// Watches from a resourceVersion below this get 410 Gone.
     compacted_below: u64,
     down: bool,
+    /// Resources whose list and watch answer 403 Forbidden (RBAC).
+    forbidden: std::collections::BTreeSet<String>,
     log: Vec<String>,
 }
 
@@ -117,6 +119,18 @@ impl FakeApi {
         self.notify.notify_waiters();
     }
 
+    /// Lists and watches of `resource` ("services") answer 403 Forbidden while `on`.
+    pub fn set_forbidden(&self, resource: &str, on: bool) {
+        let mut s = self.state.lock();
+        if on {
+            s.forbidden.insert(resource.to_string());
+        } else {
+            s.forbidden.remove(resource);
+        }
+        drop(s);
+        self.notify.notify_waiters();
+    }
+
     /// Forget history: watches from older versions get 410 Gone and must re-list.
     pub fn compact(&self) {
         let mut s = self.state.lock();
@@ -206,6 +220,9 @@ impl FakeApi {
                 Some(o) => respond(200, serde_json::to_vec(&o).unwrap()),
                 None => respond(404, serde_json::to_vec(&status(404, "NotFound")).unwrap()),
             };
+        }
+        if self.state.lock().forbidden.contains(&res) {
+            return respond(403, serde_json::to_vec(&status(403, "Forbidden")).unwrap());
         }
         let in_scope = |r: &str, obj: &Value| {
             let obj_ns = obj["metadata"]["namespace"].as_str().unwrap_or("");

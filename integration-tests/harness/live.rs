@@ -240,6 +240,19 @@ pub fn summary(e: &Value) -> String {
             let topics: Vec<String> = d["topics"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
             format!("{} {} [{}] err={}", s(&d["client_id"]), s(&d["api_name"]), topics.join(","), s(&d["error_code"]))
         }
+        "memcached" => {
+            format!("{} {} {} hits={}", s(&d["query_masked"]), s(&d["response"]), s(&d["error_code"]), s(&d["hits"]))
+        }
+        "nats" => format!("{} {} {} {}", s(&d["op"]), s(&d["subject"]), s(&d["response"]), s(&d["status"])),
+        "mqtt" => format!(
+            "{} {} {} q{} {} rc={}",
+            s(&d["packet"]),
+            s(&d["delivery"]),
+            s(&d["topic"]),
+            s(&d["qos"]),
+            s(&d["response"]),
+            s(&d["reason_code"])
+        ),
         "postgres" => {
             format!("{} {} {} {}", s(&d["message"]), s(&d["summary"]), s(&d["command_tag"]), s(&d["sqlstate"]))
         }

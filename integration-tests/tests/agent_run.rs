@@ -9,7 +9,7 @@ mod harness;
 mod netns;
 
 use agent::{nginx, redis, redis_benchmark_set, start_agent, stop_agent as stop, wait_port};
-use netns::{read, NetnsPair};
+use netns::{read, wait_until, NetnsPair};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -158,5 +158,21 @@ fn agent_serves_health_and_readiness_probes() {
     }
     // Outside a cluster the agent says once that Kubernetes enrichment is off.
     assert!(read(&dir.path().join("agent.err")).contains("Kubernetes enrichment is off"));
+    // The only interface goes away: still alive, no longer ready, and says why.
+    let st = std::process::Command::new("ip").args(["-n", &pair.ns_b, "link", "del", &pair.veth_b]).status().unwrap();
+    assert!(st.success());
+    let probe = |path: &str| {
+        NetnsPair::exec(
+            &pair.ns_b,
+            &["curl", "-s", "-w", " %{http_code}", &format!("http://{addr}{path}")],
+            Duration::from_secs(10),
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || probe("/readyz") == "not ready: no interface attached\n 503"),
+        "{}",
+        probe("/readyz")
+    );
+    assert_eq!(probe("/healthz"), "ok\n 200");
     stop(agent);
 }

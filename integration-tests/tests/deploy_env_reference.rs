@@ -44,14 +44,16 @@ fn chart_values_name_every_variable() {
     let mut want_gateway = BTreeSet::new();
     for v in reference() {
         let name = v["name"].as_str().unwrap().to_string();
-        if name == "CNFLOW_NODE_NAME" || name == "CNFLOW_HEALTH_ADDR" {
-            continue; // set by the DaemonSet template (downward API / agent.healthPort)
+        if name == "CNFLOW_NODE_NAME" || name == "CNFLOW_HEALTH_ADDR" || name == "KUBERNETES_SERVICE_HOST" {
+            continue; // set by the DaemonSet template (downward API / agent.healthPort) or by Kubernetes
         }
         match v["component"].as_str().unwrap() {
             "gateway" => {
                 want_gateway.insert(name);
             }
-            "export" | "self-telemetry" => {
+            // README table only (27 OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_* rows).
+            "export-per-signal" => {}
+            "export" | "self-telemetry" | "standard" => {
                 want_agent.insert(name.clone());
                 want_gateway.insert(name);
             }

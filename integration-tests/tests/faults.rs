@@ -5,7 +5,9 @@
 //!   deleted): the agent logs and counts it, keeps capturing elsewhere, and
 //!   attaches again when the interface comes back;
 //! - a full kernel ring buffer: the loss is counted in the stats line and the
-//!   OTLP metrics, and capture is complete again once the burst is over.
+//!   OTLP metrics, and capture is complete again once the burst is over;
+//! - other programs on the same hook (tc filters before and after, a second
+//!   cnflow as another TCX program): all run, packet fates unchanged.
 //!
 //! Gateway and backend restarts (disk queue across SIGKILL, retry until the
 //! backend is back) are covered by gateway_queue.rs.
@@ -415,4 +417,163 @@ fn full_ring_buffer_is_counted_exported_and_capture_recovers() {
     // The loss is in the OTLP metrics too, as current as the final log line.
     let exported = exported_ring_full(&read(&out)).expect("cnflow.capture.packets{reason=ring_full} exported");
     assert_eq!(exported as u64, after, "exported ring_full vs final counters");
+}
+
+/// `tc` in `ns`, asserting success; returns stdout.
+fn tc(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip").args(["netns", "exec", ns, "tc"]).args(args).output().expect("tc");
+    assert!(out.status.success(), "tc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Packets counted by the action of the filter with preference `pref` on
+/// `dev`'s `dir` hook (`tc -s filter show`: "Sent N bytes M pkt").
+fn tc_hits(ns: &str, dev: &str, dir: &str, pref: &str) -> u64 {
+    let out = tc(ns, &["-s", "filter", "show", "dev", dev, dir, "pref", pref]);
+    out.lines()
+        .find_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("Sent ")?;
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            (w.get(1) == Some(&"bytes")).then(|| w[2].parse().ok()).flatten()
+        })
+        .unwrap_or(0)
+}
+
+/// Whether a TCP connection from `ns` to `ip:port` is established within 2 s.
+fn connects(ns: &str, ip: &str, port: u16) -> bool {
+    NetnsPair::cmd(ns, "python3")
+        .args(["-c", "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)", ip])
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// cnflow beside other programs on the same hook: legacy tc filters (clsact
+/// u32 + mirred: one counting TCP packets, one dropping a marked port) added before
+/// cnflow, a second cnflow (another TCX program) and another counting filter
+/// added after it. Every program runs (counters move, both cnflows capture
+/// every SET), the marked flow is still dropped and the others pass, exactly
+/// as without cnflow; stopping cnflow leaves the other programs in place.
+#[test]
+fn coexists_with_other_tc_and_tcx_programs() {
+    let pair = NetnsPair::new("tcxco");
+    let dir = Scratch::new("faults-tcxco");
+    let _redis = redis(&pair.ns_a);
+    // Listeners for the marked (dropped) port and a control port.
+    let listen = |port: u16| {
+        let c = NetnsPair::cmd(&pair.ns_a, "python3")
+            .args(["-c", "import socket,sys,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',int(sys.argv[1])));s.listen(64)\nwhile True:\n c,_=s.accept();c.close()"])
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("listener");
+        ChildGuard::new(c, "listener")
+    };
+    let (_l1, _l2) = (listen(7777), listen(7778));
+    wait_redis(&pair.ns_b, &pair.ip_a);
+    let dev = pair.veth_a.as_str();
+    // This kernel has no gact/matchall, but u32 + mirred: "count" = mirror a
+    // copy to an ifb device that is up (the packet goes on), "drop" = redirect
+    // to an ifb device that is down (the packet is gone).
+    ip(&["-n", &pair.ns_a, "link", "add", "cnfifbm", "type", "ifb"]);
+    ip(&["-n", &pair.ns_a, "link", "set", "cnfifbm", "up"]);
+    ip(&["-n", &pair.ns_a, "link", "add", "cnfifbd", "type", "ifb"]);
+    let u32_filter = |dir: &str, pref: &str, m: &[&str], action: &[&str]| {
+        let mut a = vec!["filter", "add", "dev", dev, dir, "pref", pref, "protocol", "ip", "u32", "match", "ip"];
+        a.extend_from_slice(m);
+        a.extend_from_slice(&["action", "mirred", "egress"]);
+        a.extend_from_slice(action);
+        tc(&pair.ns_a, &a);
+    };
+    // Before cnflow: a counting filter for TCP to redis and a drop for port 7777.
+    tc(&pair.ns_a, &["qdisc", "add", "dev", dev, "clsact"]);
+    u32_filter("ingress", "10", &["dport", "6379", "0xffff"], &["mirror", "dev", "cnfifbm"]);
+    u32_filter("ingress", "20", &["dport", "7777", "0xffff"], &["redirect", "dev", "cnfifbd"]);
+    assert!(!connects(&pair.ns_b, &pair.ip_a, 7777) && connects(&pair.ns_b, &pair.ip_a, 7778), "baseline fate");
+
+    let env = [("CNFLOW_INTERFACES", dev)];
+    let first = start_agent(&pair.ns_a, &dir, "first", &["--format", "exchanges"], &env);
+    // After cnflow: a second cnflow (a second TCX program on both directions)
+    // and a counting filter on egress (redis' replies).
+    let second = start_agent(&pair.ns_a, &dir, "second", &["--format", "exchanges"], &env);
+    assert_eq!(cnflow_tcx(&pair.ns_a, dev).len(), 4, "two cnflow programs per direction");
+    u32_filter("egress", "30", &["sport", "6379", "0xffff"], &["mirror", "dev", "cnfifbm"]);
+
+    let before = tc_hits(&pair.ns_a, dev, "ingress", "10");
+    const N: usize = 20;
+    for i in 0..N {
+        set(&pair.ns_b, &pair.ip_a, &format!("co-{i}"));
+    }
+    // Same fate as without cnflow.
+    assert!(!connects(&pair.ns_b, &pair.ip_a, 7777), "the marked flow is still dropped");
+    assert!(connects(&pair.ns_b, &pair.ip_a, 7778), "other flows pass");
+    // Each SET is a new connection: SYN, request, ACKs, FIN... at least 4 packets in.
+    let hits = tc_hits(&pair.ns_a, dev, "ingress", "10") - before;
+    assert!(hits >= 4 * N as u64, "counting filter before cnflow saw {hits} packets");
+    let replies = tc_hits(&pair.ns_a, dev, "egress", "30");
+    assert!(replies >= 3 * N as u64, "counting filter added after cnflow saw {replies} packets");
+    for name in ["first", "second"] {
+        let out = dir.path(&format!("{name}.out"));
+        let ok = wait_until(Duration::from_secs(10), || {
+            set_keys(&read(&out)).iter().filter(|k| k.starts_with("co-")).count() == N
+        });
+        assert!(ok, "{name} cnflow did not capture every SET:\n{}", read(&out));
+    }
+    stop_agent(second);
+    stop_agent(first);
+    assert!(cnflow_tcx(&pair.ns_a, dev).is_empty());
+    let filters = tc(&pair.ns_a, &["filter", "show", "dev", dev, "ingress"])
+        + &tc(&pair.ns_a, &["filter", "show", "dev", dev, "egress"]);
+    assert!(["pref 10", "pref 20", "pref 30"].iter().all(|p| filters.contains(p)), "other filters kept:\n{filters}");
+    assert!(!connects(&pair.ns_b, &pair.ip_a, 7777) && connects(&pair.ns_b, &pair.ip_a, 7778), "fate after cnflow");
+}
+
+/// cnflow filters (`cls_bpf` named cnflow_*) on `dev`'s `dir` hook.
+fn cnflow_filters(ns: &str, dev: &str, dir: &str) -> usize {
+    let out = Command::new("ip").args(["netns", "exec", ns, "tc", "filter", "show", "dev", dev, dir]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("cnflow_")).count()
+}
+
+/// Kernels without TCX (Debian 12's 6.1): CNFLOW_TC_ATTACH=netlink attaches
+/// clsact cls_bpf filters instead (forced here on a kernel that has TCX). They
+/// capture like TCX links; a SIGKILL leaves them behind, the next start
+/// removes them (counted) so nothing is captured twice, and SIGTERM removes them.
+#[test]
+fn netlink_attach_for_kernels_without_tcx() {
+    let pair = NetnsPair::new("nlatt");
+    let dir = Scratch::new("faults-nlatt");
+    let _redis = redis(&pair.ns_a);
+    wait_redis(&pair.ns_b, &pair.ip_a);
+    let dev = pair.veth_a.as_str();
+    let env = [("CNFLOW_INTERFACES", dev), ("CNFLOW_TC_ATTACH", "netlink")];
+    let mut first = start_agent(&pair.ns_a, &dir, "first", &["--format", "exchanges"], &env);
+    assert!(cnflow_tcx(&pair.ns_a, dev).is_empty(), "no TCX link in netlink mode");
+    assert_eq!((cnflow_filters(&pair.ns_a, dev, "ingress"), cnflow_filters(&pair.ns_a, dev, "egress")), (1, 1));
+    assert!(read(&dir.path("first.err")).contains("capture attached (tc clsact"));
+    set(&pair.ns_b, &pair.ip_a, "nl-0");
+    let captured = |name: &str, key: &str| {
+        let out = dir.path(&format!("{name}.out"));
+        wait_until(Duration::from_secs(10), || set_keys(&read(&out)).iter().any(|k| k == key))
+    };
+    assert!(captured("first", "nl-0"));
+    first.signal(libc::SIGKILL);
+    first.wait_timeout(Duration::from_secs(10)).expect("killed agent exits");
+    assert_eq!(cnflow_filters(&pair.ns_a, dev, "ingress"), 1, "a killed agent's filter stays (unlike TCX)");
+
+    let second = start_agent(&pair.ns_a, &dir, "second", &["--format", "exchanges"], &env);
+    assert_eq!((cnflow_filters(&pair.ns_a, dev, "ingress"), cnflow_filters(&pair.ns_a, dev, "egress")), (1, 1));
+    assert!(read(&dir.path("second.err")).contains("removed a stale cnflow tc filter"));
+    for i in 1..=5 {
+        set(&pair.ns_b, &pair.ip_a, &format!("nl-{i}"));
+    }
+    assert!(captured("second", "nl-5"));
+    std::thread::sleep(Duration::from_millis(500));
+    let keys = set_keys(&read(&dir.path("second.out")));
+    assert_eq!(keys.iter().filter(|k| k.starts_with("nl-")).count(), 5, "each SET once: {keys:?}");
+    stop_agent(second);
+    assert_eq!((cnflow_filters(&pair.ns_a, dev, "ingress"), cnflow_filters(&pair.ns_a, dev, "egress")), (0, 0));
 }

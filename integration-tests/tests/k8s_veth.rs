@@ -226,9 +226,9 @@ async fn live_spans_carry_pod_attributes() {
         eprintln!("skipped: needs root (eBPF, network namespaces)");
         return;
     }
-    if let Err(e) = cnflow::capture::ebpf::check_requirements() {
-        eprintln!("skipped: eBPF capture unavailable: {e:#}");
-        return;
+    // As root, missing eBPF support is a failure, not a skip: CI must not pass without capture.
+    if let Err(e) = cnflow::capture::ebpf::check_requirements(cnflow::capture::TcAttach::Auto) {
+        panic!("running as root but eBPF capture is unavailable: {e:#}");
     }
     let dir = NetnsDir::new();
     let web = PodNetns::new(8);

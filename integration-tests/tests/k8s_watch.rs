@@ -228,6 +228,36 @@ async fn watch_error_leads_to_relist() {
     h.shutdown().await;
 }
 
+/// RBAC refuses the Services watch: counted per resource, the agent's
+/// readiness signal (`forbidden_watches`) is raised, pods still sync; once
+/// allowed, the watch recovers and the signal clears.
+#[tokio::test]
+async fn forbidden_watch_is_counted_and_clears_when_allowed() {
+    let (client, api) = FakeApi::start();
+    api.apply(node("node-1", "192.0.2.10"));
+    api.apply(pod(PodSpec { name: "a", uid: "u-a", ips: &["10.244.1.40"], ..Default::default() }));
+    api.apply(service("default", "web", "10.96.0.40"));
+    api.set_forbidden("services", true);
+    let h = k8s::start_with_client(&cfg(&[]), client, false, None).await.unwrap();
+    let forbidden = || {
+        cnflow::stats::snapshot()
+            .iter()
+            .filter(|s| s.name == "cnflow.k8s.watch_forbidden" && s.key().contains("services"))
+            .map(|s| s.value)
+            .sum::<u64>()
+    };
+    assert!(eventually(WAIT, || k8s::watch::forbidden_watches() == 1).await, "403 raises the readiness signal");
+    assert!(forbidden() > 0);
+    assert!(eventually(WAIT, || attr(h.enricher.as_ref(), "10.244.1.40", "k8s.pod.name").is_some()).await);
+    api.set_forbidden("services", false);
+    assert!(
+        eventually(Duration::from_secs(60), || k8s::watch::forbidden_watches() == 0).await,
+        "allowed again: the signal clears"
+    );
+    assert!(h.wait_synced(WAIT).await);
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn api_server_unreachable_keeps_last_state_and_catches_up() {
     let (client, api) = FakeApi::start();

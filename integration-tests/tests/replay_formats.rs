@@ -197,6 +197,97 @@ fn committed_pcaps_replay_to_the_recorded_streams() {
     }
 }
 
+/// `--progress always` (the default `auto` shows it only on a terminal) ends
+/// with a line whose packet count is what tcpdump reads from the same file.
+#[test]
+fn progress_line_counts_what_tcpdump_reads() {
+    let file = harness::pcaps_dir().join("http1.pcap");
+    let out = Command::new(harness::cnflow_bin())
+        .args(["replay", "--format", "count", "--progress", "always"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().unwrap_or("");
+    let td = Command::new("tcpdump").arg("-nr").arg(&file).output().expect("tcpdump");
+    let packets = String::from_utf8_lossy(&td.stdout).lines().count();
+    assert!(line.starts_with(&format!("replay: {packets} packets, ")), "{line}");
+    assert!(line.contains(" 8 exchanges, "), "{line}"); // the recording script sends 8 requests (3 keep-alive, gzip, PUT, 3 pipelined)
+                                                        // Not a terminal here: auto stays quiet.
+    let quiet = Command::new(harness::cnflow_bin()).args(["replay", "--format", "count"]).arg(&file).output().unwrap();
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("replay: "));
+}
+
+/// tshark's view of `file`: the requests (method, uri) and, separately, the
+/// response codes, each sorted (tshark puts them on different frames).
+fn tshark_http(file: &Path) -> (Vec<(String, String)>, Vec<String>) {
+    let fields = |filter: &str, f: &[&str]| -> Vec<String> {
+        let mut cmd = Command::new("tshark");
+        cmd.arg("-r").arg(file).args(["-Y", filter, "-T", "fields"]);
+        for x in f {
+            cmd.args(["-e", x]);
+        }
+        let out = cmd.output().expect("tshark");
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let reqs = fields("http.request", &["http.request.method", "http.request.uri"])
+        .iter()
+        .map(|l| {
+            let (m, u) = l.split_once('\t').unwrap();
+            (m.to_string(), u.to_string())
+        })
+        .collect();
+    (reqs, fields("http.response", &["http.response.code"]))
+}
+
+fn cnflow_http(file: &Path) -> (Vec<(String, String)>, Vec<String>) {
+    let out = Command::new(harness::cnflow_bin()).args(["replay", "--format", "exchanges"]).arg(file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (mut reqs, mut codes) = (Vec::new(), Vec::new());
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let e: Value = serde_json::from_str(l).unwrap();
+        let d = &e["detail"];
+        let uri = match d["query"].as_str() {
+            Some(q) => format!("{}?{q}", d["path"].as_str().unwrap()),
+            None => d["path"].as_str().unwrap().to_string(),
+        };
+        reqs.push((d["method"].as_str().unwrap().to_string(), uri));
+        codes.push(d["status"].to_string());
+    }
+    reqs.sort();
+    codes.sort();
+    (reqs, codes)
+}
+
+/// Link type NFLOG (239, `tcpdump -i nflog:N`, recorded by
+/// scripts/record_nflog.sh) and the modified pcap format (magic 0xa1b2cd34,
+/// written here by editcap) give the HTTP exchanges tshark finds in them.
+#[test]
+fn nflog_and_modified_pcap_match_tshark() {
+    let nflog = harness::pcaps_dir().join("http1_nflog.pcap");
+    let want = tshark_http(&nflog);
+    assert_eq!(want.0.len(), 3, "the recording script sends three requests");
+    assert_eq!(cnflow_http(&nflog), want);
+
+    let dir = std::env::temp_dir().join(format!("cnflow-modpcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Modified pcap of the NFLOG recording: tshark's view again.
+    let mod_nflog = dir.join("nflog_mod.pcap");
+    tool(Command::new("editcap").args(["-F", "modpcap"]).arg(&nflog).arg(&mod_nflog));
+    assert_eq!(&std::fs::read(&mod_nflog).unwrap()[..4], &[0x34, 0xcd, 0xb2, 0xa1]);
+    assert_eq!(cnflow_http(&mod_nflog), want);
+    // And of the Ethernet HTTP recording (pipelining, 100-continue): the same
+    // exchanges as the classic file, whose content other tests check.
+    let http1 = harness::pcaps_dir().join("http1.pcap");
+    let mod_http1 = dir.join("http1_mod.pcap");
+    tool(Command::new("editcap").args(["-F", "modpcap"]).arg(&http1).arg(&mod_http1));
+    assert_eq!(cnflow_http(&mod_http1), cnflow_http(&http1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------------------
 // Live recording
 

@@ -58,9 +58,10 @@ const DB_SPAN: &[&str] = &[
     "db.query.text",
     "db.namespace",
     "db.response.status_code",
+    "db.response.returned_rows",
     "db.collection.name",
     "db.query.summary",
-    "db.response.returned_rows",
+    "db.operation.batch.size",
 ];
 const MESSAGING_SPAN: &[&str] = &[
     "messaging.system",
@@ -69,6 +70,10 @@ const MESSAGING_SPAN: &[&str] = &[
     "messaging.destination.name",
     "messaging.client.id",
     "messaging.batch.message_count",
+    "messaging.consumer.group.name",
+    "messaging.destination.template",
+    "messaging.destination.temporary",
+    "messaging.message.body.size",
 ];
 const DNS_SPAN: &[&str] = &["dns.question.name", "dns.answers"];
 /// (metric, unit) as semconv defines them; cnflow.* metrics are cnflow's own.
@@ -121,7 +126,8 @@ fn check_span_semconv(span: &Value) {
         );
     }
     let kind = span["kind"].as_i64().unwrap();
-    assert!(kind == 2 || kind == 3, "kind {kind}");
+    // SERVER, CLIENT, PRODUCER, CONSUMER.
+    assert!((2..=5).contains(&kind), "kind {kind}");
     if family == HTTP_SPAN {
         let route_key = if kind == 2 { "http.route" } else { "url.template" };
         let name = span["name"].as_str().unwrap();

@@ -7,6 +7,9 @@ use crate::flow::FlowConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+fn d_tc_attach() -> String {
+    "auto".into()
+}
 fn d_snaplen() -> u32 {
     2048
 }
@@ -65,6 +68,9 @@ pub struct AgentConfig {
     /// Cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet.
     #[serde(default = "d_true")]
     pub capture_gso_segments: bool,
+    /// How the TC programs are attached: auto, tcx or netlink.
+    #[serde(default = "d_tc_attach")]
+    pub tc_attach: String,
     /// Flow-table capacity.
     #[serde(default = "d_max_flows")]
     pub max_flows: usize,
@@ -104,12 +110,13 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_CAPTURE_PROTOCOLS", "transports to capture: any of tcp, udp, icmp."),
         VarDoc::new("CNFLOW_CAPTURE_PORTS", "when set, only packets with one of these ports (either side) are captured (ICMP always passes)."),
         VarDoc::new("CNFLOW_CAPTURE_GSO_SEGMENTS", "cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries)."),
+        VarDoc::new("CNFLOW_TC_ATTACH", "auto: TCX links on kernels ≥ 6.6, else a clsact filter (with a warning); tcx; netlink: a clsact cls_bpf filter (direct action, priority 1, never exclusive: other filters still run), for kernels without TCX. Netlink filters outlive a killed agent, so the next start removes cnflow's stale ones."),
         VarDoc::new("CNFLOW_MAX_FLOWS", "flow-table capacity; the least recently active flow is evicted (and counted) beyond it."),
         VarDoc::new("CNFLOW_MAX_FLOW_BUFFER_BYTES", "out-of-order bytes buffered per flow direction before skipping ahead (counted)."),
         VarDoc::new("CNFLOW_FLOW_IDLE_TIMEOUT_SECS", "flows idle this long are closed."),
         VarDoc::new("CNFLOW_REQUEST_TIMEOUT_SECS", "a request unanswered this long becomes an error span."),
         VarDoc::new("CNFLOW_MAX_PENDING_REQUESTS", "pending requests kept per connection."),
-        VarDoc::new("CNFLOW_MASK_QUERY_VALUES", "replace url.query values and db/messaging arguments with '?'."),
+        VarDoc::new("CNFLOW_MASK_QUERY_VALUES", "true: every value in url.query becomes '?' (`user=alice&x=` → `user=?&x=`; keys and empty values kept); false: the query as sent. Database statements are masked separately (CNFLOW_UNMASK_DB_STATEMENTS)."),
         VarDoc::new("CNFLOW_CAPTURE_HOST", "in Kubernetes mode, also capture on host interfaces."),
         VarDoc::new("CNFLOW_STATS_INTERVAL_SECS", "how often counters are logged."),
         VarDoc::new("CNFLOW_HEALTH_ADDR", "listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; \"off\" disables."),
@@ -144,6 +151,7 @@ impl AgentConfig {
             }
         }
         self.ports().context("CNFLOW_CAPTURE_PORTS")?;
+        crate::capture::TcAttach::parse(&self.tc_attach).context("CNFLOW_TC_ATTACH")?;
         self.health_socket(true).context("CNFLOW_HEALTH_ADDR")?;
         if self.max_flows == 0 {
             bail!("CNFLOW_MAX_FLOWS must be > 0");
@@ -181,6 +189,7 @@ impl AgentConfig {
             protocols: self.capture_protocols.clone(),
             ports: self.ports().context("CNFLOW_CAPTURE_PORTS")?,
             gso_segments: self.capture_gso_segments,
+            tc_attach: crate::capture::TcAttach::parse(&self.tc_attach).context("CNFLOW_TC_ATTACH")?,
             stats_interval: std::time::Duration::from_secs(self.stats_interval_secs),
         })
     }

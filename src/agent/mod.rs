@@ -83,7 +83,7 @@ fn start_exporter(export: &OtlpExportConfig) -> Result<Option<Arc<Exporter>>> {
 pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToken) -> Result<()> {
     let AgentSetup { agent: cfg, telemetry: tcfg, k8s: k8s_cfg, export, host } = setup;
     let health_addr = cfg.health_socket(opts.health_agent_default).context("CNFLOW_HEALTH_ADDR")?;
-    ebpf::check_requirements()?;
+    ebpf::check_requirements(cfg.capture_settings()?.tc_attach)?;
     let exporter = start_exporter(&export)?;
 
     let health = AgentHealth::new();
@@ -95,7 +95,7 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
     // Capture: Kubernetes mode attaches to pod veths as pods come; otherwise
     // follow CNFLOW_INTERFACES or every up interface.
     let Started { packets, capture_task, k8s_handle, enricher, host, kernel } = match &k8s_cfg {
-        Some(kc) => start_kubernetes(&cfg, kc, host, cancel.clone()).await?,
+        Some(kc) => start_kubernetes(&cfg, kc, host, &health, cancel.clone()).await?,
         None => {
             let session = ebpf::start_following(&cfg.capture_settings()?, cancel.clone())?;
             Started {
@@ -292,6 +292,7 @@ async fn start_kubernetes(
     cfg: &AgentConfig,
     kc: &crate::k8s::K8sConfig,
     host: Result<Arc<Identity>>,
+    health: &Arc<AgentHealth>,
     cancel: CancellationToken,
 ) -> Result<Started> {
     let capture = cfg.capture_settings()?;
@@ -311,8 +312,20 @@ async fn start_kubernetes(
             kernel,
         });
     }
-    if !handle.wait_synced(Duration::from_secs(15)).await {
-        tracing::warn!("Kubernetes metadata not synced after 15 s; continuing, spans are enriched once it is");
+    health.set_k8s_synced(false);
+    if handle.wait_synced(Duration::from_secs(15)).await {
+        health.set_k8s_synced(true);
+    } else {
+        tracing::warn!(
+            "Kubernetes metadata not synced after 15 s; continuing (not ready), spans are enriched once it is"
+        );
+        // Readiness follows the first complete lists, however late.
+        let (h, synced) = (health.clone(), handle.synced_waiter());
+        tokio::spawn(async move {
+            synced.await;
+            h.set_k8s_synced(true);
+            tracing::info!("Kubernetes metadata synced");
+        });
     }
     let enricher = handle.enricher.clone();
     let host = Arc::new(handle.host_resource.clone());

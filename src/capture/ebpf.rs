@@ -7,12 +7,12 @@
 //! programs from the interface, so nothing is left behind.
 use super::ifaces::IfaceEvent;
 use super::kernel_record::{self, DecodeError};
-use super::{CaptureSettings, PacketEvent};
+use super::{CaptureSettings, PacketEvent, TcAttach};
 use crate::stats::{counter, gauge, Counter};
 use anyhow::{bail, Context, Result};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::LinkOrder;
-use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType};
 use bytes::BytesMut;
 use cnflow_common::{CaptureConfig, COUNTER_NAMES, MAX_FILTER_PORTS, NUM_COUNTERS};
@@ -37,9 +37,17 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 #[cfg(not(feature = "ebpf"))]
 static BPF_OBJECT: &[u8] = &[];
 
+/// Stale netlink filters of an earlier, killed cnflow removed at attach.
+static STALE_FILTERS: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.capture.interface_changes", &[("change", "stale_filter_removed")]));
 static DELIVERED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.capture.packets", &[("reason", "delivered")]));
 /// Interfaces captured on right now.
 static ATTACHED: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.capture.interfaces", &[]));
+/// Interfaces captured on right now (agent readiness needs at least one).
+pub fn attached_interfaces() -> u64 {
+    ATTACHED.get()
+}
+
 /// Interface changes applied by `follow`, so an interface that vanished
 /// while attached (and the gap in its capture) shows up in the counters.
 static IF_ATTACHED: LazyLock<Counter> =
@@ -102,11 +110,13 @@ pub struct LiveCapture {
     bpf: aya::Ebpf,
     links: BTreeMap<String, Attached>,
     counters: KernelCounterReader,
+    /// Tcx or Netlink (Auto resolved at start).
+    attach: TcAttach,
 }
 
 /// Checks what live capture needs, so the error names what is missing
 /// instead of a bare EPERM from the bpf syscall.
-pub fn check_requirements() -> Result<()> {
+pub fn check_requirements(attach: TcAttach) -> Result<()> {
     if BPF_OBJECT.is_empty() {
         bail!("this cnflow was built without the `ebpf` feature: live capture is unavailable (use `cnflow replay`)");
     }
@@ -133,9 +143,14 @@ pub fn check_requirements() -> Result<()> {
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         missing.push("kernel BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF=y)");
     }
-    use aya::util::KernelVersion;
-    if KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(false) {
-        missing.push("Linux ≥ 6.6 (TCX links, which detach automatically when cnflow exits)");
+    if !super::kernel_has_tcx() {
+        match attach {
+            TcAttach::Tcx => missing.push("Linux ≥ 6.6 for CNFLOW_TC_ATTACH=tcx (TCX links); use auto or netlink"),
+            TcAttach::Auto => tracing::warn!(
+                "this kernel has no TCX (Linux < 6.6): attaching as clsact cls_bpf filters instead; they outlive a killed agent until its next start removes them"
+            ),
+            TcAttach::Netlink => {}
+        }
     }
     if !missing.is_empty() {
         bail!("live capture needs: {}", missing.join(", "));
@@ -177,7 +192,7 @@ impl LiveCapture {
     /// and the counter task on the current tokio runtime; packets arrive on
     /// the returned channel in batches of up to [`BATCH`].
     pub fn start(cfg: &CaptureSettings) -> Result<(Self, mpsc::Receiver<Vec<PacketEvent>>)> {
-        check_requirements()?;
+        check_requirements(cfg.tc_attach)?;
         let ports = &cfg.ports;
         if ports.len() > MAX_FILTER_PORTS as usize {
             bail!("CNFLOW_CAPTURE_PORTS: at most {MAX_FILTER_PORTS} ports (got {})", ports.len());
@@ -242,7 +257,8 @@ impl LiveCapture {
             ports = ?ports,
             "eBPF capture loaded"
         );
-        Ok((LiveCapture { bpf, links: BTreeMap::new(), counters }, rx))
+        let attach = cfg.tc_attach.resolve();
+        Ok((LiveCapture { bpf, links: BTreeMap::new(), counters, attach }, rx))
     }
 
     /// Attaches to ingress and egress of `ifname` (TCX, ahead of other programs
@@ -263,15 +279,39 @@ impl LiveCapture {
         self.links.insert(ifname.to_string(), Attached { _ingress: ingress, _egress: egress });
         ATTACHED.set(self.links.len() as u64);
         let hooks = if loopback { "egress only: loopback" } else { "ingress+egress" };
-        tracing::info!(iface = ifname, "capture attached (tcx {hooks})");
+        let how = if self.attach == TcAttach::Netlink { "tc clsact" } else { "tcx" };
+        tracing::info!(iface = ifname, "capture attached ({how} {hooks})");
         Ok(())
     }
 
     fn attach_one(&mut self, prog: &str, ifname: &str, at: TcAttachType) -> Result<SchedClassifierLink> {
+        let opts = match self.attach {
+            TcAttach::Netlink => {
+                // The clsact qdisc may exist already (another tool's filters, or ours).
+                if let Err(e) = aya::programs::tc::qdisc_add_clsact(ifname) {
+                    tracing::debug!(iface = ifname, error = %e, "clsact qdisc not added (usually: it exists)");
+                }
+                // Filters of a cnflow that was killed stay attached (unlike TCX
+                // links): remove them so packets are not captured twice.
+                if aya::programs::tc::qdisc_detach_program(ifname, at, prog).is_ok() {
+                    STALE_FILTERS.inc();
+                    tracing::warn!(
+                        iface = ifname,
+                        program = prog,
+                        "removed a stale cnflow tc filter left by an earlier run"
+                    );
+                }
+                // Priority 1: ahead of filters added with the default priority,
+                // and direct action returning TC_ACT_UNSPEC, so the next filter
+                // still runs.
+                TcAttachOptions::Netlink(NlOptions { priority: 1, ..Default::default() })
+            }
+            _ => TcAttachOptions::TcxOrder(LinkOrder::first()),
+        };
         let p: &mut SchedClassifier =
             self.bpf.program_mut(prog).with_context(|| format!("program {prog} missing"))?.try_into()?;
         let id = p
-            .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::first()))
+            .attach_with_options(ifname, at, opts)
             .with_context(|| format!("attaching {prog} to {ifname} ({at:?})"))?;
         Ok(p.take_link(id)?)
     }
@@ -450,7 +490,7 @@ pub struct LiveSession {
 /// everything once `cancel` fires.
 pub fn start_following(cfg: &CaptureSettings, cancel: CancellationToken) -> Result<LiveSession> {
     // Cheap checks and interface names first, so config errors come before the kernel load.
-    check_requirements()?;
+    check_requirements(cfg.tc_attach)?;
     let events = super::ifaces::watch(cfg)?;
     let (cap, packets) = LiveCapture::start(cfg)?;
     let kernel = cap.counter_reader();

@@ -27,6 +27,9 @@ pub enum LinkType {
     Ipv4,
     /// LINKTYPE_IPV6 (229).
     Ipv6,
+    /// LINKTYPE_NFLOG (239): netfilter log messages (`tcpdump -i nflog:N`);
+    /// the packet is the NFULA_PAYLOAD TLV.
+    Nflog,
 }
 
 impl LinkType {
@@ -41,6 +44,7 @@ impl LinkType {
             276 => LinkType::LinuxSll2,
             228 => LinkType::Ipv4,
             229 => LinkType::Ipv6,
+            239 => LinkType::Nflog,
             _ => return None,
         })
     }
@@ -141,6 +145,10 @@ pub fn decode_with(
         LinkType::Raw => (version_ethertype(frame)?, frame),
         LinkType::Ipv4 => (ETH_P_IPV4, frame),
         LinkType::Ipv6 => (ETH_P_IPV6, frame),
+        LinkType::Nflog => {
+            let l3 = nflog_payload(frame).ok_or(Skip::Malformed)?;
+            (version_ethertype(l3)?, l3)
+        }
     };
     let (ethertype, l3) = strip_vlans(ethertype, l3)?;
     if ethertype != ETH_P_IPV4 && ethertype != ETH_P_IPV6 {
@@ -148,6 +156,40 @@ pub fn decode_with(
     }
     let l3_cut = meta.orig_len.saturating_sub(frame.len() as u32);
     decode_ip_with(l3, l3_cut, meta.ts_ns, ifindex, direction, payload)
+}
+
+/// The NFULA_PAYLOAD TLV (type 9) of an NFLOG frame: a 4-byte header
+/// (family, version, resource id), then TLVs of (length, type) padded to 4
+/// bytes. Length and type are in the capturing host's byte order, which the
+/// file does not say: little-endian is tried first (x86/arm64 hosts), then
+/// big-endian when that does not fit the frame.
+fn nflog_payload(frame: &[u8]) -> Option<&[u8]> {
+    const NFULA_PAYLOAD: u16 = 9;
+    let walk = |le: bool| -> Option<&[u8]> {
+        let mut off = 4;
+        while off + 4 <= frame.len() {
+            let h = [frame[off], frame[off + 1], frame[off + 2], frame[off + 3]];
+            let (len, ty) = if le {
+                (u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]]))
+            } else {
+                (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]))
+            };
+            let len = len as usize;
+            if len < 4 || off + len > frame.len() {
+                return None;
+            }
+            // The top bits of the type are netlink flags (NLA_F_NESTED, ...).
+            if ty & 0x7fff == NFULA_PAYLOAD {
+                return Some(&frame[off + 4..off + len]);
+            }
+            off += (len + 3) & !3;
+        }
+        None
+    };
+    if frame.len() < 4 {
+        return None;
+    }
+    walk(true).or_else(|| walk(false))
 }
 
 fn sll_direction(pkttype: u16, fallback: Direction) -> Direction {
@@ -353,6 +395,27 @@ mod tests {
         assert_eq!(decode(LinkType::Raw, &pkt[..25], &meta(pkt.len() as u32)).unwrap_err(), Skip::Malformed);
         for len in 0..pkt.len() {
             let _ = decode(LinkType::LinuxSll2, &pkt[..len], &meta(100));
+            let _ = decode(LinkType::Nflog, &pkt[..len], &meta(100));
         }
+    }
+
+    /// NFLOG TLVs in either byte order: a prefix TLV (padded), then the payload.
+    #[test]
+    fn nflog_payload_in_both_byte_orders() {
+        let pkt = tcp_v4(b"hello", 1, false);
+        for le in [true, false] {
+            let enc = |v: u16| if le { v.to_le_bytes() } else { v.to_be_bytes() };
+            let mut f = vec![2, 0, 0, 5]; // AF_INET, version 0, group 5
+            f.extend_from_slice(&enc(6)); // NFULA_PREFIX "ab", padded to 8
+            f.extend_from_slice(&enc(10));
+            f.extend_from_slice(b"ab\0\0");
+            f.extend_from_slice(&enc(4 + pkt.len() as u16));
+            f.extend_from_slice(&enc(9));
+            f.extend_from_slice(&pkt);
+            let ev = decode(LinkType::Nflog, &f, &meta(f.len() as u32)).unwrap();
+            assert_eq!(&ev.payload[..], b"hello", "little-endian TLVs: {le}");
+        }
+        // No payload TLV: malformed, not a panic.
+        assert_eq!(decode(LinkType::Nflog, &[2, 0, 0, 5, 8, 0, 1, 0], &meta(8)).unwrap_err(), Skip::Malformed);
     }
 }

@@ -32,6 +32,46 @@ pub struct CaptureSettings {
     pub gso_segments: bool,
     /// How often the kernel counters are logged.
     pub stats_interval: Duration,
+    /// How the TC programs are attached.
+    pub tc_attach: TcAttach,
+}
+
+/// How the TC programs are attached (CNFLOW_TC_ATTACH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TcAttach {
+    /// TCX where the kernel has it (≥ 6.6), else netlink with a warning.
+    #[default]
+    Auto,
+    /// TCX links: detached by the kernel when cnflow exits, however it exits.
+    Tcx,
+    /// A clsact qdisc and a cls_bpf filter (direct action): kernels without TCX.
+    Netlink,
+}
+
+impl TcAttach {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => TcAttach::Auto,
+            "tcx" => TcAttach::Tcx,
+            "netlink" | "tc" | "clsact" => TcAttach::Netlink,
+            other => anyhow::bail!("unknown attach mode {other:?} (expected auto, tcx or netlink)"),
+        })
+    }
+
+    /// Auto resolved for the running kernel.
+    pub fn resolve(self) -> Self {
+        match self {
+            TcAttach::Auto if !kernel_has_tcx() => TcAttach::Netlink,
+            TcAttach::Auto => TcAttach::Tcx,
+            other => other,
+        }
+    }
+}
+
+/// TCX links came with Linux 6.6.
+pub fn kernel_has_tcx() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().map(|v| v >= KernelVersion::new(6, 6, 0)).unwrap_or(true)
 }
 
 /// Direction of a packet relative to the interface it was seen on.

@@ -100,8 +100,19 @@ struct Iface {
 }
 
 enum Format {
-    Pcap { endian: Endian, res: TsRes, link: LinkType },
-    PcapNg { endian: Endian, ifaces: Vec<Iface> },
+    /// `modified`: Alexey Kuznetsov's patched libpcap format (magic
+    /// 0xa1b2cd34), whose record headers carry 8 more bytes (ifindex,
+    /// protocol, packet type, padding).
+    Pcap {
+        endian: Endian,
+        res: TsRes,
+        link: LinkType,
+        modified: bool,
+    },
+    PcapNg {
+        endian: Endian,
+        ifaces: Vec<Iface>,
+    },
 }
 
 /// Reads packets from a pcap or pcapng file (format detected by magic number).
@@ -203,13 +214,14 @@ impl<R: Read> CaptureReader<R> {
         }
         let m = u32::from_le_bytes(magic);
         let fmt = match m {
-            0xA1B2_C3D4 | 0xA1B2_3C4D | 0xD4C3_B2A1 | 0x4D3C_B2A1 => {
+            0xA1B2_C3D4 | 0xA1B2_3C4D | 0xD4C3_B2A1 | 0x4D3C_B2A1 | 0xA1B2_CD34 | 0x34CD_B2A1 => {
                 let (endian, nano) = match m {
-                    0xA1B2_C3D4 => (Endian::Little, false),
+                    0xA1B2_C3D4 | 0xA1B2_CD34 => (Endian::Little, false),
                     0xA1B2_3C4D => (Endian::Little, true),
-                    0xD4C3_B2A1 => (Endian::Big, false),
+                    0xD4C3_B2A1 | 0x34CD_B2A1 => (Endian::Big, false),
                     _ => (Endian::Big, true),
                 };
+                let modified = m == 0xA1B2_CD34 || m == 0x34CD_B2A1;
                 let mut h = [0u8; 20];
                 if !r.read_full(&mut h)? {
                     bail!("pcap header is cut off");
@@ -217,12 +229,12 @@ impl<R: Read> CaptureReader<R> {
                 let code = endian.u32(&h[16..20]);
                 let link = LinkType::from_code(code).with_context(|| {
                     format!(
-                        "unsupported link type {} (supported: Ethernet, Linux SLL/SLL2, raw IP, IPv4, IPv6, loopback)",
+                        "unsupported link type {} (supported: Ethernet, Linux SLL/SLL2, raw IP, IPv4, IPv6, loopback, NFLOG)",
                         code & 0xFFFF
                     )
                 })?;
                 let res = if nano { TsRes::Pow10(9) } else { TsRes::Pow10(6) };
-                Format::Pcap { endian, res, link }
+                Format::Pcap { endian, res, link, modified }
             }
             PCAPNG_SHB => Format::PcapNg { endian: Endian::Little, ifaces: Vec::new() },
             _ => bail!("not a pcap or pcapng file (magic {m:#010x})"),
@@ -282,10 +294,11 @@ impl<R: Read> CaptureReader<R> {
     #[allow(clippy::type_complexity)]
     fn next_frame(&mut self) -> Result<Option<Option<(LinkType, usize, usize, FrameMeta)>>> {
         match &self.fmt {
-            Format::Pcap { endian, res, link } => {
-                let (endian, res, link) = (*endian, *res, *link);
-                let mut h = [0u8; 16];
-                if !self.r.read_full(&mut h).map_err(cut_off)? {
+            Format::Pcap { endian, res, link, modified } => {
+                let (endian, res, link, modified) = (*endian, *res, *link, *modified);
+                let mut h = [0u8; 24];
+                let hlen = if modified { 24 } else { 16 };
+                if !self.r.read_full(&mut h[..hlen]).map_err(cut_off)? {
                     return Ok(None);
                 }
                 let secs = endian.u32(&h[0..4]) as u64;
@@ -296,9 +309,14 @@ impl<R: Read> CaptureReader<R> {
                     bail!("record length {incl} is implausible");
                 }
                 self.rec = self.r.take(incl).map_err(cut_off)?.ok_or(CutOff)?;
-                self.pos += 16 + incl as u64;
+                self.pos += hlen as u64 + incl as u64;
                 let ts_ns = secs.saturating_mul(1_000_000_000).saturating_add(res.to_ns(frac));
-                let meta = FrameMeta { ts_ns, ifindex: 0, direction: None, orig_len: orig.max(incl as u32) };
+                let mut meta = FrameMeta { ts_ns, ifindex: 0, direction: None, orig_len: orig.max(incl as u32) };
+                if modified {
+                    // The extra header's interface index and packet type (PACKET_OUTGOING = 4).
+                    meta.ifindex = endian.u32(&h[16..20]);
+                    meta.direction = Some(if h[22] == 4 { Direction::Egress } else { Direction::Ingress });
+                }
                 Ok(Some(Some((link, 0, incl, meta))))
             }
             Format::PcapNg { .. } => self.next_ng_block(),

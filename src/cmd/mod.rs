@@ -31,7 +31,10 @@ pub fn init_logging_with(tracer: Option<opentelemetry_sdk::trace::Tracer>) {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    // Colour codes only for a person at a terminal: in `kubectl logs`, files
+    // and CI output they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter);
     let otel = tracer.map(|t| {
         tracing_opentelemetry::layer()
             .with_tracer(t)

@@ -89,7 +89,41 @@ fn render_default(v: Option<&Value>) -> String {
     }
 }
 
-/// Every variable of every component.
+/// Variables read as they are found instead of through a config struct: the
+/// OpenTelemetry SDK's standard ones and Kubernetes client discovery. Listed
+/// here so the reference names every variable cnflow reads (a test greps the
+/// source for variable names and checks each is in [`reference`]).
+pub const STANDARD_VARS: &[VarDoc] = &[
+    VarDoc::new("OTEL_SERVICE_NAME", "service.name of the host resource when there is no Kubernetes workload identity (cnflow run, standalone agent); cnflow's own telemetry is always cnflow-agent / cnflow-gateway."),
+    VarDoc::new("OTEL_RESOURCE_ATTRIBUTES", "`key=value,...` (percent-encoded values) added to the host resource and to cnflow's own telemetry resource; malformed values fail at start-up."),
+    VarDoc::new("OTEL_METRIC_EXPORT_INTERVAL", "metric export interval in milliseconds; overrides CNFLOW_METRIC_EXPORT_INTERVAL_SECS when set."),
+    VarDoc::new("OTEL_SDK_DISABLED", "true turns cnflow's own telemetry off (like CNFLOW_SELF_TELEMETRY=false); spans and metrics of the observed traffic are unaffected."),
+    VarDoc::new("KUBECONFIG", "kubeconfig file used when there is no in-cluster service account (CNFLOW_K8S=auto enriches when either is present)."),
+    VarDoc::new("KUBERNETES_SERVICE_HOST", "set by Kubernetes in every pod; with the service-account token it means in-cluster configuration."),
+    VarDoc::new("RUST_LOG", "log filter for stderr (tracing EnvFilter syntax, e.g. info or cnflow=debug); default info."),
+];
+
+/// Per-signal variants of the OTLP exporter variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, ...):
+/// each takes precedence over the generic variable for its signal, as in the OTel SDKs.
+fn per_signal_vars() -> Vec<EnvVar> {
+    use crate::export::OtlpEnv;
+    let mut out = Vec::new();
+    for signal in ["TRACES", "METRICS", "LOGS"] {
+        for v in OtlpEnv::VARS {
+            let Some(key) = v.name.strip_prefix(OtlpEnv::PREFIX) else { continue };
+            out.push(EnvVar {
+                component: "export-per-signal",
+                name: format!("{}{signal}_{key}", OtlpEnv::PREFIX),
+                default: String::new(),
+                help: format!("{} for {} only (overrides it).", v.name, signal.to_ascii_lowercase()),
+            });
+        }
+    }
+    out
+}
+
+/// Every variable of every component, then the per-signal OTLP variants and
+/// the standard variables.
 pub fn reference() -> Vec<EnvVar> {
     let mut out = Vec::new();
     for c in components() {
@@ -98,6 +132,15 @@ pub fn reference() -> Vec<EnvVar> {
             let default = render_default(v.field(c.prefix).and_then(|f| defaults.get(f)));
             out.push(EnvVar { component: c.name, name: v.name.to_string(), default, help: v.help.to_string() });
         }
+    }
+    out.extend(per_signal_vars());
+    for v in STANDARD_VARS {
+        out.push(EnvVar {
+            component: "standard",
+            name: v.name.to_string(),
+            default: String::new(),
+            help: v.help.to_string(),
+        });
     }
     out
 }
@@ -173,6 +216,55 @@ mod tests {
         }
     }
 
+    /// String literals made only of `A-Z0-9_` that start with CNFLOW, OTEL or KUBE.
+    fn quoted_names(text: &str) -> Vec<String> {
+        text.split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                ["CNFLOW", "OTEL", "KUBE"].iter().any(|p| s.starts_with(p))
+                    && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every `CNFLOW_*`/`OTEL_*`/`KUBE*` name quoted in the source (outside
+    /// tests) is in the reference, so users can find every variable cnflow reads.
+    #[test]
+    fn every_variable_read_is_in_the_reference() {
+        let known: BTreeSet<String> = reference().into_iter().map(|v| v.name).collect();
+        let mut missing = BTreeSet::new();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut dirs = vec![root];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                if !name.ends_with(".rs") || name == "tests.rs" || name == "test_sink.rs" {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+                let text = text.split("#[cfg(test)]").next().unwrap_or("");
+                for n in quoted_names(text) {
+                    // Prefixes (`CNFLOW_GATEWAY`, `CNFLOW_EXPORT_`) are not variables.
+                    if n.ends_with('_') {
+                        continue;
+                    }
+                    if !known.contains(&n) && !known.iter().any(|k| k.starts_with(&format!("{n}_"))) {
+                        missing.insert(format!("{n} ({})", p.display()));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "variables read but not in the reference: {missing:?}");
+    }
+
     #[test]
     fn every_secret_looking_variable_is_declared_secret() {
         for c in components() {
@@ -188,6 +280,8 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr3t-value"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
             ("CNFLOW_GATEWAY_AUTH_TOKENS", "tok-one,tok-two"),
+            ("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "http://b:4317,http://c:4317"),
+            ("CNFLOW_GATEWAY_EXTRA_HEADERS", "api-key=xh-s3cr3t;"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -197,6 +291,7 @@ mod tests {
         assert!(!text.contains("s3cr3t") && !text.contains("tok-one"), "{text}");
         assert_eq!(out["export"]["headers"], "<set, 20 chars>");
         assert_eq!(out["gateway"]["auth_tokens"], "<set, 15 chars>");
+        assert_eq!(out["gateway"]["extra_headers"], "<set, 18 chars>");
         assert_eq!(out["export"]["endpoint"], "http://collector:4317");
         // Unset secrets stay null.
         assert_eq!(out["export"]["client_key"], Value::Null);

@@ -97,7 +97,7 @@ pub struct ExportTuning {
 impl EnvVars for ExportTuning {
     const PREFIX: &'static str = "CNFLOW_EXPORT_";
     const VARS: &'static [VarDoc] = &[
-        VarDoc::new("CNFLOW_EXPORT_QUEUE_SIZE", "spans / metric data points / log records waiting for export per signal and endpoint; beyond it new data is refused and counted as dropped."),
+        VarDoc::new("CNFLOW_EXPORT_QUEUE_SIZE", "spans / metric data points / log records waiting for export per signal and endpoint (gateway: per destination); beyond it new data is dropped and counted (cnflow.export.dropped), or refused by the gateway for a required destination."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS", "first retry delay (doubled per attempt, ±50% jitter)."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS", "upper bound of the retry delay."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS", "give up on a request (counted as failed) after retrying this long; 0 = retry forever."),
@@ -126,7 +126,8 @@ pub enum Compression {
 }
 
 /// Everything one exporter (one endpoint, one signal) needs.
-#[derive(Debug, Clone)]
+/// Its Debug form shows header names only, never values or key material.
+#[derive(Clone)]
 pub struct ExportConfig {
     pub signal: Signal,
     /// Full URL: for HTTP the complete path (`.../v1/traces`), for gRPC scheme://host:port.
@@ -149,6 +150,28 @@ pub struct ExportConfig {
     /// When set, queued requests are also written here and reloaded at start
     /// (nothing is lost across a restart while the backend is down).
     pub queue_dir: Option<PathBuf>,
+    /// Name of the destination in self-metrics (`destination` attribute):
+    /// `primary`, or `extra-N` for the gateway's extra endpoints.
+    pub destination: String,
+}
+
+impl std::fmt::Debug for ExportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ExportConfig")
+            .field("signal", &self.signal)
+            .field("destination", &self.destination)
+            .field("endpoint", &self.display_endpoint())
+            .field("protocol", &self.protocol)
+            .field("header_names", &header_names)
+            .field("timeout", &self.timeout)
+            .field("compression", &self.compression)
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("client_identity", &self.client_identity_pem.is_some())
+            .field("queue_size", &self.queue_size)
+            .field("queue_dir", &self.queue_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ExportConfig {
@@ -169,6 +192,7 @@ impl Default for ExportConfig {
             retry_max_elapsed: Some(Duration::from_secs(t.retry_max_elapsed_secs)),
             max_concurrent: t.max_concurrent_requests,
             queue_dir: None,
+            destination: "primary".into(),
         }
     }
 }
@@ -357,11 +381,19 @@ impl ExportConfig {
                 .then(|| Duration::from_secs(tuning.retry_max_elapsed_secs)),
             max_concurrent: tuning.max_concurrent_requests,
             queue_dir: None,
+            destination: "primary".into(),
         }))
     }
 
     /// The same settings for another base endpoint (the gateway's extra
     /// destinations): HTTP paths are appended like for a generic endpoint.
+    /// The headers are the destination's own: the primary's (vendor API keys)
+    /// must not travel to another backend.
+    pub fn for_extra_destination(&self, base: &str, headers: Vec<(String, String)>, name: &str) -> Result<Self> {
+        Ok(Self { headers, destination: name.to_string(), ..self.with_base_endpoint(base)? })
+    }
+
+    /// The same settings (headers included) for another base endpoint.
     pub fn with_base_endpoint(&self, base: &str) -> Result<Self> {
         let e = if self.protocol == OtlpProtocol::Grpc {
             base.to_string()
@@ -370,6 +402,18 @@ impl ExportConfig {
         };
         let insecure = self.endpoint.starts_with("http://");
         Ok(Self { endpoint: normalize_endpoint(&e, self.protocol, insecure)?, ..self.clone() })
+    }
+
+    /// The endpoint for logs and metrics: without `user:password@` credentials.
+    pub fn display_endpoint(&self) -> String {
+        match reqwest::Url::parse(&self.endpoint) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            _ => self.endpoint.clone(),
+        }
     }
 
     pub fn is_tls(&self) -> bool {
@@ -408,10 +452,11 @@ fn normalize_endpoint(e: &str, protocol: OtlpProtocol, insecure: bool) -> Result
 /// `k=v,k2=v2` with percent-encoded values (W3C baggage-like format used by the spec).
 pub fn parse_headers(s: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((k, v)) = part.split_once('=') else { bail!("header {part:?} is not key=value") };
-        let k = percent_decode(k.trim())?.to_ascii_lowercase();
-        let v = percent_decode(v.trim())?;
+    // Errors never quote the text: header values are credentials.
+    for (n, part) in s.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        let Some((k, v)) = part.split_once('=') else { bail!("header entry {} is not key=value", n + 1) };
+        let k = percent_decode(k.trim()).with_context(|| format!("header entry {} name", n + 1))?.to_ascii_lowercase();
+        let v = percent_decode(v.trim()).with_context(|| format!("value of header {k:?}"))?;
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             bail!("invalid header name {k:?}");
         }
@@ -430,9 +475,7 @@ fn percent_decode(s: &str) -> Result<String> {
     while i < b.len() {
         if b[i] == b'%' {
             let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
-                bail!("bad percent-encoding in {s:?}")
-            };
+            let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else { bail!("bad percent-encoding") };
             out.push(byte);
             i += 3;
         } else {
@@ -440,7 +483,7 @@ fn percent_decode(s: &str) -> Result<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).with_context(|| format!("{s:?} is not UTF-8 after percent-decoding"))
+    String::from_utf8(out).context("not UTF-8 after percent-decoding")
 }
 
 #[cfg(test)]
@@ -508,6 +551,21 @@ mod tests {
         let v = vars(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://x")]);
         let e = format!("{:#}", ExportConfig::from_vars(Signal::Traces, v).unwrap_err());
         assert!(e.contains("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "{e}");
+    }
+
+    #[test]
+    fn debug_form_hides_header_values() {
+        let v = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://gw:4317"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr3t"),
+        ]);
+        let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
+        let d = format!("{t:?} {:?}", OtlpExportConfig { traces: Some(t.clone()), ..Default::default() });
+        assert!(d.contains("api-key") && !d.contains("s3cr3t"), "{d}");
+        let v = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:pw-s3cr3t@gw:4317")]);
+        let t = ExportConfig::from_vars(Signal::Traces, v).unwrap().unwrap();
+        assert_eq!(t.display_endpoint(), "https://gw:4317/");
+        assert!(!format!("{t:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub struct GrpcSender {
 impl GrpcSender {
     pub fn new(cfg: &ExportConfig) -> Result<Self> {
         let mut ep = Endpoint::from_shared(cfg.endpoint.clone())
-            .with_context(|| format!("invalid gRPC endpoint {}", cfg.endpoint))?
+            .with_context(|| format!("invalid gRPC endpoint {}", cfg.display_endpoint()))?
             .connect_timeout(cfg.timeout)
             .timeout(cfg.timeout);
         if cfg.is_tls() {

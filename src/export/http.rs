@@ -69,7 +69,10 @@ impl HttpSender {
         let resp = match req.send().await {
             Ok(r) => r,
             // Connection refused, reset, timeout: the backend may come back.
-            Err(e) => return SendOutcome::Retry { after: None, reason: format!("HTTP request failed: {e}") },
+            // Without the URL: it may carry credentials, and the log line names the endpoint.
+            Err(e) => {
+                return SendOutcome::Retry { after: None, reason: format!("HTTP request failed: {}", e.without_url()) }
+            }
         };
         let status = resp.status().as_u16();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);

@@ -12,10 +12,12 @@
 //!   and counts the drop. Data for a signal without a configured endpoint is discarded (Ok).
 //! - `shutdown` flushes within a deadline.
 //!
-//! Self-metrics (cnflow::stats), all with a `signal` attribute: `cnflow.export.sent` (items delivered),
-//! `cnflow.export.failed` (items given up on), `cnflow.export.rejected` (items refused by the backend in a
-//! partial success), `cnflow.export.retried` (retry attempts), `cnflow.export.dropped` (items refused because
-//! the queue was full), gauge `cnflow.export.queue.depth` (items queued, per endpoint too).
+//! Self-metrics (cnflow::stats), all with `signal` and `destination` (`primary`, `extra-N`) attributes:
+//! `cnflow.export.sent` (items delivered), `cnflow.export.failed` (items given up on),
+//! `cnflow.export.dead_letter` (of those, items moved to the disk queue's dead-letter directory),
+//! `cnflow.export.rejected` (items refused by the backend in a partial success), `cnflow.export.retried`
+//! (retry attempts), `cnflow.export.dropped` (items refused because the queue was full), gauge
+//! `cnflow.export.queue.depth` (items queued, per endpoint too).
 pub mod config;
 pub mod grpc;
 pub mod http;
@@ -56,17 +58,19 @@ struct Counters {
     rejected: Counter,
     retried: Counter,
     dropped: Counter,
+    dead_letter: Counter,
 }
 
 impl Counters {
-    fn for_signal(s: Signal) -> Self {
-        let a = [("signal", s.name())];
+    fn new(s: Signal, destination: &str) -> Self {
+        let a = [("signal", s.name()), ("destination", destination)];
         Self {
             sent: counter("cnflow.export.sent", &a),
             failed: counter("cnflow.export.failed", &a),
             rejected: counter("cnflow.export.rejected", &a),
             retried: counter("cnflow.export.retried", &a),
             dropped: counter("cnflow.export.dropped", &a),
+            dead_letter: counter("cnflow.export.dead_letter", &a),
         }
     }
 }
@@ -87,11 +91,25 @@ impl Sender {
 
 struct Lane {
     queue: Arc<Queue>,
+    counters: Counters,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 pub struct Exporter {
     lanes: [Option<Lane>; 3],
+}
+
+/// A request written to a queue but not yet sendable (see `Exporter::stage`).
+pub struct Staged {
+    lane: usize,
+    entry: queue::Entry,
+}
+
+impl Staged {
+    /// Whether its queue file was written (false: a disk error, memory only).
+    pub fn on_disk(&self) -> bool {
+        self.entry.on_disk()
+    }
 }
 
 fn idx(s: Signal) -> usize {
@@ -124,14 +142,22 @@ impl Exporter {
             OtlpProtocol::Grpc => Sender::Grpc(grpc::GrpcSender::new(&cfg)?),
             OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => Sender::Http(http::HttpSender::new(&cfg)?),
         };
-        let counters = Counters::for_signal(cfg.signal);
-        let depth = gauge("cnflow.export.queue.depth", &[("signal", cfg.signal.name()), ("endpoint", &cfg.endpoint)]);
+        let counters = Counters::new(cfg.signal, &cfg.destination);
+        let depth = gauge(
+            "cnflow.export.queue.depth",
+            &[("signal", cfg.signal.name()), ("destination", &cfg.destination), ("endpoint", &cfg.display_endpoint())],
+        );
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
-        let queue = Arc::new(Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?);
-        tracing::info!(signal = cfg.signal.name(), endpoint = %cfg.endpoint, protocol = ?cfg.protocol, "OTLP exporter started");
+        let mut queue =
+            Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?.with_destination(&cfg.destination);
+        if let Some(d) = &cfg.queue_dir {
+            queue = queue.with_dead_letter(d.join("dead-letter").join(cfg.signal.name()), counters.dead_letter);
+        }
+        let queue = Arc::new(queue);
+        tracing::info!(signal = cfg.signal.name(), destination = %cfg.destination, endpoint = %cfg.display_endpoint(), protocol = ?cfg.protocol, headers = cfg.headers.len(), "OTLP exporter started");
         let instruments = instruments::ExportInstruments::new();
         let task = tokio::spawn(run_lane(cfg, sender, queue.clone(), counters, instruments));
-        Ok(Lane { queue, task: parking_lot::Mutex::new(Some(task)) })
+        Ok(Lane { queue, counters, task: parking_lot::Mutex::new(Some(task)) })
     }
 
     pub fn send(&self, p: Payload) -> Result<(), QueueFull> {
@@ -148,6 +174,21 @@ impl Exporter {
     }
     pub fn send_logs(&self, req: ExportLogsServiceRequest) -> Result<(), QueueFull> {
         self.send(Payload::Logs(req))
+    }
+
+    /// Reserves room and writes `p` durably (file tagged `tag`) without
+    /// sending it yet; `release` makes it sendable. None when this signal is
+    /// not exported or the queue is full (the drop is counted).
+    pub fn stage(&self, p: Payload, tag: u64, force: bool) -> Option<Staged> {
+        let i = idx(p.signal());
+        let l = self.lanes[i].as_ref()?;
+        l.queue.stage(p, tag, force).ok().map(|entry| Staged { lane: i, entry })
+    }
+
+    pub fn release(&self, s: Staged) {
+        if let Some(l) = &self.lanes[s.lane] {
+            l.queue.release(s.entry);
+        }
     }
 
     /// Whether an endpoint is configured for this signal.
@@ -194,7 +235,7 @@ impl Exporter {
                         "export not finished at shutdown; kept in the disk queue"
                     );
                 } else if left > 0 {
-                    Counters::for_signal(signal).dropped.add(left as u64);
+                    l.counters.dropped.add(left as u64);
                     tracing::warn!(signal = signal.name(), items = left, "export not finished at shutdown; dropped");
                 }
             }
@@ -245,7 +286,7 @@ async fn export_one(
         cnflow.export.items = entry.items,
         cnflow.export.attempts = tracing::field::Empty,
         cnflow.export.outcome = tracing::field::Empty,
-        server.address = %cfg.endpoint,
+        server.address = %cfg.display_endpoint(),
     );
     let (outcome, attempts) = send_with_retry(cfg, sender, &entry, c, started).instrument(span.clone()).await;
     span.record("cnflow.export.attempts", attempts);
@@ -255,7 +296,7 @@ async fn export_one(
     }
     drop(span);
     instruments.record(cfg.signal, outcome, started.elapsed(), entry.items);
-    queue.complete(entry);
+    queue.complete(entry, outcome == "delivered");
 }
 
 /// Sends one request until delivered or given up: (outcome, attempts).
@@ -281,25 +322,25 @@ async fn send_with_retry(
                     tracing::warn!(signal, rejected, "OTLP partial success: {message}");
                 }
                 if warned {
-                    tracing::info!(signal, endpoint = %cfg.endpoint, "OTLP export recovered");
+                    tracing::info!(signal, endpoint = %cfg.display_endpoint(), "OTLP export recovered");
                 }
                 return ("delivered", attempts);
             }
             SendOutcome::Fail { reason } => {
                 c.failed.add(entry.items as u64);
-                tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export failed permanently: {reason}");
+                tracing::warn!(signal, endpoint = %cfg.display_endpoint(), items = entry.items, "OTLP export failed permanently: {reason}");
                 return ("failed", attempts);
             }
             SendOutcome::Retry { after, reason } => {
                 let delay = backoff.delay(after);
                 if cfg.retry_max_elapsed.is_some_and(|m| started.elapsed() + delay > m) {
                     c.failed.add(entry.items as u64);
-                    tracing::warn!(signal, endpoint = %cfg.endpoint, items = entry.items, "OTLP export given up after retrying: {reason}");
+                    tracing::warn!(signal, endpoint = %cfg.display_endpoint(), items = entry.items, "OTLP export given up after retrying: {reason}");
                     return ("given_up", attempts);
                 }
                 c.retried.inc();
                 if !warned {
-                    tracing::warn!(signal, endpoint = %cfg.endpoint, "OTLP export failed, retrying: {reason}");
+                    tracing::warn!(signal, endpoint = %cfg.display_endpoint(), "OTLP export failed, retrying: {reason}");
                     warned = true;
                 } else {
                     tracing::debug!(signal, "retrying in {delay:?}: {reason}");

@@ -62,7 +62,7 @@ async fn grpc_retries_unavailable_with_headers_and_gzip() {
     let mut c = cfg(&ep, OtlpProtocol::Grpc);
     c.headers = vec![("api-key".into(), "secret".into())];
     c.compression = Compression::Gzip;
-    let retried = counter("cnflow.export.retried", &[("signal", "traces")]);
+    let retried = counter("cnflow.export.retried", &[("signal", "traces"), ("destination", "primary")]);
     let before = retried.get();
     let ex = Exporter::start(Some(c), None, None).unwrap();
     ex.send_traces(spans(3, 1)).unwrap();
@@ -127,7 +127,7 @@ async fn grpc_resource_exhausted_retried_only_with_retry_info() {
 #[tokio::test]
 async fn grpc_partial_success_counted() {
     let (b, ep) = grpc_backend(0, unavailable, 2).await;
-    let rejected = counter("cnflow.export.rejected", &[("signal", "traces")]);
+    let rejected = counter("cnflow.export.rejected", &[("signal", "traces"), ("destination", "primary")]);
     let before = rejected.get();
     let ex = Exporter::start(Some(cfg(&ep, OtlpProtocol::Grpc)), None, None).unwrap();
     ex.send_traces(spans(5, 1)).unwrap();
@@ -145,7 +145,7 @@ async fn queue_full_while_backend_down_then_everything_queued_arrives() {
     let mut c = cfg(&format!("http://{addr}"), OtlpProtocol::Grpc);
     c.queue_size = 10;
     c.retry_max_elapsed = None;
-    let dropped = counter("cnflow.export.dropped", &[("signal", "traces")]);
+    let dropped = counter("cnflow.export.dropped", &[("signal", "traces"), ("destination", "primary")]);
     let before = dropped.get();
     let ex = Exporter::start(Some(c), None, None).unwrap();
     let mut accepted = vec![];
@@ -227,4 +227,41 @@ async fn signal_without_endpoint_is_discarded() {
     assert!(ex.send_traces(spans(1, 1)).is_ok());
     assert!(!ex.exports(Signal::Traces));
     ex.shutdown(Duration::from_millis(10)).await;
+}
+
+/// With a disk queue, a request the backend refuses for good (HTTP 400) and
+/// one given up after the retry limit move to `dead-letter/<signal>/`, counted.
+#[tokio::test]
+async fn given_up_requests_go_to_the_dead_letter_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_b, ep) = http_backend(1, 400).await;
+    let mut c = cfg(&ep, OtlpProtocol::HttpProtobuf);
+    c.queue_dir = Some(dir.path().join("destination-0"));
+    c.destination = "dead-letter-test".into();
+    let e = Exporter::start(Some(c), None, None).unwrap();
+    e.send_traces(spans(3, 1)).unwrap();
+    e.send_traces(spans(2, 2)).unwrap();
+    let dl = dir.path().join("destination-0/dead-letter/traces");
+    let files = || std::fs::read_dir(&dl).map(|d| d.count()).unwrap_or(0);
+    wait_until("a dead-lettered file", || files() == 1).await;
+    let counted = counter("cnflow.export.dead_letter", &[("signal", "traces"), ("destination", "dead-letter-test")]);
+    wait_until("the second request delivered", || e.queued(Signal::Traces) == 0).await;
+    assert_eq!(counted.get(), 3);
+    let f = std::fs::read_dir(&dl).unwrap().next().unwrap().unwrap().path();
+    assert_eq!(Payload::decode(Signal::Traces, &std::fs::read(f).unwrap()).unwrap().items(), 3, "kept intact");
+    assert_eq!(std::fs::read_dir(dir.path().join("destination-0/traces")).unwrap().count(), 0);
+    e.shutdown(Duration::from_secs(1)).await;
+
+    // Given up after CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS: the backend never answers.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", probe.local_addr().unwrap());
+    drop(probe);
+    let mut c = cfg(&down, OtlpProtocol::Grpc);
+    c.queue_dir = Some(dir.path().join("destination-1"));
+    c.retry_max_elapsed = Some(Duration::from_millis(200));
+    let e = Exporter::start(Some(c), None, None).unwrap();
+    e.send_traces(spans(4, 3)).unwrap();
+    let dl = dir.path().join("destination-1/dead-letter/traces");
+    wait_until("given up → dead letter", || std::fs::read_dir(&dl).map(|d| d.count()).unwrap_or(0) == 1).await;
+    e.shutdown(Duration::from_secs(1)).await;
 }

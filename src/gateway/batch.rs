@@ -143,9 +143,11 @@ struct Pending {
     started: Option<Instant>,
 }
 
-/// Where full batches go. Called with the batcher's lock held, so admission
-/// (`try_add`) and hand-over are atomic: the caller sees a consistent total.
-pub type Sink = Box<dyn Fn(Payload) + Send + Sync>;
+/// Where full batches go (the merged, split requests of one batch). Called
+/// with the batcher's lock held, so admission (`try_add`) and hand-over are
+/// atomic: the caller sees a consistent total, and a journal written under
+/// the same lock holds exactly the open batch.
+pub type Sink = Box<dyn Fn(Vec<Payload>) + Send + Sync>;
 
 pub struct Batcher {
     cfg: BatchConfig,
@@ -171,11 +173,24 @@ impl Batcher {
 
     /// Adds `p` if `admit(items already pending)` allows it; flushes when the batch is full.
     pub fn try_add(&self, p: Payload, admit: impl FnOnce(usize) -> bool) -> bool {
+        matches!(self.try_add_recorded(p, admit, |_| Ok(())), Ok(Some(())))
+    }
+
+    /// `try_add` that first runs `record` on an admitted request, under the
+    /// same lock (the journal append); a `record` error leaves the batch unchanged.
+    /// Ok(None) = not admitted.
+    pub fn try_add_recorded<R>(
+        &self,
+        p: Payload,
+        admit: impl FnOnce(usize) -> bool,
+        record: impl FnOnce(&Payload) -> std::io::Result<R>,
+    ) -> std::io::Result<Option<R>> {
         let n = p.items();
         let mut g = self.pending.lock();
         if !admit(g.items) {
-            return false;
+            return Ok(None);
         }
+        let r = record(&p)?;
         g.parts.push(p);
         g.items += n;
         if g.items >= self.cfg.size {
@@ -185,15 +200,15 @@ impl Batcher {
             drop(g);
             self.notify.notify_one();
         }
-        true
+        Ok(Some(r))
     }
 
     fn flush_locked(&self, g: &mut Pending) {
         let parts = std::mem::take(&mut g.parts);
         g.items = 0;
         g.started = None;
-        for p in merge_and_split(parts, self.cfg.max_size) {
-            (self.sink)(p);
+        if !parts.is_empty() {
+            (self.sink)(merge_and_split(parts, self.cfg.max_size));
         }
     }
 
@@ -283,7 +298,7 @@ mod tests {
         let o = out.clone();
         let b = Batcher::new(
             BatchConfig { size: 3, timeout: Duration::from_millis(50), max_size: 0 },
-            Box::new(move |p| o.lock().push(p)),
+            Box::new(move |ps| o.lock().extend(ps)),
         );
         tokio::spawn(b.clone().run_timer());
         assert!(b.try_add(Payload::Traces(req("a", "s", &["1", "2"])), |_| true));

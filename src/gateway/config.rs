@@ -37,8 +37,29 @@ fn d_shutdown() -> u64 {
     10
 }
 
-/// Settings of `cnflow gateway`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One entry of CNFLOW_GATEWAY_EXTRA_ENDPOINTS (with its CNFLOW_GATEWAY_EXTRA_HEADERS group).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExtraEndpoint {
+    pub url: String,
+    pub required: bool,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Header values are credentials: Debug shows only the names.
+impl std::fmt::Debug for ExtraEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("ExtraEndpoint")
+            .field("url", &self.url)
+            .field("required", &self.required)
+            .field("header_names", &names)
+            .finish()
+    }
+}
+
+/// Settings of `cnflow gateway`. Its Debug form redacts the secret
+/// variables (like `cnflow config`).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct GatewayConfig {
     /// Address of the OTLP/gRPC receiver.
     #[serde(default = "d_grpc")]
@@ -85,9 +106,15 @@ pub struct GatewayConfig {
     /// Directory for a disk-backed export queue (survives restarts).
     #[serde(default)]
     pub queue_dir: Option<String>,
-    /// Comma-separated further OTLP endpoints receiving the same data.
+    /// Comma-separated further OTLP endpoints receiving the same data (`URL[;required]`).
     #[serde(default)]
     pub extra_endpoints: Option<String>,
+    /// Request headers of each extra endpoint, groups separated by `;`.
+    #[serde(default)]
+    pub extra_headers: Option<String>,
+    /// Whether a full primary queue makes the gateway refuse data (back-pressure).
+    #[serde(default)]
+    pub primary_required: Option<bool>,
     /// How often the gateway's own counters are logged and exported as OTLP metrics.
     #[serde(default = "d_stats")]
     pub stats_interval_secs: u64,
@@ -113,11 +140,29 @@ impl EnvVars for GatewayConfig {
         VarDoc::new("CNFLOW_GATEWAY_BATCH_SIZE", "items (spans, data points, log records) that trigger sending a batch."),
         VarDoc::new("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "a batch is sent at the latest this long after its first item."),
         VarDoc::new("CNFLOW_GATEWAY_BATCH_MAX_SIZE", "upper limit of items per exported request (larger batches are split); 0 = no limit."),
-        VarDoc::new("CNFLOW_GATEWAY_QUEUE_DIR", "directory for a disk-backed export queue (survives restarts); unset = memory only."),
-        VarDoc::new("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "comma-separated further OTLP endpoints receiving the same data, with the OTEL_EXPORTER_OTLP_* protocol, headers and TLS settings."),
+        VarDoc::new("CNFLOW_GATEWAY_QUEUE_DIR", "directory for a disk-backed export queue: a request is acknowledged only once journaled and fsync'd, queued requests survive restarts and kill -9 (delivered once), requests given up on move to destination-N/dead-letter/; unset = memory only."),
+        VarDoc::new("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "comma-separated further OTLP endpoints receiving the same data, with the OTEL_EXPORTER_OTLP_* protocol, timeout, compression and TLS settings (not its headers: see CNFLOW_GATEWAY_EXTRA_HEADERS). Each has its own queue; a full or unreachable one drops (counted in cnflow.export.dropped{destination=extra-N}) without holding back the others, unless the entry ends with `;required` (then a full queue makes the gateway refuse data: back-pressure)."),
+        VarDoc::secret("CNFLOW_GATEWAY_EXTRA_HEADERS", "request headers of the extra endpoints, one group per endpoint in CNFLOW_GATEWAY_EXTRA_ENDPOINTS order, groups separated by `;`, each in the OTEL_EXPORTER_OTLP_HEADERS format (`k=v,k2=v2`, values URL-encoded), e.g. `api-key=AAA;;x-token=BBB` (the second endpoint gets none). Extra endpoints never get the primary's headers."),
+        VarDoc::new("CNFLOW_GATEWAY_PRIMARY_REQUIRED", "true = a full primary (OTEL_EXPORTER_OTLP_*) queue makes the gateway refuse data (back-pressure); false = the primary drops like a non-required extra endpoint; unset = required only when there is no extra endpoint."),
         VarDoc::new("CNFLOW_GATEWAY_STATS_INTERVAL_SECS", "how often the gateway's own counters are logged and exported as OTLP metrics."),
         VarDoc::new("CNFLOW_GATEWAY_SHUTDOWN_TIMEOUT_SECS", "on SIGTERM, time allowed to flush batches and queued data."),
     ];
+}
+
+impl std::fmt::Debug for GatewayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut v = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        if let serde_json::Value::Object(fields) = &mut v {
+            for var in Self::VARS.iter().filter(|v| v.secret) {
+                if let Some(x) = var.field(Self::PREFIX).and_then(|k| fields.get_mut(&k)) {
+                    if !x.is_null() {
+                        *x = serde_json::Value::String("<set>".into());
+                    }
+                }
+            }
+        }
+        write!(f, "GatewayConfig {v}")
+    }
 }
 
 impl Default for GatewayConfig {
@@ -168,6 +213,7 @@ impl GatewayConfig {
         if self.stats_interval_secs == 0 {
             bail!("CNFLOW_GATEWAY_STATS_INTERVAL_SECS must be > 0");
         }
+        self.extra_endpoints()?;
         Ok(())
     }
 
@@ -197,10 +243,47 @@ impl GatewayConfig {
     pub fn queue_dir(&self) -> Option<&str> {
         nonempty(&self.queue_dir)
     }
-    pub fn extra_endpoints(&self) -> Vec<String> {
-        nonempty(&self.extra_endpoints)
-            .map(|s| s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
-            .unwrap_or_default()
+    /// The extra destinations: `URL[;required]` entries, with their header group.
+    pub fn extra_endpoints(&self) -> Result<Vec<ExtraEndpoint>> {
+        let entries: Vec<&str> = nonempty(&self.extra_endpoints)
+            .map(|s| s.split(',').map(str::trim).filter(|t| !t.is_empty()).collect())
+            .unwrap_or_default();
+        let groups: Vec<&str> = nonempty(&self.extra_headers).map(|s| s.split(';').collect()).unwrap_or_default();
+        if groups.len() > entries.len() {
+            // Said without the values: they are credentials.
+            bail!(
+                "CNFLOW_GATEWAY_EXTRA_HEADERS has {} `;`-separated groups but CNFLOW_GATEWAY_EXTRA_ENDPOINTS only {} entries",
+                groups.len(),
+                entries.len()
+            );
+        }
+        let mut out = Vec::new();
+        for (i, entry) in entries.into_iter().enumerate() {
+            let mut parts = entry.split(';').map(str::trim);
+            let url = parts.next().unwrap_or_default().to_string();
+            let mut required = false;
+            for opt in parts.filter(|p| !p.is_empty()) {
+                match opt {
+                    "required" => required = true,
+                    other => bail!(
+                        "CNFLOW_GATEWAY_EXTRA_ENDPOINTS: unknown option {other:?} after {url} (expected `required`)"
+                    ),
+                }
+            }
+            let headers = match groups.get(i) {
+                Some(g) => crate::export::config::parse_headers(g).map_err(|e| {
+                    anyhow::anyhow!("CNFLOW_GATEWAY_EXTRA_HEADERS, group {} (extra endpoint {url}): {e}", i + 1)
+                })?,
+                None => vec![],
+            };
+            out.push(ExtraEndpoint { url, required, headers });
+        }
+        Ok(out)
+    }
+
+    /// Whether the primary destination exerts back-pressure (see CNFLOW_GATEWAY_PRIMARY_REQUIRED).
+    pub fn primary_is_required(&self, extra_destinations: usize) -> bool {
+        self.primary_required.unwrap_or(extra_destinations == 0)
     }
     pub fn batch_timeout(&self) -> Duration {
         Duration::from_millis(self.batch_timeout_ms)
@@ -233,5 +316,13 @@ mod tests {
         }
         let c = GatewayConfig::from_vars(vars(&[("CNFLOW_GATEWAY_AUTH_TOKENS", "a, b,")])).unwrap();
         assert_eq!(c.tokens(), vec!["a", "b"]);
+        let c = GatewayConfig::from_vars(vars(&[
+            ("CNFLOW_GATEWAY_AUTH_TOKENS", "tok-s3cr3t"),
+            ("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "http://b:4317"),
+            ("CNFLOW_GATEWAY_EXTRA_HEADERS", "api-key=hdr-s3cr3t"),
+        ]))
+        .unwrap();
+        let d = format!("{c:?} {:?}", c.extra_endpoints().unwrap());
+        assert!(!d.contains("s3cr3t") && d.contains("http://b:4317") && d.contains("api-key"), "{d}");
     }
 }

@@ -33,6 +33,7 @@ fn to_status(e: Refused) -> Status {
             ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
         ),
         Refused::ShuttingDown => Status::unavailable("gateway is shutting down"),
+        Refused::Storage => Status::unavailable("gateway cannot persist the request"),
     }
 }
 
@@ -45,7 +46,7 @@ impl TraceService for Svc {
         &self,
         req: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.0.ingest(Payload::Traces(req.into_inner())).map_err(to_status)?;
+        self.0.ingest(Payload::Traces(req.into_inner())).await.map_err(to_status)?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -56,7 +57,7 @@ impl MetricsService for Svc {
         &self,
         req: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.0.ingest(Payload::Metrics(req.into_inner())).map_err(to_status)?;
+        self.0.ingest(Payload::Metrics(req.into_inner())).await.map_err(to_status)?;
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -67,7 +68,7 @@ impl LogsService for Svc {
         &self,
         req: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.0.ingest(Payload::Logs(req.into_inner())).map_err(to_status)?;
+        self.0.ingest(Payload::Logs(req.into_inner())).await.map_err(to_status)?;
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }

@@ -134,7 +134,7 @@ async fn handle(signal: Signal, ctx: Ctx, headers: HeaderMap, body: Bytes) -> Re
             )
         }
     };
-    match ctx.pipeline.ingest(payload) {
+    match ctx.pipeline.ingest(payload).await {
         Ok(()) => ok_body(signal, format),
         Err(Refused::Busy) => reply(
             format,
@@ -145,6 +145,12 @@ async fn handle(signal: Signal, ctx: Ctx, headers: HeaderMap, body: Bytes) -> Re
         Err(Refused::ShuttingDown) => {
             reply(format, StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, "gateway is shutting down")
         }
+        Err(Refused::Storage) => reply(
+            format,
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            "gateway cannot persist the request",
+        ),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gateway: OTLP receiver (gRPC 4317, HTTP 4318) → GeoIP enrichment →
-//! batching → export to one or more OTLP endpoints, with back-pressure when
-//! the export queues are full, health endpoints and self-metrics.
+//! batching (journaled on disk with CNFLOW_GATEWAY_QUEUE_DIR) → export to one
+//! or more OTLP destinations, each with its own queue; back-pressure only from
+//! the destinations marked required; health endpoints and self-metrics.
 pub mod auth;
 pub mod batch;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod geoip;
 pub mod grpc_receiver;
 pub mod health;
 pub mod http_receiver;
+pub mod journal;
 pub mod pipeline;
 pub mod selfmetrics;
 pub mod tls;
@@ -26,31 +28,47 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Export settings per destination: `[traces, metrics, logs]`.
-pub type Destination = [Option<ExportConfig>; 3];
+/// One place the gateway forwards to.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// `primary` or `extra-N` (the `destination` attribute of the export self-metrics).
+    pub name: String,
+    /// A full queue here makes the gateway refuse data (back-pressure); otherwise
+    /// this destination drops (counted) and never holds back the others.
+    pub required: bool,
+    /// Export settings `[traces, metrics, logs]`.
+    pub signals: [Option<ExportConfig>; 3],
+}
 
 /// Destinations from the standard OTLP variables plus CNFLOW_GATEWAY_EXTRA_ENDPOINTS,
 /// each with its own disk-queue subdirectory when CNFLOW_GATEWAY_QUEUE_DIR is set.
 pub fn destinations(cfg: &GatewayConfig, export: &OtlpExportConfig) -> Result<Vec<Destination>> {
-    let primary: Destination = [export.traces.clone(), export.metrics.clone(), export.logs.clone()];
+    let primary = [export.traces.clone(), export.metrics.clone(), export.logs.clone()];
     if primary.iter().all(Option::is_none) {
         bail!("no OTLP destination: set OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_{{TRACES,METRICS,LOGS}}_ENDPOINT)");
     }
-    let mut out = vec![primary.clone()];
-    for base in cfg.extra_endpoints() {
-        let mut d: Destination = [None, None, None];
+    let extras = cfg.extra_endpoints()?;
+    let mut out = vec![Destination {
+        name: "primary".into(),
+        required: cfg.primary_is_required(extras.len()),
+        signals: primary.clone(),
+    }];
+    for (n, extra) in extras.into_iter().enumerate() {
+        let name = format!("extra-{}", n + 1);
+        let mut signals: [Option<ExportConfig>; 3] = [None, None, None];
         for (i, c) in primary.iter().enumerate() {
             if let Some(c) = c {
-                d[i] = Some(
-                    c.with_base_endpoint(&base).with_context(|| format!("CNFLOW_GATEWAY_EXTRA_ENDPOINTS: {base}"))?,
+                signals[i] = Some(
+                    c.for_extra_destination(&extra.url, extra.headers.clone(), &name)
+                        .with_context(|| format!("CNFLOW_GATEWAY_EXTRA_ENDPOINTS: {}", extra.url))?,
                 );
             }
         }
-        out.push(d);
+        out.push(Destination { name, required: extra.required, signals });
     }
     if let Some(dir) = cfg.queue_dir() {
         for (i, d) in out.iter_mut().enumerate() {
-            for c in d.iter_mut().flatten() {
+            for c in d.signals.iter_mut().flatten() {
                 c.queue_dir = Some(Path::new(dir).join(format!("destination-{i}")));
             }
         }
@@ -100,18 +118,33 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
         tracing::info!("bearer-token authentication required on both receivers");
     }
 
+    // Before the exporters load their queues: the journal removes the queue
+    // files of batches whose commit a crash interrupted.
+    let journals = match cfg.queue_dir() {
+        Some(dir) => Some([
+            journal::Journal::open(Path::new(dir), Signal::Traces)?,
+            journal::Journal::open(Path::new(dir), Signal::Metrics)?,
+            journal::Journal::open(Path::new(dir), Signal::Logs)?,
+        ]),
+        None => None,
+    };
     let mut exporters = Vec::new();
-    for [t, m, l] in destinations {
-        exporters.push(Exporter::start(t, m, l)?);
+    for mut d in destinations {
+        for c in d.signals.iter_mut().flatten() {
+            c.destination = d.name.clone();
+        }
+        let [t, m, l] = d.signals;
+        tracing::info!(destination = %d.name, required = d.required, "gateway destination");
+        exporters.push(pipeline::Forward { exporter: Exporter::start(t, m, l)?, required: d.required, name: d.name });
     }
     for s in [Signal::Traces, Signal::Metrics, Signal::Logs] {
-        if !exporters[0].exports(s) {
+        if !exporters[0].exporter.exports(s) {
             tracing::info!(signal = s.name(), "no OTLP endpoint for this signal: received data is discarded");
         }
     }
-    let exports_metrics = exporters[0].exports(Signal::Metrics);
+    let exports_metrics = exporters[0].exporter.exports(Signal::Metrics);
     let batch = batch::BatchConfig { size: cfg.batch_size, timeout: cfg.batch_timeout(), max_size: cfg.batch_max_size };
-    let pipeline = ForwardingPipeline::new(geo.clone(), exporters, batch);
+    let pipeline = ForwardingPipeline::new(geo.clone(), exporters, batch, journals);
     let mut aux = pipeline.spawn_timers();
 
     let grpc_l = bind("CNFLOW_GATEWAY_GRPC_LISTEN", cfg.grpc_addr()?).await?;

@@ -1,8 +1,14 @@
 //! What both receivers feed: admission (back-pressure) → GeoIP → batcher →
 //! every configured exporter.
-use super::batch::{BatchConfig, Batcher};
+//!
+//! Destinations are isolated: each has its own queue, and only the ones
+//! marked `required` are consulted for admission. A batch that does not fit
+//! in a non-required destination's queue is dropped there (counted in
+//! `cnflow.export.dropped{destination=…}`) while the others still get it.
+use super::batch::{merge_and_split, BatchConfig, Batcher};
 use super::geo_attributes;
 use super::geoip::GeoIp;
+use super::journal::{Journal, Leftover};
 use crate::export::{Exporter, Payload, Signal};
 use crate::stats::{counter, Counter};
 use std::sync::Arc;
@@ -14,6 +20,9 @@ pub enum Refused {
     Busy,
     #[error("gateway shutting down")]
     ShuttingDown,
+    /// The disk queue could not make the request durable: the client should retry.
+    #[error("cannot persist the request")]
+    Storage,
 }
 
 #[derive(Clone, Copy)]
@@ -34,10 +43,19 @@ impl SignalCounters {
     }
 }
 
+/// One destination's exporter and whether it may exert back-pressure.
+pub struct Forward {
+    pub exporter: Exporter,
+    pub required: bool,
+    pub name: String,
+}
+
 pub struct ForwardingPipeline {
     geo: Option<Arc<GeoIp>>,
-    exporters: Arc<Vec<Exporter>>,
+    exporters: Arc<Vec<Forward>>,
     batchers: [Arc<Batcher>; 3],
+    /// With CNFLOW_GATEWAY_QUEUE_DIR: each signal's open batch on disk.
+    journals: Option<[Arc<Journal>; 3]>,
     counters: [SignalCounters; 3],
     closing: std::sync::atomic::AtomicBool,
 }
@@ -53,22 +71,51 @@ fn idx(s: Signal) -> usize {
 }
 
 impl ForwardingPipeline {
-    pub fn new(geo: Option<Arc<GeoIp>>, exporters: Vec<Exporter>, batch: BatchConfig) -> Arc<Self> {
+    /// `journals`: the signals' journals (traces, metrics, logs) and the
+    /// batches they left uncommitted, re-committed here.
+    pub fn new(
+        geo: Option<Arc<GeoIp>>,
+        exporters: Vec<Forward>,
+        batch: BatchConfig,
+        journals: Option<[(Journal, Vec<Leftover>); 3]>,
+    ) -> Arc<Self> {
         let exporters = Arc::new(exporters);
-        let batchers = SIGNALS.map(|_| {
+        let journals = journals.map(|js| {
+            js.map(|(j, leftovers)| {
+                let j = Arc::new(j);
+                for l in leftovers {
+                    commit(&exporters, &j, l.id, &l.path, merge_and_split(l.requests, batch.max_size));
+                }
+                j
+            })
+        });
+        let batchers = SIGNALS.map(|s| {
             let ex = exporters.clone();
+            let journal = journals.as_ref().map(|j| j[idx(s)].clone());
             Batcher::new(
                 batch,
-                Box::new(move |p: Payload| {
-                    // Admission already checked room in every queue; a refusal
-                    // here (race with a disk error) is counted by the exporter.
-                    for e in ex.iter() {
-                        let _ = e.send(p.clone());
+                Box::new(move |parts: Vec<Payload>| match journal.as_ref().and_then(|j| Some((j, j.seal()?))) {
+                    Some((j, (id, log))) => commit(&ex, j, id, &log, parts),
+                    None => {
+                        // Admission checked room in the required queues only; a
+                        // full queue elsewhere refuses and counts the drop itself.
+                        for f in ex.iter() {
+                            for p in &parts {
+                                let _ = f.exporter.send(p.clone());
+                            }
+                        }
                     }
                 }),
             )
         });
-        Arc::new(Self { geo, exporters, batchers, counters: SIGNALS.map(SignalCounters::new), closing: false.into() })
+        Arc::new(Self {
+            geo,
+            exporters,
+            batchers,
+            journals,
+            counters: SIGNALS.map(SignalCounters::new),
+            closing: false.into(),
+        })
     }
 
     /// Batch timers; run for the pipeline's lifetime.
@@ -80,8 +127,9 @@ impl ForwardingPipeline {
         self.geo.as_ref()
     }
 
-    /// Accepts a request unless the queues cannot hold it (back-pressure).
-    pub fn ingest(&self, mut p: Payload) -> Result<(), Refused> {
+    /// Accepts a request unless the required queues cannot hold it
+    /// (back-pressure). With a journal, returns once the request is on disk.
+    pub async fn ingest(&self, mut p: Payload) -> Result<(), Refused> {
         let s = p.signal();
         let c = self.counters[idx(s)];
         let n = p.items();
@@ -102,30 +150,48 @@ impl ForwardingPipeline {
             c.enriched.add(enriched);
         }
         let exporters = &self.exporters;
-        // Room in the tightest queue, counting what waits in the batch: the
-        // same rule as the queue itself (an empty queue takes anything).
-        let admitted = self.batchers[idx(s)].try_add(p, |pending| {
-            exporters.iter().filter(|e| e.exports(s)).all(|e| {
-                let queued = e.queued(s);
-                queued + pending == 0 || pending + n <= e.free(s)
-            })
-        });
-        if admitted {
-            Ok(())
-        } else {
+        // Room in the tightest required queue, counting what waits in the
+        // batch: the same rule as the queue itself (an empty queue takes anything).
+        let journal = self.journals.as_ref().map(|j| &j[idx(s)]);
+        let record = |p: &Payload| journal.map(|j| j.append(p)).transpose();
+        let admitted = self.batchers[idx(s)].try_add_recorded(
+            p,
+            |pending| {
+                exporters.iter().filter(|f| f.required).map(|f| &f.exporter).filter(|e| e.exports(s)).all(|e| {
+                    let queued = e.queued(s);
+                    queued + pending == 0 || pending + n <= e.free(s)
+                })
+            },
+            record,
+        );
+        let synced = match admitted {
+            Ok(Some(None)) => return Ok(()),
+            Ok(Some(Some(file))) => tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Ok(None) => {
+                c.refused.add(n as u64);
+                return Err(Refused::Busy);
+            }
+            Err(e) => Err(e),
+        };
+        // An fsync error after the append: the request may still be sent, but
+        // it is not acknowledged (the client's retry may duplicate it).
+        synced.map_err(|e| {
+            tracing::warn!(signal = s.name(), "cannot write a request to the journal: {e}");
             c.refused.add(n as u64);
-            Err(Refused::Busy)
-        }
+            Refused::Storage
+        })
     }
 
     /// Items waiting (batch + largest export queue) for a signal.
     pub fn backlog(&self, s: Signal) -> usize {
-        self.batchers[idx(s)].pending_items() + self.exporters.iter().map(|e| e.queued(s)).max().unwrap_or(0)
+        self.batchers[idx(s)].pending_items() + self.exporters.iter().map(|f| f.exporter.queued(s)).max().unwrap_or(0)
     }
 
     pub fn send_direct(&self, p: Payload) {
-        for e in self.exporters.iter() {
-            let _ = e.send(p.clone());
+        for f in self.exporters.iter() {
+            let _ = f.exporter.send(p.clone());
         }
     }
 
@@ -140,6 +206,31 @@ impl ForwardingPipeline {
     /// Flush batches, then let every exporter deliver its queue until `timeout`.
     pub async fn shutdown(&self, timeout: std::time::Duration) {
         self.close();
-        futures::future::join_all(self.exporters.iter().map(|e| e.close(timeout))).await;
+        futures::future::join_all(self.exporters.iter().map(|f| f.exporter.close(timeout))).await;
+    }
+}
+
+/// Commits a journaled batch (see `journal`): durable in every destination's
+/// queue, then the log deleted, then sendable. Required destinations take it
+/// even above their bound (admission already counted it; the bound may only
+/// be overrun by a race or a replay); the others drop it when full.
+fn commit(exporters: &[Forward], journal: &Journal, id: u64, log: &std::path::Path, parts: Vec<Payload>) {
+    let mut staged = Vec::new();
+    for (i, f) in exporters.iter().enumerate() {
+        for p in &parts {
+            if let Some(st) = f.exporter.stage(p.clone(), id, f.required) {
+                staged.push((i, st));
+            }
+        }
+    }
+    if staged.iter().all(|(_, st)| st.on_disk()) {
+        journal.commit(log);
+    } else {
+        // A queue file could not be written: keep the journal so a restart
+        // re-commits the batch (at-least-once rather than losing acknowledged data).
+        tracing::warn!(batch = id, "a queue file could not be written; the batch stays journaled until restart");
+    }
+    for (i, st) in staged {
+        exporters[i].exporter.release(st);
     }
 }

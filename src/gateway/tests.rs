@@ -76,7 +76,7 @@ fn dest(endpoint: &str, queue_size: usize) -> Vec<Destination> {
         retry_max_elapsed: None,
         ..Default::default()
     };
-    vec![[Some(c), None, None]]
+    vec![Destination { name: "primary".into(), required: true, signals: [Some(c), None, None] }]
 }
 
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -263,6 +263,103 @@ async fn back_pressure_when_the_queue_is_full() {
     gw.shutdown().await;
 }
 
+fn unused_addr() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+/// Two destinations, the extra one down: with the extra not required nothing
+/// is refused and the primary gets everything; the extra's queue (20 items)
+/// holds the first batches and delivers them once it is up; its drops are
+/// counted under its own name. With `required` it is the one pushing back.
+#[tokio::test]
+async fn a_down_destination_drops_its_own_share_only() {
+    for required in [false, true] {
+        let bl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let primary_ep = format!("http://{}", bl.local_addr().unwrap());
+        let primary = serve_backend(bl).await;
+        let down = unused_addr();
+        let mut d = dest(&primary_ep, 1000);
+        d[0].required = false;
+        let mut extra = dest(&format!("http://{down}"), 20).remove(0);
+        extra.name = format!("extra-test-{required}");
+        extra.required = required;
+        d.push(extra);
+        let cfg = GatewayConfig { batch_size: 5, ..base_cfg() };
+        let gw = start(cfg, d).await.unwrap();
+        let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
+        let mut acked = 0;
+        for i in 0..10 {
+            let spans: Vec<Span> = (0..5).map(|j| span(&format!("s{i}-{j}"), vec![])).collect();
+            match client.export(trace_request("svc", spans)).await {
+                Ok(_) => acked += 5,
+                Err(e) => assert_eq!(e.code(), tonic::Code::ResourceExhausted),
+            }
+        }
+        let dropped = crate::stats::counter(
+            "cnflow.export.dropped",
+            &[("signal", "traces"), ("destination", &format!("extra-test-{required}"))],
+        );
+        if required {
+            assert_eq!(acked, 20, "the required extra's queue (20) pushes back");
+            assert_eq!(dropped.get(), 0);
+        } else {
+            assert_eq!(acked, 50, "nothing refused for a non-required destination");
+            wait_until("50 spans at the primary", || primary.spans().len() == 50).await;
+            assert_eq!(dropped.get(), 30, "the extra dropped what its queue could not hold");
+        }
+        let back = serve_backend(tokio::net::TcpListener::bind(down).await.unwrap()).await;
+        wait_until("20 spans at the extra", || back.spans().len() == 20).await;
+        wait_until("the primary", || primary.spans().len() == acked).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut names: Vec<String> = back.spans().into_iter().map(|s| s.name).collect();
+        names.sort();
+        let mut want: Vec<String> = (0..4).flat_map(|i| (0..5).map(move |j| format!("s{i}-{j}"))).collect();
+        want.sort();
+        assert_eq!(names, want, "the extra gets what its queue held: the first 20 spans, once");
+        assert_eq!(primary.spans().len(), acked);
+        gw.shutdown().await;
+    }
+}
+
+/// Each destination gets its own headers: the primary's API key never
+/// reaches the extra endpoint, which gets the ones from CNFLOW_GATEWAY_EXTRA_HEADERS.
+#[tokio::test]
+async fn extra_endpoints_get_their_own_headers() {
+    let (a, a_ep) = OtlpSink::new().grpc().await;
+    let (b, b_ep) = OtlpSink::new().grpc().await;
+    let env: Vec<(String, String)> = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", a_ep.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=primary-key"),
+        ("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", b_ep.as_str()),
+        ("CNFLOW_GATEWAY_EXTRA_HEADERS", "api-key=extra-key,x-team=net"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let cfg = GatewayConfig::from_vars(env.clone()).unwrap();
+    let cfg = GatewayConfig {
+        grpc_listen: base_cfg().grpc_listen,
+        http_listen: base_cfg().http_listen,
+        health_listen: base_cfg().health_listen,
+        batch_timeout_ms: 20,
+        ..cfg
+    };
+    let export = OtlpExportConfig::from_vars(env, &[Signal::Traces]).unwrap();
+    let gw = start(cfg.clone(), destinations(&cfg, &export).unwrap()).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
+    client.export(trace_request("svc", vec![span("h", vec![])])).await.unwrap();
+    wait_until("both destinations", || a.spans().len() == 1 && b.spans().len() == 1).await;
+    let get = |s: &OtlpSink, k: &str| -> Vec<String> {
+        s.headers.lock().iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect()
+    };
+    assert_eq!(get(&a, "api-key"), vec!["primary-key"]);
+    assert_eq!(get(&b, "api-key"), vec!["extra-key"]);
+    assert_eq!(get(&b, "x-team"), vec!["net"]);
+    assert!(get(&a, "x-team").is_empty());
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn corrupt_geoip_database_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,8 +391,46 @@ fn destinations_from_env() {
     )
     .unwrap();
     assert_eq!(d.len(), 2);
-    let t1 = d[1][0].as_ref().unwrap();
+    let t1 = d[1].signals[0].as_ref().unwrap();
     assert_eq!(t1.endpoint, "http://b:4318/v1/traces");
     assert_eq!(t1.queue_dir.as_deref(), Some(Path::new("/q/destination-1")));
-    assert_eq!(d[0][1].as_ref().unwrap().endpoint, "http://a:4318/v1/metrics");
+    assert_eq!(d[0].signals[1].as_ref().unwrap().endpoint, "http://a:4318/v1/metrics");
+    assert!(!d[0].required && !d[1].required, "with an extra endpoint nothing is required by default");
+    assert_eq!((d[0].name.as_str(), d[1].name.as_str()), ("primary", "extra-1"));
+
+    // Per-endpoint options and headers; the primary's API key stays with the primary.
+    let cfg = GatewayConfig {
+        extra_endpoints: Some("http://b:4318;required, http://c:4318".into()),
+        extra_headers: Some("api-key=b%2Dkey,x-team=net;".into()),
+        primary_required: Some(true),
+        ..Default::default()
+    };
+    let env = parsed(vars(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=primary-secret"),
+    ]));
+    let d = destinations(&cfg, &env).unwrap();
+    assert_eq!(d.iter().map(|d| d.required).collect::<Vec<_>>(), vec![true, true, false]);
+    let hdr = |i: usize| d[i].signals[0].as_ref().unwrap().headers.clone();
+    assert_eq!(hdr(0), vec![("api-key".to_string(), "primary-secret".to_string())]);
+    assert_eq!(hdr(1), vec![("api-key".to_string(), "b-key".to_string()), ("x-team".to_string(), "net".to_string())]);
+    assert!(hdr(2).is_empty(), "no group for extra-2: no headers, not the primary's");
+    assert_eq!(d[2].signals[0].as_ref().unwrap().destination, "extra-2");
+
+    // Errors name the variable but never quote a header value.
+    for (endpoints, headers, want) in [
+        ("http://b:4318;mandatory", "", "unknown option"),
+        ("http://b:4318", "a=1;b=2", "2 `;`-separated groups"),
+        ("http://b:4318", "leaked-secret-no-equals", "CNFLOW_GATEWAY_EXTRA_HEADERS, group 1"),
+    ] {
+        let cfg = GatewayConfig {
+            extra_endpoints: Some(endpoints.into()),
+            extra_headers: Some(headers.into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", destinations(&cfg, &env).unwrap_err());
+        assert!(e.contains(want), "{e}");
+        assert!(!e.contains("leaked-secret"), "{e}");
+    }
 }

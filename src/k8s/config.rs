@@ -121,8 +121,8 @@ impl K8sConfig {
             }
         }
         if let Some(sel) = self.k8s_label_selector.as_deref() {
-            if sel.contains(char::is_control) {
-                bail!("CNFLOW_K8S_LABEL_SELECTOR: invalid selector {sel:?}");
+            if let Err(why) = check_label_selector(sel) {
+                bail!("CNFLOW_K8S_LABEL_SELECTOR: invalid selector {sel:?}: {why}");
             }
         }
         for n in self.include_namespaces().iter().chain(self.exclude_namespaces().iter()) {
@@ -170,9 +170,129 @@ fn list(s: Option<&str>) -> Vec<String> {
     s.unwrap_or("").split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect()
 }
 
+/// A Kubernetes label selector as the API server parses it
+/// (k8s.io/apimachinery labels.Parse): comma-separated requirements `key`,
+/// `!key`, `key=v`, `key==v`, `key!=v`, `key in (v1,v2)`, `key notin (v1,v2)`.
+/// Checked at start-up so a typo fails there, naming the variable, instead of
+/// as a 400 from every pod list.
+fn check_label_selector(sel: &str) -> Result<(), String> {
+    fn name_ok(n: &str) -> bool {
+        let b = n.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    }
+    fn key_ok(k: &str) -> bool {
+        match k.split_once('/') {
+            Some((prefix, name)) => {
+                !prefix.is_empty()
+                    && prefix.len() <= 253
+                    && prefix.split('.').all(|l| {
+                        let b = l.as_bytes();
+                        !b.is_empty()
+                            && b.len() <= 63
+                            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                            && b[0] != b'-'
+                            && b[b.len() - 1] != b'-'
+                    })
+                    && name_ok(name)
+            }
+            None => name_ok(k),
+        }
+    }
+    let value_ok = |v: &str| v.is_empty() || name_ok(v);
+    // Split on commas outside parentheses.
+    let mut reqs = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in sel.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                reqs.push(&sel[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err("unbalanced parentheses".into());
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced parentheses".into());
+    }
+    reqs.push(&sel[start..]);
+    if sel.trim().is_empty() {
+        return Ok(());
+    }
+    for r in reqs {
+        let r = r.trim();
+        if let Some(k) = r.strip_prefix('!') {
+            if !key_ok(k.trim()) {
+                return Err(format!("bad key in {r:?}"));
+            }
+            continue;
+        }
+        let words: Vec<&str> = r.splitn(2, char::is_whitespace).collect();
+        if words.len() == 2 {
+            let rest = words[1].trim_start();
+            let set = rest.strip_prefix("notin").or_else(|| rest.strip_prefix("in"));
+            if let Some(set) = set {
+                let set = set.trim();
+                let inner = set.strip_prefix('(').and_then(|x| x.strip_suffix(')'));
+                let Some(inner) = inner else { return Err(format!("expected (values) in {r:?}")) };
+                if !key_ok(words[0]) || !inner.split(',').all(|v| value_ok(v.trim())) {
+                    return Err(format!("bad key or value in {r:?}"));
+                }
+                continue;
+            }
+        }
+        let (k, v) = if let Some((k, v)) = r.split_once("!=") {
+            (k, Some(v))
+        } else if let Some((k, v)) = r.split_once("==") {
+            (k, Some(v))
+        } else if let Some((k, v)) = r.split_once('=') {
+            (k, Some(v))
+        } else {
+            (r, None)
+        };
+        if !key_ok(k.trim()) {
+            return Err(format!("bad key in {r:?}"));
+        }
+        if let Some(v) = v {
+            if !value_ok(v.trim()) {
+                return Err(format!("bad value in {r:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_selectors_like_the_api_server() {
+        for ok in [
+            "",
+            "app=web",
+            "app==web,tier!=db",
+            "app.kubernetes.io/name=cnflow",
+            "env in (prod, staging),!canary",
+            "tier notin (db),release",
+            "app=",
+        ] {
+            assert!(check_label_selector(ok).is_ok(), "{ok:?}: {:?}", check_label_selector(ok));
+        }
+        for bad in
+            ["app=we b", "=web", "app in prod", "app in (prod", "-app=x", "Bad_Prefix.io/x=y", "a/b/c=d", "app=web)"]
+        {
+            assert!(check_label_selector(bad).is_err(), "{bad:?}");
+        }
+    }
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }

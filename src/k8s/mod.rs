@@ -89,6 +89,19 @@ impl K8sHandle {
         matches!(tokio::time::timeout(timeout, all).await, Ok(v) if v.iter().all(|x| *x))
     }
 
+    /// A future that completes once every watch has completed its first list
+    /// (never, if a watch ends before that).
+    pub fn synced_waiter(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rxs = self.synced.clone();
+        async move {
+            for mut rx in rxs {
+                if rx.wait_for(|v| *v).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
     /// The shared index (None in standalone mode).
     pub fn state(&self) -> Option<&Arc<State>> {
         self.state.as_ref()

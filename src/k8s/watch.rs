@@ -268,16 +268,61 @@ impl ServiceSync {
     }
 }
 
+/// Watches the API server currently refuses with 403 Forbidden (RBAC):
+/// the agent's readiness is false while any is.
+static FORBIDDEN_NOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Number of watches refused with 403 right now.
+pub fn forbidden_watches() -> usize {
+    FORBIDDEN_NOW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The HTTP status of a watch error, when the API server gave one.
+fn status_code(e: &watcher::Error) -> Option<u16> {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    }
+}
+
 /// Logs the first error of an outage and the recovery, not every retry.
 struct Outage {
     resource: &'static str,
     errors: &'static Counter,
     down: bool,
+    forbidden: bool,
 }
 
 impl Outage {
+    fn new(resource: &'static str, errors: &'static Counter) -> Self {
+        Outage { resource, errors, down: false, forbidden: false }
+    }
+
     fn error(&mut self, e: &watcher::Error) {
         self.errors.inc();
+        if status_code(e) == Some(403) {
+            counter("cnflow.k8s.watch_forbidden", &[("resource", self.resource)]).inc();
+            if !self.forbidden {
+                self.forbidden = true;
+                FORBIDDEN_NOW.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let hint = if self.resource == "services" {
+                    " (the chart's rbac.services=false sets CNFLOW_K8S_SERVICES=false)"
+                } else {
+                    ""
+                };
+                tracing::error!(
+                    resource = self.resource,
+                    error = %e,
+                    "Kubernetes API server forbids listing/watching {}: the agent's ClusterRole lacks list/watch on it; grant it or stop watching it{hint}. Not ready until it is allowed; retrying with backoff",
+                    self.resource
+                );
+            }
+            self.down = true;
+            return;
+        }
         if !self.down {
             self.down = true;
             tracing::warn!(resource = self.resource, error = %e, "Kubernetes watch failed; retrying with backoff, enrichment keeps the last known state");
@@ -287,9 +332,21 @@ impl Outage {
     }
 
     fn ok(&mut self) {
+        if self.forbidden {
+            self.forbidden = false;
+            FORBIDDEN_NOW.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if self.down {
             self.down = false;
             tracing::info!(resource = self.resource, "Kubernetes watch recovered");
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if self.forbidden {
+            FORBIDDEN_NOW.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -369,7 +426,7 @@ pub async fn run<K, S: WatchSync<K>>(
 ) {
     let mut stream = std::pin::pin!(stream);
     let mut tick = resync.map(|r| tokio::time::interval_at(tokio::time::Instant::now() + r, r));
-    let mut outage = Outage { resource: S::RESOURCE, errors: S::errors(), down: false };
+    let mut outage = Outage::new(S::RESOURCE, S::errors());
     // A full list (start, after a watch expired or failed) as one span of
     // cnflow's own traces, from Init to InitDone.
     let mut relist: Option<(tracing::Span, u64)> = None;

@@ -9,6 +9,10 @@ use super::semconv::Instrument;
 pub enum Kind {
     Client,
     Server,
+    /// Messaging send (publish) seen from the client end.
+    Producer,
+    /// Messaging receive (delivery) seen from the client end.
+    Consumer,
 }
 
 impl Kind {
@@ -17,12 +21,16 @@ impl Kind {
         match self {
             Kind::Server => 2,
             Kind::Client => 3,
+            Kind::Producer => 4,
+            Kind::Consumer => 5,
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Server => "SERVER",
             Kind::Client => "CLIENT",
+            Kind::Producer => "PRODUCER",
+            Kind::Consumer => "CONSUMER",
         }
     }
 }

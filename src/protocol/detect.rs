@@ -47,14 +47,7 @@ pub fn detect_stream(conn: &Conn, to_server: &[u8], to_client: &[u8], full: bool
     let mut best: Option<(u8, Protocol)> = None;
     let mut waiting = false;
     for proto in candidates(Transport::Tcp) {
-        let mut answer = Probe::No;
-        for (dir, data) in [(StreamDir::ToServer, to_server), (StreamDir::ToClient, to_client)] {
-            if data.is_empty() {
-                continue;
-            }
-            answer = merge(answer, proto.probe(conn, dir, data));
-        }
-        match answer {
+        match proto.probe_flow(conn, to_server, to_client) {
             Probe::Yes(c) => {
                 let bonus = if proto.port_hint(conn.server.port()) { PORT_BONUS } else { 0 };
                 let c = c.min(100).saturating_add(bonus);
@@ -70,15 +63,6 @@ pub fn detect_stream(conn: &Conn, to_server: &[u8], to_client: &[u8], full: bool
         Some((c, p)) if c >= DECISIVE || !waiting || full => Verdict::Detected(p),
         _ if waiting && !full => Verdict::Wait,
         _ => Verdict::Unknown,
-    }
-}
-
-fn merge(a: Probe, b: Probe) -> Probe {
-    match (a, b) {
-        (Probe::Yes(x), Probe::Yes(y)) => Probe::Yes(x.max(y)),
-        (Probe::Yes(x), _) | (_, Probe::Yes(x)) => Probe::Yes(x),
-        (Probe::NeedMore, _) | (_, Probe::NeedMore) => Probe::NeedMore,
-        _ => Probe::No,
     }
 }
 
@@ -112,7 +96,10 @@ mod tests {
     #[test]
     fn tie_break_order_is_the_historical_one() {
         use Protocol::*;
-        assert_eq!(candidates(Transport::Tcp).collect::<Vec<_>>(), [Http2, Http1, Kafka, Redis, Dns, Postgres]);
+        assert_eq!(
+            candidates(Transport::Tcp).collect::<Vec<_>>(),
+            [Http2, Http1, Kafka, Redis, Dns, Memcached, Nats, Mqtt, Postgres]
+        );
         assert_eq!(candidates(Transport::Udp).collect::<Vec<_>>(), [Dns]);
         assert_eq!(candidates(Transport::Icmp).collect::<Vec<_>>(), [Icmp]);
     }

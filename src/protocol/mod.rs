@@ -27,6 +27,9 @@ pub mod http1;
 pub mod http2;
 pub mod icmp;
 pub mod kafka;
+pub mod memcached;
+pub mod mqtt;
+pub mod nats;
 pub mod postgres;
 pub mod redis;
 /// SQL text helpers shared by the SQL database protocols (not a registry entry).
@@ -41,6 +44,19 @@ pub enum Probe {
     NeedMore,
     /// This protocol (confidence 0..=100; the dispatcher picks the highest).
     Yes(u8),
+}
+
+impl Probe {
+    /// The stronger of two answers (for two directions or two looks at one
+    /// flow): the higher `Yes`, else `NeedMore` if either waits.
+    pub fn merge(self, other: Probe) -> Probe {
+        match (self, other) {
+            (Probe::Yes(x), Probe::Yes(y)) => Probe::Yes(x.max(y)),
+            (Probe::Yes(x), _) | (_, Probe::Yes(x)) => Probe::Yes(x),
+            (Probe::NeedMore, _) | (_, Probe::NeedMore) => Probe::NeedMore,
+            _ => Probe::No,
+        }
+    }
 }
 
 /// Output context handed to decoders.

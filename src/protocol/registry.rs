@@ -56,6 +56,21 @@ pub trait L7Protocol {
     /// direction of `data`). Claims a flow only on evidence: a wrong label is
     /// worse than none. For datagram transports `data` is one datagram.
     fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe;
+    /// Content detection over the first bytes of both directions at once
+    /// (either may be empty; for stream transports). The default merges
+    /// [`probe`](Self::probe) of each non-empty direction, the stronger answer
+    /// winning. A protocol whose evidence is the pairing of the two sides (a
+    /// request shape that other protocols share, confirmed only by the reply
+    /// it gets) overrides this instead.
+    fn probe_flow(conn: &Conn, to_server: &[u8], to_client: &[u8]) -> Probe {
+        let mut answer = Probe::No;
+        for (dir, data) in [(StreamDir::ToServer, to_server), (StreamDir::ToClient, to_client)] {
+            if !data.is_empty() {
+                answer = answer.merge(Self::probe(conn, dir, data));
+            }
+        }
+        answer
+    }
     /// Server ports the protocol commonly uses: a small confidence bonus,
     /// never sufficient on its own.
     fn port_hint(_port: u16) -> bool {
@@ -119,6 +134,12 @@ macro_rules! registry {
                     $(Protocol::$id => <$imp as L7Protocol>::probe(conn, dir, data)),+
                 }
             }
+            /// [`L7Protocol::probe_flow`].
+            pub fn probe_flow(self, conn: &Conn, to_server: &[u8], to_client: &[u8]) -> Probe {
+                match self {
+                    $(Protocol::$id => <$imp as L7Protocol>::probe_flow(conn, to_server, to_client)),+
+                }
+            }
             /// [`L7Protocol::TIE_BREAK`].
             pub fn tie_break(self) -> u8 {
                 match self {
@@ -164,6 +185,9 @@ registry! {
     Redis => redis::Redis           ; Redis(redis::RedisDetail),
     Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
     Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
+    Memcached => memcached::Memcached ; Memcached(memcached::MemcachedDetail),
+    Nats => nats::Nats              ; Nats(nats::NatsDetail),
+    Mqtt => mqtt::Mqtt              ; Mqtt(mqtt::MqttDetail),
     Postgres => postgres::Postgres  ; Postgres(postgres::PostgresDetail),
 }
 

@@ -31,9 +31,10 @@ pub fn split_host(h: &str) -> (String, Option<u16>) {
 
 pub(crate) fn endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &mut Attrs) {
     let c = &ex.conn;
+    // Producer/Consumer spans are the client end's, like Client.
     let (peer, local) = match kind {
-        Kind::Client => (c.server, c.client),
         Kind::Server => (c.client, c.server),
+        Kind::Client | Kind::Producer | Kind::Consumer => (c.server, c.client),
     };
     let (server_addr, server_port) = match host.map(split_host) {
         Some((h, p)) if !h.is_empty() => (h, p.unwrap_or(c.server.port())),

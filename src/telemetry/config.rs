@@ -91,7 +91,7 @@ impl EnvVars for TelemetryConfig {
         VarDoc::new("CNFLOW_ROUTE_MAX_DEPTH", "path segments kept in http.route; deeper segments collapse into `/*`."),
         VarDoc::new(
             "CNFLOW_UNMASK_DB_STATEMENTS",
-            "put Redis commands with their argument values into db.query.text (default masks them as '?').",
+            "true: db.query.text carries statements with their argument values (default false: every value is '?', e.g. `SET ? ?`). Credentials are never shown either way (Redis AUTH, HELLO AUTH, MIGRATE AUTH/AUTH2, CONFIG SET requirepass/masterauth, ACL SETUSER passwords).",
         ),
         VarDoc::new(
             "CNFLOW_DNS_NXDOMAIN_IS_ERROR",

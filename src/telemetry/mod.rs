@@ -159,9 +159,11 @@ impl TelemetrySink {
         for (kind, local) in todo {
             let Some(identity) = local else { continue };
             let resource = identity.unwrap_or_else(|| self.opts.host.clone());
+            // `kind` is the side (Client or Server); the mapping may refine
+            // a client-side span to Producer/Consumer (`parts.kind`).
             let peer_ip = match kind {
-                span::Kind::Client => ex.conn.server.ip(),
                 span::Kind::Server => ex.conn.client.ip(),
+                _ => ex.conn.server.ip(),
             };
             let peer = span::Peer {
                 attributes: self.opts.enricher.peer_attributes(peer_ip),
@@ -170,8 +172,8 @@ impl TelemetrySink {
             let parts = span::build_with_peer(ex, kind, &mut self.routes, &self.naming, peer);
             let span_id = self.opts.ids.span_id().to_vec();
             match kind {
-                span::Kind::Client => SPANS_CLIENT.inc(),
                 span::Kind::Server => SPANS_SERVER.inc(),
+                _ => SPANS_CLIENT.inc(),
             }
             if let Some((inst, attrs)) = &parts.metric {
                 let per_side = matches!(
@@ -216,7 +218,7 @@ impl TelemetrySink {
                 parent_span_id: parent_span.clone(),
                 flags,
                 name: parts.name,
-                kind: kind.otlp(),
+                kind: parts.kind.otlp(),
                 start_time_unix_nano: start,
                 end_time_unix_nano: end,
                 attributes: {

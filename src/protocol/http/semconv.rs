@@ -81,7 +81,7 @@ pub fn span_parts(
     if let (Some(s), None) = (h.status, &error) {
         let bad = match kind {
             Kind::Server => s >= 500,
-            Kind::Client => s >= 400,
+            Kind::Client | Kind::Producer | Kind::Consumer => s >= 400,
         };
         if bad {
             a.push(("error.type", s.to_string().into()));

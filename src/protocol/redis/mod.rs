@@ -56,49 +56,55 @@ const CONTAINER_COMMANDS: [&str; 16] = [
     "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY", "MODULE", "OBJECT",
     "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
 ];
-/// Commands recognised when sent inline (telnet style) during detection.
-const INLINE_COMMANDS: [&str; 40] = [
-    "PING",
-    "AUTH",
-    "HELLO",
-    "SELECT",
-    "INFO",
-    "GET",
-    "SET",
-    "DEL",
-    "KEYS",
-    "EXISTS",
-    "INCR",
-    "DECR",
-    "QUIT",
-    "ECHO",
-    "MONITOR",
-    "SUBSCRIBE",
-    "PSUBSCRIBE",
-    "PUBLISH",
-    "CONFIG",
-    "CLIENT",
-    "FLUSHALL",
-    "FLUSHDB",
-    "DBSIZE",
-    "TYPE",
-    "TTL",
-    "EXPIRE",
-    "LPUSH",
-    "RPUSH",
-    "LRANGE",
-    "HGET",
-    "HSET",
-    "HGETALL",
-    "SADD",
-    "SMEMBERS",
-    "ZADD",
-    "ZRANGE",
-    "MULTI",
-    "EXEC",
-    "SCAN",
-    "MGET",
+/// Commands recognised when sent inline (telnet style) during detection,
+/// with their Redis arity (command name included; negative: at least that
+/// many). A line of another protocol that happens to start with one of these
+/// words (HTTP/0.9 `GET /page`, memcached `get k1 k2`, `incr k 1`,
+/// `set k 0 0 3`) mostly fails the arity; the rest is settled by the reply.
+const INLINE_COMMANDS: [(&str, i8); 40] = [
+    ("PING", -1),
+    ("AUTH", -2),
+    ("HELLO", -1),
+    ("SELECT", 2),
+    ("INFO", -1),
+    ("GET", 2),
+    ("SET", -3),
+    ("DEL", -2),
+    ("KEYS", 2),
+    ("EXISTS", -2),
+    ("INCR", 2),
+    ("DECR", 2),
+    ("QUIT", -1),
+    ("ECHO", 2),
+    ("MONITOR", 1),
+    ("SUBSCRIBE", -2),
+    ("PSUBSCRIBE", -2),
+    ("PUBLISH", 3),
+    ("CONFIG", -2),
+    ("CLIENT", -2),
+    ("FLUSHALL", -1),
+    ("FLUSHDB", -1),
+    ("DBSIZE", 1),
+    ("TYPE", 2),
+    ("TTL", 2),
+    ("EXPIRE", -3),
+    ("LPUSH", -3),
+    ("RPUSH", -3),
+    ("LRANGE", 4),
+    ("HGET", 3),
+    ("HSET", -4),
+    ("HGETALL", 2),
+    ("SADD", -3),
+    ("SMEMBERS", 2),
+    ("ZADD", -4),
+    ("ZRANGE", -4),
+    ("MULTI", 1),
+    ("EXEC", 1),
+    ("SCAN", -2),
+    ("MGET", -2),
 ];
+/// Longest first line looked at by the probe.
+const PROBE_LINE: usize = 1024;
 
 const RESP_TYPES: &[u8] = b"+-:$*_,#!=(%~>|";
 
@@ -106,59 +112,188 @@ fn is_resp3_only(t: u8) -> bool {
     b"_,#!=(%~>|".contains(&t)
 }
 
-/// Does the first data of a connection look like Redis? `dir` is the direction of `data`.
+/// Does the first data of one direction look like Redis? (The other
+/// direction unknown; see [`probe_flow`].)
 pub fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
-    let Some(&first) = data.first() else { return Probe::NeedMore };
     match dir {
-        StreamDir::ToServer if first == b'*' => {
-            let digits = data[1..].iter().take_while(|b| b.is_ascii_digit()).count();
-            let after = &data[1 + digits..];
-            if after.is_empty() && digits < 8 {
-                return Probe::NeedMore;
-            }
-            if digits == 0 || digits > 7 {
-                return Probe::No;
-            }
-            match after {
-                [b'\r'] | [b'\r', b'\n'] => Probe::NeedMore,
-                [b'\r', b'\n', b'$', ..] => Probe::Yes(90),
-                _ => Probe::No,
+        StreamDir::ToServer => probe_flow(conn, data, b""),
+        StreamDir::ToClient => probe_flow(conn, b"", data),
+    }
+}
+
+/// What the first client bytes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    /// A RESP array of bulk strings (`*2\r\n$3\r\n...`): only Redis (and
+    /// its clones) speaks that.
+    Array,
+    /// A known command sent inline with a valid arity: shared with other
+    /// text protocols (HTTP/0.9, memcached), so only a RESP reply confirms it.
+    Inline,
+    NeedMore,
+    No,
+}
+
+/// Does the first data of a connection look like Redis? Evidence, strongest first:
+/// a RESP request array; an inline command of valid arity answered by a
+/// well-formed RESP reply; joined mid-connection, a RESP request array at a
+/// line start with a RESP reply line on the other side. A server never speaks
+/// first, and an inline command alone (however Redis-like) claims nothing.
+pub fn probe_flow(conn: &Conn, to_server: &[u8], to_client: &[u8]) -> Probe {
+    let req = if to_server.is_empty() { Request::NeedMore } else { request_start(to_server) };
+    let reply = if to_client.is_empty() { Probe::NeedMore } else { reply_start(to_client) };
+    if conn.evidence == RoleEvidence::Syn {
+        if to_server.is_empty() && !to_client.is_empty() {
+            return Probe::No;
+        }
+        return match (req, reply) {
+            (Request::Array, _) => Probe::Yes(90),
+            (Request::Inline, Probe::Yes(_)) => Probe::Yes(70),
+            (Request::Inline | Request::NeedMore, Probe::NeedMore | Probe::Yes(_)) => Probe::NeedMore,
+            _ => Probe::No,
+        };
+    }
+    // Joined mid-connection: either side may start inside a message.
+    match (req, reply) {
+        // The reply side may start inside a value: the request shape is enough.
+        (Request::Array, _) => Probe::Yes(90),
+        (Request::Inline, Probe::Yes(_)) => Probe::Yes(70),
+        (_, Probe::No) => Probe::No,
+        _ => {
+            // A request array further in (after the tail of a cut message).
+            let later = line_starts(to_server).any(|at| request_start(&to_server[at..]) == Request::Array);
+            match reply {
+                Probe::Yes(_) if later => Probe::Yes(60),
+                _ if to_server.len() >= PROBE_LINE || to_client.len() >= PROBE_LINE => Probe::No,
+                _ => Probe::NeedMore,
             }
         }
-        StreamDir::ToServer => {
-            let word_len = data.iter().take(16).take_while(|b| b.is_ascii_alphabetic()).count();
-            if word_len == data.len() && word_len < 16 {
-                return Probe::NeedMore;
-            }
-            let word = String::from_utf8_lossy(&data[..word_len]).to_ascii_uppercase();
-            let sep = data.get(word_len).copied();
-            if INLINE_COMMANDS.contains(&word.as_str()) && matches!(sep, Some(b' ' | b'\r' | b'\n')) {
-                Probe::Yes(55)
-            } else {
-                Probe::No
-            }
+    }
+}
+
+/// Offsets of the line starts after the first one, within the probe window.
+fn line_starts(data: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let window = &data[..data.len().min(PROBE_LINE)];
+    window.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i + 1).filter(move |&i| i < data.len())
+}
+
+fn request_start(data: &[u8]) -> Request {
+    let Some(&first) = data.first() else { return Request::NeedMore };
+    if first == b'*' {
+        let digits = data[1..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let after = &data[1 + digits..];
+        if after.is_empty() && digits < 8 {
+            return Request::NeedMore;
         }
-        // Redis servers never speak first: a reply is only evidence when the start was missed.
-        StreamDir::ToClient if conn.evidence == RoleEvidence::Syn => Probe::No,
-        StreamDir::ToClient => {
-            if !RESP_TYPES.contains(&first) {
-                return Probe::No;
-            }
-            match data.iter().take(512).position(|&b| b == b'\n') {
-                Some(nl) if nl >= 2 && data[nl - 1] == b'\r' && !data[1..nl - 1].contains(&b'\r') => {
-                    let body = &data[1..nl - 1];
-                    let numeric = body.iter().all(|b| b.is_ascii_digit() || *b == b'-');
-                    if b"$*:%~>".contains(&first) && (!numeric || body.is_empty()) {
-                        Probe::No
-                    } else {
-                        Probe::Yes(40)
-                    }
-                }
-                Some(_) => Probe::No,
-                None if data.len() < 512 => Probe::NeedMore,
-                None => Probe::No,
-            }
+        if digits == 0 || digits > 7 {
+            return Request::No;
         }
+        return match after {
+            [b'\r'] | [b'\r', b'\n'] => Request::NeedMore,
+            [b'\r', b'\n', b'$', ..] => Request::Array,
+            _ => Request::No,
+        };
+    }
+    let Some(nl) = data.iter().take(PROBE_LINE).position(|&b| b == b'\n') else {
+        // Only a command word may still be completed into a valid line.
+        let word = data.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        let plausible = data.len() < PROBE_LINE && (word == data.len() || data.get(word) == Some(&b' '));
+        return if plausible && inline_word(&data[..word]).is_some() || word == data.len() && word < 16 {
+            Request::NeedMore
+        } else {
+            Request::No
+        };
+    };
+    let line = data[..nl].strip_suffix(b"\r").unwrap_or(&data[..nl]);
+    if inline_valid(line) {
+        Request::Inline
+    } else {
+        Request::No
+    }
+}
+
+fn inline_word(word: &[u8]) -> Option<i8> {
+    let w = std::str::from_utf8(word).ok()?;
+    INLINE_COMMANDS.iter().find(|(c, _)| c.eq_ignore_ascii_case(w)).map(|(_, a)| *a)
+}
+
+/// One inline command line: a known command, printable words, valid arity
+/// (and for SET, valid options: memcached's `set k flags exptime bytes` is not).
+fn inline_valid(line: &[u8]) -> bool {
+    if line.iter().any(|&b| b < 0x20 && b != b'\t') || line.first().is_some_and(|b| !b.is_ascii_alphabetic()) {
+        return false;
+    }
+    let words: Vec<&[u8]> = line.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty()).collect();
+    let Some(arity) = words.first().and_then(|w| inline_word(w)) else { return false };
+    let n = words.len() as i64;
+    let arity_ok = if arity >= 0 { n == arity as i64 } else { n >= -(arity as i64) };
+    if !arity_ok {
+        return false;
+    }
+    if words[0].eq_ignore_ascii_case(b"SET") {
+        return set_options_valid(&words[3..]);
+    }
+    true
+}
+
+fn set_options_valid(mut opts: &[&[u8]]) -> bool {
+    while let Some((o, rest)) = opts.split_first() {
+        let o = o.to_ascii_uppercase();
+        opts = rest;
+        match o.as_slice() {
+            b"NX" | b"XX" | b"GET" | b"KEEPTTL" => {}
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" => match opts.split_first() {
+                Some((n, rest)) if !n.is_empty() && n.iter().all(u8::is_ascii_digit) => opts = rest,
+                _ => return false,
+            },
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Is `data` the start of a RESP reply? `Yes` for a complete, well-formed first line.
+fn reply_start(data: &[u8]) -> Probe {
+    let first = data[0];
+    if !RESP_TYPES.contains(&first) || first == b'|' {
+        return Probe::No;
+    }
+    let Some(nl) = data.iter().take(512).position(|&b| b == b'\n') else {
+        return if data.len() < 512 { Probe::NeedMore } else { Probe::No };
+    };
+    if nl < 2 || data[nl - 1] != b'\r' {
+        return Probe::No;
+    }
+    let body = &data[1..nl - 1];
+    if body.iter().any(|&b| b < 0x20) {
+        return Probe::No;
+    }
+    let valid = match first {
+        // A length, or -1 for a RESP2 null.
+        b'$' | b'*' | b'%' | b'~' | b'>' | b'=' | b'!' => {
+            body == b"-1" || !body.is_empty() && body.len() <= 10 && body.iter().all(u8::is_ascii_digit)
+        }
+        b':' => parse_len(body).is_some(),
+        b'(' => {
+            let digits = body.strip_prefix(b"-").unwrap_or(body);
+            !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+        }
+        b'_' => body.is_empty(),
+        b'#' => body == b"t" || body == b"f",
+        b',' => {
+            !body.is_empty()
+                && std::str::from_utf8(body)
+                    .is_ok_and(|s| s.parse::<f64>().is_ok() || matches!(s, "inf" | "-inf" | "nan"))
+        }
+        // An error starts with its upper-case code ("ERR", "WRONGTYPE", "NOAUTH").
+        b'-' => body.iter().take_while(|b| b.is_ascii_uppercase()).count() >= 2,
+        b'+' => !body.is_empty(),
+        _ => false,
+    };
+    if valid {
+        Probe::Yes(40)
+    } else {
+        Probe::No
     }
 }
 
@@ -176,6 +311,9 @@ impl super::registry::L7Protocol for Redis {
     const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
     fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
         probe(conn, dir, data)
+    }
+    fn probe_flow(conn: &Conn, to_server: &[u8], to_client: &[u8]) -> Probe {
+        probe_flow(conn, to_server, to_client)
     }
     fn port_hint(port: u16) -> bool {
         matches!(port, 6379 | 6380 | 26379)
@@ -627,6 +765,50 @@ fn upper(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_uppercase()
 }
 
+/// Which arguments of a command carry a credential: they are `?` even in the
+/// unmasked `query_raw` (`CNFLOW_UNMASK_DB_STATEMENTS=true` shows values, never
+/// passwords). AUTH (every argument), HELLO ... AUTH user pass, MIGRATE ...
+/// AUTH pass / AUTH2 user pass, CONFIG SET requirepass|masterauth, and
+/// ACL SETUSER password rules (`>pass`, `<pass`, `#hash`, `!hash`).
+fn credential_args<'a>(name: &str, sub: Option<&str>, args: &'a [Vec<u8>]) -> impl Fn(usize) -> bool + 'a {
+    let mut secret = vec![false; args.len()];
+    let eq = |i: usize, w: &str| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(w.as_bytes()));
+    match (name, sub) {
+        ("AUTH", _) => secret.iter_mut().skip(1).for_each(|s| *s = true),
+        ("HELLO", _) | ("MIGRATE", _) => {
+            for i in 1..args.len() {
+                if eq(i, "AUTH") {
+                    // HELLO: AUTH username password; MIGRATE: AUTH password.
+                    let pass = if name == "HELLO" { i + 2 } else { i + 1 };
+                    if let Some(s) = secret.get_mut(pass) {
+                        *s = true;
+                    }
+                } else if eq(i, "AUTH2") {
+                    if let Some(s) = secret.get_mut(i + 2) {
+                        *s = true;
+                    }
+                }
+            }
+        }
+        ("CONFIG", Some("SET")) => {
+            for i in (2..args.len()).step_by(2) {
+                if eq(i, "requirepass") || eq(i, "masterauth") {
+                    if let Some(s) = secret.get_mut(i + 1) {
+                        *s = true;
+                    }
+                }
+            }
+        }
+        ("ACL", Some("SETUSER")) => {
+            for (i, a) in args.iter().enumerate().skip(3) {
+                secret[i] = matches!(a.first(), Some(b'>' | b'<' | b'#' | b'!'));
+            }
+        }
+        _ => {}
+    }
+    move |i| secret.get(i).copied().unwrap_or(false)
+}
+
 fn response_type(m: &Msg) -> &'static str {
     if m.null {
         return "null";
@@ -706,12 +888,17 @@ impl RedisDecoder {
         if hidden > MAX_MASKED {
             masked.push_str(" ...");
         }
+        let secret = credential_args(&name, sub.as_deref(), args);
         let mut raw = String::new();
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
                 raw.push(' ');
             }
-            raw.push_str(&String::from_utf8_lossy(a));
+            if secret(i) {
+                raw.push('?');
+            } else {
+                raw.push_str(&String::from_utf8_lossy(a));
+            }
             if raw.len() >= MAX_RAW {
                 break;
             }
@@ -980,14 +1167,100 @@ mod tests {
         let c = conn(Transport::Tcp, 7000);
         assert_eq!(probe(&c, StreamDir::ToServer, &cmd(&["PING"])), Probe::Yes(90));
         assert_eq!(probe(&c, StreamDir::ToServer, b"*2"), Probe::NeedMore);
-        assert_eq!(probe(&c, StreamDir::ToServer, b"PING\r\n"), Probe::Yes(55));
-        assert_eq!(probe(&c, StreamDir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::Yes(55));
+        // Inline commands wait for their reply; only a RESP reply confirms them.
+        assert_eq!(probe(&c, StreamDir::ToServer, b"PING\r\n"), Probe::NeedMore);
+        assert_eq!(probe_flow(&c, b"PING\r\n", b"+PONG\r\n"), Probe::Yes(70));
+        assert_eq!(probe_flow(&c, b"set k hello\r\n", b"+OK\r\n"), Probe::Yes(70));
+        assert_eq!(probe_flow(&c, b"GET k\r\n", b"$-1\r\n"), Probe::Yes(70));
+        assert_eq!(probe_flow(&c, b"GET k\r\n", b"$"), Probe::NeedMore);
+        assert_eq!(probe(&c, StreamDir::ToServer, b"GET / HTTP/1.1\r\n"), Probe::No);
         assert_eq!(probe(&c, StreamDir::ToServer, b"\x16\x03\x01"), Probe::No);
         assert_eq!(probe(&c, StreamDir::ToClient, b"+OK\r\n"), Probe::No);
         let mid = conn_with(Transport::Tcp, 7000, RoleEvidence::Port);
-        assert_eq!(probe(&mid, StreamDir::ToClient, b"+OK\r\n"), Probe::Yes(40));
-        assert_eq!(probe(&mid, StreamDir::ToClient, b"$5\r\nhello\r\n"), Probe::Yes(40));
+        assert_eq!(probe(&mid, StreamDir::ToClient, b"+OK\r\n"), Probe::NeedMore);
+        assert_eq!(probe_flow(&mid, b"\r\n*1\r\n$4\r\nPING\r\n", b"+OK\r\n"), Probe::Yes(60));
+        assert_eq!(probe_flow(&mid, b"lue\r\n", b"$5\r\nhello\r\n"), Probe::NeedMore);
         assert_eq!(probe(&mid, StreamDir::ToClient, b"HTTP/1.1 200 OK\r\n"), Probe::No);
+    }
+
+    /// Other text protocols whose lines start like inline Redis commands, with
+    /// the reply their server gives: never Redis.
+    #[test]
+    fn other_text_protocols_are_not_redis() {
+        let c = conn(Transport::Tcp, 8080);
+        let mid = conn_with(Transport::Tcp, 8080, RoleEvidence::Port);
+        let html = &b"<html>\r\n<head><title>400 Bad Request</title></head>\r\n"[..];
+        let cases: &[(&[u8], &[u8])] = &[
+            // HTTP/0.9, a request line without a URI or version, headers first.
+            (b"GET /page\r\n", html),
+            (b"GET /page\r\n", b"hello from nginx\n"),
+            (b"GET\r\n", html),
+            (b"GET /\r\nHost: x\r\n\r\n", html),
+            (b"Host: x\r\nAccept: */*\r\n\r\n", b"HTTP/1.1 400 Bad Request\r\n"),
+            (b"Accept: */*\r\n\r\n", b""),
+            // memcached text protocol.
+            (b"set foo 0 0 3\r\nbar\r\n", b"STORED\r\n"),
+            (b"get foo\r\n", b"VALUE foo 0 3\r\nbar\r\nEND\r\n"),
+            (b"get foo\r\n", b"END\r\n"),
+            (b"get a b c\r\n", b""),
+            (b"incr n 1\r\n", b"2\r\n"),
+            (b"delete foo\r\n", b"DELETED\r\n"),
+            (b"mg foo v\r\n", b"EN\r\n"),
+            (b"stats\r\n", b"STAT pid 1\r\n"),
+            (b"version\r\n", b"VERSION 1.6.21\r\n"),
+            // HTTP error page body seen first (mid-connection).
+            (b"", b"-- \r\n<hr><center>nginx</center>\r\n"),
+            (b"", html),
+        ];
+        for (up, down) in cases {
+            for cn in [&c, &mid] {
+                let p = probe_flow(cn, up, down);
+                assert!(
+                    !matches!(p, Probe::Yes(_)),
+                    "{p:?}: {:?} / {:?}",
+                    String::from_utf8_lossy(up),
+                    String::from_utf8_lossy(down)
+                );
+            }
+        }
+    }
+
+    /// Credentials never reach `query_raw` (what CNFLOW_UNMASK_DB_STATEMENTS shows).
+    #[test]
+    fn credentials_are_never_kept() {
+        let mut r = Run::new();
+        let cmds: &[&[&str]] = &[
+            &["AUTH", "s3cret-a"],
+            &["AUTH", "alice", "s3cret-b"],
+            &["HELLO", "3", "AUTH", "alice", "s3cret-c", "SETNAME", "app"],
+            &["MIGRATE", "h", "6379", "", "0", "5000", "AUTH2", "bob", "s3cret-d", "KEYS", "k1"],
+            &["CONFIG", "SET", "maxmemory", "10mb", "requirepass", "s3cret-e"],
+            &["ACL", "SETUSER", "carol", "on", ">s3cret-f", "~*", "+@all"],
+            &["auth", "s3cret-g"],
+        ];
+        let mut reqs = Vec::new();
+        for c in cmds {
+            reqs.extend(cmd(c));
+        }
+        r.req(1, &reqs);
+        r.resp(2, b"+OK\r\n+OK\r\n%1\r\n+server\r\n+redis\r\n+OK\r\n+OK\r\n+OK\r\n+OK\r\n");
+        let d = r.details();
+        assert_eq!(d.len(), cmds.len());
+        let raws: Vec<&str> = d.iter().map(|x| x.query_raw.as_str()).collect();
+        assert_eq!(
+            raws,
+            [
+                "AUTH ?",
+                "AUTH ? ?",
+                "HELLO 3 AUTH alice ? SETNAME app",
+                "MIGRATE h 6379  0 5000 AUTH2 bob ? KEYS k1",
+                "CONFIG SET maxmemory 10mb requirepass ?",
+                "ACL SETUSER carol on ? ~* +@all",
+                "auth ?",
+            ]
+        );
+        let all = format!("{:?}", r.out);
+        assert!(!all.contains("s3cret"), "{all}");
     }
 
     #[test]
