@@ -52,8 +52,16 @@ const HTTP_SPAN: &[&str] = &[
     "http.response.body.size",
 ];
 const RPC_SPAN: &[&str] = &["rpc.system.name", "rpc.method", "rpc.response.status_code", "user_agent.original"];
-const DB_SPAN: &[&str] =
-    &["db.system.name", "db.operation.name", "db.query.text", "db.namespace", "db.response.status_code"];
+const DB_SPAN: &[&str] = &[
+    "db.system.name",
+    "db.operation.name",
+    "db.query.text",
+    "db.namespace",
+    "db.response.status_code",
+    "db.collection.name",
+    "db.query.summary",
+    "db.response.returned_rows",
+];
 const MESSAGING_SPAN: &[&str] = &[
     "messaging.system",
     "messaging.operation.name",
