@@ -676,3 +676,31 @@ fn mid_connection_response_waits_for_the_command() {
     assert_eq!(detect_stream(&mid, &up[..10], &resp, false), Verdict::Wait);
     assert_eq!(detect_stream(&mid, &up, &resp, false), Verdict::Detected(Protocol::Mysql));
 }
+
+#[test]
+fn span_masks_by_default_and_names_by_summary() {
+    use crate::otel::span::{Kind, NamingOptions};
+    let mut r = Run::new();
+    r.play(&session(false));
+    let get =
+        |p: &crate::otel::span::SpanParts, k: &str| p.attrs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    let d = r.details();
+    let masked = semconv::span_parts(&r.out[7], d[7], Kind::Client, &NamingOptions::default());
+    assert_eq!(masked.name, "INSERT t");
+    assert_eq!(get(&masked, "db.query.text").as_deref(), Some("\"INSERT INTO t VALUES (?, ?)\""));
+    assert_eq!(get(&masked, "db.system.name").as_deref(), Some("mariadb"));
+    let opts = NamingOptions { unmask_db_statements: true, ..NamingOptions::default() };
+    let raw = semconv::span_parts(&r.out[7], d[7], Kind::Client, &opts);
+    assert!(get(&raw, "db.query.text").unwrap().contains("secret"));
+    // The error: status code, error.type, ERROR with the server's message; in the histogram too.
+    let e = semconv::span_parts(&r.out[1], d[1], Kind::Client, &NamingOptions::default());
+    assert_eq!(e.name, "SELECT missing");
+    assert_eq!(get(&e, "db.response.status_code").as_deref(), Some("1146"));
+    assert_eq!(e.error.as_deref(), Some("Table 'shop.missing' doesn't exist"));
+    let (_, m) = e.metric.unwrap();
+    assert!(m.iter().any(|(k, _)| *k == "error.type") && !m.iter().any(|(k, _)| *k == "db.query.text"));
+    let rows = semconv::span_parts(&r.out[0], d[0], Kind::Client, &NamingOptions::default());
+    assert_eq!(get(&rows, "db.response.returned_rows").as_deref(), Some("3"));
+    let ping = semconv::span_parts(&r.out[3], d[3], Kind::Client, &NamingOptions::default());
+    assert_eq!(ping.name, "PING other");
+}
