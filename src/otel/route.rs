@@ -67,6 +67,17 @@ pub fn is_id_like(seg: &str) -> bool {
     len >= 20 && digits > 0 && seg.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'.'))
 }
 
+/// `name` split on `sep` with every id-like segment replaced by `{id}`
+/// (messaging destinations: MQTT topics on '/', NATS subjects on '.');
+/// None when no segment is id-like, so the name is its own template.
+pub fn template_id_segments(name: &str, sep: char) -> Option<String> {
+    if !name.split(sep).any(is_id_like) {
+        return None;
+    }
+    let parts: Vec<&str> = name.split(sep).map(|s| if is_id_like(s) { ID } else { s }).collect();
+    Some(parts.join(&sep.to_string()))
+}
+
 impl RouteTemplater {
     pub fn new(max_fanout: usize, max_nodes: usize, max_depth: usize) -> Self {
         Self { root: Node::default(), nodes: 1, max_fanout: max_fanout.max(2), max_nodes, max_depth: max_depth.max(1) }

@@ -8,7 +8,7 @@
 //! not how long the client's call took.
 use super::MqttDetail;
 use crate::otel::attr::{Attrs, V};
-use crate::otel::route::is_id_like;
+use crate::otel::route::template_id_segments;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, SpanCx, SpanParts};
 use crate::protocol::exchange::{Exchange, Outcome};
@@ -17,11 +17,7 @@ use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 /// Topic with id-like levels replaced by `{id}`; None when it has none.
 pub fn topic_template(topic: &str) -> Option<String> {
-    if !topic.split('/').any(is_id_like) {
-        return None;
-    }
-    let t: Vec<&str> = topic.split('/').map(|l| if is_id_like(l) { "{id}" } else { l }).collect();
-    Some(t.join("/"))
+    template_id_segments(topic, '/')
 }
 
 /// Name of a CONNACK return code (3.1/3.1.1) or an MQTT 5 reason code.

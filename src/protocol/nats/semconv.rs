@@ -9,7 +9,7 @@
 //! wire shows when it was sent, not how long the client's call took.
 use super::NatsDetail;
 use crate::otel::attr::Attrs;
-use crate::otel::route::is_id_like;
+use crate::otel::route::template_id_segments;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, SpanCx, SpanParts};
 use crate::protocol::exchange::{Exchange, Outcome};
@@ -24,11 +24,7 @@ pub fn subject_template(subject: &str) -> (Option<String>, bool) {
     if subject == "_INBOX" || subject.starts_with("_INBOX.") {
         return (Some(INBOX_TEMPLATE.to_string()), true);
     }
-    if !subject.split('.').any(is_id_like) {
-        return (None, false);
-    }
-    let t: Vec<&str> = subject.split('.').map(|t| if is_id_like(t) { "{id}" } else { t }).collect();
-    (Some(t.join(".")), false)
+    (template_id_segments(subject, '.'), false)
 }
 
 /// (operation name, operation type, span kind on the client end).
