@@ -771,7 +771,11 @@ fn upper(b: &[u8]) -> String {
 /// AUTH pass / AUTH2 user pass, CONFIG SET requirepass|masterauth, and
 /// ACL SETUSER password rules (`>pass`, `<pass`, `#hash`, `!hash`).
 fn credential_args<'a>(name: &str, sub: Option<&str>, args: &'a [Vec<u8>]) -> impl Fn(usize) -> bool + 'a {
-    let mut secret = vec![false; args.len()];
+    // Runs for every command: allocate only for the few that carry credentials.
+    let mut secret = Vec::new();
+    if matches!(name, "AUTH" | "HELLO" | "MIGRATE" | "CONFIG" | "ACL") {
+        secret.resize(args.len(), false);
+    }
     let eq = |i: usize, w: &str| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(w.as_bytes()));
     match (name, sub) {
         ("AUTH", _) => secret.iter_mut().skip(1).for_each(|s| *s = true),
