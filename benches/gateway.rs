@@ -1,11 +1,13 @@
 //! Gateway hot path on one OTLP trace batch as the agent sends it (512 spans,
 //! a few resources): protobuf decode, GeoIP/ASN enrichment with the MaxMind
 //! test databases (cached and uncached lookups), collector-style merge/split
-//! batching, encode, and the whole receive → export step.
+//! batching, encode, and the whole receive → export step; and the same on
+//! the wire (`gateway::wire`: no decode/encode round trip).
 use cnflow::export::{Payload, Signal};
 use cnflow::gateway::batch::merge_and_split;
 use cnflow::gateway::geo_attributes::enrich_traces;
 use cnflow::gateway::geoip::GeoIp;
+use cnflow::gateway::wire::{merge_split, process, Kind};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue};
@@ -121,6 +123,23 @@ fn bench(c: &mut Criterion) {
             }
             let out = merge_and_split(vec![p], 0);
             black_box(out.iter().map(|p| p.encode().len()).sum::<usize>())
+        })
+    });
+    // The same step on the wire (what the gRPC and protobuf HTTP receivers do
+    // for traces and logs): check + enrich the bytes, merge/split by bytes.
+    g.bench_function("wire_enrich_512", |b| {
+        b.iter(|| black_box(process(Kind::Traces, black_box(&bytes), Some(&geo)).expect("valid").items))
+    });
+    let wire_parts: Vec<Vec<u8>> = (0..16).map(|i| batch(32, 4, i * 32).encode_to_vec()).collect();
+    g.bench_function("wire_batch_merge_16x32_split_at_256", |b| {
+        let slices: Vec<&[u8]> = wire_parts.iter().map(|p| &p[..]).collect();
+        b.iter(|| black_box(merge_split(&slices, 256).expect("valid").len()))
+    });
+    g.bench_function("wire_receive_enrich_batch_512", |b| {
+        b.iter(|| {
+            let p = process(Kind::Traces, &bytes, Some(&geo)).expect("valid");
+            let out = merge_split(&[p.bytes.as_deref().unwrap_or(&bytes)], usize::MAX).expect("valid");
+            black_box(out.iter().map(|(b, _)| b.len()).sum::<usize>())
         })
     });
     g.finish();

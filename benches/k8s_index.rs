@@ -35,8 +35,10 @@ fn build(n: u32) -> K8sEnricher {
                 host_network: false,
                 created: i as i64,
                 active: true,
-                identity,
+                identity: identity.clone(),
                 owners_complete: true,
+                process_identity: identity,
+                containers: vec![],
             });
         }
     }

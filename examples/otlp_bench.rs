@@ -5,10 +5,13 @@
 //! requests of `--batch` spans from `--concurrency` tasks, and reports how long it
 //! took until the sink had received every span. The spans carry public client
 //! addresses (from MaxMind's test database) so a gateway does real GeoIP work.
+//! `--wire-sink`: the sink counts spans on the wire instead of decoding them.
 use cnflow::export::test_sink::OtlpSink;
+use cnflow::gateway::grpc_receiver::RawServerCodec;
+use cnflow::gateway::wire::{process, Kind};
 use cnflow::telemetry::resource::{kv_str, trace_request};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -55,7 +58,16 @@ async fn main() -> anyhow::Result<()> {
     let conc: u64 = arg(&args, "--concurrency", "4").parse()?;
     let timeout = Duration::from_secs(arg(&args, "--timeout", "120").parse()?);
     let sink = Arc::new(OtlpSink::new().count_only());
-    sink.serve_grpc(tokio::net::TcpListener::bind(sink_addr).await?);
+    let listener = tokio::net::TcpListener::bind(sink_addr).await?;
+    if args.iter().any(|a| a == "--wire-sink") {
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(WireSink(sink.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+    } else {
+        sink.serve_grpc(listener);
+    }
     let got = &sink.span_count;
     if args.iter().any(|a| a == "--sink-only") {
         loop {
@@ -116,6 +128,49 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("only {n} of {want} spans arrived within {timeout:?}");
     }
     Ok(())
+}
+
+/// `--wire-sink`: counts spans by walking the protobuf (cnflow::gateway::wire)
+/// instead of decoding them with prost, so the sink's cost on core 0 depends
+/// less on how many attributes the contender forwards.
+#[derive(Clone)]
+struct WireSink(Arc<OtlpSink>);
+
+impl tonic::server::NamedService for WireSink {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for WireSink {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let sink = self.clone();
+        Box::pin(async move {
+            let codec = RawServerCodec::<ExportTraceServiceResponse>::default();
+            let mut g = tonic::server::Grpc::new(codec)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                .max_decoding_message_size(64 << 20);
+            Ok(g.unary(sink, req).await)
+        })
+    }
+}
+
+impl tonic::server::UnaryService<bytes::Bytes> for WireSink {
+    type Response = ExportTraceServiceResponse;
+    type Future = tonic::codegen::BoxFuture<tonic::Response<Self::Response>, tonic::Status>;
+    fn call(&mut self, req: tonic::Request<bytes::Bytes>) -> Self::Future {
+        let sink = self.0.clone();
+        Box::pin(async move {
+            let p = process(Kind::Traces, req.get_ref(), None).map_err(|e| tonic::Status::internal(e.to_string()))?;
+            sink.span_count.fetch_add(p.items as u64, Ordering::Relaxed);
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        })
+    }
 }
 
 fn tracing_or_eprint(s: &tonic::Status) {

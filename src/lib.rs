@@ -11,6 +11,7 @@ pub mod flow;
 pub mod gateway;
 pub mod k8s;
 pub mod otel;
+pub mod process;
 pub mod protocol;
 pub mod self_telemetry;
 pub mod stats;

@@ -35,6 +35,12 @@ pub trait Enricher: Send + Sync {
     fn address_name(&self, _ip: IpAddr) -> Option<String> {
         None
     }
+    /// Identity of the workload a process belongs to (its container / pod,
+    /// from what `crate::process` observed of its cgroup), for traffic known
+    /// by its process rather than its address (TLS plaintext from uprobes).
+    fn process_identity(&self, _pid: u32) -> Option<Arc<Identity>> {
+        None
+    }
 }
 
 /// Peer span attributes from a peer's resource attributes: `k8s.X` becomes

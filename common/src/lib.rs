@@ -51,7 +51,8 @@ pub struct PacketRecord {
 }
 
 /// Bytes of a `PacketRecord` before `payload`. Ring entries are this header
-/// followed by `cap_len` payload bytes (not the whole fixed-size struct).
+/// followed by `cap_len` payload bytes (not the whole fixed-size struct),
+/// padded to the TC program's next size class (readers use `cap_len`).
 pub const PACKET_HEADER_LEN: usize = core::mem::offset_of!(PacketRecord, payload);
 
 /// Indexes into the per-CPU `COUNTERS` array.
@@ -65,11 +66,43 @@ pub const CNT_TRUNCATED: u32 = 5;
 pub const CNT_NO_PAYLOAD: u32 = 6;
 /// TSO/GSO/GRO packets cut back into one record per wire segment.
 pub const CNT_GSO_SPLIT: u32 = 7;
-pub const NUM_COUNTERS: u32 = 8;
+/// Tunnel headers removed, one counter per encapsulation (`DECAP_*` order);
+/// userspace exports them as `cnflow.capture.decapsulated{encapsulation}`.
+pub const CNT_DECAP_VXLAN: u32 = 8;
+pub const CNT_DECAP_GENEVE: u32 = 9;
+pub const CNT_DECAP_GRE: u32 = 10;
+pub const CNT_DECAP_IPIP: u32 = 11;
+pub const CNT_DECAP_SIT: u32 = 12;
+pub const NUM_COUNTERS: u32 = 13;
 
-/// Names of the counters, indexed by `CNT_*` (the `reason` attribute in userspace).
-pub const COUNTER_NAMES: [&str; 8] =
-    ["seen", "filtered", "emitted", "ring_full", "not_ip", "truncated", "no_payload", "gso_split"];
+/// Names of the counters, indexed by `CNT_*` (the `reason` attribute in
+/// userspace; `decap_<encapsulation>` for the decapsulation counters).
+pub const COUNTER_NAMES: [&str; 13] = [
+    "seen",
+    "filtered",
+    "emitted",
+    "ring_full",
+    "not_ip",
+    "truncated",
+    "no_payload",
+    "gso_split",
+    "decap_vxlan",
+    "decap_geneve",
+    "decap_gre",
+    "decap_ipip",
+    "decap_sit",
+];
+
+/// At most this many tunnel headers are removed per packet (kernel and
+/// replay alike), which bounds the verifier's and the parser's work.
+pub const MAX_DECAP_DEPTH: usize = 3;
+/// UDP destination ports of VXLAN (IANA; 8472 = Linux default, Flannel) and Geneve.
+pub const VXLAN_PORT: u16 = 4789;
+pub const VXLAN_LINUX_PORT: u16 = 8472;
+pub const GENEVE_PORT: u16 = 6081;
+pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_IPV6: u8 = 41;
+pub const PROTO_GRE: u8 = 47;
 
 /// At most this many records per GSO/GRO packet (64 KiB of 1 KiB+ segments);
 /// a larger BIG TCP packet gets its remainder in the last record.
@@ -101,8 +134,87 @@ pub const CFG_PORT_ALLOWLIST: u32 = 1 << 3;
 /// When set, TSO/GSO/GRO packets are cut into one record per wire segment.
 pub const CFG_SPLIT_GSO: u32 = 1 << 4;
 
+// ---- TLS plaintext (uprobes on OpenSSL's SSL_read/SSL_write) ----
+
+/// The plaintext was written by the process (SSL_write*): it leaves the process.
+pub const TLS_DIR_WRITE: u8 = 0;
+/// The plaintext was read by the process (SSL_read*): it arrived at the process.
+pub const TLS_DIR_READ: u8 = 1;
+
+/// One SSL_read/SSL_write call that moved plaintext (assembled in a per-CPU
+/// scratch slot; the ring holds the header and `cap_len` data bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsRecord {
+    /// bpf_ktime_get_ns at the return of the call.
+    pub ts_ns: u64,
+    /// bpf_get_current_pid_tgid: tgid (process id) in the upper 32 bits.
+    pub pid_tgid: u64,
+    /// The `SSL *` of the call: the connection's identity inside the process.
+    pub ssl: u64,
+    /// Plaintext bytes the call moved (its result).
+    pub len: u32,
+    /// Bytes of `data` that are valid (≤ len, ≤ snap length).
+    pub cap_len: u32,
+    /// `TLS_DIR_*`.
+    pub direction: u8,
+    /// AF_INET (2) or AF_INET6 (10) when the socket under the call was seen
+    /// (fentry on tcp_sendmsg/tcp_recvmsg in the same thread), else 0.
+    pub family: u8,
+    /// First `int` of the `SSL` object: the negotiated version (0x0301..0x0304)
+    /// in OpenSSL 1.1 and 3.0/3.1 layouts; anything else means unknown.
+    pub tls_version: u16,
+    /// Local and remote port of the socket, host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: [u8; 4],
+    /// Plaintext bytes this `SSL *` moved in this direction before this call
+    /// (counted in the kernel, also for records the ring had no room for, so
+    /// a lost record shows up as a gap instead of silently shifted bytes).
+    pub offset: u64,
+    /// Local and remote address, network byte order (IPv4 in the first 4 bytes).
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub data: [u8; MAX_PAYLOAD],
+}
+
+/// Bytes of a `TlsRecord` before `data`.
+pub const TLS_HEADER_LEN: usize = core::mem::offset_of!(TlsRecord, data);
+
+/// Indexes into the per-CPU `TLS_COUNTERS` array.
+pub const TLS_CNT_CALLS: u32 = 0;
+pub const TLS_CNT_EMITTED: u32 = 1;
+pub const TLS_CNT_RING_FULL: u32 = 2;
+/// Calls that failed or moved no data (want-read/write, errors, close).
+pub const TLS_CNT_NO_DATA: u32 = 3;
+/// Records without a socket 5-tuple (no tcp_sendmsg/recvmsg seen in the call).
+pub const TLS_CNT_NO_SOCKET: u32 = 4;
+pub const TLS_CNT_TRUNCATED: u32 = 5;
+/// The user buffer could not be read (paged out, bad pointer).
+pub const TLS_CNT_READ_FAILED: u32 = 6;
+pub const TLS_NUM_COUNTERS: u32 = 7;
+pub const TLS_COUNTER_NAMES: [&str; 7] =
+    ["calls", "emitted", "ring_full", "no_data", "no_socket", "truncated", "read_failed"];
+
+/// Settings of the TLS programs, slot 0 of `TLS_CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct TlsConfig {
+    /// Plaintext bytes copied per call (1..=MAX_PAYLOAD); 0 = off.
+    pub snaplen: u32,
+    /// tgid of the agent itself: its own TLS (OTLP export) is not traced.
+    pub own_tgid: u32,
+    /// Offsets of `skc_v6_daddr` / `skc_v6_rcv_saddr` in `struct sock_common`
+    /// (the IPv4 fields and the ports sit at fixed offsets 0..18 on every
+    /// kernel); 0 = IPv6 sockets get no 5-tuple.
+    pub v6_daddr_off: u32,
+    pub v6_saddr_off: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
     unsafe impl aya::Pod for super::PacketRecord {}
     unsafe impl aya::Pod for super::CaptureConfig {}
+    unsafe impl aya::Pod for super::TlsRecord {}
+    unsafe impl aya::Pod for super::TlsConfig {}
 }

@@ -82,6 +82,8 @@ impl LiveSession {
         c.args(["run", "--format", "exchanges"])
             .env("CNFLOW_INTERFACES", &self.pair.veth_a)
             .env("CNFLOW_SNAPLEN", "4096")
+            // Exact counts: OpenSSL processes elsewhere on the host stay out.
+            .env("CNFLOW_TLS", "false")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -263,6 +265,14 @@ pub fn summary(e: &Value) -> String {
             s(&d["query_masked"]),
             s(&d["returned_rows"]),
             s(&d["error_code"])
+        ),
+        "mongodb" => format!(
+            "{} {} rows={} err={} {}",
+            s(&d["operation"]),
+            s(&d["collection"]),
+            s(&d["returned_rows"]),
+            s(&d["error_code"]),
+            s(&d["compressor"])
         ),
         k => k.to_string(),
     };

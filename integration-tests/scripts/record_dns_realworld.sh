@@ -15,6 +15,7 @@ OUT=$(realpath "${1:-$(dirname "$0")/../pcaps}")
 mkdir -p "$OUT"
 . "$(dirname "$0")/netns_pair.sh"
 netns_pair dr 10.200.57.1 10.200.57.2
+CAPTURE_FILTER="udp or tcp"
 WORK=$TMP
 trap 'echo "record: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 # Multicast leaves through the veth (mDNS announcements, RFC 6762).
@@ -22,20 +23,6 @@ ip -n "$CLI" route add 224.0.0.0/4 dev dr-c
 ip -n "$SRV" route add 224.0.0.0/4 dev dr-s
 sleep 1
 
-cli() { ip netns exec "$CLI" "$@"; }
-CAPS=()
-start_capture() {
-    ip netns exec "$SRV" tcpdump -i dr-s -s 0 -U -w "$OUT/$1.pcap" 'udp or tcp' 2>"$WORK/tcpdump-$1.log" &
-    CAPS+=($!)
-    PIDS+=($!)
-    sleep 0.5
-}
-stop_captures() {
-    sleep 0.5
-    for p in "${CAPS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${CAPS[@]}"; do wait "$p" 2>/dev/null || true; done
-    CAPS=()
-}
 
 # --- mDNS -------------------------------------------------------------------
 cat >"$WORK/responder.py" <<'EOF'

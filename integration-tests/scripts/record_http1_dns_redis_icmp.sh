@@ -12,6 +12,8 @@ mkdir -p "$OUT"
 . "$(dirname "$0")/netns_pair.sh"
 netns_pair pa 10.200.41.1 10.200.41.2 fd00:200:41::1 fd00:200:41::2
 C4=$C S4=$S WORK=$TMP
+# Everything but ARP and IPv6 neighbour discovery / hop-by-hop noise.
+CAPTURE_FILTER='not arp and not (ip6 and ip6[6] == 0) and not (icmp6 and ip6[40] >= 133)'
 trap 'echo "record: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 sleep 1
 
@@ -39,38 +41,9 @@ for cmd in sys.argv[2:]:
 s.close()
 EOF
 
-cli() { ip netns exec "$CLI" "$@"; }
 srv() { ip netns exec "$SRV" "$@"; }
 
-bg_srv() {
-    ip netns exec "$SRV" "$@" &
-    PIDS+=($!)
-}
 
-# start_capture NAME [SNAPLEN]: tcpdump on the server side of the veth.
-CAPS=()
-start_capture() {
-    local name=$1 snap=${2:-0}
-    ip netns exec "$SRV" tcpdump -i pa-s -s "$snap" -U -w "$OUT/$name.pcap" 'not arp and not (ip6 and ip6[6] == 0) and not (icmp6 and ip6[40] >= 133)' 2>"$WORK/tcpdump-$name.log" &
-    CAPS+=($!)
-    PIDS+=($!)
-}
-stop_captures() {
-    sleep 0.5
-    for p in "${CAPS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${CAPS[@]}"; do wait "$p" 2>/dev/null || true; done
-    CAPS=()
-    cat "$WORK"/tcpdump-*.log >&2
-    rm -f "$WORK"/tcpdump-*.log
-}
-wait_port() {
-    for _ in $(seq 50); do
-        if cli bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "port $1:$2 never opened" >&2
-    return 1
-}
 
 if [[ " ${SECTIONS:-http1 dns redis icmp} " == *" http1 "* ]]; then
 mkdir -p "$WORK/www"

@@ -23,34 +23,6 @@ WORK=$TMP
 trap 'echo "record: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 sleep 1
 
-cli() { ip netns exec "$CLI" "$@"; }
-bg_srv() {
-    ip netns exec "$SRV" "$@" &
-    PIDS+=($!)
-}
-CAPS=()
-start_capture() {
-    ip netns exec "$SRV" tcpdump -i hl-s -s 0 -U --immediate-mode -w "$OUT/$1.pcap" 'tcp' 2>"$WORK/tcpdump-$1.log" &
-    CAPS+=($!)
-    PIDS+=($!)
-    sleep 1
-}
-stop_captures() {
-    sleep 0.5
-    for p in "${CAPS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${CAPS[@]}"; do wait "$p" 2>/dev/null || true; done
-    CAPS=()
-    cat "$WORK"/tcpdump-*.log >&2
-    rm -f "$WORK"/tcpdump-*.log
-}
-wait_port() {
-    for _ in $(seq 50); do
-        if cli bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "port $1:$2 never opened" >&2
-    return 1
-}
 # raw BYTES: one connection to nginx sending BYTES (printf format), half-closed after them.
 raw() { cli sh -c "printf '$1' | nc -N -w 3 $S 8080 >/dev/null" || true; }
 # canned PORT DELAY BYTES: netcat answers the next connection on PORT with BYTES after DELAY seconds.

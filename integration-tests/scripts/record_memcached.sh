@@ -20,35 +20,6 @@ WORK=$TMP
 trap 'echo "record: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 sleep 1
 
-cli() { ip netns exec "$CLI" "$@"; }
-bg_srv() {
-    ip netns exec "$SRV" "$@" &
-    PIDS+=($!)
-}
-CAPS=()
-start_capture() {
-    local name=$1 snap=${2:-0}
-    ip netns exec "$SRV" tcpdump -i mc-s -s "$snap" -U -w "$OUT/$name.pcap" 'tcp' 2>"$WORK/tcpdump-$name.log" &
-    CAPS+=($!)
-    PIDS+=($!)
-    sleep 1
-}
-stop_captures() {
-    sleep 0.5
-    for p in "${CAPS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${CAPS[@]}"; do wait "$p" 2>/dev/null || true; done
-    CAPS=()
-    cat "$WORK"/tcpdump-*.log >&2
-    rm -f "$WORK"/tcpdump-*.log
-}
-wait_port() {
-    for _ in $(seq 50); do
-        if cli bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "port $1:$2 never opened" >&2
-    return 1
-}
 # printf FORMAT | nc: one connection, closed a second after the last byte sent.
 nc_send() { printf "$1" | cli nc -q 1 "$S" "$2" >/dev/null || true; }
 

@@ -18,25 +18,18 @@ record() { # PCAP PORT
     ip netns exec $SRV timeout 60 mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
     local srv=$!
     PIDS+=("$srv")
-    for _ in $(seq 50); do
-        ip netns exec $CLI bash -c "exec 3<>/dev/tcp/$S/$2" 2>/dev/null && break
-        sleep 0.2
-    done
-    ip netns exec $SRV timeout 60 tcpdump -i mq-s --immediate-mode -U -s 0 -w "$OUT/$1" "tcp port $2" \
-        2>"$TMP/tcpdump.log" &
-    local td=$!
-    PIDS+=("$td")
-    sleep 1
+    wait_port "$S" "$2" 100
+    CAPTURE_FILTER="tcp port $2" start_capture "${1%.pcap}"
     ip netns exec $CLI timeout 30 python3 "$HERE/mqtt_client.py" "$S:$2"
-    sleep 0.5
-    kill -INT "$td"
-    wait "$td" 2>/dev/null || true
+    stop_captures
     kill "$srv"
     wait "$srv" 2>/dev/null || true
-    cat "$TMP/tcpdump.log"
 }
 
 record mqtt.pcap 1883
 record mqtt_8883.pcap 8883
 editcap -s 120 "$OUT/mqtt.pcap" "$OUT/mqtt_snap120.pcap"
+# Joined mid-connection: from frame 16 on, after the subscriber's SUBSCRIBE and the
+# publisher's CONNECT (no CONNECT left for those two; detection by content on 8883).
+editcap -r "$OUT/mqtt_8883.pcap" "$OUT/mqtt_midconn.pcap" 16-100000
 ls -l "$OUT"/mqtt*.pcap

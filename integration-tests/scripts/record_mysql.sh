@@ -24,33 +24,8 @@ WORK=$TMP
 trap 'echo "record: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 sleep 1
 
-cli() { ip netns exec "$CLI" "$@"; }
 srv() { ip netns exec "$SRV" "$@"; }
 
-CAPS=()
-start_capture() {
-    local name=$1 snap=${2:-0}
-    ip netns exec "$SRV" tcpdump -i my-s -s "$snap" -U -w "$OUT/$name.pcap" 'tcp' 2>"$WORK/tcpdump-$name.log" &
-    CAPS+=($!)
-    PIDS+=($!)
-}
-stop_captures() {
-    sleep 1
-    for p in "${CAPS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${CAPS[@]}"; do wait "$p" 2>/dev/null || true; done
-    CAPS=()
-    cat "$WORK"/tcpdump-*.log >&2
-    rm -f "$WORK"/tcpdump-*.log
-}
-wait_port() {
-    for _ in $(seq 100); do
-        if cli bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "port $1:$2 never opened" >&2
-    cat "$WORK/mariadb.err" >&2 || true
-    return 1
-}
 
 # The server: its own datadir and socket, root as the OS user (it runs as root in the namespace).
 mariadb-install-db --user=root --datadir="$WORK/data" --auth-root-authentication-method=socket >/dev/null
@@ -61,7 +36,7 @@ start_server() {
         --skip-name-resolve --max-allowed-packet=64M --innodb-buffer-pool-size=16M --skip-log-bin &
     MARIADB_PID=$!
     PIDS+=($MARIADB_PID)
-    wait_port "$S" "$1"
+    wait_port "$S" "$1" 100 || { cat "$WORK/mariadb.err" >&2; return 1; }
 }
 stop_server() {
     kill "$MARIADB_PID"

@@ -20,26 +20,16 @@ record() { # PCAP PORT
     ip netns exec $SRV timeout 60 nats-server -a "$S" -p "$2" >"$TMP/nats.log" 2>&1 &
     local srv=$!
     PIDS+=("$srv")
-    for _ in $(seq 50); do
-        ip netns exec $CLI bash -c "exec 3<>/dev/tcp/$S/$2" 2>/dev/null && break
-        sleep 0.2
-    done
-    ip netns exec $SRV timeout 60 tcpdump -i nt-s --immediate-mode -U -s 0 -w "$OUT/$1" "tcp port $2" \
-        2>"$TMP/tcpdump.log" &
-    local td=$!
-    PIDS+=("$td")
-    sleep 1
+    wait_port "$S" "$2" 100
+    CAPTURE_FILTER="tcp port $2" start_capture "${1%.pcap}"
     ip netns exec $CLI timeout 30 python3 "$HERE/nats_client.py" "$S:$2"
-    sleep 0.5
-    kill -INT "$td"
-    wait "$td" 2>/dev/null || true
+    stop_captures
     kill "$srv"
     wait "$srv" 2>/dev/null || true
-    cat "$TMP/tcpdump.log"
 }
 
 record nats.pcap 4222
 record nats_4999.pcap 4999
 editcap -s 200 "$OUT/nats.pcap" "$OUT/nats_snap200.pcap"
-editcap -r "$OUT/nats.pcap" "$OUT/nats_midconn.pcap" 24-
+editcap -r "$OUT/nats.pcap" "$OUT/nats_midconn.pcap" 24-100000
 ls -l "$OUT"/nats*.pcap

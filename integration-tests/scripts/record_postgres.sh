@@ -26,7 +26,6 @@ trap 'echo "record: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 export PGPASSWORD=s3cret-pw
 
-cli() { ip netns exec "$CLI" "$@"; }
 as_pg() { ip netns exec "$SRV" su postgres -s /bin/bash -c "$*"; }
 
 # Two clusters (PostgreSQL listens on one port per cluster): 5432 clear text,
@@ -52,21 +51,6 @@ as_pg "psql -h $WORK/data8000 -p 8000 -U postgres -q -c 'CREATE DATABASE shop'"
 # pgbench's tables are filled before recording (its 100000-row COPY would be most of the capture).
 cli "$PGBIN/pgbench" -h $S -U postgres -i -s 1 -q shop >/dev/null 2>&1
 
-CAPS=()
-start_capture() {
-    local name=$1 snap=${2:-0}
-    ip netns exec "$SRV" tcpdump -i pg-s -s "$snap" -U --immediate-mode -B 16384 -w "$OUT/$name.pcap" 'tcp' 2>"$WORK/tcpdump-$name.log" &
-    CAPS+=($!)
-    PIDS+=($!)
-}
-stop_captures() {
-    sleep 1
-    for p in "${CAPS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${CAPS[@]}"; do wait "$p" 2>/dev/null || true; done
-    CAPS=()
-    cat "$WORK"/tcpdump-*.log >&2
-    rm -f "$WORK"/tcpdump-*.log
-}
 
 cat >"$WORK/session.sql" <<'EOF'
 \set VERBOSITY verbose

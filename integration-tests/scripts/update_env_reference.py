@@ -7,7 +7,7 @@ import json, os, re, subprocess, sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/cnflow")
 # Which chart env map each component's variables belong in.
-TARGETS = {"agent": ["agent"], "telemetry": ["agent"], "k8s": ["agent"], "export": ["agent", "gateway"], "gateway": ["gateway"], "self-telemetry": ["agent", "gateway"], "standard": ["agent", "gateway"]}
+TARGETS = {"agent": ["agent"], "telemetry": ["agent"], "k8s": ["agent"], "export": ["agent", "gateway"], "gateway": ["gateway"], "self-telemetry": ["agent", "gateway"], "standard": ["agent", "gateway"], "sampling": ["agent", "gateway"]}
 # Per-signal OTLP variants (27 of them) are in the README table only; they can still be set in the env maps.
 # Set by the chart templates themselves (downward API / derived from other values).
 TEMPLATE_SET = {"CNFLOW_NODE_NAME", "CNFLOW_HEALTH_ADDR", "KUBERNETES_SERVICE_HOST"}

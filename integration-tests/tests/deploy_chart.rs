@@ -179,6 +179,14 @@ fn all_options_render_valid_objects() {
     let secrets: Vec<&str> =
         c["envFrom"].as_sequence().unwrap().iter().map(|e| e["secretRef"]["name"].as_str().unwrap()).collect();
     assert_eq!(secrets, vec!["gateway-secrets", "vendor-headers"]);
+    for k in [
+        "CNFLOW_GATEWAY_TLS_CERT",
+        "CNFLOW_GATEWAY_TLS_KEY",
+        "CNFLOW_GATEWAY_TLS_CLIENT_CA",
+        "CNFLOW_GATEWAY_AUTH_TOKENS",
+    ] {
+        assert!(env.iter().any(|(n, _)| n == k), "gateway env {k} with gateway.tls / gateway.auth");
+    }
     let cr = find(&docs, "ClusterRole", "obs-agent").unwrap();
     assert!(!serde_yaml::to_string(cr).unwrap().contains("services"), "rbac.services=false drops services");
     let agent = find(&docs, "DaemonSet", "obs-agent").unwrap();
@@ -187,4 +195,95 @@ fn all_options_render_valid_objects() {
         env.contains(&("CNFLOW_K8S_SERVICES".into(), "false".into())),
         "rbac.services=false also stops the agent watching Services"
     );
+}
+
+/// The mount (volume name, secret name, keys) holding `file` in a pod spec.
+fn secret_file(pod: &Value, container: &Value, file: &str) -> (String, Vec<String>) {
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| file.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
+        .unwrap_or_else(|| panic!("no volume mounted for {file}"));
+    assert_eq!(mount["readOnly"], Value::Bool(true), "{file}: read-only mount");
+    let name = mount["name"].as_str().unwrap();
+    let vol = pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == name).unwrap();
+    let keys = vol["secret"]["items"]
+        .as_sequence()
+        .map(|items| items.iter().map(|i| i["key"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_else(|| vec!["*".to_string()]);
+    let base = file.rsplit('/').next().unwrap().to_string();
+    assert!(keys.contains(&base) || keys == ["*"], "{file}: key {base} not projected ({keys:?})");
+    (vol["secret"]["secretName"].as_str().expect("a Secret volume").to_string(), keys)
+}
+
+fn secret_ref(env: &Value, name: &str) -> Option<(String, String)> {
+    let e = env.as_sequence()?.iter().find(|e| e["name"] == name)?;
+    let r = &e["valueFrom"]["secretKeyRef"];
+    Some((r["name"].as_str()?.to_string(), r["key"].as_str()?.to_string()))
+}
+
+#[test]
+fn gateway_tls_and_token_from_secrets() {
+    if !helm_available() {
+        return;
+    }
+    // Off by default: plaintext endpoint, no TLS variables, no token.
+    let docs = render(&[], &[]);
+    let gw = &find(&docs, "Deployment", "-gateway").unwrap()["spec"]["template"]["spec"]["containers"][0];
+    assert!(!env_of(gw).iter().any(|(k, _)| k.starts_with("CNFLOW_GATEWAY_TLS") || k == "CNFLOW_GATEWAY_AUTH_TOKENS"));
+
+    let docs = render(
+        &[],
+        &[
+            "gateway.tls.enabled=true",
+            "gateway.tls.secretName=gw-tls",
+            "gateway.tls.mutual=true",
+            "gateway.tls.clientSecretName=agent-tls",
+            "gateway.auth.tokenSecret=gw-token",
+        ],
+    );
+    check_common(&docs);
+    let gw_pod = &find(&docs, "Deployment", "-gateway").unwrap()["spec"]["template"]["spec"];
+    let gw = &gw_pod["containers"][0];
+    let env: std::collections::HashMap<String, String> = env_of(gw).into_iter().collect();
+    for (var, key) in [
+        ("CNFLOW_GATEWAY_TLS_CERT", "tls.crt"),
+        ("CNFLOW_GATEWAY_TLS_KEY", "tls.key"),
+        ("CNFLOW_GATEWAY_TLS_CLIENT_CA", "ca.crt"),
+    ] {
+        let file = env.get(var).unwrap_or_else(|| panic!("gateway {var}"));
+        assert!(file.ends_with(key), "{var}={file}");
+        assert_eq!(secret_file(gw_pod, gw, file).0, "gw-tls", "{var} comes from gateway.tls.secretName");
+    }
+    assert_eq!(secret_ref(&gw["env"], "CNFLOW_GATEWAY_AUTH_TOKENS"), Some(("gw-token".into(), "token".into())));
+
+    let ag_pod = &find(&docs, "DaemonSet", "-agent").unwrap()["spec"]["template"]["spec"];
+    let ag = &ag_pod["containers"][0];
+    let env: std::collections::HashMap<String, String> = env_of(ag).into_iter().collect();
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"], "https://rel-cnflow-gateway.observability.svc:4317");
+    // The agents get the CA of the gateway's secret, never its private key.
+    let (secret, keys) = secret_file(ag_pod, ag, &env["OTEL_EXPORTER_OTLP_CERTIFICATE"]);
+    assert_eq!((secret.as_str(), keys), ("gw-tls", vec!["ca.crt".to_string()]));
+    for var in ["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_KEY"] {
+        assert_eq!(secret_file(ag_pod, ag, &env[var]).0, "agent-tls", "{var}");
+    }
+    // The header refers to the token variable defined before it (Kubernetes expands `$(VAR)`).
+    let names: Vec<&str> = ag["env"].as_sequence().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let (tok, hdr) = (
+        names.iter().position(|n| *n == "GATEWAY_BEARER_TOKEN").expect("token variable"),
+        names.iter().position(|n| *n == "OTEL_EXPORTER_OTLP_HEADERS").expect("headers"),
+    );
+    assert!(tok < hdr);
+    assert_eq!(env["OTEL_EXPORTER_OTLP_HEADERS"], "authorization=Bearer%20$(GATEWAY_BEARER_TOKEN)");
+    assert_eq!(secret_ref(&ag["env"], "GATEWAY_BEARER_TOKEN"), Some(("gw-token".into(), "token".into())));
+
+    // TLS without a secret name fails to render, naming the value.
+    let out = Command::new("helm")
+        .args(["template", "rel"])
+        .arg(root().join("charts/cnflow"))
+        .args(["--set", "gateway.tls.enabled=true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("gateway.tls.secretName"));
 }

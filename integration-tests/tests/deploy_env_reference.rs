@@ -53,7 +53,7 @@ fn chart_values_name_every_variable() {
             }
             // README table only (27 OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_* rows).
             "export-per-signal" => {}
-            "export" | "self-telemetry" | "standard" => {
+            "export" | "self-telemetry" | "standard" | "sampling" => {
                 want_agent.insert(name.clone());
                 want_gateway.insert(name);
             }

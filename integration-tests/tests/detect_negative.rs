@@ -57,6 +57,8 @@ fn rule(name: &str, known: &BTreeSet<String>) -> (Vec<&'static str>, Vec<&'stati
         "grpc" => (vec!["grpc", "http2"], vec!["grpc"]),
         // Whether HTTP/1 accepts these shapes is its own business; nothing else may.
         "http" if name.starts_with("http_odd") => (vec!["http1"], vec![]),
+        // scripts/record_tunnels.sh: HTTP/1, Redis and DNS, plain and inside tunnels.
+        "tunnel" => (vec!["http1", "redis", "dns"], vec!["http1", "redis", "dns"]),
         _ => {
             let p = known
                 .get(stem)

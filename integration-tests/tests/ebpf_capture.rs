@@ -22,6 +22,8 @@ fn start_agent(pair: &NetnsPair, dir: &Scratch, run: &str, extra_env: &[(&str, &
     c.args(["run", "--format", "packets"])
         .env("CNFLOW_INTERFACES", &pair.veth_a)
         .env("CNFLOW_STATS_INTERVAL_SECS", "1")
+        // Exact packet counts: OpenSSL processes elsewhere on the host stay out.
+        .env("CNFLOW_TLS", "false")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

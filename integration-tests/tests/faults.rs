@@ -27,6 +27,8 @@ fn start_agent(ns: &str, dir: &Scratch, name: &str, args: &[&str], env: &[(&str,
     c.arg("run")
         .args(args)
         .env("CNFLOW_STATS_INTERVAL_SECS", "1")
+        // Exact packet counts: OpenSSL processes elsewhere on the host stay out.
+        .env("CNFLOW_TLS", "false")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

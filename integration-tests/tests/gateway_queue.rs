@@ -237,6 +237,10 @@ async fn a_destination_that_is_down_does_not_hold_back_the_primary() {
         let held = queued_names(&qdir.join("destination-1/traces"));
         // An empty queue takes a whole batch, so how much it holds depends on timing; the files say.
         assert!(!held.is_empty(), "the extra's queue holds the first batch at least");
+        // Its memory queue (CNFLOW_EXPORT_QUEUE_SIZE=200) is full long before
+        // 4,000 spans: the rest spilled to its disk queue instead of being dropped.
+        eprintln!("FIGURE: the down extra destination holds {} of 4000 spans on disk (spill)", held.len());
+        assert_eq!(held.len(), 4000, "with a disk queue a full destination spills instead of dropping");
         let extra = Arc::new(OtlpSink::new());
         extra.serve_grpc(tokio::net::TcpListener::bind(("127.0.0.1", down)).await.unwrap());
         let n = settle(Duration::from_secs(20), Duration::from_millis(500), || extra.spans().len()).await;

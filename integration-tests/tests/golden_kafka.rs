@@ -164,3 +164,88 @@ fn fetch_snap_length_claims_no_record_counts() {
         );
     }
 }
+
+/// Requests `tshark` dissects in `file` (port 19092 decoded as Kafka):
+/// "api_key vVERSION #correlation_id client_id", the oracle for cnflow's.
+fn tshark_requests(file: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(file)
+        .args(["-d", "tcp.port==19092,kafka", "-Y", "kafka && tcp.dstport==19092", "-T", "fields"])
+        .args(["-e", "kafka.api_key", "-e", "kafka.api_version", "-e", "kafka.correlation_id", "-e", "kafka.client_id"])
+        .output()
+        .expect("tshark");
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            format!("{} v{} #{} {}", f[0], f[1], f[2], f.get(3).unwrap_or(&""))
+        })
+        .collect()
+}
+
+/// Issue #13 item 6 (record_kafka_flex_group.sh, kafka_flex_group_client.py):
+/// a kafka-python group consumer against tansu on port 19092 negotiates the
+/// flexible versions JoinGroup v7 and SyncGroup v5 (compact strings, tagged
+/// fields). The capture cut at the first JoinGroup request (no SYN, no
+/// ApiVersions) is detected by content on that non-standard port, and every
+/// exchange from there on is what the whole capture gives. Oracles: tshark's
+/// dissection of the requests, and what the client printed (its assignment's
+/// topic, 3 records consumed).
+#[test]
+fn flexible_group_versions_mid_stream_on_a_non_standard_port() {
+    let (full_file, mid_file) = (pcap("kafka_flex_group.pcap"), pcap("kafka_flex_group_midstream.pcap"));
+    let full = only(&replay(&full_file), &["kafka"]);
+    check_golden("kafka_flex_group", &full);
+    let mid = only(&replay(&mid_file), &["kafka"]);
+    check_golden("kafka_flex_group_midstream", &mid);
+    let key = |e: &serde_json::Value| {
+        let d = &e["detail"];
+        format!(
+            "{} v{} #{} {}",
+            d["api_key"],
+            d["api_version"],
+            d["correlation_id"],
+            d["client_id"].as_str().unwrap_or("")
+        )
+    };
+    for (file, ex) in [(&full_file, &full), (&mid_file, &mid)] {
+        let mut ours: Vec<String> = ex.iter().map(key).collect();
+        let mut theirs = tshark_requests(file);
+        ours.sort();
+        theirs.sort();
+        assert_eq!(ours, theirs, "{}", file.display());
+        for e in ex.iter() {
+            assert_eq!((e["outcome"].as_str(), e["partial"].as_bool()), (Some("complete"), Some(false)), "{e}");
+            assert_eq!(e["detail"]["header_only"], false, "{e}");
+        }
+    }
+    // Joining mid-stream loses nothing from the join point on.
+    let join_start = mid[0]["start_ns"].as_u64().unwrap();
+    let tail: Vec<String> = full
+        .iter()
+        .filter(|e| e["start_ns"].as_u64().unwrap() >= join_start)
+        .map(|e| e["detail"].to_string())
+        .collect();
+    assert_eq!(mid.iter().map(|e| e["detail"].to_string()).collect::<Vec<_>>(), tail);
+    let summary = |api: &str| -> Vec<String> {
+        mid.iter()
+            .filter(|e| e["detail"]["api_name"] == api)
+            .map(|e| {
+                let d = &e["detail"];
+                format!("v{} {} {} {}", d["api_version"], d["topics"], d["error_code"], d["error_name"])
+            })
+            .collect()
+    };
+    assert_eq!(mid[0]["detail"]["api_name"], "JoinGroup");
+    assert_eq!(summary("JoinGroup"), [r#"v7 ["payments"] 79 "MEMBER_ID_REQUIRED""#, r#"v7 ["payments"] 0 null"#]);
+    assert_eq!(summary("SyncGroup"), [r#"v5 ["payments"] 0 null"#]);
+    assert_eq!(summary("LeaveGroup").len(), 1);
+    // What the client printed: its assignment (topic payments) and 3 records consumed.
+    let client = std::fs::read_to_string(pcap("kafka_flex_group.client.txt")).unwrap();
+    assert!(client.contains("assignment ['payments/0'"), "{client}");
+    assert!(client.contains("consumed ['payment-0', 'payment-1', 'payment-2']"), "{client}");
+    let fetched: u64 = mid.iter().filter_map(|e| e["detail"]["record_count"].as_u64()).sum();
+    assert_eq!(fetched, 3);
+}

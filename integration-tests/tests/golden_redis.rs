@@ -73,3 +73,57 @@ fn snap_length_200_degrades_to_partial() {
     assert_eq!(s[..18], want[..]);
     assert!(exs.iter().all(|e| e["outcome"] == "complete"));
 }
+
+/// Issue #13 item 4 (record_redis_noreply.sh, redis_noreply_client.py): a
+/// raw client against redis-server 7 logs, after every command, what the
+/// server sent back. Commands answered with nothing (CLIENT REPLY SKIP and the
+/// command after it, CLIENT REPLY OFF and everything until ON) are exchanges
+/// of their own (`response_type` "none", no response bytes), and the replies
+/// that follow pair with the right commands; on the RESP3 connection the
+/// attribute reply (DEBUG PROTOCOL attrib) counts with the reply it
+/// prefixes, and pushes (tracking invalidation, pub/sub message) answer
+/// nothing, while SUBSCRIBE/UNSUBSCRIBE take their push confirmations.
+#[test]
+fn client_reply_off_skip_resp3_attributes_and_pushes() {
+    let exs = check_exchanges("redis_noreply_resp3.pcap", "redis_noreply_resp3.jsonl");
+    let log = std::fs::read_to_string(pcap_path("redis_noreply_resp3.client.txt")).unwrap();
+    // The client's view: per connection, each command and the RESP type of what came back.
+    let mut want: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for line in log.lines().filter(|l| !l.contains("(push)")) {
+        let (conn, rest) = line.split_once(' ').unwrap();
+        let (command, reply) = rest.split_once(" -> ").unwrap();
+        let ty = match reply.strip_prefix("b'").and_then(|r| r.chars().next()) {
+            None => "none",
+            Some('+') => "simple",
+            Some('$') => "bulk",
+            Some(':') => "integer",
+            Some('%') => "map",
+            Some('>') => "push",
+            // An attribute, then the reply it belongs to (a bulk string here).
+            Some('|') if reply.contains("\\r\\n:90\\r\\n$") => "bulk",
+            Some(c) => panic!("unexpected reply type {c} in {line}"),
+        };
+        want.entry(conn).or_default().push(format!("{} {ty}", command.split(' ').next().unwrap()));
+    }
+    assert!(log.contains("c1 CLIENT REPLY OFF -> (nothing)") && log.contains("c2 (push) -> b'>2"), "{log}");
+    let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for e in &exs {
+        got.entry(field(e, "/conn/client")).or_default().push(format!(
+            "{} {}",
+            field(e, "/detail/command"),
+            field(e, "/detail/response_type")
+        ));
+    }
+    let mut want: Vec<Vec<String>> = want.into_values().collect();
+    let mut got: Vec<Vec<String>> = got.into_values().collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    for e in &exs {
+        assert_eq!((e["outcome"].as_str(), e["partial"].as_bool()), (Some("complete"), Some(false)), "{e}");
+        let none = e["detail"]["response_type"] == "none";
+        assert_eq!(none, e["response_bytes"] == 0, "{e}");
+    }
+    let debug = exs.iter().find(|e| e["detail"]["command"] == "DEBUG").unwrap();
+    assert_eq!((field(debug, "/detail/resp_version"), field(debug, "/response_bytes")), ("3".into(), "93".into()));
+}

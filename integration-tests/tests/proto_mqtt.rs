@@ -112,6 +112,27 @@ fn golden_detected_on_any_port() {
 }
 
 #[test]
+fn golden_joined_mid_connection() {
+    // mqtt_8883.pcap from frame 16 on: the subscriber's CONNECT/SUBSCRIBE and
+    // the publisher's CONNECT are gone, so those two connections are
+    // recognised by content alone (a packet id asked for by one side and
+    // answered by the other) and carry no client id; everything the clients
+    // did after the cut is there.
+    let exs = check_exchanges("mqtt_midconn.pcap", "mqtt_midconn.jsonl");
+    let mut want = BTreeMap::new();
+    for (k, n) in expected() {
+        if k.starts_with("mqtt-sub CONNECT") || k.starts_with("mqtt-sub SUBSCRIBE") || k.starts_with("mqtt-pub CONNECT")
+        {
+            continue;
+        }
+        let k = k.strip_prefix("mqtt-sub").or_else(|| k.strip_prefix("mqtt-pub")).unwrap_or(&k).to_string();
+        *want.entry(k).or_insert(0) += n;
+    }
+    assert_eq!(counts(&exs), want);
+    assert!(exs.iter().all(|e| e["partial"] == false));
+}
+
+#[test]
 fn golden_snap_length_120() {
     // 54 bytes of TCP payload per packet: the 6 kB messages and the MQTT 5
     // PUBLISH (properties) lose their tails; every exchange still pairs.

@@ -98,6 +98,12 @@ pub struct AgentConfig {
     /// Listen address of /healthz and /readyz.
     #[serde(default)]
     pub health_addr: Option<String>,
+    /// Decrypted TLS traffic through uprobes on OpenSSL's SSL_read/SSL_write.
+    #[serde(default = "d_true")]
+    pub tls: bool,
+    /// Comma-separated extra library files to attach the TLS uprobes to.
+    #[serde(default)]
+    pub tls_libraries: Option<String>,
 }
 
 impl EnvVars for AgentConfig {
@@ -120,6 +126,8 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_CAPTURE_HOST", "in Kubernetes mode, also capture on host interfaces."),
         VarDoc::new("CNFLOW_STATS_INTERVAL_SECS", "how often counters are logged."),
         VarDoc::new("CNFLOW_HEALTH_ADDR", "listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; \"off\" disables."),
+        VarDoc::new("CNFLOW_TLS", "true: plaintext of TLS connections made with OpenSSL (every libssl.so* a process maps, in containers too) is read with uprobes on SSL_read/SSL_write and decoded like captured traffic (url.scheme=https, tls.protocol.*); false: off. Needs hostPID, CAP_SYS_PTRACE (/proc/PID/root), CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (uprobe perf events), and Linux ≥ 6.3 for the socket 5-tuple."),
+        VarDoc::new("CNFLOW_TLS_LIBRARIES", "comma-separated extra library files to attach the TLS uprobes to (an OpenSSL built under another name, or a binary that exports the SSL_* symbols); every libssl.so* a process maps is found without it."),
     ];
 }
 
@@ -191,6 +199,17 @@ impl AgentConfig {
             gso_segments: self.capture_gso_segments,
             tc_attach: crate::capture::TcAttach::parse(&self.tc_attach).context("CNFLOW_TC_ATTACH")?,
             stats_interval: std::time::Duration::from_secs(self.stats_interval_secs),
+            tls: self.tls.then(|| crate::capture::TlsOptions {
+                libraries: self
+                    .tls_libraries
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(std::path::PathBuf::from)
+                    .collect(),
+            }),
         })
     }
 

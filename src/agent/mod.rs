@@ -59,6 +59,8 @@ pub struct AgentOptions {
 pub struct AgentSetup {
     pub agent: AgentConfig,
     pub telemetry: TelemetryConfig,
+    /// Span sampling (OTEL_TRACES_SAMPLER, CNFLOW_SAMPLING_*).
+    pub sampling: crate::telemetry::sampling::Policy,
     /// Kubernetes enrichment and pod attachment (cnflow agent) when set.
     pub k8s: Option<crate::k8s::K8sConfig>,
     pub export: OtlpExportConfig,
@@ -81,10 +83,19 @@ fn start_exporter(export: &OtlpExportConfig) -> Result<Option<Arc<Exporter>>> {
 
 /// Runs until `cancel` fires. Configuration errors are returned before anything is attached.
 pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToken) -> Result<()> {
-    let AgentSetup { agent: cfg, telemetry: tcfg, k8s: k8s_cfg, export, host } = setup;
+    let AgentSetup { agent: cfg, telemetry: tcfg, sampling, k8s: k8s_cfg, export, host } = setup;
     let health_addr = cfg.health_socket(opts.health_agent_default).context("CNFLOW_HEALTH_ADDR")?;
     ebpf::check_requirements(cfg.capture_settings()?.tc_attach)?;
-    let exporter = start_exporter(&export)?;
+    // Several gateways: traces routed by join key (the exporter is not started).
+    let router = match (&export.traces, export.gateways.enabled()) {
+        (Some(t), true) => Some(crate::export::gateway_route::GatewayRouter::start(
+            &export.gateways,
+            t.clone(),
+            export.metrics.clone(),
+        )?),
+        _ => None,
+    };
+    let exporter = if router.is_some() { None } else { start_exporter(&export)? };
 
     let health = AgentHealth::new();
     if let Some(addr) = health_addr {
@@ -113,12 +124,18 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
     sopts.mask_query_values = cfg.mask_query_values;
     sopts.enricher = enricher;
     sopts.local_addrs = LocalAddrs::detect();
+    if sampling != crate::telemetry::sampling::Policy::default() {
+        tracing::info!("span sampling: {}", sampling.describe());
+    }
+    sopts.sampling = sampling;
     match opts.stdout {
         StdoutFormat::Text => sopts.outputs.push(Output::Write(Format::Text, Box::new(std::io::stdout()))),
         StdoutFormat::OtlpJson => sopts.outputs.push(Output::Write(Format::OtlpJson, Box::new(std::io::stdout()))),
         StdoutFormat::Exchanges | StdoutFormat::None => {}
     }
-    if let Some(e) = &exporter {
+    if let Some(r) = &router {
+        sopts.outputs.push(Output::Route(r.clone()));
+    } else if let Some(e) = &exporter {
         sopts.outputs.push(Output::Export(e.clone()));
     } else if opts.stdout == StdoutFormat::None {
         tracing::warn!("no OTLP endpoint configured and --format none: spans go nowhere");
@@ -156,6 +173,9 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
     // The sink (dropped with `process`) held the other references.
     if let Some(e) = exporter.and_then(|e| Arc::try_unwrap(e).ok()) {
         e.shutdown(Duration::from_secs(5)).await;
+    }
+    if let Some(r) = router {
+        r.shutdown(Duration::from_secs(5)).await;
     }
     log_counters("final counters");
     loop_res
@@ -209,6 +229,7 @@ async fn process(
                 let Some(batch) = b else { break };
                 for ev in &batch {
                     pipeline.push(ev);
+                    sink.observe_packet(ev);
                 }
                 if let Some(last) = batch.last() {
                     clock.on_batch(now_ns(), last.ts_ns);
@@ -217,7 +238,9 @@ async fn process(
             }
             _ = tick.tick() => {
                 let now = now_ns();
-                pipeline.tick(clock.now(now));
+                let packet_now = clock.now(now);
+                pipeline.tick(packet_now);
+                sink.expire_network(packet_now);
                 lag_gauge.set(clock.lag_ns() / 1_000_000);
                 deliver(&mut pipeline, &mut sink)?;
                 // Kernel losses in the metrics are as current as the spans.
@@ -246,6 +269,7 @@ async fn process(
         }
         for ev in &batch {
             pipeline.push(ev);
+            sink.observe_packet(ev);
         }
     }
     pipeline.finish();

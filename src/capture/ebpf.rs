@@ -112,6 +112,8 @@ pub struct LiveCapture {
     counters: KernelCounterReader,
     /// Tcx or Netlink (Auto resolved at start).
     attach: TcAttach,
+    /// TLS plaintext source (CNFLOW_TLS); lives and detaches with the capture.
+    _tls: Option<super::tls::TlsCapture>,
 }
 
 /// Checks what live capture needs, so the error names what is missing
@@ -237,7 +239,7 @@ impl LiveCapture {
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while the AsyncFd lives.
         let afd = unsafe { AsyncFd::register(ring) }.context("registering the ring buffer with tokio")?;
         let poll = cfg.ring_poll_interval;
-        tokio::spawn(read_ring(afd, tx, poll));
+        tokio::spawn(read_ring(afd, tx.clone(), poll));
         let c2 = counters.clone();
         let every = cfg.stats_interval.max(Duration::from_secs(1));
         tokio::spawn(async move {
@@ -258,7 +260,18 @@ impl LiveCapture {
             "eBPF capture loaded"
         );
         let attach = cfg.tc_attach.resolve();
-        Ok((LiveCapture { bpf, links: BTreeMap::new(), counters, attach }, rx))
+        // TLS is an addition to packet capture: if it cannot start (no BTF
+        // for fentry, no uprobe support), packets are still captured.
+        let tls = cfg.tls.as_ref().and_then(|t| {
+            let settings = super::tls::TlsSettings { snaplen: cfg.snaplen, libraries: t.libraries.clone() };
+            super::tls::TlsCapture::start(&settings, tx.clone())
+                .inspect_err(|e| {
+                    tracing::warn!(error = format!("{e:#}"), "TLS plaintext capture unavailable; TLS stays encrypted")
+                })
+                .ok()
+        });
+        drop(tx);
+        Ok((LiveCapture { bpf, links: BTreeMap::new(), counters, attach, _tls: tls }, rx))
     }
 
     /// Attaches to ingress and egress of `ifname` (TCX, ahead of other programs
@@ -397,7 +410,10 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
     let mut out = Vec::with_capacity(COUNTER_NAMES.len());
     for (i, name) in COUNTER_NAMES.iter().enumerate().take(NUM_COUNTERS as usize) {
         let v = map.get(&(i as u32), 0).map(|vals| vals.iter().sum::<u64>()).unwrap_or(0);
-        counter("cnflow.capture.packets", &[("reason", name)]).set(v);
+        match name.strip_prefix("decap_") {
+            Some(encap) => counter("cnflow.capture.decapsulated", &[("encapsulation", encap)]).set(v),
+            None => counter("cnflow.capture.packets", &[("reason", name)]).set(v),
+        }
         out.push((*name, v));
     }
     KernelCounters(out)

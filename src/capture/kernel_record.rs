@@ -33,8 +33,9 @@ impl DecodeError {
 }
 
 /// Copies a record out of raw ring-buffer bytes (which carry no alignment
-/// guarantee). Ring entries hold the header plus only the captured payload
-/// bytes; `cap_len` is clamped to what is really there.
+/// guarantee). Ring entries hold the header plus the captured payload bytes
+/// (padded up to a size class: the bytes after `cap_len` are not payload);
+/// `cap_len` is clamped to what is really there.
 pub fn record_from_bytes(buf: &[u8]) -> Result<PacketRecord, DecodeError> {
     if buf.len() < PACKET_HEADER_LEN {
         return Err(DecodeError::Short);

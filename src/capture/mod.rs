@@ -11,6 +11,9 @@ pub mod frame;
 pub mod ifaces;
 pub mod kernel_record;
 pub mod pcap;
+#[cfg(target_os = "linux")]
+pub mod tls;
+pub mod tls_stream;
 
 /// What the live capture needs to know: the capture's own settings, filled
 /// by whoever owns the configuration (the agent, from `CNFLOW_*`).
@@ -34,6 +37,15 @@ pub struct CaptureSettings {
     pub stats_interval: Duration,
     /// How the TC programs are attached.
     pub tc_attach: TcAttach,
+    /// TLS plaintext through uprobes on OpenSSL (CNFLOW_TLS); None = off.
+    pub tls: Option<TlsOptions>,
+}
+
+/// CNFLOW_TLS_* settings of the live capture.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Extra library files to attach to (CNFLOW_TLS_LIBRARIES).
+    pub libraries: Vec<std::path::PathBuf>,
 }
 
 /// How the TC programs are attached (CNFLOW_TC_ATTACH).

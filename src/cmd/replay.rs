@@ -10,9 +10,14 @@ use std::io::{BufWriter, Write};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReplayArgs {
-    /// pcap or pcapng file.
-    pub file: std::path::PathBuf,
-    /// Output: flows (one JSON line per connection: reassembled stream summary), exchanges (JSON lines), text (one line per span), otlp-json, count (exchanges per protocol only; for benchmarks).
+    /// pcap or pcapng file. Several (with --format otlp-json): each is a
+    /// capture taken on its own node (own flow table, host.name = the file
+    /// name), and the CLIENT and SERVER spans of one exchange seen in two of
+    /// them are joined into one trace, as the gateway does with
+    /// CNFLOW_GATEWAY_STITCH_WINDOW_MS.
+    #[arg(required = true, num_args = 1..)]
+    pub file: Vec<std::path::PathBuf>,
+    /// Output: flows (one JSON line per connection: reassembled stream summary), exchanges (JSON lines), text (one line per span), otlp-json, otlp (length-delimited protobuf records, for files), count (exchanges per protocol only; for benchmarks).
     #[arg(long, default_value = "text")]
     pub format: String,
     /// Print cnflow's counters to stderr at the end.
@@ -85,6 +90,8 @@ trait Output {
     /// Called after every batch of packets with the exchanges produced so far;
     /// `now_ns` is the capture time reached.
     fn exchanges(&mut self, out: &mut dyn Write, exs: Vec<Exchange>, now_ns: u64) -> Result<()>;
+    /// Every packet, before the flow table sees it (L4 network metrics).
+    fn packet(&mut self, _ev: &PacketEvent) {}
     /// End of the capture; `now_ns` is the last packet's time.
     fn finish(&mut self, _out: &mut dyn Write, _now_ns: u64) -> Result<()> {
         Ok(())
@@ -133,6 +140,9 @@ struct Spans {
 }
 
 impl Output for Spans {
+    fn packet(&mut self, ev: &PacketEvent) {
+        self.sink.observe_packet(ev);
+    }
     fn exchanges(&mut self, _out: &mut dyn Write, exs: Vec<Exchange>, now_ns: u64) -> Result<()> {
         self.now_ns = self.now_ns.max(now_ns);
         for ex in &exs {
@@ -140,6 +150,7 @@ impl Output for Spans {
             self.sink.record(ex);
         }
         if self.now_ns != 0 {
+            self.sink.expire_network(now_ns);
             self.sink.flush(self.now_ns);
         }
         Ok(())
@@ -165,6 +176,7 @@ fn telemetry_output(
     let mut opts = SinkOptions::new(TelemetryConfig::from_vars(env.iter().cloned())?, host);
     opts.mask_query_values = cfg.mask_query_values;
     opts.ids = IdGen::Seeded(REPLAY_ID_SEED);
+    opts.sampling = crate::telemetry::sampling::Policy::from_vars(env.iter().cloned())?;
     opts.outputs.push(crate::telemetry::Output::Write(format, Box::new(BufWriter::new(std::io::stdout()))));
     if let Some(e) = exporter {
         opts.outputs.push(crate::telemetry::Output::Export(e));
@@ -201,7 +213,8 @@ fn output_for(
         "count" => Box::<Count>::default(),
         "text" => telemetry_output(crate::telemetry::Format::Text, cfg, env, exporter)?,
         "otlp-json" => telemetry_output(crate::telemetry::Format::OtlpJson, cfg, env, exporter)?,
-        other => bail!("unknown --format {other:?} (expected flows, exchanges, text, otlp-json, count)"),
+        "otlp" => telemetry_output(crate::telemetry::Format::Otlp, cfg, env, exporter)?,
+        other => bail!("unknown --format {other:?} (expected flows, exchanges, text, otlp-json, otlp, count)"),
     })
 }
 
@@ -209,7 +222,14 @@ pub fn main(args: ReplayArgs) -> Result<()> {
     // Telemetry and export settings are parsed only for the formats that use them.
     let env = super::read_env();
     let cfg = AgentConfig::from_vars(env.iter().cloned())?;
-    let reader = CaptureReader::open(&args.file)?;
+    if args.file.len() > 1 {
+        let res = replay_nodes(&args.file, &cfg, &env, &args.format);
+        if args.stats {
+            print_stats();
+        }
+        return res;
+    }
+    let reader = CaptureReader::open(&args.file[0])?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let progress = Progress::new(&args.progress);
@@ -270,12 +290,14 @@ fn replay_pipeline<R: std::io::Read>(
     let mut p = PacketPipeline::new(cfg);
     let pipe = std::cell::RefCell::new(&mut p);
     let last_ts = std::cell::Cell::new(0u64);
+    let sink = std::cell::RefCell::new(&mut output);
     let res = drive(
         reader,
         progress,
         |ev| {
             last_ts.set(last_ts.get().max(ev.ts_ns));
             pipe.borrow_mut().push(ev);
+            sink.borrow_mut().packet(ev);
             Ok(())
         },
         |now| {
@@ -283,7 +305,7 @@ fn replay_pipeline<R: std::io::Read>(
             p.tick(now);
             let exs = p.take_exchanges();
             progress.exchanges(exs.len());
-            output.exchanges(out, exs, now)
+            sink.borrow_mut().exchanges(out, exs, now)
         },
     );
     p.finish();
@@ -328,6 +350,68 @@ fn replay_flows<R: std::io::Read>(
     table.finish(&mut rec);
     write(out, rec.take()).context("writing flows")?;
     res
+}
+
+/// Several captures, one node each, stitched (see [`ReplayArgs::file`]).
+/// Every capture is replayed in full first (capture time is per node: clocks
+/// may differ), then all spans go through one stitcher whose window never
+/// ends; halves without a partner are written unjoined at the end.
+fn replay_nodes(files: &[std::path::PathBuf], cfg: &AgentConfig, env: &[(String, String)], format: &str) -> Result<()> {
+    use crate::gateway::stitch::{StitchConfig, Stitcher};
+    use crate::telemetry::{resource, Collected, IdGen, SinkOptions, TelemetryConfig, TelemetrySink};
+    if format != "otlp-json" {
+        bail!("several captures are stitched into OTLP: use --format otlp-json");
+    }
+    let keep_keys = env.iter().any(|(k, v)| k == "CNFLOW_GATEWAY_STITCH_KEEP_KEYS" && v.trim() == "true");
+    let stitcher = Stitcher::new(StitchConfig { window: std::time::Duration::MAX, max_entries: 1 << 22, keep_keys });
+    let progress = Progress::new("never");
+    let mut metrics = Vec::new();
+    let mut traces = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let mut host = resource::host_identity(env.iter().cloned())?;
+        let node = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| format!("node-{i}"));
+        match host.attributes.iter_mut().find(|(k, _)| k == "host.name") {
+            Some(h) => h.1 = node,
+            None => host.attributes.push(("host.name".into(), node)),
+        }
+        let mut opts = SinkOptions::new(TelemetryConfig::from_vars(env.iter().cloned())?, std::sync::Arc::new(host));
+        opts.mask_query_values = cfg.mask_query_values;
+        // Distinct ids per node, still the same on every run.
+        opts.ids = IdGen::Seeded(REPLAY_ID_SEED.wrapping_add(i as u64 + 1));
+        opts.sampling = crate::telemetry::sampling::Policy::from_vars(env.iter().cloned())?;
+        let collected = std::sync::Arc::new(parking_lot::Mutex::new(Collected::default()));
+        opts.outputs.push(crate::telemetry::Output::Collect(collected.clone()));
+        let output = Box::new(Spans { sink: TelemetrySink::new(opts), now_ns: 0 });
+        let reader = CaptureReader::open(file).with_context(|| format!("{}", file.display()))?;
+        replay_pipeline(reader, cfg, output, &progress, &mut std::io::sink())?;
+        let mut c = collected.lock();
+        traces.append(&mut c.traces);
+        metrics.append(&mut c.metrics);
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for mut r in traces {
+        stitcher.ingest_at(&mut r, 0);
+        if !r.resource_spans.is_empty() {
+            json_line(&mut out, &r)?;
+        }
+    }
+    let rest = stitcher.drain();
+    if !rest.resource_spans.is_empty() {
+        json_line(&mut out, &rest)?;
+    }
+    for m in &metrics {
+        json_line(&mut out, m)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// One OTLP request as a JSON line (the otlp-json format).
+fn json_line(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<()> {
+    serde_json::to_writer(&mut *out, v)?;
+    out.write_all(b"\n")?;
+    Ok(())
 }
 
 fn print_stats() {

@@ -30,6 +30,7 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
         .unwrap_or_else(|| if mode == Mode::Agent && export.traces.is_some() { "none" } else { "text" }.to_string());
     let self_cfg = crate::self_telemetry::SelfTelemetryConfig::from_vars(env.clone())?;
     let tcfg = crate::telemetry::TelemetryConfig::from_vars(env.clone())?;
+    let sampling = crate::telemetry::sampling::Policy::from_vars(env.clone())?;
     let k8s = if mode == Mode::Agent { Some(crate::k8s::K8sConfig::from_vars(env.clone())?) } else { None };
     let host = crate::telemetry::resource::host_identity(env).map(std::sync::Arc::new);
     let temporality = match tcfg.temporality()? {
@@ -51,7 +52,7 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
             stdout: crate::agent::StdoutFormat::parse(&format)?,
             health_agent_default: mode == Mode::Agent,
         };
-        let setup = crate::agent::AgentSetup { agent: cfg, telemetry: tcfg, k8s, export, host };
+        let setup = crate::agent::AgentSetup { agent: cfg, telemetry: tcfg, sampling, k8s, export, host };
         crate::agent::run(setup, opts, cancel).await
     });
     rt.block_on(own.shutdown());

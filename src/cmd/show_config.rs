@@ -78,6 +78,17 @@ pub fn components() -> Vec<Component> {
         }),
         component::<K8sConfig>("k8s", |env| Ok(serde_json::to_value(K8sConfig::from_vars(env.to_vec())?)?)),
         component::<GatewayConfig>("gateway", |env| Ok(serde_json::to_value(GatewayConfig::from_vars(env.to_vec())?)?)),
+        component::<crate::telemetry::sampling::TracesSamplerEnv>("sampling", |env| {
+            crate::telemetry::sampling::Policy::from_vars(env.to_vec())?;
+            let v: crate::telemetry::sampling::TracesSamplerEnv =
+                envy::prefixed(crate::telemetry::sampling::TracesSamplerEnv::PREFIX).from_iter(env.to_vec())?;
+            Ok(serde_json::to_value(v)?)
+        }),
+        component::<crate::telemetry::sampling::SamplingConfig>("sampling", |env| {
+            let v: crate::telemetry::sampling::SamplingConfig =
+                envy::prefixed(crate::telemetry::sampling::SamplingConfig::PREFIX).from_iter(env.to_vec())?;
+            Ok(serde_json::to_value(v)?)
+        }),
     ]
 }
 
@@ -134,6 +145,12 @@ pub fn reference() -> Vec<EnvVar> {
         }
     }
     out.extend(per_signal_vars());
+    out.extend(crate::telemetry::sampling::config::ratio_vars().into_iter().map(|(name, help)| EnvVar {
+        component: "sampling",
+        name,
+        default: String::new(),
+        help,
+    }));
     for v in STANDARD_VARS {
         out.push(EnvVar {
             component: "standard",

@@ -73,6 +73,9 @@ fn d_elapsed() -> u64 {
 fn d_concurrent() -> usize {
     4
 }
+fn d_resolve() -> u64 {
+    30
+}
 
 /// Queue and retry settings of the OTLP exporter (agent and gateway).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +95,15 @@ pub struct ExportTuning {
     /// Export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers).
     #[serde(default = "d_concurrent")]
     pub max_concurrent_requests: usize,
+    /// Comma-separated gateway endpoints; spans are routed among them by join key.
+    #[serde(default)]
+    pub gateway_endpoints: Option<String>,
+    /// `host:port` of the gateways' headless Service, re-resolved periodically.
+    #[serde(default)]
+    pub gateway_dns: Option<String>,
+    /// How often CNFLOW_EXPORT_GATEWAY_DNS is resolved again.
+    #[serde(default = "d_resolve")]
+    pub gateway_resolve_secs: u64,
 }
 
 impl EnvVars for ExportTuning {
@@ -102,6 +114,9 @@ impl EnvVars for ExportTuning {
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS", "upper bound of the retry delay."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS", "give up on a request (counted as failed) after retrying this long; 0 = retry forever."),
         VarDoc::new("CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS", "export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers); 1 delivers strictly in queue order. 1–64."),
+        VarDoc::new("CNFLOW_EXPORT_GATEWAY_ENDPOINTS", "agent: comma-separated `cnflow gateway` endpoints (URLs) sharing the load; each trace goes to the one chosen by a consistent (rendezvous) hash of the exchange's join key, so the CLIENT and SERVER halves exported by two nodes meet in one gateway for CNFLOW_GATEWAY_STITCH_WINDOW_MS. The OTEL_EXPORTER_OTLP_* settings (protocol, TLS, headers; an endpoint is still required) apply to each; metrics go to the first. Unset = OTEL_EXPORTER_OTLP_ENDPOINT only."),
+        VarDoc::new("CNFLOW_EXPORT_GATEWAY_DNS", "agent: `host:port` of the gateways' headless Service (e.g. `cnflow-gateway-headless.observability.svc:4317`): every address it resolves to is a gateway endpoint (scheme and path from OTEL_EXPORTER_OTLP_ENDPOINT), added to CNFLOW_EXPORT_GATEWAY_ENDPOINTS and re-resolved every CNFLOW_EXPORT_GATEWAY_RESOLVE_SECS."),
+        VarDoc::new("CNFLOW_EXPORT_GATEWAY_RESOLVE_SECS", "how often CNFLOW_EXPORT_GATEWAY_DNS is resolved again (a failed lookup keeps the current gateways)."),
     ];
 }
 
@@ -150,6 +165,9 @@ pub struct ExportConfig {
     /// When set, queued requests are also written here and reloaded at start
     /// (nothing is lost across a restart while the backend is down).
     pub queue_dir: Option<PathBuf>,
+    /// With `queue_dir`: bytes of requests that may wait on disk only when
+    /// the memory queue is full, instead of being dropped (0 = drop).
+    pub queue_spill_bytes: u64,
     /// Name of the destination in self-metrics (`destination` attribute):
     /// `primary`, or `extra-N` for the gateway's extra endpoints.
     pub destination: String,
@@ -170,6 +188,7 @@ impl std::fmt::Debug for ExportConfig {
             .field("client_identity", &self.client_identity_pem.is_some())
             .field("queue_size", &self.queue_size)
             .field("queue_dir", &self.queue_dir)
+            .field("queue_spill_bytes", &self.queue_spill_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -192,6 +211,7 @@ impl Default for ExportConfig {
             retry_max_elapsed: Some(Duration::from_secs(t.retry_max_elapsed_secs)),
             max_concurrent: t.max_concurrent_requests,
             queue_dir: None,
+            queue_spill_bytes: 0,
             destination: "primary".into(),
         }
     }
@@ -249,6 +269,8 @@ pub struct OtlpExportConfig {
     pub traces: Option<ExportConfig>,
     pub metrics: Option<ExportConfig>,
     pub logs: Option<ExportConfig>,
+    /// CNFLOW_EXPORT_GATEWAY_*: several gateways, spans routed by join key.
+    pub gateways: super::gateway_route::GatewayRouting,
 }
 
 impl OtlpExportConfig {
@@ -265,6 +287,20 @@ impl OtlpExportConfig {
                 Signal::Logs => out.logs = c,
             }
         }
+        let tuning: ExportTuning = envy::prefixed("CNFLOW_EXPORT_")
+            .from_iter(vars.iter().filter(|(k, _)| k.starts_with("CNFLOW_EXPORT_")).cloned())
+            .map_err(|e| anyhow::anyhow!("invalid export configuration (CNFLOW_EXPORT_*): {e}"))?;
+        let nonempty = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        out.gateways = super::gateway_route::GatewayRouting {
+            endpoints: nonempty(&tuning.gateway_endpoints)
+                .map(|s| s.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect())
+                .unwrap_or_default(),
+            dns: nonempty(&tuning.gateway_dns),
+            resolve_every: Duration::from_secs(tuning.gateway_resolve_secs.max(1)),
+        };
+        if out.gateways.enabled() && out.traces.is_none() {
+            bail!("CNFLOW_EXPORT_GATEWAY_ENDPOINTS/CNFLOW_EXPORT_GATEWAY_DNS need OTEL_EXPORTER_OTLP_ENDPOINT (its protocol and TLS settings apply to every gateway)");
+        }
         Ok(out)
     }
 
@@ -278,7 +314,9 @@ impl OtlpExportConfig {
         [&self.traces, &self.metrics, &self.logs]
             .into_iter()
             .flatten()
-            .filter_map(|c| reqwest::Url::parse(&c.endpoint).ok()?.port_or_known_default())
+            .map(|c| c.endpoint.as_str())
+            .chain(self.gateways.endpoints.iter().map(String::as_str))
+            .filter_map(|e| reqwest::Url::parse(e).ok()?.port_or_known_default())
             .collect()
     }
 }
@@ -381,6 +419,7 @@ impl ExportConfig {
                 .then(|| Duration::from_secs(tuning.retry_max_elapsed_secs)),
             max_concurrent: tuning.max_concurrent_requests,
             queue_dir: None,
+            queue_spill_bytes: 0,
             destination: "primary".into(),
         }))
     }

@@ -114,9 +114,9 @@ fn partial_success(p: &Payload, body: &[u8], json: bool) -> (u64, String) {
             r.and_then(|r| r.partial_success).map(|ps| (ps.$field as u64, ps.error_message)).unwrap_or_default()
         }};
     }
-    match p {
-        Payload::Traces(_) => ps!(ExportTraceServiceResponse, rejected_spans),
-        Payload::Metrics(_) => ps!(ExportMetricsServiceResponse, rejected_data_points),
-        Payload::Logs(_) => ps!(ExportLogsServiceResponse, rejected_log_records),
+    match p.signal() {
+        super::Signal::Traces => ps!(ExportTraceServiceResponse, rejected_spans),
+        super::Signal::Metrics => ps!(ExportMetricsServiceResponse, rejected_data_points),
+        super::Signal::Logs => ps!(ExportLogsServiceResponse, rejected_log_records),
     }
 }

@@ -19,6 +19,7 @@
 //! (retry attempts), `cnflow.export.dropped` (items refused because the queue was full), gauge
 //! `cnflow.export.queue.depth` (items queued, per endpoint too).
 pub mod config;
+pub mod gateway_route;
 pub mod grpc;
 pub mod http;
 pub mod instruments;
@@ -47,6 +48,13 @@ pub enum Signal {
     Logs,
 }
 
+impl Signal {
+    /// Position in per-signal arrays (`[T; 3]`), in declaration order.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("export queue full")]
 pub struct QueueFull;
@@ -59,6 +67,7 @@ struct Counters {
     retried: Counter,
     dropped: Counter,
     dead_letter: Counter,
+    spilled: Counter,
 }
 
 impl Counters {
@@ -71,6 +80,7 @@ impl Counters {
             retried: counter("cnflow.export.retried", &a),
             dropped: counter("cnflow.export.dropped", &a),
             dead_letter: counter("cnflow.export.dead_letter", &a),
+            spilled: counter("cnflow.export.spilled", &a),
         }
     }
 }
@@ -112,14 +122,6 @@ impl Staged {
     }
 }
 
-fn idx(s: Signal) -> usize {
-    match s {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
-}
-
 impl Exporter {
     /// Must be called inside a tokio runtime. Fails on TLS/header problems or
     /// an unusable queue directory; an unreachable backend is not an error.
@@ -132,7 +134,7 @@ impl Exporter {
         for (signal, cfg) in [(Signal::Traces, traces), (Signal::Metrics, metrics), (Signal::Logs, logs)] {
             let Some(mut cfg) = cfg else { continue };
             cfg.signal = signal;
-            lanes[idx(signal)] = Some(Self::lane(cfg)?);
+            lanes[signal.index()] = Some(Self::lane(cfg)?);
         }
         Ok(Self { lanes })
     }
@@ -151,7 +153,9 @@ impl Exporter {
         let mut queue =
             Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?.with_destination(&cfg.destination);
         if let Some(d) = &cfg.queue_dir {
-            queue = queue.with_dead_letter(d.join("dead-letter").join(cfg.signal.name()), counters.dead_letter);
+            queue = queue
+                .with_dead_letter(d.join("dead-letter").join(cfg.signal.name()), counters.dead_letter)
+                .with_spill(cfg.queue_spill_bytes, counters.spilled);
         }
         let queue = Arc::new(queue);
         tracing::info!(signal = cfg.signal.name(), destination = %cfg.destination, endpoint = %cfg.display_endpoint(), protocol = ?cfg.protocol, headers = cfg.headers.len(), "OTLP exporter started");
@@ -161,7 +165,7 @@ impl Exporter {
     }
 
     pub fn send(&self, p: Payload) -> Result<(), QueueFull> {
-        match &self.lanes[idx(p.signal())] {
+        match &self.lanes[p.signal().index()] {
             Some(l) => l.queue.push(p),
             None => Ok(()),
         }
@@ -180,7 +184,7 @@ impl Exporter {
     /// sending it yet; `release` makes it sendable. None when this signal is
     /// not exported or the queue is full (the drop is counted).
     pub fn stage(&self, p: Payload, tag: u64, force: bool) -> Option<Staged> {
-        let i = idx(p.signal());
+        let i = p.signal().index();
         let l = self.lanes[i].as_ref()?;
         l.queue.stage(p, tag, force).ok().map(|entry| Staged { lane: i, entry })
     }
@@ -193,12 +197,12 @@ impl Exporter {
 
     /// Whether an endpoint is configured for this signal.
     pub fn exports(&self, s: Signal) -> bool {
-        self.lanes[idx(s)].is_some()
+        self.lanes[s.index()].is_some()
     }
 
     /// Items that still fit in the signal's queue (usize::MAX when not exported).
     pub fn free(&self, s: Signal) -> usize {
-        match &self.lanes[idx(s)] {
+        match &self.lanes[s.index()] {
             Some(l) => l.queue.capacity().saturating_sub(l.queue.len_items()),
             None => usize::MAX,
         }
@@ -206,7 +210,7 @@ impl Exporter {
 
     /// Items queued (including the request being sent) for a signal.
     pub fn queued(&self, s: Signal) -> usize {
-        self.lanes[idx(s)].as_ref().map_or(0, |l| l.queue.len_items())
+        self.lanes[s.index()].as_ref().map_or(0, |l| l.queue.len_items())
     }
 
     /// Stop accepting, deliver what is queued until `timeout`, then give up:

@@ -11,6 +11,12 @@
 //! a tag (`SEQ-TAG.pb`): the gateway's batch journal uses it to find the
 //! files of a batch whose commit a crash interrupted ([`remove_tagged`]).
 //! Requests given up on move to a dead-letter directory instead of being deleted.
+//!
+//! Spill (with a directory and a disk budget): when the memory bound is
+//! reached, further requests are written to disk only (file kept, payload
+//! not held) instead of being dropped, up to the budget in bytes; the sender
+//! reads them back in order once the in-memory ones are gone. While anything
+//! is spilled new requests spill too, so delivery stays first in, first out.
 use super::payload::Payload;
 use super::{QueueFull, Signal};
 use crate::stats::Counter;
@@ -23,6 +29,15 @@ pub struct Entry {
     pub payload: Payload,
     pub items: usize,
     file: Option<PathBuf>,
+    /// Staged to the spill (disk only): `release` keeps the file, not the payload.
+    spill_bytes: Option<u64>,
+}
+
+/// A request held on disk only.
+struct Spilled {
+    file: PathBuf,
+    items: usize,
+    bytes: u64,
 }
 
 impl Entry {
@@ -33,10 +48,15 @@ impl Entry {
 
 struct Inner {
     pending: VecDeque<Entry>,
-    /// Items pending + taken but not yet completed.
+    /// Items pending + taken but not yet completed (held in memory).
     accounted: usize,
     closed: bool,
     next_seq: u64,
+    /// Requests on disk only, in order, after every `pending` one.
+    spilled: VecDeque<Spilled>,
+    spilled_items: usize,
+    /// Bytes of spilled files, staged ones included (bounded by the budget).
+    spilled_bytes: u64,
 }
 
 pub struct Queue {
@@ -44,6 +64,8 @@ pub struct Queue {
     capacity: usize,
     dir: Option<PathBuf>,
     dead_letter: Option<(PathBuf, Counter)>,
+    /// Disk budget for spilled requests (bytes) and the counter of spilled items.
+    spill: Option<(u64, Counter)>,
     inner: Mutex<Inner>,
     notify: Notify,
     depth: Counter,
@@ -64,7 +86,15 @@ impl Queue {
         depth: Counter,
         dropped: Counter,
     ) -> anyhow::Result<Self> {
-        let mut inner = Inner { pending: VecDeque::new(), accounted: 0, closed: false, next_seq: 0 };
+        let mut inner = Inner {
+            pending: VecDeque::new(),
+            accounted: 0,
+            closed: false,
+            next_seq: 0,
+            spilled: VecDeque::new(),
+            spilled_items: 0,
+            spilled_bytes: 0,
+        };
         if let Some(d) = &dir {
             std::fs::create_dir_all(d)
                 .map_err(|e| anyhow::anyhow!("cannot create queue directory {}: {e}", d.display()))?;
@@ -83,11 +113,22 @@ impl Queue {
             files.sort();
             for (seq, p) in files {
                 inner.next_seq = inner.next_seq.max(seq + 1);
-                match std::fs::read(&p).map_err(anyhow::Error::from).and_then(|b| Ok(Payload::decode(signal, &b)?)) {
-                    Ok(payload) => {
+                match std::fs::read(&p)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| Ok((b.len(), Payload::decode(signal, &b)?)))
+                {
+                    Ok((len, payload)) => {
                         let items = payload.items();
-                        inner.accounted += items;
-                        inner.pending.push_back(Entry { payload, items, file: Some(p) });
+                        // Beyond the memory bound (a previous run spilled them):
+                        // stay on disk only; a restart must not load the whole spill.
+                        if !inner.spilled.is_empty() || (inner.accounted > 0 && inner.accounted + items > capacity) {
+                            inner.spilled_items += items;
+                            inner.spilled_bytes += len as u64;
+                            inner.spilled.push_back(Spilled { file: p, items, bytes: len as u64 });
+                        } else {
+                            inner.accounted += items;
+                            inner.pending.push_back(Entry { payload, items, file: Some(p), spill_bytes: None });
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(file = %p.display(), "dropping unreadable queued {} request: {e}", signal.name());
@@ -96,22 +137,25 @@ impl Queue {
                     }
                 }
             }
-            if !inner.pending.is_empty() {
+            if !inner.pending.is_empty() || !inner.spilled.is_empty() {
                 tracing::info!(
                     dir = %d.display(),
                     requests = inner.pending.len(),
                     items = inner.accounted,
+                    spilled_requests = inner.spilled.len(),
+                    spilled_items = inner.spilled_items,
                     "resuming {} export queue from disk",
                     signal.name()
                 );
             }
         }
-        depth.set(inner.accounted as u64);
+        depth.set((inner.accounted + inner.spilled_items) as u64);
         Ok(Self {
             signal,
             capacity,
             dir,
             dead_letter: None,
+            spill: None,
             inner: Mutex::new(inner),
             notify: Notify::new(),
             depth,
@@ -146,6 +190,60 @@ impl Queue {
         self
     }
 
+    /// With a queue directory: requests that do not fit in memory are
+    /// written to disk only, up to `max_bytes`, and counted in `counter` (items).
+    pub fn with_spill(mut self, max_bytes: u64, counter: Counter) -> Self {
+        if self.dir.is_some() && max_bytes > 0 {
+            self.spill = Some((max_bytes, counter));
+        }
+        self
+    }
+
+    /// Items on disk only (spilled), not counted in `len_items`.
+    pub fn spilled_items(&self) -> usize {
+        self.inner.lock().spilled_items
+    }
+
+    fn set_depth(&self, g: &Inner) {
+        self.depth.set((g.accounted + g.spilled_items) as u64);
+    }
+
+    /// Writes `payload` as a spilled file if the budget allows; returns its
+    /// path and size. Called with the lock held (like the other queue writes,
+    /// so file order is queue order).
+    fn spill_locked(&self, g: &mut Inner, payload: &Payload, tag: Option<u64>) -> Option<(PathBuf, u64)> {
+        let (budget, _) = self.spill.as_ref()?;
+        let dir = self.dir.as_ref()?;
+        let data = payload.encode();
+        let len = data.len() as u64;
+        if g.spilled_bytes + len > *budget {
+            return None;
+        }
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        let p = match tag {
+            Some(t) => dir.join(format!("{seq:020}-{t:020}.pb")),
+            None => dir.join(format!("{seq:020}.pb")),
+        };
+        match write_durably(&p, &data) {
+            Ok(()) => {
+                g.spilled_bytes += len;
+                Some((p, len))
+            }
+            Err(e) => {
+                // Nowhere to keep it: the caller drops it (counted).
+                tracing::warn!(file = %p.display(), "cannot spill a {} request to disk: {e}", self.signal.name());
+                None
+            }
+        }
+    }
+
+    fn spilled_one(&self, items: usize) {
+        if let Some((_, c)) = &self.spill {
+            c.add(items as u64);
+        }
+    }
+
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -159,7 +257,20 @@ impl Queue {
     pub fn push(&self, payload: Payload) -> Result<(), QueueFull> {
         let items = payload.items();
         let mut g = self.inner.lock();
-        if g.closed || (g.accounted + items > self.capacity && g.accounted > 0) {
+        let full = g.accounted + items > self.capacity && g.accounted > 0;
+        if !g.closed && (full || !g.spilled.is_empty()) {
+            if let Some((file, bytes)) = self.spill_locked(&mut g, &payload, None) {
+                g.spilled_items += items;
+                g.spilled.push_back(Spilled { file, items, bytes });
+                self.set_depth(&g);
+                drop(g);
+                self.spilled_one(items);
+                self.dropping.store(false, std::sync::atomic::Ordering::Relaxed);
+                self.notify.notify_one();
+                return Ok(());
+            }
+        }
+        if g.closed || full {
             drop(g);
             self.count_drop(items);
             return Err(QueueFull);
@@ -179,8 +290,8 @@ impl Queue {
             None => None,
         };
         g.accounted += items;
-        g.pending.push_back(Entry { payload, items, file });
-        self.depth.set(g.accounted as u64);
+        g.pending.push_back(Entry { payload, items, file, spill_bytes: None });
+        self.set_depth(&g);
         drop(g);
         self.dropping.store(false, std::sync::atomic::Ordering::Relaxed);
         self.notify.notify_one();
@@ -196,6 +307,30 @@ impl Queue {
                 if let Some(e) = g.pending.pop_front() {
                     return Some(e);
                 }
+                if let Some(sp) = g.spilled.pop_front() {
+                    // Back in memory while it is sent: accounted like any taken request.
+                    g.spilled_items -= sp.items;
+                    g.spilled_bytes = g.spilled_bytes.saturating_sub(sp.bytes);
+                    g.accounted += sp.items;
+                    drop(g);
+                    match std::fs::read(&sp.file)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|b| Ok(Payload::decode(self.signal, &b)?))
+                    {
+                        Ok(payload) => {
+                            return Some(Entry { payload, items: sp.items, file: Some(sp.file), spill_bytes: None })
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %sp.file.display(), "dropping unreadable spilled {} request: {e}", self.signal.name());
+                            let _ = std::fs::remove_file(&sp.file);
+                            self.dropped.add(sp.items.max(1) as u64);
+                            let mut g = self.inner.lock();
+                            g.accounted = g.accounted.saturating_sub(sp.items);
+                            self.set_depth(&g);
+                            continue;
+                        }
+                    }
+                }
                 if g.closed {
                     return None;
                 }
@@ -210,7 +345,15 @@ impl Queue {
     pub fn stage(&self, payload: Payload, tag: u64, force: bool) -> Result<Entry, QueueFull> {
         let items = payload.items();
         let mut g = self.inner.lock();
-        if g.closed || (!force && g.accounted + items > self.capacity && g.accounted > 0) {
+        let full = !force && g.accounted + items > self.capacity && g.accounted > 0;
+        if !g.closed && !force && (full || !g.spilled.is_empty()) {
+            if let Some((file, bytes)) = self.spill_locked(&mut g, &payload, Some(tag)) {
+                drop(g);
+                self.dropping.store(false, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Entry { payload, items, file: Some(file), spill_bytes: Some(bytes) });
+            }
+        }
+        if g.closed || full {
             drop(g);
             self.count_drop(items);
             return Err(QueueFull);
@@ -218,7 +361,7 @@ impl Queue {
         let seq = g.next_seq;
         g.next_seq += 1;
         g.accounted += items;
-        self.depth.set(g.accounted as u64);
+        self.set_depth(&g);
         drop(g);
         self.dropping.store(false, std::sync::atomic::Ordering::Relaxed);
         let file = self.dir.as_ref().and_then(|d| {
@@ -231,12 +374,22 @@ impl Queue {
                 }
             }
         });
-        Ok(Entry { payload, items, file })
+        Ok(Entry { payload, items, file, spill_bytes: None })
     }
 
-    /// Makes a staged entry available to `take`.
+    /// Makes a staged entry available to `take` (a spilled one from disk).
     pub fn release(&self, e: Entry) {
-        self.inner.lock().pending.push_back(e);
+        let mut g = self.inner.lock();
+        match (e.spill_bytes, e.file) {
+            (Some(bytes), Some(file)) => {
+                g.spilled_items += e.items;
+                g.spilled.push_back(Spilled { file, items: e.items, bytes });
+                self.set_depth(&g);
+                drop(g);
+                self.spilled_one(e.items);
+            }
+            (_, file) => g.pending.push_back(Entry { file, spill_bytes: None, ..e }),
+        }
         self.notify.notify_one();
     }
 
@@ -266,7 +419,7 @@ impl Queue {
         }
         let mut g = self.inner.lock();
         g.accounted = g.accounted.saturating_sub(e.items);
-        self.depth.set(g.accounted as u64);
+        self.set_depth(&g);
     }
 
     /// No more pushes; `take` returns None once the backlog is sent.
@@ -279,7 +432,7 @@ impl Queue {
     /// Items still held when giving up at shutdown (those on disk survive).
     pub fn abandon(&self) -> (usize, bool) {
         let g = self.inner.lock();
-        (g.accounted, self.dir.is_some())
+        (g.accounted + g.spilled_items, self.dir.is_some())
     }
 }
 
@@ -396,5 +549,77 @@ mod tests {
         assert_eq!(q.take().await.unwrap().items, 3);
         q.push(spans(7)).unwrap();
         assert_eq!(q.take().await.unwrap().items, 7);
+    }
+
+    fn spill_queue(dir: &Path, capacity: usize, budget: u64, tag: &'static str) -> (Queue, Counter, Counter) {
+        let (dropped, spilled) = (counter("test.q.dropped", &[("t", tag)]), counter("test.q.spilled", &[("t", tag)]));
+        let q =
+            Queue::open(Signal::Traces, capacity, Some(dir.into()), gauge("test.queue.depth", &[("t", tag)]), dropped)
+                .unwrap()
+                .with_spill(budget, spilled);
+        (q, dropped, spilled)
+    }
+
+    async fn take_items(q: &Queue, n: usize) -> Vec<usize> {
+        let mut out = vec![];
+        for _ in 0..n {
+            let e = q.take().await.unwrap();
+            out.push(e.items);
+            q.complete(e, true);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_spills_to_disk_in_order_instead_of_dropping() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, dropped, spilled) = spill_queue(dir.path(), 10, 1 << 20, "spill");
+        q.push(spans(6)).unwrap();
+        q.push(spans(4)).unwrap();
+        q.push(spans(5)).unwrap();
+        assert_eq!((q.len_items(), q.spilled_items()), (10, 5), "memory stays at its bound");
+        // Room in memory again, but something is spilled: the new one queues behind it.
+        let first = q.take().await.unwrap();
+        q.complete(first, true);
+        q.push(spans(1)).unwrap();
+        assert_eq!((dropped.get(), spilled.get()), (0, 6));
+        assert_eq!(take_items(&q, 3).await, vec![4, 5, 1]);
+        assert_eq!((q.len_items(), q.spilled_items()), (0, 0));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "delivered files are deleted");
+    }
+
+    #[tokio::test]
+    async fn the_spill_is_bounded_in_bytes_then_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = spans(5).encode().len() as u64;
+        let (q, dropped, spilled) = spill_queue(dir.path(), 5, one, "budget");
+        q.push(spans(5)).unwrap();
+        q.push(spans(5)).unwrap();
+        assert!(q.push(spans(5)).is_err(), "over the disk budget");
+        assert_eq!((dropped.get(), spilled.get()), (5, 5));
+        // A memory-only queue (no budget) drops as before.
+        let dir2 = tempfile::tempdir().unwrap();
+        let (q2, dropped2, _) = spill_queue(dir2.path(), 5, 0, "nobudget");
+        q2.push(spans(5)).unwrap();
+        assert!(q2.push(spans(1)).is_err());
+        assert_eq!(dropped2.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn spilled_requests_survive_a_restart_without_loading_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (q, _, _) = spill_queue(dir.path(), 10, 1 << 20, "restart");
+            for n in [4, 4, 4, 4, 4] {
+                q.push(spans(n)).unwrap();
+            }
+            let e = q.stage(spans(3), 77, false).unwrap();
+            assert!(e.on_disk());
+            q.release(e);
+            assert_eq!((q.len_items(), q.spilled_items()), (8, 15));
+        }
+        let (q, _, _) = spill_queue(dir.path(), 10, 1 << 20, "restart");
+        assert_eq!((q.len_items(), q.spilled_items()), (8, 15), "memory bound kept at reopen");
+        assert_eq!(take_items(&q, 6).await, vec![4, 4, 4, 4, 4, 3]);
     }
 }

@@ -1,7 +1,14 @@
 //! Test support, not part of cnflow's API: an in-process OTLP trace backend
-//! (gRPC and OTLP/HTTP) that records what it receives and can fail on demand.
+//! (gRPC and OTLP/HTTP) that records what it receives and can fail on demand;
+//! with `serve_grpc_all_signals` it also records metrics and logs (gRPC).
 //! Shared by the exporter's and the gateway's unit tests, the integration
 //! tests (`gateway_e2e`, `gateway_queue`) and `examples/otlp_bench.rs`.
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -19,6 +26,9 @@ use tonic::codec::CompressionEncoding;
 pub struct OtlpSink {
     /// Every accepted request, in arrival order (unless `count_only`).
     pub received: Mutex<Vec<ExportTraceServiceRequest>>,
+    /// Metrics and logs requests (only with `serve_grpc_all_signals`), in arrival order.
+    pub metrics: Mutex<Vec<ExportMetricsServiceRequest>>,
+    pub logs: Mutex<Vec<ExportLogsServiceRequest>>,
     /// Request headers (gRPC metadata) of every call, failed ones included.
     pub headers: Mutex<Vec<(String, String)>>,
     /// `content-encoding` of every accepted HTTP request ("" = none).
@@ -48,6 +58,8 @@ impl Default for OtlpSink {
     fn default() -> Self {
         Self {
             received: Mutex::default(),
+            metrics: Mutex::default(),
+            logs: Mutex::default(),
             headers: Mutex::default(),
             encodings: Mutex::default(),
             calls: AtomicUsize::new(0),
@@ -111,6 +123,39 @@ impl OtlpSink {
         );
     }
 
+    /// Serves OTLP/gRPC traces (like `serve_grpc`), metrics and logs on `listener`.
+    pub fn serve_grpc_all_signals(self: &Arc<Self>, listener: tokio::net::TcpListener) {
+        let traces = TraceServiceServer::new(Grpc(self.clone()))
+            .max_decoding_message_size(64 << 20)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        let metrics = MetricsServiceServer::new(Grpc(self.clone()))
+            .max_decoding_message_size(64 << 20)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        let logs = LogsServiceServer::new(Grpc(self.clone()))
+            .max_decoding_message_size(64 << 20)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(traces)
+                .add_service(metrics)
+                .add_service(logs)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+    }
+
+    /// Metric data points received, over every metrics request.
+    pub fn data_points(&self) -> usize {
+        self.metrics.lock().iter().map(crate::export::payload::metric_items).sum()
+    }
+
+    /// Log records received, over every logs request.
+    pub fn log_records(&self) -> usize {
+        self.logs.lock().iter().map(crate::export::payload::log_items).sum()
+    }
+
     /// Serves OTLP/HTTP `/v1/traces` (protobuf or JSON, gzip/zstd) on `listener`, on a spawned task.
     pub fn serve_http(self: &Arc<Self>, listener: tokio::net::TcpListener) {
         let app = axum::Router::new().route("/v1/traces", axum::routing::post(http_export)).with_state(self.clone());
@@ -164,6 +209,28 @@ impl OtlpSink {
 }
 
 struct Grpc(Arc<OtlpSink>);
+
+#[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.metrics.lock().push(req.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Grpc {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.0.logs.lock().push(req.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Grpc {

@@ -105,4 +105,9 @@ pub trait StreamSink {
     fn on_datagram(&mut self, conn: &Conn, dir: StreamDir, ts_ns: u64, data: &[u8], orig_len: u32);
     /// The connection ended; no further events follow for it.
     fn on_close(&mut self, conn: &Conn, ts_ns: u64, reason: CloseReason);
+    /// A TCP direction starts: `seq` is the sequence number of its stream
+    /// offset 0 (the byte after the SYN, or the first byte seen mid-stream).
+    /// Called before that direction's first `on_data`/`on_gap`. Offsets then
+    /// count delivered and skipped bytes, so offset N is `seq + N` (mod 2^32).
+    fn on_stream_start(&mut self, _conn: &Conn, _dir: StreamDir, _seq: u32) {}
 }

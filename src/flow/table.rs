@@ -293,12 +293,17 @@ impl FlowTable {
                 let i = dir.index();
                 let [h0, h1] = &mut t.half;
                 let (me, peer) = if i == 0 { (h0, h1) } else { (h1, h0) };
+                // SYN with data (TCP Fast Open): the data starts after the SYN.
+                let data_seq = if flags & SYN != 0 { seq.wrapping_add(1) } else { seq };
+                if !me.started() {
+                    // Offset 0 of this direction is `data_seq` (after the SYN
+                    // or the first byte seen): the seq → offset mapping.
+                    sink.on_stream_start(conn, dir, data_seq);
+                }
                 let mut out = Out { conn, dir, ts: ev.ts_ns, sink };
                 if flags & SYN != 0 {
                     me.syn(seq);
                 }
-                // SYN with data (TCP Fast Open): the data starts after the SYN.
-                let data_seq = if flags & SYN != 0 { seq.wrapping_add(1) } else { seq };
                 me.segment(data_seq, &ev.payload, ev.payload_len as u64, flags & FIN != 0, max_buffer, &mut out);
                 if flags & ACK != 0 && peer.started() {
                     out.dir = dir.flip();

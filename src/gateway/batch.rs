@@ -112,6 +112,9 @@ merge_split!(
 pub fn merge_and_split(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
     let Some(first) = parts.first() else { return vec![] };
     let max = if max == 0 { usize::MAX } else { max };
+    if parts.iter().any(|p| matches!(p, Payload::Encoded(_))) {
+        return merge_and_split_encoded(parts, max);
+    }
     macro_rules! go {
         ($variant:ident, $merge:ident, $split:ident) => {{
             let reqs = parts.into_iter().filter_map(|p| if let Payload::$variant(r) = p { Some(r) } else { None });
@@ -127,7 +130,42 @@ pub fn merge_and_split(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
         Payload::Traces(_) => go!(Traces, merge_traces, split_traces),
         Payload::Metrics(_) => go!(Metrics, merge_metrics, split_metrics),
         Payload::Logs(_) => go!(Logs, merge_logs, split_logs),
+        Payload::Encoded(_) => unreachable!("handled above"),
     }
+}
+
+/// `merge_and_split` on the wire when the batch holds encoded requests
+/// (decoded ones, e.g. from JSON receivers, are encoded to join them).
+/// Metrics (item weight = data points) and the impossible malformed batch
+/// take the decoded path.
+fn merge_and_split_encoded(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
+    let signal = parts[0].signal();
+    if signal != crate::export::Signal::Metrics {
+        let bytes: Vec<bytes::Bytes> = parts
+            .iter()
+            .map(|p| match p {
+                Payload::Encoded(e) => e.bytes.clone(),
+                p => p.encode().into(),
+            })
+            .collect();
+        let slices: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        if let Ok(out) = super::wire::merge_split(&slices, max) {
+            return out
+                .into_iter()
+                .map(|(b, items)| Payload::Encoded(crate::export::payload::Encoded { signal, bytes: b.into(), items }))
+                .collect();
+        }
+    }
+    // Encoded parts were checked on receipt, so a decode error here is a bug:
+    // say so rather than drop silently.
+    let decoded: Vec<Payload> = parts
+        .into_iter()
+        .filter_map(|p| {
+            let items = p.items();
+            p.decoded().inspect_err(|e| tracing::error!(items, "dropping a batch part that does not decode: {e}")).ok()
+        })
+        .collect();
+    merge_and_split(decoded, if max == usize::MAX { 0 } else { max })
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -33,8 +33,14 @@ fn d_batch_timeout() -> u64 {
 fn d_stats() -> u64 {
     10
 }
+fn d_spill() -> u64 {
+    1 << 30
+}
 fn d_shutdown() -> u64 {
     10
+}
+fn d_stitch_entries() -> usize {
+    100_000
 }
 
 /// One entry of CNFLOW_GATEWAY_EXTRA_ENDPOINTS (with its CNFLOW_GATEWAY_EXTRA_HEADERS group).
@@ -79,6 +85,9 @@ pub struct GatewayConfig {
     /// PEM private key for CNFLOW_GATEWAY_TLS_CERT.
     #[serde(default)]
     pub tls_key: Option<String>,
+    /// PEM CA(s) that client certificates must chain to (mutual TLS).
+    #[serde(default)]
+    pub tls_client_ca: Option<String>,
     /// Comma-separated bearer tokens accepted from agents (`authorization: Bearer TOKEN`).
     #[serde(default)]
     pub auth_tokens: Option<String>,
@@ -106,6 +115,9 @@ pub struct GatewayConfig {
     /// Directory for a disk-backed export queue (survives restarts).
     #[serde(default)]
     pub queue_dir: Option<String>,
+    /// Disk budget per destination and signal for requests spilled past the memory queue.
+    #[serde(default = "d_spill")]
+    pub queue_spill_bytes: u64,
     /// Comma-separated further OTLP endpoints receiving the same data (`URL[;required]`).
     #[serde(default)]
     pub extra_endpoints: Option<String>,
@@ -121,6 +133,21 @@ pub struct GatewayConfig {
     /// On SIGTERM, time allowed to flush batches and queued data.
     #[serde(default = "d_shutdown")]
     pub shutdown_timeout_secs: u64,
+    /// Apply the span sampling policy (OTEL_TRACES_SAMPLER, CNFLOW_SAMPLING_*) to received spans.
+    #[serde(default)]
+    pub sampling: bool,
+    /// The policy itself, read by `from_vars` when `sampling` is set.
+    #[serde(skip)]
+    pub sampling_policy: Option<crate::telemetry::sampling::Policy>,
+    /// Connected traces across nodes: how long a half waits for the other (0 = off).
+    #[serde(default)]
+    pub stitch_window_ms: u64,
+    /// Halves remembered or held at most while stitching.
+    #[serde(default = "d_stitch_entries")]
+    pub stitch_max_entries: usize,
+    /// Export the wire-key attributes instead of stripping them.
+    #[serde(default)]
+    pub stitch_keep_keys: bool,
 }
 
 impl EnvVars for GatewayConfig {
@@ -132,6 +159,7 @@ impl EnvVars for GatewayConfig {
         VarDoc::new("CNFLOW_GATEWAY_MAX_REQUEST_BYTES", "largest accepted request, after decompression (gRPC and HTTP)."),
         VarDoc::new("CNFLOW_GATEWAY_TLS_CERT", "PEM certificate (chain) for TLS on both receivers; set with CNFLOW_GATEWAY_TLS_KEY."),
         VarDoc::secret("CNFLOW_GATEWAY_TLS_KEY", "PEM private key for CNFLOW_GATEWAY_TLS_CERT."),
+        VarDoc::new("CNFLOW_GATEWAY_TLS_CLIENT_CA", "PEM CA certificate(s) for mutual TLS: both receivers then refuse clients without a certificate signed by one of them (agents set OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/CLIENT_KEY); needs CNFLOW_GATEWAY_TLS_CERT."),
         VarDoc::secret("CNFLOW_GATEWAY_AUTH_TOKENS", "comma-separated bearer tokens accepted from agents (`authorization: Bearer TOKEN`); unset = no authentication."),
         VarDoc::new("CNFLOW_GATEWAY_GEOIP_CITY_DB", "path of a MaxMind City (or Country) .mmdb; unset (with no ASN DB) = GeoIP off."),
         VarDoc::new("CNFLOW_GATEWAY_GEOIP_ASN_DB", "path of a MaxMind ASN .mmdb."),
@@ -141,11 +169,16 @@ impl EnvVars for GatewayConfig {
         VarDoc::new("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "a batch is sent at the latest this long after its first item."),
         VarDoc::new("CNFLOW_GATEWAY_BATCH_MAX_SIZE", "upper limit of items per exported request (larger batches are split); 0 = no limit."),
         VarDoc::new("CNFLOW_GATEWAY_QUEUE_DIR", "directory for a disk-backed export queue: a request is acknowledged only once journaled and fsync'd, queued requests survive restarts and kill -9 (delivered once), requests given up on move to destination-N/dead-letter/; unset = memory only."),
+        VarDoc::new("CNFLOW_GATEWAY_QUEUE_SPILL_BYTES", "with CNFLOW_GATEWAY_QUEUE_DIR: when a destination's memory queue (CNFLOW_EXPORT_QUEUE_SIZE) is full, further requests for it are written to its disk queue only and sent later, in order, instead of being dropped (counted in cnflow.export.spilled), up to this many bytes per destination and signal; beyond it they are dropped; 0 = never spill."),
         VarDoc::new("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "comma-separated further OTLP endpoints receiving the same data, with the OTEL_EXPORTER_OTLP_* protocol, timeout, compression and TLS settings (not its headers: see CNFLOW_GATEWAY_EXTRA_HEADERS). Each has its own queue; a full or unreachable one drops (counted in cnflow.export.dropped{destination=extra-N}) without holding back the others, unless the entry ends with `;required` (then a full queue makes the gateway refuse data: back-pressure)."),
         VarDoc::secret("CNFLOW_GATEWAY_EXTRA_HEADERS", "request headers of the extra endpoints, one group per endpoint in CNFLOW_GATEWAY_EXTRA_ENDPOINTS order, groups separated by `;`, each in the OTEL_EXPORTER_OTLP_HEADERS format (`k=v,k2=v2`, values URL-encoded), e.g. `api-key=AAA;;x-token=BBB` (the second endpoint gets none). Extra endpoints never get the primary's headers."),
         VarDoc::new("CNFLOW_GATEWAY_PRIMARY_REQUIRED", "true = a full primary (OTEL_EXPORTER_OTLP_*) queue makes the gateway refuse data (back-pressure); false = the primary drops like a non-required extra endpoint; unset = required only when there is no extra endpoint."),
         VarDoc::new("CNFLOW_GATEWAY_STATS_INTERVAL_SECS", "how often the gateway's own counters are logged and exported as OTLP metrics."),
         VarDoc::new("CNFLOW_GATEWAY_SHUTDOWN_TIMEOUT_SECS", "on SIGTERM, time allowed to flush batches and queued data."),
+        VarDoc::new("CNFLOW_GATEWAY_SAMPLING", "true: apply the agents' span sampling policy (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, CNFLOW_SAMPLING_KEEP_*) to received spans, for agents that export unsampled; per-protocol ratios do not apply. Spans sampled out are counted in cnflow.gateway.sampled_out, not as drops."),
+        VarDoc::new("CNFLOW_GATEWAY_STITCH_WINDOW_MS", "connected traces across nodes: the SERVER span one agent exports and the CLIENT span another agent exports for the same exchange (matched by TCP sequence numbers or DNS id + client port, the cnflow.tcp.*/cnflow.udp.* span attributes; NAT and clock skew do not matter) are joined: the SERVER span moves into the CLIENT span's trace with it as parent. A SERVER half waits this long for its CLIENT, then is exported unjoined (cnflow.gateway.stitch.unmatched). 0 = off (spans pass untouched, wire attributes included). With several gateways, agents must route by join key (CNFLOW_EXPORT_GATEWAY_ENDPOINTS)."),
+        VarDoc::new("CNFLOW_GATEWAY_STITCH_MAX_ENTRIES", "halves remembered or held at most while stitching; beyond it the oldest goes (a waiting SERVER span is exported unjoined), counted in cnflow.gateway.stitch.evicted."),
+        VarDoc::new("CNFLOW_GATEWAY_STITCH_KEEP_KEYS", "true: export the wire-key attributes (cnflow.tcp.*, cnflow.udp.*) instead of stripping them after stitching."),
     ];
 }
 
@@ -181,9 +214,13 @@ fn nonempty(s: &Option<String>) -> Option<&str> {
 
 impl GatewayConfig {
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let cfg: Self = envy::prefixed("CNFLOW_GATEWAY_")
-            .from_iter(vars.into_iter().filter(|(k, _)| k.starts_with("CNFLOW_GATEWAY_")))
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let mut cfg: Self = envy::prefixed("CNFLOW_GATEWAY_")
+            .from_iter(vars.iter().filter(|(k, _)| k.starts_with("CNFLOW_GATEWAY_")).cloned())
             .map_err(|e| anyhow::anyhow!("invalid gateway configuration (CNFLOW_GATEWAY_*): {e}"))?;
+        if cfg.sampling {
+            cfg.sampling_policy = Some(crate::telemetry::sampling::Policy::from_vars(vars)?);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -197,6 +234,9 @@ impl GatewayConfig {
         }
         if nonempty(&self.tls_cert).is_some() != nonempty(&self.tls_key).is_some() {
             bail!("CNFLOW_GATEWAY_TLS_CERT and CNFLOW_GATEWAY_TLS_KEY must be set together");
+        }
+        if nonempty(&self.tls_client_ca).is_some() && nonempty(&self.tls_cert).is_none() {
+            bail!("CNFLOW_GATEWAY_TLS_CLIENT_CA needs CNFLOW_GATEWAY_TLS_CERT and CNFLOW_GATEWAY_TLS_KEY (mutual TLS is TLS)");
         }
         if self.batch_size == 0 {
             bail!("CNFLOW_GATEWAY_BATCH_SIZE must be > 0");
@@ -228,6 +268,9 @@ impl GatewayConfig {
     }
     pub fn tls(&self) -> Option<(&str, &str)> {
         Some((nonempty(&self.tls_cert)?, nonempty(&self.tls_key)?))
+    }
+    pub fn tls_client_ca(&self) -> Option<&str> {
+        nonempty(&self.tls_client_ca)
     }
     pub fn tokens(&self) -> Vec<String> {
         nonempty(&self.auth_tokens)
@@ -285,6 +328,15 @@ impl GatewayConfig {
     pub fn primary_is_required(&self, extra_destinations: usize) -> bool {
         self.primary_required.unwrap_or(extra_destinations == 0)
     }
+    /// The stitcher's settings, when CNFLOW_GATEWAY_STITCH_WINDOW_MS is set.
+    pub fn stitch(&self) -> Option<super::stitch::StitchConfig> {
+        (self.stitch_window_ms > 0).then(|| super::stitch::StitchConfig {
+            window: Duration::from_millis(self.stitch_window_ms),
+            max_entries: self.stitch_max_entries.max(1),
+            keep_keys: self.stitch_keep_keys,
+        })
+    }
+
     pub fn batch_timeout(&self) -> Duration {
         Duration::from_millis(self.batch_timeout_ms)
     }
@@ -310,6 +362,7 @@ mod tests {
             ("CNFLOW_GATEWAY_BATCH_SIZE", "0", "CNFLOW_GATEWAY_BATCH_SIZE"),
             ("CNFLOW_GATEWAY_BATCH_SIZE", "x", "CNFLOW_GATEWAY"),
             ("CNFLOW_GATEWAY_TLS_CERT", "/a.pem", "CNFLOW_GATEWAY_TLS_KEY"),
+            ("CNFLOW_GATEWAY_TLS_CLIENT_CA", "/ca.pem", "CNFLOW_GATEWAY_TLS_CLIENT_CA"),
         ] {
             let e = format!("{:#}", GatewayConfig::from_vars(vars(&[(k, v)])).unwrap_err());
             assert!(e.contains(want), "{k}={v}: {e}");

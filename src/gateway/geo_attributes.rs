@@ -9,6 +9,7 @@
 //! never overwritten. Metric data points are left alone (addresses do not
 //! belong in metric attributes); metric resources are enriched.
 use super::geoip::{parse_ip, GeoInfo, GeoIp};
+use super::wire::Value as WireValue;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -37,23 +38,46 @@ fn push(attrs: &mut Vec<KeyValue>, key: String, v: Value) {
     }
 }
 
+/// The attributes added for one address, in this order (shared with `wire`).
+pub const GEO_FIELDS: [&str; 9] = [
+    "geo.continent.code",
+    "geo.country.iso_code",
+    "geo.region.iso_code",
+    "geo.locality.name",
+    "geo.postal_code",
+    "geo.location.lat",
+    "geo.location.lon",
+    "as.number",
+    "as.organization.name",
+];
+
+/// `GEO_FIELDS`' values for `g` (None = not in the databases).
+pub fn values(g: &GeoInfo) -> [Option<WireValue<'_>>; 9] {
+    fn s(x: &Option<String>) -> Option<WireValue<'_>> {
+        x.as_deref().map(WireValue::Str)
+    }
+    [
+        s(&g.continent_code),
+        s(&g.country_iso_code),
+        s(&g.region_iso_code),
+        s(&g.locality_name),
+        s(&g.postal_code),
+        g.lat.map(WireValue::Double),
+        g.lon.map(WireValue::Double),
+        g.as_number.map(|n| WireValue::Int(n.into())),
+        s(&g.as_organization),
+    ]
+}
+
 fn add_info(attrs: &mut Vec<KeyValue>, prefix: &str, g: &GeoInfo) {
-    let s = |x: &Option<String>| x.clone().map(Value::StringValue);
-    let fields = [
-        ("geo.continent.code", s(&g.continent_code)),
-        ("geo.country.iso_code", s(&g.country_iso_code)),
-        ("geo.region.iso_code", s(&g.region_iso_code)),
-        ("geo.locality.name", s(&g.locality_name)),
-        ("geo.postal_code", s(&g.postal_code)),
-        ("geo.location.lat", g.lat.map(Value::DoubleValue)),
-        ("geo.location.lon", g.lon.map(Value::DoubleValue)),
-        ("as.number", g.as_number.map(|n| Value::IntValue(n.into()))),
-        ("as.organization.name", s(&g.as_organization)),
-    ];
-    for (k, v) in fields {
-        if let Some(v) = v {
-            push(attrs, format!("{prefix}{k}"), v);
-        }
+    for (k, v) in GEO_FIELDS.iter().zip(values(g)) {
+        let v = match v {
+            Some(WireValue::Str(s)) => Value::StringValue(s.to_string()),
+            Some(WireValue::Int(i)) => Value::IntValue(i),
+            Some(WireValue::Double(d)) => Value::DoubleValue(d),
+            None => continue,
+        };
+        push(attrs, format!("{prefix}{k}"), v);
     }
 }
 

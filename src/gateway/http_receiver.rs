@@ -123,19 +123,28 @@ async fn handle(signal: Signal, ctx: Ctx, headers: HeaderMap, body: Bytes) -> Re
         Ok(r) => r,
         Err((status, msg)) => return reply(format, status, tonic::Code::InvalidArgument, &msg),
     };
-    let payload = match decode(signal, format, &raw) {
-        Ok(p) => p,
-        Err(e) => {
-            return reply(
-                format,
-                StatusCode::BAD_REQUEST,
-                tonic::Code::InvalidArgument,
-                &format!("cannot decode body: {e}"),
-            )
-        }
+    // Protobuf trace and log bodies are handled on the wire (see `wire`).
+    let ingested = if format == Format::Protobuf {
+        ctx.pipeline.ingest_encoded(signal, raw.into()).await
+    } else {
+        let payload = match decode(signal, format, &raw) {
+            Ok(p) => p,
+            Err(e) => {
+                return reply(
+                    format,
+                    StatusCode::BAD_REQUEST,
+                    tonic::Code::InvalidArgument,
+                    &format!("cannot decode body: {e}"),
+                )
+            }
+        };
+        ctx.pipeline.ingest(payload).await
     };
-    match ctx.pipeline.ingest(payload).await {
+    match ingested {
         Ok(()) => ok_body(signal, format),
+        Err(Refused::Invalid(e)) => {
+            reply(format, StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, &format!("cannot decode body: {e}"))
+        }
         Err(Refused::Busy) => reply(
             format,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -180,4 +189,67 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Receiver fuzzing at the function level (the binary is fuzzed over the
+    //! network in `integration-tests/tests/gateway_fuzz.rs`).
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Arbitrary bodies in either format and any signal decode or fail, never panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048), s in 0..3usize) {
+            let signal = [Signal::Traces, Signal::Metrics, Signal::Logs][s];
+            let _ = decode(signal, Format::Protobuf, &body);
+            let _ = decode(signal, Format::Json, &body);
+        }
+
+        /// Whatever the encoding and bytes, the output never exceeds the limit.
+        #[test]
+        fn decompression_is_bounded(body in proptest::collection::vec(any::<u8>(), 0..4096), enc in 0..3usize, max in 1024usize..8192) {
+            let enc = ["gzip", "zstd", "identity"][enc];
+            if let Ok(out) = decompress(enc, &body, max) {
+                prop_assert!(enc == "identity" || out.len() <= max);
+            }
+        }
+
+        /// Compressed valid data of any size: accepted up to the limit, 413 above, never more in memory.
+        #[test]
+        fn compressed_sizes_around_the_limit(len in 0usize..20_000, zstd_enc in any::<bool>(), cut in any::<bool>()) {
+            let raw = vec![b'x'; len];
+            let (enc, mut body) = if zstd_enc { ("zstd", zstd::encode_all(&raw[..], 1).unwrap()) } else { ("gzip", gzip(&raw)) };
+            if cut {
+                // A truncated stream is refused (or yields no more than it holds).
+                body.truncate(body.len() / 2);
+            }
+            match decompress(enc, &body, 10_000) {
+                Ok(out) => prop_assert!(out.len() <= 10_000 && (!cut || out.len() <= len) && (cut || out == raw)),
+                Err((status, _)) => prop_assert!(
+                    (status == StatusCode::PAYLOAD_TOO_LARGE && len > 10_000) || (status == StatusCode::BAD_REQUEST && cut)
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn bombs_stop_at_the_limit() {
+        // 64 MiB of zeros: a ~64 KiB gzip body, a ~2 KiB zstd one.
+        let zeros = vec![0u8; 64 << 20];
+        for (enc, body) in [("gzip", gzip(&zeros)), ("zstd", zstd::encode_all(&zeros[..], 3).unwrap())] {
+            let (status, msg) = decompress(enc, &body, 4 << 20).unwrap_err();
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{enc}: {msg}");
+        }
+    }
 }

@@ -13,7 +13,9 @@ pub mod http_receiver;
 pub mod journal;
 pub mod pipeline;
 pub mod selfmetrics;
+pub mod stitch;
 pub mod tls;
+pub mod wire;
 
 pub use config::GatewayConfig;
 
@@ -70,6 +72,7 @@ pub fn destinations(cfg: &GatewayConfig, export: &OtlpExportConfig) -> Result<Ve
         for (i, d) in out.iter_mut().enumerate() {
             for c in d.signals.iter_mut().flatten() {
                 c.queue_dir = Some(Path::new(dir).join(format!("destination-{i}")));
+                c.queue_spill_bytes = cfg.queue_spill_bytes;
             }
         }
     }
@@ -111,8 +114,12 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
         );
     }
     let geo = geo.map(Arc::new);
-    let tls_pem = cfg.tls().map(|(c, k)| tls::load_pem(c, k)).transpose()?;
-    let http_tls = tls_pem.as_ref().map(|(c, k)| tls::acceptor(c, k)).transpose()?;
+    let tls_pem = cfg.tls().map(|(c, k)| tls::load_pem(c, k, cfg.tls_client_ca())).transpose()?;
+    // Built now for both receivers so that a bad PEM fails the start, naming its variable.
+    let http_tls = tls_pem.as_ref().map(tls::acceptor).transpose()?;
+    if let Some(p) = &tls_pem {
+        tracing::info!(mutual = p.client_ca.is_some(), "TLS on both receivers");
+    }
     let auth = auth::Auth::new(cfg.tokens());
     if auth.enabled() {
         tracing::info!("bearer-token authentication required on both receivers");
@@ -145,6 +152,14 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
     let exports_metrics = exporters[0].exporter.exports(Signal::Metrics);
     let batch = batch::BatchConfig { size: cfg.batch_size, timeout: cfg.batch_timeout(), max_size: cfg.batch_max_size };
     let pipeline = ForwardingPipeline::new(geo.clone(), exporters, batch, journals);
+    if let Some(policy) = &cfg.sampling_policy {
+        tracing::info!("span sampling: {}", policy.describe());
+        pipeline.set_sampling(policy.clone());
+    }
+    if let Some(sc) = cfg.stitch() {
+        tracing::info!(window_ms = cfg.stitch_window_ms, "stitching CLIENT and SERVER spans across agents");
+        pipeline.set_stitch(stitch::Stitcher::new(sc));
+    }
     let mut aux = pipeline.spawn_timers();
 
     let grpc_l = bind("CNFLOW_GATEWAY_GRPC_LISTEN", cfg.grpc_addr()?).await?;

@@ -434,3 +434,46 @@ fn destinations_from_env() {
         assert!(!e.contains("leaked-secret"), "{e}");
     }
 }
+
+#[tokio::test]
+async fn stitching_joins_halves_from_two_agents_and_exports_unmatched_after_the_window() {
+    use crate::exchange::wire_attr;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let int = |k: &str, v: i64| KeyValue {
+        key: k.into(),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(Value::IntValue(v)) }),
+        ..Default::default()
+    };
+    let half = |kind: SpanKind, trace: u8, id: u8, seq: i64| Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        kind: kind as i32,
+        name: format!("{kind:?}"),
+        attributes: vec![int(wire_attr::TCP_REQUEST_SEQ, seq), int(wire_attr::TCP_RESPONSE_SEQ, 1)],
+        ..Default::default()
+    };
+    let bl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = format!("http://{}", bl.local_addr().unwrap());
+    let backend = serve_backend(bl).await;
+    let cfg = GatewayConfig { stitch_window_ms: 300, ..base_cfg() };
+    let gw = start(cfg, dest(&ep, 1000)).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
+    // The server's node first: one half that will meet its client, one that never will.
+    client
+        .export(trace_request("server", vec![half(SpanKind::Server, 2, 20, 7), half(SpanKind::Server, 3, 30, 8)]))
+        .await
+        .unwrap();
+    client.export(trace_request("client", vec![half(SpanKind::Client, 1, 10, 7)])).await.unwrap();
+    wait_until("the joined pair", || backend.spans().len() == 2).await;
+    let spans = backend.spans();
+    let server = spans.iter().find(|s| s.span_id == vec![20; 8]).unwrap();
+    assert_eq!((server.trace_id.clone(), server.parent_span_id.clone()), (vec![1; 16], vec![10; 8]));
+    assert!(spans.iter().all(|s| s.attributes.is_empty()), "wire attributes stripped");
+    let t = Instant::now();
+    wait_until("the unmatched half", || backend.spans().len() == 3).await;
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    let spans = backend.spans();
+    let alone = spans.iter().find(|s| s.span_id == vec![30; 8]).unwrap();
+    assert_eq!((alone.trace_id.clone(), alone.parent_span_id.clone()), (vec![3; 16], vec![]));
+    gw.shutdown().await;
+}

@@ -115,6 +115,50 @@ pub fn pod_identity(pod: &Pod, owners: &[(OwnerKind, String)], node_fallback: Op
     Identity { attributes: a }
 }
 
+/// `(container id, container name)` of every container of a pod that has
+/// started (regular, init and ephemeral), from the pod status; the id
+/// without its `<runtime>://` prefix, as it appears in cgroup paths.
+pub fn container_ids(pod: &Pod) -> Vec<(String, String)> {
+    let Some(st) = pod.status.as_ref() else { return vec![] };
+    let all = [&st.container_statuses, &st.init_container_statuses, &st.ephemeral_container_statuses];
+    all.into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|c| {
+            let id = c.container_id.as_deref()?;
+            let id = id.split_once("://").map(|(_, id)| id).unwrap_or(id);
+            (!id.is_empty()).then(|| (id.to_string(), c.name.clone()))
+        })
+        .collect()
+}
+
+/// A pod's resource narrowed to one of its containers: `k8s.container.name`
+/// set and `service.instance.id` = `<namespace>.<pod>.<container>`, as
+/// [`pod_identity`] does for single-container pods.
+pub fn container_identity(pod: &Identity, container: &str) -> Identity {
+    let mut a = pod.attributes.clone();
+    match a.iter_mut().find(|(k, _)| k == "k8s.container.name") {
+        Some((_, v)) => *v = container.to_string(),
+        None => {
+            // Where pod_identity puts it: after the node (or the pod uid/name).
+            let at = a
+                .iter()
+                .rposition(|(k, _)| matches!(k.as_str(), "k8s.node.name" | "k8s.pod.uid" | "k8s.pod.name"))
+                .map(|i| i + 1)
+                .unwrap_or(a.len());
+            a.insert(at, ("k8s.container.name".into(), container.to_string()));
+        }
+    }
+    if let (Some(ns), Some(name)) = (pod.get("k8s.namespace.name"), pod.get("k8s.pod.name")) {
+        let inst = format!("{ns}.{name}.{container}");
+        match a.iter_mut().find(|(k, _)| k == "service.instance.id") {
+            Some((_, v)) => *v = inst,
+            None => a.push(("service.instance.id".into(), inst)),
+        }
+    }
+    Identity { attributes: a }
+}
+
 /// Identity of a node (and of host-network pods, which share its addresses).
 pub fn node_identity(name: &str, uid: Option<&str>) -> Identity {
     let mut a = vec![("k8s.node.name".to_string(), name.to_string())];
@@ -220,6 +264,37 @@ mod tests {
         assert_eq!(pod_identity(&p, &owners, None).get("service.name"), Some("backup"));
         let owners = vec![(OwnerKind::StatefulSet, "db".into())];
         assert_eq!(pod_identity(&p, &owners, None).get("service.name"), Some("db"));
+    }
+
+    #[test]
+    fn containers_from_status_and_narrowed_identity() {
+        use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+        let mut p = pod(&[], &[], &["app", "sidecar"]);
+        let cs = |name: &str, id: Option<&str>| ContainerStatus {
+            name: name.into(),
+            container_id: id.map(String::from),
+            ..Default::default()
+        };
+        p.status = Some(PodStatus {
+            container_statuses: Some(vec![cs("app", Some("containerd://abc")), cs("sidecar", None)]),
+            init_container_statuses: Some(vec![cs("init", Some("cri-o://def"))]),
+            ..Default::default()
+        });
+        assert_eq!(
+            container_ids(&p),
+            vec![("abc".to_string(), "app".to_string()), ("def".to_string(), "init".to_string())]
+        );
+        let id = pod_identity(&p, &[], None);
+        assert_eq!(id.get("k8s.container.name"), None, "two containers: none on the pod");
+        let c = container_identity(&id, "sidecar");
+        assert_eq!(c.get("k8s.container.name"), Some("sidecar"));
+        assert_eq!(c.get("service.instance.id"), Some("shop.web-5d9c-abcde.sidecar"));
+        assert_eq!(c.get("k8s.pod.name"), id.get("k8s.pod.name"));
+        assert_eq!(c.attributes.len(), id.attributes.len() + 1);
+        // Single-container pods already name it: replaced, not duplicated.
+        let one = pod_identity(&pod(&[], &[], &["c"]), &[], None);
+        let c = container_identity(&one, "c");
+        assert_eq!(c, one);
     }
 
     #[test]

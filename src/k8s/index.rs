@@ -23,6 +23,12 @@ pub struct PodEntry {
     pub identity: Arc<Identity>,
     /// False when owner names came from fallbacks and should be resolved again.
     pub owners_complete: bool,
+    /// The pod's own resource, for its processes (found by pid, not by
+    /// address): equal to `identity` except for host-network pods, whose
+    /// addresses are the node's.
+    pub process_identity: Arc<Identity>,
+    /// (container id, resource narrowed to that container) of each started container.
+    pub containers: Vec<(String, Arc<Identity>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +48,8 @@ pub struct Index {
     node_ips: HashMap<IpAddr, Arc<Identity>>,
     services: HashMap<(String, String), Vec<IpAddr>>,
     service_ips: HashMap<IpAddr, Arc<Identity>>,
+    /// Container id → resource of that container, for processes found by pid.
+    containers: HashMap<String, Arc<Identity>>,
     seq: u64,
 }
 
@@ -56,6 +64,16 @@ impl Index {
             return Some(c.identity.clone());
         }
         self.node_ips.get(&ip).or_else(|| self.service_ips.get(&ip)).cloned()
+    }
+
+    /// Resource of a process from its cgroup: the container's when the
+    /// runtime's id is known, else the pod's (a container whose status has
+    /// not reported its id yet).
+    pub fn process(&self, pod_uid: Option<&str>, container_id: Option<&str>) -> Option<Arc<Identity>> {
+        if let Some(id) = container_id.and_then(|c| self.containers.get(c)) {
+            return Some(id.clone());
+        }
+        self.pods.get(pod_uid?).map(|(e, _)| e.process_identity.clone())
     }
 
     /// The Service whose ClusterIP is `ip`.
@@ -99,6 +117,14 @@ impl Index {
                 self.seq
             }
         };
+        if let Some((old, _)) = self.pods.get(entry.uid.as_str()) {
+            for (c, _) in &old.containers {
+                self.containers.remove(c);
+            }
+        }
+        for (c, id) in &entry.containers {
+            self.containers.insert(c.clone(), id.clone());
+        }
         let uid: Arc<str> = Arc::from(entry.uid.as_str());
         if entry.active {
             for ip in &entry.ips {
@@ -118,6 +144,9 @@ impl Index {
     pub fn remove(&mut self, uid: &str) -> Option<PodEntry> {
         let (e, _) = self.pods.remove(uid)?;
         self.unclaim(uid, &e.ips);
+        for (c, _) in &e.containers {
+            self.containers.remove(c);
+        }
         Some(e)
     }
 
@@ -204,7 +233,31 @@ mod tests {
             active: true,
             identity: Arc::new(Identity { attributes: vec![("k8s.pod.uid".into(), uid.into())] }),
             owners_complete: true,
+            process_identity: Arc::new(Identity { attributes: vec![("k8s.pod.uid".into(), uid.into())] }),
+            containers: vec![],
         }
+    }
+
+    #[test]
+    fn processes_by_container_then_pod() {
+        let mut ix = Index::new();
+        let mut e = entry("a", "10.0.0.5", 1);
+        let c = Arc::new(Identity { attributes: vec![("k8s.container.name".into(), "app".into())] });
+        e.containers = vec![("c1".into(), c.clone())];
+        ix.upsert(e.clone());
+        assert_eq!(ix.process(Some("a"), Some("c1")), Some(c.clone()));
+        // Unknown container (status not updated yet): the pod.
+        assert_eq!(ix.process(Some("a"), Some("c2")).unwrap().get("k8s.pod.uid"), Some("a"));
+        assert_eq!(ix.process(None, Some("c1")), Some(c));
+        assert_eq!(ix.process(Some("zz"), None), None);
+        // A restart replaces the container id; the old one is forgotten.
+        e.containers = vec![("c3".into(), Arc::new(Identity::default()))];
+        ix.upsert(e);
+        assert_eq!(ix.process(None, Some("c1")), None);
+        assert!(ix.process(None, Some("c3")).is_some());
+        ix.remove("a");
+        assert_eq!(ix.process(None, Some("c3")), None);
+        assert_eq!(ix.process(Some("a"), None), None);
     }
 
     fn uid_of(ix: &Index, ip: &str) -> Option<String> {

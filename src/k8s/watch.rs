@@ -4,7 +4,9 @@
 //! with what it last knew. The `*Sync` types take `watcher::Event`s and can
 //! be fed directly (tests do).
 use super::config::K8sConfig;
-use super::identity::{node_identity, node_identity_of, pod_identity, service_identity};
+use super::identity::{
+    container_identity, container_ids, node_identity, node_identity_of, pod_identity, service_identity,
+};
 use super::index::PodEntry;
 use super::owners::OwnerResolver;
 use super::workload_lookup::State;
@@ -82,12 +84,19 @@ impl PodSync {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
         let active = !matches!(phase, "Succeeded" | "Failed");
         let node = spec.and_then(|s| s.node_name.as_deref()).or(self.cfg.node());
-        let (identity, owners_complete) = if host_network {
-            (node_identity(node.unwrap_or_default(), None), true)
+        // Owners for every pod: a host-network pod's addresses are the node's,
+        // but its processes (TLS uprobes, found by pid) are still the pod's.
+        let (owners, owners_complete) = self.resolver.resolve(pod).await;
+        let process_identity = Arc::new(pod_identity(pod, &owners, self.cfg.node()));
+        let identity = if host_network {
+            Arc::new(node_identity(node.unwrap_or_default(), None))
         } else {
-            let (owners, complete) = self.resolver.resolve(pod).await;
-            (pod_identity(pod, &owners, self.cfg.node()), complete)
+            process_identity.clone()
         };
+        let containers = container_ids(pod)
+            .into_iter()
+            .map(|(id, name)| (id, Arc::new(container_identity(&process_identity, &name))))
+            .collect();
         if owners_complete {
             self.incomplete.remove(&uid);
         } else {
@@ -101,8 +110,10 @@ impl PodSync {
             host_network,
             created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
             active,
-            identity: Arc::new(identity),
+            identity,
             owners_complete,
+            process_identity,
+            containers,
         })
     }
 

@@ -42,6 +42,12 @@ impl Enricher for K8sEnricher {
         self.state.pod_veths.read().contains(&ifindex)
     }
 
+    fn process_identity(&self, pid: u32) -> Option<Arc<Identity>> {
+        let info = crate::process::get(pid)?;
+        let c = &info.cgroup;
+        self.state.index.read().process(c.pod_uid.as_deref(), c.container_id.as_deref())
+    }
+
     fn address_name(&self, ip: IpAddr) -> Option<String> {
         let svc = self.state.index.read().service(ip)?;
         Some(format!("{}.{}", svc.get("k8s.service.name")?, svc.get("k8s.namespace.name")?))

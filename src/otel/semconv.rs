@@ -41,6 +41,8 @@ pub const REGISTRY_KEYS: &[&str] = &[
     "messaging.message.body.size",
     "messaging.operation.name",
     "messaging.operation.type",
+    "messaging.rabbitmq.destination.routing_key",
+    "messaging.rabbitmq.message.delivery_tag",
     "messaging.system",
     "network.local.address",
     "network.local.port",
@@ -60,6 +62,8 @@ pub const REGISTRY_KEYS: &[&str] = &[
     "url.scheme",
     "url.template",
     "user_agent.original",
+    "tls.protocol.name",
+    "tls.protocol.version",
 ];
 
 /// SDK-defined attribute marking the series that absorbs attribute sets beyond the cardinality limit.
@@ -136,5 +140,47 @@ impl Instrument {
     /// Value recorded for a duration in nanoseconds, in this instrument's unit (seconds).
     pub fn value(self, dur_ns: u64) -> f64 {
         dur_ns as f64 / 1e9
+    }
+}
+
+/// A message counter cnflow produces for messaging protocols (semconv
+/// `messaging.client.sent.messages` / `messaging.client.consumed.messages`),
+/// incremented by what [`SpanMapping::messages`](crate::protocol::registry::SpanMapping::messages) reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MessageCounter {
+    /// Messages a producer sent (or attempted to send) to the broker.
+    Sent,
+    /// Messages delivered to a consumer (pushed or pulled).
+    Consumed,
+}
+
+impl MessageCounter {
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageCounter::Sent => "messaging.client.sent.messages",
+            MessageCounter::Consumed => "messaging.client.consumed.messages",
+        }
+    }
+    pub fn unit(self) -> &'static str {
+        "{message}"
+    }
+    pub fn description(self) -> &'static str {
+        match self {
+            MessageCounter::Sent => "Number of messages producer attempted to send to the broker.",
+            MessageCounter::Consumed => "Number of messages that were delivered to the application.",
+        }
+    }
+    /// The span attributes the counter keeps (semconv's, low cardinality):
+    /// `messaging.destination.name` only when no template replaced it.
+    pub fn keeps(key: &str) -> bool {
+        matches!(
+            key,
+            "messaging.system"
+                | "messaging.operation.name"
+                | "messaging.destination.name"
+                | "messaging.destination.template"
+                | "messaging.consumer.group.name"
+                | "error.type"
+        )
     }
 }

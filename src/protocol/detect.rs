@@ -98,7 +98,7 @@ mod tests {
         use Protocol::*;
         assert_eq!(
             candidates(Transport::Tcp).collect::<Vec<_>>(),
-            [Http2, Http1, Kafka, Redis, Dns, Memcached, Nats, Mqtt, Postgres, Mysql]
+            [Http2, Http1, Kafka, Redis, Dns, Memcached, Nats, Mqtt, Postgres, Mysql, Mongodb, Amqp]
         );
         assert_eq!(candidates(Transport::Udp).collect::<Vec<_>>(), [Dns]);
         assert_eq!(candidates(Transport::Icmp).collect::<Vec<_>>(), [Icmp]);

@@ -25,6 +25,16 @@ static UNDETECTED_UDP: LazyLock<Counter> =
 static UNDETECTED_ICMP: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.undetected", &[("network.transport", "icmp")]));
 
+/// TCP flows whose first bytes are a TLS handshake record: left undecoded
+/// (also counted in `cnflow.protocol.undetected`).
+static TLS_CIPHERTEXT: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.protocol.tls_ciphertext_flows", &[]));
+
+/// A TLS handshake record (content type 22, version 3.0–3.4) carrying a
+/// ClientHello (`msg` 1, client→server) or ServerHello (2, server→client).
+fn is_tls_handshake(b: &[u8], msg: u8) -> bool {
+    b.len() >= 6 && b[0] == 0x16 && b[1] == 0x03 && b[2] <= 0x04 && b[5] == msg
+}
+
 /// `cnflow.protocol.detected{protocol}`, for every registry entry that is
 /// detected (gRPC is a label the HTTP/2 decoder gives, never detected).
 fn count_detected(p: Protocol) {
@@ -65,6 +75,99 @@ enum State {
 struct Entry {
     conn: Conn,
     state: State,
+    /// TCP only: where each direction's messages start on the wire.
+    wire: Option<Box<[DirWire; 2]>>,
+}
+
+/// Chunk starts remembered per direction (bounded): enough for the requests
+/// a connection has in flight; older pending requests get no sequence number.
+const WIRE_CHUNKS: usize = 32;
+
+/// Sequence numbers of one TCP direction, to give exchanges the seq of their
+/// first request and response byte without decoders tracking offsets.
+///
+/// Decoders report when a message started (the time of the data event that
+/// carried its first byte) and its size on the wire. Each data event's
+/// stream offset is remembered with its time; the first message starting in
+/// an event begins at the event's offset, and a message following another in
+/// order (pipelining) begins where the previous one ended (the cursor). Both
+/// depend only on the byte stream and the message sizes, except the event
+/// boundaries, which a client and a server capture can see differently
+/// only when several messages share one segment (there the cursor decides).
+#[derive(Default)]
+struct DirWire {
+    /// Sequence number of stream offset 0.
+    base: Option<u32>,
+    /// Stream offset of the next byte.
+    off: u64,
+    /// (time, stream offset) of recent data events, oldest first.
+    chunks: std::collections::VecDeque<(u64, u64)>,
+    /// Offset after the last message attributed (in-order continuation).
+    cursor: u64,
+    /// Offset given to the last message attributed.
+    last: Option<u64>,
+}
+
+impl DirWire {
+    fn data(&mut self, ts: u64, len: u64) {
+        if self.chunks.len() >= WIRE_CHUNKS {
+            self.chunks.pop_front();
+        }
+        self.chunks.push_back((ts, self.off));
+        self.off += len;
+    }
+
+    fn seq(&self, off: u64) -> Option<u32> {
+        self.base.map(|b| b.wrapping_add(off as u32))
+    }
+
+    /// Offset of a request that started at `ts` and is `len` bytes long.
+    fn request(&mut self, ts: u64, len: u64) -> Option<u64> {
+        // The earliest event at the latest time not after `ts`.
+        let i = self.chunks.iter().rposition(|(t, _)| *t <= ts)?;
+        let t = self.chunks[i].0;
+        let first = self.chunks.iter().position(|(x, _)| *x == t).unwrap_or(i);
+        let start = self.chunks[first].1;
+        let end = self.chunks.get(i + 1).map_or(self.off, |c| c.1);
+        let at = if (start..end).contains(&self.cursor) { self.cursor } else { start };
+        self.cursor = at + len;
+        // Two messages given one offset (an exchange the server started,
+        // sizes that do not add up): no key rather than a shared one, which
+        // could join the wrong halves.
+        if self.last.replace(at) == Some(at) {
+            return None;
+        }
+        Some(at)
+    }
+
+    /// Offset of a response to a request sent at `req_ts`, `len` bytes long.
+    fn response(&mut self, req_ts: u64, len: u64) -> Option<u64> {
+        let start = self.chunks.iter().find(|(t, _)| *t >= req_ts)?.1;
+        let at = if (start..self.off).contains(&self.cursor) { self.cursor } else { start };
+        self.cursor = at + len;
+        Some(at)
+    }
+}
+
+/// Give the exchanges a decoder just emitted their TCP sequence numbers.
+fn annotate(wire: &mut Option<Box<[DirWire; 2]>>, new: &mut [Exchange]) {
+    let Some(w) = wire else { return };
+    let [req, resp] = &mut **w;
+    for ex in new {
+        if let Some(at) = req.request(ex.start_ns, ex.request_bytes) {
+            ex.wire.request_seq = req.seq(at);
+        }
+        if ex.outcome == crate::protocol::exchange::Outcome::Complete && ex.response_bytes > 0 {
+            if let Some(at) = resp.response(ex.start_ns, ex.response_bytes) {
+                ex.wire.response_seq = resp.seq(at);
+            }
+        }
+    }
+}
+
+fn new_entry(conn: &Conn) -> Entry {
+    let wire = (conn.transport == Transport::Tcp).then(Box::default);
+    Entry { conn: conn.clone(), state: State::Detecting(Detecting::default()), wire }
 }
 
 pub struct Dispatcher {
@@ -113,7 +216,9 @@ impl Dispatcher {
         let deadline = now_ns.saturating_sub(self.cfg.request_timeout_ns);
         for e in self.conns.values_mut() {
             if let State::Decoding(d) = &mut e.state {
+                let from = self.out.len();
                 d.expire(deadline, &mut Emit { conn: &e.conn, out: &mut self.out });
+                annotate(&mut e.wire, &mut self.out[from..]);
             }
         }
     }
@@ -141,12 +246,15 @@ impl StreamSink for Dispatcher {
         }
         let cfg = self.cfg.clone();
         let Self { conns, out, .. } = self;
-        let e = conns
-            .entry(conn.id)
-            .or_insert_with(|| Entry { conn: conn.clone(), state: State::Detecting(Detecting::default()) });
+        let e = conns.entry(conn.id).or_insert_with(|| new_entry(conn));
+        if let Some(w) = &mut e.wire {
+            w[dir.index()].data(ts_ns, data.len() as u64);
+        }
+        let from = out.len();
         let d = match &mut e.state {
             State::Decoding(dec) => {
                 dec.on_data(dir, ts_ns, data, &mut Emit { conn: &e.conn, out });
+                annotate(&mut e.wire, &mut out[from..]);
                 return;
             }
             State::Undetected => return,
@@ -160,6 +268,14 @@ impl StreamSink for Dispatcher {
         let full = take < data.len()
             || d.probe_buf.iter().any(|b| b.len() >= DETECT_BYTES)
             || d.held_bytes >= 2 * DETECT_BYTES;
+        if is_tls_handshake(&d.probe_buf[0], 1) || is_tls_handshake(&d.probe_buf[1], 2) {
+            // Ciphertext: decoding it could only produce garbage. The plaintext
+            // of OpenSSL processes comes from the TLS uprobes as its own flow.
+            TLS_CIPHERTEXT.inc();
+            count_undetected(e.conn.transport);
+            e.state = State::Undetected;
+            return;
+        }
         match detect::detect_stream(&e.conn, &d.probe_buf[0], &d.probe_buf[1], full) {
             Verdict::Detected(p) => {
                 Self::start_decoder(&cfg, e, p, out);
@@ -168,6 +284,7 @@ impl StreamSink for Dispatcher {
                         dec.on_data(dir, ts_ns, &data[take..], &mut Emit { conn: &e.conn, out });
                     }
                 }
+                annotate(&mut e.wire, &mut out[from..]);
             }
             Verdict::Wait if !full => {}
             Verdict::Wait | Verdict::Unknown => {
@@ -179,11 +296,16 @@ impl StreamSink for Dispatcher {
 
     fn on_gap(&mut self, conn: &Conn, dir: StreamDir, ts_ns: u64, len: u64) {
         let Self { conns, out, .. } = self;
-        let e = conns
-            .entry(conn.id)
-            .or_insert_with(|| Entry { conn: conn.clone(), state: State::Detecting(Detecting::default()) });
+        let e = conns.entry(conn.id).or_insert_with(|| new_entry(conn));
+        if let Some(w) = &mut e.wire {
+            w[dir.index()].off += len;
+        }
         match &mut e.state {
-            State::Decoding(dec) => dec.on_gap(dir, ts_ns, len, &mut Emit { conn: &e.conn, out }),
+            State::Decoding(dec) => {
+                let from = out.len();
+                dec.on_gap(dir, ts_ns, len, &mut Emit { conn: &e.conn, out });
+                annotate(&mut e.wire, &mut out[from..]);
+            }
             State::Undetected => {}
             State::Detecting(d) => {
                 // Bytes before and after a gap are not contiguous: probe only what follows it.
@@ -201,9 +323,7 @@ impl StreamSink for Dispatcher {
     fn on_datagram(&mut self, conn: &Conn, dir: StreamDir, ts_ns: u64, data: &[u8], orig_len: u32) {
         let cfg = self.cfg.clone();
         let Self { conns, out, .. } = self;
-        let e = conns
-            .entry(conn.id)
-            .or_insert_with(|| Entry { conn: conn.clone(), state: State::Detecting(Detecting::default()) });
+        let e = conns.entry(conn.id).or_insert_with(|| new_entry(conn));
         if let State::Detecting(d) = &mut e.state {
             match detect::detect_datagram(&e.conn, dir, data) {
                 Some(p) => Self::start_decoder(&cfg, e, p, out),
@@ -221,10 +341,21 @@ impl StreamSink for Dispatcher {
         }
     }
 
+    fn on_stream_start(&mut self, conn: &Conn, dir: StreamDir, seq: u32) {
+        let e = self.conns.entry(conn.id).or_insert_with(|| new_entry(conn));
+        if let Some(w) = &mut e.wire {
+            w[dir.index()].base = Some(seq);
+        }
+    }
+
     fn on_close(&mut self, conn: &Conn, ts_ns: u64, reason: CloseReason) {
         if let Some(mut e) = self.conns.remove(&conn.id) {
             match &mut e.state {
-                State::Decoding(dec) => dec.on_close(ts_ns, reason, &mut Emit { conn: &e.conn, out: &mut self.out }),
+                State::Decoding(dec) => {
+                    let from = self.out.len();
+                    dec.on_close(ts_ns, reason, &mut Emit { conn: &e.conn, out: &mut self.out });
+                    annotate(&mut e.wire, &mut self.out[from..]);
+                }
                 State::Detecting(d) => {
                     // Never decided: only a flow that carried data counts as undetected.
                     if d.held_bytes > 0 || d.datagrams > 0 {
@@ -256,6 +387,7 @@ mod tests {
         );
         assert_eq!(d.is_decoding(c.id), Some(false));
         assert!(UNDETECTED_TCP.get() > before);
+        assert!(TLS_CIPHERTEXT.get() > 0, "a ClientHello is recognised as TLS ciphertext");
         d.on_data(&c, StreamDir::ToServer, 2, &[0u8; 10000]);
         assert_eq!(d.held_bytes(), 0);
         d.on_close(&c, 3, CloseReason::Fin);
@@ -274,6 +406,85 @@ mod tests {
         let ex = d.take();
         assert_eq!(ex.len(), 1);
         assert_eq!((ex[0].start_ns, ex[0].end_ns), (1, 3));
+    }
+
+    /// Sequence numbers of exchange `i`: (request, response).
+    fn seqs(ex: &[Exchange]) -> Vec<(Option<u32>, Option<u32>)> {
+        ex.iter().map(|e| (e.wire.request_seq, e.wire.response_seq)).collect()
+    }
+
+    #[test]
+    fn keep_alive_exchanges_get_their_first_bytes_seq() {
+        let mut d = Dispatcher::new(DecodeConfig::default());
+        let c = conn(Transport::Tcp, 8080);
+        d.on_stream_start(&c, StreamDir::ToServer, 1000);
+        d.on_stream_start(&c, StreamDir::ToClient, u32::MAX - 10);
+        let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        for i in 0..3u64 {
+            d.on_data(&c, StreamDir::ToServer, 10 * i + 1, req);
+            d.on_data(&c, StreamDir::ToClient, 10 * i + 2, resp);
+        }
+        let ex = d.take();
+        let (q, r) = (req.len() as u32, resp.len() as u32);
+        let rs = |i: u32| Some((u32::MAX - 10).wrapping_add(i * r));
+        assert_eq!(seqs(&ex), vec![(Some(1000), rs(0)), (Some(1000 + q), rs(1)), (Some(1000 + 2 * q), rs(2))]);
+    }
+
+    #[test]
+    fn pipelined_requests_in_one_segment_are_told_apart() {
+        let mut d = Dispatcher::new(DecodeConfig::default());
+        let c = conn(Transport::Tcp, 6379);
+        d.on_stream_start(&c, StreamDir::ToServer, 5);
+        d.on_stream_start(&c, StreamDir::ToClient, 70);
+        let one = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+        let two = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        d.on_data(&c, StreamDir::ToServer, 1, &[&one[..], &two[..], &two[..]].concat());
+        // The replies split differently from the requests.
+        d.on_data(&c, StreamDir::ToClient, 2, b"+OK\r\n$1\r");
+        d.on_data(&c, StreamDir::ToClient, 3, b"\nv\r\n$1\r\nv\r\n");
+        let ex = d.take();
+        let (a, b) = (one.len() as u32, two.len() as u32);
+        assert_eq!(seqs(&ex), vec![(Some(5), Some(70)), (Some(5 + a), Some(75)), (Some(5 + a + b), Some(82))]);
+    }
+
+    #[test]
+    fn two_messages_at_one_offset_get_no_key() {
+        let mut w = DirWire { base: Some(100), ..Default::default() };
+        w.data(1, 50);
+        assert_eq!(w.request(1, 20), Some(0));
+        assert_eq!(w.request(1, 0), Some(20));
+        // Sizes that do not add up (a zero-length message): not a second key for offset 20.
+        assert_eq!(w.request(1, 10), None);
+        assert_eq!(w.request(1, 10), Some(30));
+    }
+
+    #[test]
+    fn a_gap_moves_the_offsets_and_udp_has_no_seq() {
+        let mut d = Dispatcher::new(DecodeConfig::default());
+        let c = conn(Transport::Tcp, 8080);
+        d.on_stream_start(&c, StreamDir::ToServer, 0);
+        d.on_stream_start(&c, StreamDir::ToClient, 0);
+        d.on_data(&c, StreamDir::ToServer, 1, b"GET /a HTTP/1.1\r\n\r\n");
+        d.on_data(&c, StreamDir::ToClient, 2, b"HTTP/1.1 204 No Content\r\n\r\n");
+        d.on_gap(&c, StreamDir::ToServer, 3, 100);
+        d.on_gap(&c, StreamDir::ToClient, 3, 50);
+        d.on_data(&c, StreamDir::ToServer, 4, b"GET /b HTTP/1.1\r\n\r\n");
+        d.on_data(&c, StreamDir::ToClient, 5, b"HTTP/1.1 204 No Content\r\n\r\n");
+        let ex = d.take();
+        assert_eq!(ex.len(), 2);
+        assert_eq!(seqs(&ex)[1], (Some(19 + 100), Some(27 + 50)));
+        let mut d = Dispatcher::new(DecodeConfig::default());
+        let u = conn(Transport::Udp, 53);
+        let q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
+        let mut r = q.to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        d.on_datagram(&u, StreamDir::ToServer, 6, q, q.len() as u32);
+        d.on_datagram(&u, StreamDir::ToClient, 7, &r, r.len() as u32);
+        let ex = d.take();
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].wire, crate::protocol::exchange::Wire { txn_id: Some(0x1234), ..Default::default() });
     }
 
     proptest::proptest! {

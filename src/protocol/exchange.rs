@@ -28,6 +28,12 @@ pub enum Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct Exchange {
     pub conn: Conn,
+    /// What identifies this exchange on every node it crosses (TCP sequence
+    /// numbers, UDP transaction id). Filled by the dispatcher for TCP (and by
+    /// datagram decoders that have an id); decoders leave it `Default`.
+    /// Not part of the exchange JSON: it differs between captures.
+    #[serde(skip)]
+    pub wire: Wire,
     pub protocol: Protocol,
     /// First request byte seen (ns since epoch).
     pub start_ns: u64,
@@ -41,6 +47,112 @@ pub struct Exchange {
     /// truncated bytes). Decoded fields are still accurate.
     pub partial: bool,
     pub detail: Detail,
+}
+
+/// Wire facts of one exchange that survive NAT and are the same in a capture
+/// taken at the client and one taken at the server: the TCP sequence numbers
+/// of the first request and first response byte (addresses and ports change
+/// under DNAT/SNAT, sequence numbers do not), or a datagram protocol's
+/// transaction id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wire {
+    pub request_seq: Option<u32>,
+    pub response_seq: Option<u32>,
+    /// UDP request/response id (DNS transaction id).
+    pub txn_id: Option<u16>,
+}
+
+/// Span attributes carrying the wire facts (ints), consumed by the gateway's
+/// stitcher and stripped there before export unless asked to keep them.
+pub mod wire_attr {
+    pub const TCP_REQUEST_SEQ: &str = "cnflow.tcp.request.seq";
+    pub const TCP_RESPONSE_SEQ: &str = "cnflow.tcp.response.seq";
+    pub const UDP_TXN_ID: &str = "cnflow.udp.transaction.id";
+    pub const UDP_CLIENT_PORT: &str = "cnflow.udp.client.port";
+    /// Prefixes of every wire attribute (what the gateway strips).
+    pub const PREFIXES: [&str; 2] = ["cnflow.tcp.", "cnflow.udp."];
+}
+
+/// The join key of an exchange: equal for the CLIENT span exported by the
+/// client's node and the SERVER span exported by the server's node, whatever
+/// NAT sits between them. One definition used by the agents' sampler (both
+/// nodes must decide alike), the gateway's stitcher and the agents' choice of
+/// gateway.
+///
+/// - TCP: request and response sequence numbers (the response's is absent
+///   for an unanswered request on both sides).
+/// - UDP: transaction id and the client's port. The client's address is
+///   unchanged under Service DNAT but not under masquerade, and Linux SNAT
+///   keeps the source port unless it collides, so the port is the part of
+///   the client's identity that survives both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WireKey(pub u64);
+
+impl WireKey {
+    /// From the TCP facts (request seq required).
+    pub fn tcp(request_seq: u32, response_seq: Option<u32>) -> Self {
+        Self::mix(6, u64::from(request_seq), response_seq.map_or(1 << 40, u64::from))
+    }
+    pub fn udp(txn_id: u16, client_port: u16) -> Self {
+        Self::mix(17, u64::from(txn_id), u64::from(client_port))
+    }
+    /// The key of an exchange, if its wire facts identify it.
+    pub fn of(ex: &Exchange) -> Option<Self> {
+        match (ex.wire.request_seq, ex.wire.txn_id) {
+            (Some(rq), _) => Some(Self::tcp(rq, ex.wire.response_seq)),
+            (None, Some(id)) => Some(Self::udp(id, ex.conn.client.port())),
+            _ => None,
+        }
+    }
+    /// The key from span attributes (name, int value) written by [`WireKey::attrs`].
+    pub fn from_attrs<'a>(attrs: impl IntoIterator<Item = (&'a str, i64)>) -> Option<Self> {
+        let (mut rq, mut rs, mut id, mut port) = (None, None, None, None);
+        for (k, v) in attrs {
+            match k {
+                wire_attr::TCP_REQUEST_SEQ => rq = u32::try_from(v).ok(),
+                wire_attr::TCP_RESPONSE_SEQ => rs = u32::try_from(v).ok(),
+                wire_attr::UDP_TXN_ID => id = u16::try_from(v).ok(),
+                wire_attr::UDP_CLIENT_PORT => port = u16::try_from(v).ok(),
+                _ => {}
+            }
+        }
+        match (rq, id, port) {
+            (Some(rq), _, _) => Some(Self::tcp(rq, rs)),
+            (None, Some(id), Some(port)) => Some(Self::udp(id, port)),
+            _ => None,
+        }
+    }
+    /// The span attributes of an exchange's wire facts.
+    pub fn attrs(ex: &Exchange) -> Vec<(&'static str, i64)> {
+        let mut a = Vec::new();
+        if let Some(rq) = ex.wire.request_seq {
+            a.push((wire_attr::TCP_REQUEST_SEQ, i64::from(rq)));
+            if let Some(rs) = ex.wire.response_seq {
+                a.push((wire_attr::TCP_RESPONSE_SEQ, i64::from(rs)));
+            }
+        } else if let Some(id) = ex.wire.txn_id {
+            a.push((wire_attr::UDP_TXN_ID, i64::from(id)));
+            a.push((wire_attr::UDP_CLIENT_PORT, i64::from(ex.conn.client.port())));
+        }
+        a
+    }
+    /// 56 uniformly spread bits (sampling randomness, consistent hashing).
+    pub fn randomness(self) -> u64 {
+        self.0 >> 8
+    }
+    /// Fixed hash (FNV-1a, then the splitmix64 finaliser): every cnflow
+    /// version and node computes the same key from the same facts.
+    fn mix(tag: u8, a: u64, b: u64) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in std::iter::once(tag).chain(a.to_be_bytes()).chain(b.to_be_bytes()) {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut z = h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Self(z ^ (z >> 31))
+    }
 }
 
 /// Bounded pairing helpers shared by the decoders.

@@ -20,6 +20,7 @@ pub mod span_common;
 pub mod testutil;
 
 // The protocols (each one also a line in registry.rs).
+pub mod amqp;
 pub mod dns;
 /// Shared by http1 and http2 (not a registry entry).
 pub mod http;
@@ -28,6 +29,7 @@ pub mod http2;
 pub mod icmp;
 pub mod kafka;
 pub mod memcached;
+pub mod mongodb;
 pub mod mqtt;
 pub mod mysql;
 pub mod nats;

@@ -103,6 +103,12 @@ pub trait SpanMapping {
     fn status_reason(&self) -> Option<&str> {
         None
     }
+    /// Messages the exchange carried to or from a broker, for the
+    /// `messaging.client.sent.messages` / `consumed.messages` counters
+    /// (attributes taken from the span). None for everything else.
+    fn messages(&self, _ex: &Exchange) -> Option<(crate::otel::semconv::MessageCounter, u64)> {
+        None
+    }
 }
 
 macro_rules! registry {
@@ -190,6 +196,8 @@ registry! {
     Mqtt => mqtt::Mqtt              ; Mqtt(mqtt::MqttDetail),
     Postgres => postgres::Postgres  ; Postgres(postgres::PostgresDetail),
     Mysql => mysql::Mysql           ; Mysql(mysql::MysqlDetail),
+    Mongodb => mongodb::Mongodb     ; Mongodb(mongodb::MongodbDetail),
+    Amqp => amqp::Amqp              ; Amqp(amqp::AmqpDetail),
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.

@@ -26,6 +26,7 @@ pub use config::SelfTelemetryConfig;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::WithTonicConfig as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
@@ -76,7 +77,11 @@ impl SelfTelemetry {
         let mut st = SelfTelemetry { tracer: None, meter: None, service };
         if let Some(t) = traces {
             let exporter = match t.protocol {
-                OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+                OtlpProtocol::Grpc => match crate::export::grpc::client_tls(t) {
+                    // The data exporter's CA and client certificate (the SDK reads neither variable).
+                    Some(tls) => opentelemetry_otlp::SpanExporter::builder().with_tonic().with_tls_config(tls).build(),
+                    None => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+                },
                 // http/json is sent as http/protobuf: the same endpoint accepts both.
                 OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
@@ -92,7 +97,11 @@ impl SelfTelemetry {
         if let Some(m) = metrics {
             let exporter = match m.protocol {
                 OtlpProtocol::Grpc => {
-                    opentelemetry_otlp::MetricExporter::builder().with_tonic().with_temporality(temporality).build()
+                    let b = opentelemetry_otlp::MetricExporter::builder().with_tonic().with_temporality(temporality);
+                    match crate::export::grpc::client_tls(m) {
+                        Some(tls) => b.with_tls_config(tls).build(),
+                        None => b.build(),
+                    }
                 }
                 OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => opentelemetry_otlp::MetricExporter::builder()
                     .with_http()

@@ -28,6 +28,15 @@ fn d_route_depth() -> usize {
 fn d_cardinality() -> usize {
     2000
 }
+fn d_network_pairs() -> usize {
+    1000
+}
+fn d_network_conns() -> usize {
+    65_536
+}
+fn d_syn_timeout() -> u64 {
+    3000
+}
 
 /// Settings of span and metric generation (agent and replay).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +74,21 @@ pub struct TelemetryConfig {
     /// Attribute sets kept per metric.
     #[serde(default = "d_cardinality")]
     pub metrics_cardinality_limit: usize,
+    /// L4 network metrics per workload pair (cnflow.network.*).
+    #[serde(default)]
+    pub network_metrics: bool,
+    /// Workload pairs with their own L4 series; further pairs share the overflow series.
+    #[serde(default = "d_network_pairs")]
+    pub network_metrics_max_pairs: usize,
+    /// Connections tracked for the L4 connection counters.
+    #[serde(default = "d_network_conns")]
+    pub network_metrics_max_connections: usize,
+    /// A SYN unanswered for this long counts as a failed connection.
+    #[serde(default = "d_syn_timeout")]
+    pub network_syn_timeout_ms: u64,
+    /// Grafana/Tempo service-graph metrics (traces_service_graph_*).
+    #[serde(default)]
+    pub service_graph_metrics: bool,
 }
 
 impl EnvVars for TelemetryConfig {
@@ -104,6 +128,26 @@ impl EnvVars for TelemetryConfig {
         VarDoc::new(
             "CNFLOW_METRICS_CARDINALITY_LIMIT",
             "attribute sets kept per metric; further sets go to one `otel.metric.overflow=true` series.",
+        ),
+        VarDoc::new(
+            "CNFLOW_NETWORK_METRICS",
+            "true: L4 network metrics per workload pair (cnflow.network.flow.bytes/packets, cnflow.network.tcp.*), from the packets already captured.",
+        ),
+        VarDoc::new(
+            "CNFLOW_NETWORK_METRICS_MAX_PAIRS",
+            "workload pairs with their own L4 series; further pairs share one `otel.metric.overflow=true` series (counted in cnflow.network.dropped).",
+        ),
+        VarDoc::new(
+            "CNFLOW_NETWORK_METRICS_MAX_CONNECTIONS",
+            "connections tracked for the L4 connection counters; the least recently active is dropped first (counted).",
+        ),
+        VarDoc::new(
+            "CNFLOW_NETWORK_SYN_TIMEOUT_MS",
+            "a SYN without SYN/ACK or RST for this long counts as a failed connection (error.type=timeout).",
+        ),
+        VarDoc::new(
+            "CNFLOW_SERVICE_GRAPH_METRICS",
+            "true: Grafana/Tempo service-graph metrics (traces_service_graph_request_total, _failed_total, _client_seconds, _server_seconds).",
         ),
     ];
 }
@@ -156,6 +200,9 @@ impl TelemetryConfig {
         }
         if self.metrics_cardinality_limit == 0 {
             bail!("CNFLOW_METRICS_CARDINALITY_LIMIT must be > 0");
+        }
+        if self.network_metrics_max_pairs == 0 || self.network_metrics_max_connections == 0 {
+            bail!("CNFLOW_NETWORK_METRICS_MAX_PAIRS and CNFLOW_NETWORK_METRICS_MAX_CONNECTIONS must be > 0");
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 use super::attr::{self, Attrs, V};
 use super::config::Temporality;
 use super::resource;
-use super::semconv::{Instrument, OVERFLOW_KEY, SCHEMA_URL};
+use super::semconv::{Instrument, MessageCounter, OVERFLOW_KEY, SCHEMA_URL};
 use crate::stats;
 use crate::workload::Identity;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -44,7 +44,19 @@ impl Hist {
     }
 }
 
-type Series = BTreeMap<Vec<(&'static str, V)>, Hist>;
+/// Looked up once per exchange: a hash map (foldhash) rather than an ordered
+/// map, whose every comparison walks attribute strings; `collect` sorts the
+/// series, so the output order is the same.
+type Series = HashMap<Vec<(&'static str, V)>, Hist, foldhash::fast::RandomState>;
+/// Message counts per attribute set.
+type Counts = HashMap<Vec<(&'static str, V)>, u64, foldhash::fast::RandomState>;
+
+/// The entries of a series map in attribute order.
+fn sorted<T>(m: &HashMap<Attrs, T, foldhash::fast::RandomState>) -> Vec<(&Attrs, &T)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
+}
 /// A stats counter: name and attributes.
 type StatKey = (&'static str, Vec<(&'static str, String)>);
 
@@ -65,6 +77,8 @@ pub struct Metrics {
     /// Start of the current aggregation period (first observation for cumulative).
     start_ns: Option<u64>,
     last_stats: HashMap<StatKey, u64>,
+    /// Messaging message counters, per resource, per counter.
+    counters: Vec<(Arc<Identity>, BTreeMap<MessageCounter, Counts>)>,
 }
 
 impl Metrics {
@@ -75,6 +89,7 @@ impl Metrics {
             resources: Vec::new(),
             start_ns: None,
             last_stats: HashMap::new(),
+            counters: Vec::new(),
         }
     }
 
@@ -91,16 +106,54 @@ impl Metrics {
         let series = self.resources[idx].1.entry(inst).or_default();
         attrs.sort_by(|a, b| a.0.cmp(b.0));
         let bounds = inst.buckets();
-        if !series.contains_key(&attrs) && series.len() >= self.limit {
+        if let Some(h) = series.get_mut(&attrs) {
+            h.record(bounds, inst.value(dur_ns));
+            return;
+        }
+        if series.len() >= self.limit {
             OVERFLOWED.inc();
+            // Once per process: the counter says how often, the log says that it happens.
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            let limit = self.limit;
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    instrument = inst.name(),
+                    limit,
+                    "metric cardinality limit reached: further attribute sets go to the otel.metric.overflow=true series (counted in cnflow.telemetry.metric_overflow; raise CNFLOW_METRICS_CARDINALITY_LIMIT)"
+                );
+            });
             attrs = vec![(OVERFLOW_KEY, V::B(true))];
         }
         series.entry(attrs).or_insert_with(|| Hist::new(bounds.len())).record(bounds, inst.value(dur_ns));
     }
 
+    /// Add `n` messages to a messaging counter on `resource` (same
+    /// cardinality limit as the histograms, per counter).
+    pub fn count(&mut self, resource: &Arc<Identity>, c: MessageCounter, mut attrs: Attrs, n: u64, ts_ns: u64) {
+        self.start_ns.get_or_insert(ts_ns);
+        let idx = match self.counters.iter().position(|(r, _)| Arc::ptr_eq(r, resource) || **r == **resource) {
+            Some(i) => i,
+            None => {
+                self.counters.push((resource.clone(), BTreeMap::new()));
+                self.counters.len() - 1
+            }
+        };
+        let series = self.counters[idx].1.entry(c).or_default();
+        attrs.sort_by(|a, b| a.0.cmp(b.0));
+        if let Some(c) = series.get_mut(&attrs) {
+            *c += n;
+            return;
+        }
+        if series.len() >= self.limit {
+            OVERFLOWED.inc();
+            attrs = vec![(OVERFLOW_KEY, V::B(true))];
+        }
+        *series.entry(attrs).or_default() += n;
+    }
+
     /// Number of series currently held (all resources and instruments).
     pub fn series_count(&self) -> usize {
-        self.resources.iter().map(|(_, m)| m.values().map(BTreeMap::len).sum::<usize>()).sum()
+        self.resources.iter().map(|(_, m)| m.values().map(HashMap::len).sum::<usize>()).sum()
     }
 
     /// Build the request for everything aggregated so far (and reset it in delta mode).
@@ -124,8 +177,8 @@ impl Metrics {
                     continue;
                 }
                 let bounds = inst.buckets();
-                let data_points = series
-                    .iter()
+                let data_points = sorted(series)
+                    .into_iter()
                     .map(|(attrs, h)| HistogramDataPoint {
                         attributes: attr::to_proto(attrs),
                         start_time_unix_nano: start,
@@ -155,6 +208,40 @@ impl Metrics {
                 out.push(resource_metrics(res, metrics));
             }
         }
+        for (res, counters) in &self.counters {
+            let metrics: Vec<Metric> = counters
+                .iter()
+                .filter(|(_, series)| !series.is_empty())
+                .map(|(c, series)| Metric {
+                    name: c.name().into(),
+                    description: c.description().into(),
+                    unit: c.unit().into(),
+                    metadata: vec![],
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: sorted(series)
+                            .into_iter()
+                            .map(|(attrs, n)| NumberDataPoint {
+                                attributes: attr::to_proto(attrs),
+                                start_time_unix_nano: start,
+                                time_unix_nano: now_ns,
+                                exemplars: vec![],
+                                flags: 0,
+                                value: Some(number_data_point::Value::AsInt((*n).min(i64::MAX as u64) as i64)),
+                            })
+                            .collect(),
+                        aggregation_temporality: temporality,
+                        is_monotonic: true,
+                    })),
+                })
+                .collect();
+            if metrics.is_empty() {
+                continue;
+            }
+            match out.iter_mut().find(|rm| rm.resource.as_ref() == Some(&resource::to_proto(res))) {
+                Some(rm) => rm.scope_metrics[0].metrics.extend(metrics),
+                None => out.push(resource_metrics(res, metrics)),
+            }
+        }
         if include_stats {
             let own_metrics = self.stats_metrics(start, now_ns, temporality);
             if !own_metrics.is_empty() {
@@ -166,6 +253,7 @@ impl Metrics {
         }
         if self.temporality == Temporality::Delta {
             self.resources.clear();
+            self.counters.clear();
             self.start_ns = Some(now_ns);
         }
         (!out.is_empty()).then_some(ExportMetricsServiceRequest { resource_metrics: out })
@@ -280,6 +368,47 @@ mod tests {
         let req = m.collect(400, &r, false).unwrap();
         let dp = &hist(&req, "dns.lookup.duration")[0];
         assert_eq!((dp.count, dp.start_time_unix_nano), (1, 300));
+    }
+
+    #[test]
+    fn message_counters_are_monotonic_sums_per_attribute_set() {
+        let r = res("svc");
+        let mut m = Metrics::new(Temporality::Cumulative, 10);
+        let a = |dest: &str| {
+            vec![("messaging.system", V::S("rabbitmq".into())), ("messaging.destination.name", V::S(dest.into()))]
+        };
+        m.count(&r, MessageCounter::Sent, a("q1"), 1, 1);
+        m.count(&r, MessageCounter::Sent, a("q1"), 3, 2);
+        m.count(&r, MessageCounter::Sent, a("q2"), 1, 3);
+        m.count(&r, MessageCounter::Consumed, a("q1"), 2, 4);
+        m.record(&r, Instrument::Messaging, a("q1"), 1000, 5);
+        let req = m.collect(10, &r, false).unwrap();
+        assert_eq!(req.resource_metrics.len(), 1, "counters share the resource with the histograms");
+        let sums = |name: &str| -> Vec<i64> {
+            let ms = &req.resource_metrics[0].scope_metrics[0].metrics;
+            let met = ms.iter().find(|x| x.name == name).unwrap();
+            assert_eq!(met.unit, "{message}");
+            match &met.data {
+                Some(metric::Data::Sum(s)) => {
+                    assert!(s.is_monotonic);
+                    s.data_points
+                        .iter()
+                        .map(|d| match d.value {
+                            Some(number_data_point::Value::AsInt(v)) => v,
+                            _ => -1,
+                        })
+                        .collect()
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(sums("messaging.client.sent.messages"), vec![4, 1]);
+        assert_eq!(sums("messaging.client.consumed.messages"), vec![2]);
+        // Delta: reset after each collection.
+        let mut m = Metrics::new(Temporality::Delta, 10);
+        m.count(&r, MessageCounter::Sent, a("q1"), 1, 1);
+        assert!(m.collect(10, &r, false).is_some());
+        assert!(m.collect(20, &r, false).is_none());
     }
 
     #[test]

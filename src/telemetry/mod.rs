@@ -22,11 +22,14 @@
 //! so replay passes capture time and gets byte-identical output
 //! (with [`IdGen::Seeded`] ids).
 pub mod config;
+pub mod encode;
 /// Re-exported: they moved to `crate::otel` (shared with the protocol mappings).
 pub use crate::otel::{attr, route, semconv};
 pub mod metrics;
+pub mod network;
 pub mod resource;
 pub mod samples;
+pub mod sampling;
 pub mod side;
 pub mod span;
 pub mod stdout;
@@ -43,7 +46,7 @@ use crate::stats;
 use crate::workload::{Enricher, Identity, NoEnrich};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use parking_lot::Mutex;
 use std::io::Write;
 use std::sync::{Arc, LazyLock};
@@ -74,6 +77,8 @@ pub enum Output {
     Export(Arc<Exporter>),
     /// Keep the requests in memory.
     Collect(Arc<Mutex<Collected>>),
+    /// Several gateways, each trace to the one its join key picks.
+    Route(Arc<crate::export::gateway_route::GatewayRouter>),
 }
 
 pub struct SinkOptions {
@@ -89,6 +94,8 @@ pub struct SinkOptions {
     pub outputs: Vec<Output>,
     /// Add cnflow's own counters (stats registry) to every metrics request.
     pub own_metrics: bool,
+    /// Which spans are exported (metrics are recorded before it decides).
+    pub sampling: sampling::Policy,
 }
 
 impl SinkOptions {
@@ -103,6 +110,7 @@ impl SinkOptions {
             ids: IdGen::Random,
             outputs: Vec::new(),
             own_metrics: true,
+            sampling: sampling::Policy::default(),
         }
     }
 }
@@ -112,11 +120,21 @@ pub struct TelemetrySink {
     naming: span::NamingOptions,
     routes: route::RouteTemplater,
     metrics: metrics::Metrics,
-    batch: Vec<(Arc<Identity>, Vec<Span>)>,
+    batch: Vec<encode::ResourceBatch>,
     batch_len: usize,
+    /// Reused output buffer of the OTLP writers, and scratch for span lengths.
+    out_buf: Vec<u8>,
+    lens: Vec<usize>,
     batch_first_ns: u64,
     last_metrics_ns: Option<u64>,
+    /// CNFLOW_NETWORK_METRICS.
+    network: Option<network::l4::NetworkMetrics>,
+    /// CNFLOW_SERVICE_GRAPH_METRICS.
+    graph: Option<network::graph::ServiceGraph>,
 }
+
+/// Connections silent this long are forgotten by the L4 metrics (the flow table's default idle timeout).
+const NETWORK_IDLE_NS: u64 = 120_000_000_000;
 
 impl TelemetrySink {
     pub fn new(opts: SinkOptions) -> Self {
@@ -128,8 +146,20 @@ impl TelemetrySink {
             metrics_server_address: c.metrics_server_address,
         };
         let routes = route::RouteTemplater::new(c.route_max_fanout, c.route_max_nodes, c.route_max_depth);
-        let metrics =
-            metrics::Metrics::new(c.temporality().unwrap_or(Temporality::Cumulative), c.metrics_cardinality_limit);
+        let temporality = c.temporality().unwrap_or(Temporality::Cumulative);
+        let metrics = metrics::Metrics::new(temporality, c.metrics_cardinality_limit);
+        let network = c.network_metrics.then(|| {
+            let cfg = network::l4::L4Config {
+                max_pairs: c.network_metrics_max_pairs,
+                max_conns: c.network_metrics_max_connections,
+                syn_timeout_ns: c.network_syn_timeout_ms.saturating_mul(1_000_000),
+                idle_timeout_ns: NETWORK_IDLE_NS,
+            };
+            network::l4::NetworkMetrics::new(cfg, temporality)
+        });
+        let graph = c
+            .service_graph_metrics
+            .then(|| network::graph::ServiceGraph::new(temporality, c.metrics_cardinality_limit));
         Self {
             opts,
             naming,
@@ -137,8 +167,29 @@ impl TelemetrySink {
             metrics,
             batch: Vec::new(),
             batch_len: 0,
+            out_buf: Vec::new(),
+            lens: Vec::new(),
             batch_first_ns: 0,
             last_metrics_ns: None,
+            network,
+            graph,
+        }
+    }
+
+    /// L4 network metrics housekeeping at packet time `now_ns` (unanswered
+    /// SYNs fail, idle connections are forgotten). Live, pass the lag-corrected
+    /// clock: a SYN/ACK still queued must not make its SYN a timeout.
+    pub fn expire_network(&mut self, now_ns: u64) {
+        if let Some(n) = &mut self.network {
+            n.expire(now_ns);
+        }
+    }
+
+    /// Account one captured packet in the L4 network metrics (when enabled).
+    #[inline]
+    pub fn observe_packet(&mut self, ev: &crate::capture::PacketEvent) {
+        if let Some(n) = &mut self.network {
+            n.packet(ev, self.opts.enricher.as_ref());
         }
     }
 
@@ -147,16 +198,16 @@ impl TelemetrySink {
         let sides = side::local_sides(&ex.conn, self.opts.enricher.as_ref(), &self.opts.local_addrs, &self.opts.host);
         let parent = trace_context::extract(ex.detail.trace_headers());
         let trace_id = parent.as_ref().map(|p| p.trace_id).unwrap_or_else(|| self.opts.ids.trace_id());
-        let trace_state = parent.as_ref().map(|p| p.trace_state.clone()).unwrap_or_default();
         let start = ex.start_ns;
         let end = ex.end_ns.max(start);
         self.last_metrics_ns.get_or_insert(start);
-        let mut parent_span: Vec<u8> = parent.as_ref().map(|p| p.span_id.to_vec()).unwrap_or_default();
-        // Trace flags (sampled) plus the OTLP "parent is remote" bits.
-        let mut flags = 0x01 | 0x100 | if parent.is_some() { 0x200 } else { 0 };
+        // 1. Each local side's span parts, and the RED metrics: recorded
+        //    before sampling so histograms count every exchange.
+        let mut built: [Option<(span::Kind, Arc<Identity>, span::SpanParts)>; 2] = [None, None];
         let mut shared_metric_done = false;
+        let mut counted = false;
         let todo = [(span::Kind::Client, sides.client.clone()), (span::Kind::Server, sides.server.clone())];
-        for (kind, local) in todo {
+        for (slot, (kind, local)) in built.iter_mut().zip(todo) {
             let Some(identity) = local else { continue };
             let resource = identity.unwrap_or_else(|| self.opts.host.clone());
             // `kind` is the side (Client or Server); the mapping may refine
@@ -169,13 +220,25 @@ impl TelemetrySink {
                 attributes: self.opts.enricher.peer_attributes(peer_ip),
                 server_name: self.opts.enricher.address_name(ex.conn.server.ip()),
             };
-            let parts = span::build_with_peer(ex, kind, &mut self.routes, &self.naming, peer);
-            let span_id = self.opts.ids.span_id().to_vec();
-            match kind {
-                span::Kind::Server => SPANS_SERVER.inc(),
-                _ => SPANS_CLIENT.inc(),
+            let mut parts = span::build_with_peer(ex, kind, &mut self.routes, &self.naming, peer);
+            // Message counters: once per exchange, like the shared histograms.
+            if !counted {
+                counted = true;
+                if let Some((c, n)) = ex.detail.mapping().messages(ex).filter(|(_, n)| *n > 0) {
+                    let templated = parts.attrs.iter().any(|(k, _)| *k == "messaging.destination.template");
+                    let attrs = parts
+                        .attrs
+                        .iter()
+                        .filter(|(k, _)| {
+                            semconv::MessageCounter::keeps(k) && !(templated && *k == "messaging.destination.name")
+                        })
+                        .cloned()
+                        .collect();
+                    self.metrics.count(&resource, c, attrs, n, end);
+                }
             }
-            if let Some((inst, attrs)) = &parts.metric {
+            // Moved out: the span record does not carry the metric attributes.
+            if let Some((inst, attrs)) = parts.metric.take() {
                 let per_side = matches!(
                     inst,
                     semconv::Instrument::HttpServer
@@ -184,9 +247,66 @@ impl TelemetrySink {
                         | semconv::Instrument::RpcClient
                 );
                 if per_side || !shared_metric_done {
-                    self.metrics.record(&resource, *inst, attrs.clone(), end - start, end);
+                    self.metrics.record(&resource, inst, attrs, end - start, end);
                     shared_metric_done = true;
                 }
+            }
+            *slot = Some((kind, resource, parts));
+        }
+        // Service graph, like the RED metrics, before sampling: every exchange
+        // once, from the ends seen here.
+        if let Some(g) = &mut self.graph {
+            use network::graph::{call_kind, remote, CallKind, End};
+            let mut ends: [Option<End>; 2] = [None, None];
+            let mut kind_of_call = CallKind::Plain;
+            for (kind, resource, parts) in built.iter().flatten() {
+                let service = resource.get("service.name").unwrap_or("unknown_service").to_string();
+                ends[usize::from(*kind == span::Kind::Server)] =
+                    Some(End::Seen { service, failed: parts.error.is_some() });
+                kind_of_call = call_kind(&parts.attrs).unwrap_or(kind_of_call);
+            }
+            let e = self.opts.enricher.as_ref();
+            let [client, server] = ends;
+            let client = client.unwrap_or_else(|| remote(e, ex.conn.client.ip(), false));
+            let server = server.unwrap_or_else(|| remote(e, ex.conn.server.ip(), true));
+            g.record(kind_of_call, client, server, end - start, end);
+        }
+        let n_spans = built.iter().flatten().count() as u64;
+        if n_spans == 0 {
+            return;
+        }
+        // 2. One sampling decision for the exchange: both spans of a pair
+        //    seen on this node are kept or dropped together.
+        let mut trace_state = parent.as_ref().map(|p| p.trace_state.clone()).unwrap_or_default();
+        if self.opts.sampling.can_drop() {
+            let decision = self.opts.sampling.decide(&sampling::Input {
+                protocol: Some(ex.protocol),
+                parent_sampled: parent.as_ref().map(|p| p.sampled),
+                trace_id: &trace_id,
+                trace_state: &trace_state,
+                wire_randomness: parent.is_none().then(|| sampling::wire_randomness(ex)),
+                // Either side's error status keeps the pair (HTTP 4xx is an error on the client span only).
+                error: built.iter().flatten().any(|(_, _, p)| p.error.is_some()),
+                duration_ns: end - start,
+                downstream: false,
+            });
+            sampling::count(decision.reason, n_spans);
+            if !decision.keep {
+                return;
+            }
+            if let Some(ts) = decision.trace_state {
+                trace_state = ts;
+            }
+        }
+        // 3. The spans.
+        let mut parent_span: Option<[u8; 8]> = parent.as_ref().map(|p| p.span_id);
+        // Trace flags (sampled) plus the OTLP "parent is remote" bits.
+        let mut flags = 0x01 | 0x100 | if parent.is_some() { 0x200 } else { 0 };
+        for (kind, resource, parts) in built.into_iter().flatten() {
+            let span_id = self.opts.ids.span_id();
+            match kind {
+                span::Kind::Server => SPANS_SERVER.inc(),
+                _ => SPANS_CLIENT.inc(),
             }
             let line_needed = self.opts.outputs.iter().any(|o| matches!(o, Output::Write(Format::Text, _)));
             if line_needed {
@@ -196,7 +316,7 @@ impl TelemetrySink {
                     end,
                     &ex.conn.client,
                     &ex.conn.server,
-                    (&trace_id, &span_id, &parent_span),
+                    (&trace_id, &span_id, parent_span.as_ref().map_or(&[][..], |p| &p[..])),
                     ex.detail.status_reason(),
                 );
                 for o in &mut self.opts.outputs {
@@ -207,34 +327,22 @@ impl TelemetrySink {
                     }
                 }
             }
-            let status = match &parts.error {
-                Some(msg) => Status { message: msg.clone(), code: status::StatusCode::Error as i32 },
-                None => Status::default(),
-            };
-            let span = Span {
-                trace_id: trace_id.to_vec(),
-                span_id: span_id.clone(),
+            let span = encode::SpanRec {
+                trace_id,
+                span_id,
+                parent_span_id: parent_span,
                 trace_state: trace_state.clone(),
-                parent_span_id: parent_span.clone(),
                 flags,
+                start_ns: start,
+                end_ns: end,
                 name: parts.name,
-                kind: parts.kind.otlp(),
-                start_time_unix_nano: start,
-                end_time_unix_nano: end,
-                attributes: {
-                    let mut a = attr::to_proto(&parts.attrs);
-                    a.extend(parts.peer.iter().map(|(k, v)| resource::kv(k, string_value(v))));
-                    a
-                },
-                dropped_attributes_count: 0,
-                events: vec![],
-                dropped_events_count: 0,
-                links: vec![],
-                dropped_links_count: 0,
-                status: Some(status),
+                kind: parts.kind,
+                attrs: parts.attrs,
+                peer: parts.peer,
+                error: parts.error,
             };
             // A SERVER span seen on the same node is the child of our CLIENT span.
-            parent_span = span_id;
+            parent_span = Some(span_id);
             flags = 0x01 | 0x100;
             self.push_span(resource, span, start);
         }
@@ -243,14 +351,14 @@ impl TelemetrySink {
         }
     }
 
-    fn push_span(&mut self, resource: Arc<Identity>, span: Span, ts: u64) {
+    fn push_span(&mut self, resource: Arc<Identity>, span: encode::SpanRec, ts: u64) {
         if self.batch_len == 0 {
             self.batch_first_ns = ts;
         }
         self.batch_len += 1;
-        match self.batch.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &resource) || **r == *resource) {
-            Some((_, spans)) => spans.push(span),
-            None => self.batch.push((resource, vec![span])),
+        match self.batch.iter_mut().find(|b| Arc::ptr_eq(&b.resource, &resource) || *b.resource == *resource) {
+            Some(b) => b.spans.push(span),
+            None => self.batch.push(encode::ResourceBatch { resource, spans: vec![span] }),
         }
     }
 
@@ -261,6 +369,7 @@ impl TelemetrySink {
         if self.batch_len > 0 && now_ns >= self.batch_first_ns.saturating_add(timeout) {
             self.emit_traces();
         }
+
         let interval = self.opts.config.metric_export_interval_secs * 1_000_000_000;
         let last = *self.last_metrics_ns.get_or_insert(now_ns);
         if now_ns >= last.saturating_add(interval) {
@@ -271,6 +380,9 @@ impl TelemetrySink {
 
     /// Send everything left (span batch and a final metrics collection).
     pub fn finish(&mut self, now_ns: u64) {
+        if let Some(n) = &mut self.network {
+            n.finish();
+        }
         self.emit_traces();
         self.emit_metrics(now_ns);
         self.flush_writers();
@@ -290,30 +402,72 @@ impl TelemetrySink {
         if self.batch_len == 0 {
             return;
         }
-        let resource_spans = std::mem::take(&mut self.batch)
-            .into_iter()
-            .map(|(res, spans)| ResourceSpans {
-                resource: Some(resource::to_proto(&res)),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(metrics::scope()),
-                    spans,
-                    schema_url: semconv::SCHEMA_URL.into(),
-                }],
-                schema_url: String::new(),
-            })
-            .collect();
         self.batch_len = 0;
-        let req = ExportTraceServiceRequest { resource_spans };
+        let batch = std::mem::take(&mut self.batch);
+        // Writers encode straight from the span records; the prost request
+        // is built only for the outputs that take one.
+        let mut buf = std::mem::take(&mut self.out_buf);
         for o in &mut self.opts.outputs {
-            match o {
-                Output::Write(Format::OtlpJson, w) => write_json(w, &req),
-                Output::Write(Format::Text, _) => {}
-                Output::Export(e) => {
-                    let _ = e.send_traces(req.clone());
+            let Output::Write(format, w) = o else { continue };
+            buf.clear();
+            match format {
+                Format::Text => continue,
+                Format::OtlpJson => {
+                    encode::encode_json(&batch, &mut buf);
+                    buf.push(b'\n');
                 }
-                Output::Collect(c) => c.lock().traces.push(req.clone()),
+                Format::Otlp => {
+                    // Envelope field 1: an ExportTraceServiceRequest.
+                    let len = encode::measure_proto(&batch, &mut self.lens);
+                    stdout::otlp_record_header(&mut buf, stdout::OTLP_RECORD_TRACES, len);
+                    buf.reserve(len);
+                    encode::write_proto(&batch, &self.lens, &mut buf);
+                }
+            }
+            if w.write_all(&buf).is_err() {
+                WRITE_ERRORS.inc();
             }
         }
+        // Keep a moderate buffer for the next batch, not the largest ever seen.
+        if buf.capacity() <= 4 << 20 {
+            self.out_buf = buf;
+        }
+        // Every output that is not a writer takes the prost request: the last
+        // one gets it moved, the others a copy (usually there is just one).
+        let takers = self.opts.outputs.iter().filter(|o| !matches!(o, Output::Write(..))).count();
+        if takers == 0 {
+            return;
+        }
+        let mut req = Some(encode::to_request(batch));
+        let mut left = takers;
+        for o in &mut self.opts.outputs {
+            if matches!(o, Output::Write(..)) {
+                continue;
+            }
+            left -= 1;
+            let r =
+                if left == 0 { req.take().expect("moved once, last") } else { req.clone().expect("kept until last") };
+            match o {
+                Output::Write(..) => {}
+                Output::Export(e) => {
+                    let _ = e.send_traces(r);
+                }
+                Output::Route(rt) => rt.send_traces(r),
+                Output::Collect(c) => c.lock().traces.push(r),
+            }
+        }
+    }
+
+    /// L4 and service-graph metrics of this interval (they go on the host resource).
+    fn network_metrics(&mut self, now_ns: u64) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+        let mut out = Vec::new();
+        if let Some(n) = &mut self.network {
+            out.extend(n.collect(now_ns));
+        }
+        if let Some(g) = &mut self.graph {
+            out.extend(g.collect(now_ns));
+        }
+        out
     }
 
     fn emit_metrics(&mut self, now_ns: u64) {
@@ -322,24 +476,34 @@ impl TelemetrySink {
         if !wants {
             // Text output shows spans only; keep delta state from growing.
             let _ = self.metrics.collect(now_ns, &self.opts.host, false);
+            let _ = self.network_metrics(now_ns);
             return;
         }
-        let Some(req) = self.metrics.collect(now_ns, &self.opts.host, self.opts.own_metrics) else { return };
+        let mut req = self.metrics.collect(now_ns, &self.opts.host, self.opts.own_metrics);
+        let extra = self.network_metrics(now_ns);
+        network::append(&mut req, &self.opts.host, extra);
+        let Some(req) = req else { return };
         for o in &mut self.opts.outputs {
             match o {
                 Output::Write(Format::OtlpJson, w) => write_json(w, &req),
+                Output::Write(Format::Otlp, w) => {
+                    use prost::Message;
+                    let mut buf = Vec::with_capacity(req.encoded_len() + 16);
+                    stdout::otlp_record_header(&mut buf, stdout::OTLP_RECORD_METRICS, req.encoded_len());
+                    req.encode_raw(&mut buf);
+                    if w.write_all(&buf).is_err() {
+                        WRITE_ERRORS.inc();
+                    }
+                }
                 Output::Write(Format::Text, _) => {}
                 Output::Export(e) => {
                     let _ = e.send_metrics(req.clone());
                 }
+                Output::Route(r) => r.send_metrics(req.clone()),
                 Output::Collect(c) => c.lock().metrics.push(req.clone()),
             }
         }
     }
-}
-
-fn string_value(v: &str) -> opentelemetry_proto::tonic::common::v1::any_value::Value {
-    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(v.to_string())
 }
 
 fn write_json<T: serde::Serialize>(w: &mut Box<dyn Write + Send>, req: &T) {

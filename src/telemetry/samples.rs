@@ -30,6 +30,7 @@ pub fn conn(client: &str, server: &str, transport: Transport, client_to_server: 
 pub fn exchange(conn: crate::flow::Conn, protocol: Protocol, start_ns: u64, dur_ns: u64, detail: Detail) -> Exchange {
     Exchange {
         conn,
+        wire: Default::default(),
         protocol,
         start_ns,
         end_ns: start_ns + dur_ns,

@@ -74,6 +74,18 @@ fn on_this_node(id: &Identity, host: &Identity) -> bool {
 
 pub fn local_sides(conn: &ConnInfo, enricher: &dyn Enricher, local: &LocalAddrs, host: &Identity) -> Sides {
     let (cip, sip) = (conn.client.ip(), conn.server.ip());
+    if let Some(tls) = crate::capture::tls_stream::TlsSource::of_ifindex(conn.ifindex) {
+        // Plaintext from one process's TLS calls: that process is the local
+        // side, whatever the addresses say (the peer process, when traced
+        // too, has its own flow and span). Its workload comes from its pid
+        // (cgroup → container → pod: right for host-network pods too), else
+        // from its address.
+        let by_pid = enricher.process_identity(tls.pid);
+        return match conn.client_to_server {
+            Direction::Egress => Sides { client: Some(by_pid.or_else(|| enricher.identity(cip))), server: None },
+            Direction::Ingress => Sides { client: None, server: Some(by_pid.or_else(|| enricher.identity(sip))) },
+        };
+    }
     let cid = enricher.identity(cip).filter(|id| on_this_node(id, host));
     let sid = enricher.identity(sip).filter(|id| on_this_node(id, host));
     if cid.is_some() || sid.is_some() {

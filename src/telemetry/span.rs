@@ -48,6 +48,13 @@ pub fn build_with_peer(
     if ex.partial {
         p.attrs.push(("cnflow.partial", true.into()));
     }
+    // The join key's facts (TCP sequence numbers, UDP transaction id), for
+    // the gateway to connect this span with the other node's half of the
+    // exchange (`gateway::stitch`); the gateway strips them before export.
+    p.attrs.extend(crate::exchange::WireKey::attrs(ex).into_iter().map(|(k, v)| (k, V::I(v))));
+    if let Some(tls) = crate::capture::tls_stream::TlsSource::of_ifindex(ex.conn.ifindex) {
+        tls_attrs(&mut p, tls);
+    }
     if let Some(name) = peer.server_name {
         let ip = ex.conn.server.ip().to_string();
         if let Some((_, v)) = p.attrs.iter_mut().find(|(k, _)| *k == "server.address") {
@@ -58,6 +65,27 @@ pub fn build_with_peer(
     }
     p.peer = peer.attributes;
     p
+}
+
+/// Plaintext read at the TLS library (uprobes): the request went over TLS,
+/// so HTTP's scheme is https, and the connection carries the TLS facts.
+fn tls_attrs(p: &mut SpanParts, tls: crate::capture::tls_stream::TlsSource) {
+    let metric = p.metric.as_mut().map(|(_, m)| m);
+    for attrs in std::iter::once(&mut p.attrs).chain(metric) {
+        if let Some((_, v)) = attrs.iter_mut().find(|(k, _)| *k == "url.scheme") {
+            *v = V::S("https".into());
+        }
+    }
+    p.attrs.push(("tls.protocol.name", "tls".into()));
+    if let Some(v) = tls.version {
+        p.attrs.push(("tls.protocol.version", v.into()));
+    }
+    // The traced process, on spans only: as metric attributes (or on the
+    // resource) a pid would make one series per short-lived client process.
+    p.attrs.push(("process.pid", i64::from(tls.pid).into()));
+    if let Some(exe) = crate::process::get(tls.pid).and_then(|i| i.executable.clone()) {
+        p.attrs.push(("process.executable.name", exe.into()));
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
-//! Stdout formats: `text` (one readable line per span) and `otlp-json` (the
+//! Stdout formats: `text` (one readable line per span), `otlp-json` (the
 //! protobuf JSON mapping of each export request on one line, as the OTel
 //! Collector file exporter writes it: camelCase keys, hex ids, 64-bit
-//! integers as strings, enums as numbers).
+//! integers as strings, enums as numbers) and `otlp` (binary protobuf for
+//! files: a stream of length-delimited [`OtlpRecord`]s).
 use super::attr::{Attrs, V};
 use super::span::SpanParts;
 use std::fmt::Write as _;
@@ -10,6 +11,8 @@ use std::fmt::Write as _;
 pub enum Format {
     Text,
     OtlpJson,
+    /// Length-delimited protobuf records (see [`OtlpRecord`]).
+    Otlp,
 }
 
 impl std::str::FromStr for Format {
@@ -18,9 +21,45 @@ impl std::str::FromStr for Format {
         match s {
             "text" => Ok(Format::Text),
             "otlp-json" => Ok(Format::OtlpJson),
-            other => anyhow::bail!("unknown telemetry format {other:?} (expected text or otlp-json)"),
+            "otlp" => Ok(Format::Otlp),
+            other => anyhow::bail!("unknown telemetry format {other:?} (expected text, otlp-json or otlp)"),
         }
     }
+}
+
+/// One record of the `otlp` format. The file is a sequence of these, each
+/// preceded by its length as a protobuf varint (what protobuf's
+/// `writeDelimitedTo` / prost's `encode_length_delimited` write). A record
+/// holds one export request, traces or metrics: the envelope says which,
+/// since the two requests cannot be told apart on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OtlpRecord {
+    #[prost(message, optional, tag = "1")]
+    pub traces: Option<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    #[prost(message, optional, tag = "2")]
+    pub metrics: Option<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>,
+}
+
+/// Envelope field numbers of [`OtlpRecord`].
+pub const OTLP_RECORD_TRACES: u8 = 1;
+pub const OTLP_RECORD_METRICS: u8 = 2;
+
+/// The record length prefix and envelope field header for a request of `len` bytes.
+pub fn otlp_record_header(buf: &mut Vec<u8>, field: u8, len: usize) {
+    let inner = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+    prost::encoding::encode_varint(inner as u64, buf);
+    buf.push((field << 3) | 2);
+    prost::encoding::encode_varint(len as u64, buf);
+}
+
+/// Read an `otlp` file back (tests, tools).
+pub fn read_otlp_records(mut data: &[u8]) -> Result<Vec<OtlpRecord>, prost::DecodeError> {
+    use prost::Message;
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        out.push(OtlpRecord::decode_length_delimited(&mut data)?);
+    }
+    Ok(out)
 }
 
 /// RFC 3339 UTC with microseconds, from ns since the epoch.
@@ -52,8 +91,12 @@ fn duration(ns: u64) -> String {
     }
 }
 
-/// Attributes already shown in the fixed columns of the text line.
+/// Attributes already shown in the fixed columns of the text line (and the
+/// wire-key attributes, meant for the gateway rather than readers).
 fn shown_elsewhere(key: &str) -> bool {
+    if crate::exchange::wire_attr::PREFIXES.iter().any(|p| key.starts_with(p)) {
+        return true;
+    }
     matches!(
         key,
         "client.address"

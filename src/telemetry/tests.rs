@@ -233,7 +233,9 @@ fn enricher_resources_and_peer_attributes() {
     let c = out.lock();
     let rs = &c.traces[0].resource_spans;
     assert_eq!(rs.len(), 2, "one ResourceSpans per workload");
-    let svc = |r: &ResourceSpans| r.resource.as_ref().unwrap().attributes[0].value.clone().unwrap().value.unwrap();
+    let svc = |r: &opentelemetry_proto::tonic::trace::v1::ResourceSpans| {
+        r.resource.as_ref().unwrap().attributes[0].value.clone().unwrap().value.unwrap()
+    };
     use opentelemetry_proto::tonic::common::v1::any_value::Value as AV;
     assert_eq!(svc(&rs[0]), AV::StringValue("client-pod".into()));
     assert_eq!(svc(&rs[1]), AV::StringValue("server-pod".into()));

@@ -485,6 +485,13 @@ impl DnsDecoder {
     fn emit(out: &mut Emit, start: u64, end: u64, req: u64, resp: u64, outcome: Outcome, partial: bool, d: DnsDetail) {
         out.push(Exchange {
             conn: out.conn.clone(),
+            // Over UDP the transaction id (with the client's port) is what
+            // both ends of a NATed lookup share; over TCP the dispatcher
+            // fills in sequence numbers.
+            wire: crate::exchange::Wire {
+                txn_id: (out.conn.transport == Transport::Udp).then_some(d.id),
+                ..Default::default()
+            },
             protocol: Protocol::Dns,
             start_ns: start,
             end_ns: end,

@@ -476,6 +476,7 @@ impl Http1Decoder {
     fn exchange(conn: &Conn, start_ns: u64, end_ns: u64, outcome: Outcome) -> Exchange {
         Exchange {
             conn: conn.clone(),
+            wire: Default::default(),
             protocol: Protocol::Http1,
             start_ns,
             end_ns,
@@ -1631,14 +1632,8 @@ mod tests {
             let reqs: &[u8] = b"QUERY /q HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPROPFIND /dav HTTP/1.1\r\nX-F: a\r\n b\r\n\r\nGET /bad HTTP/1.\r\n\r\nPOST /a HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n";
             let resps: &[u8] = b"http/1.1 200 ok\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 207 Multi\r\nX-F: a\r\n b\r\nContent-Length: 0\r\n\r\nHTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\nHTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\nhttp/1.0 200 OK\r\n\r\nuntil close";
             let mut r = Run::new();
-            for (dir, mut s) in [(StreamDir::ToServer, reqs), (StreamDir::ToClient, resps)] {
-                let mut i = 0;
-                while !s.is_empty() {
-                    let n = cuts[i % cuts.len()].min(s.len());
-                    r.data(dir, i as u64, &s[..n]);
-                    s = &s[n..];
-                    i += 1;
-                }
+            for (dir, at, chunk) in crate::protocol::testutil::in_cuts(&[(StreamDir::ToServer, reqs), (StreamDir::ToClient, resps)], &cuts) {
+                r.data(dir, at, chunk);
             }
             r.close(1000, CloseReason::Fin);
             let got: Vec<_> = r.out.iter().map(|e| (http(e).path.clone().unwrap_or_default(), http(e).status)).collect();
@@ -1679,14 +1674,8 @@ mod tests {
             let reqs: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\nHEAD /c HTTP/1.1\r\n\r\n";
             let resps: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
             let mut r = Run::new();
-            for (dir, mut s) in [(StreamDir::ToServer, reqs), (StreamDir::ToClient, resps)] {
-                let mut i = 0;
-                while !s.is_empty() {
-                    let n = cuts[i % cuts.len()].min(s.len());
-                    r.data(dir, i as u64, &s[..n]);
-                    s = &s[n..];
-                    i += 1;
-                }
+            for (dir, at, chunk) in crate::protocol::testutil::in_cuts(&[(StreamDir::ToServer, reqs), (StreamDir::ToClient, resps)], &cuts) {
+                r.data(dir, at, chunk);
             }
             prop_assert_eq!(r.out.len(), 3);
             let st: Vec<_> = r.out.iter().map(|e| http(e).status).collect();

@@ -874,6 +874,7 @@ impl H2Stream {
         };
         Exchange {
             conn: conn.clone(),
+            wire: Default::default(),
             protocol,
             start_ns: self.start_ns,
             end_ns: end_ns.max(self.start_ns),

@@ -132,6 +132,7 @@ impl IcmpDecoder {
     fn emit(out: &mut Emit, start: u64, end: u64, req: u64, resp: u64, outcome: Outcome, partial: bool, d: IcmpDetail) {
         out.push(Exchange {
             conn: out.conn.clone(),
+            wire: Default::default(),
             protocol: Protocol::Icmp,
             start_ns: start,
             end_ns: end,

@@ -385,6 +385,7 @@ impl KafkaDecoder {
     fn emit(&mut self, p: Pending, end_ns: u64, response_bytes: u64, outcome: Outcome, out: &mut Emit) {
         out.push(Exchange {
             conn: out.conn.clone(),
+            wire: Default::default(),
             protocol: Protocol::Kafka,
             start_ns: p.start_ns,
             end_ns: end_ns.max(p.start_ns),

@@ -74,4 +74,14 @@ impl SpanMapping for KafkaDetail {
     fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
         span_parts(ex, self, kind, cx.opts)
     }
+    /// Records in a Produce request (sent) or a Fetch response (consumed),
+    /// when the decoder counted every record batch.
+    fn messages(&self, _ex: &Exchange) -> Option<(crate::otel::semconv::MessageCounter, u64)> {
+        use crate::otel::semconv::MessageCounter;
+        match self.api_key {
+            0 => self.record_count.map(|n| (MessageCounter::Sent, n)),
+            1 => self.record_count.map(|n| (MessageCounter::Consumed, n)),
+            _ => None,
+        }
+    }
 }

@@ -233,15 +233,8 @@ mod fuzz {
             let c = conn();
             let mut out = Vec::new();
             let mut d = KafkaDecoder::new(&DecodeConfig::default());
-            for (dir, b) in &script {
-                let mut pos = 0;
-                let mut k = 0;
-                while pos < b.len() {
-                    let n = cuts[k % cuts.len()].min(b.len() - pos);
-                    d.on_data(*dir, pos as u64, &b[pos..pos + n], &mut Emit { conn: &c, out: &mut out });
-                    pos += n;
-                    k += 1;
-                }
+            for (dir, at, chunk) in crate::protocol::testutil::in_cuts(&script, &cuts) {
+                d.on_data(dir, at, chunk, &mut Emit { conn: &c, out: &mut out });
             }
             prop_assert_eq!(out.len(), 2);
             prop_assert_eq!(kafka(&out[1]).error_code, 6);

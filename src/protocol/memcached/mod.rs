@@ -401,6 +401,7 @@ impl MemcachedDecoder {
         }
         out.push(Exchange {
             conn: out.conn.clone(),
+            wire: Default::default(),
             protocol: Protocol::Memcached,
             start_ns: p.ts,
             end_ns: end.max(p.ts),

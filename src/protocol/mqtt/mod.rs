@@ -193,6 +193,114 @@ pub fn probe(_conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
     Probe::No
 }
 
+/// What one direction's bytes look like as a run of MQTT packets (joined
+/// mid-connection): the packet ids that ask for an answer and the ids that
+/// answer, each with the packet type that carries it.
+#[derive(Default)]
+struct IdScan {
+    ids: Vec<(u8, u16)>,
+    complete: usize,
+}
+
+/// Most packets looked at per direction by the mid-connection probe.
+const PROBE_PACKETS: usize = 32;
+
+/// Reads `data` as consecutive MQTT packets sent in `dir`. None when a
+/// packet is impossible there (type, flags, length, a PUBLISH topic that is
+/// not UTF-8 or holds a wildcard); an unfinished last packet is allowed.
+fn scan_ids(data: &[u8], dir: StreamDir) -> Option<IdScan> {
+    let mut scan = IdScan::default();
+    let mut at = 0;
+    while at < data.len() && scan.complete < PROBE_PACKETS {
+        let first = data[at];
+        let t = first >> 4;
+        if !valid_first_byte(first, dir) || matches!(t, CONNECT | AUTH) {
+            return None;
+        }
+        let (len, n) = match varint(&data[at + 1..]) {
+            Err(()) => return None,
+            Ok(None) => break,
+            Ok(Some(v)) => v,
+        };
+        let len = len as usize;
+        let body_at = at + 1 + n;
+        let body = &data[body_at.min(data.len())..(body_at + len).min(data.len())];
+        let id_at = |i: usize| body.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        match t {
+            PINGREQ | PINGRESP if len != 0 => return None,
+            PUBACK | PUBREC | PUBREL | PUBCOMP | UNSUBACK if len < 2 => return None,
+            SUBACK | SUBSCRIBE | UNSUBSCRIBE if len < 3 => return None,
+            CONNACK if len < 2 => return None,
+            PUBLISH => {
+                let qos = (first >> 1) & 3;
+                let Some(tl) = id_at(0) else { break };
+                let tl = tl as usize;
+                if tl == 0 || 2 + tl + if qos > 0 { 2 } else { 0 } > len {
+                    return None;
+                }
+                let Some(topic) = body.get(2..2 + tl) else { break };
+                match std::str::from_utf8(topic) {
+                    Ok(t) if !t.contains(['+', '#', '\0']) && !t.chars().any(char::is_control) => {}
+                    _ => return None,
+                }
+                if qos > 0 {
+                    let Some(id) = id_at(2 + tl) else { break };
+                    if id == 0 {
+                        return None;
+                    }
+                    scan.ids.push((PUBLISH, id));
+                }
+            }
+            PUBACK | PUBREC | PUBREL | PUBCOMP | SUBACK | UNSUBACK | SUBSCRIBE | UNSUBSCRIBE => {
+                let Some(id) = id_at(0) else { break };
+                if id == 0 {
+                    return None;
+                }
+                scan.ids.push((t, id));
+            }
+            _ => {}
+        }
+        if body_at + len > data.len() {
+            break;
+        }
+        at = body_at + len;
+        scan.complete += 1;
+    }
+    Some(scan)
+}
+
+/// Joined mid-connection (no CONNECT seen): evidence is an exchange the two
+/// sides agree on — a packet id asked for by one side (PUBLISH QoS 1/2,
+/// SUBSCRIBE, UNSUBSCRIBE, PUBREL) answered by the matching type with the
+/// same id by the other. Keep-alive pings alone are two bytes each and
+/// prove nothing.
+fn probe_mid_connection(to_server: &[u8], to_client: &[u8]) -> Probe {
+    let (Some(up), Some(down)) = (scan_ids(to_server, StreamDir::ToServer), scan_ids(to_client, StreamDir::ToClient))
+    else {
+        return Probe::No;
+    };
+    let answers = |asks: &IdScan, replies: &IdScan| {
+        asks.ids.iter().any(|&(t, id)| {
+            let want: &[u8] = match t {
+                PUBLISH => &[PUBACK, PUBREC],
+                PUBREC => &[PUBREL],
+                PUBREL => &[PUBCOMP],
+                SUBSCRIBE => &[SUBACK],
+                UNSUBSCRIBE => &[UNSUBACK],
+                _ => &[],
+            };
+            replies.ids.iter().any(|&(rt, rid)| rid == id && want.contains(&rt))
+        })
+    };
+    if answers(&up, &down) || answers(&down, &up) {
+        Probe::Yes(70)
+    } else if up.complete + down.complete < PROBE_PACKETS {
+        Probe::NeedMore
+    } else {
+        Probe::No
+    }
+}
+
 pub fn new_decoder(cfg: &DecodeConfig) -> Box<dyn ConnDecoder> {
     Box::new(MqttDecoder::new(cfg))
 }
@@ -205,6 +313,12 @@ impl super::registry::L7Protocol for Mqtt {
     const TRANSPORTS: &'static [Transport] = &[Transport::Tcp];
     fn probe(conn: &Conn, dir: StreamDir, data: &[u8]) -> Probe {
         probe(conn, dir, data)
+    }
+    fn probe_flow(conn: &Conn, to_server: &[u8], to_client: &[u8]) -> Probe {
+        match to_server.first() {
+            Some(0x10) => probe(conn, StreamDir::ToServer, to_server),
+            _ => probe_mid_connection(to_server, to_client),
+        }
     }
     fn port_hint(port: u16) -> bool {
         port == 1883
@@ -697,6 +811,7 @@ fn emit(p: Pending, end_ns: u64, outcome: Outcome, out: &mut Emit) {
     let end = if outcome == Outcome::Complete && p.detail.response.is_none() { p.sent_ns } else { end_ns };
     out.push(Exchange {
         conn: out.conn.clone(),
+        wire: Default::default(),
         protocol: Protocol::Mqtt,
         start_ns: p.start_ns,
         end_ns: end.max(p.start_ns),

@@ -153,4 +153,13 @@ impl SpanMapping for MqttDetail {
     fn trace_headers(&self) -> &[(String, String)] {
         &self.trace_headers
     }
+    /// A PUBLISH sends one message, or delivers one to this client.
+    fn messages(&self, _ex: &Exchange) -> Option<(crate::otel::semconv::MessageCounter, u64)> {
+        use crate::otel::semconv::MessageCounter;
+        match (self.packet.as_str(), self.delivery) {
+            ("PUBLISH", false) => Some((MessageCounter::Sent, 1)),
+            ("PUBLISH", true) => Some((MessageCounter::Consumed, 1)),
+            _ => None,
+        }
+    }
 }

@@ -272,6 +272,35 @@ fn probe_wants_a_connect() {
 }
 
 #[test]
+fn mid_connection_needs_a_packet_id_both_sides_agree_on() {
+    use crate::protocol::detect::{detect_stream, Verdict};
+    use crate::protocol::registry::L7Protocol;
+    let c = conn_with(Transport::Tcp, 8883, RoleEvidence::Syn);
+    let flow = |up: &[u8], down: &[u8]| <Mqtt as L7Protocol>::probe_flow(&c, up, down);
+    let up = [publish(0, "a/b", 0, None, b"x"), publish(1, "a/c", 7, None, b"yy")].concat();
+    // Client PUBLISH QoS 1 id 7 answered by PUBACK 7.
+    assert_eq!(flow(&up, &ack(PUBACK, 7, None)), Probe::Yes(70));
+    assert_eq!(detect_stream(&c, &up, &ack(PUBACK, 7, None), false), Verdict::Detected(Protocol::Mqtt));
+    // A different id, or the wrong answer type, proves nothing yet.
+    assert_eq!(flow(&up, &ack(PUBACK, 8, None)), Probe::NeedMore);
+    assert_eq!(flow(&up, &ack(SUBACK, 7, None)), Probe::No, "SUBACK needs 3 bytes");
+    // Server PUBLISH QoS 1 (a subscriber) acknowledged by the client.
+    assert_eq!(flow(&ack(PUBACK, 3, None), &publish(1, "s/1", 3, None, b"z")), Probe::Yes(70));
+    // Pings alone are not evidence; a wildcard topic in a PUBLISH, bad flags,
+    // a CONNACK from the client or another protocol's bytes are impossible.
+    assert_eq!(flow(&[0xC0, 0], &[0xD0, 0]), Probe::NeedMore);
+    assert_eq!(flow(&publish(1, "a/#", 7, None, b""), &ack(PUBACK, 7, None)), Probe::No);
+    assert_eq!(flow(&[0x41, 2, 0, 7], &ack(PUBACK, 7, None)), Probe::No);
+    assert_eq!(flow(&[0x20, 2, 0, 0], b""), Probe::No);
+    for other in
+        [&b"GET / HTTP/1.1\r\n"[..], b"*1\r\n$4\r\nPING\r\n", b"\x16\x03\x01\x00\xa5\x01", b"Q\0\0\0\x0dSELECT 1\0"]
+    {
+        assert_eq!(flow(other, b""), Probe::No, "{other:?}");
+    }
+    assert_eq!(detect_stream(&c, &[0xC0, 0], &[0xD0, 0], true), Verdict::Unknown);
+}
+
+#[test]
 fn gap_inside_a_payload_keeps_framing() {
     let mut r = Run::new();
     r.c(&connect(4, b"x", b"p"));
@@ -337,14 +366,8 @@ mod fuzz {
             let c = conn();
             let mut out = Vec::new();
             let mut d = MqttDecoder::new(&DecodeConfig::default());
-            for (dir, b) in v311_session() {
-                let (mut pos, mut k) = (0, 0);
-                while pos < b.len() {
-                    let n = cuts[k % cuts.len()].min(b.len() - pos);
-                    d.on_data(dir, pos as u64, &b[pos..pos + n], &mut Emit { conn: &c, out: &mut out });
-                    pos += n;
-                    k += 1;
-                }
+            for (dir, at, chunk) in crate::protocol::testutil::in_cuts(&v311_session(), &cuts) {
+                d.on_data(dir, at, chunk, &mut Emit { conn: &c, out: &mut out });
             }
             let got: Vec<String> = out.iter().map(line).collect();
             prop_assert_eq!(&got[..], &V311_WANT[..]);

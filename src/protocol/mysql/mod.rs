@@ -19,6 +19,7 @@
 //! elsewhere the direction resynchronises on the next plausible packet
 //! header and the exchange in flight is marked partial.
 use super::resync::Resync;
+use super::sql;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir, Transport};
 use crate::protocol::exchange::{Detail, Exchange, Outcome, Protocol};
@@ -29,7 +30,6 @@ use std::sync::{Arc, LazyLock};
 mod detail;
 pub mod packet;
 pub mod semconv;
-pub mod sql;
 #[cfg(test)]
 mod tests;
 pub mod wire;
@@ -53,7 +53,9 @@ static OPAQUE: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.protocol.undecodable_connections", &[("protocol", "mysql")]));
 
 /// Payload bytes kept of a client packet (statement text and its prefix).
-const KEEP_REQUEST: usize = sql::MAX_TEXT + 64;
+/// Longest statement text read (bytes); the summariser masks at most this much.
+const MAX_TEXT: usize = 2048;
+const KEEP_REQUEST: usize = MAX_TEXT + 64;
 /// Payload bytes kept of a server packet (greeting, OK, ERR, counts; rows need one byte).
 const KEEP_RESPONSE: usize = 640;
 /// Prepared statements remembered per connection.
@@ -269,7 +271,7 @@ enum St {
 #[derive(Debug)]
 struct Stmt {
     raw: String,
-    summary: sql::Summary,
+    summary: sql::SqlSummary,
 }
 
 #[derive(Debug)]
@@ -509,7 +511,7 @@ impl MysqlDecoder {
             (Phase::Greeting, StreamDir::ToClient) => {
                 if let Some(g) = (p.seq == 0).then(|| wire::greeting(&p.head)).flatten() {
                     self.system = if g.mariadb() { "mariadb" } else { "mysql" };
-                    self.server_version = Some(sql::truncate(g.display_version(), 64).to_string());
+                    self.server_version = Some(sql::truncate_str(g.display_version(), 64).to_string());
                     self.server_caps = Some(g.capabilities);
                     self.phase = Phase::Login;
                 } else if p.first() == Some(0xff) {
@@ -570,9 +572,9 @@ impl MysqlDecoder {
         self.client_caps = l.capabilities;
         self.deprecate_eof = Some(both & cap::DEPRECATE_EOF != 0);
         self.compress = both & cap::COMPRESS != 0;
-        self.user = l.user.map(|u| sql::truncate(&u, 128).to_string());
+        self.user = l.user.map(|u| sql::truncate_str(&u, 128).to_string());
         if let Some(db) = l.database {
-            self.namespace = Some(sql::truncate(&db, 128).to_string());
+            self.namespace = Some(sql::truncate_str(&db, 128).to_string());
         }
         self.phase = Phase::Auth;
     }
@@ -612,7 +614,7 @@ impl MysqlDecoder {
                 let text = self.statement_text(body);
                 match text {
                     Some(raw) => {
-                        let summary = sql::summarize(&raw);
+                        let summary = sql::summarize(&raw, sql::Dialect::MySql);
                         fill_statement(&mut detail, &raw, &summary, text_cut);
                         if code == 0x03 {
                             new_schema = sql::use_target(&raw);
@@ -655,14 +657,14 @@ impl MysqlDecoder {
             }
             0x02 => {
                 let db = String::from_utf8_lossy(body).into_owned();
-                let db = sql::truncate(&db, 128).to_string();
+                let db = sql::truncate_str(&db, 128).to_string();
                 detail.namespace = Some(db.clone());
                 new_schema = Some(db);
                 St::Single
             }
             0x04 => {
                 let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
-                detail.collection = Some(sql::truncate(&String::from_utf8_lossy(&body[..end]), 128).to_string());
+                detail.collection = Some(sql::truncate_str(&String::from_utf8_lossy(&body[..end]), 128).to_string());
                 St::Fields
             }
             0x11 => {
@@ -721,7 +723,7 @@ impl MysqlDecoder {
             }
         }
         let t = body.get(at..)?;
-        let t = &t[..t.len().min(sql::MAX_TEXT)];
+        let t = &t[..t.len().min(MAX_TEXT)];
         Some(String::from_utf8_lossy(t).into_owned())
     }
 
@@ -821,6 +823,7 @@ impl MysqlDecoder {
         detail.affected_rows = c.affected;
         out.push(Exchange {
             conn: out.conn.clone(),
+            wire: Default::default(),
             protocol: Protocol::Mysql,
             start_ns: c.ts,
             end_ns: c.end_ts.max(c.ts),
@@ -833,13 +836,14 @@ impl MysqlDecoder {
     }
 }
 
-fn fill_statement(d: &mut MysqlDetail, raw: &str, s: &sql::Summary, cut: bool) {
+fn fill_statement(d: &mut MysqlDetail, raw: &str, s: &sql::SqlSummary, cut: bool) {
     d.operation = s.operation.clone();
     d.collection = s.collection.clone();
     d.summary = s.summary.clone();
-    let ellipsis = if cut { "..." } else { "" };
-    d.query_masked = Some(format!("{}{ellipsis}", s.masked));
-    d.query_raw = Some(format!("{raw}{ellipsis}"));
+    let ellipsis = if cut && !s.masked_text.ends_with("...") { "..." } else { "" };
+    d.query_masked = Some(format!("{}{ellipsis}", s.masked_text));
+    // Password-setting statements keep their literals masked even in the raw text.
+    d.query_raw = Some(format!("{}{ellipsis}", s.unmasked_text(raw)));
 }
 
 /// The schema COM_CHANGE_USER selects: user, auth response, then schema.
@@ -852,7 +856,7 @@ fn change_user_schema(body: &[u8], caps: u32) -> Option<String> {
     }
     let rest = body.get(at..)?;
     let end = rest.iter().position(|&c| c == 0)?;
-    (end > 0).then(|| sql::truncate(&String::from_utf8_lossy(&rest[..end]), 128).to_string())
+    (end > 0).then(|| sql::truncate_str(&String::from_utf8_lossy(&rest[..end]), 128).to_string())
 }
 
 enum Step {

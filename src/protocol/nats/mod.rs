@@ -709,6 +709,7 @@ impl NatsDecoder {
                 }
                 out.push(Exchange {
                     conn: out.conn.clone(),
+                    wire: Default::default(),
                     protocol: Protocol::Nats,
                     start_ns: f.start_ns,
                     end_ns: f.end_ns.max(f.start_ns),
@@ -802,6 +803,7 @@ impl NatsDecoder {
 fn emit(p: Pending, end_ns: u64, response_bytes: u64, outcome: Outcome, out: &mut Emit) {
     out.push(Exchange {
         conn: out.conn.clone(),
+        wire: Default::default(),
         protocol: Protocol::Nats,
         start_ns: p.start_ns,
         end_ns: end_ns.max(p.start_ns),

@@ -111,4 +111,13 @@ impl SpanMapping for NatsDetail {
     fn trace_headers(&self) -> &[(String, String)] {
         &self.trace_headers
     }
+    /// PUB/HPUB send one message (a request too); MSG/HMSG deliver one.
+    fn messages(&self, _ex: &Exchange) -> Option<(crate::otel::semconv::MessageCounter, u64)> {
+        use crate::otel::semconv::MessageCounter;
+        match self.op.as_str() {
+            "PUB" | "HPUB" => Some((MessageCounter::Sent, 1)),
+            "MSG" | "HMSG" => Some((MessageCounter::Consumed, 1)),
+            _ => None,
+        }
+    }
 }

@@ -316,14 +316,8 @@ mod fuzz {
             let c = conn();
             let mut out = Vec::new();
             let mut d = NatsDecoder::new(&DecodeConfig::default());
-            for (dir, b) in script() {
-                let (mut pos, mut k) = (0, 0);
-                while pos < b.len() {
-                    let n = cuts[k % cuts.len()].min(b.len() - pos);
-                    d.on_data(dir, pos as u64, &b[pos..pos + n], &mut Emit { conn: &c, out: &mut out });
-                    pos += n;
-                    k += 1;
-                }
+            for (dir, at, chunk) in crate::protocol::testutil::in_cuts(&script(), &cuts) {
+                d.on_data(dir, at, chunk, &mut Emit { conn: &c, out: &mut out });
             }
             let got: Vec<String> = out.iter().map(line).collect();
             prop_assert_eq!(got, vec![

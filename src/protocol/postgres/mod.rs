@@ -152,13 +152,12 @@ struct Stmt {
 
 fn stmt(text: &[u8], truncated: bool, name: Option<String>) -> Arc<Stmt> {
     let text = String::from_utf8_lossy(text);
-    let mut summary = sql::summarize(&text);
+    let mut summary = sql::summarize(&text, sql::Dialect::Postgres);
     if truncated && !summary.masked_text.ends_with("...") {
         summary.masked_text.push_str("...");
     }
     // Password-setting statements keep their literals masked even in the raw text.
-    let upper = summary.masked_text.to_ascii_uppercase();
-    let mut raw = if upper.contains("PASSWORD") { summary.masked_text.clone() } else { text.into_owned() };
+    let mut raw = summary.unmasked_text(&text);
     sql::truncate_at_char(&mut raw, MAX_RAW);
     Arc::new(Stmt { summary, raw, name })
 }
@@ -803,6 +802,7 @@ impl PostgresDecoder {
         };
         out.push(Exchange {
             conn: out.conn.clone(),
+            wire: Default::default(),
             protocol: Protocol::Postgres,
             start_ns: e.ts,
             end_ns: end.max(e.ts),

@@ -459,18 +459,11 @@ proptest! {
             };
         }
         let mut r = Run::new();
-        for (i, (dir, bytes)) in conversation().into_iter().enumerate() {
-            let mut at = 0;
-            let mut k = i;
-            while at < bytes.len() {
-                let n = cuts[k % cuts.len()].min(bytes.len() - at);
-                match dir {
-                    StreamDir::ToServer => r.req(0, &bytes[at..at + n]),
-                    StreamDir::ToClient => r.resp(0, &bytes[at..at + n]),
-                };
-                at += n;
-                k += 1;
-            }
+        for (dir, _, chunk) in crate::protocol::testutil::in_cuts(&conversation(), &cuts) {
+            match dir {
+                StreamDir::ToServer => r.req(0, chunk),
+                StreamDir::ToClient => r.resp(0, chunk),
+            };
         }
         prop_assert_eq!(r.lines(), want.lines());
         prop_assert_eq!(r.lines().len(), 4);

@@ -17,7 +17,8 @@ pub struct RedisDetail {
     pub error: Option<String>,
     /// Error prefix, e.g. "ERR", "WRONGTYPE".
     pub error_prefix: Option<String>,
-    /// RESP type of the reply: "simple", "error", "integer", "bulk", "array", "null", "map", ...
+    /// RESP type of the reply: "simple", "error", "integer", "bulk", "array", "null", "map", ...;
+    /// "none" for a command the server does not answer by design (CLIENT REPLY OFF/SKIP).
     pub response_type: Option<String>,
     /// 2 or 3.
     pub resp_version: u8,

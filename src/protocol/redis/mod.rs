@@ -12,7 +12,8 @@
 //! pushes (RESP3 `>` frames, RESP2 `message`/`pmessage`/`smessage` arrays)
 //! are never taken as replies; SUBSCRIBE-family commands take one
 //! confirmation per channel; MONITOR streams are ignored after its `+OK`;
-//! CLIENT REPLY OFF/SKIP suppress replies; RESP3 attributes prefix a reply.
+//! CLIENT REPLY OFF/SKIP suppress replies (those commands become exchanges of
+//! their own with response type "none"); RESP3 attributes prefix a reply.
 //!
 //! RESP3 streamed types are scanned like the others: a streamed string
 //! (`$?` then `;<len>` chunks up to `;0`) is one value whose chunks are skipped
@@ -944,9 +945,6 @@ impl RedisDecoder {
                 _ => {}
             }
         }
-        if no_reply {
-            return;
-        }
         // Tracked on the request side so pipelined commands after SELECT get the new index.
         if name == "SELECT" {
             if let Some(db) = args.get(1).and_then(|a| std::str::from_utf8(a).ok()).and_then(|s| s.parse().ok()) {
@@ -974,6 +972,15 @@ impl RedisDecoder {
             resp_type: None,
             error: None,
         };
+        if no_reply {
+            // No reply will come by design: the command is an exchange of its
+            // own now (response type "none"), rather than vanishing or
+            // taking the reply of the command after it.
+            let mut cmd = cmd;
+            cmd.resp_type = Some("none".into());
+            Self::emit(cmd, m.start_ts, Outcome::Complete, out);
+            return;
+        }
         if let Some(old) = self.pending.push(cmd.ts, cmd) {
             EVICTED.inc();
             let end = old.ts.saturating_add(self.cfg.request_timeout_ns);
@@ -1050,6 +1057,7 @@ impl RedisDecoder {
         }
         out.push(Exchange {
             conn: out.conn.clone(),
+            wire: Default::default(),
             protocol: Protocol::Redis,
             start_ns: cmd.ts,
             end_ns: end.max(cmd.ts),
@@ -1372,8 +1380,29 @@ mod tests {
             &[cmd(&["CLIENT", "REPLY", "OFF"]), cmd(&["SET", "a", "1"]), cmd(&["CLIENT", "REPLY", "ON"])].concat(),
         );
         r.resp(2, b"+OK\r\n");
-        assert_eq!(r.details()[0].subcommand.as_deref(), Some("REPLY"));
-        assert_eq!(r.out.len(), 1);
+        // The two commands without a reply are exchanges of their own; ON pairs with +OK.
+        let d = r.details();
+        let got: Vec<(&str, Option<&str>)> =
+            d.iter().map(|d| (d.query_masked.as_str(), d.response_type.as_deref())).collect();
+        assert_eq!(
+            got,
+            [("CLIENT REPLY ?", Some("none")), ("SET ? ?", Some("none")), ("CLIENT REPLY ?", Some("simple"))]
+        );
+        assert!(r.out.iter().all(|e| e.outcome == Outcome::Complete));
+        assert_eq!(r.out.iter().map(|e| e.response_bytes).collect::<Vec<_>>(), [0, 0, 5]);
+    }
+
+    /// CLIENT REPLY SKIP: it and the next command get no reply; the command
+    /// after them pairs with the first reply (not the skipped one's).
+    #[test]
+    fn client_reply_skip_pairs_the_next_reply_with_the_right_command() {
+        let mut r = Run::new();
+        r.req(1, &[cmd(&["CLIENT", "REPLY", "SKIP"]), cmd(&["SET", "a", "1"]), cmd(&["GET", "a"])].concat());
+        r.resp(2, b"$1\r\n1\r\n");
+        let d = r.details();
+        let got: Vec<(&str, Option<&str>)> =
+            d.iter().map(|d| (d.command.as_str(), d.response_type.as_deref())).collect();
+        assert_eq!(got, [("CLIENT", Some("none")), ("SET", Some("none")), ("GET", Some("bulk"))]);
     }
 
     #[test]

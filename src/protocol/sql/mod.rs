@@ -1,14 +1,28 @@
 //! SQL text → what telemetry needs: operation, main collection, a
 //! low-cardinality `db.query.summary` and the text with its literals masked.
-//! Shared by the SQL database protocols (PostgreSQL; MySQL can reuse it).
+//! Shared by the SQL database protocols (PostgreSQL, MySQL/MariaDB), which
+//! differ only in lexical rules ([`Dialect`]).
 //!
 //! A small tokenizer, not a parser: it knows the lexical rules that matter
 //! for masking (quoted strings in their SQL, PostgreSQL `E'…'` and
-//! `$tag$…$tag$` forms, numbers, quoted identifiers, comments, `$1`/`?`
+//! `$tag$…$tag$` forms, MySQL `"…"` strings, backslash escapes, `#` comments
+//! and `` `…` `` identifiers, numbers, quoted identifiers, comments, `$1`/`?`
 //! parameters) and a handful of keywords that introduce table names (FROM,
 //! JOIN, INTO, UPDATE, TABLE, …). Anything it does not understand is kept
 //! as text and simply yields no collection: a missing attribute is better
 //! than a wrong one. Bounded work and output, never panics.
+
+/// Lexical rules of the server's SQL: where they differ, reading a MySQL
+/// string with PostgreSQL's rules (or the reverse) would leave a literal
+/// unmasked or mask an identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `"…"` identifiers, `E'…'` and `$tag$…$tag$` strings, `$1` parameters, nested `/* */`.
+    Postgres,
+    /// `"…"` and `'…'` strings with backslash escapes, `` `…` `` identifiers,
+    /// `#` and `-- ` comments, `/* */` not nested.
+    MySql,
+}
 
 /// What [`summarize`] found in one query text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +39,36 @@ pub struct SqlSummary {
     /// The text with string and numeric literals replaced by `?` and
     /// comments removed, at most [`MAX_MASKED`] bytes ("..." marks a cut).
     pub masked_text: String,
+}
+
+impl SqlSummary {
+    /// The statement text to keep when unmasked text is asked for: the
+    /// masked text instead when the statement sets a password
+    /// (`ALTER ROLE … PASSWORD '…'`, `CREATE USER … IDENTIFIED BY '…'`,
+    /// `SET PASSWORD = …`), so credentials never leave the agent.
+    pub fn unmasked_text(&self, raw: &str) -> String {
+        let upper = self.masked_text.to_ascii_uppercase();
+        if upper.contains("PASSWORD") || upper.contains("IDENTIFIED") {
+            self.masked_text.clone()
+        } else {
+            raw.to_string()
+        }
+    }
+}
+
+/// The database a `USE db` statement selects (MySQL).
+pub fn use_target(sql: &str) -> Option<String> {
+    let mut toks = Vec::new();
+    tokenize(truncate_str(sql, 512), Dialect::MySql, |t, _| {
+        if t != Tok::Punct(b' ') {
+            toks.push(t);
+        }
+        toks.len() < 2
+    });
+    match toks.as_slice() {
+        [first, Tok::Word(w) | Tok::Quoted(w)] if kw(first, "USE") => Some(w.to_string()),
+        _ => None,
+    }
 }
 
 /// Longest masked text kept (bytes).
@@ -58,7 +102,8 @@ fn is_word_byte(b: u8) -> bool {
 
 /// Splits `sql` into tokens, calling `out(token, text_to_emit)`; comments
 /// produce nothing. Every split is at an ASCII byte, so slices stay UTF-8.
-fn tokenize<'a>(sql: &'a str, mut out: impl FnMut(Tok<'a>, &'a str) -> bool) {
+fn tokenize<'a>(sql: &'a str, dialect: Dialect, mut out: impl FnMut(Tok<'a>, &'a str) -> bool) {
+    let mysql = dialect == Dialect::MySql;
     let b = sql.as_bytes();
     let n = b.len();
     let mut i = 0;
@@ -74,16 +119,21 @@ fn tokenize<'a>(sql: &'a str, mut out: impl FnMut(Tok<'a>, &'a str) -> bool) {
                 return;
             }
             continue;
-        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+        } else if (c == b'-'
+            && b.get(i + 1) == Some(&b'-')
+            // MySQL needs a space after `--` (`1--1` is arithmetic there).
+            && (!mysql || b.get(i + 2).is_none_or(|d| d.is_ascii_whitespace())))
+            || (mysql && c == b'#')
+        {
             while i < n && b[i] != b'\n' {
                 i += 1;
             }
             continue;
         } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            // PostgreSQL block comments nest.
+            // PostgreSQL block comments nest; MySQL's end at the first `*/`.
             let mut depth = 0usize;
             while i < n {
-                if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                if b[i] == b'/' && b.get(i + 1) == Some(&b'*') && (depth == 0 || !mysql) {
                     depth += 1;
                     i += 2;
                 } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
@@ -100,31 +150,23 @@ fn tokenize<'a>(sql: &'a str, mut out: impl FnMut(Tok<'a>, &'a str) -> bool) {
                 return;
             }
             continue;
-        } else if c == b'\'' {
-            i = skip_string(b, i + 1, false);
+        } else if c == b'\'' || (mysql && c == b'"') {
+            // MySQL reads backslash escapes in both quote forms (unless NO_BACKSLASH_ESCAPES).
+            i = skip_string(b, i + 1, c, mysql);
             tok = Tok::Literal;
         } else if matches!(c, b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N') && b.get(i + 1) == Some(&b'\'') {
-            i = skip_string(b, i + 2, matches!(c, b'e' | b'E'));
+            i = skip_string(b, i + 2, b'\'', mysql || matches!(c, b'e' | b'E'));
             tok = Tok::Literal;
-        } else if matches!(c, b'u' | b'U') && b.get(i + 1) == Some(&b'&') && b.get(i + 2) == Some(&b'\'') {
-            i = skip_string(b, i + 3, false);
+        } else if !mysql && matches!(c, b'u' | b'U') && b.get(i + 1) == Some(&b'&') && b.get(i + 2) == Some(&b'\'') {
+            i = skip_string(b, i + 3, b'\'', false);
             tok = Tok::Literal;
-        } else if c == b'"' {
-            i += 1;
-            while i < n {
-                if b[i] == b'"' {
-                    if b.get(i + 1) == Some(&b'"') {
-                        i += 2;
-                        continue;
-                    }
-                    break;
-                }
-                i += 1;
-            }
-            let end = i.min(n);
-            i = (i + 1).min(n);
-            tok = Tok::Quoted(&sql[start + 1..end]);
-        } else if c == b'$' {
+        } else if c == if mysql { b'`' } else { b'"' } {
+            // Quoted identifier (MySQL's `"…"` is a string, read above); a doubled quote stays inside.
+            let end = skip_string(b, i + 1, c, false);
+            let closed = end > i + 1 && b[end - 1] == c;
+            i = end;
+            tok = Tok::Quoted(&sql[start + 1..if closed { end - 1 } else { end }]);
+        } else if c == b'$' && !mysql {
             let digits = b[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
             if digits > 0 {
                 i += 1 + digits;
@@ -188,13 +230,14 @@ fn tokenize<'a>(sql: &'a str, mut out: impl FnMut(Tok<'a>, &'a str) -> bool) {
     }
 }
 
-/// End of a quoted string whose body starts at `i` (after the quote).
-fn skip_string(b: &[u8], mut i: usize, backslash: bool) -> usize {
+/// End of a string quoted by `q` whose body starts at `i` (after the quote);
+/// a doubled quote stays inside, and so does an escaped one with `backslash`.
+fn skip_string(b: &[u8], mut i: usize, q: u8, backslash: bool) -> usize {
     while i < b.len() {
         match b[i] {
             b'\\' if backslash => i += 2,
-            b'\'' if b.get(i + 1) == Some(&b'\'') => i += 2,
-            b'\'' => return i + 1,
+            c if c == q && b.get(i + 1) == Some(&q) => i += 2,
+            c if c == q => return i + 1,
             _ => i += 1,
         }
     }
@@ -241,15 +284,32 @@ const NOT_TABLES: &[&str] = &[
     "WITH",
     "STDIN",
     "STDOUT",
+    "DUAL",
 ];
 
 fn is_not_table(w: &str) -> bool {
     NOT_TABLES.iter().any(|k| w.eq_ignore_ascii_case(k))
 }
 
-/// Modifiers between CREATE/DROP/ALTER and the object type.
-const DDL_MODIFIERS: &[&str] =
-    &["OR", "REPLACE", "TEMP", "TEMPORARY", "UNLOGGED", "UNIQUE", "GLOBAL", "LOCAL", "RECURSIVE", "TRUSTED"];
+/// Modifiers between CREATE/DROP/ALTER and the object type (PostgreSQL and MySQL).
+const DDL_MODIFIERS: &[&str] = &[
+    "OR",
+    "REPLACE",
+    "TEMP",
+    "TEMPORARY",
+    "UNLOGGED",
+    "UNIQUE",
+    "GLOBAL",
+    "LOCAL",
+    "RECURSIVE",
+    "TRUSTED",
+    "FULLTEXT",
+    "SPATIAL",
+    "ONLINE",
+];
+
+/// MySQL modifiers between INSERT/REPLACE/UPDATE/DELETE and the table.
+const DML_MODIFIERS: &[&str] = &["LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "QUICK"];
 
 struct Names {
     tables: Vec<String>,
@@ -343,18 +403,25 @@ fn analyse(toks: &[Tok]) -> (Option<String>, Option<String>, Option<String>) {
     }
     let rest = &toks[i + 1..];
     match op.as_str() {
-        "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "TRUNCATE" | "COPY" | "TABLE" | "VALUES" | "LOCK" => {
+        "SELECT" | "INSERT" | "REPLACE" | "UPDATE" | "DELETE" | "MERGE" | "TRUNCATE" | "COPY" | "TABLE" | "VALUES"
+        | "LOCK" => {
             names.parts.push(op.clone());
-            if matches!(op.as_str(), "UPDATE" | "TABLE" | "COPY" | "TRUNCATE" | "LOCK") {
+            // MySQL allows `INSERT t …` / `REPLACE t …` without INTO.
+            let insert_without_into = matches!(op.as_str(), "INSERT" | "REPLACE")
+                && !rest.iter().find(|t| !DML_MODIFIERS.iter().any(|m| kw(t, m))).is_some_and(|t| kw(t, "INTO"));
+            if insert_without_into || matches!(op.as_str(), "UPDATE" | "TABLE" | "COPY" | "TRUNCATE" | "LOCK") {
                 let mut k = 0;
-                while rest.get(k).is_some_and(|t| kw(t, "ONLY") || kw(t, "TABLE")) {
+                while rest
+                    .get(k)
+                    .is_some_and(|t| kw(t, "ONLY") || kw(t, "TABLE") || DML_MODIFIERS.iter().any(|m| kw(t, m)))
+                {
                     k += 1;
                 }
                 if let Some((n, _)) = name_at(rest, k, false) {
                     names.add_table(n);
                 }
             }
-            scan_tables(rest, &mut names, op == "INSERT" || op == "MERGE");
+            scan_tables(rest, &mut names, matches!(op.as_str(), "INSERT" | "REPLACE" | "MERGE"));
         }
         "CREATE" | "DROP" | "ALTER" => {
             let mut k = 0;
@@ -469,12 +536,12 @@ fn scan_tables(toks: &[Tok], names: &mut Names, nested_select_op: bool) {
 }
 
 /// Operation, first collection, summary and masked text of `sql`.
-pub fn summarize(sql: &str) -> SqlSummary {
+pub fn summarize(sql: &str, dialect: Dialect) -> SqlSummary {
     let mut masked = String::with_capacity(sql.len().min(MAX_MASKED + 3));
     let mut toks: Vec<Tok> = Vec::new();
     let mut cut = false;
     let mut last_space = true;
-    tokenize(sql, |t, text| {
+    tokenize(sql, dialect, |t, text| {
         if toks.len() < MAX_TOKENS && t != Tok::Punct(b' ') {
             toks.push(t);
         }
@@ -512,13 +579,20 @@ pub fn summarize(sql: &str) -> SqlSummary {
 
 /// Cut `s` to at most `max` bytes on a character boundary.
 pub fn truncate_at_char(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
+    let len = truncate_str(s, max).len();
+    s.truncate(len);
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
 }
 
 #[cfg(test)]
@@ -527,7 +601,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn s(sql: &str) -> (String, String, String, String) {
-        let r = summarize(sql);
+        let r = summarize(sql, Dialect::Postgres);
         (
             r.operation.unwrap_or_default(),
             r.collection.unwrap_or_default(),
@@ -594,30 +668,113 @@ mod tests {
     #[test]
     fn masks_every_literal_form() {
         assert_eq!(
-            summarize("SELECT E'it\\'s', $$a 'b' c$$, $x$q$x$, B'101', X'ff', U&'d', 1.5e-3, .5, 0x1F, -- c\n x::int /* a /* b */ */").masked_text,
+            summarize("SELECT E'it\\'s', $$a 'b' c$$, $x$q$x$, B'101', X'ff', U&'d', 1.5e-3, .5, 0x1F, -- c\n x::int /* a /* b */ */", Dialect::Postgres).masked_text,
             "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, x::int"
         );
-        assert_eq!(summarize("SELECT \"a''b\", col1 FROM t2").masked_text, "SELECT \"a''b\", col1 FROM t2");
-        assert_eq!(summarize("SELECT 'unterminated").masked_text, "SELECT ?");
+        assert_eq!(
+            summarize("SELECT \"a''b\", col1 FROM t2", Dialect::Postgres).masked_text,
+            "SELECT \"a''b\", col1 FROM t2"
+        );
+        assert_eq!(summarize("SELECT 'unterminated", Dialect::Postgres).masked_text, "SELECT ?");
         let long = format!("SELECT '{}', 1", "x".repeat(5000));
-        assert_eq!(summarize(&long).masked_text, "SELECT ?, ?");
+        assert_eq!(summarize(&long, Dialect::Postgres).masked_text, "SELECT ?, ?");
         let long = format!("SELECT {}", "a, ".repeat(2000));
-        let m = summarize(&long).masked_text;
+        let m = summarize(&long, Dialect::Postgres).masked_text;
         assert!(m.len() <= MAX_MASKED + 3 && m.ends_with("..."));
+    }
+
+    fn my(sql: &str) -> (String, String, String, String) {
+        let r = summarize(sql, Dialect::MySql);
+        (
+            r.operation.unwrap_or_default(),
+            r.collection.unwrap_or_default(),
+            r.summary.unwrap_or_default(),
+            r.masked_text,
+        )
+    }
+
+    #[test]
+    fn mysql_statements() {
+        assert_eq!(
+            my("SELECT id, name FROM users WHERE id = 42 AND name = 'bob'"),
+            (
+                "SELECT".into(),
+                "users".into(),
+                "SELECT users".into(),
+                "SELECT id, name FROM users WHERE id = ? AND name = ?".into()
+            )
+        );
+        assert_eq!(my("insert into `shop`.`orders` (a,b) values (1, \"x\")").2, "INSERT shop.orders");
+        assert_eq!(
+            my("insert into `shop`.`orders` (a,b) values (1, \"x\")").3,
+            "insert into `shop`.`orders` (a,b) values (?, ?)"
+        );
+        assert_eq!(my("INSERT IGNORE INTO t VALUES (1)").2, "INSERT t");
+        assert_eq!(my("insert t (a) values (1)").2, "INSERT t");
+        assert_eq!(my("REPLACE LOW_PRIORITY INTO t SELECT * FROM s").2, "REPLACE t SELECT s");
+        assert_eq!(my("UPDATE LOW_PRIORITY t1 SET a=a+1").2, "UPDATE t1");
+        assert_eq!(my("delete from t2 where x in (1,2,3)").2, "DELETE t2");
+        // Semconv: db.collection.name is the first collection of the query.
+        assert_eq!(my("SELECT * FROM a JOIN b ON a.id=b.id").1, "a");
+        assert_eq!(my("SELECT * FROM a JOIN b ON a.id=b.id").2, "SELECT a b");
+        assert_eq!(my("select * from a x, b as y where 1").2, "SELECT a b");
+        assert_eq!(my("SELECT 1 FROM DUAL").1, "");
+        assert_eq!(my("select @@version_comment limit 1").3, "select @@version_comment limit ?");
+        assert_eq!(my("CREATE TABLE IF NOT EXISTS t (id INT)").2, "CREATE TABLE t");
+        assert_eq!(my("drop table if exists `t`").2, "DROP TABLE t");
+        assert_eq!(my("create fulltext index ix ON t (a)").2, "CREATE INDEX t");
+        assert_eq!(my("  /* hint */ SHOW TABLES").2, "SHOW");
+        assert_eq!(my("WITH c AS (SELECT * FROM x) SELECT * FROM c").1, "c");
+        assert_eq!(my("set autocommit=0").2, "SET");
+        // Backslash escapes in both quote forms, `#` and `-- ` comments, `1--1` is arithmetic.
+        assert_eq!(my("SELECT x'ff', 0x1F, 1.5e-3, 'it''s', 'a\\'b', \"c\\\"d\"").3, "SELECT ?, ?, ?, ?, ?, ?");
+        assert_eq!(my("SELECT 1 -- 'c'\n").3, "SELECT ?");
+        assert_eq!(my("SELECT 1 # 'c'\n, 2").3, "SELECT ? , ?");
+        assert_eq!(my("SELECT 1--1").3, "SELECT ?--?");
+        assert_eq!(my("SELECT /* a /* b */ 1").3, "SELECT ?");
+        assert_eq!(my("").0, "");
+        assert_eq!(use_target("USE `shop`"), Some("shop".into()));
+        assert_eq!(use_target("use shop"), Some("shop".into()));
+        assert_eq!(use_target("select 1"), None);
+    }
+
+    #[test]
+    fn password_statements_stay_masked_when_unmasked_text_is_asked_for() {
+        for (d, sql) in [
+            (Dialect::Postgres, "ALTER ROLE app PASSWORD 'hunter2'"),
+            (Dialect::MySql, "CREATE USER 'app'@'%' IDENTIFIED BY 'hunter2'"),
+            (Dialect::MySql, "SET PASSWORD FOR app = 'hunter2'"),
+        ] {
+            let s = summarize(sql, d);
+            assert!(!s.unmasked_text(sql).contains("hunter2"), "{sql}");
+        }
+        let s = summarize("SELECT 'x'", Dialect::MySql);
+        assert_eq!(s.unmasked_text("SELECT 'x'"), "SELECT 'x'");
     }
 
     proptest! {
         #[test]
         fn never_panics_and_stays_bounded(sql in ".{0,300}") {
-            let r = summarize(&sql);
-            prop_assert!(r.masked_text.len() <= MAX_MASKED + 3);
-            prop_assert!(r.summary.as_ref().is_none_or(|s| s.len() <= MAX_SUMMARY));
+            for d in [Dialect::Postgres, Dialect::MySql] {
+                let r = summarize(&sql, d);
+                prop_assert!(r.masked_text.len() <= MAX_MASKED + 3);
+                prop_assert!(r.summary.as_ref().is_none_or(|s| s.len() <= MAX_SUMMARY));
+            }
+            let _ = use_target(&sql);
+        }
+
+        #[test]
+        fn mysql_literals_never_survive_masking(a in "[a-z]{6,12}", n in 100000u32..999999) {
+            let sql = format!("SELECT * FROM t WHERE a = '{a}' AND n = {n} AND e = \"{a}\\\"\" AND h = x'{n}'");
+            let r = summarize(&sql, Dialect::MySql);
+            prop_assert!(!r.masked_text.contains(&a) && !r.masked_text.contains(&n.to_string()), "{}", r.masked_text);
+            prop_assert_eq!(r.summary.as_deref(), Some("SELECT t"));
         }
 
         #[test]
         fn literals_never_survive_masking(a in "[a-z]{6,12}", n in 100000u32..999999) {
             let sql = format!("SELECT * FROM t WHERE a = '{a}' AND n = {n} AND e = E'{a}\\'' AND d = $${a}$$");
-            let r = summarize(&sql);
+            let r = summarize(&sql, Dialect::Postgres);
             prop_assert!(!r.masked_text.contains(&a) && !r.masked_text.contains(&n.to_string()), "{}", r.masked_text);
             prop_assert_eq!(r.summary.as_deref(), Some("SELECT t"));
         }

@@ -1,0 +1,334 @@
+//! Connected traces across nodes: joins the CLIENT span exported by the
+//! client's node and the SERVER span exported by the server's node for the
+//! same exchange, without header injection.
+//!
+//! Agents put the exchange's wire facts on every span (`cnflow.tcp.*`,
+//! `cnflow.udp.*`, see [`crate::exchange::WireKey`]); they are the same at
+//! both ends whatever NAT sits between them (sequence numbers survive DNAT
+//! and SNAT, addresses do not), and matching uses them only, never time, so
+//! clock skew between nodes does not matter.
+//!
+//! - A CLIENT (or PRODUCER) half passes through at once; its trace and span
+//!   ids are remembered for the window.
+//! - A SERVER (or CONSUMER) half whose CLIENT is known moves into the
+//!   client's trace with the CLIENT span as parent, together with the spans
+//!   of its old trace that arrived with it from the same agent (what the
+//!   server side had parented under it). Otherwise it is held (with those
+//!   spans) until its CLIENT comes, or exported unjoined when the window
+//!   ends (`cnflow.gateway.stitch.unmatched`).
+//! - Both halves already in one trace (the application propagated
+//!   `traceparent`, or one node saw both sides): nothing is rewritten.
+//! - Memory: at most `max_entries` remembered/held halves; beyond that the
+//!   oldest goes (a held SERVER span is exported unjoined), counted in
+//!   `cnflow.gateway.stitch.evicted`.
+//!
+//! Spans without wire attributes cost one scan of their attribute keys.
+use crate::exchange::{wire_attr, WireKey};
+use crate::stats::{counter, gauge, Counter};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+static JOINED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.gateway.stitch.joined", &[]));
+/// Pairs found already in one trace (propagated traceparent, or both sides
+/// seen by one agent): nothing rewritten.
+static SHARED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.gateway.stitch.already_connected", &[]));
+static UNMATCHED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.gateway.stitch.unmatched", &[]));
+static EVICTED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.gateway.stitch.evicted", &[]));
+static HELD: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.gateway.stitch.entries", &[]));
+
+/// Settings (CNFLOW_GATEWAY_STITCH_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StitchConfig {
+    /// How long a half waits for the other one.
+    pub window: Duration,
+    /// Halves remembered or held at most.
+    pub max_entries: usize,
+    /// Export the wire attributes instead of stripping them.
+    pub keep_keys: bool,
+}
+
+/// Which half of an exchange a span is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Half {
+    Client,
+    Server,
+}
+
+fn half_of(kind: i32) -> Option<Half> {
+    match SpanKind::try_from(kind).ok()? {
+        SpanKind::Client | SpanKind::Producer => Some(Half::Client),
+        SpanKind::Server | SpanKind::Consumer => Some(Half::Server),
+        _ => None,
+    }
+}
+
+/// A CLIENT half already exported: where its SERVER half goes.
+struct ClientIds {
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+}
+
+/// A SERVER half waiting for its CLIENT, with the spans of its trace that
+/// came with it, and where they came from.
+struct Held {
+    resource: Option<Resource>,
+    resource_schema: String,
+    scope: Option<InstrumentationScope>,
+    scope_schema: String,
+    /// The SERVER span first.
+    spans: Vec<Span>,
+}
+
+enum Entry {
+    Client(ClientIds),
+    Server(Held),
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<WireKey, (u64, Entry)>,
+    /// (arrival ms, key), oldest first; stale when the entry was replaced/taken.
+    order: VecDeque<(u64, WireKey)>,
+}
+
+pub struct Stitcher {
+    cfg: StitchConfig,
+    state: Mutex<State>,
+    epoch: tokio::time::Instant,
+}
+
+/// Whether a span carries wire attributes (the cheap check).
+fn has_key(s: &Span) -> bool {
+    s.attributes.iter().any(|kv| wire_attr::PREFIXES.iter().any(|p| kv.key.starts_with(p)))
+}
+
+fn key_of(s: &Span) -> Option<WireKey> {
+    WireKey::from_attrs(s.attributes.iter().filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::IntValue(i) => Some((kv.key.as_str(), *i)),
+        _ => None,
+    }))
+}
+
+fn strip(s: &mut Span) {
+    s.attributes.retain(|kv: &KeyValue| !wire_attr::PREFIXES.iter().any(|p| kv.key.starts_with(p)));
+}
+
+/// Whether any span of the request carries wire attributes.
+pub fn request_has_keys(r: &ExportTraceServiceRequest) -> bool {
+    r.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans).any(has_key)
+}
+
+/// Moves `server` (and `attached`, spans of its old trace) under `client`.
+fn connect(client: &ClientIds, server: &mut Span, attached: &mut [Span]) {
+    if server.trace_id == client.trace_id {
+        SHARED.inc();
+        return;
+    }
+    JOINED.inc();
+    let old = std::mem::replace(&mut server.trace_id, client.trace_id.clone());
+    server.parent_span_id = client.span_id.clone();
+    // The client's span is a remote parent of the server's (another process).
+    server.flags |= 0x300;
+    for s in attached.iter_mut().filter(|s| s.trace_id == old) {
+        s.trace_id = client.trace_id.clone();
+    }
+}
+
+impl Stitcher {
+    pub fn new(cfg: StitchConfig) -> Arc<Self> {
+        for c in [&JOINED, &SHARED, &UNMATCHED, &EVICTED, &HELD] {
+            LazyLock::force(c);
+        }
+        Arc::new(Self { cfg, state: Mutex::new(State::default()), epoch: tokio::time::Instant::now() })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The pipeline's hook: joins what can be joined, holds SERVER halves
+    /// still waiting (removed from `r`), releases held halves whose CLIENT
+    /// arrived (added to `r`), strips the wire attributes. Requests
+    /// without wire attributes are left untouched.
+    pub fn ingest(&self, r: &mut ExportTraceServiceRequest) {
+        if request_has_keys(r) {
+            let now = self.now_ms();
+            self.ingest_at(r, now);
+        }
+    }
+
+    /// [`Stitcher::ingest`] at a given time (ms on the stitcher's clock).
+    pub fn ingest_at(&self, r: &mut ExportTraceServiceRequest, now: u64) {
+        let mut st = self.state.lock();
+        let mut released: Vec<Held> = Vec::new();
+        for rs in &mut r.resource_spans {
+            for ss in &mut rs.scope_spans {
+                let spans = std::mem::take(&mut ss.spans);
+                // Spans passing now, and whether each is a keyed half.
+                let mut keep: Vec<(Span, bool)> = Vec::with_capacity(spans.len());
+                let mut servers: Vec<(WireKey, Span)> = Vec::new();
+                // CLIENT halves first, so that a pair inside one request meets
+                // whatever its order.
+                for mut s in spans {
+                    let key = if has_key(&s) { key_of(&s) } else { None };
+                    if !self.cfg.keep_keys {
+                        strip(&mut s);
+                    }
+                    match (key, half_of(s.kind)) {
+                        (Some(key), Some(Half::Client)) => {
+                            let ids = ClientIds { trace_id: s.trace_id.clone(), span_id: s.span_id.clone() };
+                            match st.entries.remove(&key) {
+                                Some((_, Entry::Server(mut h))) => {
+                                    let (first, rest) = h.spans.split_at_mut(1);
+                                    connect(&ids, &mut first[0], rest);
+                                    released.push(h);
+                                }
+                                // A CLIENT half with this key already: a duplicate
+                                // or a collision; the newer one wins.
+                                Some((_, Entry::Client(_))) | None => {
+                                    self.insert(&mut st, key, now, Entry::Client(ids), &mut released);
+                                }
+                            }
+                            keep.push((s, true));
+                        }
+                        (Some(key), Some(Half::Server)) => servers.push((key, s)),
+                        _ => keep.push((s, false)),
+                    }
+                }
+                for (key, mut s) in servers {
+                    let old = s.trace_id.clone();
+                    match st.entries.remove(&key) {
+                        Some((_, Entry::Client(ids))) => {
+                            connect(&ids, &mut s, &mut []);
+                            // Spans of the SERVER half's old trace follow it.
+                            if ids.trace_id != old {
+                                for (x, _) in keep.iter_mut().filter(|(x, half)| !half && x.trace_id == old) {
+                                    x.trace_id = ids.trace_id.clone();
+                                }
+                            }
+                            keep.push((s, true));
+                        }
+                        other => {
+                            // Two SERVER halves for one key: the older leaves unjoined.
+                            if let Some((_, Entry::Server(h))) = other {
+                                UNMATCHED.inc();
+                                released.push(h);
+                            }
+                            // Spans of its trace wait with it.
+                            let (with, rest): (Vec<_>, Vec<_>) =
+                                std::mem::take(&mut keep).into_iter().partition(|(x, half)| !half && x.trace_id == old);
+                            keep = rest;
+                            let mut spans = vec![s];
+                            spans.extend(with.into_iter().map(|(x, _)| x));
+                            let h = Held {
+                                resource: rs.resource.clone(),
+                                resource_schema: rs.schema_url.clone(),
+                                scope: ss.scope.clone(),
+                                scope_schema: ss.schema_url.clone(),
+                                spans,
+                            };
+                            self.insert(&mut st, key, now, Entry::Server(h), &mut released);
+                        }
+                    }
+                }
+                ss.spans = keep.into_iter().map(|(s, _)| s).collect();
+            }
+            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+        }
+        r.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+        HELD.set(st.entries.len() as u64);
+        drop(st);
+        r.resource_spans.extend(released.into_iter().map(to_resource_spans));
+    }
+
+    fn insert(&self, st: &mut State, key: WireKey, now: u64, e: Entry, released: &mut Vec<Held>) {
+        while st.entries.len() >= self.cfg.max_entries.max(1) {
+            let Some((at, k)) = st.order.pop_front() else { break };
+            if st.entries.get(&k).is_some_and(|(t, _)| *t == at) {
+                EVICTED.inc();
+                if let Some((_, Entry::Server(h))) = st.entries.remove(&k) {
+                    released.push(h);
+                }
+            }
+        }
+        st.order.push_back((now, key));
+        st.entries.insert(key, (now, e));
+        // Stale order entries (taken keys) would otherwise pile up.
+        if st.order.len() > 2 * st.entries.len() + 64 {
+            let entries = &st.entries;
+            st.order.retain(|(at, k)| entries.get(k).is_some_and(|(t, _)| t == at));
+        }
+    }
+
+    /// Halves older than the window: SERVER halves exported unjoined (the
+    /// returned request), CLIENT ids forgotten; both counted unmatched.
+    pub fn expire(&self) -> ExportTraceServiceRequest {
+        let now = self.now_ms();
+        self.expire_at(now)
+    }
+
+    pub fn expire_at(&self, now: u64) -> ExportTraceServiceRequest {
+        let window = u64::try_from(self.cfg.window.as_millis()).unwrap_or(u64::MAX);
+        let mut st = self.state.lock();
+        let mut released = Vec::new();
+        while let Some(&(at, k)) = st.order.front() {
+            if at.saturating_add(window) > now {
+                break;
+            }
+            st.order.pop_front();
+            if st.entries.get(&k).is_some_and(|(t, _)| *t == at) {
+                UNMATCHED.inc();
+                if let Some((_, Entry::Server(h))) = st.entries.remove(&k) {
+                    released.push(h);
+                }
+            }
+        }
+        HELD.set(st.entries.len() as u64);
+        ExportTraceServiceRequest { resource_spans: released.into_iter().map(to_resource_spans).collect() }
+    }
+
+    /// Everything held, unjoined (shutdown).
+    pub fn drain(&self) -> ExportTraceServiceRequest {
+        self.expire_at(u64::MAX)
+    }
+
+    /// Halves remembered or held now.
+    pub fn len(&self) -> usize {
+        self.state.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Releases expired halves through `send` every quarter window; runs
+    /// until the task is aborted.
+    pub async fn run_expiry(self: Arc<Self>, send: impl Fn(ExportTraceServiceRequest) + Send + 'static) {
+        let every = (self.cfg.window / 4).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let r = self.expire();
+            if !r.resource_spans.is_empty() {
+                send(r);
+            }
+        }
+    }
+}
+
+fn to_resource_spans(h: Held) -> ResourceSpans {
+    ResourceSpans {
+        resource: h.resource,
+        scope_spans: vec![ScopeSpans { scope: h.scope, spans: h.spans, schema_url: h.scope_schema }],
+        schema_url: h.resource_schema,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,529 @@
+//! Span batches written straight to OTLP protobuf or OTLP/JSON bytes.
+//!
+//! The sink keeps each finished span as a [`SpanRec`]: the mapping's
+//! `SpanParts` moved in (no copy), ids as fixed arrays. Building prost
+//! `Span`/`KeyValue` structs per span cost a `String` per attribute key and
+//! value plus the JSON or protobuf pass over them; here the writers walk the
+//! records once, keys stay `&'static str`, and the resource and scope blocks
+//! are written once per resource per batch.
+//!
+//! Both writers produce what prost / the opentelemetry-proto serde mapping
+//! produce for the equivalent `ExportTraceServiceRequest` (tests compare the
+//! bytes); [`to_request`] builds that struct for outputs that need it (the
+//! OTLP exporter queue, in-memory collection).
+use super::attr::V;
+use super::semconv::SCHEMA_URL;
+use super::span::Kind;
+use crate::workload::Identity;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::encoding::encoded_len_varint as vlen;
+use std::sync::Arc;
+
+/// One span waiting in the batch.
+#[derive(Debug, Clone)]
+pub struct SpanRec {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub trace_state: String,
+    /// W3C trace flags plus the OTLP "parent is remote" bits.
+    pub flags: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub name: String,
+    pub kind: Kind,
+    pub attrs: Vec<(&'static str, V)>,
+    /// Enricher attributes naming the peer, after `attrs`.
+    pub peer: Vec<(String, String)>,
+    /// Some(message) when the status is ERROR.
+    pub error: Option<String>,
+}
+
+/// The spans of one resource in a batch, in arrival order.
+pub struct ResourceBatch {
+    pub resource: Arc<Identity>,
+    pub spans: Vec<SpanRec>,
+}
+
+/// Number of spans in a batch.
+pub fn span_count(batch: &[ResourceBatch]) -> usize {
+    batch.iter().map(|r| r.spans.len()).sum()
+}
+
+// ---------------------------------------------------------------- protobuf
+
+const LEN: u8 = 2;
+
+#[inline]
+fn varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Key of a field with a tag < 16 (one byte).
+#[inline]
+fn key(buf: &mut Vec<u8>, tag: u8, wire_type: u8) {
+    buf.push((tag << 3) | wire_type);
+}
+
+/// A length-delimited field header (tag < 16).
+#[inline]
+fn len_key(buf: &mut Vec<u8>, tag: u8, len: usize) {
+    key(buf, tag, LEN);
+    varint(buf, len as u64);
+}
+
+/// Size of a length-delimited field (tag < 16) with a body of `len` bytes.
+#[inline]
+fn field_len(len: usize) -> usize {
+    1 + vlen(len as u64) + len
+}
+
+/// A string/bytes field, left out when empty (proto3 default).
+#[inline]
+fn bytes_field(buf: &mut Vec<u8>, tag: u8, b: &[u8]) {
+    if !b.is_empty() {
+        len_key(buf, tag, b.len());
+        buf.extend_from_slice(b);
+    }
+}
+
+#[inline]
+fn bytes_field_len(b: &[u8]) -> usize {
+    if b.is_empty() {
+        0
+    } else {
+        field_len(b.len())
+    }
+}
+
+/// AnyValue body (the oneof is always present).
+fn any_len(v: &V) -> usize {
+    match v {
+        V::S(s) => field_len(s.len()),
+        V::B(_) => 2,
+        V::I(i) => 1 + vlen(*i as u64),
+        V::A(a) => field_len(array_len(a)),
+    }
+}
+
+fn array_len(a: &[String]) -> usize {
+    a.iter().map(|s| field_len(field_len(s.len()))).sum()
+}
+
+fn put_any(buf: &mut Vec<u8>, v: &V) {
+    match v {
+        V::S(s) => {
+            len_key(buf, 1, s.len());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        V::B(b) => {
+            key(buf, 2, 0);
+            buf.push(u8::from(*b));
+        }
+        V::I(i) => {
+            key(buf, 3, 0);
+            varint(buf, *i as u64);
+        }
+        V::A(a) => {
+            len_key(buf, 5, array_len(a));
+            for s in a {
+                len_key(buf, 1, field_len(s.len()));
+                len_key(buf, 1, s.len());
+                buf.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+}
+
+fn kv_len(k: &str, v: &V) -> usize {
+    bytes_field_len(k.as_bytes()) + field_len(any_len(v))
+}
+
+fn put_kv(buf: &mut Vec<u8>, tag: u8, k: &str, v: &V) {
+    let a = any_len(v);
+    len_key(buf, tag, bytes_field_len(k.as_bytes()) + field_len(a));
+    bytes_field(buf, 1, k.as_bytes());
+    len_key(buf, 2, a);
+    put_any(buf, v);
+}
+
+fn str_kv_len(k: &str, v: &str) -> usize {
+    bytes_field_len(k.as_bytes()) + field_len(field_len(v.len()))
+}
+
+fn put_str_kv(buf: &mut Vec<u8>, tag: u8, k: &str, v: &str) {
+    len_key(buf, tag, str_kv_len(k, v));
+    bytes_field(buf, 1, k.as_bytes());
+    len_key(buf, 2, field_len(v.len()));
+    len_key(buf, 1, v.len());
+    buf.extend_from_slice(v.as_bytes());
+}
+
+fn status_len(s: &SpanRec) -> usize {
+    match &s.error {
+        // message (2), code ERROR = 2 (3)
+        Some(m) => bytes_field_len(m.as_bytes()) + 2,
+        None => 0,
+    }
+}
+
+/// Span body, fields in tag order as prost writes them.
+fn span_len(s: &SpanRec) -> usize {
+    let mut n = field_len(16) + field_len(8);
+    n += bytes_field_len(s.trace_state.as_bytes());
+    n += if s.parent_span_id.is_some() { field_len(8) } else { 0 };
+    n += bytes_field_len(s.name.as_bytes());
+    n += 2; // kind: never 0 (UNSPECIFIED)
+    n += if s.start_ns != 0 { 9 } else { 0 };
+    n += if s.end_ns != 0 { 9 } else { 0 };
+    n += s.attrs.iter().map(|(k, v)| field_len(kv_len(k, v))).sum::<usize>();
+    n += s.peer.iter().map(|(k, v)| field_len(str_kv_len(k, v))).sum::<usize>();
+    n += field_len(status_len(s));
+    n += if s.flags != 0 { 6 } else { 0 }; // tag 16 takes two key bytes
+    n
+}
+
+fn put_span(buf: &mut Vec<u8>, s: &SpanRec) {
+    len_key(buf, 1, 16);
+    buf.extend_from_slice(&s.trace_id);
+    len_key(buf, 2, 8);
+    buf.extend_from_slice(&s.span_id);
+    bytes_field(buf, 3, s.trace_state.as_bytes());
+    if let Some(p) = &s.parent_span_id {
+        len_key(buf, 4, 8);
+        buf.extend_from_slice(p);
+    }
+    bytes_field(buf, 5, s.name.as_bytes());
+    key(buf, 6, 0);
+    varint(buf, s.kind.otlp() as u64);
+    if s.start_ns != 0 {
+        key(buf, 7, 1);
+        buf.extend_from_slice(&s.start_ns.to_le_bytes());
+    }
+    if s.end_ns != 0 {
+        key(buf, 8, 1);
+        buf.extend_from_slice(&s.end_ns.to_le_bytes());
+    }
+    for (k, v) in &s.attrs {
+        put_kv(buf, 9, k, v);
+    }
+    for (k, v) in &s.peer {
+        put_str_kv(buf, 9, k, v);
+    }
+    len_key(buf, 15, status_len(s));
+    if let Some(m) = &s.error {
+        bytes_field(buf, 2, m.as_bytes());
+        key(buf, 3, 0);
+        buf.push(status::StatusCode::Error as u8);
+    }
+    if s.flags != 0 {
+        buf.extend_from_slice(&[(16 << 3 | 5) as u8 | 0x80, 1]);
+        buf.extend_from_slice(&s.flags.to_le_bytes());
+    }
+}
+
+fn resource_len(r: &Identity) -> usize {
+    r.attributes.iter().map(|(k, v)| field_len(str_kv_len(k, v))).sum()
+}
+
+fn scope_len() -> usize {
+    field_len("cnflow".len()) + field_len(env!("CARGO_PKG_VERSION").len())
+}
+
+fn put_scope(buf: &mut Vec<u8>) {
+    bytes_field(buf, 1, b"cnflow");
+    bytes_field(buf, 2, env!("CARGO_PKG_VERSION").as_bytes());
+}
+
+/// Length of the `ExportTraceServiceRequest` encoding of the batch; `lens`
+/// receives every span's body length (all resources, in order) for
+/// [`write_proto`], so each span is measured once.
+pub fn measure_proto(batch: &[ResourceBatch], lens: &mut Vec<usize>) -> usize {
+    lens.clear();
+    let mut total = 0;
+    for rb in batch {
+        let from = lens.len();
+        lens.extend(rb.spans.iter().map(span_len));
+        total += field_len(resource_spans_len(rb, &lens[from..]));
+    }
+    total
+}
+
+fn resource_spans_len(rb: &ResourceBatch, lens: &[usize]) -> usize {
+    field_len(resource_len(&rb.resource)) + field_len(scope_spans_len(lens))
+}
+
+fn scope_spans_len(lens: &[usize]) -> usize {
+    let spans: usize = lens.iter().map(|l| field_len(*l)).sum();
+    field_len(scope_len()) + spans + field_len(SCHEMA_URL.len())
+}
+
+/// Append the request measured by [`measure_proto`] (same batch, same `lens`).
+pub fn write_proto(batch: &[ResourceBatch], lens: &[usize], buf: &mut Vec<u8>) {
+    let mut at = 0;
+    for rb in batch {
+        let lens = &lens[at..at + rb.spans.len()];
+        at += rb.spans.len();
+        len_key(buf, 1, resource_spans_len(rb, lens));
+        len_key(buf, 1, resource_len(&rb.resource));
+        for (k, v) in &rb.resource.attributes {
+            put_str_kv(buf, 1, k, v);
+        }
+        len_key(buf, 2, scope_spans_len(lens));
+        len_key(buf, 1, scope_len());
+        put_scope(buf);
+        for (s, l) in rb.spans.iter().zip(lens) {
+            len_key(buf, 2, *l);
+            let start = buf.len();
+            put_span(buf, s);
+            debug_assert_eq!(buf.len() - start, *l, "span length mismatch");
+        }
+        bytes_field(buf, 3, SCHEMA_URL.as_bytes());
+    }
+}
+
+/// Append the protobuf encoding of the batch as an `ExportTraceServiceRequest`
+/// (also the encoding of `TracesData`). `lens` is scratch space.
+pub fn encode_proto(batch: &[ResourceBatch], buf: &mut Vec<u8>, lens: &mut Vec<usize>) {
+    let n = measure_proto(batch, lens);
+    buf.reserve(n);
+    write_proto(batch, lens, buf);
+}
+
+/// Length of what [`encode_proto`] writes.
+pub fn proto_len(batch: &[ResourceBatch]) -> usize {
+    measure_proto(batch, &mut Vec::new())
+}
+
+// ---------------------------------------------------------------- JSON
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex(buf: &mut Vec<u8>, b: &[u8]) {
+    for x in b {
+        buf.push(HEX[(x >> 4) as usize]);
+        buf.push(HEX[(x & 15) as usize]);
+    }
+}
+
+/// A JSON string, escaped exactly as serde_json escapes it.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => &[],
+            _ => continue,
+        };
+        buf.extend_from_slice(&b[start..i]);
+        if esc.is_empty() {
+            buf.extend_from_slice(b"\\u00");
+            hex(buf, &[c]);
+        } else {
+            buf.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&b[start..]);
+    buf.push(b'"');
+}
+
+fn json_u64(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn json_i64(buf: &mut Vec<u8>, v: i64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn json_any(buf: &mut Vec<u8>, v: &V) {
+    match v {
+        V::S(s) => {
+            buf.extend_from_slice(b"{\"stringValue\":");
+            json_str(buf, s);
+        }
+        V::B(b) => {
+            buf.extend_from_slice(if *b { b"{\"boolValue\":true" } else { b"{\"boolValue\":false" });
+        }
+        V::I(i) => {
+            // 64-bit integers are strings in the protobuf JSON mapping.
+            buf.extend_from_slice(b"{\"intValue\":\"");
+            json_i64(buf, *i);
+            buf.push(b'"');
+        }
+        V::A(a) => {
+            buf.extend_from_slice(b"{\"arrayValue\":{\"values\":[");
+            for (i, s) in a.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(b"{\"stringValue\":");
+                json_str(buf, s);
+                buf.push(b'}');
+            }
+            buf.extend_from_slice(b"]}");
+        }
+    }
+    buf.push(b'}');
+}
+
+fn json_kv(buf: &mut Vec<u8>, k: &str, v: &V) {
+    buf.extend_from_slice(b"{\"key\":");
+    json_str(buf, k);
+    buf.extend_from_slice(b",\"value\":");
+    json_any(buf, v);
+    buf.push(b'}');
+}
+
+fn json_str_kv(buf: &mut Vec<u8>, k: &str, v: &str) {
+    buf.extend_from_slice(b"{\"key\":");
+    json_str(buf, k);
+    buf.extend_from_slice(b",\"value\":{\"stringValue\":");
+    json_str(buf, v);
+    buf.extend_from_slice(b"}}");
+}
+
+fn json_span(buf: &mut Vec<u8>, s: &SpanRec) {
+    buf.extend_from_slice(b"{\"traceId\":\"");
+    hex(buf, &s.trace_id);
+    buf.extend_from_slice(b"\",\"spanId\":\"");
+    hex(buf, &s.span_id);
+    buf.extend_from_slice(b"\",\"traceState\":");
+    json_str(buf, &s.trace_state);
+    buf.extend_from_slice(b",\"parentSpanId\":\"");
+    if let Some(p) = &s.parent_span_id {
+        hex(buf, p);
+    }
+    buf.extend_from_slice(b"\",\"flags\":");
+    json_u64(buf, u64::from(s.flags));
+    buf.extend_from_slice(b",\"name\":");
+    json_str(buf, &s.name);
+    buf.extend_from_slice(b",\"kind\":");
+    json_u64(buf, s.kind.otlp() as u64);
+    buf.extend_from_slice(b",\"startTimeUnixNano\":\"");
+    json_u64(buf, s.start_ns);
+    buf.extend_from_slice(b"\",\"endTimeUnixNano\":\"");
+    json_u64(buf, s.end_ns);
+    buf.extend_from_slice(b"\",\"attributes\":[");
+    let mut first = true;
+    for (k, v) in &s.attrs {
+        if !std::mem::take(&mut first) {
+            buf.push(b',');
+        }
+        json_kv(buf, k, v);
+    }
+    for (k, v) in &s.peer {
+        if !std::mem::take(&mut first) {
+            buf.push(b',');
+        }
+        json_str_kv(buf, k, v);
+    }
+    buf.extend_from_slice(
+        b"],\"droppedAttributesCount\":0,\"events\":[],\"droppedEventsCount\":0,\"links\":[],\"droppedLinksCount\":0,\"status\":{\"message\":",
+    );
+    match &s.error {
+        Some(m) => {
+            json_str(buf, m);
+            buf.extend_from_slice(b",\"code\":2}}");
+        }
+        None => buf.extend_from_slice(b"\"\",\"code\":0}}"),
+    }
+}
+
+/// Append the batch as one OTLP/JSON `ExportTraceServiceRequest` (no newline),
+/// field for field what the opentelemetry-proto serde mapping writes.
+pub fn encode_json(batch: &[ResourceBatch], buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"{\"resourceSpans\":[");
+    for (i, rb) in batch.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"resource\":{\"attributes\":[");
+        for (j, (k, v)) in rb.resource.attributes.iter().enumerate() {
+            if j > 0 {
+                buf.push(b',');
+            }
+            json_str_kv(buf, k, v);
+        }
+        buf.extend_from_slice(b"],\"droppedAttributesCount\":0,\"entityRefs\":[]},\"scopeSpans\":[{\"scope\":{\"name\":\"cnflow\",\"version\":");
+        json_str(buf, env!("CARGO_PKG_VERSION"));
+        buf.extend_from_slice(b",\"attributes\":[],\"droppedAttributesCount\":0},\"spans\":[");
+        for (j, s) in rb.spans.iter().enumerate() {
+            if j > 0 {
+                buf.push(b',');
+            }
+            json_span(buf, s);
+        }
+        buf.extend_from_slice(b"],\"schemaUrl\":");
+        json_str(buf, SCHEMA_URL);
+        buf.extend_from_slice(b"}],\"schemaUrl\":\"\"}");
+    }
+    buf.extend_from_slice(b"]}");
+}
+
+// ---------------------------------------------------------------- prost structs
+
+fn to_span(s: SpanRec) -> Span {
+    let status = match s.error {
+        Some(message) => Status { message, code: status::StatusCode::Error as i32 },
+        None => Status::default(),
+    };
+    let mut attributes = super::attr::to_proto(&s.attrs);
+    attributes.extend(s.peer.into_iter().map(|(k, v)| KeyValue {
+        key: k,
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v)) }),
+        key_strindex: 0,
+    }));
+    Span {
+        trace_id: s.trace_id.to_vec(),
+        span_id: s.span_id.to_vec(),
+        trace_state: s.trace_state,
+        parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+        flags: s.flags,
+        name: s.name,
+        kind: s.kind.otlp(),
+        start_time_unix_nano: s.start_ns,
+        end_time_unix_nano: s.end_ns,
+        attributes,
+        dropped_attributes_count: 0,
+        events: vec![],
+        dropped_events_count: 0,
+        links: vec![],
+        dropped_links_count: 0,
+        status: Some(status),
+    }
+}
+
+/// The batch as a prost request (exporter queue, in-memory collection).
+pub fn to_request(batch: Vec<ResourceBatch>) -> ExportTraceServiceRequest {
+    let resource_spans = batch
+        .into_iter()
+        .map(|rb| ResourceSpans {
+            resource: Some(super::resource::to_proto(&rb.resource)),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(super::metrics::scope()),
+                spans: rb.spans.into_iter().map(to_span).collect(),
+                schema_url: SCHEMA_URL.into(),
+            }],
+            schema_url: String::new(),
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }
+}
+
+#[cfg(test)]
+mod tests;

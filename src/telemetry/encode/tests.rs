@@ -1,0 +1,154 @@
+use super::*;
+use crate::otel::route::RouteTemplater;
+use crate::telemetry::samples::{one_of_each, T0};
+use crate::telemetry::span::{build_with_peer, NamingOptions, Peer};
+use proptest::prelude::*;
+use prost::Message;
+
+fn identity(name: &str) -> Arc<Identity> {
+    Arc::new(Identity {
+        attributes: vec![("service.name".into(), name.into()), ("host.name".into(), "h\"1\\\n".into())],
+    })
+}
+
+/// Every sample exchange, both sides, as span records over two resources,
+/// with the optional parts (parent, trace state, peer, error) varied.
+fn sample_batch() -> Vec<ResourceBatch> {
+    let mut routes = RouteTemplater::new(24, 1000, 12);
+    let opts = NamingOptions::default();
+    let mut a = ResourceBatch { resource: identity("a"), spans: vec![] };
+    let mut b = ResourceBatch { resource: identity("b ü"), spans: vec![] };
+    for (i, ex) in one_of_each(T0).iter().enumerate() {
+        for kind in [Kind::Client, Kind::Server] {
+            let peer = Peer {
+                attributes: if i % 2 == 0 { vec![("k8s.peer.pod.name".into(), format!("pod-{i}"))] } else { vec![] },
+                server_name: None,
+            };
+            let p = build_with_peer(ex, kind, &mut routes, &opts, peer);
+            let rec = SpanRec {
+                trace_id: [i as u8 + 1; 16],
+                span_id: [0xab; 8],
+                parent_span_id: (i % 3 == 0).then_some([7; 8]),
+                trace_state: if i % 4 == 0 { "vendor=x,th=8".into() } else { String::new() },
+                flags: if i % 2 == 0 { 0x301 } else { 0x101 },
+                start_ns: ex.start_ns,
+                end_ns: ex.end_ns,
+                name: p.name,
+                kind: p.kind,
+                attrs: p.attrs,
+                peer: p.peer,
+                error: p.error,
+            };
+            if kind == Kind::Client { &mut a } else { &mut b }.spans.push(rec);
+        }
+    }
+    vec![a, b]
+}
+
+fn check(batch: Vec<ResourceBatch>) {
+    let mut buf = Vec::new();
+    encode_proto(&batch, &mut buf, &mut Vec::new());
+    assert_eq!(buf.len(), proto_len(&batch));
+    let mut json = Vec::new();
+    encode_json(&batch, &mut json);
+    let req = to_request(batch);
+    // Decoded: the same request; bytes: what prost writes for it.
+    assert_eq!(ExportTraceServiceRequest::decode(&buf[..]).unwrap(), req);
+    assert_eq!(buf, req.encode_to_vec());
+    // JSON: byte for byte what the serde mapping writes.
+    assert_eq!(String::from_utf8(json).unwrap(), serde_json::to_string(&req).unwrap());
+}
+
+#[test]
+fn samples_encode_as_prost_and_serde_do() {
+    let batch = sample_batch();
+    assert!(batch.iter().all(|r| !r.spans.is_empty()));
+    assert!(batch.iter().flat_map(|r| &r.spans).any(|s| s.error.is_some()), "an error span among the samples");
+    check(batch);
+}
+
+#[test]
+fn edge_values() {
+    let rec = SpanRec {
+        trace_id: [0; 16],
+        span_id: [1; 8],
+        parent_span_id: None,
+        trace_state: String::new(),
+        flags: 0,
+        start_ns: 0,
+        end_ns: u64::MAX,
+        name: String::new(),
+        kind: Kind::Consumer,
+        attrs: vec![
+            ("a", V::I(i64::MIN)),
+            ("b", V::I(-1)),
+            ("c", V::B(false)),
+            ("d", V::S(String::new())),
+            ("e", V::A(vec![])),
+            ("f", V::A(vec![String::new(), "\u{1}\u{7f}\u{8}\u{c}\t\r\"/é𝄞".into()])),
+        ],
+        peer: vec![(String::new(), String::new())],
+        error: Some(String::new()),
+    };
+    check(vec![ResourceBatch { resource: Arc::new(Identity { attributes: vec![] }), spans: vec![rec.clone()] }]);
+    check(vec![]);
+    let long = SpanRec { name: "x".repeat(300), error: Some("y".repeat(20_000)), ..rec };
+    check(vec![ResourceBatch { resource: identity("a"), spans: vec![long] }]);
+}
+
+fn v() -> impl Strategy<Value = V> {
+    prop_oneof![
+        any::<String>().prop_map(V::S),
+        any::<i64>().prop_map(V::I),
+        any::<bool>().prop_map(V::B),
+        proptest::collection::vec(any::<String>(), 0..3).prop_map(V::A),
+    ]
+}
+
+const KEYS: &[&str] = &["server.address", "db.query.text", "http.response.status_code", "cnflow.partial", "x"];
+
+fn rec() -> impl Strategy<Value = SpanRec> {
+    (
+        (any::<[u8; 16]>(), any::<[u8; 8]>(), any::<Option<[u8; 8]>>(), any::<String>(), any::<u32>()),
+        (any::<u64>(), any::<u64>(), any::<String>(), 0..4usize),
+        proptest::collection::vec((0..KEYS.len(), v()), 0..6),
+        proptest::collection::vec((any::<String>(), any::<String>()), 0..2),
+        any::<Option<String>>(),
+    )
+        .prop_map(
+            |(
+                (trace_id, span_id, parent_span_id, trace_state, flags),
+                (start_ns, end_ns, name, k),
+                attrs,
+                peer,
+                error,
+            )| {
+                SpanRec {
+                    trace_id,
+                    span_id,
+                    parent_span_id,
+                    trace_state,
+                    flags,
+                    start_ns,
+                    end_ns,
+                    name,
+                    kind: [Kind::Client, Kind::Server, Kind::Producer, Kind::Consumer][k],
+                    attrs: attrs.into_iter().map(|(i, v)| (KEYS[i], v)).collect(),
+                    peer,
+                    error,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #[test]
+    fn arbitrary_spans_encode_as_prost_and_serde_do(
+        spans in proptest::collection::vec(rec(), 0..5),
+        res in proptest::collection::vec((any::<String>(), any::<String>()), 0..3),
+    ) {
+        let resource = Arc::new(Identity { attributes: res });
+        check(vec![ResourceBatch { resource, spans }]);
+    }
+}
