@@ -761,16 +761,17 @@ fn chain_to(buf: &[u8], target: u64) -> Option<usize> {
 }
 
 /// Offset of the first plausible frame header in `buf` that is confirmed by
-/// the header following it, or that ends exactly at the end of `buf`.
+/// the plausible header following it. A frame that merely ends where `buf`
+/// ends is not enough: with small segments every candidate gets that chance,
+/// and a false one turns into phantom streams (a lost byte of a SETTINGS
+/// header once gave two timed-out streams); it waits for the next header,
+/// and a snap-length packet's tail is handled by [`chain_to`] instead.
 fn find_frame(buf: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i + frame::HEADER_LEN <= buf.len() {
         let h = FrameHeader::parse(&buf[i..]).unwrap_or_default();
         if h.plausible() {
             let next = i + frame::HEADER_LEN + h.len as usize;
-            if next == buf.len() {
-                return Some(i);
-            }
             if next + frame::HEADER_LEN <= buf.len() {
                 if FrameHeader::parse(&buf[next..]).is_some_and(|n| n.plausible()) {
                     return Some(i);

@@ -471,3 +471,39 @@ mod fuzz {
         }
     }
 }
+
+/// Every single-chunk gap position for a few chunk sizes: the exhaustive form
+/// of the proptest below, so a bad position is found on every run rather than
+/// by chance (CI once drew `cuts=[1], gap_at=64907`).
+#[test]
+fn any_one_lost_chunk_gives_at_most_the_call_and_one_partial() {
+    let script = grpc_call("0", None);
+    let c0 = conn();
+    let mut bad = Vec::new();
+    for cut in [1usize, 7, 27, 56, 200] {
+        for (gdir, glen) in script.iter().map(|(d, b)| (*d, b.len())).collect::<Vec<_>>() {
+            for gpos in (0..glen).step_by(cut) {
+                let mut out = Vec::new();
+                let mut d = H2Decoder::new(&DecodeConfig::default());
+                for (dir, bytes) in &script {
+                    let mut pos = 0;
+                    while pos < bytes.len() {
+                        let n = cut.min(bytes.len() - pos);
+                        let mut e = Emit { conn: &c0, out: &mut out };
+                        if *dir == gdir && pos == gpos {
+                            d.on_gap(*dir, pos as u64, n as u64, &mut e);
+                        } else {
+                            d.on_data(*dir, pos as u64, &bytes[pos..pos + n], &mut e);
+                        }
+                        pos += n;
+                    }
+                }
+                d.on_close(1_000_000, CloseReason::Fin, &mut Emit { conn: &c0, out: &mut out });
+                if out.len() > 2 {
+                    bad.push((cut, gdir, gpos, out.len()));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "lost chunk (cut, dir, pos, spans): {bad:?}");
+}
