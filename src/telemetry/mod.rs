@@ -432,26 +432,43 @@ impl TelemetrySink {
         if buf.capacity() <= 4 << 20 {
             self.out_buf = buf;
         }
-        // Every output that is not a writer takes the prost request: the last
-        // one gets it moved, the others a copy (usually there is just one).
-        let takers = self.opts.outputs.iter().filter(|o| !matches!(o, Output::Write(..))).count();
+        // Exporters take the protobuf bytes written straight from the records
+        // (once, shared): building the prost request only to encode it again
+        // was the largest per-span cost left with an OTLP endpoint.
+        if self.opts.outputs.iter().any(|o| matches!(o, Output::Export(_))) {
+            let items = batch.iter().map(|rb| rb.spans.len()).sum();
+            let len = encode::measure_proto(&batch, &mut self.lens);
+            let mut bytes = Vec::with_capacity(len);
+            encode::write_proto(&batch, &self.lens, &mut bytes);
+            let enc = crate::export::payload::Encoded {
+                signal: crate::export::Signal::Traces,
+                bytes: bytes.into(),
+                items,
+            };
+            for o in &mut self.opts.outputs {
+                if let Output::Export(e) = o {
+                    let _ = e.send(crate::export::Payload::Encoded(enc.clone()));
+                }
+            }
+        }
+        // The other outputs take the prost request: the last one gets it
+        // moved, the others a copy (usually there is just one).
+        let takers =
+            self.opts.outputs.iter().filter(|o| !matches!(o, Output::Write(..) | Output::Export(_))).count();
         if takers == 0 {
             return;
         }
         let mut req = Some(encode::to_request(batch));
         let mut left = takers;
         for o in &mut self.opts.outputs {
-            if matches!(o, Output::Write(..)) {
+            if matches!(o, Output::Write(..) | Output::Export(_)) {
                 continue;
             }
             left -= 1;
             let r =
                 if left == 0 { req.take().expect("moved once, last") } else { req.clone().expect("kept until last") };
             match o {
-                Output::Write(..) => {}
-                Output::Export(e) => {
-                    let _ = e.send_traces(r);
-                }
+                Output::Write(..) | Output::Export(_) => {}
                 Output::Route(rt) => rt.send_traces(r),
                 Output::Collect(c) => c.lock().traces.push(r),
             }
