@@ -440,11 +440,8 @@ impl TelemetrySink {
             let len = encode::measure_proto(&batch, &mut self.lens);
             let mut bytes = Vec::with_capacity(len);
             encode::write_proto(&batch, &self.lens, &mut bytes);
-            let enc = crate::export::payload::Encoded {
-                signal: crate::export::Signal::Traces,
-                bytes: bytes.into(),
-                items,
-            };
+            let enc =
+                crate::export::payload::Encoded { signal: crate::export::Signal::Traces, bytes: bytes.into(), items };
             for o in &mut self.opts.outputs {
                 if let Output::Export(e) = o {
                     let _ = e.send(crate::export::Payload::Encoded(enc.clone()));
@@ -453,8 +450,7 @@ impl TelemetrySink {
         }
         // The other outputs take the prost request: the last one gets it
         // moved, the others a copy (usually there is just one).
-        let takers =
-            self.opts.outputs.iter().filter(|o| !matches!(o, Output::Write(..) | Output::Export(_))).count();
+        let takers = self.opts.outputs.iter().filter(|o| !matches!(o, Output::Write(..) | Output::Export(_))).count();
         if takers == 0 {
             return;
         }
