@@ -7,7 +7,8 @@ export CARGO_TERM_COLOR=never
 # One build of a fresh clone: incremental caches would only add ~6 GB of disk.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 # The build and test binaries need ~15 GB; say so up front instead of failing mid-link.
-avail_kb=$(df -Pk "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR==2 {print $4}')
+mkdir -p "${CARGO_TARGET_DIR:-target}"
+avail_kb=$(df -Pk "${CARGO_TARGET_DIR:-target}" 2>/dev/null | awk 'NR==2 {print $4}' || true)
 if [ -n "$avail_kb" ] && [ "$avail_kb" -lt $((15 * 1024 * 1024)) ]; then
   echo "warning: only $((avail_kb / 1024)) MiB free for the build (about 15 GiB needed)" >&2
 fi
