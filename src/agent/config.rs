@@ -209,6 +209,8 @@ impl AgentConfig {
                     .filter(|s| !s.is_empty())
                     .map(std::path::PathBuf::from)
                     .collect(),
+                // CNFLOW_K8S_PROC_ROOT replaces it in `cnflow agent` (see agent::start_kubernetes).
+                ..Default::default()
             }),
         })
     }
