@@ -114,6 +114,8 @@ static VERDICTS_EVICTED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tl
 static ATTACH_FAILED: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "attach_failed")]));
 static ATTACHED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "attached")]));
+static ATTACH_GONE: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "attach_process_gone")]));
 static DETACHED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "detached")]));
 static BAD_RECORD: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.records", &[("reason", "bad_record")]));
 static EV_EXEC: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.process_events", &[("event", "exec")]));
@@ -236,7 +238,9 @@ impl Attacher {
         if matches!(v, Lookup::TooLarge) {
             tracing::info!(file = %path.display(), "TLS: file or symbol table too large to look for SSL_* symbols; skipped");
         }
-        if self.verdicts.push(id, v).is_some_and(|(old, _)| old != id) {
+        // Unreadable is mostly a process that exited before its root was
+        // read through: asked again when the file shows up again.
+        if v != Lookup::Unreadable && self.verdicts.push(id, v).is_some_and(|(old, _)| old != id) {
             VERDICTS_EVICTED.inc();
         }
         v
@@ -281,6 +285,13 @@ impl Attacher {
                         symbols.push(sym);
                     }
                 }
+                Err(_) if !path.exists() => {
+                    // The process whose root the path goes through exited
+                    // (a short-lived one, often): not the file's fault; the
+                    // next process mapping it retries.
+                    ATTACH_GONE.inc();
+                    return;
+                }
                 Err(e) => {
                     ATTACH_FAILED.inc();
                     self.failed.insert(id);
@@ -297,8 +308,8 @@ impl Attacher {
         ATTACHED.inc();
         tracing::info!(
             library = %path.display(),
-            kind = kind.label(),
-            symbols = symbols.join(","),
+            kind = %kind.label(),
+            symbols = %symbols.join(","),
             dev = id.0,
             inode = id.1,
             "TLS: uprobes attached"
@@ -316,7 +327,7 @@ impl Attacher {
     fn detach(&mut self, id: FileId) {
         if let Some(a) = self.attached.remove(&id) {
             DETACHED.inc();
-            tracing::info!(library = %a.path.display(), kind = a.kind.label(), "TLS: no process maps this library any more: detached");
+            tracing::info!(library = %a.path.display(), kind = %a.kind.label(), "TLS: no process maps this library any more: detached");
         }
         self.users.remove(&id);
         self.set_gauges();
@@ -503,7 +514,8 @@ pub fn parse_maps(maps: &str, extra: &[PathBuf]) -> Vec<MappedLib> {
     for line in maps.lines() {
         // address perms offset dev inode path (the path may contain spaces)
         let mut f = line.splitn(6, ' ');
-        let (Some(_), Some(perms), Some(_), Some(dev), Some(inode)) = (f.next(), f.next(), f.next(), f.next(), f.next())
+        let (Some(_), Some(perms), Some(_), Some(dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
@@ -665,7 +677,20 @@ impl TlsCapture {
         let pids = aya::maps::HashMap::try_from(bpf.take_map("TLS_PIDS").context("TLS_PIDS")?)?;
         let counters: Arc<PerCpuArray<MapData, u64>> =
             Arc::new(PerCpuArray::try_from(bpf.take_map("TLS_COUNTERS").context("TLS_COUNTERS")?)?);
-        for c in [&LIBS_SHARED, &LIBS_STATIC, &VERDICTS_EVICTED, &ATTACH_FAILED, &ATTACHED, &DETACHED, &BAD_RECORD, &EV_EXEC, &EV_EXIT, &EV_DROPPED, &SCANS] {
+        for c in [
+            &LIBS_SHARED,
+            &LIBS_STATIC,
+            &VERDICTS_EVICTED,
+            &ATTACH_FAILED,
+            &ATTACH_GONE,
+            &ATTACHED,
+            &DETACHED,
+            &BAD_RECORD,
+            &EV_EXEC,
+            &EV_EXIT,
+            &EV_DROPPED,
+            &SCANS,
+        ] {
             LazyLock::force(c);
         }
         mirror_counters(&counters);
@@ -710,10 +735,11 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
     // its connection first shows up: short-lived clients are gone by the
     // time their exchange becomes a span.
     let (root1, root2) = (proc_root.clone(), proc_root.clone());
-    let mut streams = TlsStreams::new(Box::new(move |pid, local| listening(&root1, pid, local)))
-        .with_process_observer(Box::new(move |pid| {
+    let mut streams = TlsStreams::new(Box::new(move |pid, local| listening(&root1, pid, local))).with_process_observer(
+        Box::new(move |pid| {
             crate::process::observe(&root2, pid);
-        }));
+        }),
+    );
     let mut reap = tokio::time::interval(Duration::from_secs(5));
     // The programs do not wake this reader per record (that costs the traced
     // process several µs per call): it drains on this tick, and is woken
@@ -816,7 +842,9 @@ mod tests {
 
     #[test]
     fn arbitrary_maps_text_never_panics() {
-        for t in ["", "x", "a b c d e", "a b c zz:yy 1 /x", "a r-xp c 1:2 99999999999999999999999 /x", "a r-xp c : 1 /x"] {
+        for t in
+            ["", "x", "a b c d e", "a b c zz:yy 1 /x", "a r-xp c 1:2 99999999999999999999999 /x", "a r-xp c : 1 /x"]
+        {
             let _ = parse_maps(t, &[]);
         }
     }
@@ -835,7 +863,10 @@ mod tests {
             std::fs::write(p, text).unwrap();
         };
         w("100/maps", b"7f01-7f02 r-xp 00001000 08:01 1234 /usr/lib/libssl.so.3\n");
-        w("200/maps", b"55d1-55d2 r-xp 00001000 08:01 501 /app/client\n7f00-7f01 r-xp 00000000 08:01 600 /lib/libc.so.6\n");
+        w(
+            "200/maps",
+            b"55d1-55d2 r-xp 00001000 08:01 501 /app/client\n7f00-7f01 r-xp 00000000 08:01 600 /lib/libc.so.6\n",
+        );
         w("300/maps", b"55d1-55d2 r-xp 00001000 08:01 700 /usr/local/bin/cnflow\n");
         w("200/root/app/client", &tls_symbols::elf_with(&["SSL_write", "SSL_read"], &[]));
         w("200/root/lib/libc.so.6", &tls_symbols::elf_with(&["memcpy"], &["SSL_write"]));

@@ -7,9 +7,8 @@
 //! Only what the lookup needs is read from the file (ELF header, section
 //! headers, the symbol tables and their string tables, each bounded by
 //! [`MAX_TABLE_BYTES`]), through `pread`s rather than a mapping: a file
-//! truncated while it is read gives an error, not a SIGBUS. A string table
-//! that does not contain any of the names is rejected before its symbols are
-//! walked, which is the common case (most executables).
+//! truncated while it is read gives an error, not a SIGBUS. The walk over the
+//! symbols compares names only for defined functions starting with `SSL_`.
 use object::elf::{FileHeader64, Sym64, SHN_LORESERVE, SHN_UNDEF, SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB, STT_FUNC};
 use object::read::elf::{FileHeader, SectionHeader, Sym};
 use object::read::{ReadCache, ReadCacheOps, SectionIndex};
@@ -88,12 +87,6 @@ pub fn lookup<R: ReadCacheOps>(r: R) -> Lookup {
                 continue;
             }
             let Ok(strings) = strsec.data(endian, data) else { continue };
-            // Cheap rejection: none of the names is in the string table (a
-            // name may share its tail with a longer one, so this is only a
-            // necessary condition).
-            if !SYMBOLS.iter().any(|n| contains_name(strings, n)) {
-                continue;
-            }
             let Ok(syms) = table.data_as_array::<Sym64<Endianness>, _>(endian, data) else { continue };
             for sym in syms {
                 let shndx = sym.st_shndx(endian);
@@ -101,8 +94,7 @@ pub fn lookup<R: ReadCacheOps>(r: R) -> Lookup {
                 if shndx == SHN_UNDEF || shndx >= SHN_LORESERVE || sym.st_type() != STT_FUNC {
                     continue;
                 }
-                let Some(name) = name_at(strings, sym.st_name(endian)) else { continue };
-                let Some(i) = SYMBOLS.iter().position(|n| n.as_bytes() == name) else { continue };
+                let Some(i) = symbol_at(strings, sym.st_name(endian)) else { continue };
                 if found[i].is_some() {
                     continue;
                 }
@@ -137,19 +129,14 @@ fn file_offset<'data, R: object::ReadRef<'data>>(
     (rel < size).then(|| off.checked_add(rel)).flatten()
 }
 
-/// Whether `name` followed by its NUL terminator is in `strings`.
-fn contains_name(strings: &[u8], name: &str) -> bool {
-    let mut needle = Vec::with_capacity(name.len() + 1);
-    needle.extend_from_slice(name.as_bytes());
-    needle.push(0);
-    memchr::memmem::find(strings, &needle).is_some()
-}
-
-/// The NUL-terminated name at `offset` of a string table.
-fn name_at(strings: &[u8], offset: u32) -> Option<&[u8]> {
+/// Which of [`SYMBOLS`] the NUL-terminated name at `offset` of a string
+/// table is (a few byte compares per symbol: tables have 10^5 entries).
+fn symbol_at(strings: &[u8], offset: u32) -> Option<usize> {
     let rest = strings.get(offset as usize..)?;
-    let end = memchr::memchr(0, rest)?;
-    Some(&rest[..end])
+    if !rest.starts_with(b"SSL_") {
+        return None;
+    }
+    SYMBOLS.iter().position(|n| rest.starts_with(n.as_bytes()) && rest.get(n.len()) == Some(&0))
 }
 
 #[cfg(test)]
