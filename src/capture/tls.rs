@@ -229,8 +229,11 @@ struct Attacher {
 
 impl Attacher {
     /// The symbol lookup of file `id` (read through `path` once, then remembered).
+    /// Offsets are read again whenever a file is about to be attached (only
+    /// "no" is taken from memory): a file rewritten in place keeps its inode,
+    /// and a probe at a stale offset would land inside another instruction.
     fn verdict(&mut self, id: FileId, path: &Path) -> Lookup {
-        if let Some(v) = self.verdicts.get(&id) {
+        if let Some(v) = self.verdicts.get(&id).filter(|v| !matches!(v, Lookup::Found(_))) {
             return *v;
         }
         let v = tls_symbols::lookup_file(path);
@@ -256,12 +259,17 @@ impl Attacher {
         let offsets = match self.verdict(id, path) {
             Lookup::Found(offsets) => offsets,
             _ if kind == LibKind::Static => return,
+            Lookup::Unreadable if !path.exists() => {
+                // The process it was reached through exited: retried with the next user.
+                ATTACH_GONE.inc();
+                return;
+            }
             other => {
                 ATTACH_FAILED.inc();
                 self.failed.insert(id);
                 tracing::warn!(
                     library = %path.display(),
-                    lookup = other.label(),
+                    lookup = %other.label(),
                     "TLS: no SSL_read/SSL_write symbols in this library (stripped or not OpenSSL?); its traffic stays encrypted"
                 );
                 return;
