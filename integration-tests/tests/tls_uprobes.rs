@@ -589,8 +589,13 @@ fn make_cert(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf) {
 
 /// The agent in `ns_a` capturing `veth_a` with TLS on, started and loaded.
 fn start_agent(pair: &NetnsPair, dir: &Scratch, env: &[(&str, &str)]) -> ChildGuard {
+    start_agent_as(pair, dir, "run", env)
+}
+
+/// The same with `cnflow SUBCOMMAND` (`run` or `agent`).
+fn start_agent_as(pair: &NetnsPair, dir: &Scratch, subcommand: &str, env: &[(&str, &str)]) -> ChildGuard {
     let mut c = NetnsPair::cmd(&pair.ns_a, harness::cnflow_bin());
-    c.args(["run", "--format", "otlp-json"])
+    c.args([subcommand, "--format", "otlp-json"])
         .env("CNFLOW_INTERFACES", &pair.veth_a)
         .env("CNFLOW_SNAPLEN", "4096")
         .env("CNFLOW_TLS", "true")
@@ -601,7 +606,7 @@ fn start_agent(pair: &NetnsPair, dir: &Scratch, env: &[(&str, &str)]) -> ChildGu
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.path("agent.out")).unwrap())
         .stderr(std::fs::File::create(dir.path("agent.err")).unwrap());
-    let agent = ChildGuard::new(c.spawn().unwrap(), "cnflow run");
+    let agent = ChildGuard::new(c.spawn().unwrap(), &format!("cnflow {subcommand}"));
     let err = dir.path("agent.err");
     assert!(
         wait_until(Duration::from_secs(60), || read(&err).contains("capture attached")
@@ -610,6 +615,29 @@ fn start_agent(pair: &NetnsPair, dir: &Scratch, env: &[(&str, &str)]) -> ChildGu
         read(&err)
     );
     agent
+}
+
+/// A procfs mounted at a path of its own (as a DaemonSet mounts the host's
+/// /proc at e.g. /host/proc), unmounted on drop.
+struct ProcMount(std::path::PathBuf);
+
+impl ProcMount {
+    fn new(path: std::path::PathBuf) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let st = std::process::Command::new("mount").args(["-t", "proc", "proc"]).arg(&path).status().unwrap();
+        assert!(st.success(), "mount -t proc {}", path.display());
+        ProcMount(path)
+    }
+}
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        let st = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        if st.is_ok_and(|s| s.success()) {
+            // Empty once unmounted; never removed recursively.
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
 }
 
 /// Stops the agent (SIGTERM) and returns (stdout, log).
@@ -947,6 +975,10 @@ fn client_results(stdout: &str) -> Vec<(String, String, String)> {
 /// Its requests to nginx (`ssl`, the system libssl) give exactly one CLIENT
 /// span (the static client's) and one SERVER span (nginx's) each, with what
 /// the client itself printed: path, status and TLS version.
+///
+/// The agent runs as `cnflow agent` (Kubernetes off) with
+/// CNFLOW_K8S_PROC_ROOT on a procfs mounted elsewhere: the libraries are
+/// found and attached, and the processes named, through that root.
 #[test]
 fn a_client_with_openssl_linked_statically_is_found_by_its_symbols() {
     for lib in ["/usr/lib/x86_64-linux-gnu/libssl.a", "/usr/lib/x86_64-linux-gnu/libcrypto.a"] {
@@ -960,8 +992,12 @@ fn a_client_with_openssl_linked_statically_is_found_by_its_symbols() {
     assert!(ldd.contains("libc.so") && !ldd.contains("libssl") && !ldd.contains("libcrypto"), "really static: {ldd}");
 
     let (cert, key) = make_cert(&dir);
-    let agent = start_agent(&pair, &dir, &[]);
+    let proc = ProcMount::new(std::path::PathBuf::from(format!("/tmp/cnflow-tls-proc-{}", std::process::id())));
+    let root = proc.0.to_string_lossy().to_string();
+    let env = [("CNFLOW_K8S", "off"), ("CNFLOW_HEALTH_ADDR", "off"), ("CNFLOW_K8S_PROC_ROOT", root.as_str())];
+    let agent = start_agent_as(&pair, &dir, "agent", &env);
     let err = dir.path("agent.err");
+    assert!(read(&err).contains(&format!("proc_root={root}")), "{}", read(&err));
     let port = 8447u16;
     let ip = pair.ip_a.clone();
     let _nginx = start_nginx(&pair.ns_a, &dir, &cert, &key, &format!("listen {ip}:{port} ssl;"));
@@ -982,6 +1018,13 @@ fn a_client_with_openssl_linked_statically_is_found_by_its_symbols() {
         .lines()
         .any(|l| l.contains("uprobes attached") && l.contains("kind=static") && l.contains("tls-static-client"));
     assert!(attached, "the executable attached as a static OpenSSL: {}", read(&err));
+    // Every file was reached through the configured root.
+    let lib_lines: Vec<String> =
+        read(&err).lines().filter(|l| l.contains("uprobes attached")).map(String::from).collect();
+    assert!(
+        lib_lines.iter().all(|l| l.contains(&format!("library={root}/"))),
+        "attached through {root}: {lib_lines:#?}"
+    );
 
     let out = dir.path("agent.out");
     wait_until(Duration::from_secs(15), || spans_to(&read(&out), &ip, port).len() >= 2 * paths.len());
