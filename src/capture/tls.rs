@@ -715,9 +715,12 @@ impl TlsCapture {
             pids,
             orphan_check: None,
         };
+        let t0 = Instant::now();
         att.rescan();
         tracing::info!(
             libraries = att.attached.len(),
+            files_looked_up = att.verdicts.len(),
+            first_scan_ms = t0.elapsed().as_millis() as u64,
             snaplen = cfg.snaplen,
             proc_root = %cfg.proc_root.display(),
             "TLS plaintext capture loaded"
