@@ -701,6 +701,9 @@ impl TlsCapture {
         ] {
             LazyLock::force(c);
         }
+        for l in [Lookup::Found([None; 4]), Lookup::NoSymbols, Lookup::NotElf, Lookup::TooLarge, Lookup::Unreadable] {
+            lookup_counter(&l);
+        }
         mirror_counters(&counters);
 
         let mut att = Attacher {
