@@ -31,7 +31,7 @@ if $BUILD_ONLY; then
   echo "[setup] build dependencies present"
   exit 0
 fi
-APT_PKGS="redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler memcached netcat-openbsd nats-server mosquitto mosquitto-clients postgresql postgresql-client mariadb-server mariadb-client tinyproxy ethtool bind9 openssl rabbitmq-server iptables nftables"
+APT_PKGS="gcc libssl-dev redis-server redis-tools nginx-light h2o nghttp2-client nghttp2-server dnsmasq-base unbound bind9-dnsutils wrk hping3 iputils-ping tcpdump tshark iproute2 curl ca-certificates pkg-config protobuf-compiler memcached netcat-openbsd nats-server mosquitto mosquitto-clients postgresql postgresql-client mariadb-server mariadb-client tinyproxy ethtool bind9 openssl rabbitmq-server iptables nftables"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

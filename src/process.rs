@@ -294,6 +294,26 @@ mod tests {
         assert_eq!(get(pid).unwrap().executable.as_deref(), Some("curl"), "the new program's name");
     }
 
+    /// Everything is read under the root given (the host's /proc mounted
+    /// elsewhere in a DaemonSet): a fake tree with an `exe` link and a
+    /// `cgroup` file of a pod's container.
+    #[test]
+    fn facts_are_read_under_the_given_root() {
+        let root = tempfile::tempdir().unwrap();
+        let pid = 4_000_002;
+        let dir = root.path().join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("/usr/local/bin/static-client (deleted)", dir.join("exe")).unwrap();
+        let cg = format!("0::/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{ID}.scope\n", uid_(UID));
+        std::fs::write(dir.join("cgroup"), cg).unwrap();
+        let info = observe(root.path(), pid).expect("read under the root");
+        assert_eq!(info.executable.as_deref(), Some("static-client"));
+        assert_eq!((info.cgroup.pod_uid.as_deref(), info.cgroup.container_id.as_deref()), (Some(UID), Some(ID)));
+        // Not under another root.
+        let other = tempfile::tempdir().unwrap();
+        assert!(observe(other.path(), pid + 1).is_none());
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_text_never_panics(s in "\\PC*") {

@@ -160,25 +160,13 @@ fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
         read(&err)
     );
 
-    let www = dir.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::fs::write(www.join("a"), "hello\n").unwrap();
-    std::fs::write(www.join("b"), "x".repeat(5000)).unwrap();
-    let d = dir.0.display();
-    let conf = format!(
-        "daemon off; master_process on; worker_processes 1; user root; pid {d}/nginx.pid; error_log {d}/nginx.err;\n\
-         events {{}}\n\
-         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
-           uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-           server {{ listen {ip}:{NGINX_PORT} ssl; listen {ip}:{H2_PORT} ssl http2;\n\
-             ssl_certificate {c}; ssl_certificate_key {k}; root {w}; }} }}\n",
-        c = cert.display(),
-        k = key.display(),
-        w = www.display()
+    let _nginx = start_nginx(
+        &ns_a,
+        &dir,
+        &cert,
+        &key,
+        &format!("listen {ip}:{NGINX_PORT} ssl; listen {ip}:{H2_PORT} ssl http2;"),
     );
-    std::fs::write(dir.path("nginx.conf"), conf).unwrap();
-    let _nginx =
-        spawn(&ns_a, &["nginx", "-c", &dir.path("nginx.conf").to_string_lossy()], dir.path("nginx.log"), "nginx");
     let port = REDIS_PORT.to_string();
     let _redis = spawn(
         &ns_a,
@@ -560,6 +548,29 @@ async fn processes_map_to_their_container_and_pod_through_cgroups() {
     drop((hn, host));
 }
 
+/// nginx serving `www/a` ("hello\n") and `www/b` (5000 bytes) of `dir`
+/// with TLS on the `listen` directives given, in namespace `ns`.
+fn start_nginx(ns: &str, dir: &Scratch, cert: &std::path::Path, key: &std::path::Path, listen: &str) -> ChildGuard {
+    let www = dir.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("a"), "hello\n").unwrap();
+    std::fs::write(www.join("b"), "x".repeat(5000)).unwrap();
+    let d = dir.0.display();
+    let conf = format!(
+        "daemon off; master_process on; worker_processes 1; user root; pid {d}/nginx.pid; error_log {d}/nginx.err;\n\
+         events {{}}\n\
+         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+           uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+           server {{ {listen}\n\
+             ssl_certificate {c}; ssl_certificate_key {k}; root {w}; }} }}\n",
+        c = cert.display(),
+        k = key.display(),
+        w = www.display()
+    );
+    std::fs::write(dir.path("nginx.conf"), conf).unwrap();
+    spawn(ns, &["nginx", "-c", &dir.path("nginx.conf").to_string_lossy()], dir.path("nginx.log"), "nginx")
+}
+
 /// A self-signed certificate and key in `dir`.
 fn make_cert(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
@@ -578,8 +589,13 @@ fn make_cert(dir: &Scratch) -> (std::path::PathBuf, std::path::PathBuf) {
 
 /// The agent in `ns_a` capturing `veth_a` with TLS on, started and loaded.
 fn start_agent(pair: &NetnsPair, dir: &Scratch, env: &[(&str, &str)]) -> ChildGuard {
+    start_agent_as(pair, dir, "run", env)
+}
+
+/// The same with `cnflow SUBCOMMAND` (`run` or `agent`).
+fn start_agent_as(pair: &NetnsPair, dir: &Scratch, subcommand: &str, env: &[(&str, &str)]) -> ChildGuard {
     let mut c = NetnsPair::cmd(&pair.ns_a, harness::cnflow_bin());
-    c.args(["run", "--format", "otlp-json"])
+    c.args([subcommand, "--format", "otlp-json"])
         .env("CNFLOW_INTERFACES", &pair.veth_a)
         .env("CNFLOW_SNAPLEN", "4096")
         .env("CNFLOW_TLS", "true")
@@ -590,7 +606,7 @@ fn start_agent(pair: &NetnsPair, dir: &Scratch, env: &[(&str, &str)]) -> ChildGu
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.path("agent.out")).unwrap())
         .stderr(std::fs::File::create(dir.path("agent.err")).unwrap());
-    let agent = ChildGuard::new(c.spawn().unwrap(), "cnflow run");
+    let agent = ChildGuard::new(c.spawn().unwrap(), &format!("cnflow {subcommand}"));
     let err = dir.path("agent.err");
     assert!(
         wait_until(Duration::from_secs(60), || read(&err).contains("capture attached")
@@ -599,6 +615,29 @@ fn start_agent(pair: &NetnsPair, dir: &Scratch, env: &[(&str, &str)]) -> ChildGu
         read(&err)
     );
     agent
+}
+
+/// A procfs mounted at a path of its own (as a DaemonSet mounts the host's
+/// /proc at e.g. /host/proc), unmounted on drop.
+struct ProcMount(std::path::PathBuf);
+
+impl ProcMount {
+    fn new(path: std::path::PathBuf) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let st = std::process::Command::new("mount").args(["-t", "proc", "proc"]).arg(&path).status().unwrap();
+        assert!(st.success(), "mount -t proc {}", path.display());
+        ProcMount(path)
+    }
+}
+
+impl Drop for ProcMount {
+    fn drop(&mut self) {
+        let st = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        if st.is_ok_and(|s| s.success()) {
+            // Empty once unmounted; never removed recursively.
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
 }
 
 /// Stops the agent (SIGTERM) and returns (stdout, log).
@@ -902,4 +941,121 @@ fn postgresql_ssl_with_psql_sslmode_require() {
         spans.iter().filter(|s| s.attrs.get("db.response.status_code").map(String::as_str) == Some("42P01")).collect();
     assert_eq!(errors.len(), 2, "the failed statement on both sides");
     assert_eq!(final_counter(&log, "cnflow.protocol.encrypted{protocol=postgres,method=ssl}"), 1, "{log}");
+}
+
+/// Compiles `integration-tests/scripts/tls_client.c` into `out` with `gcc`
+/// and the extra `args` (bounded: 120 s).
+fn build_client(out: &std::path::Path, args: &[&str]) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/scripts/tls_client.c");
+    let mut c = std::process::Command::new("gcc");
+    c.args(["-O1", "-Wall", "-o"]).arg(out).arg(&src).args(args).stdin(Stdio::null());
+    let log = out.with_extension("gcc.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let child = c.stdout(f.try_clone().unwrap()).stderr(f).spawn().expect("gcc missing: run .ci/setup.sh");
+    let mut g = ChildGuard::new(child, "gcc");
+    let st = g.wait_timeout(Duration::from_secs(120)).expect("gcc finished in 120 s");
+    assert!(st.success(), "gcc {args:?} failed (libssl-dev missing? run .ci/setup.sh): {}", read(&log));
+}
+
+/// `PATH STATUS VERSION` lines the client printed → (path, status, version).
+fn client_results(stdout: &str) -> Vec<(String, String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
+/// A client with OpenSSL linked statically (libssl.a + libcrypto.a, no
+/// libssl.so: `ldd` is the oracle) is found by the SSL_* symbols of its
+/// executable, not by a library name, and attached when it execs (it is
+/// started after the agent, and waits 300 ms before its first connection).
+/// Its requests to nginx (`ssl`, the system libssl) give exactly one CLIENT
+/// span (the static client's) and one SERVER span (nginx's) each, with what
+/// the client itself printed: path, status and TLS version.
+///
+/// The agent runs as `cnflow agent` (Kubernetes off) with
+/// CNFLOW_K8S_PROC_ROOT on a procfs mounted elsewhere: the libraries are
+/// found and attached, and the processes named, through that root.
+#[test]
+fn a_client_with_openssl_linked_statically_is_found_by_its_symbols() {
+    for lib in ["/usr/lib/x86_64-linux-gnu/libssl.a", "/usr/lib/x86_64-linux-gnu/libcrypto.a"] {
+        assert!(std::path::Path::new(lib).exists(), "{lib} missing (libssl-dev): run .ci/setup.sh");
+    }
+    let pair = NetnsPair::new("tlss");
+    let dir = Scratch::new("tls-static");
+    let client = dir.path("tls-static-client");
+    build_client(&client, &["-Wl,-Bstatic", "-lssl", "-lcrypto", "-Wl,-Bdynamic", "-ldl", "-lpthread"]);
+    let ldd = String::from_utf8(std::process::Command::new("ldd").arg(&client).output().unwrap().stdout).unwrap();
+    assert!(ldd.contains("libc.so") && !ldd.contains("libssl") && !ldd.contains("libcrypto"), "really static: {ldd}");
+
+    let (cert, key) = make_cert(&dir);
+    let proc = ProcMount::new(std::path::PathBuf::from(format!("/tmp/cnflow-tls-proc-{}", std::process::id())));
+    let root = proc.0.to_string_lossy().to_string();
+    let env = [("CNFLOW_K8S", "off"), ("CNFLOW_HEALTH_ADDR", "off"), ("CNFLOW_K8S_PROC_ROOT", root.as_str())];
+    let agent = start_agent_as(&pair, &dir, "agent", &env);
+    let err = dir.path("agent.err");
+    assert!(read(&err).contains(&format!("proc_root={root}")), "{}", read(&err));
+    let port = 8447u16;
+    let ip = pair.ip_a.clone();
+    let _nginx = start_nginx(&pair.ns_a, &dir, &cert, &key, &format!("listen {ip}:{port} ssl;"));
+    assert!(wait_tcp(&pair.ns_b, &ip, port), "nginx did not start: {}", read(&dir.path("nginx.err")));
+    assert!(
+        wait_until(Duration::from_secs(10), || read(&err).contains("kind=libssl")),
+        "nginx's libssl attached: {}",
+        read(&err)
+    );
+
+    let paths = ["/a", "/b", "/static-missing"];
+    let mut args = vec![client.to_str().unwrap(), ip.as_str(), "8447", "300"];
+    args.extend(paths);
+    let printed = NetnsPair::exec(&pair.ns_b, &args, Duration::from_secs(20));
+    let results = client_results(&printed);
+    assert_eq!(results.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), paths, "the client's requests: {printed}");
+    let attached = read(&err)
+        .lines()
+        .any(|l| l.contains("uprobes attached") && l.contains("kind=static") && l.contains("tls-static-client"));
+    assert!(attached, "the executable attached as a static OpenSSL: {}", read(&err));
+    // Every file was reached through the configured root.
+    let lib_lines: Vec<String> =
+        read(&err).lines().filter(|l| l.contains("uprobes attached")).map(String::from).collect();
+    assert!(
+        lib_lines.iter().all(|l| l.contains(&format!("library={root}/"))),
+        "attached through {root}: {lib_lines:#?}"
+    );
+
+    let out = dir.path("agent.out");
+    wait_until(Duration::from_secs(15), || spans_to(&read(&out), &ip, port).len() >= 2 * paths.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, log) = stop_agent(agent, &dir);
+    let spans = spans_to(&out, &ip, port);
+    let mut seen: Vec<(i64, String, String, String)> = spans
+        .iter()
+        .map(|s| {
+            let g = |k: &str| s.attrs.get(k).cloned().unwrap_or_default();
+            (s.kind, g("url.path"), g("http.response.status_code"), g("process.executable.name"))
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<(i64, String, String, String)> = results
+        .iter()
+        .flat_map(|(path, status, _)| {
+            [
+                (CLIENT, path.clone(), status.clone(), "tls-static-client".to_string()),
+                (SERVER, path.clone(), status.clone(), exe_name("nginx")),
+            ]
+        })
+        .collect();
+    want.sort();
+    assert_eq!(seen, want, "one span per request and side, none from the ciphertext; log:\n{log}");
+    for s in &spans {
+        assert_eq!(s.attrs.get("url.scheme").map(String::as_str), Some("https"), "{}", s.name);
+        let v = results[0].2.strip_prefix("TLSv").expect("TLSv1.x").to_string();
+        assert_eq!(s.attrs.get("tls.protocol.version"), Some(&v), "as the client's SSL_get_version says");
+    }
+    assert!(final_counter(&log, "cnflow.tls.symbol_lookups{result=found}") >= 1, "{log}");
+    assert!(final_counter(&log, "cnflow.tls.library_changes{change=attached}") >= 2, "{log}");
+    assert_eq!(final_counter(&log, "cnflow.protocol.tls_ciphertext_flows"), paths.len() as u64, "{log}");
 }

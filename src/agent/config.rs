@@ -126,8 +126,8 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_CAPTURE_HOST", "in Kubernetes mode, also capture on host interfaces."),
         VarDoc::new("CNFLOW_STATS_INTERVAL_SECS", "how often counters are logged."),
         VarDoc::new("CNFLOW_HEALTH_ADDR", "listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; \"off\" disables."),
-        VarDoc::new("CNFLOW_TLS", "true: plaintext of TLS connections made with OpenSSL (every libssl.so* a process maps, in containers too) is read with uprobes on SSL_read/SSL_write and decoded like captured traffic (url.scheme=https, tls.protocol.*); false: off. Needs hostPID, CAP_SYS_PTRACE (/proc/PID/root), CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (uprobe perf events), and Linux ≥ 6.3 for the socket 5-tuple."),
-        VarDoc::new("CNFLOW_TLS_LIBRARIES", "comma-separated extra library files to attach the TLS uprobes to (an OpenSSL built under another name, or a binary that exports the SSL_* symbols); every libssl.so* a process maps is found without it."),
+        VarDoc::new("CNFLOW_TLS", "true: plaintext of TLS connections made with OpenSSL (every libssl.so* a process maps, in containers too, and executables or libraries that link OpenSSL/BoringSSL statically with their SSL_read/SSL_write symbols present) is read with uprobes on SSL_read/SSL_write and decoded like captured traffic (url.scheme=https, tls.protocol.*); false: off. Needs hostPID, CAP_SYS_PTRACE (/proc/PID/root), CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (uprobe perf events), and Linux ≥ 6.3 for the socket 5-tuple."),
+        VarDoc::new("CNFLOW_TLS_LIBRARIES", "comma-separated extra library files to attach the TLS uprobes to, attached even while no process maps them; every libssl.so* a process maps, and every mapped executable file that defines the SSL_* symbols, is found without it."),
     ];
 }
 
@@ -209,6 +209,8 @@ impl AgentConfig {
                     .filter(|s| !s.is_empty())
                     .map(std::path::PathBuf::from)
                     .collect(),
+                // CNFLOW_K8S_PROC_ROOT replaces it in `cnflow agent` (see agent::start_kubernetes).
+                ..Default::default()
             }),
         })
     }

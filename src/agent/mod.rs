@@ -319,7 +319,12 @@ async fn start_kubernetes(
     health: &Arc<AgentHealth>,
     cancel: CancellationToken,
 ) -> Result<Started> {
-    let capture = cfg.capture_settings()?;
+    let mut capture = cfg.capture_settings()?;
+    // One /proc for everything that reads other processes: the pod
+    // namespaces here, the TLS discovery and the pid → pod lookup there.
+    if let Some(tls) = capture.tls.as_mut() {
+        tls.proc_root = std::path::PathBuf::from(&kc.k8s_proc_root);
+    }
     let (cap, rx) = LiveCapture::start(&capture)?;
     let kernel = cap.counter_reader();
     let shared = Arc::new(SharedCapture(Mutex::new(Some(cap))));

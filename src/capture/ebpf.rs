@@ -263,7 +263,11 @@ impl LiveCapture {
         // TLS is an addition to packet capture: if it cannot start (no BTF
         // for fentry, no uprobe support), packets are still captured.
         let tls = cfg.tls.as_ref().and_then(|t| {
-            let settings = super::tls::TlsSettings { snaplen: cfg.snaplen, libraries: t.libraries.clone() };
+            let settings = super::tls::TlsSettings {
+                snaplen: cfg.snaplen,
+                libraries: t.libraries.clone(),
+                proc_root: t.proc_root.clone(),
+            };
             super::tls::TlsCapture::start(&settings, tx.clone())
                 .inspect_err(|e| {
                     tracing::warn!(error = format!("{e:#}"), "TLS plaintext capture unavailable; TLS stays encrypted")

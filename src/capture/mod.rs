@@ -14,6 +14,8 @@ pub mod pcap;
 #[cfg(target_os = "linux")]
 pub mod tls;
 pub mod tls_stream;
+#[cfg(target_os = "linux")]
+pub mod tls_symbols;
 
 /// What the live capture needs to know: the capture's own settings, filled
 /// by whoever owns the configuration (the agent, from `CNFLOW_*`).
@@ -42,10 +44,20 @@ pub struct CaptureSettings {
 }
 
 /// CNFLOW_TLS_* settings of the live capture.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TlsOptions {
     /// Extra library files to attach to (CNFLOW_TLS_LIBRARIES).
     pub libraries: Vec<std::path::PathBuf>,
+    /// The host's /proc (CNFLOW_K8S_PROC_ROOT in `cnflow agent`, else
+    /// `/proc`): every process's maps, root, exe, cgroup and sockets are
+    /// read under it.
+    pub proc_root: std::path::PathBuf,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions { libraries: Vec::new(), proc_root: std::path::PathBuf::from("/proc") }
+    }
 }
 
 /// How the TC programs are attached (CNFLOW_TC_ATTACH).

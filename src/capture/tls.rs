@@ -7,7 +7,14 @@
 //! attaches one set of uprobes per distinct file (device + inode), through
 //! `/proc/PID/root/...` so libraries inside containers are found too. A
 //! uprobe is placed on the file, so every process mapping it, including ones
-//! started later, is covered without another attachment.
+//! started later, is covered without another attachment. Other executable
+//! mappings (the program itself, other libraries) are looked at once per
+//! file for the `SSL_*` symbols ([`super::tls_symbols`]): OpenSSL or
+//! BoringSSL linked statically is attached the same way when its symbols
+//! are there (exported, or the file is not stripped).
+//!
+//! `/proc` is the configured root ([`TlsSettings::proc_root`]): in a
+//! DaemonSet the host's may be mounted elsewhere.
 //!
 //! New processes are followed with the `sched_process_exec` tracepoint (their
 //! maps are read shortly after exec, once the dynamic loader has mapped
@@ -21,6 +28,7 @@
 //! The records are converted by [`super::tls_stream::TlsStreams`] into TCP
 //! [`PacketEvent`]s and sent into the same channel as captured packets.
 use super::tls_stream::{socket_addrs, TlsCall, TlsStreams};
+use super::tls_symbols::{self, Lookup};
 use super::PacketEvent;
 use crate::stats::{counter, gauge, Counter};
 use anyhow::{Context, Result};
@@ -31,6 +39,7 @@ use aya::programs::{RawTracePoint, UProbe};
 use bytes::Bytes;
 use cnflow_common::{TlsConfig, TlsRecord, TLS_COUNTER_NAMES, TLS_DIR_WRITE, TLS_HEADER_LEN, TLS_NUM_COUNTERS};
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -45,7 +54,7 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 #[cfg(not(feature = "ebpf"))]
 static BPF_OBJECT: &[u8] = &[];
 
-/// (program, symbol, return probe)
+/// (program, symbol, return probe); the symbols are [`tls_symbols::SYMBOLS`].
 const PROBES: [(&str, &str, bool); 8] = [
     ("cnflow_ssl_write", "SSL_write", false),
     ("cnflow_ssl_write_ret", "SSL_write", true),
@@ -84,17 +93,29 @@ pub const RESCAN: Duration = Duration::from_secs(30);
 /// When an exec'd process's maps are read: libraries the executable needs
 /// are mapped by the dynamic loader within milliseconds; one loaded at
 /// import time (Python's `import ssl` loads `_ssl` → libssl) comes later.
-const EXEC_CHECKS: [Duration; 3] = [Duration::from_millis(20), Duration::from_millis(300), Duration::from_secs(3)];
+/// The first check, at once, sees the executable itself (mapped by the
+/// kernel at exec): a program linking OpenSSL statically is attached before
+/// it gets far.
+const EXEC_CHECKS: [Duration; 4] =
+    [Duration::ZERO, Duration::from_millis(20), Duration::from_millis(300), Duration::from_secs(3)];
 /// Pending exec checks at most (an exec storm beyond it is left to the rescan, counted).
 const MAX_PENDING: usize = 8192;
 /// Delay before the /proc scan that confirms a file lost its last user
 /// (several exits in a burst share one scan).
 const ORPHAN_CHECK: Duration = Duration::from_secs(1);
+/// Symbol-lookup verdicts remembered (per file: device + inode), so each
+/// executable file is read once; the least recently seen is forgotten first
+/// (counted) and read again if it shows up again.
+const MAX_VERDICTS: usize = 16_384;
 
-static LIBS: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.tls.libraries", &[]));
+static LIBS_SHARED: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.tls.libraries", &[("kind", "libssl")]));
+static LIBS_STATIC: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.tls.libraries", &[("kind", "static")]));
+static VERDICTS_EVICTED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.symbol_lookups_evicted", &[]));
 static ATTACH_FAILED: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "attach_failed")]));
 static ATTACHED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "attached")]));
+static ATTACH_GONE: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "attach_process_gone")]));
 static DETACHED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "detached")]));
 static BAD_RECORD: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.records", &[("reason", "bad_record")]));
 static EV_EXEC: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.process_events", &[("event", "exec")]));
@@ -111,6 +132,13 @@ pub struct TlsSettings {
     /// Extra library files to attach to (CNFLOW_TLS_LIBRARIES), besides every
     /// `libssl.so*` that a process maps.
     pub libraries: Vec<PathBuf>,
+    /// Where the processes' `/proc` is (normally `/proc`).
+    pub proc_root: PathBuf,
+}
+
+/// `cnflow.tls.symbol_lookups{result=...}`: one per file read.
+fn lookup_counter(l: &Lookup) -> Counter {
+    counter("cnflow.tls.symbol_lookups", &[("result", l.label())])
 }
 
 /// A running TLS source; dropping it stops the tasks and detaches everything.
@@ -151,13 +179,46 @@ const DIR_SOCKET_GUESSED: u8 = 0x80;
 /// A library file identity: (device, inode).
 type FileId = (u64, u64);
 
+/// How a file came to be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibKind {
+    /// By its name: a `libssl.so*`, or a file of CNFLOW_TLS_LIBRARIES.
+    Libssl,
+    /// Any other executable mapping (the program, another library): attached
+    /// only when its symbol tables define the `SSL_*` functions (OpenSSL or
+    /// BoringSSL linked statically).
+    Static,
+}
+
+impl LibKind {
+    fn label(self) -> &'static str {
+        match self {
+            LibKind::Libssl => "libssl",
+            LibKind::Static => "static",
+        }
+    }
+}
+
+struct Attached {
+    path: PathBuf,
+    kind: LibKind,
+    /// Dropping them detaches.
+    _links: Vec<UProbeLink>,
+}
+
 struct Attacher {
     bpf: aya::Ebpf,
-    /// Links per attached file; dropping them detaches.
-    attached: HashMap<FileId, (PathBuf, Vec<UProbeLink>)>,
+    /// Links per attached file.
+    attached: HashMap<FileId, Attached>,
     /// Files that could not be attached (stripped, not OpenSSL): not retried.
     failed: HashSet<FileId>,
+    /// Symbol lookups of the files looked at so far (bounded, LRU).
+    verdicts: lru::LruCache<FileId, Lookup>,
     extra: Vec<PathBuf>,
+    /// The processes' /proc.
+    proc_root: PathBuf,
+    /// This process's pid as `proc_root` numbers it (skipped).
+    own_pid: u32,
     /// Known processes mapping each attached file (the kernel reports their exits).
     users: HashMap<FileId, HashSet<u32>>,
     /// The same pids, in the kernel's `TLS_PIDS`.
@@ -167,20 +228,78 @@ struct Attacher {
 }
 
 impl Attacher {
-    /// Attaches all probes to `path`; on any failure detaches what was attached.
-    fn attach_file(&mut self, id: FileId, path: &Path) {
+    /// The symbol lookup of file `id` (read through `path` once, then remembered).
+    /// Offsets are read again whenever a file is about to be attached (only
+    /// "no" is taken from memory): a file rewritten in place keeps its inode,
+    /// and a probe at a stale offset would land inside another instruction.
+    fn verdict(&mut self, id: FileId, path: &Path) -> Lookup {
+        if let Some(v) = self.verdicts.get(&id).filter(|v| !matches!(v, Lookup::Found(_))) {
+            return *v;
+        }
+        let v = tls_symbols::lookup_file(path);
+        lookup_counter(&v).inc();
+        if matches!(v, Lookup::TooLarge) {
+            tracing::info!(file = %path.display(), "TLS: file or symbol table too large to look for SSL_* symbols; skipped");
+        }
+        // Unreadable is mostly a process that exited before its root was
+        // read through: asked again when the file shows up again.
+        if v != Lookup::Unreadable && self.verdicts.push(id, v).is_some_and(|(old, _)| old != id) {
+            VERDICTS_EVICTED.inc();
+        }
+        v
+    }
+
+    /// Attaches the probes to `path` (file `id`) when its symbols are there;
+    /// on any failure detaches what was attached. A `Static` candidate
+    /// without the symbols is silently left alone (most files are).
+    fn attach_file(&mut self, id: FileId, path: &Path, kind: LibKind) {
         if self.attached.contains_key(&id) || self.failed.contains(&id) {
             return;
         }
+        let offsets = match self.verdict(id, path) {
+            Lookup::Found(offsets) => offsets,
+            _ if kind == LibKind::Static => return,
+            Lookup::Unreadable if !path.exists() => {
+                // The process it was reached through exited: retried with the next user.
+                ATTACH_GONE.inc();
+                return;
+            }
+            other => {
+                ATTACH_FAILED.inc();
+                self.failed.insert(id);
+                tracing::warn!(
+                    library = %path.display(),
+                    lookup = %other.label(),
+                    "TLS: no SSL_read/SSL_write symbols in this library (stripped or not OpenSSL?); its traffic stays encrypted"
+                );
+                return;
+            }
+        };
         let mut links = Vec::with_capacity(PROBES.len());
+        let mut symbols = Vec::new();
         for (prog, sym, _) in PROBES {
+            let Some(i) = tls_symbols::SYMBOLS.iter().position(|s| *s == sym) else { continue };
+            // BoringSSL has no _ex variants: what is there is attached.
+            let Some(offset) = offsets[i] else { continue };
             let r = (|| -> Result<UProbeLink> {
                 let p: &mut UProbe = self.bpf.program_mut(prog).context("program missing")?.try_into()?;
-                let lid = p.attach(sym, path, UProbeScope::AllProcesses)?;
+                let lid = p.attach(offset, path, UProbeScope::AllProcesses)?;
                 Ok(p.take_link(lid)?)
             })();
             match r {
-                Ok(l) => links.push(l),
+                Ok(l) => {
+                    links.push(l);
+                    if !symbols.contains(&sym) {
+                        symbols.push(sym);
+                    }
+                }
+                Err(_) if !path.exists() => {
+                    // The process whose root the path goes through exited
+                    // (a short-lived one, often): not the file's fault; the
+                    // next process mapping it retries.
+                    ATTACH_GONE.inc();
+                    return;
+                }
                 Err(e) => {
                     ATTACH_FAILED.inc();
                     self.failed.insert(id);
@@ -188,25 +307,38 @@ impl Attacher {
                         library = %path.display(),
                         symbol = sym,
                         error = format!("{e:#}"),
-                        "TLS: cannot attach to this library (stripped or not OpenSSL?); its traffic stays encrypted"
+                        "TLS: cannot attach to this library; its traffic stays encrypted"
                     );
                     return;
                 }
             }
         }
         ATTACHED.inc();
-        tracing::info!(library = %path.display(), dev = id.0, inode = id.1, "TLS: uprobes attached");
-        self.attached.insert(id, (path.to_path_buf(), links));
-        LIBS.set(self.attached.len() as u64);
+        tracing::info!(
+            library = %path.display(),
+            kind = %kind.label(),
+            symbols = %symbols.join(","),
+            dev = id.0,
+            inode = id.1,
+            "TLS: uprobes attached"
+        );
+        self.attached.insert(id, Attached { path: path.to_path_buf(), kind, _links: links });
+        self.set_gauges();
+    }
+
+    fn set_gauges(&self) {
+        let statics = self.attached.values().filter(|a| a.kind == LibKind::Static).count() as u64;
+        LIBS_STATIC.set(statics);
+        LIBS_SHARED.set(self.attached.len() as u64 - statics);
     }
 
     fn detach(&mut self, id: FileId) {
-        if let Some((path, _links)) = self.attached.remove(&id) {
+        if let Some(a) = self.attached.remove(&id) {
             DETACHED.inc();
-            tracing::info!(library = %path.display(), "TLS: no process maps this library any more: detached");
+            tracing::info!(library = %a.path.display(), kind = %a.kind.label(), "TLS: no process maps this library any more: detached");
         }
         self.users.remove(&id);
-        LIBS.set(self.attached.len() as u64);
+        self.set_gauges();
     }
 
     /// Ids of the configured extra files (always attached while they exist).
@@ -216,7 +348,7 @@ impl Attacher {
             if let Ok(m) = std::fs::metadata(&p) {
                 let id = (m.dev(), m.ino());
                 ids.insert(id);
-                self.attach_file(id, &p);
+                self.attach_file(id, &p, LibKind::Libssl);
             }
         }
         ids
@@ -227,8 +359,8 @@ impl Attacher {
         // Through the process's root: the path as the process sees it
         // (a container's filesystem), while the file is the same inode.
         if !self.attached.contains_key(&lib.id) {
-            let path = PathBuf::from(format!("/proc/{pid}/root{}", lib.path));
-            self.attach_file(lib.id, &path);
+            let path = in_root(&self.proc_root, pid, &lib.path);
+            self.attach_file(lib.id, &path, lib.kind);
         }
         if self.attached.contains_key(&lib.id) && self.users.entry(lib.id).or_default().insert(pid) {
             // Full map: the exit is missed; the next full scan forgets the pid.
@@ -236,13 +368,13 @@ impl Attacher {
             // Executable and cgroup now, while the process surely lives (the
             // ring reader does it again at its first connection, which may
             // be read after a short-lived client has exited).
-            crate::process::observe(Path::new("/proc"), pid);
+            crate::process::observe(&self.proc_root, pid);
         }
     }
 
     /// A process (just exec'd) is looked at: attach what it maps.
     fn scan_pid(&mut self, pid: u32) {
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
+        let Ok(maps) = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("maps")) else { return };
         for lib in parse_maps(&maps, &self.extra) {
             self.add_user(pid, &lib);
         }
@@ -266,7 +398,7 @@ impl Attacher {
         self.orphan_check = None;
         let keep = self.extra_ids();
         let old = std::mem::take(&mut self.users);
-        for (pid, lib) in mapped_libssl(&self.extra) {
+        for (pid, lib) in mapped_files(&self.proc_root, &self.extra, self.own_pid) {
             self.add_user(pid, &lib);
         }
         // Pids no longer users of anything leave the kernel's set.
@@ -281,7 +413,7 @@ impl Attacher {
         for id in gone {
             self.detach(id);
         }
-        LIBS.set(self.attached.len() as u64);
+        self.set_gauges();
     }
 }
 
@@ -325,12 +457,12 @@ fn discover(
                 PROC_FIRST_CALL => {
                     // Executable and cgroup while the process lives: the
                     // ring reader may get to its records after it exited.
-                    crate::process::observe(Path::new("/proc"), pid);
+                    crate::process::observe(&att.proc_root, pid);
                 }
                 PROC_EXEC => {
                     EV_EXEC.inc();
                     crate::process::exec_seen(pid);
-                    crate::process::observe(Path::new("/proc"), pid);
+                    crate::process::observe(&att.proc_root, pid);
                     if pending.len() + EXEC_CHECKS.len() > MAX_PENDING {
                         EV_DROPPED.inc();
                         continue;
@@ -351,7 +483,7 @@ fn discover(
                 break;
             }
             pending.pop();
-            if pid != std::process::id() {
+            if pid != att.own_pid {
                 att.scan_pid(pid);
             }
         }
@@ -373,6 +505,7 @@ pub struct MappedLib {
     pub id: FileId,
     /// Path inside the process's mount namespace.
     pub path: String,
+    pub kind: LibKind,
 }
 
 /// Whether a mapped file is an OpenSSL libssl (or one of the configured extras).
@@ -381,47 +514,86 @@ fn is_libssl(path: &str, extra: &[PathBuf]) -> bool {
     base.starts_with("libssl.so") || extra.iter().any(|e| e.as_os_str() == path)
 }
 
-/// libssl files mapped by a process, from the text of `/proc/PID/maps`.
+/// The files of a process, from the text of `/proc/PID/maps`, once each:
+/// the libssl files (by name), and every other executable file mapping,
+/// which may link OpenSSL statically (looked up by symbols).
 pub fn parse_maps(maps: &str, extra: &[PathBuf]) -> Vec<MappedLib> {
     let mut out: Vec<MappedLib> = Vec::new();
     for line in maps.lines() {
-        // address perms offset dev inode path
-        let mut f = line.split_whitespace();
-        let (Some(_), Some(_), Some(_), Some(dev), Some(inode)) = (f.next(), f.next(), f.next(), f.next(), f.next())
+        // address perms offset dev inode path (the path may contain spaces)
+        let mut f = line.splitn(6, ' ');
+        let (Some(_), Some(perms), Some(_), Some(dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
-        let Some(path) = f.next() else { continue };
-        if !path.starts_with('/') || !is_libssl(path, extra) {
+        let Some(rest) = f.next().map(str::trim_start) else { continue };
+        let (path, deleted) = match rest.strip_suffix(" (deleted)") {
+            Some(p) => (p, true),
+            None => (rest, false),
+        };
+        if !path.starts_with('/') {
             continue;
         }
+        let kind = if is_libssl(path, extra) {
+            LibKind::Libssl
+        } else if perms.as_bytes().get(2) == Some(&b'x') && !deleted {
+            // A deleted file cannot be opened by its path (another file may
+            // have its name now): not looked at.
+            LibKind::Static
+        } else {
+            continue;
+        };
         let Some((maj, min)) = dev.split_once(':') else { continue };
         let (Ok(maj), Ok(min), Ok(ino)) =
             (u64::from_str_radix(maj, 16), u64::from_str_radix(min, 16), inode.parse::<u64>())
         else {
             continue;
         };
+        if ino == 0 {
+            continue;
+        }
         // stat's st_dev encoding (makedev), so explicit paths compare equal.
         let id = (libc::makedev(maj as u32, min as u32), ino);
-        if !out.iter().any(|l| l.id == id) {
-            out.push(MappedLib { id, path: path.to_string() });
+        match out.iter_mut().find(|l| l.id == id) {
+            // The same file by its libssl name elsewhere in the maps wins.
+            Some(l) if kind == LibKind::Libssl => l.kind = kind,
+            Some(_) => {}
+            None => out.push(MappedLib { id, path: path.to_string(), kind }),
         }
     }
     out
 }
 
-/// (pid, library) for every process mapping a libssl.
-fn mapped_libssl(extra: &[PathBuf]) -> Vec<(u32, MappedLib)> {
+/// `path` as process `pid` sees it, through its root under `proc_root`
+/// (a container's filesystem).
+fn in_root(proc_root: &Path, pid: u32, path: &str) -> PathBuf {
+    let mut p = proc_root.join(pid.to_string()).join("root").into_os_string();
+    p.push(path);
+    PathBuf::from(p)
+}
+
+/// This process's pid in the pid namespace of `proc_root` (its `self`
+/// link): the host's when the host's /proc is mounted in a container.
+fn own_pid(proc_root: &Path) -> u32 {
+    std::fs::read_link(proc_root.join("self"))
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(std::process::id)
+}
+
+/// (pid, file) for every process under `proc_root` but `me` and each file
+/// [`parse_maps`] finds in its maps.
+fn mapped_files(proc_root: &Path, extra: &[PathBuf], me: u32) -> Vec<(u32, MappedLib)> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
-    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir(proc_root) else { return out };
     for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         if pid == me {
             continue;
         }
         // A process may exit between readdir and read: skipped.
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
+        let Ok(maps) = std::fs::read_to_string(e.path().join("maps")) else { continue };
         for lib in parse_maps(&maps, extra) {
             out.push((pid, lib));
         }
@@ -430,10 +602,10 @@ fn mapped_libssl(extra: &[PathBuf]) -> Vec<(u32, MappedLib)> {
 }
 
 /// Whether `local` is a listening TCP port in `pid`'s network namespace.
-fn listening(pid: u32, local: std::net::SocketAddr) -> Option<bool> {
+fn listening(proc_root: &Path, pid: u32, local: std::net::SocketAddr) -> Option<bool> {
     let mut any = false;
     for f in ["tcp", "tcp6"] {
-        let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/net/{f}")) else { continue };
+        let Ok(t) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("net").join(f)) else { continue };
         any = true;
         for line in t.lines().skip(1) {
             let mut it = line.split_whitespace();
@@ -502,7 +674,7 @@ impl TlsCapture {
             let mut c: Array<_, TlsConfig> = Array::try_from(bpf.map_mut("TLS_CONFIG").context("TLS_CONFIG")?)?;
             let conf = TlsConfig {
                 snaplen: cfg.snaplen.clamp(1, cnflow_common::MAX_PAYLOAD as u32),
-                own_tgid: std::process::id(),
+                own_tgid: own_pid(&cfg.proc_root),
                 v6_daddr_off: V6_DADDR_OFF,
                 v6_saddr_off: V6_SADDR_OFF,
             };
@@ -513,8 +685,24 @@ impl TlsCapture {
         let pids = aya::maps::HashMap::try_from(bpf.take_map("TLS_PIDS").context("TLS_PIDS")?)?;
         let counters: Arc<PerCpuArray<MapData, u64>> =
             Arc::new(PerCpuArray::try_from(bpf.take_map("TLS_COUNTERS").context("TLS_COUNTERS")?)?);
-        for c in [&LIBS, &ATTACH_FAILED, &ATTACHED, &DETACHED, &BAD_RECORD, &EV_EXEC, &EV_EXIT, &EV_DROPPED, &SCANS] {
+        for c in [
+            &LIBS_SHARED,
+            &LIBS_STATIC,
+            &VERDICTS_EVICTED,
+            &ATTACH_FAILED,
+            &ATTACH_GONE,
+            &ATTACHED,
+            &DETACHED,
+            &BAD_RECORD,
+            &EV_EXEC,
+            &EV_EXIT,
+            &EV_DROPPED,
+            &SCANS,
+        ] {
             LazyLock::force(c);
+        }
+        for l in [Lookup::Found([None; 4]), Lookup::NoSymbols, Lookup::NotElf, Lookup::TooLarge, Lookup::Unreadable] {
+            lookup_counter(&l);
         }
         mirror_counters(&counters);
 
@@ -522,13 +710,24 @@ impl TlsCapture {
             bpf,
             attached: HashMap::new(),
             failed: HashSet::new(),
+            verdicts: lru::LruCache::new(NonZeroUsize::new(MAX_VERDICTS).expect("non-zero")),
             extra: cfg.libraries.clone(),
+            proc_root: cfg.proc_root.clone(),
+            own_pid: own_pid(&cfg.proc_root),
             users: HashMap::new(),
             pids,
             orphan_check: None,
         };
+        let t0 = Instant::now();
         att.rescan();
-        tracing::info!(libraries = att.attached.len(), snaplen = cfg.snaplen, "TLS plaintext capture loaded");
+        tracing::info!(
+            libraries = att.attached.len(),
+            files_looked_up = att.verdicts.len(),
+            first_scan_ms = t0.elapsed().as_millis() as u64,
+            snaplen = cfg.snaplen,
+            proc_root = %cfg.proc_root.display(),
+            "TLS plaintext capture loaded"
+        );
         let stop = Arc::new(AtomicBool::new(false));
         {
             let (counters, stop) = (counters.clone(), stop.clone());
@@ -540,18 +739,21 @@ impl TlsCapture {
         }
         // SAFETY: the RingBuf owns its fd and keeps it open while the AsyncFd lives.
         let afd = unsafe { AsyncFd::register(ring) }.context("registering the TLS ring with tokio")?;
-        let read = tokio::spawn(read_ring(afd, tx));
+        let read = tokio::spawn(read_ring(afd, tx, cfg.proc_root.clone()));
         Ok(TlsCapture { tasks: vec![read], counters, stop })
     }
 }
 
-async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<PacketEvent>>) {
+async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<PacketEvent>>, proc_root: PathBuf) {
     // Executable and cgroup (→ container → pod) of each process, read when
     // its connection first shows up: short-lived clients are gone by the
     // time their exchange becomes a span.
-    let mut streams = TlsStreams::new(Box::new(listening)).with_process_observer(Box::new(|pid| {
-        crate::process::observe(Path::new("/proc"), pid);
-    }));
+    let (root1, root2) = (proc_root.clone(), proc_root.clone());
+    let mut streams = TlsStreams::new(Box::new(move |pid, local| listening(&root1, pid, local))).with_process_observer(
+        Box::new(move |pid| {
+            crate::process::observe(&root2, pid);
+        }),
+    );
     let mut reap = tokio::time::interval(Duration::from_secs(5));
     // The programs do not wake this reader per record (that costs the traced
     // process several µs per call): it drains on this tick, and is woken
@@ -575,7 +777,7 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_nanos() as u64)
                     .unwrap_or(0);
-                streams.reap(wall, |pid| Path::new(&format!("/proc/{pid}")).exists(), &mut batch);
+                streams.reap(wall, |pid| proc_root.join(pid.to_string()).exists(), &mut batch);
             }
         }
         let offset = super::kernel_record::mono_to_wall_offset();
@@ -615,8 +817,106 @@ mod tests {
         assert_eq!(libs.len(), 1);
         assert_eq!(libs[0].path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
         assert_eq!(libs[0].id, (libc::makedev(8, 1), 1234));
+        assert_eq!(libs[0].kind, LibKind::Libssl);
         let libs = parse_maps(maps, &[PathBuf::from("/opt/app/libmyssl.so")]);
         assert_eq!(libs.len(), 2);
+    }
+
+    /// Executable mappings other than libssl are candidates for the symbol
+    /// lookup, once per file; data mappings, anonymous and special mappings
+    /// and deleted files are not.
+    #[test]
+    fn executable_mappings_are_static_candidates() {
+        let maps = "\
+55d0-55d1 r--p 00000000 fd:00 501 /opt/my app/client
+55d1-55d2 r-xp 00001000 fd:00 501 /opt/my app/client
+55d2-55d3 r--p 00002000 fd:00 501 /opt/my app/client
+7f00-7f01 r-xp 00000000 fd:00 600                        /usr/lib/x86_64-linux-gnu/libc.so.6
+7f01-7f02 r-xp 00000000 fd:00 601 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f02-7f03 r-xp 00000000 fd:00 602 /tmp/old (deleted)
+7f03-7f04 r-xp 00000000 00:00 0 [vdso]
+7f04-7f05 r-xp 00000000 00:01 0 
+7f05-7f06 rwxp 00000000 fd:00 603 /opt/jit
+";
+        let libs = parse_maps(maps, &[]);
+        let seen: Vec<(&str, LibKind)> = libs.iter().map(|l| (l.path.as_str(), l.kind)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("/opt/my app/client", LibKind::Static),
+                ("/usr/lib/x86_64-linux-gnu/libc.so.6", LibKind::Static),
+                ("/usr/lib/x86_64-linux-gnu/libssl.so.3", LibKind::Libssl),
+                ("/opt/jit", LibKind::Static),
+            ]
+        );
+        // A configured file is attached by name, as a libssl.
+        let libs = parse_maps(maps, &[PathBuf::from("/opt/my app/client")]);
+        assert_eq!(libs[0].kind, LibKind::Libssl);
+    }
+
+    #[test]
+    fn arbitrary_maps_text_never_panics() {
+        for t in
+            ["", "x", "a b c d e", "a b c zz:yy 1 /x", "a r-xp c 1:2 99999999999999999999999 /x", "a r-xp c : 1 /x"]
+        {
+            let _ = parse_maps(t, &[]);
+        }
+    }
+
+    /// Discovery reads everything under the configured root: a fake /proc
+    /// tree with two processes (one mapping a libssl, one a program that
+    /// links OpenSSL statically, reached through its root) and the agent
+    /// itself (its `self` link), which is skipped.
+    #[test]
+    fn discovery_reads_under_the_configured_proc_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let w = |rel: &str, text: &[u8]| {
+            let p = r.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        w("100/maps", b"7f01-7f02 r-xp 00001000 08:01 1234 /usr/lib/libssl.so.3\n");
+        w(
+            "200/maps",
+            b"55d1-55d2 r-xp 00001000 08:01 501 /app/client\n7f00-7f01 r-xp 00000000 08:01 600 /lib/libc.so.6\n",
+        );
+        w("300/maps", b"55d1-55d2 r-xp 00001000 08:01 700 /usr/local/bin/cnflow\n");
+        w("200/root/app/client", &tls_symbols::elf_with(&["SSL_write", "SSL_read"], &[]));
+        w("200/root/lib/libc.so.6", &tls_symbols::elf_with(&["memcpy"], &["SSL_write"]));
+        w("200/net/tcp", b"  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 0A 0\n");
+        std::os::unix::fs::symlink("300", r.join("self")).unwrap();
+        w("notapid/maps", b"garbage");
+
+        assert_eq!(own_pid(r), 300);
+        assert_eq!(own_pid(&r.join("missing")), std::process::id(), "no self link: this process's pid");
+        let mut found: Vec<(u32, String, LibKind)> =
+            mapped_files(r, &[], own_pid(r)).into_iter().map(|(pid, l)| (pid, l.path, l.kind)).collect();
+        found.sort_by_key(|f| (f.0, f.1.clone()));
+        assert_eq!(
+            found,
+            vec![
+                (100, "/usr/lib/libssl.so.3".into(), LibKind::Libssl),
+                (200, "/app/client".into(), LibKind::Static),
+                (200, "/lib/libc.so.6".into(), LibKind::Static),
+            ]
+        );
+        // The program's file through its root (a container's filesystem).
+        assert_eq!(in_root(r, 200, "/app/client"), r.join("200/root/app/client"));
+        assert!(matches!(tls_symbols::lookup_file(&in_root(r, 200, "/app/client")), Lookup::Found(_)));
+        assert_eq!(tls_symbols::lookup_file(&in_root(r, 200, "/lib/libc.so.6")), Lookup::NoSymbols);
+        assert_eq!(tls_symbols::lookup_file(&in_root(r, 100, "/usr/lib/libssl.so.3")), Lookup::Unreadable);
+        // Sockets under the root too.
+        let local: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(listening(r, 200, local), Some(true));
+        assert_eq!(listening(r, 200, "127.0.0.1:8081".parse().unwrap()), Some(false));
+        assert_eq!(listening(r, 100, local), None, "no table: unknown");
+        // And the process facts (cgroup → pod) the same way.
+        w("200/cgroup", b"0::/kubepods.slice/kubepods-pod5b1c4a2e_7d3f_4e8a_9b6c_0d1e2f3a4b5c.slice/cri-containerd-3f4e6c9a1b2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f.scope\n");
+        std::os::unix::fs::symlink("/app/client", r.join("200/exe")).unwrap();
+        let info = crate::process::observe(r, 200).unwrap();
+        assert_eq!(info.executable.as_deref(), Some("client"));
+        assert_eq!(info.cgroup.pod_uid.as_deref(), Some("5b1c4a2e-7d3f-4e8a-9b6c-0d1e2f3a4b5c"));
     }
 
     #[test]

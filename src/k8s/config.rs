@@ -52,7 +52,8 @@ pub struct K8sConfig {
     /// Owner lookups (ReplicaSet, Job) kept in memory.
     #[serde(default = "d_owner_cache")]
     pub k8s_owner_cache_size: usize,
-    /// Host /proc (needs hostPID) used to reach pod network namespaces through /proc/<pid>/ns/net.
+    /// Host /proc (needs hostPID) used to reach pod network namespaces through /proc/<pid>/ns/net,
+    /// and by the TLS source (process maps, roots, cgroups) in `cnflow agent`.
     #[serde(default = "d_proc")]
     pub k8s_proc_root: String,
     /// Comma-separated directories of pinned network namespaces (containerd and CRI-O pin pod namespaces there).
@@ -76,7 +77,7 @@ impl EnvVars for K8sConfig {
         VarDoc::new("CNFLOW_K8S_SERVICES", "also watch Services so a ClusterIP peer is named after its Service."),
         VarDoc::new("CNFLOW_K8S_ALL_NODES", "watch every Node (names peer node addresses) instead of only this node; costs one Node object per cluster node per agent."),
         VarDoc::new("CNFLOW_K8S_OWNER_CACHE_SIZE", "owner lookups (ReplicaSet, Job) kept in memory."),
-        VarDoc::new("CNFLOW_K8S_PROC_ROOT", "host /proc (needs hostPID) used to reach pod network namespaces through /proc/<pid>/ns/net."),
+        VarDoc::new("CNFLOW_K8S_PROC_ROOT", "host /proc (needs hostPID) used to reach pod network namespaces through /proc/<pid>/ns/net, and (cnflow agent) the /proc under which the TLS source reads every process's maps, root, exe, cgroup and sockets; `cnflow run` reads /proc."),
         VarDoc::new("CNFLOW_K8S_NETNS_DIRS", "comma-separated directories of pinned network namespaces (containerd and CRI-O pin pod namespaces there)."),
     ];
 }
