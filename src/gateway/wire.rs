@@ -478,6 +478,7 @@ impl<'a> Walk<'_, 'a> {
 
 /// Checks and counts a trace or log request and adds GeoIP attributes (with `geo`).
 pub fn process(kind: Kind, req: &[u8], geo: Option<&GeoIp>) -> Result<Processed, WireError> {
+    validate(kind, req)?;
     let mut w = Walk {
         memo: geo.map(|geo| Memo { geo, cache: HashMap::default() }),
         scan: Scan::new(kind == Kind::Traces),
@@ -506,6 +507,28 @@ pub fn process(kind: Kind, req: &[u8], geo: Option<&GeoIp>) -> Result<Processed,
         }
     }
     Ok(Processed { bytes: w.changed.then_some(out), items: w.items, enriched: w.enriched, needs_decode: false })
+}
+
+/// The walk below reads the framing down to the attributes only. A defect
+/// deeper inside a span or log record (invalid UTF-8 in a name or key, a
+/// field with the wrong wire type, a truncated nested value) would be
+/// acknowledged, concatenated into a batch with other clients' requests, and
+/// make the backend refuse that whole batch: one bad client would lose
+/// everyone's data (found by `gateway_fuzz`). A full prost decode, dropped
+/// at once, refuses such a request here, as the decoded path would.
+fn validate(kind: Kind, req: &[u8]) -> Result<(), WireError> {
+    use prost::Message;
+    let ok = match kind {
+        Kind::Traces => {
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(req).is_ok()
+        }
+        Kind::Logs => opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::decode(req).is_ok(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(WireError("not a valid OTLP export request"))
+    }
 }
 
 /// A piece of an output request: (resource, scope or None, leaf range).
