@@ -12,11 +12,8 @@ use std::time::Duration;
 /// stdout/stderr to agent.out/agent.err in `dir`; returns once every
 /// interface is attached.
 pub fn start_agent(ns: &str, ifaces: &str, sub: &str, args: &[&str], env: &[(&str, &str)], dir: &Path) -> ChildGuard {
-    let mut c = NetnsPair::cmd(ns, crate::harness::cnflow_bin());
+    let mut c = crate::harness::cnflow_in(ns);
     c.arg(sub).args(args).env("CNFLOW_INTERFACES", ifaces).env("CNFLOW_STATS_INTERVAL_SECS", "1");
-    // TLS uprobes see every OpenSSL process on the host, not only this test's
-    // namespaces: tests that count spans exactly opt in (`CNFLOW_TLS=true`).
-    c.env("CNFLOW_TLS", "false");
     for (k, v) in env {
         c.env(k, v);
     }

@@ -78,15 +78,10 @@ impl LiveSession {
     /// Starts the agent on the server-side veth, waits until its capture is
     /// attached, then starts tcpdump on the same interface.
     pub fn start_capture(&mut self) {
-        let mut c = NetnsPair::cmd(&self.pair.ns_a, crate::harness::cnflow_bin());
+        let mut c = crate::harness::cnflow_in(&self.pair.ns_a);
         c.args(["run", "--format", "exchanges"])
             .env("CNFLOW_INTERFACES", &self.pair.veth_a)
             .env("CNFLOW_SNAPLEN", "4096")
-            // Exact counts: OpenSSL processes elsewhere on the host stay out.
-            .env("CNFLOW_TLS", "false")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
             .stdout(std::fs::File::create(self.dir.path("agent.out")).unwrap())
             .stderr(std::fs::File::create(self.dir.path("agent.err")).unwrap());
         self.agent = Some(ChildGuard::new(c.spawn().expect("spawn cnflow"), "cnflow run"));

@@ -18,15 +18,10 @@ use std::time::Duration;
 
 /// Runs the agent in `ns` on `iface`; stdout/stderr go to files in `dir`.
 fn start_agent(pair: &NetnsPair, dir: &Scratch, run: &str, extra_env: &[(&str, &str)]) -> ChildGuard {
-    let mut c = NetnsPair::cmd(&pair.ns_a, harness::cnflow_bin());
+    let mut c = harness::cnflow_in(&pair.ns_a);
     c.args(["run", "--format", "packets"])
         .env("CNFLOW_INTERFACES", &pair.veth_a)
         .env("CNFLOW_STATS_INTERVAL_SECS", "1")
-        // Exact packet counts: OpenSSL processes elsewhere on the host stay out.
-        .env("CNFLOW_TLS", "false")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.path(&format!("{run}.out"))).unwrap())
         .stderr(std::fs::File::create(dir.path(&format!("{run}.err"))).unwrap());
     for (k, v) in extra_env {

@@ -23,15 +23,10 @@ use std::time::Duration;
 
 /// Runs `cnflow run` in `ns`; stdout/stderr go to `<name>.out` / `<name>.err` in `dir`.
 fn start_agent(ns: &str, dir: &Scratch, name: &str, args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
-    let mut c = NetnsPair::cmd(ns, harness::cnflow_bin());
+    let mut c = harness::cnflow_in(ns);
     c.arg("run")
         .args(args)
         .env("CNFLOW_STATS_INTERVAL_SECS", "1")
-        // Exact packet counts: OpenSSL processes elsewhere on the host stay out.
-        .env("CNFLOW_TLS", "false")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
         .stdout(std::fs::File::create(dir.path(&format!("{name}.out"))).unwrap())
         .stderr(std::fs::File::create(dir.path(&format!("{name}.err"))).unwrap());
     for (k, v) in env {
