@@ -156,9 +156,19 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
         tracing::info!("span sampling: {}", policy.describe());
         pipeline.set_sampling(policy.clone());
     }
+    // Kept here too: the service graph is exported with the self-metrics.
+    let mut graph_of = None;
     if let Some(sc) = cfg.stitch() {
-        tracing::info!(window_ms = cfg.stitch_window_ms, "stitching CLIENT and SERVER spans across agents");
-        pipeline.set_stitch(stitch::Stitcher::new(sc));
+        tracing::info!(
+            window_ms = cfg.stitch_window_ms,
+            service_graph = cfg.service_graph,
+            "stitching CLIENT and SERVER spans across agents"
+        );
+        let st = stitch::Stitcher::new(sc);
+        if cfg.service_graph {
+            graph_of = Some(st.clone());
+        }
+        pipeline.set_stitch(st);
     }
     let mut aux = pipeline.spawn_timers();
 
@@ -215,6 +225,10 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
                 tracing::info!("gateway stats: {}", selfmetrics::summary(&samples));
                 if exports_metrics {
                     p.send_direct(Payload::Metrics(selfmetrics::to_otlp(&samples, start_ns)));
+                    let graph = graph_of.as_ref().map(|st| st.service_graph_metrics()).unwrap_or_default();
+                    if !graph.is_empty() {
+                        p.send_direct(Payload::Metrics(selfmetrics::request(graph)));
+                    }
                 }
             }
         }));
