@@ -274,14 +274,17 @@ impl TelemetrySink {
             // this agent gives the other end. Whether the peer runs an agent
             // is not known here (outside Kubernetes nothing is), the gateway
             // sees whether the other half came.
+            // Database and messaging calls stay with the client's agent (an
+            // edge complete from the client span, as Tempo's `database` edges);
+            // their server end goes to the gateway, which counts it only when
+            // no CLIENT half comes (a client without an agent: `user`).
+            let to_gateway = self.opts.config.service_graph_metrics == config::ServiceGraphMode::Gateway
+                && crate::exchange::WireKey::of(ex).is_some();
             let peer = match (&client, &server) {
-                (End::Remote { name, .. }, End::Seen { .. }) | (End::Seen { .. }, End::Remote { name, .. })
-                    if self.opts.config.service_graph_metrics == config::ServiceGraphMode::Gateway
-                        && kind_of_call == CallKind::Plain
-                        && crate::exchange::WireKey::of(ex).is_some() =>
-                {
+                (End::Seen { .. }, End::Remote { name, .. }) if to_gateway && kind_of_call == CallKind::Plain => {
                     Some(name.clone())
                 }
+                (End::Remote { name, .. }, End::Seen { .. }) if to_gateway => Some(name.clone()),
                 _ => None,
             };
             match peer {

@@ -31,7 +31,9 @@
 //!   failed when either span has an error status; a CLIENT half that leaves
 //!   unjoined (window, eviction, duplicate) gives an edge to a virtual node
 //!   named as the client's agent named the peer, a SERVER half one from
-//!   `user`, both `connection_type=virtual_node`.
+//!   `user`, both `connection_type=virtual_node`. Database and messaging
+//!   calls are counted by the client's agent (their CLIENT half is not
+//!   marked); only their SERVER half left unjoined is counted here.
 //!
 //! Spans without wire attributes cost one scan of their attribute keys.
 use crate::exchange::{wire_attr, WireKey};
@@ -147,10 +149,11 @@ fn wall_ns() -> u64 {
 /// A joined pair: one edge with both sides' seconds, when either agent left it here.
 fn record_join(g: &mut Option<ServiceGraph>, c: Option<&GraphHalf>, s: Option<&GraphHalf>) {
     let (Some(g), Some(c), Some(s)) = (g.as_mut(), c, s) else { return };
-    if !(c.marked || s.marked) {
+    let kind = if c.kind != CallKind::Plain { c.kind } else { s.kind };
+    // An unmarked database/messaging CLIENT half: its agent counted the edge.
+    if !(c.marked || s.marked) || (kind != CallKind::Plain && !c.marked) {
         return;
     }
-    let kind = if c.kind != CallKind::Plain { c.kind } else { s.kind };
     let pair = graph::Pair {
         client: &c.service,
         server: &s.service,
@@ -183,7 +186,7 @@ fn record_unjoined(g: &mut Option<ServiceGraph>, e: &Entry) {
         graph::Pair {
             client: "user",
             server: &h.service,
-            connection_type: graph::connection_type(h.kind, true),
+            connection_type: "virtual_node",
             client_ns: None,
             server_ns: Some(h.dur_ns),
             failed: h.failed,

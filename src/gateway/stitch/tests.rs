@@ -450,9 +450,22 @@ fn database_pairs_and_failures_on_either_side() {
         let mut b = service_request("cart", vec![graph_span(SERVER, 40 + i as u8, seq, Some("front"), 4, sf)]);
         st.ingest_at(&mut b, 3);
     }
+    // As agents in gateway mode send them: the CLIENT half unmarked (its
+    // agent counted the database edge), the SERVER half marked.
+    let mut c = graph_span(CLIENT, 50, 200, None, 2, false);
+    c.attributes.push(str_kv("db.system.name", "redis"));
+    let mut a = service_request("cart", vec![c]);
+    st.ingest_at(&mut a, 4);
+    let mut b = service_request("redis", vec![graph_span(SERVER, 60, 200, Some("cart"), 1, false)]);
+    st.ingest_at(&mut b, 5);
+    // Its SERVER half alone (a client without an agent): from `user`.
+    let mut b = service_request("redis", vec![graph_span(SERVER, 61, 201, Some("10.200.0.9"), 1, false)]);
+    st.ingest_at(&mut b, 6);
+    let _ = st.expire_at(5000);
     let ms = st.service_graph_metrics();
     let db = key("cart", "redis", "database");
-    assert_eq!((counter(&ms, TOTAL, &db), counter(&ms, FAILED, &db)), (1, 1));
+    assert_eq!((counter(&ms, TOTAL, &db), counter(&ms, FAILED, &db)), (1, 1), "only the pair with a marked CLIENT");
+    assert_eq!(counter(&ms, TOTAL, &key("user", "redis", "virtual_node")), 1);
     let e = key("front", "cart", "");
     assert_eq!((counter(&ms, TOTAL, &e), counter(&ms, FAILED, &e)), (3, 2));
 }

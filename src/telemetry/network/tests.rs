@@ -408,6 +408,11 @@ fn gateway_mode_leaves_one_sided_keyed_exchanges_to_the_gateway() {
     assert_eq!(marks.len(), 1, "{marks:?}");
     assert!(marks[0].0.starts_with("GET"), "{marks:?}");
     assert!(!marks[0].1.is_empty(), "the peer's name: {marks:?}");
+    // Server end only: both go to the gateway (a database call's edge is
+    // the client agent's; the gateway counts its SERVER half only unpaired).
+    let (ms, marks) = run("gateway", &["10.200.0.2", "10.200.0.6"], true);
+    assert!(!ms.iter().any(|m| m.name.starts_with("traces_service_graph")), "{ms:?}");
+    assert_eq!(marks.len(), 2, "{marks:?}");
     // The same in `true` mode: counted here (a virtual node: no agent known there), no mark.
     let (ms, marks) = run("true", &["10.200.0.1"], true);
     assert_eq!(sum(&ms, total, &http), 1);
