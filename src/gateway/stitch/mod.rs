@@ -150,8 +150,9 @@ fn wall_ns() -> u64 {
 fn record_join(g: &mut Option<ServiceGraph>, c: Option<&GraphHalf>, s: Option<&GraphHalf>) {
     let (Some(g), Some(c), Some(s)) = (g.as_mut(), c, s) else { return };
     let kind = if c.kind != CallKind::Plain { c.kind } else { s.kind };
-    // An unmarked database/messaging CLIENT half: its agent counted the edge.
-    if !(c.marked || s.marked) || (kind != CallKind::Plain && !c.marked) {
+    // Left here by the CLIENT's agent, or by the SERVER's for a plain call
+    // (an unmarked database/messaging CLIENT half: its agent counted the edge).
+    if !(c.marked || (s.marked && kind == CallKind::Plain)) {
         return;
     }
     let pair = graph::Pair {

@@ -20,6 +20,11 @@
 //! Database and messaging calls are counted from the client end (like Tempo's
 //! `database` edges, completed without a server span), with
 //! `connection_type=database` / `messaging_system`.
+//!
+//! With `CNFLOW_SERVICE_GRAPH_METRICS=gateway` an exchange seen at one end
+//! only and carrying a wire key (except a database/messaging call's client
+//! end) is not counted here: its spans carry [`GATEWAY_PEER_ATTR`] and the
+//! gateway's stitcher counts it from the joined pair ([`ServiceGraph::record_pair`]).
 use super::{Hist, HistDesc, MetricsOut, SumDesc};
 use crate::otel::attr::{Attrs, V};
 use crate::otel::semconv::OVERFLOW_KEY;
