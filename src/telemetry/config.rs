@@ -177,7 +177,7 @@ impl EnvVars for TelemetryConfig {
         ),
         VarDoc::new(
             "CNFLOW_SERVICE_GRAPH_METRICS",
-            "true: Grafana/Tempo service-graph metrics (traces_service_graph_request_total, _failed_total, _client_seconds, _server_seconds), every edge counted by the agents (a cross-node edge split between the two ends' agents). gateway: with a gateway running CNFLOW_GATEWAY_SERVICE_GRAPH=true, the agent counts only pairs it sees both ends of, database/messaging calls and exchanges without a wire key, and leaves every other exchange to the gateway, which counts it from the joined CLIENT/SERVER pair (or the unpaired half, as a virtual node).",
+            "true: Grafana/Tempo service-graph metrics (traces_service_graph_request_total, _failed_total, _client_seconds, _server_seconds), every edge counted by the agents (a cross-node edge split between the two ends' agents). gateway: with a gateway running CNFLOW_GATEWAY_SERVICE_GRAPH=true, the agent counts only pairs it sees both ends of, database/messaging calls at their client end and exchanges without a wire key, and leaves every other exchange to the gateway (marking its spans with cnflow.graph.peer), which counts it from the joined CLIENT/SERVER pair (or the unpaired half, as a virtual node). The Helm chart sets gateway when gateway.env.CNFLOW_GATEWAY_SERVICE_GRAPH is true.",
         ),
     ];
 }
