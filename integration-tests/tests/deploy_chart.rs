@@ -287,3 +287,42 @@ fn gateway_tls_and_token_from_secrets() {
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("gateway.tls.secretName"));
 }
+
+/// The gateway's service graph puts the agents in `gateway` mode (they leave
+/// cross-node edges to it); settings that would count edges twice, or give
+/// the gateway no joined pairs, fail to render.
+#[test]
+fn gateway_service_graph_sets_the_agents_mode() {
+    if !helm_available() {
+        return;
+    }
+    let on = ["gateway.env.CNFLOW_GATEWAY_SERVICE_GRAPH=true", "gateway.env.CNFLOW_GATEWAY_STITCH_WINDOW_MS=3000"];
+    let mode = |docs: &[Value]| {
+        let ds = find(docs, "DaemonSet", "-agent").unwrap();
+        env_of(&ds["spec"]["template"]["spec"]["containers"][0])
+            .into_iter()
+            .filter(|(n, _)| n == "CNFLOW_SERVICE_GRAPH_METRICS")
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(mode(&render(&[], &on)), vec!["gateway"]);
+    assert!(mode(&render(&[], &[])).is_empty(), "off by default");
+    let explicit = [on[0], on[1], "agent.env.CNFLOW_SERVICE_GRAPH_METRICS=gateway"];
+    assert_eq!(mode(&render(&[], &explicit)), vec!["gateway"], "set once");
+    let gw = find(&render(&[], &on), "Deployment", "-gateway").cloned().unwrap();
+    assert!(env_of(&gw["spec"]["template"]["spec"]["containers"][0])
+        .contains(&("CNFLOW_GATEWAY_SERVICE_GRAPH".into(), "true".into())));
+    for (set, want) in [
+        (vec![on[0]], "CNFLOW_GATEWAY_STITCH_WINDOW_MS"),
+        (vec![on[0], on[1], "agent.env.CNFLOW_SERVICE_GRAPH_METRICS=true"], "CNFLOW_SERVICE_GRAPH_METRICS"),
+    ] {
+        let mut cmd = Command::new("helm");
+        cmd.args(["template", "rel"]).arg(root().join("charts/cnflow"));
+        for s in &set {
+            cmd.args(["--set", s]);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want), "{set:?}: {err}");
+    }
+}

@@ -363,24 +363,31 @@ fn replay_of_two_captures_joins_every_exchange_across_dnat_and_masquerade() {
 
 /// The gateway (router namespace, reachable from both nodes) with stitching on.
 fn gateway(t: &Topo, dir: &Scratch, sink_port: u16, window_ms: u64, name: &str) -> (ChildGuard, u16) {
+    gateway_with(t, dir, sink_port, window_ms, name, &[])
+}
+
+fn gateway_with(
+    t: &Topo,
+    dir: &Scratch,
+    sink_port: u16,
+    window_ms: u64,
+    name: &str,
+    extra: &[(&str, String)],
+) -> (ChildGuard, u16) {
     let port = otel::free_port();
-    let g = spawn(
-        &t.rt,
-        &[harness::cnflow_bin(), "gateway"],
-        name,
-        dir,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{sink_port}")),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
-            ("CNFLOW_SELF_TELEMETRY", "false".into()),
-            ("CNFLOW_GATEWAY_GRPC_LISTEN", format!("{}:{port}", t.gw_ip)),
-            ("CNFLOW_GATEWAY_HTTP_LISTEN", "127.0.0.1:0".into()),
-            ("CNFLOW_GATEWAY_HEALTH_LISTEN", "127.0.0.1:0".into()),
-            ("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "50".into()),
-            ("CNFLOW_GATEWAY_STATS_INTERVAL_SECS", "1".into()),
-            ("CNFLOW_GATEWAY_STITCH_WINDOW_MS", window_ms.to_string()),
-        ],
-    );
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{sink_port}")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+        ("CNFLOW_SELF_TELEMETRY", "false".into()),
+        ("CNFLOW_GATEWAY_GRPC_LISTEN", format!("{}:{port}", t.gw_ip)),
+        ("CNFLOW_GATEWAY_HTTP_LISTEN", "127.0.0.1:0".into()),
+        ("CNFLOW_GATEWAY_HEALTH_LISTEN", "127.0.0.1:0".into()),
+        ("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "50".into()),
+        ("CNFLOW_GATEWAY_STATS_INTERVAL_SECS", "1".into()),
+        ("CNFLOW_GATEWAY_STITCH_WINDOW_MS", window_ms.to_string()),
+    ];
+    env.extend(extra.iter().cloned());
+    let g = spawn(&t.rt, &[harness::cnflow_bin(), "gateway"], name, dir, &env);
     let log = dir.path(&format!("{name}.log"));
     assert!(wait_until(T, || read(&log).contains("gateway listening")), "{name} did not start");
     (g, port)
@@ -388,13 +395,24 @@ fn gateway(t: &Topo, dir: &Scratch, sink_port: u16, window_ms: u64, name: &str) 
 
 /// `gws`: gateway `host:port`s; several = routing by join key.
 fn start_agent(ns: &str, iface: &str, gws: &[String], node: &str, dir: &Scratch) -> ChildGuard {
+    start_agent_with(ns, iface, gws, node, dir, &[])
+}
+
+fn start_agent_with(
+    ns: &str,
+    iface: &str,
+    gws: &[String],
+    node: &str,
+    dir: &Scratch,
+    extra: &[(&str, &str)],
+) -> ChildGuard {
     let d = dir.path(node);
     std::fs::create_dir_all(&d).unwrap();
     let endpoint = format!("http://{}", gws[0]);
     let resource = format!("host.name={node}");
     let all: Vec<String> = gws.iter().map(|g| format!("http://{g}")).collect();
     let all = all.join(",");
-    let env = [
+    let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("CNFLOW_EXPORT_GATEWAY_ENDPOINTS", if gws.len() > 1 { all.as_str() } else { "" }),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -404,6 +422,7 @@ fn start_agent(ns: &str, iface: &str, gws: &[String], node: &str, dir: &Scratch)
         // TLS uprobes would see every OpenSSL process on the machine (other tests).
         ("CNFLOW_TLS", "false"),
     ];
+    env.extend_from_slice(extra);
     agent::start_agent(ns, iface, "run", &["--format", "text"], &env, &d)
 }
 
@@ -538,4 +557,144 @@ fn replay_of_two_captures_joins_multiplexed_http2_streams() {
     assert!(out.status.success(), "replay: {}", String::from_utf8_lossy(&out.stderr));
     let spans = spans_of_json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(joins(&spans, "server.pcap", |n| n.starts_with("GET")), (H2_REQUESTS, H2_REQUESTS));
+}
+
+/// Service-graph series at the receiver: (resource service.name, metric,
+/// client, server, connection_type) → the latest cumulative value (counter
+/// value, or histogram count).
+type Edges = std::collections::BTreeMap<(String, String, String, String, String), u64>;
+
+fn graph_edges(r: &otel::Received) -> Edges {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value as NV};
+    let mut out = Edges::new();
+    for m in r.metrics.lock().unwrap().iter() {
+        for rm in &m.resource_metrics {
+            let res =
+                rm.resource.as_ref().and_then(|r| otel::str_value(&r.attributes, "service.name")).unwrap_or_default();
+            for metric in rm.scope_metrics.iter().flat_map(|s| &s.metrics) {
+                if !metric.name.starts_with("traces_service_graph_") {
+                    continue;
+                }
+                let points: Vec<(&[opentelemetry_proto::tonic::common::v1::KeyValue], u64)> = match &metric.data {
+                    Some(Data::Sum(s)) => s
+                        .data_points
+                        .iter()
+                        .map(|dp| {
+                            let v = match dp.value {
+                                Some(NV::AsInt(v)) => v.max(0) as u64,
+                                _ => 0,
+                            };
+                            (dp.attributes.as_slice(), v)
+                        })
+                        .collect(),
+                    Some(Data::Histogram(h)) => {
+                        h.data_points.iter().map(|dp| (dp.attributes.as_slice(), dp.count)).collect()
+                    }
+                    _ => continue,
+                };
+                for (attrs, v) in points {
+                    let a = |k: &str| otel::str_value(attrs, k).unwrap_or_default();
+                    let key = (res.clone(), metric.name.clone(), a("client"), a("server"), a("connection_type"));
+                    let e = out.entry(key).or_default();
+                    *e = (*e).max(v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sum of `metric` over series matching (resource, client, server, connection_type) filters.
+fn edge_sum(e: &Edges, metric: &str, f: impl Fn(&str, &str, &str, &str) -> bool) -> u64 {
+    e.iter().filter(|((r, m, c, s, ct), _)| m == metric && f(r, c, s, ct)).map(|(_, v)| *v).sum()
+}
+
+/// Service graph from the joined pairs (CNFLOW_GATEWAY_SERVICE_GRAPH=true,
+/// agents in `gateway` mode): the gateway's client → server edge counts every
+/// cross-node request the clients made (HTTP GETs and DNS lookups; Redis is a
+/// database call, counted by the client's agent) exactly once, with both
+/// durations; the agents count none of them. Then, the client's agent stopped, SERVER
+/// halves whose CLIENT never comes are edges from `user` (Tempo's expired
+/// server span), once the window ends.
+#[test]
+fn live_service_graph_from_joined_pairs_counts_each_request_once() {
+    let dir = Scratch::new("stitch-graph");
+    let t = Topo::new("stg", true, &dir);
+    let _servers = servers(&t, &dir);
+    let recv = otel::Receiver::start(Some(&t.rt));
+    let window_ms = 2000;
+    let (_gw, port) =
+        gateway_with(&t, &dir, recv.port, window_ms, "gateway", &[("CNFLOW_GATEWAY_SERVICE_GRAPH", "true".into())]);
+    let gws = [format!("{}:{port}", t.gw_ip)];
+    let mode = ("CNFLOW_SERVICE_GRAPH_METRICS", "gateway");
+    let a_cl =
+        start_agent_with(&t.cl, &t.if_cl, &gws, "node-client", &dir, &[mode, ("OTEL_SERVICE_NAME", "svc-client")]);
+    let a_sv =
+        start_agent_with(&t.sv, &t.if_sv, &gws, "node-server", &dir, &[mode, ("OTEL_SERVICE_NAME", "svc-server")]);
+    clients(&t);
+    std::thread::sleep(Duration::from_secs(1));
+    agent::stop_agent(a_cl);
+    agent::stop_agent(a_sv);
+
+    // The oracle: what the clients did.
+    let want = (HTTP_GETS + DIGS) as u64;
+    let total = "traces_service_graph_request_total";
+    let gw_edge = |e: &Edges, m: &str| {
+        edge_sum(e, m, |r, c, s, ct| r == "cnflow-gateway" && c == "svc-client" && s == "svc-server" && ct.is_empty())
+    };
+    assert!(
+        wait_until(T, || gw_edge(&graph_edges(&recv.received), total) >= want),
+        "gateway edge: {:?}\nlogs in {}",
+        graph_edges(&recv.received),
+        dir.path("").display()
+    );
+    // A few more gateway exports: nothing late may add to it.
+    std::thread::sleep(Duration::from_millis(window_ms + 2500));
+    let e = graph_edges(&recv.received);
+    eprintln!("service graph series: {e:#?}");
+    assert_eq!(gw_edge(&e, total), want, "one edge per request, counted once");
+    assert_eq!(gw_edge(&e, "traces_service_graph_request_failed_total"), 0);
+    assert_eq!(gw_edge(&e, "traces_service_graph_request_client_seconds"), want, "client seconds per pair");
+    assert_eq!(gw_edge(&e, "traces_service_graph_request_server_seconds"), want, "server seconds per pair");
+    // Every half was joined: no virtual node at the gateway.
+    assert_eq!(edge_sum(&e, total, |r, _, _, ct| r == "cnflow-gateway" && ct == "virtual_node"), 0);
+    // No double count: the agents counted none of the cross-node HTTP/DNS
+    // edges (in `true` mode each would have counted its end as a virtual
+    // node), and across all sources svc-client → svc-server is the oracle.
+    let agents = |r: &str| r == "svc-client" || r == "svc-server";
+    assert_eq!(edge_sum(&e, total, |r, c, _, ct| agents(r) && c == "svc-client" && ct != "database"), 0, "{e:#?}");
+    assert_eq!(edge_sum(&e, total, |r, c, s, _| !agents(r) && c == "svc-client" && s == "svc-server"), want);
+    assert_eq!(edge_sum(&e, total, |_, c, s, _| c == "svc-client" && s == "svc-server"), want);
+    // The Redis calls are database edges, from the client's agent only: the
+    // server's agent leaves its end to the gateway, which counts a database
+    // SERVER half only when no CLIENT half comes (none here).
+    let db = edge_sum(&e, total, |r, c, _, ct| r == "svc-client" && c == "svc-client" && ct == "database");
+    assert!(db >= REDIS_SETS as u64, "{db}");
+    assert_eq!(edge_sum(&e, total, |_, _, _, ct| ct == "database"), db, "database edges from one source");
+    assert_eq!(edge_sum(&e, total, |_, c, _, _| c == "user"), 0, "every SERVER half had its CLIENT");
+
+    // Halves that never meet: only the server's agent runs; its SERVER spans
+    // leave unjoined after the window and are edges from `user`.
+    let user_edge = |e: &Edges| {
+        edge_sum(e, total, |r, c, s, ct| {
+            r == "cnflow-gateway" && c == "user" && s == "svc-server" && ct == "virtual_node"
+        })
+    };
+    let a_sv =
+        start_agent_with(&t.sv, &t.if_sv, &gws, "node-server", &dir, &[mode, ("OTEL_SERVICE_NAME", "svc-server")]);
+    let urls: Vec<String> = (0..HTTP_GETS).map(|i| format!("http://{}/users/{i}", t.vip)).collect();
+    let mut args = vec!["curl", "-sf", "--http1.1"];
+    args.extend(urls.iter().map(String::as_str));
+    NetnsPair::exec(&t.cl, &args, T);
+    std::thread::sleep(Duration::from_secs(1));
+    agent::stop_agent(a_sv);
+    assert!(
+        wait_until(T, || user_edge(&graph_edges(&recv.received)) >= HTTP_GETS as u64),
+        "user edge: {:?}",
+        graph_edges(&recv.received)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let e = graph_edges(&recv.received);
+    assert_eq!(user_edge(&e), HTTP_GETS as u64);
+    assert_eq!(gw_edge(&e, total), want, "the joined edge is unchanged");
 }

@@ -363,7 +363,12 @@ fn replay_nodes(files: &[std::path::PathBuf], cfg: &AgentConfig, env: &[(String,
         bail!("several captures are stitched into OTLP: use --format otlp-json");
     }
     let keep_keys = env.iter().any(|(k, v)| k == "CNFLOW_GATEWAY_STITCH_KEEP_KEYS" && v.trim() == "true");
-    let stitcher = Stitcher::new(StitchConfig { window: std::time::Duration::MAX, max_entries: 1 << 22, keep_keys });
+    let stitcher = Stitcher::new(StitchConfig {
+        window: std::time::Duration::MAX,
+        max_entries: 1 << 22,
+        keep_keys,
+        service_graph_edges: 0,
+    });
     let progress = Progress::new("never");
     let mut metrics = Vec::new();
     let mut traces = Vec::new();

@@ -42,6 +42,9 @@ fn d_shutdown() -> u64 {
 fn d_stitch_entries() -> usize {
     100_000
 }
+fn d_graph_edges() -> usize {
+    2000
+}
 
 /// One entry of CNFLOW_GATEWAY_EXTRA_ENDPOINTS (with its CNFLOW_GATEWAY_EXTRA_HEADERS group).
 #[derive(Clone, PartialEq, Eq)]
@@ -148,6 +151,12 @@ pub struct GatewayConfig {
     /// Export the wire-key attributes instead of stripping them.
     #[serde(default)]
     pub stitch_keep_keys: bool,
+    /// Service-graph metrics from the pairs joined by the stitcher.
+    #[serde(default)]
+    pub service_graph: bool,
+    /// Service-graph edges with their own series.
+    #[serde(default = "d_graph_edges")]
+    pub service_graph_max_edges: usize,
 }
 
 impl EnvVars for GatewayConfig {
@@ -178,7 +187,9 @@ impl EnvVars for GatewayConfig {
         VarDoc::new("CNFLOW_GATEWAY_SAMPLING", "true: apply the agents' span sampling policy (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, CNFLOW_SAMPLING_KEEP_*) to received spans, for agents that export unsampled; per-protocol ratios do not apply. Spans sampled out are counted in cnflow.gateway.sampled_out, not as drops."),
         VarDoc::new("CNFLOW_GATEWAY_STITCH_WINDOW_MS", "connected traces across nodes: the SERVER span one agent exports and the CLIENT span another agent exports for the same exchange (matched by TCP sequence numbers or DNS id + client port, the cnflow.tcp.*/cnflow.udp.* span attributes; NAT and clock skew do not matter) are joined: the SERVER span moves into the CLIENT span's trace with it as parent. A SERVER half waits this long for its CLIENT, then is exported unjoined (cnflow.gateway.stitch.unmatched). 0 = off (spans pass untouched, wire attributes included). With several gateways, agents must route by join key (CNFLOW_EXPORT_GATEWAY_ENDPOINTS)."),
         VarDoc::new("CNFLOW_GATEWAY_STITCH_MAX_ENTRIES", "halves remembered or held at most while stitching; beyond it the oldest goes (a waiting SERVER span is exported unjoined), counted in cnflow.gateway.stitch.evicted."),
-        VarDoc::new("CNFLOW_GATEWAY_STITCH_KEEP_KEYS", "true: export the wire-key attributes (cnflow.tcp.*, cnflow.udp.*) instead of stripping them after stitching."),
+        VarDoc::new("CNFLOW_GATEWAY_STITCH_KEEP_KEYS", "true: export the wire-key attributes (cnflow.tcp.*, cnflow.udp.*, cnflow.graph.*) instead of stripping them after stitching."),
+        VarDoc::new("CNFLOW_GATEWAY_SERVICE_GRAPH", "true: Grafana/Tempo service-graph metrics (traces_service_graph_request_total, _failed_total, _client_seconds, _server_seconds; labels client, server, connection_type) from the CLIENT/SERVER pairs the stitcher joins, for the exchanges agents with CNFLOW_SERVICE_GRAPH_METRICS=gateway leave to it: one edge per pair with both durations, failed when either span has an error status; a half left unjoined after the window is an edge to (CLIENT) or from `user` (SERVER) a virtual node (connection_type=virtual_node), as Tempo's metrics-generator does. Exported cumulatively with the gateway's own metrics every CNFLOW_GATEWAY_STATS_INTERVAL_SECS. Needs CNFLOW_GATEWAY_STITCH_WINDOW_MS."),
+        VarDoc::new("CNFLOW_GATEWAY_SERVICE_GRAPH_MAX_EDGES", "service-graph edges (client, server, connection_type) with their own series; further edges share one `otel.metric.overflow=true` series (counted in cnflow.telemetry.metric_overflow{metric=service_graph})."),
     ];
 }
 
@@ -252,6 +263,12 @@ impl GatewayConfig {
         }
         if self.stats_interval_secs == 0 {
             bail!("CNFLOW_GATEWAY_STATS_INTERVAL_SECS must be > 0");
+        }
+        if self.service_graph && self.stitch_window_ms == 0 {
+            bail!("CNFLOW_GATEWAY_SERVICE_GRAPH=true needs stitching: set CNFLOW_GATEWAY_STITCH_WINDOW_MS > 0 (the edges come from the joined pairs)");
+        }
+        if self.service_graph_max_edges == 0 {
+            bail!("CNFLOW_GATEWAY_SERVICE_GRAPH_MAX_EDGES must be > 0");
         }
         self.extra_endpoints()?;
         Ok(())
@@ -334,6 +351,7 @@ impl GatewayConfig {
             window: Duration::from_millis(self.stitch_window_ms),
             max_entries: self.stitch_max_entries.max(1),
             keep_keys: self.stitch_keep_keys,
+            service_graph_edges: if self.service_graph { self.service_graph_max_edges } else { 0 },
         })
     }
 
@@ -363,6 +381,7 @@ mod tests {
             ("CNFLOW_GATEWAY_BATCH_SIZE", "x", "CNFLOW_GATEWAY"),
             ("CNFLOW_GATEWAY_TLS_CERT", "/a.pem", "CNFLOW_GATEWAY_TLS_KEY"),
             ("CNFLOW_GATEWAY_TLS_CLIENT_CA", "/ca.pem", "CNFLOW_GATEWAY_TLS_CLIENT_CA"),
+            ("CNFLOW_GATEWAY_SERVICE_GRAPH", "true", "CNFLOW_GATEWAY_SERVICE_GRAPH"),
         ] {
             let e = format!("{:#}", GatewayConfig::from_vars(vars(&[(k, v)])).unwrap_err());
             assert!(e.contains(want), "{k}={v}: {e}");
@@ -376,6 +395,12 @@ mod tests {
         ]))
         .unwrap();
         let d = format!("{c:?} {:?}", c.extra_endpoints().unwrap());
+        let g = GatewayConfig::from_vars(vars(&[
+            ("CNFLOW_GATEWAY_SERVICE_GRAPH", "true"),
+            ("CNFLOW_GATEWAY_STITCH_WINDOW_MS", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(g.stitch().unwrap().service_graph_edges, 2000);
         assert!(!d.contains("s3cr3t") && d.contains("http://b:4317") && d.contains("api-key"), "{d}");
     }
 }

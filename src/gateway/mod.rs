@@ -89,6 +89,8 @@ pub struct Running {
     servers: Vec<JoinHandle<Result<()>>>,
     aux: Vec<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    /// CNFLOW_GATEWAY_SERVICE_GRAPH: its last counts go out at shutdown.
+    graph: Option<(Arc<stitch::Stitcher>, bool)>,
 }
 
 async fn bind(var: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener> {
@@ -156,9 +158,19 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
         tracing::info!("span sampling: {}", policy.describe());
         pipeline.set_sampling(policy.clone());
     }
+    // Kept here too: the service graph is exported with the self-metrics.
+    let mut graph_of = None;
     if let Some(sc) = cfg.stitch() {
-        tracing::info!(window_ms = cfg.stitch_window_ms, "stitching CLIENT and SERVER spans across agents");
-        pipeline.set_stitch(stitch::Stitcher::new(sc));
+        tracing::info!(
+            window_ms = cfg.stitch_window_ms,
+            service_graph = cfg.service_graph,
+            "stitching CLIENT and SERVER spans across agents"
+        );
+        let st = stitch::Stitcher::new(sc);
+        if cfg.service_graph {
+            graph_of = Some(st.clone());
+        }
+        pipeline.set_stitch(st);
     }
     let mut aux = pipeline.spawn_timers();
 
@@ -202,6 +214,7 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
     {
         let every = Duration::from_secs(cfg.stats_interval_secs);
         let p = pipeline.clone();
+        let graph_of_tick = graph_of.clone();
         let start_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -215,6 +228,10 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
                 tracing::info!("gateway stats: {}", selfmetrics::summary(&samples));
                 if exports_metrics {
                     p.send_direct(Payload::Metrics(selfmetrics::to_otlp(&samples, start_ns)));
+                    let graph = graph_of_tick.as_ref().map(|st| st.service_graph_metrics()).unwrap_or_default();
+                    if !graph.is_empty() {
+                        p.send_direct(Payload::Metrics(selfmetrics::request(graph)));
+                    }
                 }
             }
         }));
@@ -231,6 +248,7 @@ pub async fn start(cfg: GatewayConfig, destinations: Vec<Destination>) -> Result
         servers,
         aux,
         shutdown_timeout: Duration::from_secs(cfg.shutdown_timeout_secs),
+        graph: graph_of.map(|st| (st, exports_metrics)),
     })
 }
 
@@ -242,6 +260,14 @@ impl Running {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         for s in self.servers {
             let _ = tokio::time::timeout_at(deadline, s).await;
+        }
+        if let Some((st, true)) = &self.graph {
+            // Halves still waiting leave unjoined (and are counted) first.
+            self.pipeline.close();
+            let graph = st.service_graph_metrics();
+            if !graph.is_empty() {
+                self.pipeline.send_direct(Payload::Metrics(selfmetrics::request(graph)));
+            }
         }
         self.pipeline.shutdown(self.shutdown_timeout).await;
         for a in self.aux {

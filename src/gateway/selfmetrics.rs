@@ -45,6 +45,11 @@ pub fn to_otlp(samples: &[Sample], start_ns: u64) -> ExportMetricsServiceRequest
             ..Default::default()
         })
         .collect();
+    request(metrics)
+}
+
+/// `metrics` under the gateway's resource (service.name cnflow-gateway, the host).
+pub fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {

@@ -477,3 +477,68 @@ async fn stitching_joins_halves_from_two_agents_and_exports_unmatched_after_the_
     assert_eq!((alone.trace_id.clone(), alone.parent_span_id.clone()), (vec![3; 16], vec![]));
     gw.shutdown().await;
 }
+
+/// CNFLOW_GATEWAY_SERVICE_GRAPH in the running gateway: a CLIENT half marked
+/// by an agent in `gateway` mode whose SERVER never comes is counted, when
+/// shutdown drains it, as an edge to a virtual node, and that last count is
+/// exported on the way out (no stats tick happens in this test).
+#[tokio::test]
+async fn service_graph_counts_are_exported_at_shutdown() {
+    use crate::exchange::wire_attr;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    let bl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = format!("http://{}", bl.local_addr().unwrap());
+    let backend = Arc::new(OtlpSink::new());
+    backend.serve_grpc_all_signals(bl);
+    let mut d = dest(&ep, 1000);
+    let metrics = ExportConfig { signal: Signal::Metrics, ..d[0].signals[0].clone().unwrap() };
+    d[0].signals[1] = Some(metrics);
+    let cfg = GatewayConfig { stitch_window_ms: 60_000, service_graph: true, stats_interval_secs: 3600, ..base_cfg() };
+    let gw = start(cfg, d).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
+    let int = |k: &str, v: i64| KeyValue {
+        key: k.into(),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(Value::IntValue(v)) }),
+        ..Default::default()
+    };
+    let half = Span {
+        trace_id: vec![1; 16],
+        span_id: vec![10; 8],
+        kind: SpanKind::Client as i32,
+        name: "GET".into(),
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2_000_001,
+        attributes: vec![
+            int(wire_attr::TCP_REQUEST_SEQ, 7),
+            int(wire_attr::TCP_RESPONSE_SEQ, 1),
+            kv_str(crate::telemetry::network::graph::GATEWAY_PEER_ATTR, "api.example.com"),
+        ],
+        ..Default::default()
+    };
+    client.export(trace_request("front", vec![half])).await.unwrap();
+    wait_until("the CLIENT half passes", || backend.spans().len() == 1).await;
+    gw.shutdown().await;
+    let got = backend.metrics.lock().clone();
+    let value = got
+        .iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .filter(|m| m.name == "traces_service_graph_request_total")
+        .filter_map(|m| match &m.data {
+            Some(Data::Sum(s)) => Some(&s.data_points),
+            _ => None,
+        })
+        .flatten()
+        .filter(|dp| {
+            let is = |k: &str, v: &str| find(&dp.attributes, k) == Some(&Value::StringValue(v.into()));
+            is("client", "front") && is("server", "api.example.com") && is("connection_type", "virtual_node")
+        })
+        .map(|dp| match dp.value {
+            Some(number_data_point::Value::AsInt(v)) => v,
+            _ => 0,
+        })
+        .max();
+    assert_eq!(value, Some(1), "{got:?}");
+}

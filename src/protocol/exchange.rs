@@ -69,8 +69,9 @@ pub mod wire_attr {
     pub const TCP_RESPONSE_SEQ: &str = "cnflow.tcp.response.seq";
     pub const UDP_TXN_ID: &str = "cnflow.udp.transaction.id";
     pub const UDP_CLIENT_PORT: &str = "cnflow.udp.client.port";
-    /// Prefixes of every wire attribute (what the gateway strips).
-    pub const PREFIXES: [&str; 2] = ["cnflow.tcp.", "cnflow.udp."];
+    /// Prefixes of every wire attribute (what the gateway strips), with the
+    /// service-graph hand-over mark (`telemetry::network::graph::GATEWAY_PEER_ATTR`).
+    pub const PREFIXES: [&str; 3] = ["cnflow.tcp.", "cnflow.udp.", "cnflow.graph."];
 }
 
 /// The join key of an exchange: equal for the CLIENT span exported by the

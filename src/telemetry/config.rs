@@ -86,9 +86,39 @@ pub struct TelemetryConfig {
     /// A SYN unanswered for this long counts as a failed connection.
     #[serde(default = "d_syn_timeout")]
     pub network_syn_timeout_ms: u64,
-    /// Grafana/Tempo service-graph metrics (traces_service_graph_*).
+    /// Grafana/Tempo service-graph metrics (traces_service_graph_*): false, true or gateway.
     #[serde(default)]
-    pub service_graph_metrics: bool,
+    pub service_graph_metrics: ServiceGraphMode,
+}
+
+/// CNFLOW_SERVICE_GRAPH_METRICS: who counts the service-graph edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum ServiceGraphMode {
+    #[default]
+    #[serde(rename = "false")]
+    Off,
+    /// Every edge counted by the agents, split between the two ends' agents.
+    #[serde(rename = "true")]
+    Agents,
+    /// Cross-node edges left to the gateway (CNFLOW_GATEWAY_SERVICE_GRAPH),
+    /// which counts them from the joined pairs.
+    #[serde(rename = "gateway")]
+    Gateway,
+}
+
+/// By hand, so that a bad value names the variable.
+impl<'de> Deserialize<'de> for ServiceGraphMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let v = String::deserialize(d)?;
+        match v.trim().to_ascii_lowercase().as_str() {
+            "false" | "" => Ok(Self::Off),
+            "true" => Ok(Self::Agents),
+            "gateway" => Ok(Self::Gateway),
+            _ => Err(serde::de::Error::custom(format!(
+                "CNFLOW_SERVICE_GRAPH_METRICS must be true, false or gateway (got {v:?})"
+            ))),
+        }
+    }
 }
 
 impl EnvVars for TelemetryConfig {
@@ -147,7 +177,7 @@ impl EnvVars for TelemetryConfig {
         ),
         VarDoc::new(
             "CNFLOW_SERVICE_GRAPH_METRICS",
-            "true: Grafana/Tempo service-graph metrics (traces_service_graph_request_total, _failed_total, _client_seconds, _server_seconds).",
+            "true: Grafana/Tempo service-graph metrics (traces_service_graph_request_total, _failed_total, _client_seconds, _server_seconds), every edge counted by the agents (a cross-node edge split between the two ends' agents). gateway: with a gateway running CNFLOW_GATEWAY_SERVICE_GRAPH=true, the agent counts only pairs it sees both ends of, database/messaging calls at their client end and exchanges without a wire key, and leaves every other exchange to the gateway (marking its spans with cnflow.graph.peer), which counts it from the joined CLIENT/SERVER pair (or the unpaired half, as a virtual node). The Helm chart sets gateway when gateway.env.CNFLOW_GATEWAY_SERVICE_GRAPH is true.",
         ),
     ];
 }
@@ -238,6 +268,17 @@ mod tests {
         assert!(e.to_string().contains("CNFLOW_METRICS_TEMPORALITY"));
         let e = TelemetryConfig::from_vars(vars(&[("CNFLOW_ROUTE_MAX_FANOUT", "1")])).unwrap_err();
         assert!(e.to_string().contains("CNFLOW_ROUTE_MAX_FANOUT"));
+        assert_eq!(c.service_graph_metrics, ServiceGraphMode::Off);
+        for (v, want) in [
+            ("true", ServiceGraphMode::Agents),
+            ("false", ServiceGraphMode::Off),
+            ("gateway", ServiceGraphMode::Gateway),
+        ] {
+            let c = TelemetryConfig::from_vars(vars(&[("CNFLOW_SERVICE_GRAPH_METRICS", v)])).unwrap();
+            assert_eq!(c.service_graph_metrics, want, "{v}");
+        }
+        let e = TelemetryConfig::from_vars(vars(&[("CNFLOW_SERVICE_GRAPH_METRICS", "yes")])).unwrap_err();
+        assert!(e.to_string().contains("CNFLOW_SERVICE_GRAPH_METRICS"), "{e}");
         let e = TelemetryConfig::from_vars(vars(&[("OTEL_METRIC_EXPORT_INTERVAL", "soon")])).unwrap_err();
         assert!(e.to_string().contains("OTEL_METRIC_EXPORT_INTERVAL"));
     }

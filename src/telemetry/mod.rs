@@ -157,8 +157,7 @@ impl TelemetrySink {
             };
             network::l4::NetworkMetrics::new(cfg, temporality)
         });
-        let graph = c
-            .service_graph_metrics
+        let graph = (c.service_graph_metrics != config::ServiceGraphMode::Off)
             .then(|| network::graph::ServiceGraph::new(temporality, c.metrics_cardinality_limit));
         Self {
             opts,
@@ -269,7 +268,35 @@ impl TelemetrySink {
             let [client, server] = ends;
             let client = client.unwrap_or_else(|| remote(e, ex.conn.client.ip(), false));
             let server = server.unwrap_or_else(|| remote(e, ex.conn.server.ip(), true));
-            g.record(kind_of_call, client, server, end - start, end);
+            // Gateway mode: an exchange seen at one end only, that the gateway
+            // can pair by its wire key, is counted there (from both halves, or
+            // the unpaired one as a virtual node); its spans carry the name
+            // this agent gives the other end. Whether the peer runs an agent
+            // is not known here (outside Kubernetes nothing is), the gateway
+            // sees whether the other half came.
+            // Database and messaging calls stay with the client's agent (an
+            // edge complete from the client span, as Tempo's `database` edges);
+            // their server end goes to the gateway, which counts it only when
+            // no CLIENT half comes (a client without an agent: `user`).
+            let to_gateway = self.opts.config.service_graph_metrics == config::ServiceGraphMode::Gateway
+                && crate::exchange::WireKey::of(ex).is_some();
+            let peer = match (&client, &server) {
+                (End::Seen { .. }, End::Remote { name, .. }) if to_gateway && kind_of_call == CallKind::Plain => {
+                    Some(name.clone())
+                }
+                (End::Remote { name, .. }, End::Seen { .. }) if to_gateway => Some(name.clone()),
+                _ => None,
+            };
+            match peer {
+                Some(peer) => {
+                    for (_, _, parts) in built.iter_mut().flatten() {
+                        parts
+                            .attrs
+                            .push((network::graph::GATEWAY_PEER_ATTR, crate::otel::attr::V::from(peer.as_str())));
+                    }
+                }
+                None => g.record(kind_of_call, client, server, end - start, end),
+            }
         }
         let n_spans = built.iter().flatten().count() as u64;
         if n_spans == 0 {

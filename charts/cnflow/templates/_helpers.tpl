@@ -39,3 +39,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+"true" when the gateway counts the service graph from joined pairs
+(gateway.env.CNFLOW_GATEWAY_SERVICE_GRAPH=true): agents then leave cross-node
+edges to it (CNFLOW_SERVICE_GRAPH_METRICS=gateway). Fails on settings that
+would count edges twice or never.
+*/}}
+{{- define "cnflow.gatewayServiceGraph" -}}
+{{- $gw := .Values.gateway.env | default dict -}}
+{{- if and .Values.gateway.enabled (eq (toString (get $gw "CNFLOW_GATEWAY_SERVICE_GRAPH")) "true") -}}
+{{- if has (toString (get $gw "CNFLOW_GATEWAY_STITCH_WINDOW_MS")) (list "" "0") -}}
+{{- fail "gateway.env.CNFLOW_GATEWAY_SERVICE_GRAPH=true needs gateway.env.CNFLOW_GATEWAY_STITCH_WINDOW_MS (the edges come from the joined pairs)" -}}
+{{- end -}}
+{{- $agent := toString (get (.Values.agent.env | default dict) "CNFLOW_SERVICE_GRAPH_METRICS") -}}
+{{- if not (has $agent (list "" "gateway")) -}}
+{{- fail (printf "gateway.env.CNFLOW_GATEWAY_SERVICE_GRAPH=true needs agent.env.CNFLOW_SERVICE_GRAPH_METRICS unset or \"gateway\" (got %q: true would count cross-node edges twice, false would leave the gateway nothing to count)" $agent) -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}

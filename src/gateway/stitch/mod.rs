@@ -22,9 +22,23 @@
 //!   oldest goes (a held SERVER span is exported unjoined), counted in
 //!   `cnflow.gateway.stitch.evicted`.
 //!
+//! - Service graph (`CNFLOW_GATEWAY_SERVICE_GRAPH`): each exchange an agent
+//!   left to the gateway (its spans carry
+//!   [`graph::GATEWAY_PEER_ATTR`], agents with
+//!   `CNFLOW_SERVICE_GRAPH_METRICS=gateway`) is one edge, as Tempo's
+//!   metrics-generator counts it: a joined pair gives client = the CLIENT
+//!   span's `service.name`, server = the SERVER span's, both durations,
+//!   failed when either span has an error status; a CLIENT half that leaves
+//!   unjoined (window, eviction, duplicate) gives an edge to a virtual node
+//!   named as the client's agent named the peer, a SERVER half one from
+//!   `user`, both `connection_type=virtual_node`. Database and messaging
+//!   calls are counted by the client's agent (their CLIENT half is not
+//!   marked); only their SERVER half left unjoined is counted here.
+//!
 //! Spans without wire attributes cost one scan of their attribute keys.
 use crate::exchange::{wire_attr, WireKey};
 use crate::stats::{counter, gauge, Counter};
+use crate::telemetry::network::graph::{self, CallKind, ServiceGraph};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -51,6 +65,9 @@ pub struct StitchConfig {
     pub max_entries: usize,
     /// Export the wire attributes instead of stripping them.
     pub keep_keys: bool,
+    /// Service-graph edges kept (0 = no service graph); further edges share
+    /// the overflow series.
+    pub service_graph_edges: usize,
 }
 
 /// Which half of an exchange a span is.
@@ -72,6 +89,111 @@ fn half_of(kind: i32) -> Option<Half> {
 struct ClientIds {
     trace_id: Vec<u8>,
     span_id: Vec<u8>,
+    graph: Option<GraphHalf>,
+}
+
+/// What the service graph needs of a keyed half (service graph on).
+#[derive(Debug, Clone)]
+struct GraphHalf {
+    /// The agent left this exchange's edge to the gateway.
+    marked: bool,
+    /// The resource's `service.name`.
+    service: String,
+    /// The other end as the agent named it (mark value, else `peer.service`,
+    /// else `server.address`).
+    peer: String,
+    dur_ns: u64,
+    failed: bool,
+    kind: CallKind,
+}
+
+fn str_attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    kvs.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(v) if !v.is_empty() => Some(v.as_str()),
+        _ => None,
+    })
+}
+
+/// Read before the wire attributes (and the mark) are stripped.
+fn graph_half(resource: Option<&Resource>, s: &Span) -> GraphHalf {
+    let mut marked = false;
+    let mut kind = CallKind::Plain;
+    for kv in &s.attributes {
+        match kv.key.as_str() {
+            graph::GATEWAY_PEER_ATTR => marked = true,
+            "db.system.name" => kind = CallKind::Database,
+            "messaging.system" => kind = CallKind::Messaging,
+            _ => {}
+        }
+    }
+    let peer = [graph::GATEWAY_PEER_ATTR, "peer.service", "server.address"]
+        .iter()
+        .find_map(|k| str_attr(&s.attributes, k))
+        .unwrap_or("unknown");
+    let service = resource.and_then(|r| str_attr(&r.attributes, "service.name")).unwrap_or("unknown_service");
+    GraphHalf {
+        marked,
+        service: service.to_string(),
+        peer: peer.to_string(),
+        dur_ns: s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano),
+        // Status code 2: ERROR.
+        failed: s.status.as_ref().is_some_and(|st| st.code == 2),
+        kind,
+    }
+}
+
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A joined pair: one edge with both sides' seconds, when either agent left it here.
+fn record_join(g: &mut Option<ServiceGraph>, c: Option<&GraphHalf>, s: Option<&GraphHalf>) {
+    let (Some(g), Some(c), Some(s)) = (g.as_mut(), c, s) else { return };
+    let kind = if c.kind != CallKind::Plain { c.kind } else { s.kind };
+    // Left here by the CLIENT's agent, or by the SERVER's for a plain call
+    // (an unmarked database/messaging CLIENT half: its agent counted the edge).
+    if !(c.marked || (s.marked && kind == CallKind::Plain)) {
+        return;
+    }
+    let pair = graph::Pair {
+        client: &c.service,
+        server: &s.service,
+        connection_type: graph::connection_type(kind, false),
+        client_ns: Some(c.dur_ns),
+        server_ns: Some(s.dur_ns),
+        failed: c.failed || s.failed,
+    };
+    g.record_pair(pair, wall_ns());
+}
+
+/// A half leaving unjoined: an edge to (CLIENT) or from (SERVER) a virtual node.
+fn record_unjoined(g: &mut Option<ServiceGraph>, e: &Entry) {
+    let Some(g) = g.as_mut() else { return };
+    let (h, client) = match e {
+        Entry::Client(c) => (c.graph.as_ref(), true),
+        Entry::Server(h) => (h.graph.as_ref(), false),
+    };
+    let Some(h) = h.filter(|h| h.marked) else { return };
+    let pair = if client {
+        graph::Pair {
+            client: &h.service,
+            server: &h.peer,
+            connection_type: graph::connection_type(h.kind, true),
+            client_ns: Some(h.dur_ns),
+            server_ns: None,
+            failed: h.failed,
+        }
+    } else {
+        graph::Pair {
+            client: "user",
+            server: &h.service,
+            connection_type: "virtual_node",
+            client_ns: None,
+            server_ns: Some(h.dur_ns),
+            failed: h.failed,
+        }
+    };
+    g.record_pair(pair, wall_ns());
 }
 
 /// A SERVER half waiting for its CLIENT, with the spans of its trace that
@@ -83,6 +205,7 @@ struct Held {
     scope_schema: String,
     /// The SERVER span first.
     spans: Vec<Span>,
+    graph: Option<GraphHalf>,
 }
 
 enum Entry {
@@ -95,6 +218,8 @@ struct State {
     entries: HashMap<WireKey, (u64, Entry)>,
     /// (arrival ms, key), oldest first; stale when the entry was replaced/taken.
     order: VecDeque<(u64, WireKey)>,
+    /// CNFLOW_GATEWAY_SERVICE_GRAPH.
+    graph: Option<ServiceGraph>,
 }
 
 pub struct Stitcher {
@@ -145,7 +270,17 @@ impl Stitcher {
         for c in [&JOINED, &SHARED, &UNMATCHED, &EVICTED, &HELD] {
             LazyLock::force(c);
         }
-        Arc::new(Self { cfg, state: Mutex::new(State::default()), epoch: tokio::time::Instant::now() })
+        // Cumulative like the gateway's other metrics, exported with them.
+        let graph = (cfg.service_graph_edges > 0)
+            .then(|| ServiceGraph::new(crate::telemetry::Temporality::Cumulative, cfg.service_graph_edges));
+        let state = State { graph, ..State::default() };
+        Arc::new(Self { cfg, state: Mutex::new(state), epoch: tokio::time::Instant::now() })
+    }
+
+    /// The service-graph metrics so far (empty without CNFLOW_GATEWAY_SERVICE_GRAPH).
+    pub fn service_graph_metrics(&self) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+        let mut st = self.state.lock();
+        st.graph.as_mut().map(|g| g.collect(wall_ns())).unwrap_or_default()
     }
 
     fn now_ms(&self) -> u64 {
@@ -166,46 +301,53 @@ impl Stitcher {
     /// [`Stitcher::ingest`] at a given time (ms on the stitcher's clock).
     pub fn ingest_at(&self, r: &mut ExportTraceServiceRequest, now: u64) {
         let mut st = self.state.lock();
+        let with_graph = st.graph.is_some();
         let mut released: Vec<Held> = Vec::new();
         for rs in &mut r.resource_spans {
             for ss in &mut rs.scope_spans {
                 let spans = std::mem::take(&mut ss.spans);
                 // Spans passing now, and whether each is a keyed half.
                 let mut keep: Vec<(Span, bool)> = Vec::with_capacity(spans.len());
-                let mut servers: Vec<(WireKey, Span)> = Vec::new();
+                let mut servers: Vec<(WireKey, Span, Option<GraphHalf>)> = Vec::new();
                 // CLIENT halves first, so that a pair inside one request meets
                 // whatever its order.
                 for mut s in spans {
                     let key = if has_key(&s) { key_of(&s) } else { None };
+                    let gh = (with_graph && key.is_some()).then(|| graph_half(rs.resource.as_ref(), &s));
                     if !self.cfg.keep_keys {
                         strip(&mut s);
                     }
                     match (key, half_of(s.kind)) {
                         (Some(key), Some(Half::Client)) => {
-                            let ids = ClientIds { trace_id: s.trace_id.clone(), span_id: s.span_id.clone() };
+                            let ids = ClientIds { trace_id: s.trace_id.clone(), span_id: s.span_id.clone(), graph: gh };
                             match st.entries.remove(&key) {
                                 Some((_, Entry::Server(mut h))) => {
                                     let (first, rest) = h.spans.split_at_mut(1);
                                     connect(&ids, &mut first[0], rest);
+                                    record_join(&mut st.graph, ids.graph.as_ref(), h.graph.as_ref());
                                     released.push(h);
                                 }
                                 // A CLIENT half with this key already: a duplicate
                                 // or a collision; the newer one wins.
-                                Some((_, Entry::Client(_))) | None => {
+                                old @ (Some((_, Entry::Client(_))) | None) => {
+                                    if let Some((_, e)) = &old {
+                                        record_unjoined(&mut st.graph, e);
+                                    }
                                     self.insert(&mut st, key, now, Entry::Client(ids), &mut released);
                                 }
                             }
                             keep.push((s, true));
                         }
-                        (Some(key), Some(Half::Server)) => servers.push((key, s)),
+                        (Some(key), Some(Half::Server)) => servers.push((key, s, gh)),
                         _ => keep.push((s, false)),
                     }
                 }
-                for (key, mut s) in servers {
+                for (key, mut s, gh) in servers {
                     let old = s.trace_id.clone();
                     match st.entries.remove(&key) {
                         Some((_, Entry::Client(ids))) => {
                             connect(&ids, &mut s, &mut []);
+                            record_join(&mut st.graph, ids.graph.as_ref(), gh.as_ref());
                             // Spans of the SERVER half's old trace follow it.
                             if ids.trace_id != old {
                                 for (x, _) in keep.iter_mut().filter(|(x, half)| !half && x.trace_id == old) {
@@ -218,7 +360,11 @@ impl Stitcher {
                             // Two SERVER halves for one key: the older leaves unjoined.
                             if let Some((_, Entry::Server(h))) = other {
                                 UNMATCHED.inc();
-                                released.push(h);
+                                let e = Entry::Server(h);
+                                record_unjoined(&mut st.graph, &e);
+                                if let Entry::Server(h) = e {
+                                    released.push(h);
+                                }
                             }
                             // Spans of its trace wait with it.
                             let (with, rest): (Vec<_>, Vec<_>) =
@@ -232,6 +378,7 @@ impl Stitcher {
                                 scope: ss.scope.clone(),
                                 scope_schema: ss.schema_url.clone(),
                                 spans,
+                                graph: gh,
                             };
                             self.insert(&mut st, key, now, Entry::Server(h), &mut released);
                         }
@@ -252,8 +399,11 @@ impl Stitcher {
             let Some((at, k)) = st.order.pop_front() else { break };
             if st.entries.get(&k).is_some_and(|(t, _)| *t == at) {
                 EVICTED.inc();
-                if let Some((_, Entry::Server(h))) = st.entries.remove(&k) {
-                    released.push(h);
+                if let Some((_, e)) = st.entries.remove(&k) {
+                    record_unjoined(&mut st.graph, &e);
+                    if let Entry::Server(h) = e {
+                        released.push(h);
+                    }
                 }
             }
         }
@@ -284,8 +434,11 @@ impl Stitcher {
             st.order.pop_front();
             if st.entries.get(&k).is_some_and(|(t, _)| *t == at) {
                 UNMATCHED.inc();
-                if let Some((_, Entry::Server(h))) = st.entries.remove(&k) {
-                    released.push(h);
+                if let Some((_, e)) = st.entries.remove(&k) {
+                    record_unjoined(&mut st.graph, &e);
+                    if let Entry::Server(h) = e {
+                        released.push(h);
+                    }
                 }
             }
         }

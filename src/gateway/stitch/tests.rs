@@ -7,7 +7,7 @@ const SERVER: i32 = SpanKind::Server as i32;
 const INTERNAL: i32 = SpanKind::Internal as i32;
 
 fn cfg(window_ms: u64, max_entries: usize) -> StitchConfig {
-    StitchConfig { window: Duration::from_millis(window_ms), max_entries, keep_keys: false }
+    StitchConfig { window: Duration::from_millis(window_ms), max_entries, keep_keys: false, service_graph_edges: 0 }
 }
 
 fn int(k: &str, v: i64) -> KeyValue {
@@ -263,4 +263,246 @@ proptest::proptest! {
         proptest::prop_assert_eq!(sent, out);
         proptest::prop_assert!(st.is_empty());
     }
+}
+
+// Service graph (CNFLOW_GATEWAY_SERVICE_GRAPH).
+
+fn graph_cfg() -> StitchConfig {
+    StitchConfig { service_graph_edges: 100, ..cfg(1000, 100) }
+}
+
+fn str_kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
+}
+
+/// A keyed half as an agent in gateway mode exports it: `peer` is the mark
+/// (None: an agent counting the edge itself), `ms` its duration.
+fn graph_span(kind: i32, id: u8, seq: i64, peer: Option<&str>, ms: u64, error: bool) -> Span {
+    let mut s = span(kind, id, id, Some((seq, 1)));
+    if let Some(p) = peer {
+        s.attributes.push(str_kv(graph::GATEWAY_PEER_ATTR, p));
+    }
+    s.start_time_unix_nano = 1_000_000_000;
+    s.end_time_unix_nano = 1_000_000_000 + ms * 1_000_000;
+    if error {
+        s.status = Some(opentelemetry_proto::tonic::trace::v1::Status { code: 2, ..Default::default() });
+    }
+    s
+}
+
+fn service_request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    let mut r = request("node", spans);
+    r.resource_spans[0].resource.as_mut().unwrap().attributes.push(str_kv("service.name", service));
+    r
+}
+
+type Metrics = Vec<opentelemetry_proto::tonic::metrics::v1::Metric>;
+
+fn edge_attrs(dp: &[KeyValue]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = dp
+        .iter()
+        .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some((kv.key.clone(), s.clone())),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn key(client: &str, server: &str, ct: &str) -> Vec<(String, String)> {
+    vec![("client".into(), client.into()), ("connection_type".into(), ct.into()), ("server".into(), server.into())]
+}
+
+/// Counter value of one edge (0 when absent).
+fn counter(ms: &Metrics, name: &str, edge: &[(String, String)]) -> i64 {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+    ms.iter()
+        .filter(|m| m.name == name)
+        .filter_map(|m| match &m.data {
+            Some(Data::Sum(s)) => Some(&s.data_points),
+            _ => None,
+        })
+        .flatten()
+        .filter(|dp| edge_attrs(&dp.attributes) == edge)
+        .map(|dp| match dp.value {
+            Some(Value::AsInt(v)) => v,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Series (data points) of a counter.
+fn points(ms: &Metrics, name: &str) -> usize {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    ms.iter()
+        .filter(|m| m.name == name)
+        .map(|m| match &m.data {
+            Some(Data::Sum(s)) => s.data_points.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// (count, sum in seconds) of one edge's histogram.
+fn hist(ms: &Metrics, name: &str, edge: &[(String, String)]) -> (u64, f64) {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    ms.iter()
+        .filter(|m| m.name == name)
+        .filter_map(|m| match &m.data {
+            Some(Data::Histogram(h)) => Some(&h.data_points),
+            _ => None,
+        })
+        .flatten()
+        .filter(|dp| edge_attrs(&dp.attributes) == edge)
+        .fold((0, 0.0), |(c, s), dp| (c + dp.count, s + dp.sum.unwrap_or(0.0)))
+}
+
+const TOTAL: &str = "traces_service_graph_request_total";
+const FAILED: &str = "traces_service_graph_request_failed_total";
+const CLIENT_S: &str = "traces_service_graph_request_client_seconds";
+const SERVER_S: &str = "traces_service_graph_request_server_seconds";
+
+#[test]
+fn a_joined_pair_is_one_edge_with_both_durations() {
+    let st = Stitcher::new(graph_cfg());
+    // Server half first (held), then its client: one edge, whatever the order.
+    let mut b = service_request("cart", vec![graph_span(SERVER, 20, 7, Some("front"), 30, false)]);
+    st.ingest_at(&mut b, 0);
+    let mut a = service_request("front", vec![graph_span(CLIENT, 10, 7, Some("cart-svc"), 50, false)]);
+    st.ingest_at(&mut a, 1);
+    // And client first.
+    let mut a = service_request("front", vec![graph_span(CLIENT, 11, 8, Some("cart-svc"), 50, false)]);
+    st.ingest_at(&mut a, 2);
+    let mut b = service_request("cart", vec![graph_span(SERVER, 21, 8, Some("front"), 30, false)]);
+    st.ingest_at(&mut b, 3);
+    assert!(spans(&a).iter().chain(spans(&b).iter()).all(|s| !has_key(s)), "the mark is stripped with the keys");
+    let ms = st.service_graph_metrics();
+    let e = key("front", "cart", "");
+    assert_eq!(counter(&ms, TOTAL, &e), 2);
+    assert_eq!(counter(&ms, FAILED, &e), 0);
+    let (n, sum) = hist(&ms, CLIENT_S, &e);
+    assert_eq!(n, 2);
+    assert!((sum - 0.100).abs() < 1e-9, "client seconds from the CLIENT spans: {sum}");
+    let (n, sum) = hist(&ms, SERVER_S, &e);
+    assert_eq!(n, 2);
+    assert!((sum - 0.060).abs() < 1e-9, "server seconds from the SERVER spans: {sum}");
+    assert_eq!(ms.iter().filter(|m| m.name == TOTAL).count(), 1);
+    assert_eq!(points(&ms, TOTAL), 1, "no other edge");
+    // Cumulative: the next collection repeats the totals.
+    assert_eq!(counter(&st.service_graph_metrics(), TOTAL, &e), 2);
+}
+
+#[test]
+fn an_unjoined_client_half_is_an_edge_to_a_virtual_node() {
+    let st = Stitcher::new(graph_cfg());
+    let mut a = service_request("front", vec![graph_span(CLIENT, 10, 7, Some("api.example.com"), 40, true)]);
+    st.ingest_at(&mut a, 0);
+    assert_eq!(counter(&st.service_graph_metrics(), TOTAL, &[]), 0, "counted when the window ends");
+    let _ = st.expire_at(1000);
+    let ms = st.service_graph_metrics();
+    let e = key("front", "api.example.com", "virtual_node");
+    assert_eq!(counter(&ms, TOTAL, &e), 1);
+    assert_eq!(counter(&ms, FAILED, &e), 1);
+    assert_eq!(hist(&ms, CLIENT_S, &e).0, 1);
+    assert_eq!(hist(&ms, SERVER_S, &e).0, 0, "no server seconds without a SERVER span");
+}
+
+#[test]
+fn an_unjoined_server_half_is_an_edge_from_user() {
+    let st = Stitcher::new(graph_cfg());
+    let mut b = service_request("cart", vec![graph_span(SERVER, 20, 7, Some("10.200.0.9"), 30, false)]);
+    st.ingest_at(&mut b, 0);
+    let out = st.expire_at(1000);
+    assert_eq!(spans(&out).len(), 1, "exported unjoined");
+    let ms = st.service_graph_metrics();
+    let e = key("user", "cart", "virtual_node");
+    assert_eq!(counter(&ms, TOTAL, &e), 1);
+    assert_eq!(hist(&ms, SERVER_S, &e).0, 1);
+    assert_eq!(hist(&ms, CLIENT_S, &e).0, 0);
+    // Evicted halves leave unjoined too: counted the same way.
+    let st = Stitcher::new(StitchConfig { service_graph_edges: 100, ..cfg(1000, 1) });
+    let mut b = service_request("cart", vec![graph_span(SERVER, 20, 7, Some("x"), 30, false)]);
+    st.ingest_at(&mut b, 0);
+    let mut b = service_request("cart", vec![graph_span(SERVER, 21, 8, Some("x"), 30, false)]);
+    st.ingest_at(&mut b, 1);
+    assert_eq!(counter(&st.service_graph_metrics(), TOTAL, &e), 1);
+}
+
+#[test]
+fn database_pairs_and_failures_on_either_side() {
+    let st = Stitcher::new(graph_cfg());
+    let mut c = graph_span(CLIENT, 10, 7, Some("redis"), 2, false);
+    c.attributes.push(str_kv("db.system.name", "redis"));
+    let mut a = service_request("cart", vec![c]);
+    st.ingest_at(&mut a, 0);
+    let mut b = service_request("redis", vec![graph_span(SERVER, 20, 7, Some("cart"), 1, true)]);
+    st.ingest_at(&mut b, 1);
+    // Plain pairs: failed client, failed server, both fine.
+    for (i, (cf, sf)) in [(true, false), (false, true), (false, false)].into_iter().enumerate() {
+        let seq = 100 + i as i64;
+        let mut a = service_request("front", vec![graph_span(CLIENT, 30 + i as u8, seq, Some("cart"), 5, cf)]);
+        st.ingest_at(&mut a, 2);
+        let mut b = service_request("cart", vec![graph_span(SERVER, 40 + i as u8, seq, Some("front"), 4, sf)]);
+        st.ingest_at(&mut b, 3);
+    }
+    // As agents in gateway mode send them: the CLIENT half unmarked (its
+    // agent counted the database edge), the SERVER half marked.
+    let mut c = graph_span(CLIENT, 50, 200, None, 2, false);
+    c.attributes.push(str_kv("db.system.name", "redis"));
+    let mut a = service_request("cart", vec![c]);
+    st.ingest_at(&mut a, 4);
+    let mut b = service_request("redis", vec![graph_span(SERVER, 60, 200, Some("cart"), 1, false)]);
+    st.ingest_at(&mut b, 5);
+    // Its SERVER half alone (a client without an agent): from `user`.
+    let mut b = service_request("redis", vec![graph_span(SERVER, 61, 201, Some("10.200.0.9"), 1, false)]);
+    st.ingest_at(&mut b, 6);
+    let _ = st.expire_at(5000);
+    let ms = st.service_graph_metrics();
+    let db = key("cart", "redis", "database");
+    assert_eq!((counter(&ms, TOTAL, &db), counter(&ms, FAILED, &db)), (1, 1), "only the pair with a marked CLIENT");
+    assert_eq!(counter(&ms, TOTAL, &key("user", "redis", "virtual_node")), 1);
+    let e = key("front", "cart", "");
+    assert_eq!((counter(&ms, TOTAL, &e), counter(&ms, FAILED, &e)), (3, 2));
+}
+
+#[test]
+fn pairs_the_agents_counted_are_not_counted_again() {
+    // No mark: agents counting every edge themselves (CNFLOW_SERVICE_GRAPH_METRICS=true),
+    // or a pair one agent saw both ends of.
+    let st = Stitcher::new(graph_cfg());
+    let mut a = service_request("front", vec![graph_span(CLIENT, 10, 7, None, 5, false)]);
+    st.ingest_at(&mut a, 0);
+    let mut b = service_request("cart", vec![graph_span(SERVER, 20, 7, None, 4, false)]);
+    st.ingest_at(&mut b, 1);
+    let mut a = service_request("front", vec![graph_span(CLIENT, 11, 8, None, 5, false)]);
+    st.ingest_at(&mut a, 2);
+    let _ = st.expire_at(5000);
+    assert!(st.service_graph_metrics().is_empty());
+    // Service graph off: nothing either, marks or not.
+    let st = Stitcher::new(cfg(1000, 100));
+    let mut a = service_request("front", vec![graph_span(CLIENT, 10, 7, Some("cart"), 5, false)]);
+    st.ingest_at(&mut a, 0);
+    let _ = st.expire_at(5000);
+    assert!(st.service_graph_metrics().is_empty());
+}
+
+#[test]
+fn service_graph_edges_are_bounded() {
+    let st = Stitcher::new(StitchConfig { service_graph_edges: 3, ..cfg(1000, 1000) });
+    for i in 0..20u8 {
+        let svc = format!("client-{i}");
+        let mut a = service_request(&svc, vec![graph_span(CLIENT, i, i64::from(i), Some("x"), 1, false)]);
+        st.ingest_at(&mut a, 0);
+        let mut b = service_request("cart", vec![graph_span(SERVER, 100 + i, i64::from(i), Some(&svc), 1, false)]);
+        st.ingest_at(&mut b, 0);
+    }
+    let ms = st.service_graph_metrics();
+    let overflow = vec![];
+    assert_eq!(counter(&ms, TOTAL, &overflow), 17, "the overflow series (its only attribute is a bool)");
+    assert_eq!(points(&ms, TOTAL), 4, "3 edges and the overflow series");
 }

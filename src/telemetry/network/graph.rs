@@ -20,6 +20,11 @@
 //! Database and messaging calls are counted from the client end (like Tempo's
 //! `database` edges, completed without a server span), with
 //! `connection_type=database` / `messaging_system`.
+//!
+//! With `CNFLOW_SERVICE_GRAPH_METRICS=gateway` an exchange seen at one end
+//! only and carrying a wire key (except a database/messaging call's client
+//! end) is not counted here: its spans carry [`GATEWAY_PEER_ATTR`] and the
+//! gateway's stitcher counts it from the joined pair ([`ServiceGraph::record_pair`]).
 use super::{Hist, HistDesc, MetricsOut, SumDesc};
 use crate::otel::attr::{Attrs, V};
 use crate::otel::semconv::OVERFLOW_KEY;
@@ -28,6 +33,13 @@ use crate::telemetry::config::Temporality;
 use opentelemetry_proto::tonic::metrics::v1::Metric;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
+
+/// Span attribute an agent in `gateway` mode (`CNFLOW_SERVICE_GRAPH_METRICS=gateway`)
+/// puts on both spans of an exchange whose edge it leaves to the gateway
+/// (one end seen here, joinable by wire key, not a database/messaging call);
+/// value: the name this agent gives the other end (the server of an unpaired
+/// CLIENT span is named after it). Stripped by the gateway with the wire keys.
+pub const GATEWAY_PEER_ATTR: &str = "cnflow.graph.peer";
 
 static EDGES_OVERFLOW: LazyLock<Counter> =
     LazyLock::new(|| stats::counter("cnflow.telemetry.metric_overflow", &[("metric", "service_graph")]));
@@ -73,6 +85,28 @@ pub enum End {
     Remote { name: String, has_agent: bool },
 }
 
+/// One edge measured from a pair of spans (or an unpaired half).
+#[derive(Debug, Clone, Copy)]
+pub struct Pair<'a> {
+    pub client: &'a str,
+    pub server: &'a str,
+    pub connection_type: &'static str,
+    /// The CLIENT span's duration, when that half was seen.
+    pub client_ns: Option<u64>,
+    /// The SERVER span's duration, when that half was seen.
+    pub server_ns: Option<u64>,
+    /// Either span has an error status.
+    pub failed: bool,
+}
+
+/// What one exchange adds to its edge.
+struct Sample {
+    count: bool,
+    failed: bool,
+    client_ns: Option<u64>,
+    server_ns: Option<u64>,
+}
+
 struct Edge {
     total: u64,
     failed: u64,
@@ -106,17 +140,15 @@ impl ServiceGraph {
 
     /// Account one exchange of duration `dur_ns` ending at `ts_ns`.
     pub fn record(&mut self, kind: CallKind, client: End, server: End, dur_ns: u64, ts_ns: u64) {
-        self.start_ns.get_or_insert(ts_ns);
-        let secs = dur_ns as f64 / 1e9;
         // (client name, server name, connection_type, count request, client seconds, server seconds, failed)
         let (c, s, ct, count, cs, ss, failed) = match (client, server) {
             (End::Seen { service: c, failed: fc }, End::Seen { service: s, failed: fs }) => {
-                (c, s, conn_type(kind, false), true, true, true, fc || fs)
+                (c, s, connection_type(kind, false), true, true, true, fc || fs)
             }
             (End::Seen { service: c, failed }, End::Remote { name, has_agent }) => {
                 let db_or_msg = kind != CallKind::Plain;
                 let counted_here = db_or_msg || !has_agent;
-                (c, name, conn_type(kind, !has_agent), counted_here, true, false, failed)
+                (c, name, connection_type(kind, !has_agent), counted_here, true, false, failed)
             }
             (End::Remote { name, has_agent }, End::Seen { service: s, failed }) => {
                 if has_agent && kind != CallKind::Plain {
@@ -128,22 +160,38 @@ impl ServiceGraph {
             }
             (End::Remote { .. }, End::Remote { .. }) => return,
         };
-        let key = (c, s, ct);
+        self.add(
+            (c, s, ct),
+            Sample { count, failed, client_ns: cs.then_some(dur_ns), server_ns: ss.then_some(dur_ns) },
+            ts_ns,
+        );
+    }
+
+    /// Account one edge measured from spans (the gateway's joined pairs and
+    /// expired halves): the request is counted, each side's seconds when known.
+    pub fn record_pair(&mut self, p: Pair<'_>, ts_ns: u64) {
+        let sample = Sample { count: true, failed: p.failed, client_ns: p.client_ns, server_ns: p.server_ns };
+        let key = (p.client.to_string(), p.server.to_string(), p.connection_type);
+        self.add(key, sample, ts_ns);
+    }
+
+    fn add(&mut self, key: (String, String, &'static str), x: Sample, ts_ns: u64) {
+        self.start_ns.get_or_insert(ts_ns);
         let edge = if self.edges.contains_key(&key) || self.edges.len() < self.limit {
             self.edges.entry(key).or_insert_with(Edge::new)
         } else {
             EDGES_OVERFLOW.inc();
             &mut self.overflow
         };
-        if count {
+        if x.count {
             edge.total += 1;
-            edge.failed += u64::from(failed);
+            edge.failed += u64::from(x.failed);
         }
-        if cs {
-            edge.client.record(BUCKETS, secs);
+        if let Some(ns) = x.client_ns {
+            edge.client.record(BUCKETS, ns as f64 / 1e9);
         }
-        if ss {
-            edge.server.record(BUCKETS, secs);
+        if let Some(ns) = x.server_ns {
+            edge.server.record(BUCKETS, ns as f64 / 1e9);
         }
     }
 
@@ -174,7 +222,9 @@ impl ServiceGraph {
     }
 }
 
-fn conn_type(kind: CallKind, virtual_peer: bool) -> &'static str {
+/// Tempo's `connection_type` of an edge: `database` / `messaging_system` for
+/// such calls, else `virtual_node` when the peer is not instrumented, else "".
+pub fn connection_type(kind: CallKind, virtual_peer: bool) -> &'static str {
     match kind {
         CallKind::Database => "database",
         CallKind::Messaging => "messaging_system",

@@ -349,3 +349,80 @@ fn a_connection_seen_on_two_interfaces_counts_once() {
     assert_eq!(sum(&ms, "cnflow.network.tcp.connections.opened", &[]), 1);
     assert_eq!(sum(&ms, "cnflow.network.tcp.retransmissions", &[]), 0);
 }
+
+/// CNFLOW_SERVICE_GRAPH_METRICS=gateway: an exchange seen at one end with a
+/// wire key is left to the gateway (its spans carry the mark naming the
+/// peer); pairs seen at both ends, database calls and keyless exchanges are
+/// still counted here.
+#[test]
+fn gateway_mode_leaves_one_sided_keyed_exchanges_to_the_gateway() {
+    use crate::telemetry::samples::{http_exchange, redis_exchange, T0};
+    use crate::telemetry::{Collected, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
+    let run = |mode: &str, local: &[&str], keyed: bool| {
+        let vars = [("CNFLOW_SERVICE_GRAPH_METRICS".to_string(), mode.to_string())];
+        let cfg = TelemetryConfig::from_vars(vars).unwrap();
+        let host = Arc::new(Identity { attributes: vec![("service.name".into(), "front".into())] });
+        let out = Arc::new(parking_lot::Mutex::new(Collected::default()));
+        let mut o = SinkOptions::new(cfg, host);
+        o.outputs.push(Output::Collect(out.clone()));
+        o.own_metrics = false;
+        o.local_addrs = LocalAddrs::new(local.iter().map(|a| a.parse().unwrap()));
+        let mut s = TelemetrySink::new(o);
+        let mut http = http_exchange(Direction::Egress, "GET", "/", 200, T0);
+        let mut redis = redis_exchange(Direction::Egress, None, T0);
+        if keyed {
+            http.wire.request_seq = Some(1000);
+            http.wire.response_seq = Some(2000);
+            redis.wire.request_seq = Some(3000);
+            redis.wire.response_seq = Some(4000);
+        }
+        s.record(&http);
+        s.record(&redis);
+        s.finish(T0 + 10 * MS);
+        let c = out.lock();
+        let metrics: Vec<Metric> = c
+            .metrics
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| s.metrics.clone())
+            .collect();
+        let marks: Vec<(String, String)> = c
+            .spans()
+            .flat_map(|s| s.attributes.iter().map(move |kv| (s.name.clone(), kv)))
+            .filter(|(_, kv)| kv.key == super::graph::GATEWAY_PEER_ATTR)
+            .map(|(n, kv)| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(v)) => (n, v.clone()),
+                _ => (n, String::new()),
+            })
+            .collect();
+        (metrics, marks)
+    };
+    let total = "traces_service_graph_request_total";
+    let http = [("client", "front"), ("connection_type", "virtual_node"), ("server", "10.200.0.2")];
+    let db = [("client", "front"), ("connection_type", "database")];
+    // Client end only, keyed: the HTTP call goes to the gateway, the database call stays.
+    let (ms, marks) = run("gateway", &["10.200.0.1"], true);
+    assert_eq!(sum(&ms, total, &http), 0);
+    assert_eq!(sum(&ms, total, &db), 1);
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert!(marks[0].0.starts_with("GET"), "{marks:?}");
+    assert!(!marks[0].1.is_empty(), "the peer's name: {marks:?}");
+    // Server end only: both go to the gateway (a database call's edge is
+    // the client agent's; the gateway counts its SERVER half only unpaired).
+    let (ms, marks) = run("gateway", &["10.200.0.2", "10.200.0.6"], true);
+    assert!(!ms.iter().any(|m| m.name.starts_with("traces_service_graph")), "{ms:?}");
+    assert_eq!(marks.len(), 2, "{marks:?}");
+    // The same in `true` mode: counted here (a virtual node: no agent known there), no mark.
+    let (ms, marks) = run("true", &["10.200.0.1"], true);
+    assert_eq!(sum(&ms, total, &http), 1);
+    assert!(marks.is_empty());
+    // Keyless: the gateway could not pair it, counted here.
+    let (ms, marks) = run("gateway", &["10.200.0.1"], false);
+    assert_eq!(sum(&ms, total, &http), 1);
+    assert!(marks.is_empty());
+    // Both ends here: a same-node pair, counted here.
+    let (ms, marks) = run("gateway", &["10.200.0.1", "10.200.0.2"], true);
+    assert_eq!(sum(&ms, total, &[("client", "front"), ("server", "front"), ("connection_type", "")]), 1);
+    assert!(marks.is_empty());
+}
