@@ -602,22 +602,80 @@ fn mapped_files(proc_root: &Path, extra: &[PathBuf], me: u32) -> Vec<(u32, Mappe
 }
 
 /// Whether `local` is a listening TCP port in `pid`'s network namespace.
+#[cfg(test)]
 fn listening(proc_root: &Path, pid: u32, local: std::net::SocketAddr) -> Option<bool> {
-    let mut any = false;
+    listening_ports(proc_root, pid).map(|ports| ports.contains(&local.port()))
+}
+
+/// The listening TCP ports of `pid`'s network namespace (None: no table readable).
+fn listening_ports(proc_root: &Path, pid: u32) -> Option<HashSet<u16>> {
+    let mut ports: Option<HashSet<u16>> = None;
     for f in ["tcp", "tcp6"] {
         let Ok(t) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("net").join(f)) else { continue };
-        any = true;
+        let ports = ports.get_or_insert_with(HashSet::new);
         for line in t.lines().skip(1) {
             let mut it = line.split_whitespace();
             let (Some(_), Some(l), Some(_), Some(st)) = (it.next(), it.next(), it.next(), it.next()) else { continue };
             // st 0A = LISTEN; the local address field is HEXADDR:HEXPORT.
-            if st == "0A" && l.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()) == Some(local.port())
-            {
-                return Some(true);
+            if st == "0A" {
+                if let Some(p) = l.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()) {
+                    ports.insert(p);
+                }
             }
         }
     }
-    any.then_some(false)
+    ports
+}
+
+/// [`listening`] with the answer kept per process. Reading
+/// `/proc/PID/net/tcp{,6}` makes the kernel walk its whole TCP hash table;
+/// done for every new TLS connection it took a quarter of the agent's CPU on
+/// a busy host (perf, 2026-12-04). A process's listening ports rarely change,
+/// so a set is trusted for [`LISTEN_MAX_AGE`]; a port missing from a set
+/// older than [`LISTEN_RECHECK`] is read again (a server that has just
+/// started listening), so a client opening many connections costs at most a
+/// few reads per second.
+struct ListenCache {
+    root: PathBuf,
+    by_pid: parking_lot::Mutex<HashMap<u32, ListenEntry>>,
+}
+
+/// When the set was read, and the ports (None: no table readable).
+type ListenEntry = (Instant, Option<HashSet<u16>>);
+
+const LISTEN_MAX_AGE: Duration = Duration::from_secs(5);
+const LISTEN_RECHECK: Duration = Duration::from_millis(250);
+/// Processes remembered at most (the map is emptied beyond it).
+const LISTEN_MAX_PIDS: usize = 4096;
+
+impl ListenCache {
+    fn new(root: PathBuf) -> Self {
+        Self { root, by_pid: parking_lot::Mutex::new(HashMap::new()) }
+    }
+
+    fn check(&self, pid: u32, local: std::net::SocketAddr) -> Option<bool> {
+        self.check_at(pid, local, Instant::now())
+    }
+
+    fn check_at(&self, pid: u32, local: std::net::SocketAddr, now: Instant) -> Option<bool> {
+        let mut m = self.by_pid.lock();
+        if let Some((at, ports)) = m.get(&pid) {
+            let age = now.saturating_duration_since(*at);
+            let hit = ports.as_ref().map(|p| p.contains(&local.port()));
+            match hit {
+                Some(true) if age < LISTEN_MAX_AGE => return Some(true),
+                Some(false) | None if age < LISTEN_RECHECK => return hit,
+                _ => {}
+            }
+        }
+        if m.len() >= LISTEN_MAX_PIDS {
+            m.clear();
+        }
+        let ports = listening_ports(&self.root, pid);
+        let hit = ports.as_ref().map(|p| p.contains(&local.port()));
+        m.insert(pid, (now, ports));
+        hit
+    }
 }
 
 fn decode(item: &[u8], offset: i64) -> Option<TlsCall> {
@@ -749,7 +807,8 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
     // its connection first shows up: short-lived clients are gone by the
     // time their exchange becomes a span.
     let (root1, root2) = (proc_root.clone(), proc_root.clone());
-    let mut streams = TlsStreams::new(Box::new(move |pid, local| listening(&root1, pid, local))).with_process_observer(
+    let listen = ListenCache::new(root1);
+    let mut streams = TlsStreams::new(Box::new(move |pid, local| listen.check(pid, local))).with_process_observer(
         Box::new(move |pid| {
             crate::process::observe(&root2, pid);
         }),
@@ -922,5 +981,37 @@ mod tests {
     #[test]
     fn short_records_are_rejected() {
         assert!(decode(&[0u8; 8], 0).is_none());
+    }
+
+    #[test]
+    fn listening_ports_are_read_again_only_when_stale() {
+        let root = tempfile::tempdir().unwrap();
+        let tcp = root.path().join("7/net/tcp");
+        std::fs::create_dir_all(tcp.parent().unwrap()).unwrap();
+        let table = |ports: &[u16]| {
+            let mut t = String::from("  sl  local_address rem_address   st\n");
+            for p in ports {
+                t.push_str(&format!("   0: 0100007F:{p:04X} 00000000:0000 0A 0\n"));
+            }
+            // An established connection's local port is not a listening one.
+            t.push_str("   1: 0100007F:D431 0100007F:1F90 01 0\n");
+            std::fs::write(&tcp, t).unwrap();
+        };
+        table(&[8080]);
+        let c = ListenCache::new(root.path().to_path_buf());
+        let at = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+        let t0 = Instant::now();
+        assert_eq!(c.check_at(7, at(8080), t0), Some(true));
+        assert_eq!(c.check_at(7, at(0xD431), t0), Some(false));
+        assert_eq!(c.check_at(8, at(8080), t0), None, "no table: unknown");
+        // A new listener: not seen from a fresh set, seen once it is stale.
+        table(&[8080, 9090]);
+        assert_eq!(c.check_at(7, at(9090), t0 + LISTEN_RECHECK / 2), Some(false));
+        assert_eq!(c.check_at(7, at(9090), t0 + LISTEN_RECHECK), Some(true));
+        // A closed listener stays trusted until the set is old.
+        table(&[]);
+        let t1 = t0 + LISTEN_RECHECK;
+        assert_eq!(c.check_at(7, at(8080), t1 + LISTEN_MAX_AGE / 2), Some(true));
+        assert_eq!(c.check_at(7, at(8080), t1 + LISTEN_MAX_AGE), Some(false));
     }
 }
