@@ -327,11 +327,25 @@ fn kafka_produce_and_fetch() {
     let producer: Vec<_> = live.iter().filter(|e| e["detail"]["client_id"] == "live-producer").cloned().collect();
     let consumer: Vec<_> = live.iter().filter(|e| e["detail"]["client_id"] == "live-consumer").cloned().collect();
     assert_eq!(producer.len() + consumer.len(), o.live.len(), "exchanges from neither client");
-    let got = live::counts(&producer, live::summary);
+    let mut got = live::counts(&producer, live::summary);
+    // librdkafka refreshes metadata on its own timers (a full `Metadata []`
+    // or another `[orders]` lookup, seen in about one CI run in ten): how
+    // many depends on timing, not on the script, so Metadata is checked
+    // apart: at least the one lookup of the topic, every one answered.
+    let metadata: usize =
+        ["kafka live-producer Metadata [] err=0 complete", "kafka live-producer Metadata [orders] err=0 complete"]
+            .iter()
+            .filter_map(|k| got.remove(*k))
+            .sum();
+    assert!(metadata >= 1, "producer did not look the topic up: {got:#?}");
+    assert!(
+        producer.iter().filter(|e| e["detail"]["api_name"] == "Metadata").count() == metadata,
+        "a producer Metadata request failed or went unanswered: {:#?}",
+        live::counts(&producer, live::summary)
+    );
     let want: std::collections::BTreeMap<String, usize> = [
         // Bootstrap connection, then the connection to the advertised broker.
         ("kafka live-producer ApiVersions [] err=0 complete", 2),
-        ("kafka live-producer Metadata [orders] err=0 complete", 1),
         ("kafka live-producer Produce [orders] err=0 complete", 2),
     ]
     .into_iter()
