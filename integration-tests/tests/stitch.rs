@@ -618,8 +618,20 @@ fn edge_sum(e: &Edges, metric: &str, f: impl Fn(&str, &str, &str, &str) -> bool)
 /// server span), once the window ends.
 #[test]
 fn live_service_graph_from_joined_pairs_counts_each_request_once() {
-    let dir = Scratch::new("stitch-graph");
-    let t = Topo::new("stg", true, &dir);
+    service_graph_from_joined_pairs(false);
+}
+
+/// The same with every span sampled out by the agents (`always_off`, errors
+/// not kept): the edges are the same, exact, and the backend gets no span
+/// (the halves went to the gateway marked graph-only and stopped there).
+#[test]
+fn live_service_graph_stays_exact_when_the_agents_sample_every_span_out() {
+    service_graph_from_joined_pairs(true);
+}
+
+fn service_graph_from_joined_pairs(sampled_out: bool) {
+    let dir = Scratch::new(if sampled_out { "stitch-graph-s" } else { "stitch-graph" });
+    let t = Topo::new(if sampled_out { "sgs" } else { "stg" }, true, &dir);
     let _servers = servers(&t, &dir);
     let recv = otel::Receiver::start(Some(&t.rt));
     let window_ms = 2000;
@@ -627,10 +639,18 @@ fn live_service_graph_from_joined_pairs_counts_each_request_once() {
         gateway_with(&t, &dir, recv.port, window_ms, "gateway", &[("CNFLOW_GATEWAY_SERVICE_GRAPH", "true".into())]);
     let gws = [format!("{}:{port}", t.gw_ip)];
     let mode = ("CNFLOW_SERVICE_GRAPH_METRICS", "gateway");
-    let a_cl =
-        start_agent_with(&t.cl, &t.if_cl, &gws, "node-client", &dir, &[mode, ("OTEL_SERVICE_NAME", "svc-client")]);
-    let a_sv =
-        start_agent_with(&t.sv, &t.if_sv, &gws, "node-server", &dir, &[mode, ("OTEL_SERVICE_NAME", "svc-server")]);
+    let sampler: &[(&str, &str)] = if sampled_out {
+        &[("OTEL_TRACES_SAMPLER", "always_off"), ("CNFLOW_SAMPLING_KEEP_ERRORS", "false")]
+    } else {
+        &[]
+    };
+    let env = |service: &'static str| {
+        let mut e = vec![mode, ("OTEL_SERVICE_NAME", service)];
+        e.extend_from_slice(sampler);
+        e
+    };
+    let a_cl = start_agent_with(&t.cl, &t.if_cl, &gws, "node-client", &dir, &env("svc-client"));
+    let a_sv = start_agent_with(&t.sv, &t.if_sv, &gws, "node-server", &dir, &env("svc-server"));
     clients(&t);
     std::thread::sleep(Duration::from_secs(1));
     agent::stop_agent(a_cl);
@@ -680,8 +700,7 @@ fn live_service_graph_from_joined_pairs_counts_each_request_once() {
             r == "cnflow-gateway" && c == "user" && s == "svc-server" && ct == "virtual_node"
         })
     };
-    let a_sv =
-        start_agent_with(&t.sv, &t.if_sv, &gws, "node-server", &dir, &[mode, ("OTEL_SERVICE_NAME", "svc-server")]);
+    let a_sv = start_agent_with(&t.sv, &t.if_sv, &gws, "node-server", &dir, &env("svc-server"));
     let urls: Vec<String> = (0..HTTP_GETS).map(|i| format!("http://{}/users/{i}", t.vip)).collect();
     let mut args = vec!["curl", "-sf", "--http1.1"];
     args.extend(urls.iter().map(String::as_str));
@@ -697,4 +716,11 @@ fn live_service_graph_from_joined_pairs_counts_each_request_once() {
     let e = graph_edges(&recv.received);
     assert_eq!(user_edge(&e), HTTP_GETS as u64);
     assert_eq!(gw_edge(&e, total), want, "the joined edge is unchanged");
+    let spans = spans_of_receiver(&recv.received);
+    if sampled_out {
+        assert!(spans.is_empty(), "sampled-out spans reached the backend: {}", spans.len());
+        assert!(gateway_counter(&dir, "gateway", "cnflow.gateway.stitch.graph_only") > 0);
+    } else {
+        assert!(!spans.is_empty());
+    }
 }

@@ -254,6 +254,7 @@ impl TelemetrySink {
         }
         // Service graph, like the RED metrics, before sampling: every exchange
         // once, from the ends seen here.
+        let mut graph_at_gateway = false;
         if let Some(g) = &mut self.graph {
             use network::graph::{call_kind, remote, CallKind, End};
             let mut ends: [Option<End>; 2] = [None, None];
@@ -287,6 +288,15 @@ impl TelemetrySink {
                 (End::Remote { name, .. }, End::Seen { .. }) if to_gateway => Some(name.clone()),
                 _ => None,
             };
+            // Sampled out, a one-sided keyed exchange still goes to the
+            // gateway (marked graph-only): marked ones for their edge, a
+            // database/messaging CLIENT half (counted here) so that the
+            // gateway pairs its SERVER half instead of counting a `user` edge.
+            graph_at_gateway = to_gateway
+                && matches!(
+                    (&client, &server),
+                    (End::Seen { .. }, End::Remote { .. }) | (End::Remote { .. }, End::Seen { .. })
+                );
             match peer {
                 Some(peer) => {
                     for (_, _, parts) in built.iter_mut().flatten() {
@@ -305,6 +315,7 @@ impl TelemetrySink {
         // 2. One sampling decision for the exchange: both spans of a pair
         //    seen on this node are kept or dropped together.
         let mut trace_state = parent.as_ref().map(|p| p.trace_state.clone()).unwrap_or_default();
+        let mut graph_only = false;
         if self.opts.sampling.can_drop() {
             let decision = self.opts.sampling.decide(&sampling::Input {
                 protocol: Some(ex.protocol),
@@ -319,7 +330,17 @@ impl TelemetrySink {
             });
             sampling::count(decision.reason, n_spans);
             if !decision.keep {
-                return;
+                if !graph_at_gateway {
+                    return;
+                }
+                graph_only = true;
+                // The gateway counts this exchange's edge: it still gets the
+                // spans, marked, counts them and drops them (so the service
+                // graph stays exact under sampling; the vendor gets only
+                // the sampled spans).
+                for (_, _, parts) in built.iter_mut().flatten() {
+                    parts.attrs.push((network::graph::GRAPH_ONLY_ATTR, crate::otel::attr::V::B(true)));
+                }
             }
             if let Some(ts) = decision.trace_state {
                 trace_state = ts;
@@ -335,7 +356,10 @@ impl TelemetrySink {
                 span::Kind::Server => SPANS_SERVER.inc(),
                 _ => SPANS_CLIENT.inc(),
             }
-            let line_needed = self.opts.outputs.iter().any(|o| matches!(o, Output::Write(Format::Text, _)));
+            // A graph-only span (sampled out, sent for the gateway's service
+            // graph) is no span for a reader of the text output.
+            let line_needed =
+                !graph_only && self.opts.outputs.iter().any(|o| matches!(o, Output::Write(Format::Text, _)));
             if line_needed {
                 let line = stdout::text_line(
                     &parts,

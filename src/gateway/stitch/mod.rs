@@ -240,8 +240,33 @@ fn key_of(s: &Span) -> Option<WireKey> {
     }))
 }
 
+/// Removes the wire attributes, except the graph-only mark, which
+/// [`drop_graph_only`] needs after the join.
 fn strip(s: &mut Span) {
-    s.attributes.retain(|kv: &KeyValue| !wire_attr::PREFIXES.iter().any(|p| kv.key.starts_with(p)));
+    s.attributes.retain(|kv: &KeyValue| {
+        kv.key == graph::GRAPH_ONLY_ATTR || !wire_attr::PREFIXES.iter().any(|p| kv.key.starts_with(p))
+    });
+}
+
+static GRAPH_ONLY: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.gateway.stitch.graph_only", &[]));
+
+/// Spans the agents' sampling dropped and sent only for the service graph
+/// ([`graph::GRAPH_ONLY_ATTR`]): counted there already (joined or not), they
+/// leave the request here, so the backend gets exactly the sampled spans.
+fn drop_graph_only(r: &mut ExportTraceServiceRequest) {
+    let mut dropped = 0u64;
+    for rs in &mut r.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|s| {
+                let only = s.attributes.iter().any(|kv| kv.key == graph::GRAPH_ONLY_ATTR);
+                dropped += u64::from(only);
+                !only
+            });
+        }
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    r.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+    GRAPH_ONLY.add(dropped);
 }
 
 /// Whether any span of the request carries wire attributes.
@@ -267,7 +292,7 @@ fn connect(client: &ClientIds, server: &mut Span, attached: &mut [Span]) {
 
 impl Stitcher {
     pub fn new(cfg: StitchConfig) -> Arc<Self> {
-        for c in [&JOINED, &SHARED, &UNMATCHED, &EVICTED, &HELD] {
+        for c in [&JOINED, &SHARED, &UNMATCHED, &EVICTED, &HELD, &GRAPH_ONLY] {
             LazyLock::force(c);
         }
         // Cumulative like the gateway's other metrics, exported with them.
@@ -392,6 +417,7 @@ impl Stitcher {
         HELD.set(st.entries.len() as u64);
         drop(st);
         r.resource_spans.extend(released.into_iter().map(to_resource_spans));
+        drop_graph_only(r);
     }
 
     fn insert(&self, st: &mut State, key: WireKey, now: u64, e: Entry, released: &mut Vec<Held>) {
@@ -443,7 +469,9 @@ impl Stitcher {
             }
         }
         HELD.set(st.entries.len() as u64);
-        ExportTraceServiceRequest { resource_spans: released.into_iter().map(to_resource_spans).collect() }
+        let mut r = ExportTraceServiceRequest { resource_spans: released.into_iter().map(to_resource_spans).collect() };
+        drop_graph_only(&mut r);
+        r
     }
 
     /// Everything held, unjoined (shutdown).

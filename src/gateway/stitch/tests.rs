@@ -506,3 +506,39 @@ fn service_graph_edges_are_bounded() {
     assert_eq!(counter(&ms, TOTAL, &overflow), 17, "the overflow series (its only attribute is a bool)");
     assert_eq!(points(&ms, TOTAL), 4, "3 edges and the overflow series");
 }
+
+/// Spans sampled out by the agents but sent for the service graph
+/// (`cnflow.graph.only`): counted exactly like kept ones, joined or not, and
+/// never exported.
+#[test]
+fn graph_only_halves_are_counted_and_dropped() {
+    let only = |mut s: Span| {
+        s.attributes.push(KeyValue {
+            key: graph::GRAPH_ONLY_ATTR.into(),
+            value: Some(AnyValue { value: Some(any_value::Value::BoolValue(true)) }),
+            ..Default::default()
+        });
+        s
+    };
+    let st = Stitcher::new(graph_cfg());
+    // A joined pair, server half first (held, then released and dropped).
+    let mut b = service_request("cart", vec![only(graph_span(SERVER, 20, 7, Some("front"), 30, false))]);
+    st.ingest_at(&mut b, 0);
+    let mut a = service_request("front", vec![only(graph_span(CLIENT, 10, 7, Some("cart-svc"), 50, false))]);
+    st.ingest_at(&mut a, 1);
+    assert!(spans(&a).is_empty() && spans(&b).is_empty(), "nothing of a graph-only pair is exported");
+    // A kept pair beside it passes as before.
+    let mut c = service_request("front", vec![graph_span(CLIENT, 11, 8, Some("cart-svc"), 50, false)]);
+    st.ingest_at(&mut c, 2);
+    let mut d = service_request("cart", vec![graph_span(SERVER, 21, 8, Some("front"), 30, false)]);
+    st.ingest_at(&mut d, 3);
+    assert_eq!(spans(&c).len() + spans(&d).len(), 2);
+    // A graph-only SERVER half whose CLIENT never comes: a `user` edge, not exported.
+    let mut e = service_request("cart", vec![only(graph_span(SERVER, 22, 9, Some("10.200.0.9"), 30, false))]);
+    st.ingest_at(&mut e, 4);
+    assert!(spans(&st.expire_at(2000)).is_empty());
+    let ms = st.service_graph_metrics();
+    assert_eq!(counter(&ms, TOTAL, &key("front", "cart", "")), 2, "the graph-only pair and the kept one");
+    assert_eq!(hist(&ms, SERVER_S, &key("front", "cart", "")).0, 2);
+    assert_eq!(counter(&ms, TOTAL, &key("user", "cart", "virtual_node")), 1);
+}

@@ -41,6 +41,12 @@ use std::sync::LazyLock;
 /// CLIENT span is named after it). Stripped by the gateway with the wire keys.
 pub const GATEWAY_PEER_ATTR: &str = "cnflow.graph.peer";
 
+/// Span attribute (bool) of a span that span sampling dropped but that still
+/// goes to the gateway, because its edge is counted there (gateway mode):
+/// the gateway counts it in the service graph, then drops it instead of
+/// exporting it, so the graph stays exact under sampling.
+pub const GRAPH_ONLY_ATTR: &str = "cnflow.graph.only";
+
 static EDGES_OVERFLOW: LazyLock<Counter> =
     LazyLock::new(|| stats::counter("cnflow.telemetry.metric_overflow", &[("metric", "service_graph")]));
 

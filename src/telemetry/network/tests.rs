@@ -358,7 +358,7 @@ fn a_connection_seen_on_two_interfaces_counts_once() {
 fn gateway_mode_leaves_one_sided_keyed_exchanges_to_the_gateway() {
     use crate::telemetry::samples::{http_exchange, redis_exchange, T0};
     use crate::telemetry::{Collected, LocalAddrs, Output, SinkOptions, TelemetryConfig, TelemetrySink};
-    let run = |mode: &str, local: &[&str], keyed: bool| {
+    let run_sampled = |mode: &str, local: &[&str], keyed: bool, sampler: &str| {
         let vars = [("CNFLOW_SERVICE_GRAPH_METRICS".to_string(), mode.to_string())];
         let cfg = TelemetryConfig::from_vars(vars).unwrap();
         let host = Arc::new(Identity { attributes: vec![("service.name".into(), "front".into())] });
@@ -367,6 +367,9 @@ fn gateway_mode_leaves_one_sided_keyed_exchanges_to_the_gateway() {
         o.outputs.push(Output::Collect(out.clone()));
         o.own_metrics = false;
         o.local_addrs = LocalAddrs::new(local.iter().map(|a| a.parse().unwrap()));
+        o.sampling =
+            crate::telemetry::sampling::Policy::from_vars([("OTEL_TRACES_SAMPLER".to_string(), sampler.to_string())])
+                .unwrap();
         let mut s = TelemetrySink::new(o);
         let mut http = http_exchange(Direction::Egress, "GET", "/", 200, T0);
         let mut redis = redis_exchange(Direction::Egress, None, T0);
@@ -396,7 +399,14 @@ fn gateway_mode_leaves_one_sided_keyed_exchanges_to_the_gateway() {
                 _ => (n, String::new()),
             })
             .collect();
-        (metrics, marks)
+        let graph_only =
+            c.spans().filter(|s| s.attributes.iter().any(|kv| kv.key == super::graph::GRAPH_ONLY_ATTR)).count();
+        (metrics, marks, graph_only)
+    };
+    let run = |mode: &str, local: &[&str], keyed: bool| {
+        let (ms, marks, graph_only) = run_sampled(mode, local, keyed, "always_on");
+        assert_eq!(graph_only, 0);
+        (ms, marks)
     };
     let total = "traces_service_graph_request_total";
     let http = [("client", "front"), ("connection_type", "virtual_node"), ("server", "10.200.0.2")];
@@ -425,4 +435,14 @@ fn gateway_mode_leaves_one_sided_keyed_exchanges_to_the_gateway() {
     let (ms, marks) = run("gateway", &["10.200.0.1", "10.200.0.2"], true);
     assert_eq!(sum(&ms, total, &[("client", "front"), ("server", "front"), ("connection_type", "")]), 1);
     assert!(marks.is_empty());
+    // Sampled out (always_off): an exchange the gateway counts still goes to
+    // it, marked graph-only; one counted here does not leave at all.
+    let (ms, marks, graph_only) = run_sampled("gateway", &["10.200.0.1"], true, "always_off");
+    assert_eq!(sum(&ms, total, &db), 1, "the agent's own edges count sampled-out exchanges");
+    // Both go: the HTTP span for its edge (marked with the peer), the
+    // database call's CLIENT span (counted here, unmarked) so the gateway
+    // pairs the call's SERVER half instead of counting it from `user`.
+    assert_eq!((marks.len(), graph_only), (1, 2), "{marks:?}");
+    let (_, marks, graph_only) = run_sampled("true", &["10.200.0.1"], true, "always_off");
+    assert_eq!((marks.len(), graph_only), (0, 0));
 }
