@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cost of the eBPF TC program per packet kind, for one or more cnflow builds in one run.
 # Usage: bench_ebpf.sh [BIN...]   (root, bpftool; default BIN: target/release/cnflow)
-#   REPEAT=20000 ROUNDS=5 LIVE_MB=400 (0 skips the live part)
+#   REPEAT=20000 ROUNDS=5 LIVE_MB=400 (0 skips the live part) RING_BYTES=268435456 (agent ring)
 #
 # 1. BPF_PROG_TEST_RUN (`bpftool prog run ... repeat N`) of the loaded cnflow_egress
 #    program on crafted Ethernet frames; the kernel reports the mean ns per run.
@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v bpftool >/dev/null || { echo "needs bpftool (apt-get install bpftool)" >&2; exit 2; }
-REPEAT=${REPEAT:-20000} ROUNDS=${ROUNDS:-5} LIVE_MB=${LIVE_MB:-400}
+REPEAT=${REPEAT:-20000} ROUNDS=${ROUNDS:-5} LIVE_MB=${LIVE_MB:-400} RING_BYTES=${RING_BYTES:-268435456}
 bins=("$@")
 if [ ${#bins[@]} -eq 0 ]; then cargo build --release -q --bin cnflow; bins=(target/release/cnflow); fi
 NS=cnfebpf-a NS2=cnfebpf-b
@@ -76,10 +76,11 @@ kinds="tcp_pure_ack tcp_64B tcp_1448B tcp_gso_2x1448B udp_dns_40B vxlan_tcp_64B 
 
 # Starts BIN as the agent on va; sets $agent, $prog_in, $prog_eg, $counters_map.
 start_agent() {
-  CNFLOW_INTERFACES=va CNFLOW_RING_BUFFER_BYTES=268435456 CNFLOW_TLS=false \
+  CNFLOW_INTERFACES=va CNFLOW_RING_BUFFER_BYTES=$RING_BYTES CNFLOW_TLS=false \
     ip netns exec $NS "$1" run --format none > /dev/null 2> "$work/agent.err" &
   agent=$!
-  for _ in $(seq 100); do grep -q "attached" "$work/agent.err" 2>/dev/null && break; sleep 0.1; done
+  # Verification takes ~1M instructions (several seconds, more under load).
+  for _ in $(seq 600); do grep -q "attached" "$work/agent.err" 2>/dev/null && break; sleep 0.1; done
   # The programs and maps this agent holds (its fds), not another cnflow's.
   local ids
   ids=$(cat /proc/$agent/fdinfo/* 2>/dev/null | awk '/^(prog_id|map_id):/{print $1 $2}' | sort -u)
@@ -90,7 +91,7 @@ ps = [p for p in json.load(sys.stdin) if "prog_id:%d" % p["id"] in ids]
 by = {p["name"]: p["id"] for p in ps}
 ms = json.loads(subprocess.check_output(["bpftool", "-j", "map", "show"]))
 cm = [m["id"] for m in ms if m.get("name") == "COUNTERS" and "map_id:%d" % m["id"] in ids]
-print(by["cnflow_ingress"], by["cnflow_egress"], cm[0])' "$ids")
+print(by["cnflow_ingress"], by["cnflow_egress"], cm[0])' "$ids") || { echo "agent $1 not attached:" >&2; tail -5 "$work/agent.err" >&2; exit 1; }
 }
 stop_agent() { kill -INT "$agent"; wait "$agent" 2>/dev/null || true; agent=; }
 # Kernel counters of the running agent (summed over CPUs) as "name=value ..." for a few names.
@@ -119,7 +120,7 @@ for r in $(seq "$ROUNDS"); do
       res[$i,$k]+="$ns "
       sleep 0.2  # let the reader drain the ring
     done
-    [ "$r" = "$ROUNDS" ] && echo "  counters after the last round, build $i: $(counters)"
+    [ "$r" = "$ROUNDS" ] && echo "  counters after the last round, build $i: $(counters); $(python3 integration-tests/perf/bpf_verified_insns.py "$prog_eg" | cut -d' ' -f3-) (limit 1000000)"
     stop_agent
   done
 done

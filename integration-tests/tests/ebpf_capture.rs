@@ -324,6 +324,15 @@ fn captures_redis_ping_and_dns_byte_exact() {
     // segment was captured whole (checked by `reassemble` above).
     assert!(!last.contains("gso_split=0 ") && last.contains("gso_split="), "{last}");
     assert!(last.contains("truncated=0 "), "{last}");
+    // The receiver's ACKs of those GSO packets were counted as skipped (the
+    // pure-ACK check before the header copy, or the full parse).
+    let no_payload: u64 = last
+        .split("no_payload=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no_payload counter in {last}"));
+    assert!(no_payload > 0, "{last}");
 }
 
 #[test]
