@@ -172,7 +172,11 @@ impl ForwardingPipeline {
         // nor counted as drops (cnflow.gateway.sampled_out counts them).
         let mut n = n;
         if let (Some(policy), Payload::Traces(r)) = (self.sampling.get(), &mut p) {
-            if crate::telemetry::sampling::apply_to_request(policy, r) > 0 {
+            // With the service graph on, a keyed half stays (marked
+            // graph-only) for the stitcher to count, which then drops it.
+            let graph = self.stitch.get().is_some_and(|st| st.counts_graph());
+            let graph_needs = |s: &opentelemetry_proto::tonic::trace::v1::Span| graph && super::stitch::has_key(s);
+            if crate::telemetry::sampling::apply_to_request_keeping(policy, r, graph_needs) > 0 {
                 n = p.items();
                 if n == 0 {
                     return Ok(());

@@ -229,7 +229,7 @@ pub struct Stitcher {
 }
 
 /// Whether a span carries wire attributes (the cheap check).
-fn has_key(s: &Span) -> bool {
+pub(crate) fn has_key(s: &Span) -> bool {
     s.attributes.iter().any(|kv| wire_attr::PREFIXES.iter().any(|p| kv.key.starts_with(p)))
 }
 
@@ -477,6 +477,11 @@ impl Stitcher {
     /// Everything held, unjoined (shutdown).
     pub fn drain(&self) -> ExportTraceServiceRequest {
         self.expire_at(u64::MAX)
+    }
+
+    /// Whether joined pairs are counted in the service graph.
+    pub fn counts_graph(&self) -> bool {
+        self.cfg.service_graph_edges > 0
     }
 
     /// Halves remembered or held now.

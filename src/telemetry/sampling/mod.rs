@@ -292,6 +292,19 @@ pub fn apply_to_request(
     policy: &Policy,
     req: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
 ) -> u64 {
+    apply_to_request_keeping(policy, req, |_| false)
+}
+
+/// [`apply_to_request`], except that a sampled-out span for which
+/// `graph_needs` is true stays, marked graph-only
+/// ([`crate::telemetry::network::graph::GRAPH_ONLY_ATTR`]): the gateway's
+/// stitcher still counts it in the service graph, then drops it. Returns the
+/// number of spans removed or marked.
+pub fn apply_to_request_keeping(
+    policy: &Policy,
+    req: &mut opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    graph_needs: impl Fn(&opentelemetry_proto::tonic::trace::v1::Span) -> bool,
+) -> u64 {
     let mut removed = 0;
     for rs in &mut req.resource_spans {
         for ss in &mut rs.scope_spans {
@@ -315,6 +328,16 @@ pub fn apply_to_request(
                 }
                 if !d.keep {
                     removed += 1;
+                    if graph_needs(span) {
+                        span.attributes.push(opentelemetry_proto::tonic::common::v1::KeyValue {
+                            key: crate::telemetry::network::graph::GRAPH_ONLY_ATTR.into(),
+                            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(true)),
+                            }),
+                            ..Default::default()
+                        });
+                        return true;
+                    }
                     return false;
                 }
                 if let Some(ts) = d.trace_state {

@@ -410,3 +410,25 @@ fn gateway_config_reads_the_policy_only_when_asked() {
     let e = GatewayConfig::from_vars(vars(&[("CNFLOW_GATEWAY_SAMPLING", "true"), ("OTEL_TRACES_SAMPLER", "bogus")]));
     assert!(format!("{:#}", e.unwrap_err()).contains("OTEL_TRACES_SAMPLER"));
 }
+
+/// The gateway's policy with its service graph on: a sampled-out span the
+/// graph needs stays, marked graph-only (the stitcher counts, then drops
+/// it); others leave as before.
+#[test]
+fn sampled_out_spans_the_graph_needs_stay_marked() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let p = policy(&[("OTEL_TRACES_SAMPLER", "always_off"), ("CNFLOW_SAMPLING_KEEP_ERRORS", "false")]);
+    let span = |name: &str| Span { trace_id: vec![7; 16], name: name.into(), ..Default::default() };
+    let mut req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span("keyed"), span("plain")], ..Default::default() }],
+            ..Default::default()
+        }],
+    };
+    assert_eq!(apply_to_request_keeping(&p, &mut req, |s| s.name == "keyed"), 2);
+    let left: Vec<&Span> = req.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, "keyed");
+    assert!(left[0].attributes.iter().any(|kv| kv.key == crate::telemetry::network::graph::GRAPH_ONLY_ATTR));
+}
