@@ -233,13 +233,10 @@ pub fn get<'a>(attrs: &'a [(&'static str, V)], key: &str) -> Option<&'a V> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::{BuildHasher, Hash};
 
     fn hash<T: Hash + ?Sized>(t: &T) -> u64 {
-        let s = foldhash::fast::FixedState::with_seed(7);
-        let mut h = s.build_hasher();
-        t.hash(&mut h);
-        h.finish()
+        foldhash::fast::FixedState::with_seed(7).hash_one(t)
     }
 
     proptest! {

@@ -399,7 +399,12 @@ impl TelemetrySink {
         self.batch_len += 1;
         match self.batch.iter_mut().find(|b| Arc::ptr_eq(&b.resource, &resource) || *b.resource == *resource) {
             Some(b) => b.spans.push(span),
-            None => self.batch.push(encode::ResourceBatch { resource, spans: vec![span] }),
+            None => {
+                // A batch usually holds several spans of a resource: fewer regrowths.
+                let mut spans = Vec::with_capacity(16);
+                spans.push(span);
+                self.batch.push(encode::ResourceBatch { resource, spans });
+            }
         }
     }
 

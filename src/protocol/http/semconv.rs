@@ -41,7 +41,7 @@ pub fn span_parts(
     // Known methods are the table's constants; values shared with the
     // metric attributes are constants or inline copies (no allocation).
     let method = h.method.as_deref().map(|m| match HTTP_METHODS.iter().find(|k| **k == m) {
-        Some(k) => (Str::lit(*k), None),
+        Some(k) => (Str::lit(k), None),
         None => (Str::lit("_OTHER"), Some(Str::copy(m))),
     });
     if let Some((meth, orig)) = &method {
@@ -94,9 +94,9 @@ pub fn span_parts(
         m.push(("error.type", v.clone()));
     }
     let name = match (&method, &route) {
-        (Some((meth, _)), Some(r)) if *meth != "_OTHER" => format!("{meth} {r}"),
-        (Some((meth, _)), None) if *meth != "_OTHER" => meth.to_string(),
-        _ => "HTTP".to_string(),
+        (Some((meth, _)), Some(r)) if *meth != "_OTHER" => [meth.as_str(), " ", r.as_str()].concat(),
+        (Some((meth, _)), None) if *meth != "_OTHER" => meth.as_str().to_owned(),
+        _ => "HTTP".to_owned(),
     };
     let inst = if kind == Kind::Server { Instrument::HttpServer } else { Instrument::HttpClient };
     SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)), peer: vec![] }

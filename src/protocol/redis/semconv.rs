@@ -50,7 +50,8 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
             m.push((key, v.clone()));
         }
     }
-    let name = if op.is_empty() { "redis".to_string() } else { op.to_string() };
+    // `as_str().to_owned()`: one exact allocation (`to_string` goes through `Display`).
+    let name = if op.is_empty() { "redis".to_owned() } else { op.as_str().to_owned() };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
