@@ -17,7 +17,7 @@ pub struct ReplayArgs {
     /// CNFLOW_GATEWAY_STITCH_WINDOW_MS.
     #[arg(required = true, num_args = 1..)]
     pub file: Vec<std::path::PathBuf>,
-    /// Output: flows (one JSON line per connection: reassembled stream summary), exchanges (JSON lines), text (one line per span), otlp-json, otlp (length-delimited protobuf records, for files), count (exchanges per protocol only; for benchmarks).
+    /// Output: flows (one JSON line per connection: reassembled stream summary), exchanges (JSON lines), text (one line per span), otlp-json, otlp (length-delimited protobuf records, for files), none (spans and metrics built as the agent does, nothing printed: OTLP export only, or the agent's own cost in benchmarks), count (exchanges per protocol only; for benchmarks).
     #[arg(long, default_value = "text")]
     pub format: String,
     /// Print cnflow's counters to stderr at the end.
@@ -166,7 +166,7 @@ impl Output for Spans {
 const REPLAY_ID_SEED: u64 = 0x636e_666c_6f77;
 
 fn telemetry_output(
-    format: crate::telemetry::Format,
+    format: Option<crate::telemetry::Format>,
     cfg: &AgentConfig,
     env: &[(String, String)],
     exporter: Option<std::sync::Arc<crate::export::Exporter>>,
@@ -177,7 +177,9 @@ fn telemetry_output(
     opts.mask_query_values = cfg.mask_query_values;
     opts.ids = IdGen::Seeded(REPLAY_ID_SEED);
     opts.sampling = crate::telemetry::sampling::Policy::from_vars(env.iter().cloned())?;
-    opts.outputs.push(crate::telemetry::Output::Write(format, Box::new(BufWriter::new(std::io::stdout()))));
+    if let Some(format) = format {
+        opts.outputs.push(crate::telemetry::Output::Write(format, Box::new(BufWriter::new(std::io::stdout()))));
+    }
     if let Some(e) = exporter {
         opts.outputs.push(crate::telemetry::Output::Export(e));
     }
@@ -211,10 +213,12 @@ fn output_for(
     Ok(match format {
         "exchanges" => Box::new(ExchangesJson),
         "count" => Box::<Count>::default(),
-        "text" => telemetry_output(crate::telemetry::Format::Text, cfg, env, exporter)?,
-        "otlp-json" => telemetry_output(crate::telemetry::Format::OtlpJson, cfg, env, exporter)?,
-        "otlp" => telemetry_output(crate::telemetry::Format::Otlp, cfg, env, exporter)?,
-        other => bail!("unknown --format {other:?} (expected flows, exchanges, text, otlp-json, otlp, count)"),
+        "text" => telemetry_output(Some(crate::telemetry::Format::Text), cfg, env, exporter)?,
+        "otlp-json" => telemetry_output(Some(crate::telemetry::Format::OtlpJson), cfg, env, exporter)?,
+        "otlp" => telemetry_output(Some(crate::telemetry::Format::Otlp), cfg, env, exporter)?,
+        // As `cnflow agent --format none`: the sink runs, only an exporter (if configured) gets its output.
+        "none" => telemetry_output(None, cfg, env, exporter)?,
+        other => bail!("unknown --format {other:?} (expected flows, exchanges, text, otlp-json, otlp, none, count)"),
     })
 }
 

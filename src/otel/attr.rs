@@ -3,9 +3,161 @@
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
 use std::fmt;
 
+/// Inline capacity of [`Str`]: an IPv6 address text fits more often than not,
+/// every IPv4 address and number does.
+const INLINE: usize = 22;
+
+/// The text of a string attribute value. Spans carry a dozen of them per
+/// exchange and the metric series key copies several: constants
+/// (`"redis"`, `"tcp"`) are kept by reference and short texts (addresses,
+/// numbers) inline, so building and copying them allocates nothing; only
+/// longer texts from the exchange (statements, paths) are on the heap.
+/// Compares, orders and hashes as the text.
+#[derive(Clone)]
+pub struct Str(Repr);
+
+/// Private, so that inline bytes only ever come from a `&str` (or ASCII
+/// digits and dots): `as_str` need not validate them again each time a value
+/// is hashed, compared or encoded.
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Inline(u8, [u8; INLINE]),
+    Heap(String),
+}
+
+impl Str {
+    /// A constant (no copy).
+    pub const fn lit(s: &'static str) -> Self {
+        Str(Repr::Static(s))
+    }
+    /// A copy of `s` (inline when short).
+    pub fn copy(s: &str) -> Self {
+        if s.len() <= INLINE {
+            let mut b = [0u8; INLINE];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            Str(Repr::Inline(s.len() as u8, b))
+        } else {
+            Str(Repr::Heap(s.to_string()))
+        }
+    }
+    /// `s`, moved inline when short (its copies then allocate nothing).
+    pub fn compact(s: String) -> Self {
+        if s.len() <= INLINE {
+            Self::copy(&s)
+        } else {
+            Str(Repr::Heap(s))
+        }
+    }
+    /// Decimal text of an integer, without allocating.
+    pub fn int(i: i64) -> Self {
+        Self::copy(itoa::Buffer::new().format(i))
+    }
+    /// The dotted text of an IPv4 address (as `Display` writes it), digit by
+    /// digit: every span carries three or four addresses.
+    pub fn ipv4(ip: std::net::Ipv4Addr) -> Self {
+        let mut b = [0u8; INLINE];
+        let mut n = 0;
+        for (i, o) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                b[n] = b'.';
+                n += 1;
+            }
+            if o >= 100 {
+                b[n] = b'0' + o / 100;
+                n += 1;
+            }
+            if o >= 10 {
+                b[n] = b'0' + o / 10 % 10;
+                n += 1;
+            }
+            b[n] = b'0' + o % 10;
+            n += 1;
+        }
+        // At most 15 ASCII bytes.
+        Str(Repr::Inline(n as u8, b))
+    }
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Static(s) => s,
+            // SAFETY: inline bytes are written only by `copy` (the bytes of a
+            // `&str`, cut at its length) and `ipv4` (ASCII), and `Repr` is
+            // private: `b[..n]` is always valid UTF-8.
+            Repr::Inline(n, b) => unsafe { std::str::from_utf8_unchecked(&b[..usize::from(*n)]) },
+            Repr::Heap(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for Str {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+impl PartialEq for Str {
+    fn eq(&self, o: &Self) -> bool {
+        self.as_str() == o.as_str()
+    }
+}
+impl Eq for Str {}
+impl PartialOrd for Str {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Str {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(o.as_str())
+    }
+}
+impl std::hash::Hash for Str {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+impl fmt::Debug for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+impl fmt::Display for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+impl PartialEq<str> for Str {
+    fn eq(&self, o: &str) -> bool {
+        self.as_str() == o
+    }
+}
+impl PartialEq<&str> for Str {
+    fn eq(&self, o: &&str) -> bool {
+        self.as_str() == *o
+    }
+}
+impl From<&'static str> for Str {
+    fn from(s: &'static str) -> Self {
+        Str::lit(s)
+    }
+}
+impl From<String> for Str {
+    fn from(s: String) -> Self {
+        Str(Repr::Heap(s))
+    }
+}
+impl From<Str> for String {
+    fn from(s: Str) -> Self {
+        match s.0 {
+            Repr::Heap(s) => s,
+            r => Str(r).as_str().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum V {
-    S(String),
+    S(Str),
     I(i64),
     B(bool),
     A(Vec<String>),
@@ -28,13 +180,19 @@ impl fmt::Display for V {
     }
 }
 
-impl From<&str> for V {
-    fn from(s: &str) -> Self {
-        V::S(s.to_string())
+/// A constant: kept by reference. (Other text: `String` or [`Str::copy`].)
+impl From<&'static str> for V {
+    fn from(s: &'static str) -> Self {
+        V::S(Str::lit(s))
     }
 }
 impl From<String> for V {
     fn from(s: String) -> Self {
+        V::S(Str::from(s))
+    }
+}
+impl From<Str> for V {
+    fn from(s: Str) -> Self {
         V::S(s)
     }
 }
@@ -53,7 +211,7 @@ pub type Attrs = Vec<(&'static str, V)>;
 
 pub fn to_any(v: &V) -> AnyValue {
     let value = match v {
-        V::S(s) => any_value::Value::StringValue(s.clone()),
+        V::S(s) => any_value::Value::StringValue(s.to_string()),
         V::I(i) => any_value::Value::IntValue(*i),
         V::B(b) => any_value::Value::BoolValue(*b),
         V::A(a) => any_value::Value::ArrayValue(ArrayValue {
@@ -69,4 +227,45 @@ pub fn to_proto(attrs: &[(&'static str, V)]) -> Vec<KeyValue> {
 
 pub fn get<'a>(attrs: &'a [(&'static str, V)], key: &str) -> Option<&'a V> {
     attrs.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::hash::{BuildHasher, Hash};
+
+    fn hash<T: Hash + ?Sized>(t: &T) -> u64 {
+        foldhash::fast::FixedState::with_seed(7).hash_one(t)
+    }
+
+    proptest! {
+        /// Every way of making a `Str` holds the text, and it compares,
+        /// orders and hashes as the text (metric series keys rely on it).
+        #[test]
+        fn str_is_its_text(a in ".{0,40}", b in ".{0,40}", i in any::<i64>(), ip in any::<[u8; 4]>()) {
+            let (sa, sb) = (Str::copy(&a), Str::compact(b.clone()));
+            prop_assert_eq!(sa.as_str(), a.as_str());
+            prop_assert_eq!(sb.as_str(), b.as_str());
+            prop_assert_eq!(sa == sb, a == b);
+            prop_assert_eq!(sa.cmp(&sb), a.cmp(&b));
+            prop_assert_eq!(hash(&sa), hash(a.as_str()));
+            prop_assert_eq!(String::from(sb.clone()), b.clone());
+            prop_assert_eq!(format!("{sa:?}"), format!("{a:?}"));
+            prop_assert_eq!(Str::int(i).to_string(), i.to_string());
+            let v4 = std::net::Ipv4Addr::from(ip);
+            prop_assert_eq!(Str::ipv4(v4).to_string(), v4.to_string());
+            prop_assert_eq!(V::from(sa.clone()), V::from(a.clone()));
+        }
+    }
+
+    #[test]
+    fn str_edges() {
+        assert_eq!(Str::lit("redis"), Str::copy("redis"));
+        assert_eq!(Str::copy(&"x".repeat(INLINE)).as_str().len(), INLINE);
+        assert_eq!(Str::copy(&"é".repeat(INLINE)).as_str(), "é".repeat(INLINE));
+        assert_eq!(Str::ipv4("255.255.255.255".parse().unwrap()).as_str(), "255.255.255.255");
+        assert_eq!(Str::int(i64::MIN).as_str(), i64::MIN.to_string());
+        assert_eq!(V::from("a").to_string(), V::from("a".to_string()).to_string());
+    }
 }

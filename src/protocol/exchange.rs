@@ -126,16 +126,20 @@ impl WireKey {
     /// The span attributes of an exchange's wire facts.
     pub fn attrs(ex: &Exchange) -> Vec<(&'static str, i64)> {
         let mut a = Vec::new();
+        Self::each_attr(ex, |k, v| a.push((k, v)));
+        a
+    }
+    /// [`WireKey::attrs`] one by one, without a `Vec` (every span has them).
+    pub fn each_attr(ex: &Exchange, mut f: impl FnMut(&'static str, i64)) {
         if let Some(rq) = ex.wire.request_seq {
-            a.push((wire_attr::TCP_REQUEST_SEQ, i64::from(rq)));
+            f(wire_attr::TCP_REQUEST_SEQ, i64::from(rq));
             if let Some(rs) = ex.wire.response_seq {
-                a.push((wire_attr::TCP_RESPONSE_SEQ, i64::from(rs)));
+                f(wire_attr::TCP_RESPONSE_SEQ, i64::from(rs));
             }
         } else if let Some(id) = ex.wire.txn_id {
-            a.push((wire_attr::UDP_TXN_ID, i64::from(id)));
-            a.push((wire_attr::UDP_CLIENT_PORT, i64::from(ex.conn.client.port())));
+            f(wire_attr::UDP_TXN_ID, i64::from(id));
+            f(wire_attr::UDP_CLIENT_PORT, i64::from(ex.conn.client.port()));
         }
-        a
     }
     /// 56 uniformly spread bits (sampling randomness, consistent hashing).
     pub fn randomness(self) -> u64 {

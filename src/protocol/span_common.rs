@@ -3,7 +3,7 @@
 //! timed out or were reset.
 use super::exchange::{Exchange, Outcome};
 use crate::flow::Transport;
-use crate::otel::attr::{Attrs, V};
+use crate::otel::attr::{Attrs, Str, V};
 use crate::otel::span::Kind;
 use std::net::SocketAddr;
 
@@ -30,33 +30,19 @@ pub fn split_host(h: &str) -> (String, Option<u16>) {
 }
 
 /// The text of an address (as `Display` writes it). Every span carries three
-/// or four of these: IPv4 is written digit by digit, without the formatting
-/// machinery, which cost more than the rest of the endpoint attributes.
-pub fn ip_text(ip: std::net::IpAddr) -> String {
+/// or four of these: IPv4 is written digit by digit into an inline [`Str`],
+/// without the formatting machinery or an allocation.
+pub fn ip_text(ip: std::net::IpAddr) -> Str {
     match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(15);
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                if o >= 100 {
-                    s.push(char::from(b'0' + o / 100));
-                }
-                if o >= 10 {
-                    s.push(char::from(b'0' + o / 10 % 10));
-                }
-                s.push(char::from(b'0' + o % 10));
-            }
-            s
-        }
-        ip => ip.to_string(),
+        std::net::IpAddr::V4(v4) => Str::ipv4(v4),
+        ip => Str::copy(&ip.to_string()),
     }
 }
 
 pub(crate) fn endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &mut Attrs) {
     let c = &ex.conn;
-    // Each address is formatted once: the peer and local ones are the client and server.
+    // Each address is formatted once (the peer and local ones are the client
+    // and server); copies of the inline texts allocate nothing.
     let client_ip = ip_text(c.client.ip());
     let server_ip = ip_text(c.server.ip());
     // Producer/Consumer spans are the client end's, like Client.
@@ -67,7 +53,7 @@ pub(crate) fn endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &
         }
     };
     let (server_addr, server_port) = match host.map(split_host) {
-        Some((h, p)) if !h.is_empty() => (h, p.unwrap_or(c.server.port())),
+        Some((h, p)) if !h.is_empty() => (Str::from(h), p.unwrap_or(c.server.port())),
         _ => (server_ip, c.server.port()),
     };
     a.reserve(10);
@@ -124,14 +110,14 @@ mod ip_text_tests {
             } else {
                 std::net::Ipv6Addr::from(b).into()
             };
-            prop_assert_eq!(ip_text(ip), ip.to_string());
+            prop_assert_eq!(ip_text(ip).to_string(), ip.to_string());
         }
     }
 
     #[test]
     fn ip_text_edges() {
         for s in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.199.250", "::ffff:10.0.0.1", "::1"] {
-            assert_eq!(ip_text(s.parse().unwrap()), s);
+            assert_eq!(ip_text(s.parse().unwrap()).as_str(), s);
         }
     }
 }

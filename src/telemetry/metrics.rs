@@ -268,7 +268,7 @@ impl Metrics {
                 let prev = self.last_stats.insert((s.name, s.attrs.clone()), s.value).unwrap_or(0);
                 value = s.value.saturating_sub(prev);
             }
-            let attrs: Attrs = s.attrs.iter().map(|(k, v)| (*k, V::S(v.clone()))).collect();
+            let attrs: Attrs = s.attrs.iter().map(|(k, v)| (*k, V::from(v.clone()))).collect();
             let dp = NumberDataPoint {
                 attributes: attr::to_proto(&attrs),
                 start_time_unix_nano: if s.kind == stats::Kind::Counter { start } else { 0 },
@@ -356,7 +356,7 @@ mod tests {
         let r = res("a");
         let mut m = Metrics::new(Temporality::Delta, 3);
         for i in 0..100 {
-            m.record(&r, Instrument::Dns, vec![("dns.question.name", V::S(format!("h{i}.example")))], 1000, i);
+            m.record(&r, Instrument::Dns, vec![("dns.question.name", V::from(format!("h{i}.example")))], 1000, i);
         }
         assert_eq!(m.series_count(), 4);
         let req = m.collect(200, &r, false).unwrap();
@@ -375,7 +375,10 @@ mod tests {
         let r = res("svc");
         let mut m = Metrics::new(Temporality::Cumulative, 10);
         let a = |dest: &str| {
-            vec![("messaging.system", V::S("rabbitmq".into())), ("messaging.destination.name", V::S(dest.into()))]
+            vec![
+                ("messaging.system", V::S("rabbitmq".into())),
+                ("messaging.destination.name", V::from(dest.to_string())),
+            ]
         };
         m.count(&r, MessageCounter::Sent, a("q1"), 1, 1);
         m.count(&r, MessageCounter::Sent, a("q1"), 3, 2);

@@ -131,6 +131,12 @@ pub struct TelemetrySink {
     network: Option<network::l4::NetworkMetrics>,
     /// CNFLOW_SERVICE_GRAPH_METRICS.
     graph: Option<network::graph::ServiceGraph>,
+    /// Some output takes spans (a writer, a trace exporter, the router, the
+    /// collector). Without one (`--format none` exporting metrics only) the
+    /// span records are not built: metrics and the service graph still are.
+    spans_wanted: bool,
+    /// Some output prints text lines.
+    text_wanted: bool,
 }
 
 /// Connections silent this long are forgotten by the L4 metrics (the flow table's default idle timeout).
@@ -159,7 +165,14 @@ impl TelemetrySink {
         });
         let graph = (c.service_graph_metrics != config::ServiceGraphMode::Off)
             .then(|| network::graph::ServiceGraph::new(temporality, c.metrics_cardinality_limit));
+        let spans_wanted = opts.outputs.iter().any(|o| match o {
+            Output::Export(e) => e.exports(crate::export::Signal::Traces),
+            Output::Write(..) | Output::Collect(_) | Output::Route(_) => true,
+        });
+        let text_wanted = opts.outputs.iter().any(|o| matches!(o, Output::Write(Format::Text, _)));
         Self {
+            spans_wanted,
+            text_wanted,
             opts,
             naming,
             routes,
@@ -299,10 +312,9 @@ impl TelemetrySink {
                 );
             match peer {
                 Some(peer) => {
+                    let v = crate::otel::attr::V::from(crate::otel::attr::Str::copy(&peer));
                     for (_, _, parts) in built.iter_mut().flatten() {
-                        parts
-                            .attrs
-                            .push((network::graph::GATEWAY_PEER_ATTR, crate::otel::attr::V::from(peer.as_str())));
+                        parts.attrs.push((network::graph::GATEWAY_PEER_ATTR, v.clone()));
                     }
                 }
                 None => g.record(kind_of_call, client, server, end - start, end),
@@ -351,16 +363,17 @@ impl TelemetrySink {
         // Trace flags (sampled) plus the OTLP "parent is remote" bits.
         let mut flags = 0x01 | 0x100 | if parent.is_some() { 0x200 } else { 0 };
         for (kind, resource, parts) in built.into_iter().flatten() {
-            let span_id = self.opts.ids.span_id();
             match kind {
                 span::Kind::Server => SPANS_SERVER.inc(),
                 _ => SPANS_CLIENT.inc(),
             }
+            if !self.spans_wanted {
+                continue;
+            }
+            let span_id = self.opts.ids.span_id();
             // A graph-only span (sampled out, sent for the gateway's service
             // graph) is no span for a reader of the text output.
-            let line_needed =
-                !graph_only && self.opts.outputs.iter().any(|o| matches!(o, Output::Write(Format::Text, _)));
-            if line_needed {
+            if self.text_wanted && !graph_only {
                 let line = stdout::text_line(
                     &parts,
                     start,
@@ -409,7 +422,12 @@ impl TelemetrySink {
         self.batch_len += 1;
         match self.batch.iter_mut().find(|b| Arc::ptr_eq(&b.resource, &resource) || *b.resource == *resource) {
             Some(b) => b.spans.push(span),
-            None => self.batch.push(encode::ResourceBatch { resource, spans: vec![span] }),
+            None => {
+                // A batch usually holds several spans of a resource: fewer regrowths.
+                let mut spans = Vec::with_capacity(16);
+                spans.push(span);
+                self.batch.push(encode::ResourceBatch { resource, spans });
+            }
         }
     }
 

@@ -51,15 +51,15 @@ pub fn build_with_peer(
     // The join key's facts (TCP sequence numbers, UDP transaction id), for
     // the gateway to connect this span with the other node's half of the
     // exchange (`gateway::stitch`); the gateway strips them before export.
-    p.attrs.extend(crate::exchange::WireKey::attrs(ex).into_iter().map(|(k, v)| (k, V::I(v))));
+    crate::exchange::WireKey::each_attr(ex, |k, v| p.attrs.push((k, V::I(v))));
     if let Some(tls) = crate::capture::tls_stream::TlsSource::of_ifindex(ex.conn.ifindex) {
         tls_attrs(&mut p, tls);
     }
     if let Some(name) = peer.server_name {
-        let ip = ex.conn.server.ip().to_string();
+        let ip = crate::protocol::span_common::ip_text(ex.conn.server.ip());
         if let Some((_, v)) = p.attrs.iter_mut().find(|(k, _)| *k == "server.address") {
-            if *v == V::S(ip) {
-                *v = V::S(name);
+            if matches!(v, V::S(s) if *s == ip) {
+                *v = V::from(name);
             }
         }
     }
@@ -73,7 +73,7 @@ fn tls_attrs(p: &mut SpanParts, tls: crate::capture::tls_stream::TlsSource) {
     let metric = p.metric.as_mut().map(|(_, m)| m);
     for attrs in std::iter::once(&mut p.attrs).chain(metric) {
         if let Some((_, v)) = attrs.iter_mut().find(|(k, _)| *k == "url.scheme") {
-            *v = V::S("https".into());
+            *v = V::from("https");
         }
     }
     p.attrs.push(("tls.protocol.name", "tls".into()));

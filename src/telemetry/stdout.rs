@@ -138,14 +138,14 @@ pub fn text_line(
         // The HTTP/1 reason phrase reads with its code ("404 Not Found"); it is
         // shown here only, as semconv has no span attribute for it.
         if let (true, Some(r)) = (*k == "http.response.status_code", reason) {
-            let _ = write!(s, " reason={}", V::S(r.to_string()));
+            let _ = write!(s, " reason={}", V::from(r.to_string()));
         }
     }
     for (k, v) in &parts.peer {
-        let _ = write!(s, " {k}={}", V::S(v.clone()));
+        let _ = write!(s, " {k}={}", V::from(v.clone()));
     }
     if let Some(msg) = parts.error.as_deref().filter(|m| !m.is_empty()) {
-        let _ = write!(s, " status.message={}", V::S(msg.to_string()));
+        let _ = write!(s, " status.message={}", V::from(msg.to_string()));
     }
     let _ = write!(s, " trace={} span={}", hex::encode(ids.0), hex::encode(ids.1));
     if !ids.2.is_empty() {

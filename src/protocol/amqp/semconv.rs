@@ -16,7 +16,7 @@
 //! only (not by unconfirmed publishes nor deliveries: the wire shows when
 //! they were sent, not how long the client's call took).
 use super::AmqpDetail;
-use crate::otel::attr::Attrs;
+use crate::otel::attr::{Attrs, Str};
 use crate::otel::semconv::{Instrument, MessageCounter};
 use crate::otel::span::{Kind, SpanCx, SpanParts};
 use crate::protocol::exchange::{Exchange, Outcome};
@@ -24,16 +24,16 @@ use crate::protocol::registry::SpanMapping;
 use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 /// (operation name, operation type, span kind on the client side).
-fn operation(d: &AmqpDetail) -> (&str, Option<&'static str>, Kind) {
+fn operation(d: &AmqpDetail) -> (Str, Option<&'static str>, Kind) {
     match d.method.as_str() {
-        "basic.publish" => ("publish", Some("send"), Kind::Producer),
-        "basic.deliver" => ("deliver", Some("process"), Kind::Consumer),
-        "basic.return" => ("return", None, Kind::Consumer),
-        "basic.get" => ("receive", Some("receive"), Kind::Client),
-        "basic.ack" => ("ack", Some("settle"), Kind::Client),
-        "basic.nack" => ("nack", Some("settle"), Kind::Client),
-        "basic.reject" => ("reject", Some("settle"), Kind::Client),
-        m => (m, None, Kind::Client),
+        "basic.publish" => ("publish".into(), Some("send"), Kind::Producer),
+        "basic.deliver" => ("deliver".into(), Some("process"), Kind::Consumer),
+        "basic.return" => ("return".into(), None, Kind::Consumer),
+        "basic.get" => ("receive".into(), Some("receive"), Kind::Client),
+        "basic.ack" => ("ack".into(), Some("settle"), Kind::Client),
+        "basic.nack" => ("nack".into(), Some("settle"), Kind::Client),
+        "basic.reject" => ("reject".into(), Some("settle"), Kind::Client),
+        m => (Str::copy(m), None, Kind::Client),
     }
 }
 
@@ -54,11 +54,11 @@ pub fn span_parts(ex: &Exchange, d: &AmqpDetail, side: Kind) -> SpanParts {
     let (op, op_type, client_kind) = operation(d);
     let kind = if side == Kind::Server { Kind::Server } else { client_kind };
     let dest = destination(d);
-    let mut a: Attrs = vec![("messaging.system", "rabbitmq".into()), ("messaging.operation.name", op.into())];
+    let mut a: Attrs = vec![("messaging.system", "rabbitmq".into()), ("messaging.operation.name", op.clone().into())];
     push_opt(&mut a, "messaging.operation.type", op_type);
-    push_opt(&mut a, "messaging.destination.name", dest);
+    push_opt(&mut a, "messaging.destination.name", dest.map(Str::copy));
     let mut m = a.clone();
-    push_opt(&mut a, "messaging.rabbitmq.destination.routing_key", non_empty(&d.routing_key));
+    push_opt(&mut a, "messaging.rabbitmq.destination.routing_key", non_empty(&d.routing_key).map(Str::copy));
     push_opt(&mut a, "messaging.message.body.size", d.body_size.map(|n| n.min(i64::MAX as u64) as i64));
     push_opt(&mut a, "messaging.rabbitmq.message.delivery_tag", d.delivery_tag.map(|n| n.min(i64::MAX as u64) as i64));
     a.push(("cnflow.amqp.method", d.method.clone().into()));

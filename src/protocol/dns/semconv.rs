@@ -3,7 +3,7 @@
 //! ERROR on any rcode other than NOERROR and NXDOMAIN (NXDOMAIN is a normal
 //! answer unless `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true`).
 use super::DnsDetail;
-use crate::otel::attr::{Attrs, V};
+use crate::otel::attr::{Attrs, Str, V};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
@@ -42,7 +42,7 @@ pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions
             _ => true,
         };
         if bad {
-            a.push(("error.type", rc.into()));
+            a.push(("error.type", Str::copy(rc).into()));
             error = Some(String::new());
         }
     }

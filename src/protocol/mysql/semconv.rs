@@ -3,7 +3,7 @@
 //! otherwise) and the `db.client.operation.duration` histogram. ERROR on an
 //! ERR packet: `db.response.status_code` and `error.type` = the error code.
 use super::MysqlDetail;
-use crate::otel::attr::Attrs;
+use crate::otel::attr::{Attrs, Str};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
@@ -11,8 +11,8 @@ use crate::protocol::registry::SpanMapping;
 use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 
 pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
-    let system = if d.system.is_empty() { "mysql" } else { d.system.as_str() };
-    let mut a: Attrs = vec![("db.system.name", system.into())];
+    let system = if d.system.is_empty() { Str::lit("mysql") } else { Str::copy(&d.system) };
+    let mut a: Attrs = vec![("db.system.name", system.clone().into())];
     push_opt(&mut a, "db.operation.name", d.operation.clone());
     push_opt(&mut a, "db.collection.name", d.collection.clone());
     push_opt(&mut a, "db.namespace", d.namespace.clone());

@@ -83,7 +83,7 @@ fn edge_values() {
             ("a", V::I(i64::MIN)),
             ("b", V::I(-1)),
             ("c", V::B(false)),
-            ("d", V::S(String::new())),
+            ("d", V::from(String::new())),
             ("e", V::A(vec![])),
             ("f", V::A(vec![String::new(), "\u{1}\u{7f}\u{8}\u{c}\t\r\"/é𝄞".into()])),
         ],
@@ -98,7 +98,7 @@ fn edge_values() {
 
 fn v() -> impl Strategy<Value = V> {
     prop_oneof![
-        any::<String>().prop_map(V::S),
+        any::<String>().prop_map(V::from),
         any::<i64>().prop_map(V::I),
         any::<bool>().prop_map(V::B),
         proptest::collection::vec(any::<String>(), 0..3).prop_map(V::A),

@@ -26,7 +26,7 @@
 //! end) is not counted here: its spans carry [`GATEWAY_PEER_ATTR`] and the
 //! gateway's stitcher counts it from the joined pair ([`ServiceGraph::record_pair`]).
 use super::{Hist, HistDesc, MetricsOut, SumDesc};
-use crate::otel::attr::{Attrs, V};
+use crate::otel::attr::{Attrs, Str, V};
 use crate::otel::semconv::OVERFLOW_KEY;
 use crate::stats::{self, Counter};
 use crate::telemetry::config::Temporality;
@@ -212,9 +212,9 @@ impl ServiceGraph {
         };
         for ((c, s, ct), e) in &self.edges {
             let attrs = vec![
-                ("client", V::from(c.as_str())),
+                ("client", V::from(Str::copy(c))),
                 ("connection_type", V::from(*ct)),
-                ("server", V::from(s.as_str())),
+                ("server", V::from(Str::copy(s))),
             ];
             emit(&mut out, attrs, e);
         }

@@ -25,7 +25,7 @@ use super::{Hist, HistDesc, MetricsOut, SumDesc};
 use crate::capture::{PacketEvent, L4};
 use crate::flow::role::port_is_server;
 use crate::flow::{FlowKey, StreamDir, Transport};
-use crate::otel::attr::{Attrs, V};
+use crate::otel::attr::{Attrs, Str, V};
 use crate::otel::semconv::OVERFLOW_KEY;
 use crate::stats::{self, Counter};
 use crate::telemetry::config::Temporality;
@@ -176,13 +176,13 @@ pub struct NetworkMetrics {
 /// and `k8s.{p}.owner.type` (the controlling workload).
 fn endpoint(ip: IpAddr, enricher: &dyn Enricher, src: bool) -> Vec<(&'static str, V)> {
     let k = |s: &'static str, d: &'static str| if src { s } else { d };
-    let mut out = vec![(k("src.address", "dst.address"), V::S(ip.to_string()))];
+    let mut out = vec![(k("src.address", "dst.address"), V::from(ip.to_string()))];
     if let Some(id) = enricher.identity(ip) {
         if let Some(ns) = id.get("k8s.namespace.name") {
-            out.push((k("k8s.src.namespace", "k8s.dst.namespace"), V::from(ns)));
+            out.push((k("k8s.src.namespace", "k8s.dst.namespace"), V::from(Str::copy(ns))));
         }
         if let Some(pod) = id.get("k8s.pod.name") {
-            out.push((k("k8s.src.name", "k8s.dst.name"), V::from(pod)));
+            out.push((k("k8s.src.name", "k8s.dst.name"), V::from(Str::copy(pod))));
         }
         const OWNERS: &[(&str, &str)] = &[
             ("k8s.deployment.name", "Deployment"),
@@ -193,7 +193,7 @@ fn endpoint(ip: IpAddr, enricher: &dyn Enricher, src: bool) -> Vec<(&'static str
             ("k8s.replicaset.name", "ReplicaSet"),
         ];
         if let Some((name, kind)) = OWNERS.iter().find_map(|(key, kind)| id.get(key).map(|n| (n, *kind))) {
-            out.push((k("k8s.src.owner.name", "k8s.dst.owner.name"), V::from(name)));
+            out.push((k("k8s.src.owner.name", "k8s.dst.owner.name"), V::from(Str::copy(name))));
             out.push((k("k8s.src.owner.type", "k8s.dst.owner.type"), V::from(kind)));
         }
     }
@@ -470,7 +470,7 @@ fn emit(out: &mut MetricsOut, c: &PairCounts, up: Attrs, down: Attrs) {
     out.sum(&OPENED, &up, c.opened);
     let with = |k: &'static str, v: &str| {
         let mut a = up.clone();
-        a.push((k, V::from(v)));
+        a.push((k, V::from(Str::copy(v))));
         a.sort_by(|x, y| x.0.cmp(y.0));
         a
     };

@@ -17,7 +17,7 @@ fn b(ex: &Exchange, kind: Kind) -> SpanParts {
 
 fn s(p: &SpanParts, k: &str) -> Option<String> {
     get(&p.attrs, k).map(|v| match v {
-        V::S(s) => s.clone(),
+        V::S(s) => s.to_string(),
         other => other.to_string(),
     })
 }
