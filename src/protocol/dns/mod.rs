@@ -81,10 +81,39 @@ fn mdns_announcement(conn: &Conn, h: &Header) -> bool {
     is_mdns(conn) && h.response && h.opcode == 0 && h.qdcount == 0 && h.ancount > 0
 }
 
+/// NetBIOS Name Service (RFC 1002, UDP 137) uses the DNS message format, but
+/// its names are one 32-byte label of `A`..`P` (a 16-byte NetBIOS name, each
+/// nibble + 'A') and its record types NB (0x20) / NBSTAT (0x21). Replays of
+/// real office captures showed every NBNS broadcast labelled `dns` (with
+/// names like `fhfaebeecaca...`). Checked on content, not on port 137:
+/// NIMLOC (32) is obsolete and SRV (33) names start with `_service`, so no
+/// DNS question has this shape.
+fn netbios_name_service(msg: &[u8]) -> bool {
+    let Some(rest) = msg.get(12..) else { return false };
+    if rest.first() != Some(&32) {
+        return false;
+    }
+    let Some(label) = rest.get(1..33) else { return false };
+    if !label.iter().all(|b| matches!(b.to_ascii_uppercase(), b'A'..=b'P')) {
+        return false;
+    }
+    // Skip the NetBIOS scope (further labels, rarely used) to the record type.
+    let mut i = 33;
+    while let Some(&len) = rest.get(i) {
+        if len == 0 || len & 0xC0 != 0 {
+            break;
+        }
+        i += 1 + len as usize;
+    }
+    let at = if rest.get(i).is_some_and(|l| l & 0xC0 == 0xC0) { i + 2 } else { i + 1 };
+    matches!(rest.get(at..at + 2), Some([0, 0x20 | 0x21]))
+}
+
 /// Does the first data of a connection look like DNS? `dir` is the direction of `data`.
 pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
     match conn.transport {
         Transport::Udp => match header(data) {
+            Some(_) if netbios_name_service(data) => Probe::No,
             Some(h) if plausible(&h) || mdns_announcement(conn, &h) => {
                 if Message::from_vec(data).is_ok() {
                     Probe::Yes(80)
@@ -857,6 +886,35 @@ mod tests {
             m.add_answer(r);
         }
         m.to_vec().unwrap()
+    }
+
+    /// NBNS datagrams as Windows sends them (name query broadcast and a
+    /// registration with its NB record, RFC 1002 §4.2) are not DNS; a DNS
+    /// question for a 32-letter a..p label of another type still is.
+    #[test]
+    fn netbios_name_service_is_not_dns() {
+        let c = conn(Transport::Udp, 137);
+        // "WORKGROUP" padded with spaces, suffix 0x00, first-level encoded.
+        let name = b"FHEPFCELEHFCEPFFFACACACACACACAAA";
+        let mut q = vec![0x82, 0x28, 0x01, 0x10, 0, 1, 0, 0, 0, 0, 0, 0, 32];
+        q.extend_from_slice(name);
+        q.extend_from_slice(&[0, 0, 0x20, 0, 1]);
+        assert_eq!(probe(&c, StreamDir::ToServer, &q), Probe::No);
+        let mut stat = q.clone();
+        let n = stat.len();
+        stat[n - 3] = 0x21;
+        assert_eq!(probe(&c, StreamDir::ToServer, &stat), Probe::No);
+        // Registration (opcode 5, like a DNS UPDATE) with an additional NB record
+        // whose name points back to the question.
+        let mut reg = vec![0x82, 0x29, 0x29, 0x10, 0, 1, 0, 0, 0, 0, 0, 1, 32];
+        reg.extend_from_slice(name);
+        reg.extend_from_slice(&[0, 0, 0x20, 0, 1, 0xC0, 12, 0, 0x20, 0, 1, 0, 3, 0xF4, 0x80, 0, 6, 0, 0, 10, 200, 0, 1]);
+        assert_eq!(probe(&c, StreamDir::ToServer, &reg), Probe::No);
+        // The same label asked as a TXT record over DNS is DNS.
+        let lower = std::str::from_utf8(name).unwrap().to_ascii_lowercase();
+        let dnsq = query(7, &format!("{lower}.example."), RecordType::TXT);
+        assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToServer, &dnsq), Probe::Yes(80));
+        assert_eq!(probe(&c, StreamDir::ToServer, b"\x82\x28\x01\x10\x00\x01\x00\x00\x00\x00\x00\x00\x20"), Probe::No);
     }
 
     #[test]
