@@ -113,7 +113,9 @@ fn netbios_name_service(msg: &[u8]) -> bool {
 pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
     match conn.transport {
         Transport::Udp => match header(data) {
-            Some(_) if netbios_name_service(data) => Probe::No,
+            // Port 137 too: fuzzed or damaged NBNS names (nDPI's fuzz capture)
+            // fail the content check, and no DNS server listens there.
+            Some(_) if netbios_name_service(data) || conn.server.port() == 137 || conn.client.port() == 137 => Probe::No,
             Some(h) if plausible(&h) || mdns_announcement(conn, &h) => {
                 if Message::from_vec(data).is_ok() {
                     Probe::Yes(80)
@@ -914,6 +916,7 @@ mod tests {
         let lower = std::str::from_utf8(name).unwrap().to_ascii_lowercase();
         let dnsq = query(7, &format!("{lower}.example."), RecordType::TXT);
         assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToServer, &dnsq), Probe::Yes(80));
+        assert_eq!(probe(&c, StreamDir::ToServer, &query(8, "a.example.", RecordType::A)), Probe::No);
         assert_eq!(probe(&c, StreamDir::ToServer, b"\x82\x28\x01\x10\x00\x01\x00\x00\x00\x00\x00\x00\x20"), Probe::No);
     }
 
