@@ -20,6 +20,7 @@ import collections
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,7 @@ LOWER = {
     "sll2", "ppi", "cflow", "fake-field-wrapper", "media", "image-gif", "image-jfif",
     "png", "json", "xml", "urlencoded-form", "text", "mime_multipart", "data-text-lines",
 }
+ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 ENCRYPTED = {"tls", "ssl", "dtls", "quic"}
 MQTT_REQ = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE", 12: "PINGREQ", 14: "DISCONNECT"}
 FIELDS = [
@@ -87,7 +89,7 @@ def endpoint(s):
 def path_of(uri):
     if uri is None:
         return None
-    if "://" in uri:  # absolute form (proxies): compare the path part
+    if ABSOLUTE.match(uri):  # absolute form (proxies): compare the path part
         rest = uri.split("://", 1)[1]
         uri = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
     return uri.split("?", 1)[0]
@@ -217,7 +219,10 @@ def parse_frame(v, c, tr, b, dp, fr, reqs, protos, servers):
     for i, (fl, did) in enumerate(zip(resp_flags, ids)):
         if fl in ("0", "False"):
             name = names[i] if len(names) == len(ids) else None
-            reqs.append((c, "dns", (int(did, 0), (name or "").lower().rstrip(".") if name is not None else None), fr))
+            if name is not None:
+                # tshark writes the root as <root> and other bytes as \ooo like cnflow.
+                name = "" if name == "<root>" else unescape(name).lower().rstrip(".")
+            reqs.append((c, "dns", (int(did, 0), name), fr))
     if v.get("resp.array.length") and (servers.get(c) == b or (c not in servers and int(dp or 0) == 6379)):
         lens, vals, k = split(v["resp.array.length"]), split(v.get("resp.bulk_string.value")), 0
         for n in lens:  # top-level arrays of bulk strings: the first is the command
@@ -235,8 +240,10 @@ def parse_frame(v, c, tr, b, dp, fr, reqs, protos, servers):
     for rid, to in zip(split(v.get("mongo.request_id")), split(v.get("mongo.response_to"))):
         if to == "0":
             reqs.append((c, "mongodb", int(rid), fr))
-    for m in split(v.get("memcache.command")):
-        reqs.append((c, "memcached", m.lower(), fr))
+    # tshark also fills memcache.command with the server's STAT/VALUE lines.
+    if servers.get(c) == b or (c not in servers and int(dp or 0) == 11211):
+        for m in split(v.get("memcache.command")):
+            reqs.append((c, "memcached", m.lower(), fr))
     for t in split(v.get("mqtt.msgtype")):
         if int(t) in MQTT_REQ:
             reqs.append((c, "mqtt", MQTT_REQ[int(t)], fr))
@@ -317,6 +324,9 @@ def main():
                 k = next((k for k, n in hk.items() if n > 0), None)
             else:
                 k = key if hk.get(key, 0) > 0 else None
+                if k is None and proto == "dns" and key[1] and "\ufffd" in key[1]:
+                    # a binary name (DNS tunnels) tshark printed as invalid UTF-8: id only
+                    k = next((x for x, n in hk.items() if n > 0 and x[0] == key[0]), None)
                 if k is None and proto in ("http1", "http2") and key[1]:
                     # tshark ends the URI at the first space, cnflow at " HTTP/"
                     k = next((x for x, n in hk.items() if n > 0 and x[0] == key[0] and x[1]

@@ -81,6 +81,15 @@ fn mdns_announcement(conn: &Conn, h: &Header) -> bool {
     is_mdns(conn) && h.response && h.opcode == 0 && h.qdcount == 0 && h.ancount > 0
 }
 
+/// An mDNS query asking several questions at once (RFC 6762 §5.3: browsers
+/// and Apple devices ask for `_raop._tcp.local`, `_companion-link._tcp.local`
+/// ... in one datagram). Unicast DNS never does, so it stays out of
+/// [`plausible`]; outside captures had these as the largest class of missed
+/// DNS queries.
+fn mdns_multi_question(conn: &Conn, h: &Header) -> bool {
+    is_mdns(conn) && !h.response && h.opcode == 0 && h.rcode == 0 && (2..=64).contains(&h.qdcount)
+}
+
 /// NetBIOS Name Service (RFC 1002, UDP 137) uses the DNS message format, but
 /// its names are one 32-byte label of `A`..`P` (a 16-byte NetBIOS name, each
 /// nibble + 'A') and its record types NB (0x20) / NBSTAT (0x21). Replays of
@@ -116,7 +125,7 @@ pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
             // Port 137 too: fuzzed or damaged NBNS names (nDPI's fuzz capture)
             // fail the content check, and no DNS server listens there.
             Some(_) if netbios_name_service(data) || conn.server.port() == 137 || conn.client.port() == 137 => Probe::No,
-            Some(h) if plausible(&h) || mdns_announcement(conn, &h) => {
+            Some(h) if plausible(&h) || mdns_announcement(conn, &h) || mdns_multi_question(conn, &h) => {
                 if Message::from_vec(data).is_ok() {
                     Probe::Yes(80)
                 } else if first_question(data).is_some() {
@@ -918,6 +927,27 @@ mod tests {
         assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToServer, &dnsq), Probe::Yes(80));
         assert_eq!(probe(&c, StreamDir::ToServer, &query(8, "a.example.", RecordType::A)), Probe::No);
         assert_eq!(probe(&c, StreamDir::ToServer, b"\x82\x28\x01\x10\x00\x01\x00\x00\x00\x00\x00\x00\x20"), Probe::No);
+    }
+
+    /// A three-question mDNS query is one exchange named after its first
+    /// question, answered by a response to any of them... on 5353 only.
+    #[test]
+    fn mdns_multi_question_query() {
+        let c = conn(Transport::Udp, 5353);
+        let mut m = Message::new(0, MessageType::Query, OpCode::Query);
+        for n in ["_companion-link._tcp.local.", "_homekit._tcp.local.", "_sleep-proxy._udp.local."] {
+            m.add_query(Query::query(Name::from_str(n).unwrap(), RecordType::PTR));
+        }
+        let q = m.to_vec().unwrap();
+        assert_eq!(probe(&c, StreamDir::ToServer, &q), Probe::Yes(80));
+        assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToServer, &q), Probe::No);
+        let mut out = Vec::new();
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
+        let mut e = Emit { conn: &c, out: &mut out };
+        feed(&mut d, &mut e, 1, &q);
+        d.on_close(10_000_000_000, CloseReason::EndOfInput, &mut e);
+        assert_eq!(out.len(), 1);
+        assert_eq!(dns(&out[0]).question_name.as_deref(), Some("_companion-link._tcp.local"));
     }
 
     #[test]
