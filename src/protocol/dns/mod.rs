@@ -118,6 +118,18 @@ fn netbios_name_service(msg: &[u8]) -> bool {
     matches!(rest.get(at..at + 2), Some([0, 0x20 | 0x21]))
 }
 
+/// The first question's class is one DNS uses: IN, CH, HS, NONE or ANY (the
+/// top bit is mDNS's unicast-response flag). Another protocol's bytes read as
+/// a DNS header give a random class: MikroTik's neighbour discovery (UDP
+/// 5678) read as an UPDATE of class 19790 in an nDPI capture. A message
+/// without a question (mDNS announcement) passes.
+fn question_class_plausible(msg: &[u8]) -> bool {
+    match header(msg) {
+        Some(h) if h.qdcount == 0 => true,
+        _ => first_question(msg).is_some_and(|q| matches!(u16::from(q.query_class()) & 0x7fff, 1 | 3 | 4 | 254 | 255)),
+    }
+}
+
 /// Does the first data of a connection look like DNS? `dir` is the direction of `data`.
 pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
     match conn.transport {
@@ -126,7 +138,9 @@ pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
             // fail the content check, and no DNS server listens there.
             Some(_) if netbios_name_service(data) || conn.server.port() == 137 || conn.client.port() == 137 => Probe::No,
             Some(h) if plausible(&h) || mdns_announcement(conn, &h) || mdns_multi_question(conn, &h) => {
-                if Message::from_vec(data).is_ok() {
+                if !question_class_plausible(data) {
+                    Probe::No
+                } else if Message::from_vec(data).is_ok() {
                     Probe::Yes(80)
                 } else if first_question(data).is_some() {
                     // Truncated by the snap length: the question is still there.
@@ -149,13 +163,22 @@ pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
                 None => Probe::NeedMore,
                 Some(h) if !plausible(&h) => Probe::No,
                 Some(_) if data.len() >= 2 + len => {
-                    if Message::from_vec(&data[2..2 + len]).is_ok() {
+                    if Message::from_vec(&data[2..2 + len]).is_ok() && question_class_plausible(&data[2..2 + len]) {
                         Probe::Yes(85)
                     } else {
                         Probe::No
                     }
                 }
-                Some(_) if data.len() >= 1024 => Probe::Yes(40),
+                // A long message still arriving: its question must already
+                // parse (NetPerfMeter's data on TCP 9000 has a DNS-like header
+                // and length prefix, and was labelled DNS on that alone).
+                Some(_) if data.len() >= 1024 => {
+                    if question_class_plausible(&data[2..]) {
+                        Probe::Yes(40)
+                    } else {
+                        Probe::No
+                    }
+                }
                 Some(_) => Probe::NeedMore,
             }
         }
@@ -948,6 +971,36 @@ mod tests {
         d.on_close(10_000_000_000, CloseReason::EndOfInput, &mut e);
         assert_eq!(out.len(), 1);
         assert_eq!(dns(&out[0]).question_name.as_deref(), Some("_companion-link._tcp.local"));
+    }
+
+    /// Other protocols' bytes with a DNS-like header: a question of an
+    /// unknown class (UDP) and a long TCP message whose question does not
+    /// parse are not DNS; CH and ANY classes and mDNS's QU bit still are.
+    #[test]
+    fn question_class_and_long_tcp_message_need_a_real_question() {
+        let c = conn(Transport::Udp, 5678);
+        // MNDP-like: header of an UPDATE response, question class 0x4D5E.
+        let mut m = vec![0, 0, 0xA8, 0x0D, 0, 1, 0, 6, 0, 0, 0, 0, 3, 0x88, 0, 5, 0, 0x05, 0x34, 0x4D, 0x5E];
+        assert_eq!(probe(&c, StreamDir::ToServer, &m), Probe::No);
+        m[19..21].copy_from_slice(&[0, 1]);
+        m[2] = 0x81; // a standard response instead of an UPDATE: class IN now
+        assert_ne!(probe(&c, StreamDir::ToServer, &m), Probe::No);
+        let mut ch = query(9, "version.bind.", RecordType::TXT);
+        let n = ch.len();
+        ch[n - 1] = 3; // class CH
+        assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToServer, &ch), Probe::Yes(80));
+        ch[n - 2] = 0x80; // QU bit + IN
+        ch[n - 1] = 1;
+        assert_eq!(probe(&conn(Transport::Udp, 5353), StreamDir::ToServer, &ch), Probe::Yes(80));
+        // TCP: a 1,400-byte message announced, 1,100 bytes here, no question.
+        let t = conn(Transport::Tcp, 9000);
+        let mut long = vec![0x05, 0x78, 0, 26, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        long.resize(1100, 0xEE);
+        assert_eq!(probe(&t, StreamDir::ToServer, &long), Probe::No);
+        let mut real = framed(&query(3, "a.example.", RecordType::TXT));
+        real[0..2].copy_from_slice(&1400u16.to_be_bytes());
+        real.resize(1100, 0);
+        assert_eq!(probe(&conn(Transport::Tcp, 53), StreamDir::ToServer, &real), Probe::Yes(40));
     }
 
     #[test]
