@@ -136,7 +136,9 @@ pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
         Transport::Udp => match header(data) {
             // Port 137 too: fuzzed or damaged NBNS names (nDPI's fuzz capture)
             // fail the content check, and no DNS server listens there.
-            Some(_) if netbios_name_service(data) || conn.server.port() == 137 || conn.client.port() == 137 => Probe::No,
+            Some(_) if netbios_name_service(data) || conn.server.port() == 137 || conn.client.port() == 137 => {
+                Probe::No
+            }
             Some(h) if plausible(&h) || mdns_announcement(conn, &h) || mdns_multi_question(conn, &h) => {
                 if !question_class_plausible(data) {
                     Probe::No
@@ -942,7 +944,9 @@ mod tests {
         // whose name points back to the question.
         let mut reg = vec![0x82, 0x29, 0x29, 0x10, 0, 1, 0, 0, 0, 0, 0, 1, 32];
         reg.extend_from_slice(name);
-        reg.extend_from_slice(&[0, 0, 0x20, 0, 1, 0xC0, 12, 0, 0x20, 0, 1, 0, 3, 0xF4, 0x80, 0, 6, 0, 0, 10, 200, 0, 1]);
+        reg.extend_from_slice(&[
+            0, 0, 0x20, 0, 1, 0xC0, 12, 0, 0x20, 0, 1, 0, 3, 0xF4, 0x80, 0, 6, 0, 0, 10, 200, 0, 1,
+        ]);
         assert_eq!(probe(&c, StreamDir::ToServer, &reg), Probe::No);
         // The same label asked as a TXT record over DNS is DNS.
         let lower = std::str::from_utf8(name).unwrap().to_ascii_lowercase();

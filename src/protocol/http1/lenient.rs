@@ -113,7 +113,7 @@ pub fn request_line(line: &[u8]) -> Option<Start<'_>> {
 /// length, lost segment): `METHOD target ` followed by nothing or a prefix of
 /// ` HTTP/x`. The target counts only when the space after it was captured, so
 /// it is whole. The version is what was captured of it, if any.
-pub fn cut_request_line(buf: &[u8]) -> Option<(&str, &[u8], Option<&[u8]>)> {
+pub fn cut_request_line(buf: &[u8]) -> Option<Start<'_>> {
     if buf.contains(&b'\n') {
         return None;
     }
@@ -135,7 +135,7 @@ pub fn cut_request_line(buf: &[u8]) -> Option<(&str, &[u8], Option<&[u8]>)> {
     } else {
         return None;
     };
-    Some((std::str::from_utf8(method).ok()?, target, version))
+    Some(Start::Request { method: std::str::from_utf8(method).ok()?, target, version })
 }
 
 /// A status line: `HTTP/x NNN[ reason]`, version in any case and form.

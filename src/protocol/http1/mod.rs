@@ -955,7 +955,7 @@ impl Http1Decoder {
             // bytes of payload): method and path still name the request, as
             // tshark shows them. A version that was not captured is not 0.9.
             Parsed::Partial => {
-                let (method, target, version) = lenient::cut_request_line(&buf)?;
+                let Start::Request { method, target, version } = lenient::cut_request_line(&buf)? else { return None };
                 (method, target, lenient_version(Some(version.unwrap_or_default())), Vec::new())
             }
             _ => return None,
