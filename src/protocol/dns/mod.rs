@@ -81,12 +81,68 @@ fn mdns_announcement(conn: &Conn, h: &Header) -> bool {
     is_mdns(conn) && h.response && h.opcode == 0 && h.qdcount == 0 && h.ancount > 0
 }
 
+/// An mDNS query asking several questions at once (RFC 6762 §5.3: browsers
+/// and Apple devices ask for `_raop._tcp.local`, `_companion-link._tcp.local`
+/// ... in one datagram). Unicast DNS never does, so it stays out of
+/// [`plausible`]; outside captures had these as the largest class of missed
+/// DNS queries.
+fn mdns_multi_question(conn: &Conn, h: &Header) -> bool {
+    is_mdns(conn) && !h.response && h.opcode == 0 && h.rcode == 0 && (2..=64).contains(&h.qdcount)
+}
+
+/// NetBIOS Name Service (RFC 1002, UDP 137) uses the DNS message format, but
+/// its names are one 32-byte label of `A`..`P` (a 16-byte NetBIOS name, each
+/// nibble + 'A') and its record types NB (0x20) / NBSTAT (0x21). Replays of
+/// real office captures showed every NBNS broadcast labelled `dns` (with
+/// names like `fhfaebeecaca...`). Checked on content, not on port 137:
+/// NIMLOC (32) is obsolete and SRV (33) names start with `_service`, so no
+/// DNS question has this shape.
+fn netbios_name_service(msg: &[u8]) -> bool {
+    let Some(rest) = msg.get(12..) else { return false };
+    if rest.first() != Some(&32) {
+        return false;
+    }
+    let Some(label) = rest.get(1..33) else { return false };
+    if !label.iter().all(|b| matches!(b.to_ascii_uppercase(), b'A'..=b'P')) {
+        return false;
+    }
+    // Skip the NetBIOS scope (further labels, rarely used) to the record type.
+    let mut i = 33;
+    while let Some(&len) = rest.get(i) {
+        if len == 0 || len & 0xC0 != 0 {
+            break;
+        }
+        i += 1 + len as usize;
+    }
+    let at = if rest.get(i).is_some_and(|l| l & 0xC0 == 0xC0) { i + 2 } else { i + 1 };
+    matches!(rest.get(at..at + 2), Some([0, 0x20 | 0x21]))
+}
+
+/// The first question's class is one DNS uses: IN, CH, HS, NONE or ANY (the
+/// top bit is mDNS's unicast-response flag). Another protocol's bytes read as
+/// a DNS header give a random class: MikroTik's neighbour discovery (UDP
+/// 5678) read as an UPDATE of class 19790 in an nDPI capture. A message
+/// without a question (mDNS announcement) passes.
+fn question_class_plausible(msg: &[u8]) -> bool {
+    match header(msg) {
+        Some(h) if h.qdcount == 0 => true,
+        _ => first_question(msg).is_some_and(|q| matches!(u16::from(q.query_class()) & 0x7fff, 1 | 3 | 4 | 254 | 255)),
+    }
+}
+
 /// Does the first data of a connection look like DNS? `dir` is the direction of `data`.
 pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
     match conn.transport {
         Transport::Udp => match header(data) {
-            Some(h) if plausible(&h) || mdns_announcement(conn, &h) => {
-                if Message::from_vec(data).is_ok() {
+            // Port 137 too: fuzzed or damaged NBNS names (nDPI's fuzz capture)
+            // fail the content check, and no DNS server listens there.
+            Some(_) if netbios_name_service(data) || conn.server.port() == 137 || conn.client.port() == 137 => {
+                Probe::No
+            }
+            Some(h) if plausible(&h) || mdns_announcement(conn, &h) || mdns_multi_question(conn, &h) => {
+                if !question_class_plausible(data) {
+                    Probe::No
+                } else if Message::from_vec(data).is_ok() {
                     Probe::Yes(80)
                 } else if first_question(data).is_some() {
                     // Truncated by the snap length: the question is still there.
@@ -109,13 +165,22 @@ pub fn probe(conn: &Conn, _dir: StreamDir, data: &[u8]) -> Probe {
                 None => Probe::NeedMore,
                 Some(h) if !plausible(&h) => Probe::No,
                 Some(_) if data.len() >= 2 + len => {
-                    if Message::from_vec(&data[2..2 + len]).is_ok() {
+                    if Message::from_vec(&data[2..2 + len]).is_ok() && question_class_plausible(&data[2..2 + len]) {
                         Probe::Yes(85)
                     } else {
                         Probe::No
                     }
                 }
-                Some(_) if data.len() >= 1024 => Probe::Yes(40),
+                // A long message still arriving: its question must already
+                // parse (NetPerfMeter's data on TCP 9000 has a DNS-like header
+                // and length prefix, and was labelled DNS on that alone).
+                Some(_) if data.len() >= 1024 => {
+                    if question_class_plausible(&data[2..]) {
+                        Probe::Yes(40)
+                    } else {
+                        Probe::No
+                    }
+                }
                 Some(_) => Probe::NeedMore,
             }
         }
@@ -857,6 +922,89 @@ mod tests {
             m.add_answer(r);
         }
         m.to_vec().unwrap()
+    }
+
+    /// NBNS datagrams as Windows sends them (name query broadcast and a
+    /// registration with its NB record, RFC 1002 §4.2) are not DNS; a DNS
+    /// question for a 32-letter a..p label of another type still is.
+    #[test]
+    fn netbios_name_service_is_not_dns() {
+        let c = conn(Transport::Udp, 137);
+        // "WORKGROUP" padded with spaces, suffix 0x00, first-level encoded.
+        let name = b"FHEPFCELEHFCEPFFFACACACACACACAAA";
+        let mut q = vec![0x82, 0x28, 0x01, 0x10, 0, 1, 0, 0, 0, 0, 0, 0, 32];
+        q.extend_from_slice(name);
+        q.extend_from_slice(&[0, 0, 0x20, 0, 1]);
+        assert_eq!(probe(&c, StreamDir::ToServer, &q), Probe::No);
+        let mut stat = q.clone();
+        let n = stat.len();
+        stat[n - 3] = 0x21;
+        assert_eq!(probe(&c, StreamDir::ToServer, &stat), Probe::No);
+        // Registration (opcode 5, like a DNS UPDATE) with an additional NB record
+        // whose name points back to the question.
+        let mut reg = vec![0x82, 0x29, 0x29, 0x10, 0, 1, 0, 0, 0, 0, 0, 1, 32];
+        reg.extend_from_slice(name);
+        reg.extend_from_slice(&[
+            0, 0, 0x20, 0, 1, 0xC0, 12, 0, 0x20, 0, 1, 0, 3, 0xF4, 0x80, 0, 6, 0, 0, 10, 200, 0, 1,
+        ]);
+        assert_eq!(probe(&c, StreamDir::ToServer, &reg), Probe::No);
+        // The same label asked as a TXT record over DNS is DNS.
+        let lower = std::str::from_utf8(name).unwrap().to_ascii_lowercase();
+        let dnsq = query(7, &format!("{lower}.example."), RecordType::TXT);
+        assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToServer, &dnsq), Probe::Yes(80));
+        assert_eq!(probe(&c, StreamDir::ToServer, &query(8, "a.example.", RecordType::A)), Probe::No);
+        assert_eq!(probe(&c, StreamDir::ToServer, b"\x82\x28\x01\x10\x00\x01\x00\x00\x00\x00\x00\x00\x20"), Probe::No);
+    }
+
+    /// A three-question mDNS query is one exchange named after its first
+    /// question, answered by a response to any of them... on 5353 only.
+    #[test]
+    fn mdns_multi_question_query() {
+        let c = conn(Transport::Udp, 5353);
+        let mut m = Message::new(0, MessageType::Query, OpCode::Query);
+        for n in ["_companion-link._tcp.local.", "_homekit._tcp.local.", "_sleep-proxy._udp.local."] {
+            m.add_query(Query::query(Name::from_str(n).unwrap(), RecordType::PTR));
+        }
+        let q = m.to_vec().unwrap();
+        assert_eq!(probe(&c, StreamDir::ToServer, &q), Probe::Yes(80));
+        assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToServer, &q), Probe::No);
+        let mut out = Vec::new();
+        let mut d = DnsDecoder::new(&DecodeConfig::default());
+        let mut e = Emit { conn: &c, out: &mut out };
+        feed(&mut d, &mut e, 1, &q);
+        d.on_close(10_000_000_000, CloseReason::EndOfInput, &mut e);
+        assert_eq!(out.len(), 1);
+        assert_eq!(dns(&out[0]).question_name.as_deref(), Some("_companion-link._tcp.local"));
+    }
+
+    /// Other protocols' bytes with a DNS-like header: a question of an
+    /// unknown class (UDP) and a long TCP message whose question does not
+    /// parse are not DNS; CH and ANY classes and mDNS's QU bit still are.
+    #[test]
+    fn question_class_and_long_tcp_message_need_a_real_question() {
+        let c = conn(Transport::Udp, 5678);
+        // MNDP-like: header of an UPDATE response, question class 0x4D5E.
+        let mut m = vec![0, 0, 0xA8, 0x0D, 0, 1, 0, 6, 0, 0, 0, 0, 3, 0x88, 0, 5, 0, 0x05, 0x34, 0x4D, 0x5E];
+        assert_eq!(probe(&c, StreamDir::ToServer, &m), Probe::No);
+        m[19..21].copy_from_slice(&[0, 1]);
+        m[2] = 0x81; // a standard response instead of an UPDATE: class IN now
+        assert_ne!(probe(&c, StreamDir::ToServer, &m), Probe::No);
+        let mut ch = query(9, "version.bind.", RecordType::TXT);
+        let n = ch.len();
+        ch[n - 1] = 3; // class CH
+        assert_eq!(probe(&conn(Transport::Udp, 53), StreamDir::ToServer, &ch), Probe::Yes(80));
+        ch[n - 2] = 0x80; // QU bit + IN
+        ch[n - 1] = 1;
+        assert_eq!(probe(&conn(Transport::Udp, 5353), StreamDir::ToServer, &ch), Probe::Yes(80));
+        // TCP: a 1,400-byte message announced, 1,100 bytes here, no question.
+        let t = conn(Transport::Tcp, 9000);
+        let mut long = vec![0x05, 0x78, 0, 26, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        long.resize(1100, 0xEE);
+        assert_eq!(probe(&t, StreamDir::ToServer, &long), Probe::No);
+        let mut real = framed(&query(3, "a.example.", RecordType::TXT));
+        real[0..2].copy_from_slice(&1400u16.to_be_bytes());
+        real.resize(1100, 0);
+        assert_eq!(probe(&conn(Transport::Tcp, 53), StreamDir::ToServer, &real), Probe::Yes(40));
     }
 
     #[test]

@@ -109,6 +109,35 @@ pub fn request_line(line: &[u8]) -> Option<Start<'_>> {
     (!ctl(target)).then_some(Start::Request { method, target, version: Some(&version[5..]) })
 }
 
+/// The start of a request line cut by the capture before its line end (snap
+/// length, lost segment): `METHOD target ` followed by nothing or a prefix of
+/// ` HTTP/x`. The target counts only when the space after it was captured, so
+/// it is whole. The version is what was captured of it, if any.
+pub fn cut_request_line(buf: &[u8]) -> Option<Start<'_>> {
+    if buf.contains(&b'\n') {
+        return None;
+    }
+    let mut w = words(buf);
+    let (_, method) = w.next()?;
+    let (t0, target) = w.next()?;
+    if method.len() > MAX_METHOD || !method.iter().all(|&b| is_tchar(b)) || buf.get(t0 + target.len()) != Some(&b' ') {
+        return None;
+    }
+    if target.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return None;
+    }
+    let rest = trim(&buf[t0 + target.len()..]);
+    let upper = rest.to_ascii_uppercase();
+    let version = if upper.starts_with(b"HTTP/") {
+        Some(&rest[5..])
+    } else if b"HTTP/".starts_with(&upper) {
+        None
+    } else {
+        return None;
+    };
+    Some(Start::Request { method: std::str::from_utf8(method).ok()?, target, version })
+}
+
 /// A status line: `HTTP/x NNN[ reason]`, version in any case and form.
 pub fn status_line(line: &[u8]) -> Option<Start<'_>> {
     let mut w = words(line);

@@ -946,9 +946,21 @@ impl Http1Decoder {
         let buf = std::mem::take(&mut side.buf);
         side.body = Body::Resync { line_start: false };
         side.partial_next = true;
-        let Parsed::Head(h) = lenient::parse(&buf, true, false) else { return None };
-        let Start::Request { method, target, version } = h.start else { return None };
-        let cl = content_length(&h.headers).ok().flatten();
+        let (method, target, version, headers) = match lenient::parse(&buf, true, false) {
+            Parsed::Head(h) => {
+                let Start::Request { method, target, version } = h.start else { return None };
+                (method, target, lenient_version(version), h.headers)
+            }
+            // Even the request line was cut (a 96-byte snap length leaves ~30
+            // bytes of payload): method and path still name the request, as
+            // tshark shows them. A version that was not captured is not 0.9.
+            Parsed::Partial => {
+                let Start::Request { method, target, version } = lenient::cut_request_line(&buf)? else { return None };
+                (method, target, lenient_version(Some(version.unwrap_or_default())), Vec::new())
+            }
+            _ => return None,
+        };
+        let cl = content_length(&headers).ok().flatten();
         Some(Request {
             start_ns: side.buf_ts,
             bytes: buf.len() as u64,
@@ -958,7 +970,7 @@ impl Http1Decoder {
             upgrade_h2c: false,
             partial: true,
             body_done: true,
-            detail: request_detail(method, target, lenient_version(version), &h.headers, cl),
+            detail: request_detail(method, target, version, &headers, cl),
         })
     }
 
@@ -1559,6 +1571,33 @@ mod tests {
         let got: Vec<_> = r.out.iter().map(|e| (http(e).path.clone().unwrap(), http(e).status, e.outcome)).collect();
         assert_eq!(got, [("/slow".into(), None, Outcome::Timeout), ("/next".into(), Some(204), Outcome::Complete)]);
         assert!(UNPAIRED.get() > before);
+    }
+
+    /// A 96-byte snap length (Wireshark's communityid.pcap) leaves 30 bytes of
+    /// the request: `GET /images/sf.net_box.gif HT`, then a gap. Method and
+    /// path are kept (tshark shows them); a target not followed by a space
+    /// may be cut and is not a path.
+    #[test]
+    fn request_line_cut_by_snap_length_keeps_method_path() {
+        for (cut, want) in [
+            (&b"GET /images/sf.net_box.gif HT"[..], Some(("GET", "/images/sf.net_box.gif", "1.1"))),
+            (b"GET /a?x=1 HTTP/1.0", Some(("GET", "/a", "1.0"))),
+            (b"PURGE /c ", Some(("PURGE", "/c", "1.1"))),
+            (b"GET /images/sf.ne", None),
+            (b"GET /a b/c", None),
+        ] {
+            let mut r = Run::new();
+            r.req(1, cut);
+            r.gap(StreamDir::ToServer, 2, 466);
+            r.resp(3, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            r.close(4, CloseReason::Fin);
+            let got = r.out.iter().find_map(|e| {
+                let h = http(e);
+                h.method.as_deref().map(|m| (m.to_string(), h.path.clone().unwrap_or_default(), h.version.clone()))
+            });
+            let want = want.map(|(m, p, v)| (m.to_string(), p.to_string(), v.to_string()));
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(cut));
+        }
     }
 
     #[test]

@@ -80,10 +80,51 @@ fn request_shape(data: &[u8]) -> Shape {
         let have = &data[14..];
         return if have.iter().all(|b| b.is_ascii_graphic() || *b == b' ') { Shape::NeedMore } else { Shape::Bad };
     };
-    if id.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
-        Shape::Good { client_id: true }
-    } else {
-        Shape::Bad
+    if !id.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        return Shape::Bad;
+    }
+    if !body_fits(data, len, key, ver, 14 + clen as usize) {
+        return Shape::Bad;
+    }
+    Shape::Good { client_id: true }
+}
+
+/// When the whole first request is at hand and its API is one whose body we
+/// decode, the body must decode. The 16-byte header shape alone is weak
+/// evidence: an SMPP `bind_transmitter` (length, command id 2, status 0,
+/// sequence 1) reads as Produce v2 with correlation id 0 and an empty client
+/// id, and an nDPI capture of SMPP on port 9000 was labelled Kafka.
+/// A request not yet complete is judged on what it has, padded with zeros to
+/// its announced length (zero-length strings and empty arrays decode): only a
+/// body that is wrong in what was sent fails (the bind above is 40 bytes in
+/// all, 4 short of what its length announces to a Kafka reader, and its client
+/// waits for the answer).
+fn body_fits(data: &[u8], len: u32, key: i16, ver: i16, at: usize) -> bool {
+    /// Longest incomplete request judged (bounds the padded copy).
+    const MAX_PADDED: usize = 64 * 1024;
+    let len = len as usize;
+    let padded;
+    let m = match data.get(4..4 + len) {
+        Some(m) => m,
+        None if len <= MAX_PADDED => {
+            let mut v = data[4..].to_vec();
+            v.resize(len, 0);
+            padded = v;
+            &padded[..]
+        }
+        None => return true,
+    };
+    let flex = apis::flexible(key, ver);
+    let mut at = at - 4;
+    if apis::request_header_version(key, ver) >= 2 {
+        match body::Reader::new(m.get(at..).unwrap_or_default(), true).tags_len() {
+            Some(n) => at += n,
+            None => return false,
+        }
+    }
+    match body::request(key, ver, flex, m.get(at..).unwrap_or_default(), &body::TopicIds::default()) {
+        Some(info) => !info.cut,
+        None => true,
     }
 }
 

@@ -191,6 +191,15 @@ fn probe_shapes() {
     assert_eq!(probe(&c, StreamDir::ToServer, b"GET / HTTP/1.1\r\n\r\n"), Probe::No);
     assert_eq!(probe(&c, StreamDir::ToServer, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Probe::No);
     assert_eq!(probe(&c, StreamDir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Probe::No);
+    // SMPP bind_transmitter (nDPI's smpp_in_general.pcap, port 9000): Produce v2,
+    // correlation id 0, empty client id by shape, but its body does not decode.
+    let smpp = b"\x00\x00\x00\x28\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x01abhik\x00password\x00SMPP\x00\x01\x00\x00\x00";
+    assert_eq!(smpp.len(), 40);
+    assert_eq!(probe(&c, StreamDir::ToServer, smpp), Probe::No);
+    assert_eq!(probe(&c, StreamDir::ToServer, &smpp[..30]), Probe::No);
+    // A Produce request whose first segment ends inside its records still probes.
+    assert_eq!(probe(&c, StreamDir::ToServer, &p[..p.len() - 100]), Probe::Yes(80));
+    assert_eq!(probe(&c, StreamDir::ToServer, &produce(3, 1, 1)[..60]), Probe::Yes(80));
     // api key 300 does not exist.
     assert_eq!(probe(&c, StreamDir::ToServer, &[0, 0, 0, 20, 1, 44, 0, 1, 0, 0, 0, 1, 0, 0]), Probe::No);
 }
