@@ -410,7 +410,10 @@ fn full_ring_buffer_is_counted_exported_and_capture_recovers() {
     child.stdin.take().unwrap().write_all(cmds.as_bytes()).unwrap();
     let mut g = ChildGuard::new(child, "redis-cli");
     assert!(g.wait_timeout(Duration::from_secs(10)).is_some_and(|s| s.success()));
-    let ok = wait_until(Duration::from_secs(10), || span_count(&read(&out), "SET") >= before + 50);
+    // The agent may still be working through the burst it did capture (a
+    // debug build on a loaded CI machine took over 10 s once): the bound is
+    // generous, the count below stays exact.
+    let ok = wait_until(Duration::from_secs(60), || span_count(&read(&out), "SET") >= before + 50);
     assert!(ok, "after the burst: {} SET spans, expected {}", span_count(&read(&out), "SET") - before, 50);
     // No further loss once the burst is over.
     std::thread::sleep(Duration::from_millis(1500));
