@@ -120,8 +120,9 @@ pub struct CaptureConfig {
     /// Bit flags of `CFG_*`.
     pub flags: u32,
     /// Batched notification: records are written without waking the reader
-    /// until the ring holds at least this many bytes (userspace also drains
-    /// on a timer). 0 = wake the reader for every record.
+    /// (userspace drains on a timer); each CPU forces a wakeup after it has
+    /// written this many record bytes since its last one. 0 = wake the
+    /// reader for every record.
     pub wakeup_bytes: u32,
 }
 

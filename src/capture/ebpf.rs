@@ -224,7 +224,11 @@ impl LiveCapture {
         }
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            let wakeup_bytes = if cfg.ring_poll_interval.is_some() { cfg.ring_buffer_bytes / 8 } else { 0 };
+            // The kernel side forces a wakeup per CPU after this many bytes: 1/8 of
+            // the ring split over the CPUs bounds what the ring holds unannounced.
+            let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
+            let wakeup_bytes =
+                if cfg.ring_poll_interval.is_some() { (cfg.ring_buffer_bytes / 8 / cpus).max(4096) } else { 0 };
             c.set(0, CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes }, 0).context("writing CONFIG")?;
         }
         let counters: PerCpuArray<MapData, u64> =
