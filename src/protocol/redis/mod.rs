@@ -631,7 +631,8 @@ impl Scanner {
                     return true;
                 }
                 if capture {
-                    msg.elems.push(Vec::new());
+                    // Sized once for the captured part of the payload.
+                    msg.elems.push(Vec::with_capacity((n as usize).min(MAX_ELEMENT)));
                 }
                 self.bulk_capture = capture;
                 self.bulk_left = n as u64 + 2;
@@ -647,6 +648,8 @@ impl Scanner {
                 if depth == 0 {
                     msg.count = children;
                     msg.null = n < 0;
+                    // The captured elements' list sized once (a command's arguments).
+                    msg.elems.reserve_exact((children as usize).min(MAX_CAPTURED));
                 }
                 if n <= 0 {
                     if capture && depth == 1 {
@@ -736,10 +739,10 @@ struct Cmd {
     /// Replies still expected (SUBSCRIBE a b c takes three).
     replies_left: u32,
     /// Pub/sub confirmation kind this command expects (lower-case, e.g. "subscribe").
-    confirm: Option<String>,
+    confirm: Option<&'static str>,
     resp_bytes: u64,
     end_ts: u64,
-    resp_type: Option<String>,
+    resp_type: Option<&'static str>,
     error: Option<String>,
 }
 
@@ -836,8 +839,12 @@ fn response_type(m: &Msg) -> &'static str {
     }
 }
 
-fn is_pubsub_kind(s: &str) -> bool {
-    matches!(s, "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe")
+/// The pub/sub confirmation kinds (lower-case, as the server sends them).
+const PUBSUB_KINDS: [&str; 6] = ["subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe"];
+
+/// The pub/sub kind `s` names, compared without regard to ASCII case.
+fn pubsub_kind(s: &[u8]) -> Option<&'static str> {
+    PUBSUB_KINDS.into_iter().find(|k| s.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 impl RedisDecoder {
@@ -885,8 +892,17 @@ impl RedisDecoder {
         let argc = m.count.saturating_sub(1) as u32;
         let sub = (CONTAINER_COMMANDS.contains(&name.as_str()) && args.len() > 1).then(|| upper(&args[1]));
         let shown = 1 + sub.is_some() as usize;
-        let mut masked = args[..shown].iter().map(|a| upper(a)).collect::<Vec<_>>().join(" ");
         let hidden = (m.count as usize).saturating_sub(shown);
+        // Every command builds both texts: each sized once (no join, no
+        // upper-case copies, no growth) since this runs per request.
+        let mut masked = String::with_capacity(
+            name.len() + sub.as_ref().map_or(0, |s| s.len() + 1) + 2 * hidden.min(MAX_MASKED) + 4,
+        );
+        masked.push_str(&name);
+        if let Some(s) = &sub {
+            masked.push(' ');
+            masked.push_str(s);
+        }
         for _ in 0..hidden.min(MAX_MASKED) {
             masked.push_str(" ?");
         }
@@ -894,7 +910,8 @@ impl RedisDecoder {
             masked.push_str(" ...");
         }
         let secret = credential_args(&name, sub.as_deref(), args);
-        let mut raw = String::new();
+        let raw_len: usize = args.iter().map(|a| a.len() + 1).sum::<usize>() + 4;
+        let mut raw = String::with_capacity(raw_len.min(MAX_RAW + MAX_ELEMENT + 4));
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
                 raw.push(' ');
@@ -916,9 +933,11 @@ impl RedisDecoder {
             cut -= 1;
         }
         raw.truncate(cut);
-        let lower = name.to_ascii_lowercase();
-        let (replies_left, confirm) =
-            if is_pubsub_kind(&lower) { (argc.max(1), Some(lower.clone())) } else { (1, None) };
+        // `name` is upper-case ASCII-folded: the pub/sub kinds compared without a lower-case copy.
+        let (replies_left, confirm) = match pubsub_kind(name.as_bytes()) {
+            Some(kind) => (argc.max(1), Some(kind)),
+            None => (1, None),
+        };
         if name == "HELLO" {
             if let Some(v) = args.get(1).and_then(|a| std::str::from_utf8(a).ok()).and_then(|s| s.parse::<u8>().ok()) {
                 if v == 2 || v == 3 {
@@ -977,7 +996,7 @@ impl RedisDecoder {
             // own now (response type "none"), rather than vanishing or
             // taking the reply of the command after it.
             let mut cmd = cmd;
-            cmd.resp_type = Some("none".into());
+            cmd.resp_type = Some("none");
             Self::emit(cmd, m.start_ts, Outcome::Complete, out);
             return;
         }
@@ -996,14 +1015,17 @@ impl RedisDecoder {
             self.attr_bytes += m.bytes;
             return;
         }
-        let first = m.elems.first().map(|e| String::from_utf8_lossy(e).to_ascii_lowercase()).unwrap_or_default();
+        // Per reply: the first element compared in place (no lower-case copy).
+        let first: &[u8] = m.elems.first().map_or(&[], |e| e.as_slice());
         let aggregate = matches!(m.kind, b'*' | b'>');
-        let expects = self.pending.front_mut().and_then(|c| c.confirm.clone());
-        let is_confirm = aggregate && is_pubsub_kind(&first);
-        let is_message = aggregate && matches!(first.as_str(), "message" | "pmessage" | "smessage");
+        let expects = self.pending.front_mut().and_then(|c| c.confirm);
+        let confirm_kind = if aggregate { pubsub_kind(first) } else { None };
+        let is_confirm = confirm_kind.is_some();
+        let is_message = aggregate
+            && ["message", "pmessage", "smessage"].iter().any(|k| first.eq_ignore_ascii_case(k.as_bytes()));
         let push = m.kind == b'>' || (self.subscribed && is_message);
         // A confirmation answers the command that asked for it; other pushes answer nothing.
-        if (push || is_confirm) && !(is_confirm && expects.as_deref() == Some(first.as_str())) {
+        if (push || is_confirm) && !(is_confirm && expects.is_some() && expects == confirm_kind) {
             if is_confirm {
                 self.note_subscriptions(&m);
             }
@@ -1023,8 +1045,8 @@ impl RedisDecoder {
         cmd.resp_bytes += m.bytes + std::mem::take(&mut self.attr_bytes);
         cmd.end_ts = ts;
         if cmd.resp_type.is_none() {
-            cmd.resp_type = Some(response_type(&m).to_string());
-            cmd.error = m.error.clone();
+            cmd.resp_type = Some(response_type(&m));
+            cmd.error = m.error;
         }
         cmd.partial |= m.partial || self.desync;
         cmd.replies_left = cmd.replies_left.saturating_sub(1);
@@ -1070,14 +1092,16 @@ impl RedisDecoder {
     }
 
     fn drain_msgs(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        let msgs = std::mem::take(&mut self.msgs);
-        for m in msgs {
+        // Drained, not consumed: the buffer keeps its capacity for the next packet.
+        let mut msgs = std::mem::take(&mut self.msgs);
+        for m in msgs.drain(..) {
             self.desync |= m.after_error;
             match dir {
                 StreamDir::ToServer => self.command(m, out),
                 StreamDir::ToClient => self.reply(ts, m, out),
             }
         }
+        self.msgs = msgs;
     }
 }
 

@@ -36,7 +36,7 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
         a.push(("network.protocol.name", "resp".into()));
         a.push(("network.protocol.version", Str::int(i64::from(r.resp_version)).into()));
     }
-    push_opt(&mut a, "cnflow.redis.response_type", r.response_type.as_deref().map(Str::copy));
+    push_opt(&mut a, "cnflow.redis.response_type", r.response_type.map(Str::lit));
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() && r.error.is_some() {
