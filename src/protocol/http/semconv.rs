@@ -49,7 +49,7 @@ pub fn span_parts(
         push_opt(&mut a, "http.request.method_original", orig.clone());
         m.push(("http.request.method", meth.clone().into()));
     }
-    let route = h.path.as_deref().map(|p| Str::compact(routes.template(p)));
+    let route = h.path.as_deref().map(|p| routes.template_str(p));
     let route_key = if kind == Kind::Server { "http.route" } else { "url.template" };
     if let Some(r) = &route {
         a.push((route_key, r.clone().into()));
