@@ -766,7 +766,12 @@ pub struct RedisDecoder {
 }
 
 fn upper(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_ascii_uppercase()
+    // `from_utf8` first: its ASCII fast path is cheaper than the lossy
+    // decoder's chunk iterator for the (usual) valid text; same result.
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_ascii_uppercase(),
+        Err(_) => String::from_utf8_lossy(b).to_ascii_uppercase(),
+    }
 }
 
 /// Which arguments of a command carry a credential: they are `?` even in the
@@ -918,6 +923,8 @@ impl RedisDecoder {
             }
             if secret(i) {
                 raw.push('?');
+            } else if let Ok(t) = std::str::from_utf8(a) {
+                raw.push_str(t);
             } else {
                 raw.push_str(&String::from_utf8_lossy(a));
             }
