@@ -845,7 +845,8 @@ fn response_type(m: &Msg) -> &'static str {
 }
 
 /// The pub/sub confirmation kinds (lower-case, as the server sends them).
-const PUBSUB_KINDS: [&str; 6] = ["subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe"];
+const PUBSUB_KINDS: [&str; 6] =
+    ["subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe"];
 
 /// The pub/sub kind `s` names, compared without regard to ASCII case.
 fn pubsub_kind(s: &[u8]) -> Option<&'static str> {
@@ -1028,8 +1029,8 @@ impl RedisDecoder {
         let expects = self.pending.front_mut().and_then(|c| c.confirm);
         let confirm_kind = if aggregate { pubsub_kind(first) } else { None };
         let is_confirm = confirm_kind.is_some();
-        let is_message = aggregate
-            && ["message", "pmessage", "smessage"].iter().any(|k| first.eq_ignore_ascii_case(k.as_bytes()));
+        let is_message =
+            aggregate && ["message", "pmessage", "smessage"].iter().any(|k| first.eq_ignore_ascii_case(k.as_bytes()));
         let push = m.kind == b'>' || (self.subscribed && is_message);
         // A confirmation answers the command that asked for it; other pushes answer nothing.
         if (push || is_confirm) && !(is_confirm && expects.is_some() && expects == confirm_kind) {

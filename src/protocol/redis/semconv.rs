@@ -50,8 +50,8 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
             m.push((key, v.clone()));
         }
     }
-    // `as_str().to_owned()`: one exact allocation (`to_string` goes through `Display`).
-    let name = if op.is_empty() { "redis".to_owned() } else { op.as_str().to_owned() };
+    // The operation's inline text again (a copy, no allocation).
+    let name = if op.is_empty() { Str::lit("redis") } else { op };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
