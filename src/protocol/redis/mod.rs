@@ -367,27 +367,6 @@ pub struct Scanner {
     requests: bool,
     /// A protocol error made the scanner skip bytes; the next message says so.
     after_error: bool,
-    /// Element buffers of handled messages ([`Scanner::recycle`]), reused
-    /// for the next ones: a command's arguments and a reply's value are
-    /// otherwise one allocation each (bounded: [`SPARE_ELEMS`] buffers of
-    /// at most twice [`MAX_ELEMENT`] bytes).
-    spare: Vec<Vec<u8>>,
-    /// An emptied element list, reused for the next message.
-    spare_list: Vec<Vec<u8>>,
-}
-
-/// Element buffers kept per scanner for reuse (a typical command's arguments).
-const SPARE_ELEMS: usize = 8;
-
-/// An empty element buffer with room for `cap` bytes, reused when one is spare.
-fn take_elem(spare: &mut Vec<Vec<u8>>, cap: usize) -> Vec<u8> {
-    match spare.pop() {
-        Some(mut v) => {
-            v.reserve(cap);
-            v
-        }
-        None => Vec::with_capacity(cap),
-    }
 }
 
 impl Scanner {
@@ -463,20 +442,6 @@ impl Scanner {
         self.lose_sync();
     }
 
-    /// Hand back the elements of a message once handled: their buffers and
-    /// the list serve the next messages (bounded, see `spare`).
-    pub fn recycle(&mut self, mut elems: Vec<Vec<u8>>) {
-        for mut e in elems.drain(..) {
-            if self.spare.len() < SPARE_ELEMS && e.capacity() <= 2 * MAX_ELEMENT {
-                e.clear();
-                self.spare.push(e);
-            }
-        }
-        if elems.capacity() <= MAX_CAPTURED && elems.capacity() > self.spare_list.capacity() {
-            self.spare_list = elems;
-        }
-    }
-
     pub fn lose_sync(&mut self) {
         self.buf.clear();
         self.stack.clear();
@@ -536,8 +501,7 @@ impl Scanner {
             let Some(nl) = rest.iter().position(|&b| b == b'\n') else { return pos };
             if self.msg.is_none() {
                 let after_error = std::mem::take(&mut self.after_error);
-                let elems = std::mem::take(&mut self.spare_list);
-                self.msg = Some(Msg { start_ts: ts, after_error, elems, ..Default::default() });
+                self.msg = Some(Msg { start_ts: ts, after_error, ..Default::default() });
             }
             let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
             if let Some(m) = self.msg.as_mut() {
@@ -668,7 +632,7 @@ impl Scanner {
                 }
                 if capture {
                     // Sized once for the captured part of the payload.
-                    msg.elems.push(take_elem(&mut self.spare, (n as usize).min(MAX_ELEMENT)));
+                    msg.elems.push(Vec::with_capacity((n as usize).min(MAX_ELEMENT)));
                 }
                 self.bulk_capture = capture;
                 self.bulk_left = n as u64 + 2;
@@ -714,10 +678,7 @@ impl Scanner {
                     return false;
                 }
                 if capture {
-                    let body = &body[..body.len().min(MAX_ELEMENT)];
-                    let mut e = take_elem(&mut self.spare, body.len());
-                    e.extend_from_slice(body);
-                    msg.elems.push(e);
+                    msg.elems.push(body[..body.len().min(MAX_ELEMENT)].to_vec());
                 }
                 self.element_done(done);
                 true
@@ -924,7 +885,7 @@ impl RedisDecoder {
         }
     }
 
-    fn command(&mut self, m: &Msg, out: &mut Emit) {
+    fn command(&mut self, m: Msg, out: &mut Emit) {
         let args = &m.elems;
         let valid = (m.kind == b'*' || m.kind == b'i') && args.first().is_some_and(|a| !a.is_empty());
         if !valid {
@@ -1054,7 +1015,7 @@ impl RedisDecoder {
         }
     }
 
-    fn reply(&mut self, ts: u64, m: &mut Msg, out: &mut Emit) {
+    fn reply(&mut self, ts: u64, m: Msg, out: &mut Emit) {
         if m.resp3 {
             self.resp_version = 3;
         }
@@ -1093,7 +1054,7 @@ impl RedisDecoder {
         cmd.end_ts = ts;
         if cmd.resp_type.is_none() {
             cmd.resp_type = Some(response_type(&m));
-            cmd.error = m.error.take();
+            cmd.error = m.error;
         }
         cmd.partial |= m.partial || self.desync;
         cmd.replies_left = cmd.replies_left.saturating_sub(1);
@@ -1141,19 +1102,12 @@ impl RedisDecoder {
     fn drain_msgs(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
         // Drained, not consumed: the buffer keeps its capacity for the next packet.
         let mut msgs = std::mem::take(&mut self.msgs);
-        for mut m in msgs.drain(..) {
+        for m in msgs.drain(..) {
             self.desync |= m.after_error;
-            let scanner = match dir {
-                StreamDir::ToServer => {
-                    self.command(&m, out);
-                    &mut self.req
-                }
-                StreamDir::ToClient => {
-                    self.reply(ts, &mut m, out);
-                    &mut self.resp
-                }
-            };
-            scanner.recycle(std::mem::take(&mut m.elems));
+            match dir {
+                StreamDir::ToServer => self.command(m, out),
+                StreamDir::ToClient => self.reply(ts, m, out),
+            }
         }
         self.msgs = msgs;
     }
