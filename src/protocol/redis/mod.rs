@@ -1321,10 +1321,10 @@ mod tests {
         assert_eq!(d.len(), 5);
         assert_eq!((d[0].command.as_str(), d[0].arg_count, d[0].query_masked.as_str()), ("SET", 2, "SET ? ?"));
         assert_eq!(d[0].query_raw, "SET k v");
-        assert_eq!(d[1].response_type.as_deref(), Some("null"));
+        assert_eq!(d[1].response_type, Some("null"));
         assert_eq!(d[2].error_prefix.as_deref(), Some("ERR"));
         assert_eq!((d[3].subcommand.as_deref(), d[3].query_masked.as_str()), (Some("SETNAME"), "CLIENT SETNAME ?"));
-        assert_eq!(d[4].response_type.as_deref(), Some("array"));
+        assert_eq!(d[4].response_type, Some("array"));
         assert!(r.out.iter().all(|e| !e.partial && e.outcome == Outcome::Complete));
     }
 
@@ -1341,7 +1341,7 @@ mod tests {
             d.iter().map(|x| x.command.as_str()).collect::<Vec<_>>(),
             ["SELECT", "MULTI", "INCR", "EXEC", "GET"]
         );
-        assert_eq!(d[2].response_type.as_deref(), Some("simple"));
+        assert_eq!(d[2].response_type, Some("simple"));
         assert_eq!((d[0].db_index, d[4].db_index), (Some(2), Some(2)));
     }
 
@@ -1380,7 +1380,7 @@ mod tests {
         r.resp(6, b"!11\r\nERR unknown\r\n");
         let d = r.details();
         assert_eq!(d.len(), 3);
-        assert_eq!((d[0].response_type.as_deref(), d[1].response_type.as_deref()), (Some("map"), Some("null")));
+        assert_eq!((d[0].response_type, d[1].response_type), (Some("map"), Some("null")));
         assert_eq!(d[1].resp_version, 3);
         assert_eq!(d[2].error.as_deref(), Some("ERR unknown"));
         assert_eq!(r.out[1].end_ns, 4);
@@ -1414,8 +1414,7 @@ mod tests {
         r.resp(2, b"+OK\r\n");
         // The two commands without a reply are exchanges of their own; ON pairs with +OK.
         let d = r.details();
-        let got: Vec<(&str, Option<&str>)> =
-            d.iter().map(|d| (d.query_masked.as_str(), d.response_type.as_deref())).collect();
+        let got: Vec<(&str, Option<&str>)> = d.iter().map(|d| (d.query_masked.as_str(), d.response_type)).collect();
         assert_eq!(
             got,
             [("CLIENT REPLY ?", Some("none")), ("SET ? ?", Some("none")), ("CLIENT REPLY ?", Some("simple"))]
@@ -1432,8 +1431,7 @@ mod tests {
         r.req(1, &[cmd(&["CLIENT", "REPLY", "SKIP"]), cmd(&["SET", "a", "1"]), cmd(&["GET", "a"])].concat());
         r.resp(2, b"$1\r\n1\r\n");
         let d = r.details();
-        let got: Vec<(&str, Option<&str>)> =
-            d.iter().map(|d| (d.command.as_str(), d.response_type.as_deref())).collect();
+        let got: Vec<(&str, Option<&str>)> = d.iter().map(|d| (d.command.as_str(), d.response_type)).collect();
         assert_eq!(got, [("CLIENT", Some("none")), ("SET", Some("none")), ("GET", Some("bulk"))]);
     }
 
@@ -1447,7 +1445,7 @@ mod tests {
         // The cut SET is still a (partial) command; PING after the resync pairs with its own reply.
         let d = r.details();
         assert_eq!((d.len(), d[0].command.as_str(), d[1].command.as_str()), (2, "SET", "PING"));
-        assert_eq!(d[1].response_type.as_deref(), Some("simple"));
+        assert_eq!(d[1].response_type, Some("simple"));
         assert!(r.out[0].partial);
     }
 
@@ -1483,7 +1481,7 @@ mod tests {
                 r.resp(10 + i as u64, c);
             }
             let d = r.details();
-            let got: Vec<_> = d.iter().map(|x| (x.command.as_str(), x.response_type.as_deref())).collect();
+            let got: Vec<_> = d.iter().map(|x| (x.command.as_str(), x.response_type)).collect();
             assert_eq!(
                 got,
                 [
@@ -1576,7 +1574,7 @@ mod tests {
         r.dec.on_gap(StreamDir::ToClient, 3, 50, &mut Emit { conn: &r.conn, out: &mut r.out });
         r.resp(4, b"+PONG\r\n");
         assert_eq!(r.out.len(), 2);
-        assert_eq!(r.details()[0].response_type.as_deref(), Some("array"));
+        assert_eq!(r.details()[0].response_type, Some("array"));
         assert!(r.out[0].partial && r.dec.resp.chunked.is_none());
     }
 
