@@ -742,8 +742,10 @@ struct Cmd {
     confirm: Option<&'static str>,
     resp_bytes: u64,
     end_ts: u64,
-    resp_type: Option<&'static str>,
-    error: Option<String>,
+    // The reply's type and error text are kept in `detail` (`response_type`,
+    // `error`) rather than fields of their own: 40 bytes less per pending
+    // command, so that the pairer's first allocation (4 commands) stays
+    // within the allocator's per-thread cache (≤ 1032 bytes).
 }
 
 pub struct RedisDecoder {
@@ -996,15 +998,13 @@ impl RedisDecoder {
             confirm,
             resp_bytes: 0,
             end_ts: m.start_ts,
-            resp_type: None,
-            error: None,
         };
         if no_reply {
             // No reply will come by design: the command is an exchange of its
             // own now (response type "none"), rather than vanishing or
             // taking the reply of the command after it.
             let mut cmd = cmd;
-            cmd.resp_type = Some("none");
+            cmd.detail.response_type = Some("none");
             Self::emit(cmd, m.start_ts, Outcome::Complete, out);
             return;
         }
@@ -1052,9 +1052,9 @@ impl RedisDecoder {
         };
         cmd.resp_bytes += m.bytes + std::mem::take(&mut self.attr_bytes);
         cmd.end_ts = ts;
-        if cmd.resp_type.is_none() {
-            cmd.resp_type = Some(response_type(&m));
-            cmd.error = m.error;
+        if cmd.detail.response_type.is_none() {
+            cmd.detail.response_type = Some(response_type(&m));
+            cmd.detail.error = m.error;
         }
         cmd.partial |= m.partial || self.desync;
         cmd.replies_left = cmd.replies_left.saturating_sub(1);
@@ -1062,7 +1062,7 @@ impl RedisDecoder {
             return;
         }
         let Some(cmd) = self.pending.pop() else { return };
-        if cmd.error.is_none() && cmd.detail.command == "MONITOR" {
+        if cmd.detail.error.is_none() && cmd.detail.command == "MONITOR" {
             self.monitor = true;
         }
         if self.pending.is_empty() && self.req.at_boundary() && self.resp.at_boundary() {
@@ -1079,11 +1079,9 @@ impl RedisDecoder {
 
     fn emit(cmd: Cmd, end: u64, outcome: Outcome, out: &mut Emit) {
         let mut detail = cmd.detail;
-        detail.response_type = cmd.resp_type;
-        if let Some(e) = cmd.error {
+        if let Some(e) = &detail.error {
             let prefix = e.split(' ').next().filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_uppercase()));
             detail.error_prefix = prefix.map(str::to_string);
-            detail.error = Some(e);
         }
         out.push(Exchange {
             conn: out.conn.clone(),
@@ -1145,7 +1143,7 @@ impl ConnDecoder for RedisDecoder {
         let outcome = if reason == CloseReason::Rst { Outcome::Reset } else { Outcome::Timeout };
         for cmd in self.pending.drain().collect::<Vec<_>>() {
             // QUIT's +OK may race the close; a command with a reply already seen is complete.
-            if cmd.resp_type.is_some() {
+            if cmd.detail.response_type.is_some() {
                 let end = cmd.end_ts;
                 Self::emit(cmd, end, Outcome::Complete, out);
             } else {
