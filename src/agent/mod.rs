@@ -220,6 +220,7 @@ async fn process(
         for ex in &exchanges {
             sink.record(ex);
         }
+        pipeline.recycle_exchanges(exchanges);
         Ok(())
     };
     loop {

@@ -23,18 +23,23 @@ static SKIPPED: std::sync::LazyLock<Counter> =
 /// stay known this long after their socket is gone.
 const KEEP_CLOSED: Duration = Duration::from_secs(30);
 
+/// Looked up for every exchange with a local client: foldhash (randomly
+/// seeded), not SipHash, like the other maps on the per-exchange path.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
 pub struct OwnSockets {
     /// Local address → last time it was seen among our sockets.
-    local: HashMap<SocketAddr, Instant>,
+    local: FastMap<SocketAddr, Instant>,
     last_refresh: Option<Instant>,
     min_refresh: Duration,
-    export_ports: HashSet<u16>,
+    export_ports: FastSet<u16>,
 }
 
 impl OwnSockets {
     pub fn new(export_ports: impl IntoIterator<Item = u16>, min_refresh: Duration) -> Self {
         Self {
-            local: HashMap::new(),
+            local: FastMap::default(),
             last_refresh: None,
             min_refresh,
             export_ports: export_ports.into_iter().collect(),

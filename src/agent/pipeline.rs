@@ -45,6 +45,11 @@ impl PacketPipeline {
     pub fn take_exchanges(&mut self) -> Vec<Exchange> {
         self.dispatcher.take()
     }
+
+    /// Return the `Vec` of [`PacketPipeline::take_exchanges`] after use (its capacity is reused).
+    pub fn recycle_exchanges(&mut self, v: Vec<Exchange>) {
+        self.dispatcher.recycle(v);
+    }
 }
 
 /// The time live housekeeping runs at: the wall clock minus how far packet

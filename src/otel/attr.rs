@@ -49,6 +49,21 @@ impl Str {
             Str(Repr::Heap(s))
         }
     }
+    /// The concatenation of `parts` (a span name such as `GET /users/{id}`),
+    /// inline when short.
+    pub fn concat(parts: &[&str]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > INLINE {
+            return Str(Repr::Heap(parts.concat()));
+        }
+        let mut b = [0u8; INLINE];
+        let mut n = 0;
+        for p in parts {
+            b[n..n + p.len()].copy_from_slice(p.as_bytes());
+            n += p.len();
+        }
+        Str(Repr::Inline(n as u8, b))
+    }
     /// Decimal text of an integer, without allocating.
     pub fn int(i: i64) -> Self {
         Self::copy(itoa::Buffer::new().format(i))
@@ -81,8 +96,9 @@ impl Str {
         match &self.0 {
             Repr::Static(s) => s,
             // SAFETY: inline bytes are written only by `copy` (the bytes of a
-            // `&str`, cut at its length) and `ipv4` (ASCII), and `Repr` is
-            // private: `b[..n]` is always valid UTF-8.
+            // `&str`, cut at its length), `concat` (whole `&str`s one after
+            // the other) and `ipv4` (ASCII), and `Repr` is private: `b[..n]`
+            // is always valid UTF-8.
             Repr::Inline(n, b) => unsafe { std::str::from_utf8_unchecked(&b[..usize::from(*n)]) },
             Repr::Heap(s) => s,
         }

@@ -8,7 +8,9 @@
 //! trie is bounded in nodes and depth, so memory stays bounded whatever the
 //! traffic; an early request may still carry a literal that a later one sees
 //! collapsed (the template converges once a position's fan-out is exceeded).
-use std::collections::HashMap;
+/// Looked up per path segment of every HTTP exchange: foldhash (randomly
+/// seeded; the trie's node and fan-out caps bound crafted paths), not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub const ID: &str = "{id}";
 pub const PARAM: &str = "{param}";
@@ -37,6 +39,8 @@ pub struct RouteTemplater {
     max_fanout: usize,
     max_nodes: usize,
     max_depth: usize,
+    /// Reused by [`RouteTemplater::template_str`] (one template per HTTP exchange).
+    scratch: String,
 }
 
 /// Numbers, UUIDs, hex hashes, dates and opaque tokens: values, never route names.
@@ -80,7 +84,14 @@ pub fn template_id_segments(name: &str, sep: char) -> Option<String> {
 
 impl RouteTemplater {
     pub fn new(max_fanout: usize, max_nodes: usize, max_depth: usize) -> Self {
-        Self { root: Node::default(), nodes: 1, max_fanout: max_fanout.max(2), max_nodes, max_depth: max_depth.max(1) }
+        Self {
+            root: Node::default(),
+            nodes: 1,
+            max_fanout: max_fanout.max(2),
+            max_nodes,
+            max_depth: max_depth.max(1),
+            scratch: String::new(),
+        }
     }
 
     /// Nodes currently held (bounded by `max_nodes` plus one path's depth).
@@ -91,6 +102,27 @@ impl RouteTemplater {
     /// Template for `path` (no query string), learning from it.
     pub fn template(&mut self, path: &str) -> String {
         let mut out = String::with_capacity(path.len().min(128));
+        self.template_into(path, &mut out);
+        out
+    }
+
+    /// [`RouteTemplater::template`] as an attribute value: written into a
+    /// reused buffer and copied inline when short, so a typical route
+    /// allocates nothing (its copy in the metric series key neither).
+    pub fn template_str(&mut self, path: &str) -> crate::otel::attr::Str {
+        // Kept between calls only while small (memory stays bounded).
+        const KEEP_MAX: usize = 1024;
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        self.template_into(path, &mut out);
+        let s = crate::otel::attr::Str::copy(&out);
+        if out.capacity() <= KEEP_MAX {
+            self.scratch = out;
+        }
+        s
+    }
+
+    fn template_into(&mut self, path: &str, out: &mut String) {
         let mut node = &mut self.root;
         let mut nodes = self.nodes;
         let mut full = nodes >= self.max_nodes;
@@ -105,7 +137,7 @@ impl RouteTemplater {
                 if node.id_child.is_none() {
                     if full {
                         // Can't grow: finish with classification only.
-                        Self::rest_without_trie(&mut out, path, depth + 1, self.max_depth);
+                        Self::rest_without_trie(out, path, depth + 1, self.max_depth);
                         break;
                     }
                     nodes += 1;
@@ -119,7 +151,7 @@ impl RouteTemplater {
                 if !grow {
                     if seg.len() > MAX_LITERAL_LEN || full {
                         out.push_str(PARAM);
-                        Self::rest_without_trie(&mut out, path, depth + 1, self.max_depth);
+                        Self::rest_without_trie(out, path, depth + 1, self.max_depth);
                         break;
                     }
                     // Fan-out exceeded: the position is a parameter from now on.
@@ -145,7 +177,6 @@ impl RouteTemplater {
         if out.is_empty() {
             out.push('/');
         }
-        out
     }
 
     fn rest_without_trie(out: &mut String, path: &str, from: usize, max_depth: usize) {

@@ -1,7 +1,7 @@
 //! The parts of a span a protocol's mapping produces, and the settings that
 //! shape them. Protocol-independent; the mappings are in
 //! `src/protocol/<name>/semconv.rs`, the assembly into OTLP in `telemetry`.
-use super::attr::Attrs;
+use super::attr::{Attrs, Str};
 use super::route::RouteTemplater;
 use super::semconv::Instrument;
 
@@ -65,7 +65,8 @@ pub struct SpanCx<'a> {
 /// Everything about one span except ids, times and resource.
 #[derive(Debug, Clone)]
 pub struct SpanParts {
-    pub name: String,
+    /// Inline when short (`GET`, `SET`, `GET /users/{id}`): no allocation per span.
+    pub name: Str,
     pub kind: Kind,
     pub attrs: Attrs,
     /// Some(message) when the status is ERROR.

@@ -192,6 +192,17 @@ impl Dispatcher {
     pub fn take(&mut self) -> Vec<Exchange> {
         std::mem::take(&mut self.out)
     }
+    /// Give back a `Vec` from [`Dispatcher::take`] once its exchanges are
+    /// used: the next batch's exchanges go into its capacity instead of a
+    /// `Vec` grown from empty for every batch (bounded: a burst's large
+    /// buffer is not kept).
+    pub fn recycle(&mut self, mut v: Vec<Exchange>) {
+        const KEEP_MAX: usize = 4096;
+        if self.out.is_empty() && v.capacity() > self.out.capacity() && v.capacity() <= KEEP_MAX {
+            v.clear();
+            self.out = v;
+        }
+    }
     /// Connections currently tracked (detecting, decoding or undetected).
     pub fn conn_count(&self) -> usize {
         self.conns.len()

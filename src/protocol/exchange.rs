@@ -148,8 +148,14 @@ impl WireKey {
     /// Fixed hash (FNV-1a, then the splitmix64 finaliser): every cnflow
     /// version and node computes the same key from the same facts.
     fn mix(tag: u8, a: u64, b: u64) -> Self {
+        // The same 17 bytes as before, from an array: a chained iterator
+        // was not unrolled (this runs for every exchange, several times).
+        let mut bytes = [0u8; 17];
+        bytes[0] = tag;
+        bytes[1..9].copy_from_slice(&a.to_be_bytes());
+        bytes[9..].copy_from_slice(&b.to_be_bytes());
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in std::iter::once(tag).chain(a.to_be_bytes()).chain(b.to_be_bytes()) {
+        for byte in bytes {
             h ^= u64::from(byte);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -307,6 +313,27 @@ mod tests {
         assert_eq!(p.push(3, "c"), Some("a"));
         assert_eq!(p.pop(), Some("b"));
         assert_eq!(p.expire(10), vec!["c"]);
+    }
+
+    #[test]
+    fn wire_key_hash_is_unchanged() {
+        // The chained-iterator form the key was defined with: agents of
+        // different versions must compute the same key from the same facts.
+        fn reference(tag: u8, a: u64, b: u64) -> u64 {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for byte in std::iter::once(tag).chain(a.to_be_bytes()).chain(b.to_be_bytes()) {
+                h ^= u64::from(byte);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            let mut z = h;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        for (tag, a, b) in [(6, 0, 1 << 40), (6, u64::from(u32::MAX), 7), (17, 513, 40000), (6, 12345, 678)] {
+            assert_eq!(WireKey::mix(tag, a, b).0, reference(tag, a, b));
+        }
+        assert_eq!(WireKey::tcp(1, None).0, reference(6, 1, 1 << 40));
     }
 
     #[test]

@@ -17,15 +17,21 @@ fn network_type(a: &SocketAddr) -> &'static str {
 
 /// Split a Host header / :authority into host and port.
 pub fn split_host(h: &str) -> (String, Option<u16>) {
+    let (host, port) = split_host_str(h);
+    (host.to_string(), port)
+}
+
+/// [`split_host`] without a copy (the host is a part of `h`).
+pub fn split_host_str(h: &str) -> (&str, Option<u16>) {
     let h = h.trim();
     if let Some(rest) = h.strip_prefix('[') {
         if let Some((host, after)) = rest.split_once(']') {
-            return (host.to_string(), after.strip_prefix(':').and_then(|p| p.parse().ok()));
+            return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
         }
     }
     match h.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host.to_string(), port.parse().ok()),
-        _ => (h.to_string(), None),
+        Some((host, port)) if !host.contains(':') => (host, port.parse().ok()),
+        _ => (h, None),
     }
 }
 
@@ -52,8 +58,9 @@ pub(crate) fn endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &
             ((c.server, server_ip.clone()), (c.client, client_ip.clone()))
         }
     };
-    let (server_addr, server_port) = match host.map(split_host) {
-        Some((h, p)) if !h.is_empty() => (Str::from(h), p.unwrap_or(c.server.port())),
+    // The host copied inline when short: the metric series key copies it too.
+    let (server_addr, server_port) = match host.map(split_host_str) {
+        Some((h, p)) if !h.is_empty() => (Str::copy(h), p.unwrap_or(c.server.port())),
         _ => (server_ip, c.server.port()),
     };
     a.reserve(10);

@@ -32,7 +32,7 @@ pub struct SpanRec {
     pub flags: u32,
     pub start_ns: u64,
     pub end_ns: u64,
-    pub name: String,
+    pub name: crate::otel::attr::Str,
     pub kind: Kind,
     pub attrs: Vec<(&'static str, V)>,
     /// Enricher attributes naming the peer, after `attrs`.
@@ -494,7 +494,7 @@ fn to_span(s: SpanRec) -> Span {
         trace_state: s.trace_state,
         parent_span_id: s.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
         flags: s.flags,
-        name: s.name,
+        name: s.name.into(),
         kind: s.kind.otlp(),
         start_time_unix_nano: s.start_ns,
         end_time_unix_nano: s.end_ns,

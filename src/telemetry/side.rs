@@ -15,9 +15,12 @@
 use crate::capture::Direction;
 use crate::flow::ConnInfo;
 use crate::workload::{Enricher, Identity};
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+/// Looked up for every exchange (and, in the agent, to skip its own
+/// connections): foldhash, not SipHash; the set is this host's addresses.
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// Addresses of this host. Loopback addresses always count as local.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +33,7 @@ impl LocalAddrs {
 
     /// Addresses of every interface of this host (network namespace).
     pub fn detect() -> Self {
-        let mut set = HashSet::new();
+        let mut set = HashSet::default();
         if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
             for a in addrs {
                 let Some(sa) = a.address else { continue };

@@ -100,7 +100,7 @@ pub fn span_parts(ex: &Exchange, d: &AmqpDetail, side: Kind) -> SpanParts {
         Some(dst) => format!("{op} {dst}"),
         None => op.to_string(),
     };
-    SpanParts { name, kind, attrs: a, error, metric, peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric, peer: vec![] }
 }
 
 impl SpanMapping for AmqpDetail {

@@ -55,7 +55,7 @@ pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions
         (Some(op), _, _, Some(zone)) => format!("{op} {zone}"),
         _ => base_name(d),
     };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Dns, m)), peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric: Some((Instrument::Dns, m)), peer: vec![] }
 }
 
 /// `{type} {name}` of a standard query.

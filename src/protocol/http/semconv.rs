@@ -49,7 +49,7 @@ pub fn span_parts(
         push_opt(&mut a, "http.request.method_original", orig.clone());
         m.push(("http.request.method", meth.clone().into()));
     }
-    let route = h.path.as_deref().map(|p| Str::compact(routes.template(p)));
+    let route = h.path.as_deref().map(|p| routes.template_str(p));
     let route_key = if kind == Kind::Server { "http.route" } else { "url.template" };
     if let Some(r) = &route {
         a.push((route_key, r.clone().into()));
@@ -93,10 +93,11 @@ pub fn span_parts(
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
         m.push(("error.type", v.clone()));
     }
+    // Inline when short (`GET /users/{id}`): no allocation.
     let name = match (&method, &route) {
-        (Some((meth, _)), Some(r)) if *meth != "_OTHER" => [meth.as_str(), " ", r.as_str()].concat(),
-        (Some((meth, _)), None) if *meth != "_OTHER" => meth.as_str().to_owned(),
-        _ => "HTTP".to_owned(),
+        (Some((meth, _)), Some(r)) if *meth != "_OTHER" => Str::concat(&[meth.as_str(), " ", r.as_str()]),
+        (Some((meth, _)), None) if *meth != "_OTHER" => meth.clone(),
+        _ => Str::lit("HTTP"),
     };
     let inst = if kind == Kind::Server { Instrument::HttpServer } else { Instrument::HttpClient };
     SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)), peer: vec![] }

@@ -310,10 +310,10 @@ fn reason_phrase(head: &[u8]) -> Option<String> {
     Some(s)
 }
 
-fn version_str(v: Option<u8>) -> String {
+fn version_str(v: Option<u8>) -> &'static str {
     match v {
-        Some(0) => "1.0".into(),
-        _ => "1.1".into(),
+        Some(0) => "1.0",
+        _ => "1.1",
     }
 }
 
@@ -329,10 +329,16 @@ fn lenient_version(v: Option<&[u8]>) -> String {
     }
 }
 
-fn split_target(target: &str) -> (String, Option<String>) {
-    match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (target.to_string(), None),
+/// Path and query of a request target; the path keeps the target's buffer
+/// (one allocation fewer per request).
+fn split_target(mut target: String) -> (String, Option<String>) {
+    match target.find('?') {
+        Some(i) => {
+            let q = target[i + 1..].to_string();
+            target.truncate(i);
+            (target, Some(q))
+        }
+        None => (target, None),
     }
 }
 
@@ -398,7 +404,7 @@ fn request_detail(
     let (path, query) = if connect {
         (None, None)
     } else {
-        let (p, q) = split_target(&text(target));
+        let (p, q) = split_target(text(target));
         (Some(p), q)
     };
     HttpDetail {
@@ -411,9 +417,10 @@ fn request_detail(
         request_content_length: cl,
         trace_headers: hs
             .iter()
+            // Compared in place: only the (rare) trace headers allocate their name.
             .filter_map(|h| {
-                let name = h.name.to_ascii_lowercase();
-                TRACE_HEADERS.contains(&name.as_str()).then(|| (name, text(h.value)))
+                let name = TRACE_HEADERS.iter().find(|t| h.name.eq_ignore_ascii_case(t))?;
+                Some((name.to_string(), text(h.value)))
             })
             .collect(),
         content_type: header(hs, "content-type").map(text),
@@ -827,7 +834,7 @@ impl Http1Decoder {
         match req.parse(input) {
             Ok(httparse::Status::Complete(n)) => {
                 let (m, p) = (req.method.unwrap_or_default(), req.path.unwrap_or_default());
-                self.on_request(m, p.as_bytes(), version_str(req.version), req.headers, n, ts, out);
+                self.on_request(m, p.as_bytes(), version_str(req.version).into(), req.headers, n, ts, out);
                 Some(n)
             }
             Ok(httparse::Status::Partial) => None,
@@ -903,14 +910,14 @@ impl Http1Decoder {
         match resp.parse(input) {
             Ok(httparse::Status::Complete(n)) => {
                 let (code, version) = (resp.code.unwrap_or(0), version_str(resp.version));
-                self.on_response(code, version, resp.headers, &input[..n], ts, out);
+                self.on_response(code, version.into(), resp.headers, &input[..n], ts, out);
                 Some(n)
             }
             Ok(httparse::Status::Partial) => None,
             Err(_) => match lenient::parse(input, false, true) {
                 Parsed::Head(h) => {
                     let Start::Status { version, code } = h.start else { return None };
-                    self.on_response(code, lenient_version(Some(version)), &h.headers, &input[..h.len], ts, out);
+                    self.on_response(code, lenient_version(Some(version)).into(), &h.headers, &input[..h.len], ts, out);
                     Some(h.len)
                 }
                 Parsed::Partial => None,
@@ -977,7 +984,7 @@ impl Http1Decoder {
     fn on_response(
         &mut self,
         status: u16,
-        version: String,
+        version: std::borrow::Cow<'static, str>,
         hs: &[httparse::Header],
         head: &[u8],
         ts: u64,
@@ -1006,7 +1013,9 @@ impl Http1Decoder {
         }
         let cl = content_length(hs);
         let detail = HttpDetail {
-            version,
+            // The request's version is reported when there is a request
+            // (`emit_current`): the response's is copied only without one.
+            version: if req.is_some() { String::new() } else { version.into_owned() },
             status: Some(status),
             reason: reason_phrase(head),
             response_content_length: cl.ok().flatten(),

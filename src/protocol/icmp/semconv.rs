@@ -40,7 +40,7 @@ pub fn span_parts(ex: &Exchange, i: &IcmpDetail, kind: Kind, _opts: &NamingOptio
     }
     let echo_ok = i.echo_id.is_some() && ex.outcome == Outcome::Complete && !icmp_is_error(i);
     let metric = echo_ok.then(|| (Instrument::IcmpRtt, vec![("cnflow.icmp.family", V::from(family))]));
-    SpanParts { name: format!("{family} {label}"), kind, attrs: a, error, metric, peer: vec![] }
+    SpanParts { name: format!("{family} {label}").into(), kind, attrs: a, error, metric, peer: vec![] }
 }
 
 impl SpanMapping for IcmpDetail {

@@ -67,7 +67,7 @@ pub fn span_parts(ex: &Exchange, k: &KafkaDetail, kind: Kind, _opts: &NamingOpti
         Some(d) => format!("{op} {d}"),
         None => op,
     };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Messaging, m)), peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric: Some((Instrument::Messaging, m)), peer: vec![] }
 }
 
 impl SpanMapping for KafkaDetail {

@@ -41,7 +41,7 @@ pub fn span_parts(ex: &Exchange, d: &MemcachedDetail, kind: Kind, opts: &NamingO
         }
     }
     let name = if d.command.is_empty() { "memcached".to_string() } else { d.command.clone() };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
 impl SpanMapping for MemcachedDetail {

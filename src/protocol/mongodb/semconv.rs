@@ -41,7 +41,7 @@ pub fn span_parts(ex: &Exchange, d: &MongodbDetail, kind: Kind, opts: &NamingOpt
         m.extend(a.iter().filter(|(k, _)| matches!(*k, "server.address" | "server.port")).cloned());
     }
     let name = summary.unwrap_or_else(|| "mongodb".to_string());
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
 impl SpanMapping for MongodbDetail {

@@ -143,7 +143,7 @@ pub fn span_parts(ex: &Exchange, d: &MqttDetail, side: Kind) -> SpanParts {
         (None, Some(s)) => format!("{op} {s}"),
         _ => op.to_string(),
     };
-    SpanParts { name, kind, attrs: a, error, metric, peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric, peer: vec![] }
 }
 
 impl SpanMapping for MqttDetail {

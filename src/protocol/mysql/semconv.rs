@@ -49,7 +49,7 @@ pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptio
         (None, None, Some(t)) => t.clone(),
         (None, None, None) => system.to_string(),
     };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
 impl SpanMapping for MysqlDetail {

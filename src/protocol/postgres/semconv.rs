@@ -49,7 +49,7 @@ pub fn span_parts(ex: &Exchange, d: &PostgresDetail, kind: Kind, opts: &NamingOp
         (_, Some(op), None) => op.clone(),
         _ => "postgresql".to_string(),
     };
-    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
 impl SpanMapping for PostgresDetail {

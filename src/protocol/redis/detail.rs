@@ -19,7 +19,7 @@ pub struct RedisDetail {
     pub error_prefix: Option<String>,
     /// RESP type of the reply: "simple", "error", "integer", "bulk", "array", "null", "map", ...;
     /// "none" for a command the server does not answer by design (CLIENT REPLY OFF/SKIP).
-    pub response_type: Option<String>,
+    pub response_type: Option<&'static str>,
     /// 2 or 3.
     pub resp_version: u8,
     /// Selected database index when a SELECT was seen on the connection.

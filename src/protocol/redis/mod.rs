@@ -631,7 +631,8 @@ impl Scanner {
                     return true;
                 }
                 if capture {
-                    msg.elems.push(Vec::new());
+                    // Sized once for the captured part of the payload.
+                    msg.elems.push(Vec::with_capacity((n as usize).min(MAX_ELEMENT)));
                 }
                 self.bulk_capture = capture;
                 self.bulk_left = n as u64 + 2;
@@ -647,6 +648,8 @@ impl Scanner {
                 if depth == 0 {
                     msg.count = children;
                     msg.null = n < 0;
+                    // The captured elements' list sized once (a command's arguments).
+                    msg.elems.reserve_exact((children as usize).min(MAX_CAPTURED));
                 }
                 if n <= 0 {
                     if capture && depth == 1 {
@@ -736,11 +739,13 @@ struct Cmd {
     /// Replies still expected (SUBSCRIBE a b c takes three).
     replies_left: u32,
     /// Pub/sub confirmation kind this command expects (lower-case, e.g. "subscribe").
-    confirm: Option<String>,
+    confirm: Option<&'static str>,
     resp_bytes: u64,
     end_ts: u64,
-    resp_type: Option<String>,
-    error: Option<String>,
+    // The reply's type and error text are kept in `detail` (`response_type`,
+    // `error`) rather than fields of their own: 40 bytes less per pending
+    // command, so that the pairer's first allocation (4 commands) stays
+    // within the allocator's per-thread cache (≤ 1032 bytes).
 }
 
 pub struct RedisDecoder {
@@ -763,7 +768,12 @@ pub struct RedisDecoder {
 }
 
 fn upper(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_ascii_uppercase()
+    // `from_utf8` first: its ASCII fast path is cheaper than the lossy
+    // decoder's chunk iterator for the (usual) valid text; same result.
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_ascii_uppercase(),
+        Err(_) => String::from_utf8_lossy(b).to_ascii_uppercase(),
+    }
 }
 
 /// Which arguments of a command carry a credential: they are `?` even in the
@@ -836,8 +846,13 @@ fn response_type(m: &Msg) -> &'static str {
     }
 }
 
-fn is_pubsub_kind(s: &str) -> bool {
-    matches!(s, "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe")
+/// The pub/sub confirmation kinds (lower-case, as the server sends them).
+const PUBSUB_KINDS: [&str; 6] =
+    ["subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe"];
+
+/// The pub/sub kind `s` names, compared without regard to ASCII case.
+fn pubsub_kind(s: &[u8]) -> Option<&'static str> {
+    PUBSUB_KINDS.into_iter().find(|k| s.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 impl RedisDecoder {
@@ -885,8 +900,17 @@ impl RedisDecoder {
         let argc = m.count.saturating_sub(1) as u32;
         let sub = (CONTAINER_COMMANDS.contains(&name.as_str()) && args.len() > 1).then(|| upper(&args[1]));
         let shown = 1 + sub.is_some() as usize;
-        let mut masked = args[..shown].iter().map(|a| upper(a)).collect::<Vec<_>>().join(" ");
         let hidden = (m.count as usize).saturating_sub(shown);
+        // Every command builds both texts: each sized once (no join, no
+        // upper-case copies, no growth) since this runs per request.
+        let mut masked = String::with_capacity(
+            name.len() + sub.as_ref().map_or(0, |s| s.len() + 1) + 2 * hidden.min(MAX_MASKED) + 4,
+        );
+        masked.push_str(&name);
+        if let Some(s) = &sub {
+            masked.push(' ');
+            masked.push_str(s);
+        }
         for _ in 0..hidden.min(MAX_MASKED) {
             masked.push_str(" ?");
         }
@@ -894,13 +918,16 @@ impl RedisDecoder {
             masked.push_str(" ...");
         }
         let secret = credential_args(&name, sub.as_deref(), args);
-        let mut raw = String::new();
+        let raw_len: usize = args.iter().map(|a| a.len() + 1).sum::<usize>() + 4;
+        let mut raw = String::with_capacity(raw_len.min(MAX_RAW + MAX_ELEMENT + 4));
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
                 raw.push(' ');
             }
             if secret(i) {
                 raw.push('?');
+            } else if let Ok(t) = std::str::from_utf8(a) {
+                raw.push_str(t);
             } else {
                 raw.push_str(&String::from_utf8_lossy(a));
             }
@@ -916,9 +943,11 @@ impl RedisDecoder {
             cut -= 1;
         }
         raw.truncate(cut);
-        let lower = name.to_ascii_lowercase();
-        let (replies_left, confirm) =
-            if is_pubsub_kind(&lower) { (argc.max(1), Some(lower.clone())) } else { (1, None) };
+        // `name` is upper-case ASCII-folded: the pub/sub kinds compared without a lower-case copy.
+        let (replies_left, confirm) = match pubsub_kind(name.as_bytes()) {
+            Some(kind) => (argc.max(1), Some(kind)),
+            None => (1, None),
+        };
         if name == "HELLO" {
             if let Some(v) = args.get(1).and_then(|a| std::str::from_utf8(a).ok()).and_then(|s| s.parse::<u8>().ok()) {
                 if v == 2 || v == 3 {
@@ -969,15 +998,13 @@ impl RedisDecoder {
             confirm,
             resp_bytes: 0,
             end_ts: m.start_ts,
-            resp_type: None,
-            error: None,
         };
         if no_reply {
             // No reply will come by design: the command is an exchange of its
             // own now (response type "none"), rather than vanishing or
             // taking the reply of the command after it.
             let mut cmd = cmd;
-            cmd.resp_type = Some("none".into());
+            cmd.detail.response_type = Some("none");
             Self::emit(cmd, m.start_ts, Outcome::Complete, out);
             return;
         }
@@ -996,14 +1023,17 @@ impl RedisDecoder {
             self.attr_bytes += m.bytes;
             return;
         }
-        let first = m.elems.first().map(|e| String::from_utf8_lossy(e).to_ascii_lowercase()).unwrap_or_default();
+        // Per reply: the first element compared in place (no lower-case copy).
+        let first: &[u8] = m.elems.first().map_or(&[], |e| e.as_slice());
         let aggregate = matches!(m.kind, b'*' | b'>');
-        let expects = self.pending.front_mut().and_then(|c| c.confirm.clone());
-        let is_confirm = aggregate && is_pubsub_kind(&first);
-        let is_message = aggregate && matches!(first.as_str(), "message" | "pmessage" | "smessage");
+        let expects = self.pending.front_mut().and_then(|c| c.confirm);
+        let confirm_kind = if aggregate { pubsub_kind(first) } else { None };
+        let is_confirm = confirm_kind.is_some();
+        let is_message =
+            aggregate && ["message", "pmessage", "smessage"].iter().any(|k| first.eq_ignore_ascii_case(k.as_bytes()));
         let push = m.kind == b'>' || (self.subscribed && is_message);
         // A confirmation answers the command that asked for it; other pushes answer nothing.
-        if (push || is_confirm) && !(is_confirm && expects.as_deref() == Some(first.as_str())) {
+        if (push || is_confirm) && !(is_confirm && expects.is_some() && expects == confirm_kind) {
             if is_confirm {
                 self.note_subscriptions(&m);
             }
@@ -1022,9 +1052,9 @@ impl RedisDecoder {
         };
         cmd.resp_bytes += m.bytes + std::mem::take(&mut self.attr_bytes);
         cmd.end_ts = ts;
-        if cmd.resp_type.is_none() {
-            cmd.resp_type = Some(response_type(&m).to_string());
-            cmd.error = m.error.clone();
+        if cmd.detail.response_type.is_none() {
+            cmd.detail.response_type = Some(response_type(&m));
+            cmd.detail.error = m.error;
         }
         cmd.partial |= m.partial || self.desync;
         cmd.replies_left = cmd.replies_left.saturating_sub(1);
@@ -1032,7 +1062,7 @@ impl RedisDecoder {
             return;
         }
         let Some(cmd) = self.pending.pop() else { return };
-        if cmd.error.is_none() && cmd.detail.command == "MONITOR" {
+        if cmd.detail.error.is_none() && cmd.detail.command == "MONITOR" {
             self.monitor = true;
         }
         if self.pending.is_empty() && self.req.at_boundary() && self.resp.at_boundary() {
@@ -1049,11 +1079,9 @@ impl RedisDecoder {
 
     fn emit(cmd: Cmd, end: u64, outcome: Outcome, out: &mut Emit) {
         let mut detail = cmd.detail;
-        detail.response_type = cmd.resp_type;
-        if let Some(e) = cmd.error {
+        if let Some(e) = &detail.error {
             let prefix = e.split(' ').next().filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_uppercase()));
             detail.error_prefix = prefix.map(str::to_string);
-            detail.error = Some(e);
         }
         out.push(Exchange {
             conn: out.conn.clone(),
@@ -1070,14 +1098,16 @@ impl RedisDecoder {
     }
 
     fn drain_msgs(&mut self, dir: StreamDir, ts: u64, out: &mut Emit) {
-        let msgs = std::mem::take(&mut self.msgs);
-        for m in msgs {
+        // Drained, not consumed: the buffer keeps its capacity for the next packet.
+        let mut msgs = std::mem::take(&mut self.msgs);
+        for m in msgs.drain(..) {
             self.desync |= m.after_error;
             match dir {
                 StreamDir::ToServer => self.command(m, out),
                 StreamDir::ToClient => self.reply(ts, m, out),
             }
         }
+        self.msgs = msgs;
     }
 }
 
@@ -1113,7 +1143,7 @@ impl ConnDecoder for RedisDecoder {
         let outcome = if reason == CloseReason::Rst { Outcome::Reset } else { Outcome::Timeout };
         for cmd in self.pending.drain().collect::<Vec<_>>() {
             // QUIT's +OK may race the close; a command with a reply already seen is complete.
-            if cmd.resp_type.is_some() {
+            if cmd.detail.response_type.is_some() {
                 let end = cmd.end_ts;
                 Self::emit(cmd, end, Outcome::Complete, out);
             } else {
@@ -1289,10 +1319,10 @@ mod tests {
         assert_eq!(d.len(), 5);
         assert_eq!((d[0].command.as_str(), d[0].arg_count, d[0].query_masked.as_str()), ("SET", 2, "SET ? ?"));
         assert_eq!(d[0].query_raw, "SET k v");
-        assert_eq!(d[1].response_type.as_deref(), Some("null"));
+        assert_eq!(d[1].response_type, Some("null"));
         assert_eq!(d[2].error_prefix.as_deref(), Some("ERR"));
         assert_eq!((d[3].subcommand.as_deref(), d[3].query_masked.as_str()), (Some("SETNAME"), "CLIENT SETNAME ?"));
-        assert_eq!(d[4].response_type.as_deref(), Some("array"));
+        assert_eq!(d[4].response_type, Some("array"));
         assert!(r.out.iter().all(|e| !e.partial && e.outcome == Outcome::Complete));
     }
 
@@ -1309,7 +1339,7 @@ mod tests {
             d.iter().map(|x| x.command.as_str()).collect::<Vec<_>>(),
             ["SELECT", "MULTI", "INCR", "EXEC", "GET"]
         );
-        assert_eq!(d[2].response_type.as_deref(), Some("simple"));
+        assert_eq!(d[2].response_type, Some("simple"));
         assert_eq!((d[0].db_index, d[4].db_index), (Some(2), Some(2)));
     }
 
@@ -1348,7 +1378,7 @@ mod tests {
         r.resp(6, b"!11\r\nERR unknown\r\n");
         let d = r.details();
         assert_eq!(d.len(), 3);
-        assert_eq!((d[0].response_type.as_deref(), d[1].response_type.as_deref()), (Some("map"), Some("null")));
+        assert_eq!((d[0].response_type, d[1].response_type), (Some("map"), Some("null")));
         assert_eq!(d[1].resp_version, 3);
         assert_eq!(d[2].error.as_deref(), Some("ERR unknown"));
         assert_eq!(r.out[1].end_ns, 4);
@@ -1382,8 +1412,7 @@ mod tests {
         r.resp(2, b"+OK\r\n");
         // The two commands without a reply are exchanges of their own; ON pairs with +OK.
         let d = r.details();
-        let got: Vec<(&str, Option<&str>)> =
-            d.iter().map(|d| (d.query_masked.as_str(), d.response_type.as_deref())).collect();
+        let got: Vec<(&str, Option<&str>)> = d.iter().map(|d| (d.query_masked.as_str(), d.response_type)).collect();
         assert_eq!(
             got,
             [("CLIENT REPLY ?", Some("none")), ("SET ? ?", Some("none")), ("CLIENT REPLY ?", Some("simple"))]
@@ -1400,8 +1429,7 @@ mod tests {
         r.req(1, &[cmd(&["CLIENT", "REPLY", "SKIP"]), cmd(&["SET", "a", "1"]), cmd(&["GET", "a"])].concat());
         r.resp(2, b"$1\r\n1\r\n");
         let d = r.details();
-        let got: Vec<(&str, Option<&str>)> =
-            d.iter().map(|d| (d.command.as_str(), d.response_type.as_deref())).collect();
+        let got: Vec<(&str, Option<&str>)> = d.iter().map(|d| (d.command.as_str(), d.response_type)).collect();
         assert_eq!(got, [("CLIENT", Some("none")), ("SET", Some("none")), ("GET", Some("bulk"))]);
     }
 
@@ -1415,7 +1443,7 @@ mod tests {
         // The cut SET is still a (partial) command; PING after the resync pairs with its own reply.
         let d = r.details();
         assert_eq!((d.len(), d[0].command.as_str(), d[1].command.as_str()), (2, "SET", "PING"));
-        assert_eq!(d[1].response_type.as_deref(), Some("simple"));
+        assert_eq!(d[1].response_type, Some("simple"));
         assert!(r.out[0].partial);
     }
 
@@ -1451,7 +1479,7 @@ mod tests {
                 r.resp(10 + i as u64, c);
             }
             let d = r.details();
-            let got: Vec<_> = d.iter().map(|x| (x.command.as_str(), x.response_type.as_deref())).collect();
+            let got: Vec<_> = d.iter().map(|x| (x.command.as_str(), x.response_type)).collect();
             assert_eq!(
                 got,
                 [
@@ -1544,7 +1572,7 @@ mod tests {
         r.dec.on_gap(StreamDir::ToClient, 3, 50, &mut Emit { conn: &r.conn, out: &mut r.out });
         r.resp(4, b"+PONG\r\n");
         assert_eq!(r.out.len(), 2);
-        assert_eq!(r.details()[0].response_type.as_deref(), Some("array"));
+        assert_eq!(r.details()[0].response_type, Some("array"));
         assert!(r.out[0].partial && r.dec.resp.chunked.is_none());
     }
 

@@ -36,7 +36,7 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
         a.push(("network.protocol.name", "resp".into()));
         a.push(("network.protocol.version", Str::int(i64::from(r.resp_version)).into()));
     }
-    push_opt(&mut a, "cnflow.redis.response_type", r.response_type.as_deref().map(Str::copy));
+    push_opt(&mut a, "cnflow.redis.response_type", r.response_type.map(Str::lit));
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() && r.error.is_some() {
@@ -50,8 +50,8 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
             m.push((key, v.clone()));
         }
     }
-    // `as_str().to_owned()`: one exact allocation (`to_string` goes through `Display`).
-    let name = if op.is_empty() { "redis".to_owned() } else { op.as_str().to_owned() };
+    // The operation's inline text again (a copy, no allocation).
+    let name = if op.is_empty() { Str::lit("redis") } else { op };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 

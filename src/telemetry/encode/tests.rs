@@ -77,7 +77,7 @@ fn edge_values() {
         flags: 0,
         start_ns: 0,
         end_ns: u64::MAX,
-        name: String::new(),
+        name: String::new().into(),
         kind: Kind::Consumer,
         attrs: vec![
             ("a", V::I(i64::MIN)),
@@ -92,7 +92,7 @@ fn edge_values() {
     };
     check(vec![ResourceBatch { resource: Arc::new(Identity { attributes: vec![] }), spans: vec![rec.clone()] }]);
     check(vec![]);
-    let long = SpanRec { name: "x".repeat(300), error: Some("y".repeat(20_000)), ..rec };
+    let long = SpanRec { name: "x".repeat(300).into(), error: Some("y".repeat(20_000)), ..rec };
     check(vec![ResourceBatch { resource: identity("a"), spans: vec![long] }]);
 }
 
@@ -131,7 +131,7 @@ fn rec() -> impl Strategy<Value = SpanRec> {
                     flags,
                     start_ns,
                     end_ns,
-                    name,
+                    name: name.into(),
                     kind: [Kind::Client, Kind::Server, Kind::Producer, Kind::Consumer][k],
                     attrs: attrs.into_iter().map(|(i, v)| (KEYS[i], v)).collect(),
                     peer,

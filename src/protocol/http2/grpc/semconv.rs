@@ -78,5 +78,5 @@ pub fn span_parts(ex: &Exchange, h: &HttpDetail, kind: Kind, opts: &NamingOption
         _ => "gRPC".to_string(),
     };
     let inst = if kind == Kind::Server { Instrument::RpcServer } else { Instrument::RpcClient };
-    SpanParts { name, kind, attrs: a, error, metric: Some((inst, m)), peer: vec![] }
+    SpanParts { name: name.into(), kind, attrs: a, error, metric: Some((inst, m)), peer: vec![] }
 }
