@@ -146,20 +146,19 @@ impl<'a> Fields<'a> {
         let start = self.pos;
         let (num, wt) = read_key(self.b, &mut self.pos)?;
         let body_start = self.pos;
-        let body_end;
-        match wt {
+        let body_end = match wt {
             LEN => {
                 let body = len_body(self.b, &mut self.pos)?;
                 return Ok(Some(Field { num, wt, raw: &self.b[start..self.pos], body }));
             }
             // An unknown group (OTLP has none, but prost skips them): kept
             // whole in `raw`, the body is what lies between the group's keys.
-            START_GROUP => body_end = skip_group(self.b, &mut self.pos, num, RECURSION_LIMIT)?,
+            START_GROUP => skip_group(self.b, &mut self.pos, num, RECURSION_LIMIT)?,
             _ => {
                 skip_scalar(self.b, &mut self.pos, wt)?;
-                body_end = self.pos;
+                self.pos
             }
-        }
+        };
         Ok(Some(Field { num, wt, raw: &self.b[start..self.pos], body: &self.b[body_start..body_end] }))
     }
 }
