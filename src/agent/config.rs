@@ -43,9 +43,6 @@ fn d_true() -> bool {
 fn d_stats() -> u64 {
     10
 }
-fn d_sched() -> String {
-    "batch".into()
-}
 
 /// Settings of the capture agent (`cnflow run` / `cnflow agent` / `cnflow replay`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,9 +59,6 @@ pub struct AgentConfig {
     /// How often the ring buffer is drained.
     #[serde(default = "d_ring_poll")]
     pub ring_poll_interval_ms: u64,
-    /// Linux scheduling policy of the agent's threads: batch or normal.
-    #[serde(default = "d_sched")]
-    pub agent_sched: String,
     /// Transports to capture: any of tcp, udp, icmp.
     #[serde(default = "d_protocols")]
     pub capture_protocols: String,
@@ -119,7 +113,6 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_SNAPLEN", "payload bytes copied per packet by the kernel (1..=4096)."),
         VarDoc::new("CNFLOW_RING_BUFFER_BYTES", "size of the kernel→userspace ring buffer (power of two, ≥ 64 KiB)."),
         VarDoc::new("CNFLOW_RING_POLL_INTERVAL_MS", "how often the ring buffer is drained; the kernel wakes the reader sooner only once 1/8 of the ring is filled. 0 = wake the reader for every packet (more CPU per packet)."),
-        VarDoc::new("CNFLOW_AGENT_SCHED", "Linux scheduling policy of the agent's threads: batch (SCHED_BATCH: the same fair CPU share, but waking up never preempts a running task, so the agent's drain every CNFLOW_RING_POLL_INTERVAL_MS waits for the workload's time slice instead of cutting into it; see \"Live overhead\" in the README) or normal (SCHED_OTHER)."),
         VarDoc::new("CNFLOW_CAPTURE_PROTOCOLS", "transports to capture: any of tcp, udp, icmp."),
         VarDoc::new("CNFLOW_CAPTURE_PORTS", "when set, only packets with one of these ports (either side) are captured (ICMP always passes)."),
         VarDoc::new("CNFLOW_CAPTURE_GSO_SEGMENTS", "cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries)."),
@@ -166,22 +159,12 @@ impl AgentConfig {
             }
         }
         self.ports().context("CNFLOW_CAPTURE_PORTS")?;
-        self.sched_batch().context("CNFLOW_AGENT_SCHED")?;
         crate::capture::TcAttach::parse(&self.tc_attach).context("CNFLOW_TC_ATTACH")?;
         self.health_socket(true).context("CNFLOW_HEALTH_ADDR")?;
         if self.max_flows == 0 {
             bail!("CNFLOW_MAX_FLOWS must be > 0");
         }
         Ok(())
-    }
-
-    /// CNFLOW_AGENT_SCHED: true for SCHED_BATCH.
-    pub fn sched_batch(&self) -> Result<bool> {
-        match self.agent_sched.trim() {
-            "batch" => Ok(true),
-            "normal" => Ok(false),
-            other => bail!("expected batch or normal, got {other:?}"),
-        }
     }
 
     /// Interface names from CNFLOW_INTERFACES, or None for auto mode.
@@ -282,13 +265,5 @@ mod tests {
         assert!(e.contains("CNFLOW_SNAPLEN"), "{e}");
         let e = AgentConfig::from_vars(vars(&[("CNFLOW_CAPTURE_PORTS", "80,x")])).unwrap_err();
         assert!(format!("{e:#}").contains("CNFLOW_CAPTURE_PORTS"));
-        let e = AgentConfig::from_vars(vars(&[("CNFLOW_AGENT_SCHED", "idle")])).unwrap_err();
-        assert!(format!("{e:#}").contains("CNFLOW_AGENT_SCHED"), "{e:#}");
-    }
-    #[test]
-    fn agent_sched_defaults_to_batch() {
-        assert!(AgentConfig::from_vars(vars(&[])).unwrap().sched_batch().unwrap());
-        let c = AgentConfig::from_vars(vars(&[("CNFLOW_AGENT_SCHED", "normal")])).unwrap();
-        assert!(!c.sched_batch().unwrap());
     }
 }

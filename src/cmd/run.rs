@@ -37,18 +37,12 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
         crate::telemetry::config::Temporality::Cumulative => opentelemetry_sdk::metrics::Temporality::Cumulative,
         crate::telemetry::config::Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
     };
-    // Before any thread exists: threads inherit the calling thread's policy.
-    let batch = cfg.sched_batch()?;
-    let sched_err = batch.then(set_sched_batch).and_then(Result::err);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let own = {
         let _in_runtime = rt.enter();
         let interval = Some(std::time::Duration::from_secs(tcfg.metric_export_interval_secs));
         super::init_logging_and_self_telemetry("cnflow-agent", &self_cfg, &export, temporality, interval)
     };
-    if let Some(e) = sched_err {
-        tracing::warn!(error = %e, "CNFLOW_AGENT_SCHED=batch: could not switch to SCHED_BATCH, staying on SCHED_OTHER");
-    }
     let res = rt.block_on(async {
         let cancel = crate::agent::live::cancel_on_signal_or(args.duration)?;
         if format == "packets" {
@@ -63,20 +57,4 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
     });
     rt.block_on(own.shutdown());
     res
-}
-
-/// SCHED_BATCH for the calling thread (and every thread it creates later):
-/// the agent drains the ring in bursts every CNFLOW_RING_POLL_INTERVAL_MS;
-/// under SCHED_OTHER each wakeup may preempt the workload's running thread on
-/// that core and add the burst to one of its requests' latency. SCHED_BATCH
-/// keeps the agent's fair share of CPU (it is never starved, unlike
-/// SCHED_IDLE or a high nice value) but its wakeups do not preempt.
-fn set_sched_batch() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: plain syscall on the calling thread with a valid parameter.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
