@@ -3,13 +3,34 @@ use super::Transport;
 use crate::capture::{PacketEvent, L4};
 use std::net::IpAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
     pub ifindex: u32,
     pub transport: Transport,
     /// The lower (address, port) endpoint.
     pub a: (IpAddr, u16),
     pub b: (IpAddr, u16),
+}
+
+/// Hashed once or twice per packet (flow table, per-connection maps): four
+/// integer writes instead of the derived hash's dozen (`IpAddr` hashes its
+/// discriminant, then its octets as a length-prefixed slice). Equal keys
+/// give equal writes, so it agrees with the derived `Eq`.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        fn addr(a: IpAddr) -> u128 {
+            match a {
+                // Tagged above the IPv6 range of `::ffff:0:0/96`'s low bits, so an
+                // IPv4 address and its mapped IPv6 form hash apart (they are
+                // different keys).
+                IpAddr::V4(v) => u32::from(v) as u128 | 1 << 127,
+                IpAddr::V6(v) => u128::from(v),
+            }
+        }
+        h.write_u64((self.ifindex as u64) << 32 | (self.transport as u64) << 16 | self.a.1 as u64);
+        h.write_u128(addr(self.a.0));
+        h.write_u128(addr(self.b.0) ^ (self.b.1 as u128) << 112);
+    }
 }
 
 /// ICMP echo request/reply types (v4, v6).
