@@ -15,6 +15,17 @@ fn network_type(a: &SocketAddr) -> &'static str {
     }
 }
 
+/// Bytes from the wire as text, invalid sequences replaced as
+/// `String::from_utf8_lossy` does (same result). Valid UTF-8, the usual case,
+/// goes through `str::from_utf8`, whose ASCII fast path is cheaper than the
+/// lossy decoder's chunk iterator.
+pub(crate) fn lossy_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
 /// Split a Host header / :authority into host and port.
 pub fn split_host(h: &str) -> (String, Option<u16>) {
     let (host, port) = split_host_str(h);

@@ -278,12 +278,7 @@ fn text(b: &[u8]) -> String {
             .collect();
         return lines.join(" ");
     }
-    // Valid UTF-8 (nearly always ASCII) through the fast check; the lossy
-    // decoder, same text, only for invalid bytes.
-    match std::str::from_utf8(b) {
-        Ok(t) => t.to_owned(),
-        Err(_) => String::from_utf8_lossy(b).into_owned(),
-    }
+    crate::protocol::span_common::lossy_text(b).into_owned()
 }
 
 /// Reason phrase of the status line at the start of `head`: None when the

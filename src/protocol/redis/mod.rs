@@ -24,6 +24,7 @@
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir, Transport};
 use crate::protocol::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
+use crate::protocol::span_common::lossy_text;
 use crate::stats::{counter, Counter};
 use std::sync::LazyLock;
 
@@ -768,12 +769,7 @@ pub struct RedisDecoder {
 }
 
 fn upper(b: &[u8]) -> String {
-    // `from_utf8` first: its ASCII fast path is cheaper than the lossy
-    // decoder's chunk iterator for the (usual) valid text; same result.
-    match std::str::from_utf8(b) {
-        Ok(s) => s.to_ascii_uppercase(),
-        Err(_) => String::from_utf8_lossy(b).to_ascii_uppercase(),
-    }
+    lossy_text(b).to_ascii_uppercase()
 }
 
 /// Which arguments of a command carry a credential: they are `?` even in the
@@ -926,10 +922,8 @@ impl RedisDecoder {
             }
             if secret(i) {
                 raw.push('?');
-            } else if let Ok(t) = std::str::from_utf8(a) {
-                raw.push_str(t);
             } else {
-                raw.push_str(&String::from_utf8_lossy(a));
+                raw.push_str(&lossy_text(a));
             }
             if raw.len() >= MAX_RAW {
                 break;
