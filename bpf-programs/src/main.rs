@@ -196,15 +196,19 @@ fn is_plain_pure_ack(ctx: &TcContext) -> bool {
 }
 
 /// Parsed headers of one packet, before anything is written to the ring.
+/// Laid out by hand, 8-byte aligned: with Rust's layout the zeroed
+/// addresses started at odd offsets and LLVM initialised them through two
+/// calls to a `memset` subprogram per packet.
+#[repr(C, align(8))]
 struct Parsed {
-    family: u8,
-    proto: u8,
     src: [u8; 16],
     dst: [u8; 16],
     /// Offset of the L4 header.
     l4_off: usize,
     /// Bytes from the L4 header to the end of the IP payload (without L2 padding).
     l4_len: usize,
+    family: u8,
+    proto: u8,
 }
 
 fn capture(ctx: &TcContext, direction: u8) {
@@ -500,7 +504,7 @@ fn wake_flag(cap: usize, wakeup_bytes: u64) -> u64 {
 #[inline(always)]
 fn put<const N: usize>(
     ctx: &TcContext,
-    rec: *mut PacketRecord,
+    rec: *const PacketRecord,
     off: usize,
     cap: usize,
     notify: u64,
@@ -522,9 +526,18 @@ fn put<const N: usize>(
             n = l;
         }
     }
+    // `cap_len` goes straight into the entry after the copy of the staged
+    // header. Staged first (a 2-byte store, then the 8-byte loads of the
+    // copy over it), the copy's load could not be forwarded from the store
+    // and waited for every older store to commit, the payload just written
+    // into cold ring memory included: the hottest instruction of the
+    // program in a live profile (~13% of its time). The other per-record
+    // fields are staged before the reservation, when no ring store is
+    // pending yet.
     unsafe {
-        (*rec).cap_len = n as u16;
-        copy_head(rec as *const u8, (*e).head.as_mut_ptr());
+        let h = (*e).head.as_mut_ptr();
+        copy_head(rec as *const u8, h);
+        (*(h as *mut PacketRecord)).cap_len = n as u16;
     }
     entry.submit(notify);
     Some(n)
@@ -683,7 +696,6 @@ fn by_ethertype(pk: &Pkt, proto: u16, off: usize, counter: u32) -> Option<(usize
 /// IPv4/IPv6 header at `l3` (EtherType `ethertype`) down to the L4 header.
 #[inline(always)]
 fn parse_ip(pk: &Pkt, l3: usize, ethertype: u16) -> Option<Parsed> {
-    let mut p = Parsed { family: 0, proto: 0, src: [0; 16], dst: [0; 16], l4_off: 0, l4_len: 0 };
     match ethertype {
         ETH_P_IP => {
             let vihl = pk.byte(l3)?;
@@ -704,14 +716,10 @@ fn parse_ip(pk: &Pkt, l3: usize, ethertype: u16) -> Option<Parsed> {
                 // Later fragments have no L4 header.
                 return None;
             }
-            p.family = 4;
-            p.proto = pk.byte(l3 + 9)?;
+            let proto = pk.byte(l3 + 9)?;
             let s: [u8; 4] = pk.bytes(l3 + 12)?;
             let d: [u8; 4] = pk.bytes(l3 + 16)?;
-            p.src[..4].copy_from_slice(&s);
-            p.dst[..4].copy_from_slice(&d);
-            p.l4_off = l3 + ihl;
-            p.l4_len = tot - ihl;
+            Some(Parsed { src: v4_in_16(s), dst: v4_in_16(d), l4_off: l3 + ihl, l4_len: tot - ihl, family: 4, proto })
         }
         ETH_P_IPV6 => {
             if pk.byte(l3)? >> 4 != 6 {
@@ -723,8 +731,8 @@ fn parse_ip(pk: &Pkt, l3: usize, ethertype: u16) -> Option<Parsed> {
                 plen = pk.len().saturating_sub(l3 + 40);
             }
             let mut next = pk.byte(l3 + 6)?;
-            p.src = pk.bytes(l3 + 8)?;
-            p.dst = pk.bytes(l3 + 24)?;
+            let src = pk.bytes(l3 + 8)?;
+            let dst = pk.bytes(l3 + 24)?;
             let mut off = l3 + 40;
             let mut ext = 0usize;
             // Bounded walk over the usual extension headers.
@@ -752,14 +760,18 @@ fn parse_ip(pk: &Pkt, l3: usize, ethertype: u16) -> Option<Parsed> {
             if ext > plen {
                 return None;
             }
-            p.family = 6;
-            p.proto = next;
-            p.l4_off = off;
-            p.l4_len = plen - ext;
+            Some(Parsed { src, dst, l4_off: off, l4_len: plen - ext, family: 6, proto: next })
         }
-        _ => return None,
+        _ => None,
     }
-    Some(p)
+}
+
+/// An IPv4 address in the first 4 of 16 bytes, the rest zero, as two
+/// 8-byte words: zeroing a `[u8; 16]` and copying 4 bytes in compiled to
+/// two calls to a `memset` subprogram per packet.
+#[inline(always)]
+fn v4_in_16(a: [u8; 4]) -> [u8; 16] {
+    (u32::from_ne_bytes(a) as u128).to_ne_bytes()
 }
 
 #[cfg(not(test))]
