@@ -516,3 +516,73 @@ fn clear_errors_without_privileges_or_with_unknown_interface() {
     assert!(err.contains("CNFLOW_INTERFACES: interface \"cnfnosuch0\" does not exist"), "{err}");
     assert!(!err.contains("eBPF capture loaded"), "validated before loading: {err}");
 }
+
+/// The TC program parses plain TCP (IPv4 without options, IPv6 without
+/// extension headers) on a short path with direct packet access and
+/// everything else on the full parse. The same exchange on two
+/// connections, the second with IPv4 options on the client's packets (so
+/// its requests take the full parse and its replies the short path): the
+/// records of both connections agree field by field (sequence numbers
+/// relative to the SYN), and the request bytes are what the client sent.
+#[test]
+fn plain_tcp_and_tcp_with_ip_options_give_the_same_records() {
+    let pair = NetnsPair::new("opt");
+    let dir = Scratch::new("ebpf-ipopt");
+    let agent = start_agent(&pair, &dir, "run1", &[]);
+    let server = format!(
+        "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{}',7101));s.listen();s.settimeout(20)\nfor _ in range(2):\n  c,_=s.accept();c.settimeout(5)\n  for n in (10,1000,1):\n    d=b''\n    while len(d)<n:\n      d+=c.recv(n-len(d))\n    c.sendall(bytes([65+len(d)%26])*(2*n))\n  c.close()",
+        pair.ip_a
+    );
+    let _server =
+        ChildGuard::new(NetnsPair::cmd(&pair.ns_a, "python3").args(["-c", &server]).spawn().unwrap(), "server");
+    // IP_OPTIONS: three NOPs and an end-of-options byte on every packet the socket sends.
+    let client = format!(
+        "import socket,time\nfor opt in (False,True):\n  s=socket.socket()\n  if opt:\n    s.setsockopt(socket.IPPROTO_IP,socket.IP_OPTIONS,b'\\x01\\x01\\x01\\x00')\n    assert s.getsockopt(socket.IPPROTO_IP,socket.IP_OPTIONS,40)==b'\\x01\\x01\\x01\\x00'\n  for i in range(50):\n    try:\n      s.connect(('{}',7101));break\n    except OSError: time.sleep(0.1)\n  for n in (10,1000,1):\n    s.sendall(bytes([97+n%26])*n);d=b''\n    while len(d)<2*n:\n      d+=s.recv(4096)\n  print(s.getsockname()[1]);s.close();time.sleep(0.3)",
+        pair.ip_a
+    );
+    let ports = NetnsPair::exec(&pair.ns_b, &["python3", "-c", &client], Duration::from_secs(30));
+    let ports: Vec<&str> = ports.split_whitespace().collect();
+    assert_eq!(ports.len(), 2, "client output: {ports:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop_agent(agent, libc::SIGTERM);
+    let pkts = parse_packets(&read(&dir.path("run1.out")));
+    // One connection's records with sequence numbers relative to each side's SYN.
+    let records = |port: &str| {
+        let client = format!("{}:{port}", pair.ip_b);
+        let conn: Vec<&Pkt> =
+            pkts.iter().filter(|p| p.proto == "tcp" && (p.src == client || p.dst == client)).collect();
+        let isn = |from_client: bool| -> u32 {
+            let syn = conn.iter().find(|p| (p.src == client) == from_client && p.kv["flags"].contains('S'));
+            syn.unwrap_or_else(|| panic!("SYN from_client={from_client} of {client} captured: {conn:?}")).kv["seq"]
+                .parse()
+                .unwrap()
+        };
+        let (ci, si) = (isn(true), isn(false));
+        conn.iter()
+            .map(|p| {
+                let from_client = p.src == client;
+                let (own, peer) = if from_client { (ci, si) } else { (si, ci) };
+                let seq: u32 = p.kv["seq"].parse().unwrap();
+                let ack: u32 = p.kv["ack"].parse().unwrap();
+                let flags = &p.kv["flags"];
+                let ack = if flags.contains('.') { ack.wrapping_sub(peer) } else { 0 };
+                (
+                    from_client,
+                    p.dir.clone(),
+                    seq.wrapping_sub(own),
+                    ack,
+                    flags.clone(),
+                    p.kv["len"].clone(),
+                    p.data.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (plain, with_options) = (records(ports[0]), records(ports[1]));
+    let sent: Vec<u8> = plain.iter().filter(|r| r.0).flat_map(|r| r.6.clone()).collect();
+    let expect: Vec<u8> = [10usize, 1000, 1].iter().flat_map(|&n| vec![97 + (n % 26) as u8; n]).collect();
+    assert_eq!(sent, expect, "request bytes as the client sent them");
+    let replied: usize = plain.iter().filter(|r| !r.0).map(|r| r.6.len()).sum();
+    assert_eq!(replied, 20 + 2000 + 2, "reply bytes (the 2000-byte one in wire segments): {plain:?}");
+    assert_eq!(plain, with_options, "records of the plain connection and of the one with IP options");
+}
