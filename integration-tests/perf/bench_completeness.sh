@@ -64,7 +64,8 @@ import re, sys
 err, p, rps, issued = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 line = [l for l in open(err, errors="replace") if "final counters:" in l][-1]
 kv = dict(re.findall(r"(\S+?)=(\d+)(?=\s|$)", line.split("final counters:", 1)[1]))
-sent = int(kv.get("cnflow.export.sent{signal=traces}", 0))
+# Summed over destinations (`{signal=traces,destination=primary}` since destinations are isolated).
+sent = sum(int(v) for k, v in kv.items() if re.match(r"cnflow\.export\.sent\{signal=traces[,}]", k))
 loss_keys = ("ring_full", "export.dropped", "export.failed", "export.rejected", "pending_evicted",
              "parse_errors", "unpaired", "unmatched", "closed{reason=evicted}", "gap_bytes", "buffer_overflows")
 loss = " ".join(f"{k}={v}" for k, v in kv.items() if any(x in k for x in loss_keys) and int(v) > 0)
