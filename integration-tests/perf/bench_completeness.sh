@@ -54,7 +54,8 @@ for p in 1 4 16 64; do
   CNFLOW_INTERFACES=vcb OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317 RUST_LOG=info NO_COLOR=1 \
     ip netns exec $B "$bin" run --format none > /dev/null 2> "$work/agent.err" &
   agent=$!
-  for _ in $(seq 100); do grep -q "capture attached" "$work/agent.err" && break; sleep 0.1; done
+  # Up to 30 s: the verifier takes seconds on a loaded machine.
+  for _ in $(seq 300); do grep -q "capture attached" "$work/agent.err" && break; sleep 0.1; done
   rps=$(ip netns exec $A redis-benchmark -h 10.200.92.2 -n "$n" -c 50 -P "$p" -t set --csv 2>/dev/null |
         python3 -c 'import csv,sys;print(int(float(next(csv.DictReader(sys.stdin))["rps"])))')
   sleep 1; kill -INT $agent; wait $agent 2>/dev/null || true
