@@ -46,10 +46,12 @@ enum Repr {
 
 impl Str {
     /// A constant (no copy).
+    #[inline]
     pub const fn lit(s: &'static str) -> Self {
         Str(Repr::Static(s))
     }
     /// A copy of `s` (inline when short).
+    #[inline]
     pub fn copy(s: &str) -> Self {
         if s.len() <= INLINE {
             let mut b = [0u8; INLINE];
@@ -106,6 +108,7 @@ impl Str {
         // At most 15 ASCII bytes (18 written).
         Str(Repr::Inline(n as u8, b))
     }
+    #[inline]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Static(s) => s,
@@ -135,6 +138,7 @@ impl serde::Serialize for Str {
 
 impl std::ops::Deref for Str {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
         self.as_str()
     }
@@ -145,6 +149,7 @@ impl PartialEq for Str {
     /// as their length and whole arrays, since every constructor starts from
     /// a zeroed array (bytes past the length are zero); one constant with
     /// itself by address.
+    #[inline]
     fn eq(&self, o: &Self) -> bool {
         match (&self.0, &o.0) {
             (Repr::Inline(n, a), Repr::Inline(m, b)) => n == m && a == b,
@@ -165,6 +170,7 @@ impl Ord for Str {
     }
 }
 impl std::hash::Hash for Str {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         self.as_str().hash(h)
     }

@@ -52,15 +52,22 @@ fn b3_trace_id(s: &str) -> Option<[u8; 16]> {
 /// invalid; higher versions are parsed by their first four fields as the spec asks.
 pub fn parse_traceparent(v: &str) -> Option<Parent> {
     let v = v.trim();
-    let mut parts = v.split('-');
-    let version = parts.next()?;
-    let trace = parts.next()?;
-    let span = parts.next()?;
-    let flags = parts.next()?;
+    let b = v.as_bytes();
+    // The usual header (55 bytes, dashes at 2, 35 and 52) is cut at those
+    // offsets, without the searches: the four fields `split` gives whenever
+    // the header can be accepted (each field must then be hex, so there is
+    // no other dash, and no fifth field); otherwise a field fails below.
+    let (version, trace, span, flags, more) = if b.len() == 55 && b[2] == b'-' && b[35] == b'-' && b[52] == b'-' {
+        (&v[..2], &v[3..35], &v[36..52], &v[53..], false)
+    } else {
+        let mut parts = v.split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        (version, trace, span, flags, parts.next().is_some())
+    };
     if version.len() != 2 || !version.bytes().all(|b| b.is_ascii_hexdigit()) || version.eq_ignore_ascii_case("ff") {
         return None;
     }
-    if version == "00" && (parts.next().is_some() || v.len() != 55) {
+    if version == "00" && (more || v.len() != 55) {
         return None;
     }
     let flags = hex_array::<1>(flags).map(|f| f[0]).or_else(|| (flags == "00").then_some(0))?;
@@ -202,6 +209,40 @@ mod tests {
         .unwrap();
         assert_eq!(hex::encode(p.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(p.trace_state, "congo=t61rcWkgMzE");
+    }
+
+    /// The `split` form the offsets replaced.
+    fn reference(v: &str) -> Option<Parent> {
+        let v = v.trim();
+        let mut parts = v.split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2 || !version.bytes().all(|b| b.is_ascii_hexdigit()) || version.eq_ignore_ascii_case("ff") {
+            return None;
+        }
+        if version == "00" && (parts.next().is_some() || v.len() != 55) {
+            return None;
+        }
+        let flags = hex_array::<1>(flags).map(|f| f[0]).or_else(|| (flags == "00").then_some(0))?;
+        Some(Parent { trace_id: hex_array(trace)?, span_id: hex_array(span)?, sampled: flags & 1 == 1, trace_state: String::new() })
+    }
+
+    proptest::proptest! {
+        /// Valid headers with one character replaced (dashes included) parse as before.
+        #[test]
+        fn traceparent_parses_as_split(at in 0usize..57, c in proptest::sample::select(vec!['-', '0', 'a', 'F', 'x', ' '])) {
+            let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            for base in [good.to_string(), good.replacen("00", "01", 1), format!("{good}-x"), format!(" {good}")] {
+                let mut s: Vec<char> = base.chars().collect();
+                if at < s.len() {
+                    s[at] = c;
+                }
+                let s: String = s.into_iter().collect();
+                proptest::prop_assert_eq!(parse_traceparent(&s), reference(&s), "{}", s);
+            }
+        }
     }
 
     #[test]
