@@ -149,7 +149,9 @@ impl PartialEq for Str {
     /// as their length and whole arrays, since every constructor starts from
     /// a zeroed array (bytes past the length are zero); one constant with
     /// itself by address.
-    #[inline]
+    // Always inlined: the metric series lookup compares several per
+    // exchange, and as a call it cost more than the comparison.
+    #[inline(always)]
     fn eq(&self, o: &Self) -> bool {
         match (&self.0, &o.0) {
             (Repr::Inline(n, a), Repr::Inline(m, b)) => n == m && a == b,

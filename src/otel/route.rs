@@ -293,7 +293,8 @@ mod tests {
             paths.push(format!("/long/{}", "x".repeat(150 + (i % 3) as usize)));
         }
         for (fanout, nodes) in [(4, 1000), (8, 40), (1000, 30)] {
-            let (mut cached, mut fresh) = (RouteTemplater::new(fanout, nodes, 6), RouteTemplater::new(fanout, nodes, 6));
+            let (mut cached, mut fresh) =
+                (RouteTemplater::new(fanout, nodes, 6), RouteTemplater::new(fanout, nodes, 6));
             for p in &paths {
                 assert_eq!(cached.template_str(p).as_str(), fresh.template(p), "{p}");
             }

@@ -63,8 +63,21 @@ struct Key(Attrs);
 
 impl PartialEq for Key {
     fn eq(&self, o: &Self) -> bool {
+        // Values compared here rather than through `V`'s derived `eq` (which
+        // stayed an out-of-line call per attribute).
+        let value_eq = |a: &V, b: &V| match (a, b) {
+            (V::S(x), V::S(y)) => x == y,
+            (V::I(x), V::I(y)) => x == y,
+            (V::B(x), V::B(y)) => x == y,
+            (V::A(x), V::A(y)) => x == y,
+            _ => false,
+        };
         self.0.len() == o.0.len()
-            && self.0.iter().zip(&o.0).all(|((ka, va), (kb, vb))| (std::ptr::eq(*ka, *kb) || ka == kb) && va == vb)
+            && self
+                .0
+                .iter()
+                .zip(&o.0)
+                .all(|((ka, va), (kb, vb))| (std::ptr::eq(*ka, *kb) || ka == kb) && value_eq(va, vb))
     }
 }
 impl Eq for Key {}

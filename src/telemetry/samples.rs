@@ -3,8 +3,8 @@
 use crate::capture::Direction;
 use crate::exchange::*;
 use crate::flow::{ConnInfo, RoleEvidence, Transport};
-use crate::protocol::dns::DnsDetail;
 use crate::otel::attr::Str;
+use crate::protocol::dns::DnsDetail;
 use crate::protocol::http::HttpDetail;
 use crate::protocol::http2::grpc::GrpcDetail;
 use crate::protocol::icmp::IcmpDetail;

@@ -226,7 +226,12 @@ mod tests {
             return None;
         }
         let flags = hex_array::<1>(flags).map(|f| f[0]).or_else(|| (flags == "00").then_some(0))?;
-        Some(Parent { trace_id: hex_array(trace)?, span_id: hex_array(span)?, sampled: flags & 1 == 1, trace_state: String::new() })
+        Some(Parent {
+            trace_id: hex_array(trace)?,
+            span_id: hex_array(span)?,
+            sampled: flags & 1 == 1,
+            trace_state: String::new(),
+        })
     }
 
     proptest::proptest! {
@@ -247,9 +252,22 @@ mod tests {
 
     #[test]
     fn hex_array_decodes_as_the_hex_crate() {
-        for s in ["00f067aa0ba902b7", "00F067AA0BA902B7", "0000000000000000", "00f067aa0ba902bz", "00f067aa0ba902b", "", "ffffffffffffffff", "0g00000000000000", "+1f067aa0ba902b7"] {
+        for s in [
+            "00f067aa0ba902b7",
+            "00F067AA0BA902B7",
+            "0000000000000000",
+            "00f067aa0ba902bz",
+            "00f067aa0ba902b",
+            "",
+            "ffffffffffffffff",
+            "0g00000000000000",
+            "+1f067aa0ba902b7",
+        ] {
             let mut want = [0u8; 8];
-            let want = (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) && hex::decode_to_slice(s, &mut want).is_ok() && want != [0; 8])
+            let want = (s.len() == 16
+                && s.bytes().all(|b| b.is_ascii_hexdigit())
+                && hex::decode_to_slice(s, &mut want).is_ok()
+                && want != [0; 8])
                 .then_some(want);
             assert_eq!(hex_array::<8>(s), want, "{s}");
         }

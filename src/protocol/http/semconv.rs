@@ -18,13 +18,23 @@ pub const HTTP_METHODS: &[&str] =
 /// Replace every query value with `?`, keeping parameter names (which are
 /// low-cardinality and useful) and the order.
 pub fn mask_query(q: &str) -> String {
-    q.split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !v.is_empty() => format!("{k}=?"),
-            _ => kv.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    // Written into one buffer (a masked query is never longer than the
+    // query): a `String` per parameter and a `Vec` to join them cost more
+    // than the rest of an HTTP span's attributes.
+    let mut out = String::with_capacity(q.len());
+    for (i, kv) in q.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match kv.split_once('=') {
+            Some((k, v)) if !v.is_empty() => {
+                out.push_str(k);
+                out.push_str("=?");
+            }
+            _ => out.push_str(kv),
+        }
+    }
+    out
 }
 
 pub fn span_parts(
@@ -160,5 +170,27 @@ impl SpanMapping for HttpDetail {
     }
     fn status_reason(&self) -> Option<&str> {
         self.reason.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_query;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The same text as the `format!`-and-`join` form it replaced.
+        #[test]
+        fn mask_query_as_before(q in "[a-z=&?é]{0,30}") {
+            let before = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !v.is_empty() => format!("{k}=?"),
+                    _ => kv.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            prop_assert_eq!(mask_query(&q), before);
+        }
     }
 }

@@ -31,9 +31,9 @@ mod lenient;
 use super::http::HttpDetail;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
+use crate::otel::attr::Str;
 use crate::protocol::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
-use crate::otel::attr::Str;
 use lenient::{Parsed, Start};
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -287,6 +287,23 @@ fn text(b: &[u8]) -> String {
     text_cow(b).into_owned()
 }
 
+/// Every byte is printable ASCII (0x20..=0x7e).
+fn printable_ascii(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        // A byte >= 0x80, a byte < 0x20 (exact for bytes < 0x80: the
+        // classic "has less than" test), a byte equal to 0x7f.
+        let del = x ^ (0x7f * ONES);
+        if x & HIGH != 0 || x.wrapping_sub(0x20 * ONES) & !x & HIGH != 0 || del.wrapping_sub(ONES) & !del & HIGH != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&c| (b' '..=b'~').contains(&c))
+}
+
 /// [`text`] as a [`Str`]: inline when short (no allocation).
 fn text_str(b: &[u8]) -> Str {
     match text_cow(b) {
@@ -298,9 +315,10 @@ fn text_str(b: &[u8]) -> Str {
 /// [`text`], borrowed when the bytes are valid UTF-8 on one line.
 fn text_cow(b: &[u8]) -> Cow<'_, str> {
     let b = &b[..b.len().min(MAX_FIELD)];
-    // The usual value (printable ASCII and tabs) told in one pass, without
-    // the line-break search and the UTF-8 validation that follow otherwise.
-    if b.iter().all(|&c| matches!(c, b' '..=b'~' | b'\t')) {
+    // The usual value (printable ASCII) told in one pass, eight bytes at a
+    // time, without the line-break search and the UTF-8 validation that
+    // follow otherwise (tabs and anything else take that way).
+    if printable_ascii(b) {
         // SAFETY: every byte is ASCII, so `b` is valid UTF-8.
         return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) });
     }
@@ -649,7 +667,8 @@ impl Http1Decoder {
                 (Box::new(d), 0, true)
             }
         };
-        let ex = Self::exchange(out.conn, start.min(end_ns), end_ns, outcome, request_bytes, cur.bytes, partial, detail);
+        let ex =
+            Self::exchange(out.conn, start.min(end_ns), end_ns, outcome, request_bytes, cur.bytes, partial, detail);
         out.push(ex);
     }
 
@@ -1034,7 +1053,12 @@ impl Http1Decoder {
                 // head that starts with its status line, unless it had to
                 // give "" (obs-text) or it is longer than kept.
                 let reason = match resp.reason {
-                    Some(r) if !r.is_empty() && r.len() <= MAX_REASON && !head.starts_with(b"\r") && !head.starts_with(b"\n") => {
+                    Some(r)
+                        if !r.is_empty()
+                            && r.len() <= MAX_REASON
+                            && !head.starts_with(b"\r")
+                            && !head.starts_with(b"\n") =>
+                    {
                         Some(Str::copy(r))
                     }
                     _ => reason_phrase(head),
@@ -1047,7 +1071,15 @@ impl Http1Decoder {
                 Parsed::Head(h) => {
                     let Start::Status { version, code } = h.start else { return None };
                     let head = &input[..h.len];
-                    self.on_response(code, lenient_version(Some(version)), reason_phrase(head), &h.headers, head, ts, out);
+                    self.on_response(
+                        code,
+                        lenient_version(Some(version)),
+                        reason_phrase(head),
+                        &h.headers,
+                        head,
+                        ts,
+                        out,
+                    );
                     Some(h.len)
                 }
                 Parsed::Partial => None,
@@ -1330,6 +1362,18 @@ mod tests {
     }
 
     proptest! {
+        /// The word-at-a-time check is the byte test.
+        #[test]
+        fn printable_ascii_is_the_byte_test(b in proptest::collection::vec(any::<u8>(), 0..40), at in 0usize..40, c in any::<u8>()) {
+            let mut p: Vec<u8> = b.iter().map(|&x| b' ' + x % 95).collect();
+            prop_assert!(printable_ascii(&p));
+            if let Some(x) = p.get_mut(at) {
+                *x = c;
+            }
+            prop_assert_eq!(printable_ascii(&p), p.iter().all(|&x| (b' '..=b'~').contains(&x)));
+            prop_assert_eq!(printable_ascii(&b), b.iter().all(|&x| (b' '..=b'~').contains(&x)));
+        }
+
         /// `name_is` is `eq_ignore_ascii_case` against a lower-case name.
         #[test]
         fn name_is_eq_ignore_ascii_case(n in proptest::collection::vec(any::<u8>(), 0..20), flip in any::<u32>()) {
@@ -1613,7 +1657,13 @@ mod tests {
             .iter()
             .map(|e| {
                 let h = http(e);
-                (h.method.as_deref().unwrap().to_string(), h.path.as_deref().unwrap().to_string(), h.status, h.version.to_string(), e.partial)
+                (
+                    h.method.as_deref().unwrap().to_string(),
+                    h.path.as_deref().unwrap().to_string(),
+                    h.status,
+                    h.version.to_string(),
+                    e.partial,
+                )
             })
             .collect();
         let want = [("QUERY", "/search", 200, "1.1"), ("PROPFIND", "/dav/", 207, "1.1"), ("GET", "/bad", 400, "1")];
@@ -1753,7 +1803,9 @@ mod tests {
             r.close(4, CloseReason::Fin);
             let got = r.out.iter().find_map(|e| {
                 let h = http(e);
-                h.method.as_deref().map(|m| (m.to_string(), h.path.as_deref().unwrap_or_default().to_string(), h.version.to_string()))
+                h.method
+                    .as_deref()
+                    .map(|m| (m.to_string(), h.path.as_deref().unwrap_or_default().to_string(), h.version.to_string()))
             });
             let want = want.map(|(m, p, v)| (m.to_string(), p.to_string(), v.to_string()));
             assert_eq!(got, want, "{}", String::from_utf8_lossy(cut));
