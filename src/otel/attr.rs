@@ -7,6 +7,24 @@ use std::fmt;
 /// every IPv4 address and number does.
 const INLINE: usize = 22;
 
+/// The decimal digits of every byte value, zero-padded to three bytes, and their count.
+const OCTET_TEXT: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut o = 0;
+    while o < 256 {
+        let v = o as u8;
+        t[o] = if v >= 100 {
+            ([b'0' + v / 100, b'0' + v / 10 % 10, b'0' + v % 10], 3)
+        } else if v >= 10 {
+            ([b'0' + v / 10, b'0' + v % 10, 0], 2)
+        } else {
+            ([b'0' + v, 0, 0], 1)
+        };
+        o += 1;
+    }
+    t
+};
+
 /// The text of a string attribute value. Spans carry a dozen of them per
 /// exchange and the metric series key copies several: constants
 /// (`"redis"`, `"tcp"`) are kept by reference and short texts (addresses,
@@ -28,10 +46,12 @@ enum Repr {
 
 impl Str {
     /// A constant (no copy).
+    #[inline]
     pub const fn lit(s: &'static str) -> Self {
         Str(Repr::Static(s))
     }
     /// A copy of `s` (inline when short).
+    #[inline]
     pub fn copy(s: &str) -> Self {
         if s.len() <= INLINE {
             let mut b = [0u8; INLINE];
@@ -68,8 +88,8 @@ impl Str {
     pub fn int(i: i64) -> Self {
         Self::copy(itoa::Buffer::new().format(i))
     }
-    /// The dotted text of an IPv4 address (as `Display` writes it), digit by
-    /// digit: every span carries three or four addresses.
+    /// The dotted text of an IPv4 address (as `Display` writes it), each
+    /// octet's digits from a table: every span carries three or four addresses.
     pub fn ipv4(ip: std::net::Ipv4Addr) -> Self {
         let mut b = [0u8; INLINE];
         let mut n = 0;
@@ -78,20 +98,17 @@ impl Str {
                 b[n] = b'.';
                 n += 1;
             }
-            if o >= 100 {
-                b[n] = b'0' + o / 100;
-                n += 1;
-            }
-            if o >= 10 {
-                b[n] = b'0' + o / 10 % 10;
-                n += 1;
-            }
-            b[n] = b'0' + o % 10;
-            n += 1;
+            // Three bytes written, the digits then zeros: the next dot and
+            // digits overwrite the zeros, and those left past the end keep
+            // the inline invariant (bytes past the length are zero).
+            let (digits, len) = OCTET_TEXT[usize::from(o)];
+            b[n..n + 3].copy_from_slice(&digits);
+            n += usize::from(len);
         }
-        // At most 15 ASCII bytes.
+        // At most 15 ASCII bytes (18 written).
         Str(Repr::Inline(n as u8, b))
     }
+    #[inline]
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Static(s) => s,
@@ -105,15 +122,42 @@ impl Str {
     }
 }
 
+/// The empty text (a constant).
+impl Default for Str {
+    fn default() -> Self {
+        Str::lit("")
+    }
+}
+
+/// As the text: an exchange detail holding `Str`s serializes as it did with `String`s.
+impl serde::Serialize for Str {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl std::ops::Deref for Str {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
         self.as_str()
     }
 }
 impl PartialEq for Str {
+    /// As the texts, without a `memcmp` call for the common cases (metric
+    /// series keys are compared on every exchange): two inline texts compare
+    /// as their length and whole arrays, since every constructor starts from
+    /// a zeroed array (bytes past the length are zero); one constant with
+    /// itself by address.
+    // Always inlined: the metric series lookup compares several per
+    // exchange, and as a call it cost more than the comparison.
+    #[inline(always)]
     fn eq(&self, o: &Self) -> bool {
-        self.as_str() == o.as_str()
+        match (&self.0, &o.0) {
+            (Repr::Inline(n, a), Repr::Inline(m, b)) => n == m && a == b,
+            (Repr::Static(a), Repr::Static(b)) if std::ptr::eq(*a, *b) => true,
+            _ => self.as_str() == o.as_str(),
+        }
     }
 }
 impl Eq for Str {}
@@ -128,6 +172,7 @@ impl Ord for Str {
     }
 }
 impl std::hash::Hash for Str {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         self.as_str().hash(h)
     }
@@ -271,6 +316,9 @@ mod tests {
             prop_assert_eq!(Str::int(i).to_string(), i.to_string());
             let v4 = std::net::Ipv4Addr::from(ip);
             prop_assert_eq!(Str::ipv4(v4).to_string(), v4.to_string());
+            // Equal to the same text made another way (inline bytes past the length are zero).
+            prop_assert_eq!(Str::ipv4(v4), Str::copy(&v4.to_string()));
+            prop_assert_eq!(Str::copy(&a) == Str::concat(&[&b]), a == b);
             prop_assert_eq!(V::from(sa.clone()), V::from(a.clone()));
         }
     }

@@ -41,7 +41,21 @@ pub struct RouteTemplater {
     max_depth: usize,
     /// Reused by [`RouteTemplater::template_str`] (one template per HTTP exchange).
     scratch: String,
+    /// Templates of paths seen since the trie last changed (see
+    /// [`RouteTemplater::template_str`]), bounded by [`CACHE_MAX`] entries
+    /// of paths up to [`CACHE_PATH_MAX`] bytes.
+    cache: HashMap<Box<str>, crate::otel::attr::Str>,
+    /// Bumped by every change of the trie: a template depends only on the
+    /// path and the trie.
+    changes: u64,
+    /// `changes` when the cache was last emptied: its templates are of that trie.
+    cache_of: u64,
 }
+
+/// Paths whose templates are remembered (then the memory is cleared and refilled).
+const CACHE_MAX: usize = 1024;
+/// Longer paths are templated every time.
+const CACHE_PATH_MAX: usize = 128;
 
 /// Numbers, UUIDs, hex hashes, dates and opaque tokens: values, never route names.
 pub fn is_id_like(seg: &str) -> bool {
@@ -91,6 +105,9 @@ impl RouteTemplater {
             max_nodes,
             max_depth: max_depth.max(1),
             scratch: String::new(),
+            cache: HashMap::default(),
+            changes: 0,
+            cache_of: 0,
         }
     }
 
@@ -109,9 +126,19 @@ impl RouteTemplater {
     /// [`RouteTemplater::template`] as an attribute value: written into a
     /// reused buffer and copied inline when short, so a typical route
     /// allocates nothing (its copy in the metric series key neither).
+    ///
+    /// A path seen before is answered from memory: most traffic repeats a
+    /// few paths, and walking the trie (split, id checks, a map lookup per
+    /// segment) cost several times the lookup. Only templates made without
+    /// changing the trie are remembered, and any change forgets them all, so
+    /// the answer is always the one the trie gives now.
     pub fn template_str(&mut self, path: &str) -> crate::otel::attr::Str {
         // Kept between calls only while small (memory stays bounded).
         const KEEP_MAX: usize = 1024;
+        self.forget_if_changed();
+        if let Some(t) = self.cache.get(path) {
+            return t.clone();
+        }
         let mut out = std::mem::take(&mut self.scratch);
         out.clear();
         self.template_into(path, &mut out);
@@ -119,7 +146,24 @@ impl RouteTemplater {
         if out.capacity() <= KEEP_MAX {
             self.scratch = out;
         }
+        // Made while the trie changed: not remembered (nor anything before).
+        if !self.forget_if_changed() && path.len() <= CACHE_PATH_MAX {
+            if self.cache.len() >= CACHE_MAX {
+                self.cache.clear();
+            }
+            self.cache.insert(path.into(), s.clone());
+        }
         s
+    }
+
+    /// Empty the cache if the trie changed since it was filled; true if it did.
+    fn forget_if_changed(&mut self) -> bool {
+        if self.changes == self.cache_of {
+            return false;
+        }
+        self.cache.clear();
+        self.cache_of = self.changes;
+        true
     }
 
     fn template_into(&mut self, path: &str, out: &mut String) {
@@ -142,6 +186,7 @@ impl RouteTemplater {
                     }
                     nodes += 1;
                     full = nodes >= self.max_nodes;
+                    self.changes += 1;
                 }
                 node = node.id_child.get_or_insert_with(Default::default);
                 continue;
@@ -159,10 +204,12 @@ impl RouteTemplater {
                     nodes = nodes - removed + 1;
                     full = nodes >= self.max_nodes;
                     node.param_child = Some(Box::default());
+                    self.changes += 1;
                 } else {
                     nodes += 1;
                     full = nodes >= self.max_nodes;
                     node.children.insert(seg.into(), Node::default());
+                    self.changes += 1;
                 }
             }
             if node.param_child.is_some() {
@@ -229,6 +276,30 @@ mod tests {
         }
         assert!(t.node_count() <= 64 + 4, "{}", t.node_count());
         assert_eq!(t.template("/a/b/c/d/e"), "/{param}/{param}/{param}/{param}/*");
+    }
+
+    /// Remembered templates are the ones the trie gives: the same sequence
+    /// of paths through `template_str` and through `template` (which never
+    /// uses the cache) gives the same templates, while ids, fan-out collapses
+    /// and the node bound change the trie between repeats.
+    #[test]
+    fn cached_templates_equal_fresh_ones() {
+        let mut paths = Vec::new();
+        for i in 0..3000u32 {
+            paths.push(format!("/users/u{}/profile", i % 7));
+            paths.push(format!("/items/{}", i % 50));
+            paths.push(format!("/a{}/b{}/c", i % 13, i % 11));
+            paths.push("/".to_string());
+            paths.push(format!("/long/{}", "x".repeat(150 + (i % 3) as usize)));
+        }
+        for (fanout, nodes) in [(4, 1000), (8, 40), (1000, 30)] {
+            let (mut cached, mut fresh) =
+                (RouteTemplater::new(fanout, nodes, 6), RouteTemplater::new(fanout, nodes, 6));
+            for p in &paths {
+                assert_eq!(cached.template_str(p).as_str(), fresh.template(p), "{p}");
+            }
+            assert!(cached.cache.len() <= CACHE_MAX);
+        }
     }
 
     #[test]

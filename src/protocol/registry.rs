@@ -184,7 +184,7 @@ macro_rules! registry {
 
 registry! {
 //  Protocol => implementation      ; Detail variant (once per detail type)
-    Http1 => http1::Http1           ; Http(http::HttpDetail),
+    Http1 => http1::Http1           ; Http(Box<http::HttpDetail>),
     Http2 => http2::Http2,
     Grpc => http2::grpc::Grpc,
     Dns => dns::Dns                 ; Dns(dns::DnsDetail),
@@ -198,6 +198,24 @@ registry! {
     Mysql => mysql::Mysql           ; Mysql(mysql::MysqlDetail),
     Mongodb => mongodb::Mongodb     ; Mongodb(mongodb::MongodbDetail),
     Amqp => amqp::Amqp              ; Amqp(amqp::AmqpDetail),
+}
+
+/// A boxed detail maps as the detail. HTTP's is boxed: the HTTP/1 decoder
+/// allocates it once per request and every move after that (pending queue,
+/// response, exchange batch) is a pointer, not the detail's 270 bytes.
+impl<T: SpanMapping + ?Sized> SpanMapping for Box<T> {
+    fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
+        (**self).span_parts(ex, kind, cx)
+    }
+    fn trace_headers(&self) -> &[(String, String)] {
+        (**self).trace_headers()
+    }
+    fn status_reason(&self) -> Option<&str> {
+        (**self).status_reason()
+    }
+    fn messages(&self, ex: &Exchange) -> Option<(crate::otel::semconv::MessageCounter, u64)> {
+        (**self).messages(ex)
+    }
 }
 
 /// Serialized as its [`L7Protocol::NAME`], so the name is declared once.

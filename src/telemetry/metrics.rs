@@ -47,13 +47,57 @@ impl Hist {
 /// Looked up once per exchange: a hash map (foldhash) rather than an ordered
 /// map, whose every comparison walks attribute strings; `collect` sorts the
 /// series, so the output order is the same.
-type Series = HashMap<Vec<(&'static str, V)>, Hist, foldhash::fast::RandomState>;
+type Series = HashMap<Key, Hist, foldhash::fast::RandomState>;
 /// Message counts per attribute set.
-type Counts = HashMap<Vec<(&'static str, V)>, u64, foldhash::fast::RandomState>;
+type Counts = HashMap<Key, u64, foldhash::fast::RandomState>;
+
+/// The attributes of a series (sorted by key) as a map key, hashed and
+/// compared for less than the derived `Vec<(&str, V)>` forms (this runs for
+/// every exchange): the hash covers the values only (which keys are present
+/// follows from the instrument and the values' kinds; equal sets still hash
+/// alike, and a set that differs in keys only is told apart by `eq`), and a
+/// key is compared by address before its text (they are the mappings'
+/// `&'static str` constants).
+#[derive(Debug, Clone, PartialOrd, Ord)]
+struct Key(Attrs);
+
+impl PartialEq for Key {
+    fn eq(&self, o: &Self) -> bool {
+        // Values compared here rather than through `V`'s derived `eq` (which
+        // stayed an out-of-line call per attribute).
+        let value_eq = |a: &V, b: &V| match (a, b) {
+            (V::S(x), V::S(y)) => x == y,
+            (V::I(x), V::I(y)) => x == y,
+            (V::B(x), V::B(y)) => x == y,
+            (V::A(x), V::A(y)) => x == y,
+            _ => false,
+        };
+        self.0.len() == o.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&o.0)
+                .all(|((ka, va), (kb, vb))| (std::ptr::eq(*ka, *kb) || ka == kb) && value_eq(va, vb))
+    }
+}
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        for (_, v) in &self.0 {
+            match v {
+                V::S(s) => h.write(s.as_bytes()),
+                V::I(i) => h.write_u64(*i as u64),
+                V::B(b) => h.write_u8(u8::from(*b)),
+                V::A(a) => a.iter().for_each(|s| h.write(s.as_bytes())),
+            }
+        }
+    }
+}
 
 /// The entries of a series map in attribute order.
-fn sorted<T>(m: &HashMap<Attrs, T, foldhash::fast::RandomState>) -> Vec<(&Attrs, &T)> {
-    let mut v: Vec<_> = m.iter().collect();
+fn sorted<T>(m: &HashMap<Key, T, foldhash::fast::RandomState>) -> Vec<(&Attrs, &T)> {
+    let mut v: Vec<_> = m.iter().map(|(k, t)| (&k.0, t)).collect();
     v.sort_unstable_by(|a, b| a.0.cmp(b.0));
     v
 }
@@ -104,9 +148,11 @@ impl Metrics {
             }
         };
         let series = self.resources[idx].1.entry(inst).or_default();
+        // The mappings push them in key order: then this only compares.
         attrs.sort_by(|a, b| a.0.cmp(b.0));
         let bounds = inst.buckets();
-        if let Some(h) = series.get_mut(&attrs) {
+        let mut key = Key(attrs);
+        if let Some(h) = series.get_mut(&key) {
             h.record(bounds, inst.value(dur_ns));
             return;
         }
@@ -122,9 +168,9 @@ impl Metrics {
                     "metric cardinality limit reached: further attribute sets go to the otel.metric.overflow=true series (counted in cnflow.telemetry.metric_overflow; raise CNFLOW_METRICS_CARDINALITY_LIMIT)"
                 );
             });
-            attrs = vec![(OVERFLOW_KEY, V::B(true))];
+            key = Key(vec![(OVERFLOW_KEY, V::B(true))]);
         }
-        series.entry(attrs).or_insert_with(|| Hist::new(bounds.len())).record(bounds, inst.value(dur_ns));
+        series.entry(key).or_insert_with(|| Hist::new(bounds.len())).record(bounds, inst.value(dur_ns));
     }
 
     /// Add `n` messages to a messaging counter on `resource` (same
@@ -140,15 +186,16 @@ impl Metrics {
         };
         let series = self.counters[idx].1.entry(c).or_default();
         attrs.sort_by(|a, b| a.0.cmp(b.0));
-        if let Some(c) = series.get_mut(&attrs) {
+        let mut key = Key(attrs);
+        if let Some(c) = series.get_mut(&key) {
             *c += n;
             return;
         }
         if series.len() >= self.limit {
             OVERFLOWED.inc();
-            attrs = vec![(OVERFLOW_KEY, V::B(true))];
+            key = Key(vec![(OVERFLOW_KEY, V::B(true))]);
         }
-        *series.entry(attrs).or_default() += n;
+        *series.entry(key).or_default() += n;
     }
 
     /// Number of series currently held (all resources and instruments).

@@ -3,6 +3,7 @@
 use crate::capture::Direction;
 use crate::exchange::*;
 use crate::flow::{ConnInfo, RoleEvidence, Transport};
+use crate::otel::attr::Str;
 use crate::protocol::dns::DnsDetail;
 use crate::protocol::http::HttpDetail;
 use crate::protocol::http2::grpc::GrpcDetail;
@@ -44,9 +45,9 @@ pub fn exchange(conn: crate::flow::Conn, protocol: Protocol, start_ns: u64, dur_
 
 pub fn http(method: &str, path: &str, query: Option<&str>, status: u16) -> HttpDetail {
     HttpDetail {
-        method: Some(method.into()),
-        path: Some(path.into()),
-        query: query.map(Into::into),
+        method: Some(Str::copy(method)),
+        path: Some(Str::copy(path)),
+        query: query.map(Str::copy),
         version: "1.1".into(),
         host: Some("api.example:8080".into()),
         user_agent: Some("curl/8.0".into()),
@@ -59,7 +60,7 @@ pub fn http(method: &str, path: &str, query: Option<&str>, status: u16) -> HttpD
 /// An HTTP/1.1 exchange 10.200.0.1 → 10.200.0.2:8080 seen as `dir` at the interface.
 pub fn http_exchange(dir: Direction, method: &str, path: &str, status: u16, start_ns: u64) -> Exchange {
     let c = conn("10.200.0.1:40000", "10.200.0.2:8080", Transport::Tcp, dir);
-    exchange(c, Protocol::Http1, start_ns, 1_500_000, Detail::Http(http(method, path, None, status)))
+    exchange(c, Protocol::Http1, start_ns, 1_500_000, Detail::Http(Box::new(http(method, path, None, status))))
 }
 
 pub fn grpc_exchange(dir: Direction, status: Option<u32>, start_ns: u64) -> Exchange {
@@ -72,17 +73,17 @@ pub fn grpc_exchange(dir: Direction, status: Option<u32>, start_ns: u64) -> Exch
         status: Some(200),
         stream_id: Some(1),
         content_type: Some("application/grpc".into()),
-        grpc: Some(GrpcDetail {
+        grpc: Some(Box::new(GrpcDetail {
             service: "helloworld.Greeter".into(),
             method: "SayHello".into(),
             status_code: status,
             message: status.filter(|c| *c != 0).map(|_| "boom".into()),
             request_messages: 1,
             response_messages: 1,
-        }),
+        })),
         ..Default::default()
     };
-    exchange(c, Protocol::Grpc, start_ns, 2_000_000, Detail::Http(d))
+    exchange(c, Protocol::Grpc, start_ns, 2_000_000, Detail::Http(Box::new(d)))
 }
 
 pub fn dns_exchange(dir: Direction, name: &str, rcode: &str, start_ns: u64) -> Exchange {

@@ -11,12 +11,26 @@ pub struct Parent {
     pub trace_state: String,
 }
 
+/// `s` as N bytes of hex (either case), None when not exactly that or all zero.
 fn hex_array<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != N * 2 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Decoded and checked in one pass: the ids of every traced request go
+    // through here (the `hex` crate validated each digit a second time).
+    fn nibble(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let s = s.as_bytes();
+    if s.len() != N * 2 {
         return None;
     }
     let mut out = [0u8; N];
-    hex::decode_to_slice(s, &mut out).ok()?;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
     (out != [0u8; N]).then_some(out)
 }
 
@@ -38,15 +52,22 @@ fn b3_trace_id(s: &str) -> Option<[u8; 16]> {
 /// invalid; higher versions are parsed by their first four fields as the spec asks.
 pub fn parse_traceparent(v: &str) -> Option<Parent> {
     let v = v.trim();
-    let mut parts = v.split('-');
-    let version = parts.next()?;
-    let trace = parts.next()?;
-    let span = parts.next()?;
-    let flags = parts.next()?;
+    let b = v.as_bytes();
+    // The usual header (55 bytes, dashes at 2, 35 and 52) is cut at those
+    // offsets, without the searches: the four fields `split` gives whenever
+    // the header can be accepted (each field must then be hex, so there is
+    // no other dash, and no fifth field); otherwise a field fails below.
+    let (version, trace, span, flags, more) = if b.len() == 55 && b[2] == b'-' && b[35] == b'-' && b[52] == b'-' {
+        (&v[..2], &v[3..35], &v[36..52], &v[53..], false)
+    } else {
+        let mut parts = v.split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        (version, trace, span, flags, parts.next().is_some())
+    };
     if version.len() != 2 || !version.bytes().all(|b| b.is_ascii_hexdigit()) || version.eq_ignore_ascii_case("ff") {
         return None;
     }
-    if version == "00" && (parts.next().is_some() || v.len() != 55) {
+    if version == "00" && (more || v.len() != 55) {
         return None;
     }
     let flags = hex_array::<1>(flags).map(|f| f[0]).or_else(|| (flags == "00").then_some(0))?;
@@ -188,6 +209,68 @@ mod tests {
         .unwrap();
         assert_eq!(hex::encode(p.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(p.trace_state, "congo=t61rcWkgMzE");
+    }
+
+    /// The `split` form the offsets replaced.
+    fn reference(v: &str) -> Option<Parent> {
+        let v = v.trim();
+        let mut parts = v.split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2 || !version.bytes().all(|b| b.is_ascii_hexdigit()) || version.eq_ignore_ascii_case("ff") {
+            return None;
+        }
+        if version == "00" && (parts.next().is_some() || v.len() != 55) {
+            return None;
+        }
+        let flags = hex_array::<1>(flags).map(|f| f[0]).or_else(|| (flags == "00").then_some(0))?;
+        Some(Parent {
+            trace_id: hex_array(trace)?,
+            span_id: hex_array(span)?,
+            sampled: flags & 1 == 1,
+            trace_state: String::new(),
+        })
+    }
+
+    proptest::proptest! {
+        /// Valid headers with one character replaced (dashes included) parse as before.
+        #[test]
+        fn traceparent_parses_as_split(at in 0usize..57, c in proptest::sample::select(vec!['-', '0', 'a', 'F', 'x', ' '])) {
+            let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            for base in [good.to_string(), good.replacen("00", "01", 1), format!("{good}-x"), format!(" {good}")] {
+                let mut s: Vec<char> = base.chars().collect();
+                if at < s.len() {
+                    s[at] = c;
+                }
+                let s: String = s.into_iter().collect();
+                proptest::prop_assert_eq!(parse_traceparent(&s), reference(&s), "{}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn hex_array_decodes_as_the_hex_crate() {
+        for s in [
+            "00f067aa0ba902b7",
+            "00F067AA0BA902B7",
+            "0000000000000000",
+            "00f067aa0ba902bz",
+            "00f067aa0ba902b",
+            "",
+            "ffffffffffffffff",
+            "0g00000000000000",
+            "+1f067aa0ba902b7",
+        ] {
+            let mut want = [0u8; 8];
+            let want = (s.len() == 16
+                && s.bytes().all(|b| b.is_ascii_hexdigit())
+                && hex::decode_to_slice(s, &mut want).is_ok()
+                && want != [0; 8])
+                .then_some(want);
+            assert_eq!(hex_array::<8>(s), want, "{s}");
+        }
     }
 
     #[test]

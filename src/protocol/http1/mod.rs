@@ -31,9 +31,11 @@ mod lenient;
 use super::http::HttpDetail;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
+use crate::otel::attr::Str;
 use crate::protocol::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use lenient::{Parsed, Start};
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 static PARSE_ERRORS: LazyLock<Counter> =
@@ -224,7 +226,9 @@ impl Side {
 struct Request {
     start_ns: u64,
     bytes: u64,
-    detail: HttpDetail,
+    /// Boxed once here, moved as a pointer from then on (pending queue,
+    /// response, the exchange): the detail is some 270 bytes.
+    detail: Box<HttpDetail>,
     head: bool,
     connect: bool,
     /// HTTP/0.9: the answer is a bare body until close.
@@ -234,11 +238,21 @@ struct Request {
     body_done: bool,
 }
 
+/// What a response head tells; the rest of the exchange's detail is its request's.
+#[derive(Debug, Default)]
+struct RespHead {
+    /// Reported only for a response without its request (the request's otherwise).
+    version: Str,
+    status: Option<u16>,
+    reason: Option<Str>,
+    content_length: Option<u64>,
+}
+
 /// Response whose body is still arriving.
 #[derive(Debug)]
 struct Current {
     req: Option<Request>,
-    detail: HttpDetail,
+    resp: RespHead,
     bytes: u64,
     partial: bool,
     /// Stop decoding after this response (CONNECT tunnel, WebSocket).
@@ -270,15 +284,52 @@ pub struct Http1Decoder {
 /// A header value as text, bounded; an obs-folded value (see [`lenient`])
 /// is unfolded, each line break and its indentation read as one space.
 fn text(b: &[u8]) -> String {
+    text_cow(b).into_owned()
+}
+
+/// Every byte is printable ASCII (0x20..=0x7e).
+fn printable_ascii(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        // A byte >= 0x80, a byte < 0x20 (exact for bytes < 0x80: the
+        // classic "has less than" test), a byte equal to 0x7f.
+        let del = x ^ (0x7f * ONES);
+        if x & HIGH != 0 || x.wrapping_sub(0x20 * ONES) & !x & HIGH != 0 || del.wrapping_sub(ONES) & !del & HIGH != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&c| (b' '..=b'~').contains(&c))
+}
+
+/// [`text`] as a [`Str`]: inline when short (no allocation).
+fn text_str(b: &[u8]) -> Str {
+    match text_cow(b) {
+        Cow::Borrowed(t) => Str::copy(t),
+        Cow::Owned(t) => Str::compact(t),
+    }
+}
+
+/// [`text`], borrowed when the bytes are valid UTF-8 on one line.
+fn text_cow(b: &[u8]) -> Cow<'_, str> {
     let b = &b[..b.len().min(MAX_FIELD)];
+    // The usual value (printable ASCII) told in one pass, eight bytes at a
+    // time, without the line-break search and the UTF-8 validation that
+    // follow otherwise (tabs and anything else take that way).
+    if printable_ascii(b) {
+        // SAFETY: every byte is ASCII, so `b` is valid UTF-8.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) });
+    }
     if b.contains(&b'\n') {
         let lines: Vec<_> = b
             .split(|&c| c == b'\n')
             .map(|l| String::from_utf8_lossy(lenient::trim(l.strip_suffix(b"\r").unwrap_or(l))))
             .collect();
-        return lines.join(" ");
+        return Cow::Owned(lines.join(" "));
     }
-    crate::protocol::span_common::lossy_text(b).into_owned()
+    crate::protocol::span_common::lossy_text(b)
 }
 
 /// Reason phrase of the status line at the start of `head`: None when the
@@ -286,7 +337,7 @@ fn text(b: &[u8]) -> String {
 /// bytes because httparse turns a phrase with non-ASCII bytes into "". Such
 /// bytes are UTF-8 in practice, or ISO-8859-1, which RFC 2616 defined as the
 /// charset of TEXT; anything else decodes lossily and never fails.
-fn reason_phrase(head: &[u8]) -> Option<String> {
+fn reason_phrase(head: &[u8]) -> Option<Str> {
     let nl = head.iter().position(|&b| b == b'\n')?;
     let line = head[..nl].strip_suffix(b"\r").unwrap_or(&head[..nl]);
     // The version (of any length when read leniently), spaces, the 3-digit code, one space, the phrase.
@@ -296,18 +347,21 @@ fn reason_phrase(head: &[u8]) -> Option<String> {
         rest = r;
     }
     let phrase = rest.get(3..)?.strip_prefix(b" ")?;
-    let mut s = match std::str::from_utf8(phrase) {
-        Ok(s) => s.to_string(),
-        Err(_) => phrase.iter().map(|&b| b as char).collect(),
+    let s: Cow<str> = match std::str::from_utf8(phrase) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(phrase.iter().map(|&b| b as char).collect()),
     };
-    if s.len() > MAX_REASON {
-        let mut cut = MAX_REASON;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
+    let mut cut = s.len().min(MAX_REASON);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
     }
-    Some(s)
+    Some(match s {
+        Cow::Borrowed(t) => Str::copy(&t[..cut]),
+        Cow::Owned(mut t) => {
+            t.truncate(cut);
+            Str::compact(t)
+        }
+    })
 }
 
 fn version_str(v: Option<u8>) -> &'static str {
@@ -319,71 +373,150 @@ fn version_str(v: Option<u8>) -> &'static str {
 
 /// Version of a leniently read start line, from the token after `HTTP/`:
 /// as sent when it is digits and dots (`1.` reads as "1"), else "1.1".
-fn lenient_version(v: Option<&[u8]>) -> String {
-    let Some(v) = v else { return "0.9".into() };
+fn lenient_version(v: Option<&[u8]>) -> Str {
+    let Some(v) = v else { return Str::lit("0.9") };
     let v = v.strip_suffix(b".").unwrap_or(v);
     if !v.is_empty() && v.len() <= 8 && v.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
-        String::from_utf8_lossy(v).into_owned()
+        Str::copy(&String::from_utf8_lossy(v))
     } else {
-        "1.1".into()
+        Str::lit("1.1")
     }
 }
 
-/// Path and query of a request target; the path keeps the target's buffer
-/// (one allocation fewer per request).
-fn split_target(mut target: String) -> (String, Option<String>) {
+/// Path and query of a request target (short ones inline; a long path
+/// keeps the target's buffer).
+fn split_target(target: Cow<str>) -> (Str, Option<Str>) {
     match target.find('?') {
         Some(i) => {
-            let q = target[i + 1..].to_string();
-            target.truncate(i);
-            (target, Some(q))
+            let q = Str::copy(&target[i + 1..]);
+            let p = match target {
+                Cow::Borrowed(t) => Str::copy(&t[..i]),
+                Cow::Owned(mut t) => {
+                    t.truncate(i);
+                    Str::compact(t)
+                }
+            };
+            (p, Some(q))
         }
-        None => (target, None),
+        None => (
+            match target {
+                Cow::Borrowed(t) => Str::copy(t),
+                Cow::Owned(t) => Str::compact(t),
+            },
+            None,
+        ),
     }
-}
-
-fn header<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Option<&'a [u8]> {
-    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
 }
 
 fn has_token(value: Option<&[u8]>, token: &str) -> bool {
     value.is_some_and(|v| String::from_utf8_lossy(v).split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
-/// Content-Length as RFC 9110 §8.6 reads it: every field and list member is
-/// the same decimal number (duplicates of one value are tolerated). Ok(None):
-/// absent; Err: conflicting values, not a number, or past [`MAX_LENGTH`].
-fn content_length(headers: &[httparse::Header]) -> Result<Option<u64>, ()> {
-    let mut len = None;
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
-        for part in h.value.split(|&b| b == b',') {
-            let p = lenient::trim(part);
-            if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
-                return Err(());
-            }
-            let n = p.iter().fold(0u64, |a, &d| a * 10 + u64::from(d - b'0'));
-            if n > MAX_LENGTH || len.is_some_and(|l| l != n) {
-                return Err(());
-            }
-            len = Some(n);
-        }
-    }
-    Ok(len)
+/// The header fields the decoder reads, found in one pass over a head: a
+/// lookup per name was a pass per name (seven over every request head).
+/// The first Host, User-Agent, Content-Type and Upgrade count, the last
+/// Transfer-Encoding, every Content-Length, every trace header in order.
+struct Fields<'a> {
+    host: Option<&'a [u8]>,
+    user_agent: Option<&'a [u8]>,
+    content_type: Option<&'a [u8]>,
+    upgrade: Option<&'a [u8]>,
+    /// See [`add_content_length`].
+    content_length: Result<Option<u64>, ()>,
+    /// The last Transfer-Encoding field.
+    transfer_encoding: Option<&'a [u8]>,
+    /// Trace-context headers (lower-case names), when asked for.
+    trace: Vec<(String, String)>,
 }
 
-/// Transfer-Encoding present, and whether its final coding is chunked.
-fn transfer_encoding(headers: &[httparse::Header]) -> Option<bool> {
-    let last = headers.iter().rev().find(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))?;
-    let coding = last.value.rsplit(|&b| b == b',').next().map(lenient::trim).unwrap_or_default();
-    Some(coding.eq_ignore_ascii_case(b"chunked"))
+impl<'a> Fields<'a> {
+    fn scan(headers: &[httparse::Header<'a>], want_trace: bool) -> Self {
+        let mut f = Fields {
+            host: None,
+            user_agent: None,
+            content_type: None,
+            upgrade: None,
+            content_length: Ok(None),
+            transfer_encoding: None,
+            trace: Vec::new(),
+        };
+        for h in headers {
+            let n = h.name.as_bytes();
+            let is = |name: &str| name_is(n, name.as_bytes());
+            // By length first: most names are none of these, and are told
+            // so without comparing any bytes.
+            match n.len() {
+                4 if is("host") => {
+                    f.host.get_or_insert(h.value);
+                }
+                7 if is("upgrade") => {
+                    f.upgrade.get_or_insert(h.value);
+                }
+                10 if is("user-agent") => {
+                    f.user_agent.get_or_insert(h.value);
+                }
+                12 if is("content-type") => {
+                    f.content_type.get_or_insert(h.value);
+                }
+                14 if is("content-length") => f.content_length = add_content_length(f.content_length, h.value),
+                17 if is("transfer-encoding") => f.transfer_encoding = Some(h.value),
+                // The trace header names are 2, 10, 11, 12 and 17 bytes long.
+                2 | 10 | 11 | 12 | 17 if want_trace => {
+                    // Compared in place: only the (rare) trace headers allocate their name.
+                    if let Some(name) = TRACE_HEADERS.iter().find(|t| is(t)) {
+                        f.trace.push((name.to_string(), text(h.value)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// Transfer-Encoding present, and whether its final coding is chunked.
+    fn chunked(&self) -> Option<bool> {
+        let last = self.transfer_encoding?;
+        let coding = last.rsplit(|&b| b == b',').next().map(lenient::trim).unwrap_or_default();
+        Some(coding.eq_ignore_ascii_case(b"chunked"))
+    }
+}
+
+/// `name` equals `lower` (lower-case ASCII) ignoring ASCII case, as
+/// `eq_ignore_ascii_case` tells, in fewer instructions: only a letter of
+/// `lower` has a second (upper-case) form, and the constant is not lowered
+/// again for every byte.
+#[inline]
+fn name_is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name.iter().zip(lower).all(|(&a, &t)| a == t || ((a ^ 0x20) == t && t.is_ascii_lowercase()))
+}
+
+/// Content-Length as RFC 9110 §8.6 reads it, one field at a time: every
+/// field and list member is the same decimal number (duplicates of one value
+/// are tolerated). Ok(None): absent so far; Err: conflicting values, not a
+/// number, or past [`MAX_LENGTH`] (and it stays an error).
+fn add_content_length(len: Result<Option<u64>, ()>, value: &[u8]) -> Result<Option<u64>, ()> {
+    let mut len = len?;
+    for part in value.split(|&b| b == b',') {
+        let p = lenient::trim(part);
+        if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        let n = p.iter().fold(0u64, |a, &d| a * 10 + u64::from(d - b'0'));
+        if n > MAX_LENGTH || len.is_some_and(|l| l != n) {
+            return Err(());
+        }
+        len = Some(n);
+    }
+    Ok(len)
 }
 
 /// RFC 9112 §6.3 for a request: Transfer-Encoding overrides Content-Length,
 /// and must end in chunked (and not come with HTTP/1.0); Content-Length must
 /// be valid. The second value is the Content-Length to report.
-fn request_framing(headers: &[httparse::Header], http10: bool) -> (Framing, Option<u64>) {
-    let cl = content_length(headers);
-    let framing = match (transfer_encoding(headers), cl) {
+fn request_framing(f: &Fields, http10: bool) -> (Framing, Option<u64>) {
+    let cl = f.content_length;
+    let framing = match (f.chunked(), cl) {
         (Some(true), _) if !http10 => Framing::Chunked,
         (Some(_), _) | (None, Err(())) => Framing::Invalid,
         (None, Ok(Some(n))) if n > 0 => Framing::Length(n),
@@ -392,38 +525,25 @@ fn request_framing(headers: &[httparse::Header], http10: bool) -> (Framing, Opti
     (framing, cl.ok().flatten())
 }
 
-fn request_detail(
-    method: &str,
-    target: &[u8],
-    version: String,
-    hs: &[httparse::Header],
-    cl: Option<u64>,
-) -> HttpDetail {
+fn request_detail(method: &str, target: &[u8], version: Str, f: Fields, cl: Option<u64>) -> HttpDetail {
     let connect = method == "CONNECT";
     // CONNECT's authority-form target (`host:443`) is no path: it names the server.
     let (path, query) = if connect {
         (None, None)
     } else {
-        let (p, q) = split_target(text(target));
+        let (p, q) = split_target(text_cow(target));
         (Some(p), q)
     };
     HttpDetail {
-        method: Some(method.to_string()),
+        method: Some(Str::copy(method)),
         path,
         query,
         version,
-        host: header(hs, "host").map(text).or_else(|| connect.then(|| text(target))),
-        user_agent: header(hs, "user-agent").map(text),
+        host: f.host.map(text_str).or_else(|| connect.then(|| text_str(target))),
+        user_agent: f.user_agent.map(text_str),
         request_content_length: cl,
-        trace_headers: hs
-            .iter()
-            // Compared in place: only the (rare) trace headers allocate their name.
-            .filter_map(|h| {
-                let name = TRACE_HEADERS.iter().find(|t| h.name.eq_ignore_ascii_case(t))?;
-                Some((name.to_string(), text(h.value)))
-            })
-            .collect(),
-        content_type: header(hs, "content-type").map(text),
+        trace_headers: f.trace,
+        content_type: f.content_type.map(text_str),
         ..Default::default()
     }
 }
@@ -480,26 +600,33 @@ impl Http1Decoder {
         }
     }
 
-    fn exchange(conn: &Conn, start_ns: u64, end_ns: u64, outcome: Outcome) -> Exchange {
+    #[allow(clippy::too_many_arguments)]
+    fn exchange(
+        conn: &Conn,
+        start_ns: u64,
+        end_ns: u64,
+        outcome: Outcome,
+        request_bytes: u64,
+        response_bytes: u64,
+        partial: bool,
+        detail: Box<HttpDetail>,
+    ) -> Exchange {
         Exchange {
             conn: conn.clone(),
             wire: Default::default(),
             protocol: Protocol::Http1,
             start_ns,
             end_ns,
-            request_bytes: 0,
-            response_bytes: 0,
+            request_bytes,
+            response_bytes,
             outcome,
-            partial: false,
-            detail: Detail::Http(HttpDetail::default()),
+            partial,
+            detail: Detail::Http(detail),
         }
     }
 
     fn emit_unanswered(req: Request, end_ns: u64, outcome: Outcome, out: &mut Emit) {
-        let mut ex = Self::exchange(out.conn, req.start_ns, end_ns, outcome);
-        ex.request_bytes = req.bytes;
-        ex.partial = req.partial;
-        ex.detail = Detail::Http(req.detail);
+        let ex = Self::exchange(out.conn, req.start_ns, end_ns, outcome, req.bytes, 0, req.partial, req.detail);
         out.push(ex);
     }
 
@@ -519,23 +646,29 @@ impl Http1Decoder {
             return;
         }
         let start = cur.req.as_ref().map_or(end_ns, |r| r.start_ns);
-        let mut ex = Self::exchange(out.conn, start.min(end_ns), end_ns, outcome);
-        ex.response_bytes = cur.bytes;
-        let mut detail = cur.detail;
-        match cur.req {
+        let resp = cur.resp;
+        let (detail, request_bytes, partial) = match cur.req {
             Some(req) => {
-                ex.request_bytes = req.bytes;
-                ex.partial = cur.partial || req.partial;
                 let mut d = req.detail;
-                d.status = detail.status;
-                d.reason = detail.reason;
-                d.response_content_length = detail.response_content_length;
-                detail = d;
+                d.status = resp.status;
+                d.reason = resp.reason;
+                d.response_content_length = resp.content_length;
+                (d, req.bytes, cur.partial || req.partial)
             }
             // Response without its request (capture started mid-connection, or the request was lost).
-            None => ex.partial = true,
-        }
-        ex.detail = Detail::Http(detail);
+            None => {
+                let d = HttpDetail {
+                    version: resp.version,
+                    status: resp.status,
+                    reason: resp.reason,
+                    response_content_length: resp.content_length,
+                    ..Default::default()
+                };
+                (Box::new(d), 0, true)
+            }
+        };
+        let ex =
+            Self::exchange(out.conn, start.min(end_ns), end_ns, outcome, request_bytes, cur.bytes, partial, detail);
         out.push(ex);
     }
 
@@ -758,7 +891,7 @@ impl Http1Decoder {
         let req = self.pending.pop();
         self.current = Some(Current {
             req,
-            detail: HttpDetail { version: "0.9".into(), ..Default::default() },
+            resp: RespHead { version: Str::lit("0.9"), ..Default::default() },
             bytes: 0,
             partial,
             then_passthrough: false,
@@ -829,12 +962,14 @@ impl Http1Decoder {
     }
 
     fn parse_request(&mut self, input: &[u8], ts: u64, out: &mut Emit) -> Option<usize> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(input) {
+        // Uninitialised: filling 96 empty headers before every parse cost
+        // more than parsing a typical head's handful of them.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(input, &mut headers) {
             Ok(httparse::Status::Complete(n)) => {
                 let (m, p) = (req.method.unwrap_or_default(), req.path.unwrap_or_default());
-                self.on_request(m, p.as_bytes(), version_str(req.version).into(), req.headers, n, ts, out);
+                self.on_request(m, p.as_bytes(), Str::lit(version_str(req.version)), req.headers, n, ts, out);
                 Some(n)
             }
             Ok(httparse::Status::Partial) => None,
@@ -860,16 +995,18 @@ impl Http1Decoder {
         &mut self,
         method: &str,
         target: &[u8],
-        version: String,
+        version: Str,
         hs: &[httparse::Header],
         n: usize,
         ts: u64,
         out: &mut Emit,
     ) {
         let partial = std::mem::take(&mut self.sides[0].partial_next);
-        let (framing, cl) = request_framing(hs, version == "1.0");
+        let f = Fields::scan(hs, true);
+        let (framing, cl) = request_framing(&f, version == "1.0");
         let http09 = version == "0.9";
-        let detail = request_detail(method, target, version, hs, cl);
+        let upgrade_h2c = has_token(f.upgrade, "h2c");
+        let detail = Box::new(request_detail(method, target, version, f, cl));
         let connect = method == "CONNECT";
         let request = Request {
             start_ns: ts,
@@ -877,7 +1014,7 @@ impl Http1Decoder {
             head: method == "HEAD",
             connect,
             http09,
-            upgrade_h2c: has_token(header(hs, "upgrade"), "h2c"),
+            upgrade_h2c,
             partial,
             body_done: false,
             detail,
@@ -905,19 +1042,44 @@ impl Http1Decoder {
     }
 
     fn parse_response(&mut self, input: &[u8], ts: u64, out: &mut Emit) -> Option<usize> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(input) {
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        // `Response::parse` with the default config, into uninitialised headers.
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, input, &mut headers) {
             Ok(httparse::Status::Complete(n)) => {
                 let (code, version) = (resp.code.unwrap_or(0), version_str(resp.version));
-                self.on_response(code, version.into(), resp.headers, &input[..n], ts, out);
+                let head = &input[..n];
+                // httparse's phrase is the one `reason_phrase` reads from a
+                // head that starts with its status line, unless it had to
+                // give "" (obs-text) or it is longer than kept.
+                let reason = match resp.reason {
+                    Some(r)
+                        if !r.is_empty()
+                            && r.len() <= MAX_REASON
+                            && !head.starts_with(b"\r")
+                            && !head.starts_with(b"\n") =>
+                    {
+                        Some(Str::copy(r))
+                    }
+                    _ => reason_phrase(head),
+                };
+                self.on_response(code, Str::lit(version), reason, resp.headers, head, ts, out);
                 Some(n)
             }
             Ok(httparse::Status::Partial) => None,
             Err(_) => match lenient::parse(input, false, true) {
                 Parsed::Head(h) => {
                     let Start::Status { version, code } = h.start else { return None };
-                    self.on_response(code, lenient_version(Some(version)).into(), &h.headers, &input[..h.len], ts, out);
+                    let head = &input[..h.len];
+                    self.on_response(
+                        code,
+                        lenient_version(Some(version)),
+                        reason_phrase(head),
+                        &h.headers,
+                        head,
+                        ts,
+                        out,
+                    );
                     Some(h.len)
                 }
                 Parsed::Partial => None,
@@ -967,7 +1129,8 @@ impl Http1Decoder {
             }
             _ => return None,
         };
-        let cl = content_length(&headers).ok().flatten();
+        let f = Fields::scan(&headers, true);
+        let cl = f.content_length.ok().flatten();
         Some(Request {
             start_ns: side.buf_ts,
             bytes: buf.len() as u64,
@@ -977,14 +1140,16 @@ impl Http1Decoder {
             upgrade_h2c: false,
             partial: true,
             body_done: true,
-            detail: request_detail(method, target, version, &headers, cl),
+            detail: Box::new(request_detail(method, target, version, f, cl)),
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_response(
         &mut self,
         status: u16,
-        version: std::borrow::Cow<'static, str>,
+        version: Str,
+        reason: Option<Str>,
         hs: &[httparse::Header],
         head: &[u8],
         ts: u64,
@@ -1005,27 +1170,27 @@ impl Http1Decoder {
             self.sides[0].body = Body::Head;
             self.reparse_requests = true;
         }
-        if status == 101 && has_token(header(hs, "upgrade"), "h2c") {
+        let f = Fields::scan(hs, false);
+        if status == 101 && has_token(f.upgrade, "h2c") {
             if let Some(r) = req.as_ref().filter(|r| r.upgrade_h2c) {
                 self.start_h2c(r, n);
                 return;
             }
         }
-        let cl = content_length(hs);
-        let detail = HttpDetail {
+        let cl = f.content_length;
+        let resp = RespHead {
             // The request's version is reported when there is a request
-            // (`emit_current`): the response's is copied only without one.
-            version: if req.is_some() { String::new() } else { version.into_owned() },
+            // (`emit_current`): the response's is kept only without one.
+            version: if req.is_some() { Str::default() } else { version },
             status: Some(status),
-            reason: reason_phrase(head),
-            response_content_length: cl.ok().flatten(),
-            ..Default::default()
+            reason,
+            content_length: cl.ok().flatten(),
         };
         // Without a request (mid-connection start) the response still tells version and status.
         let req_partial = req.as_ref().is_none_or(|r| r.partial);
         self.current = Some(Current {
             req,
-            detail,
+            resp,
             bytes: n + std::mem::take(&mut self.interim_bytes),
             partial: partial || req_partial,
             then_passthrough: status == 101 || tunnel,
@@ -1033,7 +1198,7 @@ impl Http1Decoder {
         });
         let no_body = is_head || status == 204 || status == 304 || status == 101 || tunnel;
         // RFC 9112 §6.3: chunked last wins; otherwise a valid length; otherwise until close.
-        let body = match (transfer_encoding(hs), cl) {
+        let body = match (f.chunked(), cl) {
             _ if no_body => Body::Head,
             (Some(true), _) => Body::Chunked(Chunk::Size),
             (None, Ok(Some(0))) => Body::Head,
@@ -1051,7 +1216,7 @@ impl Http1Decoder {
             start_ns: req.start_ns,
             request_bytes: req.bytes,
             response_bytes: head_bytes + std::mem::take(&mut self.interim_bytes),
-            detail: req.detail.clone(),
+            detail: (*req.detail).clone(),
         };
         self.upgraded = Some(super::http2::new_upgraded_decoder(&self.cfg, up));
     }
@@ -1163,7 +1328,7 @@ impl Http1Decoder {
                             let (req, late) = self.answered_request();
                             self.current = Some(Current {
                                 req,
-                                detail: HttpDetail {
+                                resp: RespHead {
                                     version: lenient_version(Some(version)),
                                     status: Some(code),
                                     reason: reason_phrase(&buf),
@@ -1194,6 +1359,36 @@ mod tests {
         conn: Conn,
         dec: Http1Decoder,
         out: Vec<Exchange>,
+    }
+
+    proptest! {
+        /// The word-at-a-time check is the byte test.
+        #[test]
+        fn printable_ascii_is_the_byte_test(b in proptest::collection::vec(any::<u8>(), 0..40), at in 0usize..40, c in any::<u8>()) {
+            let mut p: Vec<u8> = b.iter().map(|&x| b' ' + x % 95).collect();
+            prop_assert!(printable_ascii(&p));
+            if let Some(x) = p.get_mut(at) {
+                *x = c;
+            }
+            prop_assert_eq!(printable_ascii(&p), p.iter().all(|&x| (b' '..=b'~').contains(&x)));
+            prop_assert_eq!(printable_ascii(&b), b.iter().all(|&x| (b' '..=b'~').contains(&x)));
+        }
+
+        /// `name_is` is `eq_ignore_ascii_case` against a lower-case name.
+        #[test]
+        fn name_is_eq_ignore_ascii_case(n in proptest::collection::vec(any::<u8>(), 0..20), flip in any::<u32>()) {
+            for t in TRACE_HEADERS.iter().copied().chain(["host", "user-agent", "content-length", "transfer-encoding"]) {
+                prop_assert_eq!(name_is(&n, t.as_bytes()), n.eq_ignore_ascii_case(t.as_bytes()));
+                // The name itself, some letters in upper case.
+                let m: Vec<u8> = t.bytes().enumerate().map(|(i, b)| if flip >> (i % 32) & 1 == 1 { b.to_ascii_uppercase() } else { b }).collect();
+                prop_assert!(name_is(&m, t.as_bytes()));
+                let mut w = m.clone();
+                if let Some(b) = w.get_mut(flip as usize % t.len()) {
+                    *b ^= 0x20;
+                }
+                prop_assert_eq!(name_is(&w, t.as_bytes()), w.eq_ignore_ascii_case(t.as_bytes()));
+            }
+        }
     }
 
     impl Run {
@@ -1287,7 +1482,7 @@ mod tests {
         r.resp(2, b"HTTP/1.0 404 Nicht gefunden \xfc\r\nContent-Length: 0\r\n\r\n");
         // A 100 Continue's phrase is not the exchange's.
         r.resp(2, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\tfine\r\nContent-Length: 0\r\n\r\n");
-        let reasons: Vec<_> = r.out.iter().map(|e| http(e).reason.clone()).collect();
+        let reasons: Vec<_> = r.out.iter().map(|e| http(e).reason.as_deref().map(str::to_string)).collect();
         let want = ["OK", "Backend pool exhausted", "", "-", "Não encontrado", "Nicht gefunden ü", "Created\tfine"];
         let want: Vec<_> = want.iter().map(|w| (*w != "-").then(|| w.to_string())).collect();
         assert_eq!(reasons, want);
@@ -1462,7 +1657,13 @@ mod tests {
             .iter()
             .map(|e| {
                 let h = http(e);
-                (h.method.clone().unwrap(), h.path.clone().unwrap(), h.status, h.version.clone(), e.partial)
+                (
+                    h.method.as_deref().unwrap().to_string(),
+                    h.path.as_deref().unwrap().to_string(),
+                    h.status,
+                    h.version.to_string(),
+                    e.partial,
+                )
             })
             .collect();
         let want = [("QUERY", "/search", 200, "1.1"), ("PROPFIND", "/dav/", 207, "1.1"), ("GET", "/bad", 400, "1")];
@@ -1602,7 +1803,9 @@ mod tests {
             r.close(4, CloseReason::Fin);
             let got = r.out.iter().find_map(|e| {
                 let h = http(e);
-                h.method.as_deref().map(|m| (m.to_string(), h.path.clone().unwrap_or_default(), h.version.clone()))
+                h.method
+                    .as_deref()
+                    .map(|m| (m.to_string(), h.path.as_deref().unwrap_or_default().to_string(), h.version.to_string()))
             });
             let want = want.map(|(m, p, v)| (m.to_string(), p.to_string(), v.to_string()));
             assert_eq!(got, want, "{}", String::from_utf8_lossy(cut));
@@ -1684,7 +1887,7 @@ mod tests {
                 r.data(dir, at, chunk);
             }
             r.close(1000, CloseReason::Fin);
-            let got: Vec<_> = r.out.iter().map(|e| (http(e).path.clone().unwrap_or_default(), http(e).status)).collect();
+            let got: Vec<_> = r.out.iter().map(|e| (http(e).path.as_deref().unwrap_or_default().to_string(), http(e).status)).collect();
             let want = [("/q", 200), ("/dav", 207), ("/bad", 400), ("/a", 400), ("/smuggled", 200)];
             prop_assert_eq!(got, want.iter().map(|(p, s)| (p.to_string(), Some(*s))).collect::<Vec<_>>());
             prop_assert!(r.out.iter().all(|e| !e.partial));

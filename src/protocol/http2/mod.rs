@@ -10,9 +10,9 @@ use super::http::HttpDetail;
 use super::resync::Resync;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, StreamDir, Transport};
+use crate::otel::attr::Str;
 use crate::protocol::exchange::{Detail, Exchange, KeyedPairer, Outcome, Protocol};
 use crate::stats::{counter, Counter};
-use grpc::GrpcDetail;
 use std::collections::VecDeque;
 use std::sync::LazyLock;
 
@@ -813,20 +813,20 @@ impl H2Stream {
 
     fn apply_request(&mut self, f: &Fields) {
         let d = &mut self.detail;
-        d.method = f.method.clone();
+        d.method = f.method.as_deref().map(Str::copy);
         if let Some(p) = &f.path {
             match p.split_once('?') {
                 Some((path, q)) => {
-                    d.path = Some(path.to_string());
-                    d.query = Some(q.to_string());
+                    d.path = Some(Str::copy(path));
+                    d.query = Some(Str::copy(q));
                 }
-                None => d.path = Some(p.clone()),
+                None => d.path = Some(Str::copy(p)),
             }
         }
-        d.host = f.authority.clone().or_else(|| f.host.clone());
-        d.user_agent = f.user_agent.clone();
+        d.host = f.authority.as_deref().or(f.host.as_deref()).map(Str::copy);
+        d.user_agent = f.user_agent.as_deref().map(Str::copy);
         d.request_content_length = f.content_length;
-        d.content_type = f.content_type.clone();
+        d.content_type = f.content_type.as_deref().map(Str::copy);
         d.trace_headers = f.trace.clone();
         if d.content_type.as_deref().is_some_and(grpc::is_grpc) {
             self.grpc = true;
@@ -849,7 +849,7 @@ impl H2Stream {
         }
         if f.grpc_status.is_some() {
             self.grpc = true;
-            let g = self.detail.grpc.get_or_insert_with(GrpcDetail::default);
+            let g = self.detail.grpc.get_or_insert_with(Box::default);
             g.status_code = f.grpc_status;
             g.message = f.grpc_message.clone();
         }
@@ -858,7 +858,7 @@ impl H2Stream {
     fn into_exchange(mut self, conn: &Conn, end_ns: u64, outcome: Outcome, code: Option<u32>) -> Exchange {
         self.detail.h2_error_code = code;
         let protocol = if self.grpc {
-            let g = self.detail.grpc.get_or_insert_with(GrpcDetail::default);
+            let g = self.detail.grpc.get_or_insert_with(Box::default);
             if let Some((svc, m)) = self.detail.path.as_deref().and_then(grpc::split_path) {
                 g.service = svc.to_string();
                 g.method = m.to_string();
@@ -883,7 +883,7 @@ impl H2Stream {
             response_bytes: self.resp_bytes,
             outcome,
             partial: self.partial,
-            detail: Detail::Http(self.detail),
+            detail: Detail::Http(Box::new(self.detail)),
         }
     }
 }

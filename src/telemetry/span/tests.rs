@@ -98,7 +98,7 @@ fn http_reason_is_status_message_only_when_informative() {
     let with = |code: u16, reason: Option<&str>, kind: Kind| {
         let mut ex = http_exchange(Ingress, "GET", "/x", code, T0);
         if let Detail::Http(h) = &mut ex.detail {
-            h.reason = reason.map(str::to_string);
+            h.reason = reason.map(crate::otel::attr::Str::copy);
         }
         let p = b(&ex, kind);
         assert!(p.attrs.iter().all(|(k, _)| !k.contains("reason")), "no reason attribute: {:?}", p.attrs);
