@@ -530,9 +530,12 @@ fn plain_tcp_and_tcp_with_ip_options_give_the_same_records() {
     let dir = Scratch::new("ebpf-ipopt");
     let agent = start_agent(&pair, &dir, "run1", &[]);
     let server = format!(
-        "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{}',7101));s.listen();s.settimeout(20)\nfor _ in range(2):\n  c,_=s.accept();c.settimeout(5)\n  for n in (10,1000,1):\n    d=b''\n    while len(d)<n:\n      d+=c.recv(n-len(d))\n    c.sendall(bytes([65+len(d)%26])*(2*n))\n  c.close()",
+        "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('{}',7101));s.listen();s.settimeout(20)\nfor _ in range(2):\n  c,_=s.accept();c.settimeout(5)\n  for n in (10,1000,1):\n    d=b''\n    while len(d)<n:\n      d+=c.recv(n-len(d))\n    c.sendall(bytes([65+len(d)%26])*(2*n))\n  c.recv(1)\n  c.close()",
         pair.ip_a
     );
+    // The server closes after the client's FIN (`recv` returns b''): the
+    // order of the two FINs, and so their ack numbers, is the same on both
+    // connections.
     let _server =
         ChildGuard::new(NetnsPair::cmd(&pair.ns_a, "python3").args(["-c", &server]).spawn().unwrap(), "server");
     // IP_OPTIONS: three NOPs and an end-of-options byte on every packet the socket sends.
