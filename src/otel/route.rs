@@ -45,11 +45,9 @@ pub struct RouteTemplater {
     /// [`RouteTemplater::template_str`]), bounded by [`CACHE_MAX`] entries
     /// of paths up to [`CACHE_PATH_MAX`] bytes.
     cache: HashMap<Box<str>, crate::otel::attr::Str>,
-    /// Bumped by every change of the trie: a template depends only on the
-    /// path and the trie.
-    changes: u64,
-    /// `changes` when the cache was last emptied: its templates are of that trie.
-    cache_of: u64,
+    /// Set by every change of the trie (a template depends only on the path
+    /// and the trie), cleared when the cache is emptied.
+    trie_changed: bool,
 }
 
 /// Paths whose templates are remembered (then the memory is cleared and refilled).
@@ -106,8 +104,7 @@ impl RouteTemplater {
             max_depth: max_depth.max(1),
             scratch: String::new(),
             cache: HashMap::default(),
-            changes: 0,
-            cache_of: 0,
+            trie_changed: false,
         }
     }
 
@@ -158,11 +155,11 @@ impl RouteTemplater {
 
     /// Empty the cache if the trie changed since it was filled; true if it did.
     fn forget_if_changed(&mut self) -> bool {
-        if self.changes == self.cache_of {
+        if !self.trie_changed {
             return false;
         }
         self.cache.clear();
-        self.cache_of = self.changes;
+        self.trie_changed = false;
         true
     }
 
@@ -186,7 +183,7 @@ impl RouteTemplater {
                     }
                     nodes += 1;
                     full = nodes >= self.max_nodes;
-                    self.changes += 1;
+                    self.trie_changed = true;
                 }
                 node = node.id_child.get_or_insert_with(Default::default);
                 continue;
@@ -204,12 +201,12 @@ impl RouteTemplater {
                     nodes = nodes - removed + 1;
                     full = nodes >= self.max_nodes;
                     node.param_child = Some(Box::default());
-                    self.changes += 1;
+                    self.trie_changed = true;
                 } else {
                     nodes += 1;
                     full = nodes >= self.max_nodes;
                     node.children.insert(seg.into(), Node::default());
-                    self.changes += 1;
+                    self.trie_changed = true;
                 }
             }
             if node.param_child.is_some() {

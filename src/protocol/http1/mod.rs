@@ -306,9 +306,20 @@ fn printable_ascii(b: &[u8]) -> bool {
 
 /// [`text`] as a [`Str`]: inline when short (no allocation).
 fn text_str(b: &[u8]) -> Str {
-    match text_cow(b) {
-        Cow::Borrowed(t) => Str::copy(t),
-        Cow::Owned(t) => Str::compact(t),
+    let t = text_cow(b);
+    let n = t.len();
+    str_prefix(t, n)
+}
+
+/// The first `n` bytes of `t` (`n` on a char boundary) as a [`Str`]: a
+/// borrowed text is copied (inline when short), an owned one keeps its buffer.
+fn str_prefix(t: Cow<str>, n: usize) -> Str {
+    match t {
+        Cow::Borrowed(t) => Str::copy(&t[..n]),
+        Cow::Owned(mut t) => {
+            t.truncate(n);
+            Str::compact(t)
+        }
     }
 }
 
@@ -355,13 +366,7 @@ fn reason_phrase(head: &[u8]) -> Option<Str> {
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
-    Some(match s {
-        Cow::Borrowed(t) => Str::copy(&t[..cut]),
-        Cow::Owned(mut t) => {
-            t.truncate(cut);
-            Str::compact(t)
-        }
-    })
+    Some(str_prefix(s, cut))
 }
 
 fn version_str(v: Option<u8>) -> &'static str {
@@ -389,22 +394,12 @@ fn split_target(target: Cow<str>) -> (Str, Option<Str>) {
     match target.find('?') {
         Some(i) => {
             let q = Str::copy(&target[i + 1..]);
-            let p = match target {
-                Cow::Borrowed(t) => Str::copy(&t[..i]),
-                Cow::Owned(mut t) => {
-                    t.truncate(i);
-                    Str::compact(t)
-                }
-            };
-            (p, Some(q))
+            (str_prefix(target, i), Some(q))
         }
-        None => (
-            match target {
-                Cow::Borrowed(t) => Str::copy(t),
-                Cow::Owned(t) => Str::compact(t),
-            },
-            None,
-        ),
+        None => {
+            let n = target.len();
+            (str_prefix(target, n), None)
+        }
     }
 }
 
