@@ -231,27 +231,49 @@ fn fast_tcp(skb: *mut __sk_buff, direction: u32) -> u32 {
     }
     let src_port = u16::from_be_bytes([b(l4), b(l4 + 1)]);
     let dst_port = u16::from_be_bytes([b(l4 + 2), b(l4 + 3)]);
-    if flags & CFG_PORT_ALLOWLIST != 0
-        && unsafe { PORT_FILTER.get(src_port).is_none() && PORT_FILTER.get(dst_port).is_none() }
-    {
+    if port_filtered(flags, src_port, dst_port) {
         count(CNT_FILTERED);
         return 1;
     }
     let seq = u32::from_be_bytes([b(l4 + 4), b(l4 + 5), b(l4 + 6), b(l4 + 7)]);
     let ack = u32::from_be_bytes([b(l4 + 8), b(l4 + 9), b(l4 + 10), b(l4 + 11)]);
+    stage_header(rec, skb, direction as u8, family, PROTO_TCP, src_port, dst_port, ack);
+    emit(&ctx, rec, l4 + hdr_len, payload_len, seq, tcp_flags, snaplen, wakeup_bytes);
+    1
+}
+
+/// With a port allowlist configured: neither port is on it.
+#[inline(always)]
+fn port_filtered(flags: u32, src_port: u16, dst_port: u16) -> bool {
+    flags & CFG_PORT_ALLOWLIST != 0
+        && unsafe { PORT_FILTER.get(src_port).is_none() && PORT_FILTER.get(dst_port).is_none() }
+}
+
+/// Stages the record header fields both parses fill alike (each writes the
+/// addresses itself: the short path as it reads them).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn stage_header(
+    rec: *mut PacketRecord,
+    skb: *mut __sk_buff,
+    direction: u8,
+    family: u8,
+    proto: u8,
+    src_port: u16,
+    dst_port: u16,
+    ack: u32,
+) {
     unsafe {
         (*rec).ts_ns = bpf_ktime_get_ns();
         (*rec).ifindex = (*skb).ifindex;
         (*rec).tcp_ack = ack;
         (*rec).src_port = src_port;
         (*rec).dst_port = dst_port;
-        (*rec).direction = direction as u8;
+        (*rec).direction = direction;
         (*rec).family = family;
-        (*rec).proto = PROTO_TCP;
+        (*rec).proto = proto;
         (*rec)._pad = [0; 2];
     }
-    emit(&ctx, rec, l4 + hdr_len, payload_len, seq, tcp_flags, snaplen, wakeup_bytes);
-    1
 }
 
 /// Parsed headers of one packet, before anything is written to the ring.
@@ -362,24 +384,12 @@ fn capture(ctx: &TcContext, direction: u8) {
         _ => return count(CNT_NOT_IP),
     }
 
-    if flags & CFG_PORT_ALLOWLIST != 0
-        && p.proto != PROTO_ICMP
-        && p.proto != PROTO_ICMPV6
-        && unsafe { PORT_FILTER.get(src_port).is_none() && PORT_FILTER.get(dst_port).is_none() }
-    {
+    if p.proto != PROTO_ICMP && p.proto != PROTO_ICMPV6 && port_filtered(flags, src_port, dst_port) {
         return count(CNT_FILTERED);
     }
 
+    stage_header(rec, ctx.skb.skb, direction, p.family, p.proto, src_port, dst_port, ack);
     unsafe {
-        (*rec).ts_ns = bpf_ktime_get_ns();
-        (*rec).ifindex = (*ctx.skb.skb).ifindex;
-        (*rec).tcp_ack = ack;
-        (*rec).src_port = src_port;
-        (*rec).dst_port = dst_port;
-        (*rec).direction = direction;
-        (*rec).family = p.family;
-        (*rec).proto = p.proto;
-        (*rec)._pad = [0; 2];
         (*rec).src_addr = p.src;
         (*rec).dst_addr = p.dst;
     }
