@@ -115,7 +115,7 @@ fn bench(c: &mut Criterion) {
     // 16 agent requests of 32 spans each, merged by resource into one 512-span batch.
     let parts: Vec<Payload> = (0..16).map(|i| Payload::Traces(batch(32, 4, i * 32))).collect();
     g.bench_function("batch_merge_16x32_split_at_256", |b| {
-        b.iter_batched(|| parts.clone(), |p| black_box(merge_and_split(p, 256).len()), BatchSize::SmallInput)
+        b.iter_batched(|| parts.clone(), |p| black_box(merge_and_split(p, 256, 0).len()), BatchSize::SmallInput)
     });
     g.bench_function("receive_enrich_batch_encode_512", |b| {
         b.iter(|| {
@@ -123,7 +123,7 @@ fn bench(c: &mut Criterion) {
             if let Payload::Traces(r) = &mut p {
                 enrich_traces(&geo, r);
             }
-            let out = merge_and_split(vec![p], 0);
+            let out = merge_and_split(vec![p], 0, 0);
             black_box(out.iter().map(|p| p.encode().len()).sum::<usize>())
         })
     });
@@ -135,12 +135,12 @@ fn bench(c: &mut Criterion) {
     let wire_parts: Vec<Vec<u8>> = (0..16).map(|i| batch(32, 4, i * 32).encode_to_vec()).collect();
     g.bench_function("wire_batch_merge_16x32_split_at_256", |b| {
         let slices: Vec<&[u8]> = wire_parts.iter().map(|p| &p[..]).collect();
-        b.iter(|| black_box(merge_split(&slices, 256).expect("valid").len()))
+        b.iter(|| black_box(merge_split(&slices, 256, usize::MAX).expect("valid").len()))
     });
     g.bench_function("wire_receive_enrich_batch_512", |b| {
         b.iter(|| {
             let p = process(Kind::Traces, &bytes, Some(&geo)).expect("valid");
-            let out = merge_split(&[p.bytes.as_deref().unwrap_or(&bytes)], usize::MAX).expect("valid");
+            let out = merge_split(&[p.bytes.as_deref().unwrap_or(&bytes)], usize::MAX, usize::MAX).expect("valid");
             black_box(out.iter().map(|(b, _)| b.len()).sum::<usize>())
         })
     });

@@ -14,6 +14,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Bytes counted for opening a resource or scope entry in a split request
+/// besides its own fields: its tag and the largest length varint.
+pub const SEG_OVERHEAD: usize = 6;
+
 /// Merge/split for the three request types (resource → scope → leaf items).
 macro_rules! merge_split {
     ($merge:ident, $split:ident, $req:ty, $rfield:ident, $sfield:ident, $leaf:ident, $weight:expr) => {
@@ -54,20 +58,40 @@ macro_rules! merge_split {
             out
         }
 
-        /// Splits into requests of at most `max` items (a single leaf heavier than `max` travels alone).
-        pub fn $split(req: $req, max: usize) -> Vec<$req> {
+        /// Splits into requests of at most `max` items and about `max_bytes`
+        /// encoded bytes (an upper estimate, see `wire::merge_split`); a
+        /// single leaf heavier than either travels alone.
+        pub fn $split(req: $req, max: usize, max_bytes: usize) -> Vec<$req> {
+            use prost::encoding::message::encoded_len as field_len;
             let mut out: Vec<$req> = Vec::new();
             let mut cur = <$req>::default();
-            let mut cur_n = 0usize;
+            let (mut cur_n, mut cur_bytes) = (0usize, 0usize);
             for r in req.$rfield {
+                // The resource entry without its scopes, and each scope entry
+                // without its leaves, as `wire::merge_split` counts them.
+                let rhead = r.encoded_len() - r.$sfield.iter().map(|s| field_len(2, s)).sum::<usize>();
                 let (resource, rschema) = (r.resource, r.schema_url);
                 for s in r.$sfield {
+                    let shead = s.encoded_len() - s.$leaf.iter().map(|l| field_len(2, l)).sum::<usize>();
                     let (scope, sschema) = (s.scope, s.schema_url);
                     for leaf in s.$leaf {
                         let w: usize = $weight(&leaf);
-                        if cur_n > 0 && cur_n + w > max {
+                        let lbytes = field_len(2, &leaf);
+                        let same_r =
+                            cur.$rfield.last().is_some_and(|x| x.resource == resource && x.schema_url == rschema);
+                        let same_s = same_r
+                            && cur
+                                .$rfield
+                                .last()
+                                .and_then(|x| x.$sfield.last())
+                                .is_some_and(|x| x.scope == scope && x.schema_url == sschema);
+                        let open = |same_r: bool, same_s: bool| {
+                            (if same_r { 0 } else { rhead + SEG_OVERHEAD })
+                                + (if same_s { 0 } else { shead + SEG_OVERHEAD })
+                        };
+                        if cur_n > 0 && (cur_n + w > max || cur_bytes + open(same_r, same_s) + lbytes > max_bytes) {
                             out.push(std::mem::take(&mut cur));
-                            cur_n = 0;
+                            (cur_n, cur_bytes) = (0, 0);
                         }
                         // Reuse the last resource/scope entry when it is the same one.
                         if cur.$rfield.last().is_none_or(|x| x.resource != resource || x.schema_url != rschema) {
@@ -75,6 +99,7 @@ macro_rules! merge_split {
                             let lr = cur.$rfield.last_mut().expect("pushed above");
                             lr.resource = resource.clone();
                             lr.schema_url = rschema.clone();
+                            cur_bytes += rhead + SEG_OVERHEAD;
                         }
                         let lr = cur.$rfield.last_mut().expect("pushed above");
                         if lr.$sfield.last().is_none_or(|x| x.scope != scope || x.schema_url != sschema) {
@@ -82,9 +107,11 @@ macro_rules! merge_split {
                             let ls = lr.$sfield.last_mut().expect("pushed above");
                             ls.scope = scope.clone();
                             ls.schema_url = sschema.clone();
+                            cur_bytes += shead + SEG_OVERHEAD;
                         }
                         lr.$sfield.last_mut().expect("pushed above").$leaf.push(leaf);
                         cur_n += w;
+                        cur_bytes += lbytes;
                     }
                 }
             }
@@ -108,21 +135,23 @@ merge_split!(
     metric_points
 );
 
-/// Merges same-signal payloads and splits the result at `max` items (0 = no limit).
-pub fn merge_and_split(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
+/// Merges same-signal payloads and splits the result at `max` items and
+/// `max_bytes` encoded bytes (0 = no limit).
+pub fn merge_and_split(parts: Vec<Payload>, max: usize, max_bytes: usize) -> Vec<Payload> {
     let Some(first) = parts.first() else { return vec![] };
     let max = if max == 0 { usize::MAX } else { max };
+    let max_bytes = if max_bytes == 0 { usize::MAX } else { max_bytes };
     if parts.iter().any(|p| matches!(p, Payload::Encoded(_))) {
-        return merge_and_split_encoded(parts, max);
+        return merge_and_split_encoded(parts, max, max_bytes);
     }
     macro_rules! go {
         ($variant:ident, $merge:ident, $split:ident) => {{
             let reqs = parts.into_iter().filter_map(|p| if let Payload::$variant(r) = p { Some(r) } else { None });
             let merged = $merge(reqs.collect());
-            if max == usize::MAX {
+            if max == usize::MAX && max_bytes == usize::MAX {
                 vec![Payload::$variant(merged)]
             } else {
-                $split(merged, max).into_iter().map(Payload::$variant).collect()
+                $split(merged, max, max_bytes).into_iter().map(Payload::$variant).collect()
             }
         }};
     }
@@ -138,7 +167,7 @@ pub fn merge_and_split(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
 /// (decoded ones, e.g. from JSON receivers, are encoded to join them).
 /// Metrics (item weight = data points) and the impossible malformed batch
 /// take the decoded path.
-fn merge_and_split_encoded(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
+fn merge_and_split_encoded(parts: Vec<Payload>, max: usize, max_bytes: usize) -> Vec<Payload> {
     let signal = parts[0].signal();
     if signal != crate::export::Signal::Metrics {
         let bytes: Vec<bytes::Bytes> = parts
@@ -149,7 +178,7 @@ fn merge_and_split_encoded(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
             })
             .collect();
         let slices: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
-        if let Ok(out) = super::wire::merge_split(&slices, max) {
+        if let Ok(out) = super::wire::merge_split(&slices, max, max_bytes) {
             return out
                 .into_iter()
                 .map(|(b, items)| Payload::Encoded(crate::export::payload::Encoded { signal, bytes: b.into(), items }))
@@ -165,7 +194,8 @@ fn merge_and_split_encoded(parts: Vec<Payload>, max: usize) -> Vec<Payload> {
             p.decoded().inspect_err(|e| tracing::error!(items, "dropping a batch part that does not decode: {e}")).ok()
         })
         .collect();
-    merge_and_split(decoded, if max == usize::MAX { 0 } else { max })
+    let unlimited = |m: usize| if m == usize::MAX { 0 } else { m };
+    merge_and_split(decoded, unlimited(max), unlimited(max_bytes))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +203,8 @@ pub struct BatchConfig {
     pub size: usize,
     pub timeout: Duration,
     pub max_size: usize,
+    /// Upper bound of an exported request's encoded size (0 = none).
+    pub max_bytes: usize,
 }
 
 struct Pending {
@@ -246,7 +278,7 @@ impl Batcher {
         g.items = 0;
         g.started = None;
         if !parts.is_empty() {
-            (self.sink)(merge_and_split(parts, self.cfg.max_size));
+            (self.sink)(merge_and_split(parts, self.cfg.max_size, self.cfg.max_bytes));
         }
     }
 
@@ -321,7 +353,7 @@ mod tests {
     #[test]
     fn splits_at_max_keeping_resources() {
         let m = merge_traces(vec![req("a", "s", &["1", "2", "3"]), req("b", "s", &["4", "5"])]);
-        let parts = split_traces(m, 2);
+        let parts = split_traces(m, 2, usize::MAX);
         let got: Vec<_> = parts.iter().map(names).collect();
         assert_eq!(
             got,
@@ -335,7 +367,7 @@ mod tests {
         let out = Arc::new(Mutex::new(Vec::<Payload>::new()));
         let o = out.clone();
         let b = Batcher::new(
-            BatchConfig { size: 3, timeout: Duration::from_millis(50), max_size: 0 },
+            BatchConfig { size: 3, timeout: Duration::from_millis(50), max_size: 0, max_bytes: 0 },
             Box::new(move |ps| o.lock().extend(ps)),
         );
         tokio::spawn(b.clone().run_timer());

@@ -24,6 +24,9 @@ fn d_cache() -> usize {
 fn d_reload() -> u64 {
     60
 }
+fn d_batch_max_bytes() -> usize {
+    4_000_000
+}
 fn d_batch() -> usize {
     8192
 }
@@ -115,6 +118,9 @@ pub struct GatewayConfig {
     /// Upper limit of items per exported request (larger batches are split).
     #[serde(default)]
     pub batch_max_size: usize,
+    /// Upper limit of an exported request's encoded size (larger batches are split).
+    #[serde(default = "d_batch_max_bytes")]
+    pub batch_max_bytes: usize,
     /// Directory for a disk-backed export queue (survives restarts).
     #[serde(default)]
     pub queue_dir: Option<String>,
@@ -177,6 +183,7 @@ impl EnvVars for GatewayConfig {
         VarDoc::new("CNFLOW_GATEWAY_BATCH_SIZE", "items (spans, data points, log records) that trigger sending a batch."),
         VarDoc::new("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", "a batch is sent at the latest this long after its first item."),
         VarDoc::new("CNFLOW_GATEWAY_BATCH_MAX_SIZE", "upper limit of items per exported request (larger batches are split); 0 = no limit."),
+        VarDoc::new("CNFLOW_GATEWAY_BATCH_MAX_BYTES", "upper limit of an exported request's encoded size in bytes (larger batches are split; a single larger span, data point or log record travels alone). The default stays under the 4 MiB message limit of gRPC servers (the Collector's max_recv_msg_size_mib, Tempo, Jaeger): 8,192 spans of ~600 bytes are ~5 MB and would be refused whole. 0 = no limit."),
         VarDoc::new("CNFLOW_GATEWAY_QUEUE_DIR", "directory for a disk-backed export queue: a request is acknowledged only once journaled and fsync'd, queued requests survive restarts and kill -9 (delivered once), requests given up on move to destination-N/dead-letter/; unset = memory only."),
         VarDoc::new("CNFLOW_GATEWAY_QUEUE_SPILL_BYTES", "with CNFLOW_GATEWAY_QUEUE_DIR: when a destination's memory queue (CNFLOW_EXPORT_QUEUE_SIZE) is full, further requests for it are written to its disk queue only and sent later, in order, instead of being dropped (counted in cnflow.export.spilled), up to this many bytes per destination and signal; beyond it they are dropped; 0 = never spill."),
         VarDoc::new("CNFLOW_GATEWAY_EXTRA_ENDPOINTS", "comma-separated further OTLP endpoints receiving the same data, with the OTEL_EXPORTER_OTLP_* protocol, timeout, compression and TLS settings (not its headers: see CNFLOW_GATEWAY_EXTRA_HEADERS). Each has its own queue; a full or unreachable one drops (counted in cnflow.export.dropped{destination=extra-N}) without holding back the others, unless the entry ends with `;required` (then a full queue makes the gateway refuse data: back-pressure)."),
@@ -369,7 +376,7 @@ mod tests {
     #[test]
     fn defaults_match_the_collector_batch_processor() {
         let c = GatewayConfig::default();
-        assert_eq!((c.batch_size, c.batch_timeout_ms, c.batch_max_size), (8192, 200, 0));
+        assert_eq!((c.batch_size, c.batch_timeout_ms, c.batch_max_size, c.batch_max_bytes), (8192, 200, 0, 4_000_000));
         assert_eq!(c.grpc_listen, "0.0.0.0:4317");
         assert_eq!(c.health_listen, "0.0.0.0:13133");
     }

@@ -174,6 +174,14 @@ pub fn router(pipeline: Arc<ForwardingPipeline>, auth: Auth, max: usize) -> Rout
         .with_state(ctx)
 }
 
+/// The plain-TCP listener, its connections with TCP_NODELAY (see `super::accepted`).
+fn plain(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| super::accepted(tcp))
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -181,7 +189,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+        None => axum::serve(plain(listener), app).with_graceful_shutdown(shutdown).await?,
         Some(acceptor) => {
             axum::serve(super::tls::TlsListener { inner: listener, acceptor }, app)
                 .with_graceful_shutdown(shutdown)
@@ -189,6 +197,21 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Accepted HTTP connections have TCP_NODELAY (see `super::super::accepted`).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        use axum::serve::Listener;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut l = super::plain(l);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server_side, _) = l.accept().await;
+        assert!(server_side.nodelay().unwrap());
+    }
 }
 
 #[cfg(test)]

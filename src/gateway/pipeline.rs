@@ -85,7 +85,7 @@ impl ForwardingPipeline {
             js.map(|(j, leftovers)| {
                 let j = Arc::new(j);
                 for l in leftovers {
-                    commit(&exporters, &j, l.id, &l.path, merge_and_split(l.requests, batch.max_size));
+                    commit(&exporters, &j, l.id, &l.path, merge_and_split(l.requests, batch.max_size, batch.max_bytes));
                 }
                 j
             })

@@ -542,3 +542,34 @@ async fn service_graph_counts_are_exported_at_shutdown() {
         .max();
     assert_eq!(value, Some(1), "{got:?}");
 }
+
+/// A full batch of ordinary spans is larger than the 4 MiB message limit of
+/// gRPC servers (the Collector, Tempo, Jaeger, rotel refuse it whole, and
+/// the gateway used to retry it until it gave up): with the defaults every
+/// exported request stays under it and every span arrives.
+#[tokio::test]
+async fn default_batches_fit_the_grpc_message_limit() {
+    let bl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = format!("http://{}", bl.local_addr().unwrap());
+    let backend = serve_backend(bl).await;
+    let gw = start(GatewayConfig { batch_timeout_ms: 5000, ..base_cfg() }, dest(&ep, 100_000)).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", gw.grpc_addr)).await.unwrap();
+    // ~700 bytes per span, like an agent's HTTP or database span.
+    let text = "x".repeat(600);
+    let (requests, per_request) = (8usize, 1024usize);
+    for r in 0..requests {
+        let spans = (0..per_request)
+            .map(|i| {
+                span(&format!("GET {r}/{i}"), vec![kv_str("url.full", &text), kv_str("client.address", "10.0.0.1")])
+            })
+            .collect();
+        client.export(trace_request("svc", spans)).await.unwrap();
+    }
+    let total = (requests * per_request) as u64;
+    wait_until("every span", || backend.span_count.load(std::sync::atomic::Ordering::SeqCst) == total).await;
+    let sizes: Vec<usize> = backend.received.lock().iter().map(|r| r.encoded_len()).collect();
+    assert!(sizes.len() > 1, "one request of {} bytes", sizes[0]);
+    assert!(sizes.iter().all(|&s| s <= 4 << 20), "request sizes {sizes:?}");
+    assert!(sizes.iter().sum::<usize>() > 5_000_000, "{sizes:?}");
+    gw.shutdown().await;
+}

@@ -88,6 +88,7 @@ impl axum::serve::Listener for TlsListener {
                     continue;
                 }
             };
+            super::accepted(&tcp);
             // A slow or failed handshake must not block other clients for long.
             match tokio::time::timeout(std::time::Duration::from_secs(10), self.acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => return (tls, addr),

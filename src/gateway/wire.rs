@@ -761,9 +761,15 @@ struct ResourceGroup<'a> {
 }
 
 /// Merges requests (traces or logs) by resource and scope like
-/// `batch::merge_*`, then splits at `max` leaf items (usize::MAX = no
-/// split) like `batch::split_*`: (request bytes, items) per output request.
-pub fn merge_split(parts: &[&[u8]], max: usize) -> Result<Vec<(Vec<u8>, usize)>, WireError> {
+/// `batch::merge_*`, then splits at `max` leaf items and `max_bytes`
+/// (usize::MAX = no split) like `batch::split_*`: (request bytes, items) per
+/// output request. The byte bound holds for an upper estimate of the output
+/// (each opened resource or scope entry counted with its largest possible
+/// tag and length prefix), so a request is never larger than `max_bytes`
+/// unless it is a single leaf larger than that: backends refuse messages
+/// above their limit (gRPC's default is 4 MiB) and a full 8,192-span batch
+/// of ~600-byte spans is ~5 MB.
+pub fn merge_split(parts: &[&[u8]], max: usize, max_bytes: usize) -> Result<Vec<(Vec<u8>, usize)>, WireError> {
     let mut groups: Vec<ResourceGroup<'_>> = Vec::new();
     let mut by_resource: HashMap<Vec<u8>, usize, foldhash::fast::RandomState> = HashMap::default();
     for part in parts {
@@ -793,34 +799,49 @@ pub fn merge_split(parts: &[&[u8]], max: usize) -> Result<Vec<(Vec<u8>, usize)>,
             }
         }
     }
+    use super::batch::SEG_OVERHEAD;
     let mut outs = Vec::new();
     let mut cur: Vec<Seg> = Vec::new();
-    let mut n = 0usize;
+    let (mut n, mut bytes) = (0usize, 0usize);
     let max = max.max(1);
+    // No split: empty resources and scopes are kept, as `merge_*` keeps them.
+    let unlimited = max == usize::MAX && max_bytes == usize::MAX;
+    // Bytes an entry for (ri, si) adds to `cur` besides its leaves.
+    let open = |cur: &[Seg], ri: usize, si: usize| {
+        let g = &groups[ri];
+        match cur.last() {
+            Some((r, Some(s), _)) if *r == ri && *s == si => 0,
+            Some((r, _, _)) if *r == ri => g.scopes[si].key.len() + SEG_OVERHEAD,
+            _ => g.key.len() + g.scopes[si].key.len() + 2 * SEG_OVERHEAD,
+        }
+    };
     for (ri, r) in groups.iter().enumerate() {
-        if max == usize::MAX && r.scopes.is_empty() {
+        if unlimited && r.scopes.is_empty() {
+            bytes += r.key.len() + SEG_OVERHEAD;
             cur.push((ri, None, 0..0));
         }
         for (si, s) in r.scopes.iter().enumerate() {
-            if max == usize::MAX && s.leaves.is_empty() {
+            if unlimited && s.leaves.is_empty() {
+                bytes += open(&cur, ri, si);
                 cur.push((ri, Some(si), 0..0));
             }
-            let mut i = 0;
-            while i < s.leaves.len() {
-                if n == max {
+            for (i, leaf) in s.leaves.iter().enumerate() {
+                if n > 0 && (n == max || bytes + open(&cur, ri, si) + leaf.len() > max_bytes) {
                     outs.push((write_segments(&groups, &cur), n));
                     cur.clear();
-                    n = 0;
+                    (n, bytes) = (0, 0);
                 }
-                let take = (max - n).min(s.leaves.len() - i);
-                cur.push((ri, Some(si), i..i + take));
-                n += take;
-                i += take;
+                bytes += open(&cur, ri, si) + leaf.len();
+                match cur.last_mut() {
+                    Some((r, Some(s), range)) if *r == ri && *s == si && range.end == i => range.end = i + 1,
+                    _ => cur.push((ri, Some(si), i..i + 1)),
+                }
+                n += 1;
             }
         }
     }
     // Unlimited: always one request, as `merge_*` returns (even empty).
-    if !cur.is_empty() || max == usize::MAX {
+    if !cur.is_empty() || unlimited {
         outs.push((write_segments(&groups, &cur), n));
     }
     Ok(outs)
@@ -1059,12 +1080,24 @@ mod tests {
 
         /// Batching on the wire gives the requests `merge_traces` + `split_traces` give.
         #[test]
-        fn merge_split_on_the_wire_as_decoded(reqs in prop::collection::vec(traces(), 1..4), max in prop_oneof![Just(usize::MAX), 1usize..6]) {
+        fn merge_split_on_the_wire_as_decoded(
+            reqs in prop::collection::vec(traces(), 1..4),
+            max in prop_oneof![Just(usize::MAX), 1usize..6],
+            max_bytes in prop_oneof![Just(usize::MAX), 1usize..400],
+        ) {
             let bytes: Vec<Vec<u8>> = reqs.iter().map(|r| r.encode_to_vec()).collect();
             let slices: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
-            let got = merge_split(&slices, max).unwrap();
+            let got = merge_split(&slices, max, max_bytes).unwrap();
             let merged = merge_traces(reqs);
-            let want = if max == usize::MAX { vec![merged] } else { split_traces(merged, max) };
+            let want = if max == usize::MAX && max_bytes == usize::MAX {
+                vec![merged]
+            } else {
+                split_traces(merged, max, max_bytes)
+            };
+            // The byte bound holds unless a request is a single span.
+            for (b, n) in &got {
+                prop_assert!(b.len() <= max_bytes || *n <= 1, "{} bytes, {} spans, bound {}", b.len(), n, max_bytes);
+            }
             let decoded: Vec<ExportTraceServiceRequest> =
                 got.iter().map(|(b, _)| ExportTraceServiceRequest::decode(&b[..]).unwrap()).collect();
             prop_assert_eq!(got.iter().map(|(_, n)| *n).collect::<Vec<_>>(), want.iter().map(crate::export::payload::trace_items).collect::<Vec<_>>());
@@ -1092,10 +1125,10 @@ mod tests {
                     if let Ok(p) = process(kind, input, Some(&GEO)) {
                         // What passed the walk still frames as a request.
                         let out = p.bytes.as_deref().unwrap_or(input);
-                        prop_assert!(merge_split(&[out], 3).is_ok());
+                        prop_assert!(merge_split(&[out], 3, 200).is_ok());
                     }
                 }
-                let _ = merge_split(&[input], 2);
+                let _ = merge_split(&[input], 2, usize::MAX);
             }
         }
     }
