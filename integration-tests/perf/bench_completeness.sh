@@ -56,6 +56,10 @@ for p in 1 4 16 64; do
   agent=$!
   # Up to 30 s: the verifier takes seconds on a loaded machine.
   for _ in $(seq 300); do grep -q "capture attached" "$work/agent.err" && break; sleep 0.1; done
+  if ! grep -q "capture attached" "$work/agent.err"; then
+    # A round without capture would read as "0 exported, no loss".
+    echo "pipe $p: the agent did not attach within 30 s; round skipped"; kill -INT $agent; wait $agent 2>/dev/null || true; continue
+  fi
   rps=$(ip netns exec $A redis-benchmark -h 10.200.92.2 -n "$n" -c 50 -P "$p" -t set --csv 2>/dev/null |
         python3 -c 'import csv,sys;print(int(float(next(csv.DictReader(sys.stdin))["rps"])))')
   sleep 1; kill -INT $agent; wait $agent 2>/dev/null || true

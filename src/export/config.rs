@@ -70,8 +70,13 @@ fn d_max_backoff() -> u64 {
 fn d_elapsed() -> u64 {
     300
 }
+/// The Collector's exporter default (sending_queue num_consumers). With 4,
+/// a backend whose responses wait on delayed ACKs (a receiver without
+/// TCP_NODELAY: rotel) let the agent's queue overflow at ~150k spans/s:
+/// `bench_completeness.sh` 69–75% at pipeline depth 64 with 4, 100% with 10
+/// (2026-12-05, two alternated runs each).
 fn d_concurrent() -> usize {
-    4
+    10
 }
 fn d_resolve() -> u64 {
     30
@@ -113,7 +118,7 @@ impl EnvVars for ExportTuning {
         VarDoc::new("CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS", "first retry delay (doubled per attempt, ±50% jitter)."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS", "upper bound of the retry delay."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS", "give up on a request (counted as failed) after retrying this long; 0 = retry forever."),
-        VarDoc::new("CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS", "export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers); 1 delivers strictly in queue order. 1–64."),
+        VarDoc::new("CNFLOW_EXPORT_MAX_CONCURRENT_REQUESTS", "export requests in flight at once per signal and endpoint (like the Collector's sending_queue num_consumers); 1 delivers strictly in queue order. 1–64 (default 10, as the Collector's sending_queue num_consumers)."),
         VarDoc::new("CNFLOW_EXPORT_GATEWAY_ENDPOINTS", "agent: comma-separated `cnflow gateway` endpoints (URLs) sharing the load; each trace goes to the one chosen by a consistent (rendezvous) hash of the exchange's join key, so the CLIENT and SERVER halves exported by two nodes meet in one gateway for CNFLOW_GATEWAY_STITCH_WINDOW_MS. The OTEL_EXPORTER_OTLP_* settings (protocol, TLS, headers; an endpoint is still required) apply to each; metrics go to the first. Unset = OTEL_EXPORTER_OTLP_ENDPOINT only."),
         VarDoc::new("CNFLOW_EXPORT_GATEWAY_DNS", "agent: `host:port` of the gateways' headless Service (e.g. `cnflow-gateway-headless.observability.svc:4317`): every address it resolves to is a gateway endpoint (scheme and path from OTEL_EXPORTER_OTLP_ENDPOINT), added to CNFLOW_EXPORT_GATEWAY_ENDPOINTS and re-resolved every CNFLOW_EXPORT_GATEWAY_RESOLVE_SECS."),
         VarDoc::new("CNFLOW_EXPORT_GATEWAY_RESOLVE_SECS", "how often CNFLOW_EXPORT_GATEWAY_DNS is resolved again (a failed lookup keeps the current gateways)."),
