@@ -124,7 +124,12 @@ pub struct CaptureConfig {
     /// written this many record bytes since its last one. 0 = wake the
     /// reader for every record.
     pub wakeup_bytes: u32,
+    /// Record rings in `RINGS` (1..=MAX_RINGS); a CPU writes to ring `cpu % rings`.
+    pub rings: u32,
 }
+
+/// Entries of the `RINGS` array of record rings.
+pub const MAX_RINGS: u32 = 64;
 
 /// Capture TCP / UDP / ICMP(v6). A cleared bit filters the protocol out.
 pub const CFG_TCP: u32 = 1 << 0;

@@ -14,7 +14,6 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType};
-use bytes::BytesMut;
 use cnflow_common::{CaptureConfig, COUNTER_NAMES, MAX_FILTER_PORTS, NUM_COUNTERS};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -199,10 +198,7 @@ impl LiveCapture {
         if ports.len() > MAX_FILTER_PORTS as usize {
             bail!("CNFLOW_CAPTURE_PORTS: at most {MAX_FILTER_PORTS} ports (got {})", ports.len());
         }
-        let mut bpf = aya::EbpfLoader::new()
-            .map_max_entries("EVENTS", cfg.ring_buffer_bytes)
-            .load(BPF_OBJECT)
-            .context("loading the eBPF object into the kernel")?;
+        let mut bpf = aya::EbpfLoader::new().load(BPF_OBJECT).context("loading the eBPF object into the kernel")?;
         for name in [PROG_INGRESS, PROG_EGRESS] {
             let prog: &mut SchedClassifier = bpf
                 .program_mut(name)
@@ -222,28 +218,32 @@ impl LiveCapture {
                 flags |= cnflow_common::CFG_PORT_ALLOWLIST;
             }
         }
+        // The record rings, one per CPU (see `rings`), filled in before the
+        // configuration that lets the programs write.
+        let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
+        let layout = RingLayout::new(cfg.ring_buffer_bytes, cpus);
+        let rings = create_rings(&mut bpf, layout)?;
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            // The kernel side forces a wakeup per CPU after this many bytes: 1/8 of
-            // the ring split over the CPUs bounds what the ring holds unannounced.
-            let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
-            let wakeup_bytes =
-                if cfg.ring_poll_interval.is_some() { (cfg.ring_buffer_bytes / 8 / cpus).max(4096) } else { 0 };
-            c.set(0, CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes }, 0).context("writing CONFIG")?;
+            let wakeup_bytes = if cfg.ring_poll_interval.is_some() { layout.wakeup_bytes(cpus) } else { 0 };
+            let conf = CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes, rings: layout.rings };
+            c.set(0, conf, 0).context("writing CONFIG")?;
         }
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
-        let ring = RingBuf::try_from(bpf.take_map("EVENTS").context("EVENTS map missing")?)?;
         let counters = KernelCounterReader(Arc::new(Mutex::new(counters)));
         for c in [&ATTACHED, &IF_ATTACHED, &IF_REMOVED, &IF_ATTACH_FAILED] {
             LazyLock::force(c);
         }
 
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while the AsyncFd lives.
-        let afd = unsafe { AsyncFd::register(ring) }.context("registering the ring buffer with tokio")?;
+        let afds = rings
+            .into_iter()
+            // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while the AsyncFd lives.
+            .map(|r| unsafe { AsyncFd::register(r) }.context("registering a ring buffer with tokio"))
+            .collect::<Result<Vec<_>>>()?;
         let poll = cfg.ring_poll_interval;
-        tokio::spawn(read_ring(afd, tx.clone(), poll));
+        tokio::spawn(read_ring(afds, tx.clone(), poll));
         let c2 = counters.clone();
         let every = cfg.stats_interval.max(Duration::from_secs(1));
         tokio::spawn(async move {
@@ -258,6 +258,8 @@ impl LiveCapture {
         tracing::info!(
             snaplen = cfg.snaplen,
             ring_bytes = cfg.ring_buffer_bytes,
+            rings = layout.rings,
+            ring_bytes_each = layout.bytes_each,
             ring_poll_ms = cfg.ring_poll_interval.map_or(0, |d| d.as_millis() as u64),
             protocols = %cfg.protocols,
             ports = ?ports,
@@ -434,25 +436,41 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
 /// (sized by CNFLOW_RING_BUFFER_BYTES) absorbs the burst; if it overflows the
 /// kernel counts `ring_full`. Dropping there is cheaper than decoding packets
 /// only to drop them here.
-async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<PacketEvent>>, poll: Option<Duration>) {
+async fn read_ring(
+    mut afds: Vec<AsyncFd<RingBuf<MapData>>>,
+    tx: mpsc::Sender<Vec<PacketEvent>>,
+    poll: Option<Duration>,
+) {
     let mut wait = poll;
+    let mut merger = super::rings::Merger::new(afds.len());
     loop {
         // Readiness is cleared before draining: a wakeup that arrives while
         // draining sets it again, so none is lost.
-        let ready = match wait {
-            Some(w) => tokio::select! {
-                r = afd.readable_mut() => r.map(|mut g| g.clear_ready()),
-                _ = tokio::time::sleep(w) => Ok(()),
-            },
-            None => afd.readable_mut().await.map(|mut g| g.clear_ready()),
+        let ready = {
+            let readable = futures::future::select_all(afds.iter().map(|a| Box::pin(a.readable())));
+            match wait {
+                Some(w) => tokio::select! {
+                    (r, _, _) = readable => r.map(|mut g| g.clear_ready()),
+                    _ = tokio::time::sleep(w) => Ok(()),
+                },
+                None => readable.await.0.map(|mut g| g.clear_ready()),
+            }
         };
         if let Err(e) = ready {
             tracing::error!(error = %e, "ring buffer poll failed; capture stopped");
             return;
         }
         let mut got = 0u64;
+        let offset = kernel_record::mono_to_wall_offset();
+        let decode = |raw: &[u8]| match kernel_record::decode_entry(raw, offset) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                decode_error_counter(e).inc();
+                None
+            }
+        };
         loop {
-            let (batch, drained) = read_batch(afd.get_mut());
+            let (batch, drained) = merger.next_batch(&mut afds, BATCH, &decode);
             if !batch.is_empty() {
                 let n = batch.len() as u64;
                 got += n;
@@ -467,6 +485,69 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
         }
         wait = poll.map(|idle| busy_poll_wait(idle, got));
     }
+}
+
+impl super::rings::RecordSource for AsyncFd<RingBuf<MapData>> {
+    fn take(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+        let ring = self.get_mut();
+        let mut n = 0;
+        while n < max {
+            let Some(item) = ring.next() else { break };
+            f(&item);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// How the configured ring bytes are shared among the per-CPU rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RingLayout {
+    rings: u32,
+    bytes_each: u32,
+}
+
+impl RingLayout {
+    /// One ring per CPU up to `MAX_RINGS` (CPUs beyond share them), each a
+    /// power of two ≥ 64 KiB (a ring's size must be a power-of-two number of
+    /// pages; 64 KiB holds ~16 of the largest records), together at most
+    /// CNFLOW_RING_BUFFER_BYTES unless that floor needs more.
+    fn new(total: u32, cpus: u32) -> Self {
+        let rings = cpus.clamp(1, cnflow_common::MAX_RINGS);
+        let each = (total / rings).max(64 * 1024);
+        // Largest power of two ≤ each.
+        let bytes_each = 1u32 << (31 - each.leading_zeros());
+        Self { rings, bytes_each }
+    }
+
+    /// A CPU forces a reader wakeup after writing this many bytes since its
+    /// last one: 1/8 of its ring split over the CPUs that share it, so a
+    /// ring never holds more than 1/8 of its size unannounced.
+    fn wakeup_bytes(&self, cpus: u32) -> u32 {
+        let sharing = cpus.div_ceil(self.rings).max(1);
+        (self.bytes_each / 8 / sharing).max(4096)
+    }
+}
+
+/// Creates the rings of `layout` and puts them in the programs' `RINGS` array.
+fn create_rings(bpf: &mut aya::Ebpf, layout: RingLayout) -> Result<Vec<RingBuf<MapData>>> {
+    let mut outer: aya::maps::ArrayOfMaps<&mut MapData, MapData> =
+        aya::maps::ArrayOfMaps::try_from(bpf.map_mut("RINGS").context("RINGS map missing")?)?;
+    let mut rings = Vec::with_capacity(layout.rings as usize);
+    for i in 0..layout.rings {
+        let obj = aya_obj::Map::new_from_params(
+            aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
+            0,
+            0,
+            layout.bytes_each,
+            0,
+        );
+        let data = MapData::create(obj, "cnflow_ring", None)
+            .with_context(|| format!("creating record ring {i} ({} bytes)", layout.bytes_each))?;
+        outer.set(i, &data, 0).with_context(|| format!("putting record ring {i} in RINGS"))?;
+        rings.push(RingBuf::try_from(aya::maps::Map::RingBuf(data))?);
+    }
+    Ok(rings)
 }
 
 /// While packets keep arriving the ring is drained every [`BUSY_POLL`] (or
@@ -486,36 +567,6 @@ fn busy_poll_wait(idle: Duration, got: u64) -> Duration {
 
 /// Drain interval of the ring while packets arrive (see [`busy_poll_wait`]).
 const BUSY_POLL: Duration = Duration::from_millis(2);
-
-/// Up to [`BATCH`] records from the ring; true once the ring is empty. The
-/// payloads of the batch share one allocation.
-fn read_batch(ring: &mut RingBuf<MapData>) -> (Vec<PacketEvent>, bool) {
-    let offset = kernel_record::mono_to_wall_offset();
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut spans = Vec::with_capacity(BATCH);
-    let mut payloads = BytesMut::new();
-    let mut drained = false;
-    while batch.len() < BATCH {
-        let Some(item) = ring.next() else {
-            drained = true;
-            break;
-        };
-        match kernel_record::decode_entry(&item, offset) {
-            Ok((ev, range)) => {
-                let start = payloads.len();
-                payloads.extend_from_slice(&item[range]);
-                spans.push(start..payloads.len());
-                batch.push(ev);
-            }
-            Err(e) => decode_error_counter(e).inc(),
-        }
-    }
-    let payloads = payloads.freeze();
-    for (ev, span) in batch.iter_mut().zip(spans) {
-        ev.payload = payloads.slice(span);
-    }
-    (batch, drained)
-}
 
 /// A running live capture: packet batches plus the task that keeps the
 /// program attached to the configured interfaces.
@@ -550,5 +601,23 @@ mod tests {
         assert_eq!(busy_poll_wait(idle, 1), BUSY_POLL);
         // A configured interval shorter than the busy one is kept.
         assert_eq!(busy_poll_wait(Duration::from_millis(1), 5), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn ring_layout_splits_the_configured_bytes() {
+        let l = RingLayout::new(32 << 20, 2);
+        assert_eq!((l.rings, l.bytes_each), (2, 16 << 20));
+        assert_eq!(l.wakeup_bytes(2), 2 << 20);
+        // Not a power of two per ring: rounded down, never above the total.
+        let l = RingLayout::new(32 << 20, 6);
+        assert_eq!((l.rings, l.bytes_each), (6, 4 << 20));
+        // More CPUs than rings: they share, and wake the reader sooner.
+        let l = RingLayout::new(32 << 20, 128);
+        assert_eq!((l.rings, l.bytes_each), (cnflow_common::MAX_RINGS, 512 << 10));
+        assert_eq!(l.wakeup_bytes(128), 32 << 10);
+        // The 64 KiB floor.
+        let l = RingLayout::new(64 << 10, 4);
+        assert_eq!((l.rings, l.bytes_each), (4, 64 << 10));
+        assert_eq!(l.wakeup_bytes(4), 8 << 10);
     }
 }

@@ -11,6 +11,7 @@ pub mod frame;
 pub mod ifaces;
 pub mod kernel_record;
 pub mod pcap;
+pub mod rings;
 #[cfg(target_os = "linux")]
 pub mod tls;
 pub mod tls_stream;
