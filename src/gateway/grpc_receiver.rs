@@ -216,7 +216,7 @@ impl tonic::codec::Decoder for BytesDecoder {
 }
 
 /// The accepted connections, with TCP_NODELAY (see `super::accepted`).
-fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+pub(super) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
@@ -266,21 +266,4 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use futures::StreamExt;
-
-    /// Accepted gRPC connections have TCP_NODELAY (a response must not wait
-    /// for the client's delayed ACK of an earlier small frame).
-    #[tokio::test]
-    async fn accepted_connections_have_nodelay() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut inc = super::incoming(l);
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let server_side = inc.next().await.unwrap().unwrap();
-        assert!(server_side.nodelay().unwrap());
-    }
 }

@@ -175,7 +175,7 @@ pub fn router(pipeline: Arc<ForwardingPipeline>, auth: Auth, max: usize) -> Rout
 }
 
 /// The plain-TCP listener, its connections with TCP_NODELAY (see `super::accepted`).
-fn plain(
+pub(super) fn plain(
     listener: tokio::net::TcpListener,
 ) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
     use axum::serve::ListenerExt;
@@ -197,21 +197,6 @@ pub async fn serve(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    /// Accepted HTTP connections have TCP_NODELAY (see `super::super::accepted`).
-    #[tokio::test]
-    async fn accepted_connections_have_nodelay() {
-        use axum::serve::Listener;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let mut l = super::plain(l);
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (server_side, _) = l.accept().await;
-        assert!(server_side.nodelay().unwrap());
-    }
 }
 
 #[cfg(test)]

@@ -573,3 +573,24 @@ async fn default_batches_fit_the_grpc_message_limit() {
     assert!(sizes.iter().sum::<usize>() > 5_000_000, "{sizes:?}");
     gw.shutdown().await;
 }
+
+/// Accepted gRPC and HTTP connections have TCP_NODELAY (a response must not
+/// wait for the client's delayed ACK of an earlier small frame).
+#[tokio::test]
+async fn accepted_connections_have_nodelay() {
+    use axum::serve::Listener;
+    use futures::StreamExt;
+    let bind = || async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    };
+    let (l, addr) = bind().await;
+    let mut grpc = grpc_receiver::incoming(l);
+    let _c1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(grpc.next().await.unwrap().unwrap().nodelay().unwrap(), "gRPC receiver");
+    let (l, addr) = bind().await;
+    let mut http = http_receiver::plain(l);
+    let _c2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(http.accept().await.0.nodelay().unwrap(), "HTTP receiver");
+}
