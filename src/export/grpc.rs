@@ -70,6 +70,10 @@ impl GrpcSender {
         r
     }
 
+    /// Responses are not asked for compressed (no grpc-accept-encoding): an
+    /// OTLP response is empty or a few bytes, and a server that compresses
+    /// it anyway (rotel) sent a 20-byte gzip stream per request whose
+    /// inflater set-up showed in the agent's profile.
     pub async fn send(&self, p: &Payload) -> SendOutcome {
         macro_rules! call {
             ($client:ident, $req:expr, $rejected:ident) => {{
@@ -77,7 +81,6 @@ impl GrpcSender {
                 if let Some(enc) = self.compression {
                     c = c.send_compressed(enc);
                 }
-                c = c.accept_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Zstd);
                 match c.export(self.request($req.clone())).await {
                     Ok(resp) => {
                         let ps = resp.into_inner().partial_success.unwrap_or_default();
@@ -105,7 +108,6 @@ impl GrpcSender {
         if let Some(enc) = self.compression {
             g = g.send_compressed(enc);
         }
-        g = g.accept_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Zstd);
         if let Err(err) = g.ready().await {
             // What the generated clients return in this case.
             return classify(&Status::unknown(format!("Service was not ready: {err}")));
