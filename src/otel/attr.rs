@@ -84,6 +84,22 @@ impl Str {
         }
         Str(Repr::Inline(n as u8, b))
     }
+    /// The upper-case text of `b` when it is ASCII and fits inline (a Redis
+    /// command word): folded straight into the inline bytes, one pass.
+    /// `None` otherwise.
+    pub fn ascii_upper(b: &[u8]) -> Option<Self> {
+        if b.len() > INLINE {
+            return None;
+        }
+        let mut buf = [0u8; INLINE];
+        let mut high = 0u8;
+        for (d, &c) in buf.iter_mut().zip(b) {
+            high |= c;
+            *d = c.to_ascii_uppercase();
+        }
+        // Only ASCII (every byte below 0x80) keeps the inline invariant.
+        (high < 0x80).then_some(Str(Repr::Inline(b.len() as u8, buf)))
+    }
     /// Decimal text of an integer, without allocating.
     pub fn int(i: i64) -> Self {
         Self::copy(itoa::Buffer::new().format(i))
@@ -298,6 +314,24 @@ mod tests {
 
     fn hash<T: Hash + ?Sized>(t: &T) -> u64 {
         foldhash::fast::FixedState::with_seed(7).hash_one(t)
+    }
+
+    proptest! {
+        /// `ascii_upper` is the upper-case copy of ASCII text that fits
+        /// inline, equal (text, hash, order) to `Str::copy` of it.
+        #[test]
+        fn ascii_upper_is_the_upper_case_copy(b in proptest::collection::vec(any::<u8>(), 0..30)) {
+            let got = Str::ascii_upper(&b);
+            if b.len() <= INLINE && b.is_ascii() {
+                let want = String::from_utf8(b.to_ascii_uppercase()).unwrap();
+                let got = got.unwrap();
+                prop_assert_eq!(got.as_str(), want.as_str());
+                prop_assert_eq!(&got, &Str::copy(&want));
+                prop_assert_eq!(hash(&got), hash(&Str::copy(&want)));
+            } else {
+                prop_assert!(got.is_none());
+            }
+        }
     }
 
     proptest! {

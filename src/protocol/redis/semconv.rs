@@ -13,8 +13,8 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
     // Short texts (command, database, masked statement) are kept inline in
     // the values: copying them into the metric attributes allocates nothing.
     let op = match &r.subcommand {
-        Some(s) => Str::compact(format!("{} {s}", r.command)),
-        None => Str::copy(&r.command),
+        Some(s) => Str::concat(&[&r.command, " ", s]),
+        None => r.command.clone(),
     };
     // Sized for the whole span (endpoint, wire key, status): one allocation,
     // 21 × 48 bytes, within the allocator's per-thread cache (≤ 1032 bytes).
@@ -30,7 +30,7 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
     m.extend(a.iter().cloned());
     let text = if opts.unmask_db_statements { &r.query_raw } else { &r.query_masked };
     if !text.is_empty() {
-        a.push(("db.query.text", Str::copy(text).into()));
+        a.push(("db.query.text", text.clone().into()));
     }
     if r.resp_version > 0 {
         a.push(("network.protocol.name", "resp".into()));
@@ -40,7 +40,7 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() && r.error.is_some() {
-        let prefix = r.error_prefix.as_deref().map_or(Str::lit("ERR"), Str::copy);
+        let prefix = r.error_prefix.clone().unwrap_or(Str::lit("ERR"));
         a.push(("db.response.status_code", prefix.clone().into()));
         a.push(("error.type", prefix.into()));
         error = r.error.clone();
