@@ -117,7 +117,7 @@ pub fn redis_exchange(dir: Direction, error: Option<&str>, start_ns: u64) -> Exc
         resp_version: 2,
         db_index: Some(0),
     };
-    exchange(c, Protocol::Redis, start_ns, 400_000, Detail::Redis(d))
+    exchange(c, Protocol::Redis, start_ns, 400_000, Detail::Redis(Box::new(d)))
 }
 
 pub fn kafka_exchange(dir: Direction, error_code: i16, start_ns: u64) -> Exchange {

@@ -770,7 +770,9 @@ fn parse_len(b: &[u8]) -> Option<i64> {
 struct Cmd {
     ts: u64,
     bytes: u64,
-    detail: RedisDetail,
+    /// Boxed once per command: the pending queue, the reply and the
+    /// exchange batch then move a pointer, not the detail's 224 bytes.
+    detail: Box<RedisDetail>,
     partial: bool,
     /// Replies still expected (SUBSCRIBE a b c takes three).
     replies_left: u32,
@@ -1020,7 +1022,7 @@ impl RedisDecoder {
         let cmd = Cmd {
             ts: m.start_ts,
             bytes: m.bytes,
-            detail: RedisDetail {
+            detail: Box::new(RedisDetail {
                 command: name,
                 subcommand: sub,
                 arg_count: argc,
@@ -1029,7 +1031,7 @@ impl RedisDecoder {
                 resp_version: self.resp_version,
                 db_index: self.db_index,
                 ..Default::default()
-            },
+            }),
             partial: m.partial || self.desync,
             replies_left,
             confirm,
@@ -1226,7 +1228,7 @@ mod tests {
             self.out
                 .iter()
                 .map(|e| match &e.detail {
-                    Detail::Redis(r) => r,
+                    Detail::Redis(r) => &**r,
                     _ => panic!(),
                 })
                 .collect()
