@@ -1712,8 +1712,11 @@ mod tests {
         lossy_text(b).to_ascii_uppercase()
     }
 
+    /// kind, start_ts, bytes, null, count, error, partial, resp3, after_error, elements (aggregates and blob errors).
+    type ReplyView = (u8, u64, u64, bool, u64, Option<String>, bool, bool, bool, Option<Vec<Vec<u8>>>);
+
     /// What a reply carries apart from the captured elements of a top-level scalar.
-    fn reply_view(m: &Msg) -> (u8, u64, u64, bool, u64, Option<String>, bool, bool, bool, Option<Vec<Vec<u8>>>) {
+    fn reply_view(m: &Msg) -> ReplyView {
         let scalar = !matches!(m.kind, b'*' | b'%' | b'~' | b'>' | b'|' | b'!');
         let elems = (!scalar).then(|| m.elems.clone());
         (m.kind, m.start_ts, m.bytes, m.null, m.count, m.error.clone(), m.partial, m.resp3, m.after_error, elems)

@@ -91,7 +91,6 @@ mod tests {
 
     /// The mapping before the status was known without searching the span's
     /// attributes (the oracle; metric attributes in the order it pushed them).
-    #[allow(clippy::all)]
     fn span_parts_before(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
         // Short texts (command, database, masked statement) are kept inline in
         // the values: copying them into the metric attributes allocates nothing.
