@@ -307,7 +307,8 @@ thread_local! {
 /// mimalloc's slow path (its free list refilled from the blocks freed since).
 pub fn take_attrs(cap: usize) -> Attrs {
     let pool = usize::from(cap >= SPAN_ATTRS);
-    let spare = SPARE.with(|s| s.borrow_mut()[pool].pop());
+    // `try_with`: no panic even during thread teardown (then no reuse).
+    let spare = SPARE.try_with(|s| s.borrow_mut()[pool].pop()).ok().flatten();
     match spare {
         Some(mut v) => {
             v.reserve(cap);
@@ -325,7 +326,7 @@ pub fn recycle_attrs(mut v: Attrs) {
         return;
     }
     let pool = usize::from(v.capacity() >= SPAN_ATTRS);
-    SPARE.with(|s| {
+    let _ = SPARE.try_with(|s| {
         let mut s = s.borrow_mut();
         if s[pool].len() < SPARE_LISTS {
             s[pool].push(v);
