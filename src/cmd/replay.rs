@@ -87,9 +87,10 @@ const TICK_NS: u64 = 1_000_000_000;
 
 /// Where replay results go. New output formats implement this.
 trait Output {
-    /// Called after every batch of packets with the exchanges produced so far;
-    /// `now_ns` is the capture time reached.
-    fn exchanges(&mut self, out: &mut dyn Write, exs: Vec<Exchange>, now_ns: u64) -> Result<()>;
+    /// Called after every batch of packets with the exchanges produced so far
+    /// (left in `exs` or not: the caller clears it and hands it back to the
+    /// pipeline, as the agent does); `now_ns` is the capture time reached.
+    fn exchanges(&mut self, out: &mut dyn Write, exs: &mut Vec<Exchange>, now_ns: u64) -> Result<()>;
     /// Every packet, before the flow table sees it (L4 network metrics).
     fn packet(&mut self, _ev: &PacketEvent) {}
     /// End of the capture; `now_ns` is the last packet's time.
@@ -101,9 +102,9 @@ trait Output {
 struct ExchangesJson;
 
 impl Output for ExchangesJson {
-    fn exchanges(&mut self, out: &mut dyn Write, exs: Vec<Exchange>, _now_ns: u64) -> Result<()> {
-        for ex in exs {
-            serde_json::to_writer(&mut *out, &ex)?;
+    fn exchanges(&mut self, out: &mut dyn Write, exs: &mut Vec<Exchange>, _now_ns: u64) -> Result<()> {
+        for ex in exs.iter() {
+            serde_json::to_writer(&mut *out, ex)?;
             out.write_all(b"\n")?;
         }
         Ok(())
@@ -116,8 +117,8 @@ impl Output for ExchangesJson {
 struct Count(std::collections::BTreeMap<&'static str, u64>);
 
 impl Output for Count {
-    fn exchanges(&mut self, _out: &mut dyn Write, exs: Vec<Exchange>, _now_ns: u64) -> Result<()> {
-        for ex in exs {
+    fn exchanges(&mut self, _out: &mut dyn Write, exs: &mut Vec<Exchange>, _now_ns: u64) -> Result<()> {
+        for ex in exs.drain(..) {
             let name = ex.protocol.name();
             *self.0.entry(name).or_default() += 1;
         }
@@ -143,9 +144,9 @@ impl Output for Spans {
     fn packet(&mut self, ev: &PacketEvent) {
         self.sink.observe_packet(ev);
     }
-    fn exchanges(&mut self, _out: &mut dyn Write, exs: Vec<Exchange>, now_ns: u64) -> Result<()> {
+    fn exchanges(&mut self, _out: &mut dyn Write, exs: &mut Vec<Exchange>, now_ns: u64) -> Result<()> {
         self.now_ns = self.now_ns.max(now_ns);
-        for ex in &exs {
+        for ex in exs.iter() {
             self.now_ns = self.now_ns.max(ex.end_ns);
             self.sink.record(ex);
         }
@@ -307,15 +308,20 @@ fn replay_pipeline<R: std::io::Read>(
         |now| {
             let mut p = pipe.borrow_mut();
             p.tick(now);
-            let exs = p.take_exchanges();
+            let mut exs = p.take_exchanges();
             progress.exchanges(exs.len());
-            sink.borrow_mut().exchanges(out, exs, now)
+            let res = sink.borrow_mut().exchanges(out, &mut exs, now);
+            // Handed back as the agent does after each batch: the next
+            // batch's exchanges go into its capacity (no `Vec` grown from
+            // empty per second of capture time, which this measured).
+            p.recycle_exchanges(exs);
+            res
         },
     );
     p.finish();
-    let exs = p.take_exchanges();
+    let mut exs = p.take_exchanges();
     progress.exchanges(exs.len());
-    output.exchanges(out, exs, last_ts.get())?;
+    output.exchanges(out, &mut exs, last_ts.get())?;
     output.finish(out, last_ts.get())?;
     res
 }

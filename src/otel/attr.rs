@@ -84,6 +84,22 @@ impl Str {
         }
         Str(Repr::Inline(n as u8, b))
     }
+    /// The upper-case text of `b` when it is ASCII and fits inline (a Redis
+    /// command word): folded straight into the inline bytes, one pass.
+    /// `None` otherwise.
+    pub fn ascii_upper(b: &[u8]) -> Option<Self> {
+        if b.len() > INLINE {
+            return None;
+        }
+        let mut buf = [0u8; INLINE];
+        let mut high = 0u8;
+        for (d, &c) in buf.iter_mut().zip(b) {
+            high |= c;
+            *d = c.to_ascii_uppercase();
+        }
+        // Only ASCII (every byte below 0x80) keeps the inline invariant.
+        (high < 0x80).then_some(Str(Repr::Inline(b.len() as u8, buf)))
+    }
     /// Decimal text of an integer, without allocating.
     pub fn int(i: i64) -> Self {
         Self::copy(itoa::Buffer::new().format(i))
@@ -270,6 +286,54 @@ impl From<bool> for V {
 
 pub type Attrs = Vec<(&'static str, V)>;
 
+/// Attribute lists of at least this capacity go to the span pool, smaller
+/// ones to the metric pool.
+const SPAN_ATTRS: usize = 16;
+/// Lists kept per pool and thread, and the largest capacity kept (bounded:
+/// at most 2 × 8 lists of ≤ 64 entries, 48 bytes each, per thread).
+const SPARE_LISTS: usize = 8;
+const SPARE_MAX_CAP: usize = 64;
+
+thread_local! {
+    /// Emptied attribute lists (span, metric) for [`take_attrs`].
+    static SPARE: std::cell::RefCell<[Vec<Attrs>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// An empty attribute list with room for `cap` entries, reused from one
+/// given back by [`recycle_attrs`] when there is one. Every exchange builds a
+/// span list (~1 KiB) and a metric list that are dropped soon after (the
+/// metric one when its series exists, the span one when no output takes
+/// spans): allocated and freed one at a time, each allocation took
+/// mimalloc's slow path (its free list refilled from the blocks freed since).
+pub fn take_attrs(cap: usize) -> Attrs {
+    let pool = usize::from(cap >= SPAN_ATTRS);
+    // `try_with`: no panic even during thread teardown (then no reuse).
+    let spare = SPARE.try_with(|s| s.borrow_mut()[pool].pop()).ok().flatten();
+    match spare {
+        Some(mut v) => {
+            v.reserve(cap);
+            v
+        }
+        None => Vec::with_capacity(cap),
+    }
+}
+
+/// Give back an attribute list that is no longer needed (its values are
+/// dropped now; the list is kept for [`take_attrs`], within bounds).
+pub fn recycle_attrs(mut v: Attrs) {
+    v.clear();
+    if v.capacity() == 0 || v.capacity() > SPARE_MAX_CAP {
+        return;
+    }
+    let pool = usize::from(v.capacity() >= SPAN_ATTRS);
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s[pool].len() < SPARE_LISTS {
+            s[pool].push(v);
+        }
+    });
+}
+
 pub fn to_any(v: &V) -> AnyValue {
     let value = match v {
         V::S(s) => any_value::Value::StringValue(s.to_string()),
@@ -298,6 +362,49 @@ mod tests {
 
     fn hash<T: Hash + ?Sized>(t: &T) -> u64 {
         foldhash::fast::FixedState::with_seed(7).hash_one(t)
+    }
+
+    /// A list given back comes back empty, with its capacity; the pools
+    /// keep a bounded number of lists of bounded capacity.
+    #[test]
+    fn recycled_attr_lists_come_back_empty_and_bounded() {
+        let mut v = take_attrs(21);
+        v.push(("a", V::S(Str::copy("a text longer than the inline size"))));
+        let at = v.as_ptr();
+        recycle_attrs(v);
+        let w = take_attrs(21);
+        assert!(w.is_empty() && w.capacity() >= 21);
+        assert_eq!(w.as_ptr(), at);
+        for _ in 0..20 {
+            recycle_attrs(Vec::with_capacity(21));
+            recycle_attrs(Vec::with_capacity(4));
+        }
+        recycle_attrs(Vec::with_capacity(SPARE_MAX_CAP + 1));
+        SPARE.with(|s| {
+            let s = s.borrow();
+            assert!(s.iter().all(|p| p.len() <= SPARE_LISTS));
+            assert!(s.iter().flatten().all(|v| v.is_empty() && v.capacity() <= SPARE_MAX_CAP));
+        });
+        assert!(take_attrs(5).capacity() >= 5);
+        assert!(take_attrs(40).capacity() >= 40);
+    }
+
+    proptest! {
+        /// `ascii_upper` is the upper-case copy of ASCII text that fits
+        /// inline, equal (text, hash, order) to `Str::copy` of it.
+        #[test]
+        fn ascii_upper_is_the_upper_case_copy(b in proptest::collection::vec(any::<u8>(), 0..30)) {
+            let got = Str::ascii_upper(&b);
+            if b.len() <= INLINE && b.is_ascii() {
+                let want = String::from_utf8(b.to_ascii_uppercase()).unwrap();
+                let got = got.unwrap();
+                prop_assert_eq!(got.as_str(), want.as_str());
+                prop_assert_eq!(&got, &Str::copy(&want));
+                prop_assert_eq!(hash(&got), hash(&Str::copy(&want)));
+            } else {
+                prop_assert!(got.is_none());
+            }
+        }
     }
 
     proptest! {

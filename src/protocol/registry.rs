@@ -188,7 +188,7 @@ registry! {
     Http2 => http2::Http2,
     Grpc => http2::grpc::Grpc,
     Dns => dns::Dns                 ; Dns(dns::DnsDetail),
-    Redis => redis::Redis           ; Redis(redis::RedisDetail),
+    Redis => redis::Redis           ; Redis(Box<redis::RedisDetail>),
     Kafka => kafka::Kafka           ; Kafka(kafka::KafkaDetail),
     Icmp => icmp::Icmp              ; Icmp(icmp::IcmpDetail),
     Memcached => memcached::Memcached ; Memcached(memcached::MemcachedDetail),
@@ -200,9 +200,9 @@ registry! {
     Amqp => amqp::Amqp              ; Amqp(amqp::AmqpDetail),
 }
 
-/// A boxed detail maps as the detail. HTTP's is boxed: the HTTP/1 decoder
-/// allocates it once per request and every move after that (pending queue,
-/// response, exchange batch) is a pointer, not the detail's 270 bytes.
+/// A boxed detail maps as the detail. HTTP's and Redis's are boxed: the
+/// decoder allocates it once per request and every move after that (pending
+/// queue, response, exchange batch) is a pointer, not the detail's 224–270 bytes.
 impl<T: SpanMapping + ?Sized> SpanMapping for Box<T> {
     fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
         (**self).span_parts(ex, kind, cx)

@@ -131,13 +131,19 @@ pub(crate) fn endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &
 }
 
 pub(crate) fn outcome_error(ex: &Exchange, a: &mut Attrs) -> Option<String> {
-    let (ty, msg) = match ex.outcome {
-        Outcome::Complete => return None,
-        Outcome::Timeout => ("timeout", "no response before the timeout"),
-        Outcome::Reset => ("reset", "connection or stream reset before the response"),
-    };
+    let (ty, msg) = outcome_status(ex)?;
     a.push(("error.type", ty.into()));
     Some(msg.to_string())
+}
+
+/// The `error.type` and status message of an exchange that timed out or was
+/// reset (what [`outcome_error`] pushes and returns), `None` when complete.
+pub(crate) fn outcome_status(ex: &Exchange) -> Option<(&'static str, &'static str)> {
+    match ex.outcome {
+        Outcome::Complete => None,
+        Outcome::Timeout => Some(("timeout", "no response before the timeout")),
+        Outcome::Reset => Some(("reset", "connection or stream reset before the response")),
+    }
 }
 
 pub(crate) fn push_opt<T: Into<V>>(a: &mut Attrs, k: &'static str, v: Option<T>) {

@@ -154,6 +154,8 @@ impl Metrics {
         let mut key = Key(attrs);
         if let Some(h) = series.get_mut(&key) {
             h.record(bounds, inst.value(dur_ns));
+            // The series exists: the list goes back for the next exchange's mapping.
+            crate::otel::attr::recycle_attrs(key.0);
             return;
         }
         if series.len() >= self.limit {

@@ -343,6 +343,9 @@ impl TelemetrySink {
             sampling::count(decision.reason, n_spans);
             if !decision.keep {
                 if !graph_at_gateway {
+                    for (_, _, parts) in built.into_iter().flatten() {
+                        crate::otel::attr::recycle_attrs(parts.attrs);
+                    }
                     return;
                 }
                 graph_only = true;
@@ -368,6 +371,9 @@ impl TelemetrySink {
                 _ => SPANS_CLIENT.inc(),
             }
             if !self.spans_wanted {
+                // No output takes spans (`--format none` without a trace
+                // exporter): the list goes back for the next exchange.
+                crate::otel::attr::recycle_attrs(parts.attrs);
                 continue;
             }
             let span_id = self.opts.ids.span_id();

@@ -112,12 +112,12 @@ pub fn redis_exchange(dir: Direction, error: Option<&str>, start_ns: u64) -> Exc
         query_masked: "SET ? ?".into(),
         query_raw: "SET user:1 secret".into(),
         error: error.map(Into::into),
-        error_prefix: error.and_then(|e| e.split_whitespace().next()).map(Into::into),
+        error_prefix: error.and_then(|e| e.split_whitespace().next()).map(crate::otel::attr::Str::copy),
         response_type: Some(if error.is_some() { "error" } else { "simple" }),
         resp_version: 2,
         db_index: Some(0),
     };
-    exchange(c, Protocol::Redis, start_ns, 400_000, Detail::Redis(d))
+    exchange(c, Protocol::Redis, start_ns, 400_000, Detail::Redis(Box::new(d)))
 }
 
 pub fn kafka_exchange(dir: Direction, error_code: i16, start_ns: u64) -> Exchange {

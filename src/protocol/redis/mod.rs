@@ -23,6 +23,7 @@
 //! against redis-protocol's streaming encoder rather than a capture.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir, Transport};
+use crate::otel::attr::Str;
 use crate::protocol::exchange::{Detail, Exchange, FifoPairer, Outcome, Protocol};
 use crate::protocol::span_common::lossy_text;
 use crate::stats::{counter, Counter};
@@ -54,10 +55,37 @@ const MAX_DEPTH: usize = 64;
 /// Child count of an open streamed aggregate (`*?`): it ends at `.`, not by count.
 const STREAMED: u64 = u64::MAX;
 
+/// Commands whose first argument is a sub-command (`CLIENT SETNAME`): the
+/// list the tests hold [`is_container`] to.
+#[cfg(test)]
 const CONTAINER_COMMANDS: [&str; 16] = [
     "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DEBUG", "FUNCTION", "LATENCY", "MEMORY", "MODULE", "OBJECT",
     "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
 ];
+
+/// Is `name` one of the container commands? A `match`, which compares the
+/// length first, rather than 16 string comparisons per command.
+fn is_container(name: &str) -> bool {
+    matches!(
+        name,
+        "ACL"
+            | "CLIENT"
+            | "CLUSTER"
+            | "COMMAND"
+            | "CONFIG"
+            | "DEBUG"
+            | "FUNCTION"
+            | "LATENCY"
+            | "MEMORY"
+            | "MODULE"
+            | "OBJECT"
+            | "PUBSUB"
+            | "SCRIPT"
+            | "SLOWLOG"
+            | "XGROUP"
+            | "XINFO"
+    )
+}
 /// Commands recognised when sent inline (telnet style) during detection,
 /// with their Redis arity (command name included; negative: at least that
 /// many). A line of another protocol that happens to start with one of these
@@ -368,11 +396,23 @@ pub struct Scanner {
     requests: bool,
     /// A protocol error made the scanner skip bytes; the next message says so.
     after_error: bool,
+    /// Top-level scalar values other than blob errors are not captured (see
+    /// [`Scanner::replies`]).
+    skip_top_scalars: bool,
 }
 
 impl Scanner {
     pub fn new(requests: bool) -> Self {
         Self { requests, ..Default::default() }
+    }
+
+    /// The reply direction as the decoder reads it: a top-level scalar
+    /// (`+OK`, `:1`, a GET's bulk value) is not copied into `elems`, since
+    /// only the elements of aggregates (pub/sub confirmations and messages)
+    /// and a blob error's text are read from a reply. Two allocations and a
+    /// copy less per reply.
+    fn replies() -> Self {
+        Self { skip_top_scalars: true, ..Self::new(false) }
     }
 
     /// Feed bytes; completed messages are appended to `done`. Never panics, memory bounded.
@@ -594,7 +634,8 @@ impl Scanner {
             msg.resp3 = true;
         }
         // Direct children of the top-level aggregate (and the top level itself) are captured.
-        let capture = depth <= 1 && msg.elems.len() < MAX_CAPTURED;
+        let capture =
+            depth <= 1 && msg.elems.len() < MAX_CAPTURED && !(self.skip_top_scalars && depth == 0 && t != b'!');
         match t {
             b'$' if body == b"?" => {
                 msg.resp3 = true;
@@ -724,18 +765,41 @@ impl Scanner {
 
 const MAX_FIELD: usize = 512;
 
+/// A RESP length or integer, as `str::parse::<i64>` reads it (an optional
+/// sign, then ASCII digits, no overflow), at most 20 bytes: read digit by
+/// digit (every RESP header has one; the UTF-8 check and `parse` cost ~90
+/// instructions each).
 fn parse_len(b: &[u8]) -> Option<i64> {
     if b.is_empty() || b.len() > 20 {
         return None;
     }
-    std::str::from_utf8(b).ok()?.parse().ok()
+    let (neg, digits) = match b[0] {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?;
+        v = if neg { v.checked_sub(i64::from(d))? } else { v.checked_add(i64::from(d))? };
+    }
+    Some(v)
 }
 
 #[derive(Debug)]
 struct Cmd {
     ts: u64,
     bytes: u64,
-    detail: RedisDetail,
+    /// Boxed once per command: the pending queue, the reply and the
+    /// exchange batch then move a pointer, not the detail's 224 bytes.
+    detail: Box<RedisDetail>,
     partial: bool,
     /// Replies still expected (SUBSCRIBE a b c takes three).
     replies_left: u32,
@@ -766,10 +830,15 @@ pub struct RedisDecoder {
     attr_bytes: u64,
     started: bool,
     msgs: Vec<Msg>,
+    /// Scratch for a command's masked and raw texts (kept across commands).
+    text: String,
 }
 
-fn upper(b: &[u8]) -> String {
-    lossy_text(b).to_ascii_uppercase()
+/// The upper-case text of a command word (lossy for invalid UTF-8), inline
+/// when short: ASCII words of at most 22 bytes, every command name, are
+/// folded straight into the inline text (no `String` per request).
+fn upper(b: &[u8]) -> Str {
+    Str::ascii_upper(b).unwrap_or_else(|| Str::compact(lossy_text(b).to_ascii_uppercase()))
 }
 
 /// Which arguments of a command carry a credential: they are `?` even in the
@@ -856,7 +925,7 @@ impl RedisDecoder {
         Self {
             cfg: cfg.clone(),
             req: Scanner::new(true),
-            resp: Scanner::new(false),
+            resp: Scanner::replies(),
             pending: FifoPairer::new(cfg.max_pending_per_conn),
             resp_version: 2,
             db_index: None,
@@ -868,6 +937,7 @@ impl RedisDecoder {
             attr_bytes: 0,
             started: false,
             msgs: Vec::new(),
+            text: String::new(),
         }
     }
 
@@ -894,49 +964,51 @@ impl RedisDecoder {
         }
         let name = upper(&args[0]);
         let argc = m.count.saturating_sub(1) as u32;
-        let sub = (CONTAINER_COMMANDS.contains(&name.as_str()) && args.len() > 1).then(|| upper(&args[1]));
+        let sub = (is_container(&name) && args.len() > 1).then(|| upper(&args[1]));
         let shown = 1 + sub.is_some() as usize;
         let hidden = (m.count as usize).saturating_sub(shown);
-        // Every command builds both texts: each sized once (no join, no
-        // upper-case copies, no growth) since this runs per request.
-        let mut masked = String::with_capacity(
-            name.len() + sub.as_ref().map_or(0, |s| s.len() + 1) + 2 * hidden.min(MAX_MASKED) + 4,
-        );
-        masked.push_str(&name);
+        // Every command builds both texts, in one buffer kept across
+        // commands (no join, no upper-case copies, no growth once warm),
+        // each then copied into a `Str`: inline when short, the usual case,
+        // so no allocation per request for either.
+        let mut text = std::mem::take(&mut self.text);
+        text.clear();
+        text.push_str(&name);
         if let Some(s) = &sub {
-            masked.push(' ');
-            masked.push_str(s);
+            text.push(' ');
+            text.push_str(s);
         }
         for _ in 0..hidden.min(MAX_MASKED) {
-            masked.push_str(" ?");
+            text.push_str(" ?");
         }
         if hidden > MAX_MASKED {
-            masked.push_str(" ...");
+            text.push_str(" ...");
         }
+        let masked = Str::copy(&text);
+        text.clear();
         let secret = credential_args(&name, sub.as_deref(), args);
-        let raw_len: usize = args.iter().map(|a| a.len() + 1).sum::<usize>() + 4;
-        let mut raw = String::with_capacity(raw_len.min(MAX_RAW + MAX_ELEMENT + 4));
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
-                raw.push(' ');
+                text.push(' ');
             }
             if secret(i) {
-                raw.push('?');
+                text.push('?');
             } else {
-                raw.push_str(&lossy_text(a));
+                text.push_str(&lossy_text(a));
             }
-            if raw.len() >= MAX_RAW {
+            if text.len() >= MAX_RAW {
                 break;
             }
         }
-        if (m.count as usize) > args.len() && raw.len() < MAX_RAW {
-            raw.push_str(" ...");
+        if (m.count as usize) > args.len() && text.len() < MAX_RAW {
+            text.push_str(" ...");
         }
-        let mut cut = raw.len().min(MAX_RAW);
-        while !raw.is_char_boundary(cut) {
+        let mut cut = text.len().min(MAX_RAW);
+        while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        raw.truncate(cut);
+        let raw = Str::copy(&text[..cut]);
+        self.text = text;
         // `name` is upper-case ASCII-folded: the pub/sub kinds compared without a lower-case copy.
         let (replies_left, confirm) = match pubsub_kind(name.as_bytes()) {
             Some(kind) => (argc.max(1), Some(kind)),
@@ -977,7 +1049,7 @@ impl RedisDecoder {
         let cmd = Cmd {
             ts: m.start_ts,
             bytes: m.bytes,
-            detail: RedisDetail {
+            detail: Box::new(RedisDetail {
                 command: name,
                 subcommand: sub,
                 arg_count: argc,
@@ -986,7 +1058,7 @@ impl RedisDecoder {
                 resp_version: self.resp_version,
                 db_index: self.db_index,
                 ..Default::default()
-            },
+            }),
             partial: m.partial || self.desync,
             replies_left,
             confirm,
@@ -1075,7 +1147,7 @@ impl RedisDecoder {
         let mut detail = cmd.detail;
         if let Some(e) = &detail.error {
             let prefix = e.split(' ').next().filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_uppercase()));
-            detail.error_prefix = prefix.map(str::to_string);
+            detail.error_prefix = prefix.map(Str::copy);
         }
         out.push(Exchange {
             conn: out.conn.clone(),
@@ -1183,7 +1255,7 @@ mod tests {
             self.out
                 .iter()
                 .map(|e| match &e.detail {
-                    Detail::Redis(r) => r,
+                    Detail::Redis(r) => &**r,
                     _ => panic!(),
                 })
                 .collect()
@@ -1652,6 +1724,110 @@ mod tests {
             Just(F::Null),
         ];
         leaf.prop_recursive(4, 40, 6, |inner| proptest::collection::vec(inner, 0..6).prop_map(F::Array))
+    }
+
+    /// `parse_len` before it read digits itself.
+    fn parse_len_before(b: &[u8]) -> Option<i64> {
+        if b.is_empty() || b.len() > 20 {
+            return None;
+        }
+        std::str::from_utf8(b).ok()?.parse().ok()
+    }
+
+    /// `upper` before it folded into an inline `Str`.
+    fn upper_before(b: &[u8]) -> String {
+        lossy_text(b).to_ascii_uppercase()
+    }
+
+    /// kind, start_ts, bytes, null, count, error, partial, resp3, after_error, elements (aggregates and blob errors).
+    type ReplyView = (u8, u64, u64, bool, u64, Option<String>, bool, bool, bool, Option<Vec<Vec<u8>>>);
+
+    /// What a reply carries apart from the captured elements of a top-level scalar.
+    fn reply_view(m: &Msg) -> ReplyView {
+        let scalar = !matches!(m.kind, b'*' | b'%' | b'~' | b'>' | b'|' | b'!');
+        let elems = (!scalar).then(|| m.elems.clone());
+        (m.kind, m.start_ts, m.bytes, m.null, m.count, m.error.clone(), m.partial, m.resp3, m.after_error, elems)
+    }
+
+    #[test]
+    fn parse_len_edges() {
+        for b in [
+            &b""[..],
+            b"0",
+            b"-0",
+            b"+0",
+            b"+",
+            b"-",
+            b"--1",
+            b"+-1",
+            b"1-",
+            b" 1",
+            b"1 ",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-9223372036854775808",
+            b"-9223372036854775809",
+            b"00000000000000000001",
+            b"000000000000000000001",
+            b"+9223372036854775807",
+            b"12a",
+            b"\xff1",
+            b"?",
+            b"1.5",
+        ] {
+            assert_eq!(parse_len(b), parse_len_before(b), "{:?}", String::from_utf8_lossy(b));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn is_container_is_the_list(w in "[A-Z]{0,9}") {
+            prop_assert_eq!(is_container(&w), CONTAINER_COMMANDS.contains(&w.as_str()));
+            for c in CONTAINER_COMMANDS {
+                prop_assert!(is_container(c));
+            }
+        }
+
+        #[test]
+        fn parse_len_as_before(t in "[+-]?[0-9]{0,21}", b in proptest::collection::vec(any::<u8>(), 0..24), n in any::<i64>()) {
+            prop_assert_eq!(parse_len(t.as_bytes()), parse_len_before(t.as_bytes()));
+            prop_assert_eq!(parse_len(&b), parse_len_before(&b));
+            let n = n.to_string();
+            prop_assert_eq!(parse_len(n.as_bytes()), parse_len_before(n.as_bytes()));
+        }
+
+        #[test]
+        fn upper_as_before(w in "[a-zA-Z_.|-]{0,30}", b in proptest::collection::vec(any::<u8>(), 0..30)) {
+            prop_assert_eq!(upper(w.as_bytes()).to_string(), upper_before(w.as_bytes()));
+            prop_assert_eq!(upper(&b).to_string(), upper_before(&b));
+        }
+
+        // The decoder's reply scanner reads the same messages as a full
+        // scanner: only a top-level scalar's elements (never read from a
+        // reply) are not captured.
+        #[test]
+        fn reply_scanner_reads_as_the_full_one(frames in proptest::collection::vec(arb_frame(), 1..8), streamed in proptest::collection::vec(arb_streamed(), 0..3), cut in 1usize..40, gap_at in 0usize..64, gap in 0u64..8) {
+            let mut bytes = bytes::BytesMut::new();
+            for f in &frames {
+                redis_protocol::resp2::encode::extend_encode(&mut bytes, &f.clone().into_bytes_frame(), false).unwrap();
+            }
+            let mut bytes = bytes.to_vec();
+            for v in &streamed {
+                bytes.extend_from_slice(&encode_streamed(v));
+            }
+            bytes.extend_from_slice(b"!5\r\nERR x\r\n$3\r\nabc\r\n");
+            let (mut full, mut replies) = (Scanner::new(false), Scanner::replies());
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for (i, c) in bytes.chunks(cut).enumerate() {
+                full.feed(i as u64, c, &mut a);
+                replies.feed(i as u64, c, &mut b);
+                if i == gap_at && gap > 0 {
+                    full.gap(gap, &mut a);
+                    replies.gap(gap, &mut b);
+                }
+            }
+            prop_assert_eq!(a.iter().map(reply_view).collect::<Vec<_>>(), b.iter().map(reply_view).collect::<Vec<_>>());
+        }
     }
 
     proptest! {

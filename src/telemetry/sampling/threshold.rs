@@ -118,6 +118,11 @@ pub struct OtState {
 pub fn split_tracestate(ts: &str) -> (OtState, Vec<&str>) {
     let mut ot = OtState::default();
     let mut others = Vec::new();
+    if ts.is_empty() {
+        // The usual case (no tracestate): what the loop below gives for it,
+        // without the splitting (~100 instructions per exchange).
+        return (ot, others);
+    }
     for member in ts.split(',').map(str::trim).filter(|m| !m.is_empty()) {
         let Some(value) = member.strip_prefix("ot=") else {
             others.push(member);
@@ -226,6 +231,15 @@ mod tests {
         for r in (0..MAX_THRESHOLD).step_by((MAX_THRESHOLD / 9973) as usize) {
             assert!(!t1.keeps(r) || t10.keeps(r));
         }
+    }
+
+    #[test]
+    fn empty_tracestate_splits_to_nothing() {
+        let (ot, others) = split_tracestate("");
+        assert_eq!(ot, OtState::default());
+        assert!(others.is_empty());
+        // As the members of an empty list would split (no member at all).
+        assert_eq!(split_tracestate(" , "), (OtState::default(), Vec::<&str>::new()));
     }
 
     #[test]
