@@ -7,6 +7,9 @@
 #   issued   = commands the Redis server executed during the round (INFO commandstats,
 #              reset before the agent starts: ground truth independent of cnflow)
 #   exported = spans rotel acknowledged (cnflow.export.sent{signal=traces})
+#   CPU      = CPU seconds (user+sys) of the agent and of rotel during the round, and the
+#              agent's peak RSS (ring mappings included): when export drops appear, they
+#              show whether the agent or the receiver was the bottleneck
 #
 # and the loss counters that explain any gap: kernel ring full (packets), export
 # drops, decoder evictions/parse errors, flow evictions.
@@ -41,13 +44,16 @@ ip -n $A link set vca up; ip -n $B link set vcb up
 ip netns exec $B redis-server --bind 10.200.92.2 --port 6379 --save '' --appendonly no --protected-mode no >/dev/null &
 ip netns exec $B "$rotel" start --otlp-grpc-endpoint 127.0.0.1:14317 --otlp-http-endpoint 127.0.0.1:14318 \
   --exporter blackhole > "$work/rotel.log" 2>&1 &
+rotel_pid=$!
+# CPU seconds (utime+stime) of a process so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 sleep 1
 rcli() { ip netns exec $A redis-cli -h 10.200.92.2 "$@"; }
 # Commands executed so far, INFO itself excluded.
 calls() { rcli INFO commandstats | python3 -c '
 import re, sys
 print(sum(int(m) for l in sys.stdin if not l.startswith("cmdstat_info") for m in re.findall(r"^cmdstat_\S+?:calls=(\d+)", l)))'; }
-printf '%-5s %10s %10s %10s %9s  %s\n' pipe "req/s" issued exported complete "loss counters (non-zero)"
+printf '%-5s %10s %10s %10s %9s %9s %9s %8s  %s\n' pipe "req/s" issued exported complete "agent s" "rotel s" "peak MiB" "loss counters (non-zero)"
 for p in 1 4 16 64; do
   rcli CONFIG RESETSTAT > /dev/null
   before=$(calls)
@@ -60,13 +66,18 @@ for p in 1 4 16 64; do
     # A round without capture would read as "0 exported, no loss".
     echo "pipe $p: the agent did not attach within 30 s; round skipped"; kill -INT $agent; wait $agent 2>/dev/null || true; continue
   fi
+  agent_cpu0=$(cpu_s $agent); rotel_cpu0=$(cpu_s $rotel_pid)
   rps=$(ip netns exec $A redis-benchmark -h 10.200.92.2 -n "$n" -c 50 -P "$p" -t set --csv 2>/dev/null |
         python3 -c 'import csv,sys;print(int(float(next(csv.DictReader(sys.stdin))["rps"])))')
-  sleep 1; kill -INT $agent; wait $agent 2>/dev/null || true
+  sleep 1
+  res="$(python3 -c 'import sys; print(float(sys.argv[1]) - float(sys.argv[2]), float(sys.argv[3]) - float(sys.argv[4]))' \
+    "$(cpu_s $agent)" "$agent_cpu0" "$(cpu_s $rotel_pid)" "$rotel_cpu0") $(awk '/^VmHWM/{print $2}' /proc/$agent/status)"
+  kill -INT $agent; wait $agent 2>/dev/null || true
   issued=$(( $(calls) - before ))
-  python3 - "$work/agent.err" "$p" "$rps" "$issued" <<'PY'
+  python3 - "$work/agent.err" "$p" "$rps" "$issued" $res <<'PY'
 import re, sys
 err, p, rps, issued = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+agent_s, rotel_s, peak_mib = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]) / 1024
 line = [l for l in open(err, errors="replace") if "final counters:" in l][-1]
 kv = dict(re.findall(r"(\S+?)=(\d+)(?=\s|$)", line.split("final counters:", 1)[1]))
 # Summed over destinations (`{signal=traces,destination=primary}` since destinations are isolated).
@@ -74,6 +85,7 @@ sent = sum(int(v) for k, v in kv.items() if re.match(r"cnflow\.export\.sent\{sig
 loss_keys = ("ring_full", "export.dropped", "export.failed", "export.rejected", "pending_evicted",
              "parse_errors", "unpaired", "unmatched", "closed{reason=evicted}", "gap_bytes", "buffer_overflows")
 loss = " ".join(f"{k}={v}" for k, v in kv.items() if any(x in k for x in loss_keys) and int(v) > 0)
-print(f"{p:<5} {rps:10,} {issued:10,} {sent:10,} {100 * sent / max(1, issued):8.2f}%  {loss or 'none'}")
+print(f"{p:<5} {rps:10,} {issued:10,} {sent:10,} {100 * sent / max(1, issued):8.2f}% {agent_s:9.2f} {rotel_s:9.2f} {peak_mib:8.0f}"
+      f"  {loss or 'none'}")
 PY
 done
