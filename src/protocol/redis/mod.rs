@@ -754,8 +754,10 @@ impl Scanner {
 
     fn finish(&mut self, done: &mut Vec<Msg>) {
         if let Some(mut m) = self.msg.take() {
-            if m.error.as_deref() == Some("") {
-                // Blob error: the text is the captured payload.
+            if m.kind == b'!' && m.error.as_deref() == Some("") {
+                // Blob error: the text is the captured payload. Only for `!`:
+                // an empty simple error (`-\r\n`) is an error with an empty
+                // text, and the reply scanner does not capture its body.
                 m.error = m.elems.first().map(|e| String::from_utf8_lossy(e).into_owned());
             }
             done.push(m);
@@ -1747,6 +1749,19 @@ mod tests {
         let scalar = !matches!(m.kind, b'*' | b'%' | b'~' | b'>' | b'|' | b'!');
         let elems = (!scalar).then(|| m.elems.clone());
         (m.kind, m.start_ts, m.bytes, m.null, m.count, m.error.clone(), m.partial, m.resp3, m.after_error, elems)
+    }
+
+    /// An empty simple error is still an error, for both scanners (the
+    /// reply scanner used to read it as no error: found by
+    /// `reply_scanner_reads_as_the_full_one`).
+    #[test]
+    fn an_empty_simple_error_is_an_error() {
+        for mut s in [Scanner::new(false), Scanner::replies()] {
+            let mut out = Vec::new();
+            s.feed(0, b"-\r\n!0\r\n\r\n-ERR x\r\n", &mut out);
+            let errors: Vec<_> = out.iter().map(|m| m.error.as_deref()).collect();
+            assert_eq!(errors, [Some(""), Some(""), Some("ERR x")]);
+        }
     }
 
     #[test]
