@@ -77,24 +77,23 @@ macro_rules! merge_split {
                     for leaf in s.$leaf {
                         let w: usize = $weight(&leaf);
                         let lbytes = field_len(2, &leaf);
-                        let same_r =
-                            cur.$rfield.last().is_some_and(|x| x.resource == resource && x.schema_url == rschema);
-                        let same_s = same_r
-                            && cur
-                                .$rfield
-                                .last()
+                        // Whether the last resource and scope entries of `cur` are this
+                        // leaf's (compared once per leaf: a resource compares its attributes).
+                        let last = cur.$rfield.last();
+                        let mut same_r = last.is_some_and(|x| x.resource == resource && x.schema_url == rschema);
+                        let mut same_s = same_r
+                            && last
                                 .and_then(|x| x.$sfield.last())
                                 .is_some_and(|x| x.scope == scope && x.schema_url == sschema);
-                        let open = |same_r: bool, same_s: bool| {
-                            (if same_r { 0 } else { rhead + SEG_OVERHEAD })
-                                + (if same_s { 0 } else { shead + SEG_OVERHEAD })
-                        };
-                        if cur_n > 0 && (cur_n + w > max || cur_bytes + open(same_r, same_s) + lbytes > max_bytes) {
+                        let open = (if same_r { 0 } else { rhead + SEG_OVERHEAD })
+                            + (if same_s { 0 } else { shead + SEG_OVERHEAD });
+                        if cur_n > 0 && (cur_n + w > max || cur_bytes + open + lbytes > max_bytes) {
                             out.push(std::mem::take(&mut cur));
                             (cur_n, cur_bytes) = (0, 0);
+                            (same_r, same_s) = (false, false);
                         }
                         // Reuse the last resource/scope entry when it is the same one.
-                        if cur.$rfield.last().is_none_or(|x| x.resource != resource || x.schema_url != rschema) {
+                        if !same_r {
                             cur.$rfield.push(Default::default());
                             let lr = cur.$rfield.last_mut().expect("pushed above");
                             lr.resource = resource.clone();
@@ -102,7 +101,7 @@ macro_rules! merge_split {
                             cur_bytes += rhead + SEG_OVERHEAD;
                         }
                         let lr = cur.$rfield.last_mut().expect("pushed above");
-                        if lr.$sfield.last().is_none_or(|x| x.scope != scope || x.schema_url != sschema) {
+                        if !same_s {
                             lr.$sfield.push(Default::default());
                             let ls = lr.$sfield.last_mut().expect("pushed above");
                             ls.scope = scope.clone();

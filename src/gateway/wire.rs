@@ -826,12 +826,14 @@ pub fn merge_split(parts: &[&[u8]], max: usize, max_bytes: usize) -> Result<Vec<
                 cur.push((ri, Some(si), 0..0));
             }
             for (i, leaf) in s.leaves.iter().enumerate() {
-                if n > 0 && (n == max || bytes + open(&cur, ri, si) + leaf.len() > max_bytes) {
+                let mut o = open(&cur, ri, si);
+                if n > 0 && (n == max || bytes + o + leaf.len() > max_bytes) {
                     outs.push((write_segments(&groups, &cur), n));
                     cur.clear();
                     (n, bytes) = (0, 0);
+                    o = open(&cur, ri, si);
                 }
-                bytes += open(&cur, ri, si) + leaf.len();
+                bytes += o + leaf.len();
                 match cur.last_mut() {
                     Some((r, Some(s), range)) if *r == ri && *s == si && range.end == i => range.end = i + 1,
                     _ => cur.push((ri, Some(si), i..i + 1)),
