@@ -15,6 +15,8 @@
 # drops, decoder evictions/parse errors, flow evictions.
 # Usage: bench_completeness.sh [REQUESTS_PER_ROUND=200000]  (root)
 #        CNFLOW_BIN=path to use an already built binary (default: cargo build --release)
+#        DOWN=1 exports to a closed port instead (nothing is delivered, the queue fills
+#               and stays full): the peak RSS is then the memory of a full export queue
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-200000}
@@ -53,11 +55,13 @@ rcli() { ip netns exec $A redis-cli -h 10.200.92.2 "$@"; }
 calls() { rcli INFO commandstats | python3 -c '
 import re, sys
 print(sum(int(m) for l in sys.stdin if not l.startswith("cmdstat_info") for m in re.findall(r"^cmdstat_\S+?:calls=(\d+)", l)))'; }
+endpoint_port=14317
+[ "${DOWN:-0}" = 1 ] && endpoint_port=14319  # nothing listens there
 printf '%-5s %10s %10s %10s %9s %9s %9s %8s  %s\n' pipe "req/s" issued exported complete "agent s" "rotel s" "peak MiB" "loss counters (non-zero)"
 for p in 1 4 16 64; do
   rcli CONFIG RESETSTAT > /dev/null
   before=$(calls)
-  CNFLOW_INTERFACES=vcb OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14317 RUST_LOG=info NO_COLOR=1 \
+  CNFLOW_INTERFACES=vcb OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$endpoint_port RUST_LOG=info NO_COLOR=1 \
     ip netns exec $B "$bin" run --format none > /dev/null 2> "$work/agent.err" &
   agent=$!
   # Up to 30 s: the verifier takes seconds on a loaded machine.

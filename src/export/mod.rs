@@ -17,7 +17,8 @@
 //! `cnflow.export.dead_letter` (of those, items moved to the disk queue's dead-letter directory),
 //! `cnflow.export.rejected` (items refused by the backend in a partial success), `cnflow.export.retried`
 //! (retry attempts), `cnflow.export.dropped` (items refused because the queue was full), gauge
-//! `cnflow.export.queue.depth` (items queued, per endpoint too).
+//! `cnflow.export.queue.depth` (items queued, per endpoint too),
+//! `cnflow.export.queue.bytes` (memory they hold, compressed when waiting).
 pub mod config;
 pub mod gateway_route;
 pub mod grpc;
@@ -145,13 +146,13 @@ impl Exporter {
             OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => Sender::Http(http::HttpSender::new(&cfg)?),
         };
         let counters = Counters::new(cfg.signal, &cfg.destination);
-        let depth = gauge(
-            "cnflow.export.queue.depth",
-            &[("signal", cfg.signal.name()), ("destination", &cfg.destination), ("endpoint", &cfg.display_endpoint())],
-        );
+        let endpoint = cfg.display_endpoint();
+        let attrs = [("signal", cfg.signal.name()), ("destination", &cfg.destination), ("endpoint", &endpoint)];
+        let depth = gauge("cnflow.export.queue.depth", &attrs);
         let dir = cfg.queue_dir.as_ref().map(|d| d.join(cfg.signal.name()));
-        let mut queue =
-            Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?.with_destination(&cfg.destination);
+        let mut queue = Queue::open(cfg.signal, cfg.queue_size, dir, depth, counters.dropped)?
+            .with_destination(&cfg.destination)
+            .with_bytes_gauge(gauge("cnflow.export.queue.bytes", &attrs));
         if let Some(d) = &cfg.queue_dir {
             queue = queue
                 .with_dead_letter(d.join("dead-letter").join(cfg.signal.name()), counters.dead_letter)
