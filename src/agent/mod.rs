@@ -6,6 +6,7 @@ pub mod health;
 pub mod live;
 pub mod own_sockets;
 pub mod pipeline;
+pub mod sched;
 
 use crate::capture::ebpf::{self, LiveCapture};
 use crate::capture::PacketEvent;

@@ -37,12 +37,21 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
         crate::telemetry::config::Temporality::Cumulative => opentelemetry_sdk::metrics::Temporality::Cumulative,
         crate::telemetry::config::Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
     };
+    // Before the runtime: its threads inherit the slice.
+    let slice = crate::agent::sched::set_slice(cfg.sched_slice_us);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let own = {
         let _in_runtime = rt.enter();
         let interval = Some(std::time::Duration::from_secs(tcfg.metric_export_interval_secs));
         super::init_logging_and_self_telemetry("cnflow-agent", &self_cfg, &export, temporality, interval)
     };
+    match slice {
+        Ok(()) if cfg.sched_slice_us > 0 => tracing::info!(us = cfg.sched_slice_us, "scheduler slice set"),
+        Ok(()) => {}
+        Err(e) => {
+            tracing::warn!("CNFLOW_SCHED_SLICE_US: cannot set the scheduler slice ({e}); the kernel's default applies")
+        }
+    }
     let res = rt.block_on(async {
         let cancel = crate::agent::live::cancel_on_signal_or(args.duration)?;
         if format == "packets" {
