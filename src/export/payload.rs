@@ -46,6 +46,16 @@ impl Payload {
         }
     }
 
+    /// Size of the protobuf form.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Payload::Traces(r) => r.encoded_len(),
+            Payload::Metrics(r) => r.encoded_len(),
+            Payload::Logs(r) => r.encoded_len(),
+            Payload::Encoded(e) => e.bytes.len(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Payload::Traces(r) => r.encode_to_vec(),

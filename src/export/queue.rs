@@ -65,11 +65,10 @@ impl Held {
         }
     }
 
-    /// Memory held (the payload's encoded size when plain and already encoded).
+    /// Bytes held: the protobuf size, the compressed size once compressed.
     fn bytes(&self) -> usize {
         match self {
-            Held::Plain(Payload::Encoded(e)) => e.bytes.len(),
-            Held::Plain(_) => 0,
+            Held::Plain(p) => p.encoded_len(),
             Held::Packed { zstd, .. } => zstd.len(),
         }
     }
@@ -108,6 +107,8 @@ struct Waiting {
     held: Held,
     items: usize,
     file: Option<PathBuf>,
+    /// `held.bytes()`, computed once.
+    bytes: usize,
 }
 
 pub struct Entry {
@@ -223,8 +224,9 @@ impl Queue {
                             // Waiting behind the first: held compressed.
                             let held =
                                 if inner.pending.is_empty() { Held::Plain(payload) } else { Held::pack(payload) };
-                            inner.held_bytes += held.bytes();
-                            inner.pending.push_back(Waiting { held, items, file: Some(p) });
+                            let bytes = held.bytes();
+                            inner.held_bytes += bytes;
+                            inner.pending.push_back(Waiting { held, items, file: Some(p), bytes });
                         }
                     }
                     Err(e) => {
@@ -291,22 +293,25 @@ impl Queue {
     }
 
     /// Files `held` at the back of `pending`: called with the lock held.
-    fn enqueue_locked(&self, g: &mut Inner, held: Held, items: usize, file: Option<PathBuf>) {
-        g.held_bytes += held.bytes();
-        g.pending.push_back(Waiting { held, items, file });
+    fn enqueue_locked(&self, g: &mut Inner, (held, bytes): (Held, usize), items: usize, file: Option<PathBuf>) {
+        g.held_bytes += bytes;
+        g.pending.push_back(Waiting { held, items, file, bytes });
         self.behind.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = &self.bytes_gauge {
             b.set(g.held_bytes as u64);
         }
     }
 
-    /// Held compressed when others are already waiting (see the module doc).
-    fn hold(&self, payload: Payload) -> Held {
-        if self.behind.load(std::sync::atomic::Ordering::Relaxed) {
+    /// Held compressed when others are already waiting (see the module doc),
+    /// with its size; done before taking the lock.
+    fn hold(&self, payload: Payload) -> (Held, usize) {
+        let held = if self.behind.load(std::sync::atomic::Ordering::Relaxed) {
             Held::pack(payload)
         } else {
             Held::Plain(payload)
-        }
+        };
+        let bytes = held.bytes();
+        (held, bytes)
     }
 
     pub fn with_destination(mut self, name: &str) -> Self {
@@ -390,7 +395,7 @@ impl Queue {
         let mut g = self.inner.lock();
         let full = g.accounted + items > self.capacity && g.accounted > 0;
         if !g.closed && (full || !g.spilled.is_empty()) {
-            if let Some((file, bytes)) = self.spill_locked(&mut g, || held.wire(self.signal), None) {
+            if let Some((file, bytes)) = self.spill_locked(&mut g, || held.0.wire(self.signal), None) {
                 g.spilled_items += items;
                 g.spilled.push_back(Spilled { file, items, bytes });
                 self.set_depth(&g);
@@ -410,7 +415,7 @@ impl Queue {
             Some(d) => {
                 let p = d.join(format!("{:020}.pb", g.next_seq));
                 g.next_seq += 1;
-                if let Err(e) = write_durably(&p, &held.wire(self.signal)) {
+                if let Err(e) = write_durably(&p, &held.0.wire(self.signal)) {
                     // Still deliverable from memory; only restart-safety is lost.
                     tracing::warn!(file = %p.display(), "cannot persist queued {} request: {e}", self.signal.name());
                     None
@@ -436,7 +441,7 @@ impl Queue {
             {
                 let mut g = self.inner.lock();
                 if let Some(w) = g.pending.pop_front() {
-                    g.held_bytes -= w.held.bytes();
+                    g.held_bytes -= w.bytes;
                     self.behind.store(!g.pending.is_empty(), std::sync::atomic::Ordering::Relaxed);
                     if let Some(b) = &self.bytes_gauge {
                         b.set(g.held_bytes as u64);
@@ -705,9 +710,9 @@ mod tests {
         for r in &reqs {
             q.push(r.clone()).unwrap();
         }
-        // The first was alone (plain, prost form: 0 counted); the next two waited.
-        let held = q.held_bytes();
-        assert!(held > 0 && held * 4 < 2 * raw, "two {raw}-byte requests held in {held} bytes");
+        // The first was alone (plain: its protobuf size); the next two waited.
+        let packed = q.held_bytes() - raw;
+        assert!(packed > 0 && packed * 4 < 2 * raw, "two {raw}-byte requests held in {packed} bytes");
         assert_eq!(q.len_items(), 3000, "the bound still counts items");
         for r in &reqs {
             let e = q.take().await.unwrap();
