@@ -60,7 +60,7 @@ impl EnvVars for OtlpEnv {
 
 /// Four times the 65,536 of before backlog compression (export::queue): a
 /// burst of 200,000 Redis spans against a receiver on the same two cores
-/// needed ~150,000; full, it holds less memory than 65,536 uncompressed did.
+/// needed ~150,000; full, it holds no more memory than 65,536 uncompressed did.
 fn d_queue() -> usize {
     262_144
 }
@@ -117,7 +117,7 @@ pub struct ExportTuning {
 impl EnvVars for ExportTuning {
     const PREFIX: &'static str = "CNFLOW_EXPORT_";
     const VARS: &'static [VarDoc] = &[
-        VarDoc::new("CNFLOW_EXPORT_QUEUE_SIZE", "spans / metric data points / log records waiting for export per signal and endpoint (gateway: per destination); beyond it new data is dropped and counted (cnflow.export.dropped), or refused by the gateway for a required destination. Requests waiting behind others are held zstd-compressed (memory in the cnflow.export.queue.bytes gauge): ~70 bytes per Redis span instead of ~630."),
+        VarDoc::new("CNFLOW_EXPORT_QUEUE_SIZE", "spans / metric data points / log records waiting for export per signal and endpoint (gateway: per destination); beyond it new data is dropped and counted (cnflow.export.dropped), or refused by the gateway for a required destination. Once the waiting requests hold an eighth of it, further ones are held zstd-compressed (memory in the cnflow.export.queue.bytes gauge): ~70 bytes per Redis span instead of ~630."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_INITIAL_BACKOFF_MS", "first retry delay (doubled per attempt, ±50% jitter)."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_BACKOFF_MS", "upper bound of the retry delay."),
         VarDoc::new("CNFLOW_EXPORT_RETRY_MAX_ELAPSED_SECS", "give up on a request (counted as failed) after retrying this long; 0 = retry forever."),

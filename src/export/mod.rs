@@ -18,7 +18,7 @@
 //! `cnflow.export.rejected` (items refused by the backend in a partial success), `cnflow.export.retried`
 //! (retry attempts), `cnflow.export.dropped` (items refused because the queue was full), gauge
 //! `cnflow.export.queue.depth` (items queued, per endpoint too),
-//! `cnflow.export.queue.bytes` (memory they hold, compressed when waiting).
+//! `cnflow.export.queue.bytes` (memory they hold, compressed in a backlog).
 pub mod config;
 pub mod gateway_route;
 pub mod grpc;

@@ -18,14 +18,16 @@
 //! reads them back in order once the in-memory ones are gone. While anything
 //! is spilled new requests spill too, so delivery stays first in, first out.
 //!
-//! Backlog compression: a request that arrives while others are still
-//! waiting (every sender busy: a burst, a slow or unreachable backend) is held
-//! zstd-compressed (level 1) until a sender takes it. OTLP requests repeat
-//! the same attribute keys and values span after span and shrink ~9× (a
-//! Redis span: ~630 bytes encoded, ~70 held, measured with the agent's own
-//! requests), for ~0.5 µs of CPU per span paid only while the queue is
-//! behind; a request taken as soon as it arrives is never compressed. So the bound in items can absorb long bursts at the
-//! memory a much smaller uncompressed queue used to need.
+//! Backlog compression: once the requests waiting for a sender hold an
+//! eighth of the bound in items (32,768 spans by default: every sender busy
+//! for a while, a burst, a slow or unreachable backend), further requests are
+//! held zstd-compressed (level 1) until a sender takes them. OTLP requests
+//! repeat the same attribute keys and values span after span and shrink ~9×
+//! (a Redis span: ~630 bytes encoded, ~70 held, measured with the agent's own
+//! requests), for ~0.5 µs of CPU per span paid only in a real backlog; short
+//! waits (a sender about to take the request) cost nothing. So the bound in
+//! items can absorb long bursts at the memory a much smaller uncompressed
+//! queue used to need.
 use super::payload::Payload;
 use super::{QueueFull, Signal};
 use crate::stats::Counter;
@@ -134,6 +136,8 @@ impl Entry {
 
 struct Inner {
     pending: VecDeque<Waiting>,
+    /// Items in `pending`.
+    pending_items: usize,
     /// Memory held by `pending` (compressed sizes; see `Held::bytes`).
     held_bytes: usize,
     /// Items pending + taken but not yet completed (held in memory).
@@ -159,7 +163,7 @@ pub struct Queue {
     depth: Counter,
     /// `cnflow.export.queue.bytes`: memory held by waiting requests.
     bytes_gauge: Option<Counter>,
-    /// Requests are waiting (`pending` not empty): a new one is compressed.
+    /// Waiting items reached `capacity / 8`: a new request is compressed.
     /// Read without the lock, so compression happens outside it.
     behind: std::sync::atomic::AtomicBool,
     dropped: Counter,
@@ -181,6 +185,7 @@ impl Queue {
     ) -> anyhow::Result<Self> {
         let mut inner = Inner {
             pending: VecDeque::new(),
+            pending_items: 0,
             held_bytes: 0,
             accounted: 0,
             closed: false,
@@ -221,11 +226,14 @@ impl Queue {
                             inner.spilled.push_back(Spilled { file: p, items, bytes: len as u64 });
                         } else {
                             inner.accounted += items;
-                            // Waiting behind the first: held compressed.
-                            let held =
-                                if inner.pending.is_empty() { Held::Plain(payload) } else { Held::pack(payload) };
+                            let held = if backlogged(inner.pending_items, capacity) {
+                                Held::pack(payload)
+                            } else {
+                                Held::Plain(payload)
+                            };
                             let bytes = held.bytes();
                             inner.held_bytes += bytes;
+                            inner.pending_items += items;
                             inner.pending.push_back(Waiting { held, items, file: Some(p), bytes });
                         }
                     }
@@ -255,7 +263,7 @@ impl Queue {
             dir,
             dead_letter: None,
             spill: None,
-            behind: (!inner.pending.is_empty()).into(),
+            behind: backlogged(inner.pending_items, capacity).into(),
             inner: Mutex::new(inner),
             notify: Notify::new(),
             depth,
@@ -296,7 +304,8 @@ impl Queue {
     fn enqueue_locked(&self, g: &mut Inner, (held, bytes): (Held, usize), items: usize, file: Option<PathBuf>) {
         g.held_bytes += bytes;
         g.pending.push_back(Waiting { held, items, file, bytes });
-        self.behind.store(true, std::sync::atomic::Ordering::Relaxed);
+        g.pending_items += items;
+        self.behind.store(backlogged(g.pending_items, self.capacity), std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = &self.bytes_gauge {
             b.set(g.held_bytes as u64);
         }
@@ -442,7 +451,8 @@ impl Queue {
                 let mut g = self.inner.lock();
                 if let Some(w) = g.pending.pop_front() {
                     g.held_bytes -= w.bytes;
-                    self.behind.store(!g.pending.is_empty(), std::sync::atomic::Ordering::Relaxed);
+                    g.pending_items -= w.items;
+                    self.behind.store(backlogged(g.pending_items, self.capacity), std::sync::atomic::Ordering::Relaxed);
                     if let Some(b) = &self.bytes_gauge {
                         b.set(g.held_bytes as u64);
                     }
@@ -598,6 +608,11 @@ impl Queue {
     }
 }
 
+/// Requests arriving now wait behind a real backlog: hold them compressed.
+fn backlogged(pending_items: usize, capacity: usize) -> bool {
+    pending_items > 0 && pending_items >= capacity / 8
+}
+
 /// `SEQ.pb` or `SEQ-TAG.pb` → (seq, tag).
 fn parse_name(name: &str) -> Option<(u64, Option<u64>)> {
     let stem = name.strip_suffix(".pb")?;
@@ -702,15 +717,16 @@ mod tests {
 
     #[tokio::test]
     async fn requests_waiting_behind_others_are_held_compressed_and_come_out_identical() {
+        // Compressed from 8,000 / 8 = 1,000 waiting items on.
         let q =
-            Queue::open(Signal::Traces, 10_000, None, gauge("test.queue.depth", &[("t", "pack")]), counter("t.d", &[]))
+            Queue::open(Signal::Traces, 8_000, None, gauge("test.queue.depth", &[("t", "pack")]), counter("t.d", &[]))
                 .unwrap();
         let reqs: Vec<Payload> = (0..3).map(|_| redis_like(1000)).collect();
         let raw = reqs[0].encode().len();
         for r in &reqs {
             q.push(r.clone()).unwrap();
         }
-        // The first was alone (plain: its protobuf size); the next two waited.
+        // The first was alone (plain: its protobuf size); the next two waited behind 1,000 items.
         let packed = q.held_bytes() - raw;
         assert!(packed > 0 && packed * 4 < 2 * raw, "two {raw}-byte requests held in {packed} bytes");
         assert_eq!(q.len_items(), 3000, "the bound still counts items");
@@ -725,6 +741,14 @@ mod tests {
         // Taken as soon as it arrives: never compressed.
         q.push(reqs[0].clone()).unwrap();
         assert!(matches!(q.take().await.unwrap().payload, Payload::Traces(_)));
+        // A short backlog (below an eighth of the bound) stays uncompressed.
+        let g = gauge("test.queue.depth", &[("t", "nopack")]);
+        let q = Queue::open(Signal::Traces, 100_000, None, g, counter("t.d", &[])).unwrap();
+        for r in &reqs {
+            q.push(r.clone()).unwrap();
+        }
+        assert_eq!(q.held_bytes(), 3 * raw);
+        assert!(matches!(q.take().await.unwrap().payload, Payload::Traces(_)));
     }
 
     #[tokio::test]
@@ -733,12 +757,12 @@ mod tests {
         let d = || gauge("test.queue.depth", &[("t", "packdisk")]);
         let reqs: Vec<Payload> = (1..4).map(redis_like).collect();
         {
-            let q = Queue::open(Signal::Traces, 100, Some(dir.path().into()), d(), counter("t.d", &[])).unwrap();
+            let q = Queue::open(Signal::Traces, 8, Some(dir.path().into()), d(), counter("t.d", &[])).unwrap();
             for r in &reqs {
                 q.push(r.clone()).unwrap();
             }
         }
-        let q = Queue::open(Signal::Traces, 100, Some(dir.path().into()), d(), counter("t.d", &[])).unwrap();
+        let q = Queue::open(Signal::Traces, 8, Some(dir.path().into()), d(), counter("t.d", &[])).unwrap();
         for r in &reqs {
             assert_eq!(&q.take().await.unwrap().payload.decoded().unwrap(), r);
         }
