@@ -314,11 +314,14 @@ impl Queue {
     /// Held compressed when others are already waiting (see the module doc),
     /// with its size; done before taking the lock.
     fn hold(&self, payload: Payload) -> (Held, usize) {
-        let held = if self.behind.load(std::sync::atomic::Ordering::Relaxed) {
+        Self::sized(if self.behind.load(std::sync::atomic::Ordering::Relaxed) {
             Held::pack(payload)
         } else {
             Held::Plain(payload)
-        };
+        })
+    }
+
+    fn sized(held: Held) -> (Held, usize) {
         let bytes = held.bytes();
         (held, bytes)
     }
@@ -400,7 +403,18 @@ impl Queue {
     /// still accepted when the queue is empty, so it cannot get stuck.
     pub fn push(&self, payload: Payload) -> Result<(), QueueFull> {
         let items = payload.items();
-        let held = self.hold(payload);
+        // What will be dropped or written to the spill is not compressed
+        // first (a backend that stays down would cost that for nothing).
+        let (refused, plain) = {
+            let g = self.inner.lock();
+            let full = g.accounted + items > self.capacity && g.accounted > 0;
+            (g.closed || (full && self.spill.is_none()), full || !g.spilled.is_empty())
+        };
+        if refused {
+            self.count_drop(items);
+            return Err(QueueFull);
+        }
+        let held = if plain { Self::sized(Held::Plain(payload)) } else { self.hold(payload) };
         let mut g = self.inner.lock();
         let full = g.accounted + items > self.capacity && g.accounted > 0;
         if !g.closed && (full || !g.spilled.is_empty()) {
