@@ -75,31 +75,22 @@ impl Held {
         }
     }
 
-    /// Protobuf bytes of the request (for a file).
-    fn wire(&self, signal: Signal) -> Vec<u8> {
+    /// Protobuf bytes of the request (for a file; empty only on a bug, as
+    /// the compressed bytes are our own).
+    fn wire(&self) -> Vec<u8> {
         match self {
             Held::Plain(p) => p.encode(),
-            Held::Packed { .. } => match self.unpack(signal, 0) {
-                Ok(Payload::Encoded(e)) => e.bytes.into(),
-                _ => Vec::new(),
-            },
-        }
-    }
-
-    fn unpack(&self, signal: Signal, items: usize) -> std::io::Result<Payload> {
-        match self {
-            Held::Plain(p) => Ok(p.clone()),
-            Held::Packed { zstd, raw_len } => {
-                let raw = zstd::bulk::decompress(zstd, *raw_len)?;
-                Ok(Payload::Encoded(super::payload::Encoded { signal, bytes: raw.into(), items }))
-            }
+            Held::Packed { zstd, raw_len } => zstd::bulk::decompress(zstd, *raw_len).unwrap_or_default(),
         }
     }
 
     fn into_payload(self, signal: Signal, items: usize) -> std::io::Result<Payload> {
         match self {
             Held::Plain(p) => Ok(p),
-            packed => packed.unpack(signal, items),
+            Held::Packed { zstd, raw_len } => {
+                let raw = zstd::bulk::decompress(&zstd, raw_len)?;
+                Ok(Payload::Encoded(super::payload::Encoded { signal, bytes: raw.into(), items }))
+            }
         }
     }
 }
@@ -232,9 +223,7 @@ impl Queue {
                                 Held::Plain(payload)
                             };
                             let bytes = held.bytes();
-                            inner.held_bytes += bytes;
-                            inner.pending_items += items;
-                            inner.pending.push_back(Waiting { held, items, file: Some(p), bytes });
+                            inner.enqueue(Waiting { held, items, file: Some(p), bytes });
                         }
                     }
                     Err(e) => {
@@ -302,17 +291,20 @@ impl Queue {
 
     /// Files `held` at the back of `pending`: called with the lock held.
     fn enqueue_locked(&self, g: &mut Inner, (held, bytes): (Held, usize), items: usize, file: Option<PathBuf>) {
-        g.held_bytes += bytes;
-        g.pending.push_back(Waiting { held, items, file, bytes });
-        g.pending_items += items;
+        g.enqueue(Waiting { held, items, file, bytes });
+        self.pending_changed(g);
+    }
+
+    /// After `pending` changed: whether new requests are compressed, and the gauge.
+    fn pending_changed(&self, g: &Inner) {
         self.behind.store(backlogged(g.pending_items, self.capacity), std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = &self.bytes_gauge {
             b.set(g.held_bytes as u64);
         }
     }
 
-    /// Held compressed when others are already waiting (see the module doc),
-    /// with its size; done before taking the lock.
+    /// Held compressed in a backlog (see the module doc), with its size;
+    /// done before taking the lock.
     fn hold(&self, payload: Payload) -> (Held, usize) {
         Self::sized(if self.behind.load(std::sync::atomic::Ordering::Relaxed) {
             Held::pack(payload)
@@ -418,7 +410,7 @@ impl Queue {
         let mut g = self.inner.lock();
         let full = g.accounted + items > self.capacity && g.accounted > 0;
         if !g.closed && (full || !g.spilled.is_empty()) {
-            if let Some((file, bytes)) = self.spill_locked(&mut g, || held.0.wire(self.signal), None) {
+            if let Some((file, bytes)) = self.spill_locked(&mut g, || held.0.wire(), None) {
                 g.spilled_items += items;
                 g.spilled.push_back(Spilled { file, items, bytes });
                 self.set_depth(&g);
@@ -438,7 +430,7 @@ impl Queue {
             Some(d) => {
                 let p = d.join(format!("{:020}.pb", g.next_seq));
                 g.next_seq += 1;
-                if let Err(e) = write_durably(&p, &held.0.wire(self.signal)) {
+                if let Err(e) = write_durably(&p, &held.0.wire()) {
                     // Still deliverable from memory; only restart-safety is lost.
                     tracing::warn!(file = %p.display(), "cannot persist queued {} request: {e}", self.signal.name());
                     None
@@ -463,13 +455,8 @@ impl Queue {
             let notified = self.notify.notified();
             {
                 let mut g = self.inner.lock();
-                if let Some(w) = g.pending.pop_front() {
-                    g.held_bytes -= w.bytes;
-                    g.pending_items -= w.items;
-                    self.behind.store(backlogged(g.pending_items, self.capacity), std::sync::atomic::Ordering::Relaxed);
-                    if let Some(b) = &self.bytes_gauge {
-                        b.set(g.held_bytes as u64);
-                    }
+                if let Some(w) = g.dequeue() {
+                    self.pending_changed(&g);
                     drop(g);
                     match w.held.into_payload(self.signal, w.items) {
                         Ok(payload) => return Some(Entry { payload, items: w.items, file: w.file, spill_bytes: None }),
@@ -619,6 +606,21 @@ impl Queue {
     pub fn abandon(&self) -> (usize, bool) {
         let g = self.inner.lock();
         (g.accounted + g.spilled_items, self.dir.is_some())
+    }
+}
+
+impl Inner {
+    fn enqueue(&mut self, w: Waiting) {
+        self.held_bytes += w.bytes;
+        self.pending_items += w.items;
+        self.pending.push_back(w);
+    }
+
+    fn dequeue(&mut self) -> Option<Waiting> {
+        let w = self.pending.pop_front()?;
+        self.held_bytes -= w.bytes;
+        self.pending_items -= w.items;
+        Some(w)
     }
 }
 
