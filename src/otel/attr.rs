@@ -286,6 +286,35 @@ impl From<bool> for V {
 
 pub type Attrs = Vec<(&'static str, V)>;
 
+/// Appending to an attribute list. `Vec::push` builds the 48-byte entry on
+/// the stack (tag byte, inline text and words written separately) and then
+/// copies it with 16-byte loads that overlap several of those smaller
+/// stores: the CPU cannot forward them and each load waits for the stores
+/// to reach the cache (~15 cycles). In a live profile of the agent those
+/// loads were half of span building's own time. `put` makes room first and
+/// writes the entry in place, so no such copy is made.
+pub trait Put {
+    fn put(&mut self, key: &'static str, value: impl Into<V>);
+}
+
+impl Put for Attrs {
+    #[inline(always)]
+    fn put(&mut self, key: &'static str, value: impl Into<V>) {
+        if self.len() == self.capacity() {
+            self.reserve(1);
+        }
+        let len = self.len();
+        // SAFETY: the capacity check above leaves room for one more entry at
+        // `len`; it is initialised by the write before the length covers it.
+        // The value is converted here, after the (rare) reserve call: built
+        // before it, it would have to be kept on the stack across the call.
+        unsafe {
+            self.as_mut_ptr().add(len).write((key, value.into()));
+            self.set_len(len + 1);
+        }
+    }
+}
+
 /// Attribute lists of at least this capacity go to the span pool, smaller
 /// ones to the metric pool.
 const SPAN_ATTRS: usize = 16;

@@ -3,6 +3,7 @@
 //! timed out or were reset.
 use super::exchange::{Exchange, Outcome};
 use crate::flow::Transport;
+use crate::otel::attr::Put;
 use crate::otel::attr::{Attrs, Str, V};
 use crate::otel::span::Kind;
 use std::net::SocketAddr;
@@ -106,33 +107,33 @@ pub(crate) fn endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &
         _ => (server_ip, c.server.port()),
     };
     a.reserve(10);
-    a.push(("server.address", server_addr.into()));
+    a.put("server.address", server_addr);
     if server_port != 0 {
-        a.push(("server.port", (server_port as i64).into()));
+        a.put("server.port", server_port as i64);
     }
-    a.push(("client.address", client_ip.into()));
+    a.put("client.address", client_ip);
     if c.client.port() != 0 {
-        a.push(("client.port", (c.client.port() as i64).into()));
+        a.put("client.port", c.client.port() as i64);
     }
-    a.push(("network.peer.address", peer_ip.into()));
+    a.put("network.peer.address", peer_ip);
     if peer.port() != 0 {
-        a.push(("network.peer.port", (peer.port() as i64).into()));
+        a.put("network.peer.port", peer.port() as i64);
     }
-    a.push(("network.local.address", local_ip.into()));
+    a.put("network.local.address", local_ip);
     if local.port() != 0 {
-        a.push(("network.local.port", (local.port() as i64).into()));
+        a.put("network.local.port", local.port() as i64);
     }
     match c.transport {
-        Transport::Tcp => a.push(("network.transport", "tcp".into())),
-        Transport::Udp => a.push(("network.transport", "udp".into())),
+        Transport::Tcp => a.put("network.transport", "tcp"),
+        Transport::Udp => a.put("network.transport", "udp"),
         Transport::Icmp => {}
     }
-    a.push(("network.type", network_type(&c.server).into()));
+    a.put("network.type", network_type(&c.server));
 }
 
 pub(crate) fn outcome_error(ex: &Exchange, a: &mut Attrs) -> Option<String> {
     let (ty, msg) = outcome_status(ex)?;
-    a.push(("error.type", ty.into()));
+    a.put("error.type", ty);
     Some(msg.to_string())
 }
 
@@ -148,7 +149,7 @@ pub(crate) fn outcome_status(ex: &Exchange) -> Option<(&'static str, &'static st
 
 pub(crate) fn push_opt<T: Into<V>>(a: &mut Attrs, k: &'static str, v: Option<T>) {
     if let Some(v) = v {
-        a.push((k, v.into()));
+        a.put(k, v);
     }
 }
 

@@ -17,6 +17,7 @@
 //!   answer; `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true` makes it an error too);
 //! - ICMP: errors received (unreachable, time exceeded, parameter problem).
 use crate::exchange::Exchange;
+use crate::otel::attr::Put;
 use crate::otel::attr::V;
 use crate::otel::route::RouteTemplater;
 pub use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
@@ -46,12 +47,12 @@ pub fn build_with_peer(
     // Each protocol's mapping lives in its folder (`protocol/<name>/semconv.rs`).
     let mut p = ex.detail.span_parts(ex, kind, &mut SpanCx { opts, routes });
     if ex.partial {
-        p.attrs.push(("cnflow.partial", true.into()));
+        p.attrs.put("cnflow.partial", true);
     }
     // The join key's facts (TCP sequence numbers, UDP transaction id), for
     // the gateway to connect this span with the other node's half of the
     // exchange (`gateway::stitch`); the gateway strips them before export.
-    crate::exchange::WireKey::each_attr(ex, |k, v| p.attrs.push((k, V::I(v))));
+    crate::exchange::WireKey::each_attr(ex, |k, v| p.attrs.put(k, V::I(v)));
     if let Some(tls) = crate::capture::tls_stream::TlsSource::of_ifindex(ex.conn.ifindex) {
         tls_attrs(&mut p, tls);
     }
@@ -76,15 +77,15 @@ fn tls_attrs(p: &mut SpanParts, tls: crate::capture::tls_stream::TlsSource) {
             *v = V::from("https");
         }
     }
-    p.attrs.push(("tls.protocol.name", "tls".into()));
+    p.attrs.put("tls.protocol.name", "tls");
     if let Some(v) = tls.version {
-        p.attrs.push(("tls.protocol.version", v.into()));
+        p.attrs.put("tls.protocol.version", v);
     }
     // The traced process, on spans only: as metric attributes (or on the
     // resource) a pid would make one series per short-lived client process.
-    p.attrs.push(("process.pid", i64::from(tls.pid).into()));
+    p.attrs.put("process.pid", i64::from(tls.pid));
     if let Some(exe) = crate::process::get(tls.pid).and_then(|i| i.executable.clone()) {
-        p.attrs.push(("process.executable.name", exe.into()));
+        p.attrs.put("process.executable.name", exe);
     }
 }
 

@@ -16,6 +16,7 @@
 //! only (not by unconfirmed publishes nor deliveries: the wire shows when
 //! they were sent, not how long the client's call took).
 use super::AmqpDetail;
+use crate::otel::attr::Put;
 use crate::otel::attr::{Attrs, Str};
 use crate::otel::semconv::{Instrument, MessageCounter};
 use crate::otel::span::{Kind, SpanCx, SpanParts};
@@ -61,9 +62,9 @@ pub fn span_parts(ex: &Exchange, d: &AmqpDetail, side: Kind) -> SpanParts {
     push_opt(&mut a, "messaging.rabbitmq.destination.routing_key", non_empty(&d.routing_key).map(Str::copy));
     push_opt(&mut a, "messaging.message.body.size", d.body_size.map(|n| n.min(i64::MAX as u64) as i64));
     push_opt(&mut a, "messaging.rabbitmq.message.delivery_tag", d.delivery_tag.map(|n| n.min(i64::MAX as u64) as i64));
-    a.push(("cnflow.amqp.method", d.method.clone().into()));
+    a.put("cnflow.amqp.method", d.method.clone());
     push_opt(&mut a, "cnflow.amqp.response", d.response.clone());
-    a.push(("cnflow.amqp.channel", (d.channel as i64).into()));
+    a.put("cnflow.amqp.channel", d.channel as i64);
     push_opt(&mut a, "cnflow.amqp.exchange", d.exchange.clone());
     push_opt(&mut a, "cnflow.amqp.queue", d.queue.clone());
     push_opt(&mut a, "cnflow.amqp.consumer_tag", d.consumer_tag.clone());
@@ -72,26 +73,26 @@ pub fn span_parts(ex: &Exchange, d: &AmqpDetail, side: Kind) -> SpanParts {
     push_opt(&mut a, "cnflow.amqp.vhost", d.vhost.clone());
     push_opt(&mut a, "cnflow.amqp.mechanism", d.mechanism.clone());
     if d.multiple {
-        a.push(("cnflow.amqp.multiple", true.into()));
+        a.put("cnflow.amqp.multiple", true);
     }
     if d.redelivered {
-        a.push(("cnflow.amqp.redelivered", true.into()));
+        a.put("cnflow.amqp.redelivered", true);
     }
-    a.push(("network.protocol.name", "amqp".into()));
-    a.push(("network.protocol.version", "0.9.1".into()));
+    a.put("network.protocol.name", "amqp");
+    a.put("network.protocol.version", "0.9.1");
     endpoint_attrs(ex, side, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() {
         if let Some(code) = d.reply_code.filter(|c| *c >= 300) {
-            a.push(("error.type", code.to_string().into()));
+            a.put("error.type", code.to_string());
             error = Some(d.reply_text.clone().unwrap_or_else(|| code.to_string()));
         } else if d.method == "basic.publish" && d.response.as_deref() == Some("basic.nack") {
-            a.push(("error.type", "nack".into()));
+            a.put("error.type", "nack");
             error = Some("the broker did not accept the message (basic.nack)".into());
         }
     }
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
-        m.push(("error.type", v.clone()));
+        m.put("error.type", v.clone());
     }
     let answered = d.response.is_some() || ex.outcome != Outcome::Complete;
     let pushed = matches!(d.method.as_str(), "basic.deliver" | "basic.return");

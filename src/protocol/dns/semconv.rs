@@ -3,6 +3,7 @@
 //! ERROR on any rcode other than NOERROR and NXDOMAIN (NXDOMAIN is a normal
 //! answer unless `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true`).
 use super::DnsDetail;
+use crate::otel::attr::Put;
 use crate::otel::attr::{Attrs, Str, V};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
@@ -14,25 +15,25 @@ pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions
     let mut a = Attrs::new();
     let mut m = Attrs::new();
     if let Some(q) = &d.question_name {
-        a.push(("dns.question.name", q.clone().into()));
-        m.push(("dns.question.name", q.clone().into()));
+        a.put("dns.question.name", q.clone());
+        m.put("dns.question.name", q.clone());
     }
     push_opt(&mut a, "cnflow.dns.question.type", d.question_type.clone());
     push_opt(&mut a, "cnflow.dns.rcode", d.rcode.clone());
     push_opt(&mut a, "cnflow.dns.opcode", d.opcode.clone());
     push_opt(&mut a, "cnflow.dns.update.name", d.update_name.clone());
     push_opt(&mut a, "cnflow.dns.update.type", d.update_type.clone());
-    a.push(("cnflow.dns.id", (d.id as i64).into()));
+    a.put("cnflow.dns.id", d.id as i64);
     if d.rcode.is_some() {
-        a.push(("cnflow.dns.answer_count", (d.answer_count as i64).into()));
+        a.put("cnflow.dns.answer_count", d.answer_count as i64);
     }
     if !d.answers.is_empty() {
-        a.push(("dns.answers", V::A(d.answers.clone())));
+        a.put("dns.answers", V::A(d.answers.clone()));
     }
     if d.truncated {
-        a.push(("cnflow.dns.truncated", true.into()));
+        a.put("cnflow.dns.truncated", true);
     }
-    a.push(("network.protocol.name", "dns".into()));
+    a.put("network.protocol.name", "dns");
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if let (None, Some(rc)) = (&error, d.rcode.as_deref()) {
@@ -42,12 +43,12 @@ pub fn span_parts(ex: &Exchange, d: &DnsDetail, kind: Kind, opts: &NamingOptions
             _ => true,
         };
         if bad {
-            a.push(("error.type", Str::copy(rc).into()));
+            a.put("error.type", Str::copy(rc));
             error = Some(String::new());
         }
     }
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
-        m.push(("error.type", v.clone()));
+        m.put("error.type", v.clone());
     }
     // UPDATE names the record changed, not the zone in its question section.
     let name = match (&d.opcode, &d.update_type, &d.update_name, &d.question_name) {

@@ -3,6 +3,7 @@
 //! on 4xx/5xx for CLIENT spans, and the `http.{server,client}.request.duration`
 //! histogram.
 use super::HttpDetail;
+use crate::otel::attr::Put;
 use crate::otel::attr::{Attrs, Str};
 use crate::otel::route::RouteTemplater;
 use crate::otel::semconv::Instrument;
@@ -54,29 +55,29 @@ pub fn span_parts(
         None => (Str::lit("_OTHER"), Some(Str::copy(m))),
     });
     if let Some((meth, orig)) = &method {
-        a.push(("http.request.method", meth.clone().into()));
+        a.put("http.request.method", meth.clone());
         push_opt(&mut a, "http.request.method_original", orig.clone());
     }
     let route = h.path.as_deref().map(|p| routes.template_str(p));
     let route_key = if kind == Kind::Server { "http.route" } else { "url.template" };
     if let Some(r) = &route {
-        a.push((route_key, r.clone().into()));
+        a.put(route_key, r.clone());
     }
     push_opt(&mut a, "url.path", h.path.clone());
     if let Some(q) = h.query.as_deref().filter(|q| !q.is_empty()) {
-        a.push(("url.query", if opts.mask_query_values { mask_query(q) } else { q.to_string() }.into()));
+        a.put("url.query", if opts.mask_query_values { mask_query(q) } else { q.to_string() });
     }
-    a.push(("url.scheme", "http".into()));
+    a.put("url.scheme", "http");
     if let Some(s) = h.status {
-        a.push(("http.response.status_code", (s as i64).into()));
+        a.put("http.response.status_code", s as i64);
     }
     push_opt(&mut a, "user_agent.original", h.user_agent.clone());
     push_opt(&mut a, "http.request.body.size", h.request_content_length.map(|v| v as i64));
     push_opt(&mut a, "http.response.body.size", h.response_content_length.map(|v| v as i64));
-    a.push(("network.protocol.name", "http".into()));
+    a.put("network.protocol.name", "http");
     let version = (!h.version.is_empty()).then(|| h.version.clone());
     if let Some(v) = &version {
-        a.push(("network.protocol.version", v.clone().into()));
+        a.put("network.protocol.version", v.clone());
     }
     endpoint_attrs(ex, kind, h.host.as_deref(), &mut a);
     let mut error = outcome_error(ex, &mut a);
@@ -86,7 +87,7 @@ pub fn span_parts(
             Kind::Client | Kind::Producer | Kind::Consumer => s >= 400,
         };
         if bad {
-            a.push(("error.type", Str::int(i64::from(s)).into()));
+            a.put("error.type", Str::int(i64::from(s)));
             error = Some(informative_reason(s, h.reason.as_deref()).unwrap_or_default());
         }
     }
@@ -94,27 +95,27 @@ pub fn span_parts(
     // sorts them, and sorted ones cost it one comparison each.
     let mut m = Attrs::with_capacity(10);
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
-        m.push(("error.type", v.clone()));
+        m.put("error.type", v.clone());
     }
     if let Some((meth, _)) = &method {
-        m.push(("http.request.method", meth.clone().into()));
+        m.put("http.request.method", meth.clone());
     }
     if let Some(s) = h.status {
-        m.push(("http.response.status_code", (s as i64).into()));
+        m.put("http.response.status_code", s as i64);
     }
     if let (Some(r), Kind::Server) = (&route, kind) {
-        m.push(("http.route", r.clone().into()));
+        m.put("http.route", r.clone());
     }
-    m.push(("network.protocol.name", "http".into()));
+    m.put("network.protocol.name", "http");
     if let Some(v) = version {
-        m.push(("network.protocol.version", v.into()));
+        m.put("network.protocol.version", v);
     }
     if kind == Kind::Client && opts.metrics_server_address {
         m.extend(a.iter().filter(|(k, _)| matches!(*k, "server.address" | "server.port")).cloned());
     }
-    m.push(("url.scheme", "http".into()));
+    m.put("url.scheme", "http");
     if let (Some(r), false) = (&route, kind == Kind::Server) {
-        m.push(("url.template", r.clone().into()));
+        m.put("url.template", r.clone());
     }
     // Inline when short (`GET /users/{id}`): no allocation.
     let name = match (&method, &route) {

@@ -2,6 +2,7 @@
 //! `cnflow.icmp.echo.rtt` histogram for answered echoes. ERROR for errors
 //! received (unreachable, time exceeded, parameter problem).
 use super::IcmpDetail;
+use crate::otel::attr::Put;
 use crate::otel::attr::{Attrs, V};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
@@ -28,14 +29,14 @@ pub fn span_parts(ex: &Exchange, i: &IcmpDetail, kind: Kind, _opts: &NamingOptio
     push_opt(&mut a, "cnflow.icmp.echo.id", i.echo_id.map(|v| v as i64));
     push_opt(&mut a, "cnflow.icmp.echo.seq", i.echo_seq.map(|v| v as i64));
     if let Some(o) = &i.original {
-        a.push(("cnflow.icmp.original.protocol", (o.protocol as i64).into()));
-        a.push(("cnflow.icmp.original.source", o.src.to_string().into()));
-        a.push(("cnflow.icmp.original.destination", o.dst.to_string().into()));
+        a.put("cnflow.icmp.original.protocol", o.protocol as i64);
+        a.put("cnflow.icmp.original.source", o.src.to_string());
+        a.put("cnflow.icmp.original.destination", o.dst.to_string());
     }
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() && icmp_is_error(i) {
-        a.push(("error.type", label.clone().into()));
+        a.put("error.type", label.clone());
         error = Some(String::new());
     }
     let echo_ok = i.echo_id.is_some() && ex.outcome == Outcome::Complete && !icmp_is_error(i);

@@ -2,6 +2,7 @@
 //! the `messaging.client.operation.duration` histogram. ERROR on a non-zero
 //! error code in the response.
 use super::KafkaDetail;
+use crate::otel::attr::Put;
 use crate::otel::attr::{Attrs, V};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
@@ -39,7 +40,7 @@ pub fn span_parts(ex: &Exchange, k: &KafkaDetail, kind: Kind, _opts: &NamingOpti
     push_opt(&mut a, "messaging.destination.name", dest.clone());
     let mut m = a.clone();
     if k.topics.len() > 1 {
-        a.push(("cnflow.kafka.topics", V::A(k.topics.clone())));
+        a.put("cnflow.kafka.topics", V::A(k.topics.clone()));
     }
     push_opt(&mut a, "messaging.client.id", k.client_id.clone());
     // Produce and Fetch carry record batches on the wire, whichever client
@@ -47,21 +48,21 @@ pub fn span_parts(ex: &Exchange, k: &KafkaDetail, kind: Kind, _opts: &NamingOpti
     // an empty long-poll Fetch). Only when the decoder counted every batch.
     push_opt(&mut a, "messaging.batch.message_count", k.record_count.map(|n| n as i64));
     push_opt(&mut a, "cnflow.kafka.record_bytes", k.record_bytes.map(|n| n as i64));
-    a.push(("cnflow.kafka.api_key", (k.api_key as i64).into()));
-    a.push(("cnflow.kafka.api_version", (k.api_version as i64).into()));
-    a.push(("cnflow.kafka.correlation_id", (k.correlation_id as i64).into()));
+    a.put("cnflow.kafka.api_key", k.api_key as i64);
+    a.put("cnflow.kafka.api_version", k.api_version as i64);
+    a.put("cnflow.kafka.correlation_id", k.correlation_id as i64);
     if k.error_code != 0 {
-        a.push(("cnflow.kafka.error_code", (k.error_code as i64).into()));
+        a.put("cnflow.kafka.error_code", k.error_code as i64);
     }
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() && k.error_code != 0 {
         let name = k.error_name.clone().unwrap_or_else(|| k.error_code.to_string());
-        a.push(("error.type", name.clone().into()));
+        a.put("error.type", name.clone());
         error = Some(name);
     }
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
-        m.push(("error.type", v.clone()));
+        m.put("error.type", v.clone());
     }
     let name = match dest {
         Some(d) => format!("{op} {d}"),

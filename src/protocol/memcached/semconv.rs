@@ -5,6 +5,7 @@
 //! status), never on a miss.
 use super::MemcachedDetail;
 use crate::otel::attr::Attrs;
+use crate::otel::attr::Put;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
@@ -14,30 +15,30 @@ use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 pub fn span_parts(ex: &Exchange, d: &MemcachedDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
     let mut a: Attrs = vec![("db.system.name", "memcached".into())];
     if !d.command.is_empty() {
-        a.push(("db.operation.name", d.command.clone().into()));
+        a.put("db.operation.name", d.command.clone());
     }
     let mut m = a.clone();
     let text = if opts.unmask_db_statements { &d.query_raw } else { &d.query_masked };
     if !text.is_empty() {
-        a.push(("db.query.text", text.clone().into()));
+        a.put("db.query.text", text.clone());
     }
     push_opt(&mut a, "db.response.returned_rows", d.hits.map(i64::from));
     push_opt(&mut a, "cnflow.memcached.response", d.response.clone());
     if d.noreply {
-        a.push(("cnflow.memcached.noreply", true.into()));
+        a.put("cnflow.memcached.noreply", true);
     }
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = if d.noreply { None } else { outcome_error(ex, &mut a) };
     if error.is_none() {
         if let Some(code) = &d.error_code {
-            a.push(("db.response.status_code", code.clone().into()));
-            a.push(("error.type", code.clone().into()));
+            a.put("db.response.status_code", code.clone());
+            a.put("error.type", code.clone());
             error = Some(d.error.clone().unwrap_or_else(|| code.clone()));
         }
     }
     for key in ["db.response.status_code", "error.type"] {
         if let Some((_, v)) = a.iter().find(|(k, _)| *k == key) {
-            m.push((key, v.clone()));
+            m.put(key, v.clone());
         }
     }
     let name = if d.command.is_empty() { "memcached".to_string() } else { d.command.clone() };

@@ -4,6 +4,7 @@
 //! `db.response.status_code` and `error.type` are the server's error code.
 use super::MongodbDetail;
 use crate::otel::attr::Attrs;
+use crate::otel::attr::Put;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
@@ -21,20 +22,20 @@ pub fn span_parts(ex: &Exchange, d: &MongodbDetail, kind: Kind, opts: &NamingOpt
     let mut m = a.clone();
     push_opt(&mut a, "db.query.text", d.query_masked.clone());
     push_opt(&mut a, "db.response.returned_rows", d.returned_rows.map(|n| n as i64));
-    a.push(("cnflow.mongodb.op_code", d.op_code.into()));
+    a.put("cnflow.mongodb.op_code", d.op_code);
     push_opt(&mut a, "cnflow.mongodb.compressor", d.compressor);
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() && (d.ok == Some(false) || d.error_code.is_some()) {
         let code = d.error_code.map(|c| c.to_string()).unwrap_or_else(|| "_OTHER".to_string());
-        a.push(("db.response.status_code", code.clone().into()));
-        a.push(("error.type", code.into()));
+        a.put("db.response.status_code", code.clone());
+        a.put("error.type", code);
         push_opt(&mut a, "cnflow.mongodb.error_name", d.error_name.clone());
         error = Some(d.error_message.clone().or_else(|| d.error_name.clone()).unwrap_or_else(|| "error reply".into()));
     }
     for key in ["db.response.status_code", "error.type"] {
         if let Some((_, v)) = a.iter().find(|(k, _)| *k == key) {
-            m.push((key, v.clone()));
+            m.put(key, v.clone());
         }
     }
     if kind == Kind::Client && opts.metrics_server_address {

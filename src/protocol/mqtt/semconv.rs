@@ -7,6 +7,7 @@
 //! `messaging.client.operation.duration`: the wire shows when they were sent,
 //! not how long the client's call took.
 use super::MqttDetail;
+use crate::otel::attr::Put;
 use crate::otel::attr::{Attrs, V};
 use crate::otel::route::template_id_segments;
 use crate::otel::semconv::Instrument;
@@ -91,25 +92,25 @@ pub fn span_parts(ex: &Exchange, d: &MqttDetail, side: Kind) -> SpanParts {
     let template = dest.as_deref().and_then(topic_template);
     let mut m = a.clone();
     match (&template, &dest) {
-        (Some(t), _) => m.push(("messaging.destination.template", t.clone().into())),
-        (None, Some(s)) => m.push(("messaging.destination.name", s.clone().into())),
+        (Some(t), _) => m.put("messaging.destination.template", t.clone()),
+        (None, Some(s)) => m.put("messaging.destination.name", s.clone()),
         _ => {}
     }
     push_opt(&mut a, "messaging.destination.name", dest.clone());
     push_opt(&mut a, "messaging.destination.template", template.clone());
     if d.topics.len() > 1 {
-        a.push(("cnflow.mqtt.topics", V::A(d.topics.clone())));
+        a.put("cnflow.mqtt.topics", V::A(d.topics.clone()));
     }
     push_opt(&mut a, "messaging.message.body.size", d.payload_bytes.map(|n| n as i64));
     push_opt(&mut a, "messaging.client.id", d.client_id.clone());
-    a.push(("cnflow.mqtt.packet", d.packet.clone().into()));
+    a.put("cnflow.mqtt.packet", d.packet.clone());
     push_opt(&mut a, "cnflow.mqtt.qos", d.qos.map(|q| q as i64));
     if d.retain {
-        a.push(("cnflow.mqtt.retain", true.into()));
+        a.put("cnflow.mqtt.retain", true);
     }
     push_opt(&mut a, "cnflow.mqtt.response", d.response.clone());
     push_opt(&mut a, "cnflow.mqtt.reason_code", d.reason_code.map(|c| c as i64));
-    a.push(("network.protocol.name", "mqtt".into()));
+    a.put("network.protocol.name", "mqtt");
     let version = match d.protocol_level {
         3 => Some("3.1"),
         4 => Some("3.1.1"),
@@ -129,12 +130,12 @@ pub fn span_parts(ex: &Exchange, d: &MqttDetail, side: Kind) -> SpanParts {
         if failed {
             let c = d.reason_code.unwrap_or(0);
             let name = reason_name(c, d.protocol_level);
-            a.push(("error.type", name.into()));
+            a.put("error.type", name);
             error = Some(format!("{name} (0x{c:02x})"));
         }
     }
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
-        m.push(("error.type", v.clone()));
+        m.put("error.type", v.clone());
     }
     let answered = d.response.is_some() || ex.outcome != Outcome::Complete;
     let metric = (answered && !d.delivery).then_some((Instrument::Messaging, m));

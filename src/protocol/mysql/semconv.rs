@@ -3,6 +3,7 @@
 //! otherwise) and the `db.client.operation.duration` histogram. ERROR on an
 //! ERR packet: `db.response.status_code` and `error.type` = the error code.
 use super::MysqlDetail;
+use crate::otel::attr::Put;
 use crate::otel::attr::{Attrs, Str};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
@@ -30,14 +31,14 @@ pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptio
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() {
         if let Some(code) = d.error_code {
-            a.push(("db.response.status_code", code.to_string().into()));
-            a.push(("error.type", code.to_string().into()));
+            a.put("db.response.status_code", code.to_string());
+            a.put("error.type", code.to_string());
             error = Some(d.error_message.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| code.to_string()));
         }
     }
     for key in ["db.response.status_code", "error.type"] {
         if let Some((_, v)) = a.iter().find(|(k, _)| *k == key) {
-            m.push((key, v.clone()));
+            m.put(key, v.clone());
         }
     }
     // Semconv: the summary, else operation and target, else the target, else the system.

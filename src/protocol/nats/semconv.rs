@@ -9,6 +9,7 @@
 //! wire shows when it was sent, not how long the client's call took.
 use super::NatsDetail;
 use crate::otel::attr::Attrs;
+use crate::otel::attr::Put;
 use crate::otel::route::template_id_segments;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, SpanCx, SpanParts};
@@ -62,19 +63,19 @@ pub fn span_parts(ex: &Exchange, d: &NatsDetail, side: Kind) -> SpanParts {
     let (template, temporary) = d.subject.as_deref().map(subject_template).unwrap_or((None, false));
     let mut m = a.clone();
     match (&template, &d.subject) {
-        (Some(t), _) => m.push(("messaging.destination.template", t.clone().into())),
-        (None, Some(s)) => m.push(("messaging.destination.name", s.clone().into())),
+        (Some(t), _) => m.put("messaging.destination.template", t.clone()),
+        (None, Some(s)) => m.put("messaging.destination.name", s.clone()),
         _ => {}
     }
     push_opt(&mut a, "messaging.destination.name", d.subject.clone());
     push_opt(&mut a, "messaging.destination.template", template.clone());
     if temporary {
-        a.push(("messaging.destination.temporary", true.into()));
+        a.put("messaging.destination.temporary", true);
     }
     push_opt(&mut a, "messaging.consumer.group.name", d.queue_group.clone());
     push_opt(&mut a, "messaging.message.body.size", d.payload_bytes.map(|n| n as i64));
     push_opt(&mut a, "messaging.client.id", d.client_name.clone());
-    a.push(("cnflow.nats.op", d.op.clone().into()));
+    a.put("cnflow.nats.op", d.op.clone());
     push_opt(&mut a, "cnflow.nats.sid", d.sid.clone());
     push_opt(&mut a, "cnflow.nats.reply_to", d.reply_to.clone());
     push_opt(&mut a, "cnflow.nats.response", d.response.clone());
@@ -87,12 +88,12 @@ pub fn span_parts(ex: &Exchange, d: &NatsDetail, side: Kind) -> SpanParts {
             _ => None,
         };
         if let Some((ty, msg)) = err {
-            a.push(("error.type", ty.into()));
+            a.put("error.type", ty);
             error = Some(msg);
         }
     }
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
-        m.push(("error.type", v.clone()));
+        m.put("error.type", v.clone());
     }
     let answered = d.response.is_some() || ex.outcome != Outcome::Complete;
     let metric = (answered && op_type != Some("receive")).then_some((Instrument::Messaging, m));

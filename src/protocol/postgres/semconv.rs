@@ -4,6 +4,7 @@
 //! ErrorResponse: `db.response.status_code` and `error.type` are its SQLSTATE.
 use super::PostgresDetail;
 use crate::otel::attr::Attrs;
+use crate::otel::attr::Put;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
@@ -25,18 +26,18 @@ pub fn span_parts(ex: &Exchange, d: &PostgresDetail, kind: Kind, opts: &NamingOp
     push_opt(&mut a, "cnflow.postgres.command_tag", d.command_tag.clone());
     push_opt(&mut a, "cnflow.postgres.statement", d.statement.clone());
     push_opt(&mut a, "cnflow.postgres.copy", d.copy);
-    a.push(("cnflow.postgres.message", d.message.into()));
+    a.put("cnflow.postgres.message", d.message);
     endpoint_attrs(ex, kind, None, &mut a);
     let mut error = outcome_error(ex, &mut a);
     if error.is_none() && (d.sqlstate.is_some() || d.error_message.is_some()) {
         let code = d.sqlstate.clone().unwrap_or_else(|| "_OTHER".to_string());
-        a.push(("db.response.status_code", code.clone().into()));
-        a.push(("error.type", code.into()));
+        a.put("db.response.status_code", code.clone());
+        a.put("error.type", code);
         error = Some(d.error_message.clone().unwrap_or_else(|| "error response".to_string()));
     }
     for key in ["db.response.status_code", "error.type"] {
         if let Some((_, v)) = a.iter().find(|(k, _)| *k == key) {
-            m.push((key, v.clone()));
+            m.put(key, v.clone());
         }
     }
     if kind == Kind::Client && opts.metrics_server_address {

@@ -2,6 +2,7 @@
 //! unless configured otherwise) and the `db.client.operation.duration`
 //! histogram. ERROR on an error reply, `error.type` = its prefix.
 use super::RedisDetail;
+use crate::otel::attr::Put;
 use crate::otel::attr::{take_attrs, Attrs, Str};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
@@ -20,20 +21,20 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
     // Sized for the whole span (endpoint, wire key, status): one allocation,
     // 21 × 48 bytes.
     let mut a: Attrs = take_attrs(21);
-    a.push(("db.system.name", "redis".into()));
+    a.put("db.system.name", "redis");
     if !op.is_empty() {
-        a.push(("db.operation.name", op.clone().into()));
+        a.put("db.operation.name", op.clone());
     }
     if let Some(db) = &ns {
-        a.push(("db.namespace", db.clone().into()));
+        a.put("db.namespace", db.clone());
     }
     let text = if opts.unmask_db_statements { &r.query_raw } else { &r.query_masked };
     if !text.is_empty() {
-        a.push(("db.query.text", text.clone().into()));
+        a.put("db.query.text", text.clone());
     }
     if r.resp_version > 0 {
-        a.push(("network.protocol.name", "resp".into()));
-        a.push(("network.protocol.version", Str::int(i64::from(r.resp_version)).into()));
+        a.put("network.protocol.name", "resp");
+        a.put("network.protocol.version", Str::int(i64::from(r.resp_version)));
     }
     push_opt(&mut a, "cnflow.redis.response_type", r.response_type.map(Str::lit));
     endpoint_attrs(ex, kind, None, &mut a);
@@ -49,26 +50,26 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
         None => (None, None, None),
     };
     if let Some(s) = &status {
-        a.push(("db.response.status_code", s.clone().into()));
+        a.put("db.response.status_code", s.clone());
     }
     if let Some(t) = &error_type {
-        a.push(("error.type", t.clone().into()));
+        a.put("error.type", t.clone());
     }
     // The metric attributes, pushed in key order (`Metrics::record` sorts
     // them by key: then it only compares).
     let mut m: Attrs = take_attrs(5);
     if let Some(db) = ns {
-        m.push(("db.namespace", db.into()));
+        m.put("db.namespace", db);
     }
     if !op.is_empty() {
-        m.push(("db.operation.name", op.clone().into()));
+        m.put("db.operation.name", op.clone());
     }
     if let Some(s) = status {
-        m.push(("db.response.status_code", s.into()));
+        m.put("db.response.status_code", s);
     }
-    m.push(("db.system.name", "redis".into()));
+    m.put("db.system.name", "redis");
     if let Some(t) = error_type {
-        m.push(("error.type", t.into()));
+        m.put("error.type", t);
     }
     let name = if op.is_empty() { Str::lit("redis") } else { op };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
@@ -101,35 +102,35 @@ mod tests {
         // Sized for the whole span (endpoint, wire key, status): one allocation,
         // 21 × 48 bytes, within the allocator's per-thread cache (≤ 1032 bytes).
         let mut a: Attrs = Vec::with_capacity(21);
-        a.push(("db.system.name", "redis".into()));
+        a.put("db.system.name", "redis");
         if !op.is_empty() {
-            a.push(("db.operation.name", op.clone().into()));
+            a.put("db.operation.name", op.clone());
         }
         if let Some(db) = r.db_index {
-            a.push(("db.namespace", Str::int(db).into()));
+            a.put("db.namespace", Str::int(db));
         }
         let mut m: Attrs = Vec::with_capacity(a.len() + 2);
         m.extend(a.iter().cloned());
         let text = if opts.unmask_db_statements { &r.query_raw } else { &r.query_masked };
         if !text.is_empty() {
-            a.push(("db.query.text", text.clone().into()));
+            a.put("db.query.text", text.clone());
         }
         if r.resp_version > 0 {
-            a.push(("network.protocol.name", "resp".into()));
-            a.push(("network.protocol.version", Str::int(i64::from(r.resp_version)).into()));
+            a.put("network.protocol.name", "resp");
+            a.put("network.protocol.version", Str::int(i64::from(r.resp_version)));
         }
         push_opt(&mut a, "cnflow.redis.response_type", r.response_type.map(Str::lit));
         endpoint_attrs(ex, kind, None, &mut a);
         let mut error = outcome_error(ex, &mut a);
         if error.is_none() && r.error.is_some() {
             let prefix = r.error_prefix.clone().unwrap_or(Str::lit("ERR"));
-            a.push(("db.response.status_code", prefix.clone().into()));
-            a.push(("error.type", prefix.into()));
+            a.put("db.response.status_code", prefix.clone());
+            a.put("error.type", prefix);
             error = r.error.clone();
         }
         for key in ["db.response.status_code", "error.type"] {
             if let Some((_, v)) = a.iter().find(|(k, _)| *k == key) {
-                m.push((key, v.clone()));
+                m.put(key, v.clone());
             }
         }
         // The operation's inline text again (a copy, no allocation).

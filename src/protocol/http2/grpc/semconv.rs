@@ -3,6 +3,7 @@
 //! error on CLIENT spans; on SERVER spans only the codes semconv counts as
 //! server faults.
 use crate::otel::attr::Attrs;
+use crate::otel::attr::Put;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanParts};
 use crate::protocol::exchange::Exchange;
@@ -43,17 +44,17 @@ pub fn span_parts(ex: &Exchange, h: &HttpDetail, kind: Kind, opts: &NamingOption
     // Since semconv 1.39 rpc.method is fully qualified and absorbs rpc.service.
     if !g.method.is_empty() {
         let full = if g.service.is_empty() { g.method.clone() } else { format!("{}/{}", g.service, g.method) };
-        a.push(("rpc.method", full.into()));
+        a.put("rpc.method", full);
     }
     if let Some(c) = g.status_code {
-        a.push(("rpc.response.status_code", grpc_code_name(c).into()));
+        a.put("rpc.response.status_code", grpc_code_name(c));
     }
     let mut m = a.clone();
-    a.push(("network.protocol.name", "http".into()));
-    a.push(("network.protocol.version", "2".into()));
+    a.put("network.protocol.name", "http");
+    a.put("network.protocol.version", "2");
     push_opt(&mut a, "user_agent.original", h.user_agent.clone());
-    a.push(("cnflow.grpc.request_messages", (g.request_messages as i64).into()));
-    a.push(("cnflow.grpc.response_messages", (g.response_messages as i64).into()));
+    a.put("cnflow.grpc.request_messages", g.request_messages as i64);
+    a.put("cnflow.grpc.response_messages", g.response_messages as i64);
     endpoint_attrs(ex, kind, h.host.as_deref(), &mut a);
     if kind == Kind::Client && opts.metrics_server_address {
         m.extend(a.iter().filter(|(k, _)| matches!(*k, "server.address" | "server.port")).cloned());
@@ -62,11 +63,11 @@ pub fn span_parts(ex: &Exchange, h: &HttpDetail, kind: Kind, opts: &NamingOption
     if error.is_none() {
         match (g.status_code, h.status) {
             (Some(c), _) if c != 0 && (kind == Kind::Client || grpc_server_error(c)) => {
-                a.push(("error.type", grpc_code_name(c).into()));
+                a.put("error.type", grpc_code_name(c));
                 error = Some(g.message.clone().unwrap_or_default());
             }
             (None, Some(s)) if s != 200 => {
-                a.push(("error.type", s.to_string().into()));
+                a.put("error.type", s.to_string());
                 error = Some(String::new());
             }
             _ => {}
