@@ -3,8 +3,7 @@
 //! timed out or were reset.
 use super::exchange::{Exchange, Outcome};
 use crate::flow::Transport;
-use crate::otel::attr::Put;
-use crate::otel::attr::{Attrs, Str, V};
+use crate::otel::attr::{Attrs, Put, Str, V};
 use crate::otel::span::Kind;
 use std::net::SocketAddr;
 

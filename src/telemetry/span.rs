@@ -17,8 +17,7 @@
 //!   answer; `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true` makes it an error too);
 //! - ICMP: errors received (unreachable, time exceeded, parameter problem).
 use crate::exchange::Exchange;
-use crate::otel::attr::Put;
-use crate::otel::attr::V;
+use crate::otel::attr::{Put, V};
 use crate::otel::route::RouteTemplater;
 pub use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 

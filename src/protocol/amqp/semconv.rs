@@ -16,8 +16,7 @@
 //! only (not by unconfirmed publishes nor deliveries: the wire shows when
 //! they were sent, not how long the client's call took).
 use super::AmqpDetail;
-use crate::otel::attr::Put;
-use crate::otel::attr::{Attrs, Str};
+use crate::otel::attr::{Attrs, Put, Str};
 use crate::otel::semconv::{Instrument, MessageCounter};
 use crate::otel::span::{Kind, SpanCx, SpanParts};
 use crate::protocol::exchange::{Exchange, Outcome};

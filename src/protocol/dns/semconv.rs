@@ -3,8 +3,7 @@
 //! ERROR on any rcode other than NOERROR and NXDOMAIN (NXDOMAIN is a normal
 //! answer unless `CNFLOW_DNS_NXDOMAIN_IS_ERROR=true`).
 use super::DnsDetail;
-use crate::otel::attr::Put;
-use crate::otel::attr::{Attrs, Str, V};
+use crate::otel::attr::{Attrs, Put, Str, V};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;

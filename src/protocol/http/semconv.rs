@@ -3,8 +3,7 @@
 //! on 4xx/5xx for CLIENT spans, and the `http.{server,client}.request.duration`
 //! histogram.
 use super::HttpDetail;
-use crate::otel::attr::Put;
-use crate::otel::attr::{Attrs, Str};
+use crate::otel::attr::{Attrs, Put, Str};
 use crate::otel::route::RouteTemplater;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};

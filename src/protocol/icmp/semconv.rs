@@ -2,8 +2,7 @@
 //! `cnflow.icmp.echo.rtt` histogram for answered echoes. ERROR for errors
 //! received (unreachable, time exceeded, parameter problem).
 use super::IcmpDetail;
-use crate::otel::attr::Put;
-use crate::otel::attr::{Attrs, V};
+use crate::otel::attr::{Attrs, Put, V};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::{Exchange, Outcome};

@@ -2,8 +2,7 @@
 //! the `messaging.client.operation.duration` histogram. ERROR on a non-zero
 //! error code in the response.
 use super::KafkaDetail;
-use crate::otel::attr::Put;
-use crate::otel::attr::{Attrs, V};
+use crate::otel::attr::{Attrs, Put, V};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;

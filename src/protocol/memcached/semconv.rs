@@ -4,8 +4,7 @@
 //! on an error reply (ERROR, CLIENT_ERROR, SERVER_ERROR, a binary error
 //! status), never on a miss.
 use super::MemcachedDetail;
-use crate::otel::attr::Attrs;
-use crate::otel::attr::Put;
+use crate::otel::attr::{Attrs, Put};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;

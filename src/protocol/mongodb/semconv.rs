@@ -3,8 +3,7 @@
 //! histogram. ERROR when the reply says so (`ok: 0`, write errors):
 //! `db.response.status_code` and `error.type` are the server's error code.
 use super::MongodbDetail;
-use crate::otel::attr::Attrs;
-use crate::otel::attr::Put;
+use crate::otel::attr::{Attrs, Put};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;

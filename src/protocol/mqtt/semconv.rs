@@ -7,8 +7,7 @@
 //! `messaging.client.operation.duration`: the wire shows when they were sent,
 //! not how long the client's call took.
 use super::MqttDetail;
-use crate::otel::attr::Put;
-use crate::otel::attr::{Attrs, V};
+use crate::otel::attr::{Attrs, Put, V};
 use crate::otel::route::template_id_segments;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, SpanCx, SpanParts};

@@ -3,8 +3,7 @@
 //! otherwise) and the `db.client.operation.duration` histogram. ERROR on an
 //! ERR packet: `db.response.status_code` and `error.type` = the error code.
 use super::MysqlDetail;
-use crate::otel::attr::Put;
-use crate::otel::attr::{Attrs, Str};
+use crate::otel::attr::{Attrs, Put, Str};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;

@@ -8,8 +8,7 @@
 //! `messaging.client.operation.duration`: for a publish nothing answers, the
 //! wire shows when it was sent, not how long the client's call took.
 use super::NatsDetail;
-use crate::otel::attr::Attrs;
-use crate::otel::attr::Put;
+use crate::otel::attr::{Attrs, Put};
 use crate::otel::route::template_id_segments;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, SpanCx, SpanParts};

@@ -3,8 +3,7 @@
 //! otherwise, and the `db.client.operation.duration` histogram. ERROR on an
 //! ErrorResponse: `db.response.status_code` and `error.type` are its SQLSTATE.
 use super::PostgresDetail;
-use crate::otel::attr::Attrs;
-use crate::otel::attr::Put;
+use crate::otel::attr::{Attrs, Put};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;

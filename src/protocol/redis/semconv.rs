@@ -2,8 +2,7 @@
 //! unless configured otherwise) and the `db.client.operation.duration`
 //! histogram. ERROR on an error reply, `error.type` = its prefix.
 use super::RedisDetail;
-use crate::otel::attr::Put;
-use crate::otel::attr::{take_attrs, Attrs, Str};
+use crate::otel::attr::{take_attrs, Attrs, Put, Str};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;

@@ -2,8 +2,7 @@
 //! `rpc.{server,client}.call.duration` histogram. Any non-OK status is an
 //! error on CLIENT spans; on SERVER spans only the codes semconv counts as
 //! server faults.
-use crate::otel::attr::Attrs;
-use crate::otel::attr::Put;
+use crate::otel::attr::{Attrs, Put};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanParts};
 use crate::protocol::exchange::Exchange;
