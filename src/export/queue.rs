@@ -211,7 +211,7 @@ impl Queue {
                         let items = payload.items();
                         // Beyond the memory bound (a previous run spilled them):
                         // stay on disk only; a restart must not load the whole spill.
-                        if !inner.spilled.is_empty() || (inner.accounted > 0 && inner.accounted + items > capacity) {
+                        if !inner.spilled.is_empty() || inner.over_bound(items, capacity) {
                             inner.spilled_items += items;
                             inner.spilled_bytes += len as u64;
                             inner.spilled.push_back(Spilled { file: p, items, bytes: len as u64 });
@@ -399,7 +399,7 @@ impl Queue {
         // first (a backend that stays down would cost that for nothing).
         let (refused, plain) = {
             let g = self.inner.lock();
-            let full = g.accounted + items > self.capacity && g.accounted > 0;
+            let full = g.over_bound(items, self.capacity);
             (g.closed || (full && self.spill.is_none()), full || !g.spilled.is_empty())
         };
         if refused {
@@ -408,7 +408,7 @@ impl Queue {
         }
         let held = if plain { Self::sized(Held::Plain(payload)) } else { self.hold(payload) };
         let mut g = self.inner.lock();
-        let full = g.accounted + items > self.capacity && g.accounted > 0;
+        let full = g.over_bound(items, self.capacity);
         if !g.closed && (full || !g.spilled.is_empty()) {
             if let Some((file, bytes)) = self.spill_locked(&mut g, || held.0.wire(), None) {
                 g.spilled_items += items;
@@ -512,7 +512,7 @@ impl Queue {
     pub fn stage(&self, payload: Payload, tag: u64, force: bool) -> Result<Entry, QueueFull> {
         let items = payload.items();
         let mut g = self.inner.lock();
-        let full = !force && g.accounted + items > self.capacity && g.accounted > 0;
+        let full = !force && g.over_bound(items, self.capacity);
         if !g.closed && !force && (full || !g.spilled.is_empty()) {
             if let Some((file, bytes)) = self.spill_locked(&mut g, || payload.encode(), Some(tag)) {
                 drop(g);
@@ -610,6 +610,12 @@ impl Queue {
 }
 
 impl Inner {
+    /// `items` more would pass the bound. An empty queue takes any request,
+    /// so one larger than the bound cannot get stuck.
+    fn over_bound(&self, items: usize, capacity: usize) -> bool {
+        self.accounted > 0 && self.accounted + items > capacity
+    }
+
     fn enqueue(&mut self, w: Waiting) {
         self.held_bytes += w.bytes;
         self.pending_items += w.items;
