@@ -101,35 +101,35 @@ mod tests {
         // Sized for the whole span (endpoint, wire key, status): one allocation,
         // 21 × 48 bytes, within the allocator's per-thread cache (≤ 1032 bytes).
         let mut a: Attrs = Vec::with_capacity(21);
-        a.put("db.system.name", "redis");
+        a.push(("db.system.name", "redis".into()));
         if !op.is_empty() {
-            a.put("db.operation.name", op.clone());
+            a.push(("db.operation.name", op.clone().into()));
         }
         if let Some(db) = r.db_index {
-            a.put("db.namespace", Str::int(db));
+            a.push(("db.namespace", Str::int(db).into()));
         }
         let mut m: Attrs = Vec::with_capacity(a.len() + 2);
         m.extend(a.iter().cloned());
         let text = if opts.unmask_db_statements { &r.query_raw } else { &r.query_masked };
         if !text.is_empty() {
-            a.put("db.query.text", text.clone());
+            a.push(("db.query.text", text.clone().into()));
         }
         if r.resp_version > 0 {
-            a.put("network.protocol.name", "resp");
-            a.put("network.protocol.version", Str::int(i64::from(r.resp_version)));
+            a.push(("network.protocol.name", "resp".into()));
+            a.push(("network.protocol.version", Str::int(i64::from(r.resp_version)).into()));
         }
         push_opt(&mut a, "cnflow.redis.response_type", r.response_type.map(Str::lit));
         endpoint_attrs(ex, kind, None, &mut a);
         let mut error = outcome_error(ex, &mut a);
         if error.is_none() && r.error.is_some() {
             let prefix = r.error_prefix.clone().unwrap_or(Str::lit("ERR"));
-            a.put("db.response.status_code", prefix.clone());
-            a.put("error.type", prefix);
+            a.push(("db.response.status_code", prefix.clone().into()));
+            a.push(("error.type", prefix.into()));
             error = r.error.clone();
         }
         for key in ["db.response.status_code", "error.type"] {
             if let Some((_, v)) = a.iter().find(|(k, _)| *k == key) {
-                m.put(key, v.clone());
+                m.push((key, v.clone()));
             }
         }
         // The operation's inline text again (a copy, no allocation).
