@@ -188,14 +188,23 @@ for w in $workloads; do
   printf '%s\n' "${res[$w,off]}" > "$work/$w.off"; printf '%s\n' "${res[$w,on]}" > "$work/$w.on"
   python3 - "$w" "$work/$w.off" "$work/$w.on" <<'PY'
 import sys, statistics
-def load(p):
-    rows=[l.split() for l in open(p) if l.strip()]
-    return [statistics.median(float(r[i]) for r in rows) for i in range(5)]
-name=sys.argv[1]; (b_rps,b_p99,_,_,_),(a_rps,a_p99,cpu,bpf,tls)=load(sys.argv[2]),load(sys.argv[3])
+def rows(p):
+    return [list(map(float, l.split())) for l in open(p) if l.strip()]
+off, on = rows(sys.argv[2]), rows(sys.argv[3])
+def med(rs):
+    return [statistics.median(r[i] for r in rs) for i in range(5)]
+name=sys.argv[1]; (b_rps,b_p99,_,_,_),(a_rps,a_p99,cpu,bpf,tls)=med(off),med(on)
 extra=f" | eBPF TC {bpf:5.0f} ns/packet" if bpf else ""
 extra+=f", TLS {tls:5.0f} ns/run" if tls else ""
 print(f"{name:9s} baseline {b_rps:10,.0f} req/s p99 {b_p99:7.3f} ms | with agent {a_rps:10,.0f} req/s p99 {a_p99:7.3f} ms"
       f" | throughput {100*a_rps/b_rps:5.1f}% p99 {100*(a_p99/b_p99-1):+5.1f}% | agent CPU {cpu:6.2f} ms/1k req{extra}")
+# Each round with the agent against the round without it just before: the
+# host's own capacity drifts by tens of percent within minutes on a shared
+# VM, which the medians above mix in and a ratio of neighbours mostly cancels.
+if len(off) > 1:
+    ratios = [100 * b[0] / a[0] for a, b in zip(off, on)]
+    print(f"{'':9s} per round (with / the baseline just before): "
+          + " / ".join(f"{r:.1f}" for r in ratios) + f"%, median {statistics.median(ratios):.1f}%")
 PY
 done
 if [ "${EXPORT:-0}" = 1 ]; then
