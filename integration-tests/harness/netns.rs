@@ -99,9 +99,23 @@ impl Drop for NetnsPair {
     fn drop(&mut self) {
         // Deleting a namespace removes its veth end, which removes the peer too.
         for ns in [&self.ns_a, &self.ns_b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            delete_netns(ns);
         }
     }
+}
+
+/// Deletes namespace `ns` after SIGKILLing every process still in it. A
+/// guard kills only its own child: an nginx master's workers outlive a
+/// SIGKILL of the master, would keep the (then unnamed) namespace alive
+/// after `ip netns del` and stay behind after the suite.
+pub fn delete_netns(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            // SAFETY: kill(2) with a pid read from the namespace just now.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
 }
 
 /// Kills (SIGKILL) and reaps the child on drop.

@@ -129,7 +129,7 @@ impl Topo {
 impl Drop for Topo {
     fn drop(&mut self) {
         for ns in [&self.cl, &self.rt, &self.sv] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            netns::delete_netns(ns);
         }
     }
 }
