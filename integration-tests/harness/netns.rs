@@ -104,18 +104,36 @@ impl Drop for NetnsPair {
     }
 }
 
-/// Deletes namespace `ns` after SIGKILLing every process still in it. A
-/// guard kills only its own child: an nginx master's workers outlive a
-/// SIGKILL of the master, would keep the (then unnamed) namespace alive
-/// after `ip netns del` and stay behind after the suite.
+/// Deletes namespace `ns` after killing every process still in it. A guard
+/// kills only its own child: an nginx master's workers outlive a SIGKILL of
+/// the master, would keep the (then unnamed) namespace alive after `ip netns
+/// del` and stay behind after the suite.
 pub fn delete_netns(ns: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-            // SAFETY: kill(2) with a pid read from the namespace just now.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
+    kill_all_in(ns, Duration::ZERO);
     let _ = Command::new("ip").args(["netns", "del", ns]).status();
+}
+
+/// Kills every process in namespace `ns`: SIGTERM first when `grace` is not
+/// zero (a broker's start script forwards only that to its VM) and up to
+/// `grace` to exit, then SIGKILL for what is left.
+pub fn kill_all_in(ns: &str, grace: Duration) {
+    let pids = || -> Vec<i32> {
+        let out = Command::new("ip").args(["netns", "pids", ns]).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let signal_all = |sig| {
+        for p in pids() {
+            // SAFETY: kill(2) with a pid read from the test's namespace just now.
+            unsafe { libc::kill(p, sig) };
+        }
+    };
+    if !grace.is_zero() {
+        signal_all(libc::SIGTERM);
+        wait_until(grace, || pids().is_empty());
+    }
+    signal_all(libc::SIGKILL);
+    wait_until(Duration::from_secs(10), || pids().is_empty());
 }
 
 /// Kills (SIGKILL) and reaps the child on drop.

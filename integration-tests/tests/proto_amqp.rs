@@ -243,18 +243,7 @@ struct Reaper(String);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        let pids = |ns: &str| -> Vec<i32> {
-            let out = std::process::Command::new("ip").args(["netns", "pids", ns]).output();
-            out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
-                .unwrap_or_default()
-        };
-        for sig in [libc::SIGTERM, libc::SIGKILL] {
-            for p in pids(&self.0) {
-                // SAFETY: plain kill(2) of a process in our test namespace.
-                unsafe { libc::kill(p, sig) };
-            }
-            netns::wait_until(Duration::from_secs(10), || pids(&self.0).is_empty());
-        }
+        netns::kill_all_in(&self.0, Duration::from_secs(10));
     }
 }
 
