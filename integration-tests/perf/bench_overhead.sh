@@ -202,7 +202,7 @@ print(f"{name:9s} baseline {b_rps:10,.0f} req/s p99 {b_p99:7.3f} ms | with agent
 # host's own capacity drifts by tens of percent within minutes on a shared
 # VM, which the medians above mix in and a ratio of neighbours mostly cancels.
 if len(off) > 1:
-    ratios = [100 * b[0] / a[0] for a, b in zip(off, on)]
+    ratios = [100 * agent[0] / base[0] for base, agent in zip(off, on)]
     print(f"{'':9s} per round (with / the baseline just before): "
           + " / ".join(f"{r:.1f}" for r in ratios) + f"%, median {statistics.median(ratios):.1f}%")
 PY
