@@ -60,6 +60,23 @@ pub struct SpanCx<'a> {
     pub opts: &'a NamingOptions,
     /// Learns URL path templates (HTTP routes) across exchanges.
     pub routes: &'a mut RouteTemplater,
+    /// Set by the caller when no span will be exported for this exchange
+    /// (metrics-only output, or the sampler drops it unless it is an error):
+    /// only `metric`, whether `error` is set, and the `error.type` the metric
+    /// copies are needed. A mapping may then skip the span's name and other
+    /// attributes (most of its cost) and says so in `reduced`; one that
+    /// ignores it builds the whole span, which is always correct.
+    pub metric_only: bool,
+    /// Set by a mapping that honoured `metric_only`: the parts are not a span
+    /// (the caller builds the whole span again if it keeps one after all).
+    pub reduced: bool,
+}
+
+impl<'a> SpanCx<'a> {
+    /// For a whole span.
+    pub fn new(opts: &'a NamingOptions, routes: &'a mut RouteTemplater) -> Self {
+        Self { opts, routes, metric_only: false, reduced: false }
+    }
 }
 
 /// Everything about one span except ids, times and resource.

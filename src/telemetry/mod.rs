@@ -213,9 +213,38 @@ impl TelemetrySink {
         let start = ex.start_ns;
         let end = ex.end_ns.max(start);
         self.last_metrics_ns.get_or_insert(start);
+        let messages = ex.detail.mapping().messages(ex).filter(|(_, n)| *n > 0);
+        let can_drop = self.opts.sampling.can_drop();
+        let parent_trace_state = parent.as_ref().map(|p| p.trace_state.clone()).unwrap_or_default();
+        let decide = |policy: &sampling::Policy, error: bool| {
+            policy.decide(&sampling::Input {
+                protocol: Some(ex.protocol),
+                parent_sampled: parent.as_ref().map(|p| p.sampled),
+                trace_id: &trace_id,
+                trace_state: &parent_trace_state,
+                wire_randomness: parent.is_none().then(|| sampling::wire_randomness(ex)),
+                // Either side's error status keeps the pair (HTTP 4xx is an error on the client span only).
+                error,
+                duration_ns: end - start,
+                downstream: false,
+            })
+        };
+        // The sampler's decision as if the exchange were no error (decided
+        // again for an error: the keep rule turns a drop into a keep and
+        // rewrites the threshold): a drop here means no span unless the
+        // mapping finds an error.
+        let early = (can_drop && self.spans_wanted).then(|| decide(&self.opts.sampling, false));
+        // No span will be exported unless it is an error: the mappings that
+        // can build only the metric and the error status do (most of a
+        // span's cost is in its other attributes), and a span kept after all
+        // is built again whole. The service graph and the message counters
+        // read the span's attributes: then the whole span is built.
+        let lazy = self.graph.is_none()
+            && messages.is_none()
+            && (!self.spans_wanted || early.as_ref().is_some_and(|d| !d.keep));
         // 1. Each local side's span parts, and the RED metrics: recorded
         //    before sampling so histograms count every exchange.
-        let mut built: [Option<(span::Kind, Arc<Identity>, span::SpanParts)>; 2] = [None, None];
+        let mut built: [Option<Side>; 2] = [None, None];
         let mut shared_metric_done = false;
         let mut counted = false;
         let todo = [(span::Kind::Client, sides.client.clone()), (span::Kind::Server, sides.server.clone())];
@@ -224,19 +253,16 @@ impl TelemetrySink {
             let resource = identity.unwrap_or_else(|| self.opts.host.clone());
             // `kind` is the side (Client or Server); the mapping may refine
             // a client-side span to Producer/Consumer (`parts.kind`).
-            let peer_ip = match kind {
-                span::Kind::Server => ex.conn.client.ip(),
-                _ => ex.conn.server.ip(),
+            let enricher = self.opts.enricher.as_ref();
+            let (mut parts, reduced) = if lazy {
+                span::build_for_metric(ex, kind, &mut self.routes, &self.naming, || peer_of(enricher, ex, kind))
+            } else {
+                (span::build_with_peer(ex, kind, &mut self.routes, &self.naming, peer_of(enricher, ex, kind)), false)
             };
-            let peer = span::Peer {
-                attributes: self.opts.enricher.peer_attributes(peer_ip),
-                server_name: self.opts.enricher.address_name(ex.conn.server.ip()),
-            };
-            let mut parts = span::build_with_peer(ex, kind, &mut self.routes, &self.naming, peer);
             // Message counters: once per exchange, like the shared histograms.
             if !counted {
                 counted = true;
-                if let Some((c, n)) = ex.detail.mapping().messages(ex).filter(|(_, n)| *n > 0) {
+                if let Some((c, n)) = messages {
                     let templated = parts.attrs.iter().any(|(k, _)| *k == "messaging.destination.template");
                     let attrs = parts
                         .attrs
@@ -261,9 +287,11 @@ impl TelemetrySink {
                 if per_side || !shared_metric_done {
                     self.metrics.record(&resource, inst, attrs, end - start, end);
                     shared_metric_done = true;
+                } else {
+                    crate::otel::attr::recycle_attrs(attrs);
                 }
             }
-            *slot = Some((kind, resource, parts));
+            *slot = Some((kind, resource, parts, reduced));
         }
         // Service graph, like the RED metrics, before sampling: every exchange
         // once, from the ends seen here.
@@ -272,7 +300,7 @@ impl TelemetrySink {
             use network::graph::{call_kind, remote, CallKind, End};
             let mut ends: [Option<End>; 2] = [None, None];
             let mut kind_of_call = CallKind::Plain;
-            for (kind, resource, parts) in built.iter().flatten() {
+            for (kind, resource, parts, _) in built.iter().flatten() {
                 let service = resource.get("service.name").unwrap_or("unknown_service").to_string();
                 ends[usize::from(*kind == span::Kind::Server)] =
                     Some(End::Seen { service, failed: parts.error.is_some() });
@@ -313,7 +341,7 @@ impl TelemetrySink {
             match peer {
                 Some(peer) => {
                     let v = crate::otel::attr::V::from(crate::otel::attr::Str::copy(&peer));
-                    for (_, _, parts) in built.iter_mut().flatten() {
+                    for (_, _, parts, _) in built.iter_mut().flatten() {
                         parts.attrs.push((network::graph::GATEWAY_PEER_ATTR, v.clone()));
                     }
                 }
@@ -326,24 +354,18 @@ impl TelemetrySink {
         }
         // 2. One sampling decision for the exchange: both spans of a pair
         //    seen on this node are kept or dropped together.
-        let mut trace_state = parent.as_ref().map(|p| p.trace_state.clone()).unwrap_or_default();
         let mut graph_only = false;
-        if self.opts.sampling.can_drop() {
-            let decision = self.opts.sampling.decide(&sampling::Input {
-                protocol: Some(ex.protocol),
-                parent_sampled: parent.as_ref().map(|p| p.sampled),
-                trace_id: &trace_id,
-                trace_state: &trace_state,
-                wire_randomness: parent.is_none().then(|| sampling::wire_randomness(ex)),
-                // Either side's error status keeps the pair (HTTP 4xx is an error on the client span only).
-                error: built.iter().flatten().any(|(_, _, p)| p.error.is_some()),
-                duration_ns: end - start,
-                downstream: false,
-            });
+        let mut new_trace_state = None;
+        if can_drop {
+            let error = built.iter().flatten().any(|(_, _, p, _)| p.error.is_some());
+            let decision = match early {
+                Some(d) if !error => d,
+                _ => decide(&self.opts.sampling, error),
+            };
             sampling::count(decision.reason, n_spans);
             if !decision.keep {
                 if !graph_at_gateway {
-                    for (_, _, parts) in built.into_iter().flatten() {
+                    for (_, _, parts, _) in built.into_iter().flatten() {
                         crate::otel::attr::recycle_attrs(parts.attrs);
                     }
                     return;
@@ -353,19 +375,18 @@ impl TelemetrySink {
                 // spans, marked, counts them and drops them (so the service
                 // graph stays exact under sampling; the vendor gets only
                 // the sampled spans).
-                for (_, _, parts) in built.iter_mut().flatten() {
+                for (_, _, parts, _) in built.iter_mut().flatten() {
                     parts.attrs.push((network::graph::GRAPH_ONLY_ATTR, crate::otel::attr::V::B(true)));
                 }
             }
-            if let Some(ts) = decision.trace_state {
-                trace_state = ts;
-            }
+            new_trace_state = decision.trace_state;
         }
+        let trace_state = new_trace_state.unwrap_or(parent_trace_state);
         // 3. The spans.
         let mut parent_span: Option<[u8; 8]> = parent.as_ref().map(|p| p.span_id);
         // Trace flags (sampled) plus the OTLP "parent is remote" bits.
         let mut flags = 0x01 | 0x100 | if parent.is_some() { 0x200 } else { 0 };
-        for (kind, resource, parts) in built.into_iter().flatten() {
+        for (kind, resource, parts, reduced) in built.into_iter().flatten() {
             match kind {
                 span::Kind::Server => SPANS_SERVER.inc(),
                 _ => SPANS_CLIENT.inc(),
@@ -376,6 +397,18 @@ impl TelemetrySink {
                 crate::otel::attr::recycle_attrs(parts.attrs);
                 continue;
             }
+            // Kept after all (an error): the whole span, its metric already recorded.
+            let parts = if reduced {
+                crate::otel::attr::recycle_attrs(parts.attrs);
+                let peer = peer_of(self.opts.enricher.as_ref(), ex, kind);
+                let mut whole = span::build_with_peer(ex, kind, &mut self.routes, &self.naming, peer);
+                if let Some((_, m)) = whole.metric.take() {
+                    crate::otel::attr::recycle_attrs(m);
+                }
+                whole
+            } else {
+                parts
+            };
             let span_id = self.opts.ids.span_id();
             // A graph-only span (sampled out, sent for the gateway's service
             // graph) is no span for a reader of the text output.
@@ -591,6 +624,22 @@ impl TelemetrySink {
                 Output::Collect(c) => c.lock().metrics.push(req.clone()),
             }
         }
+    }
+}
+
+/// One local side's span: its kind, resource, parts, and whether the parts
+/// are reduced (metric and error status only, see [`span::build_for_metric`]).
+type Side = (span::Kind, Arc<Identity>, span::SpanParts, bool);
+
+/// What the Enricher knows about the other side of `kind`'s span.
+fn peer_of(enricher: &dyn crate::workload::Enricher, ex: &Exchange, kind: span::Kind) -> span::Peer {
+    let peer_ip = match kind {
+        span::Kind::Server => ex.conn.client.ip(),
+        _ => ex.conn.server.ip(),
+    };
+    span::Peer {
+        attributes: enricher.peer_attributes(peer_ip),
+        server_name: enricher.address_name(ex.conn.server.ip()),
     }
 }
 

@@ -44,7 +44,41 @@ pub fn build_with_peer(
     peer: Peer,
 ) -> SpanParts {
     // Each protocol's mapping lives in its folder (`protocol/<name>/semconv.rs`).
-    let mut p = ex.detail.span_parts(ex, kind, &mut SpanCx { opts, routes });
+    let mut p = ex.detail.span_parts(ex, kind, &mut SpanCx::new(opts, routes));
+    finish(&mut p, ex, peer);
+    p
+}
+
+/// The parts of `kind`'s side when its span will not be exported (no span
+/// output, or the sampler drops the exchange unless it is an error): the
+/// metric with its attributes and whether the span is an error are exact,
+/// the rest may be missing (`true`: reduced, not a span). A mapping that
+/// has no reduced form returns the whole span (`false`), then completed with
+/// `peer()` like [`build_with_peer`].
+pub fn build_for_metric(
+    ex: &Exchange,
+    kind: Kind,
+    routes: &mut RouteTemplater,
+    opts: &NamingOptions,
+    peer: impl FnOnce() -> Peer,
+) -> (SpanParts, bool) {
+    let mut cx = SpanCx { metric_only: true, ..SpanCx::new(opts, routes) };
+    let mut p = ex.detail.span_parts(ex, kind, &mut cx);
+    if cx.reduced {
+        // What `finish` changes in the metric: TLS makes the scheme https.
+        if crate::capture::tls_stream::TlsSource::of_ifindex(ex.conn.ifindex).is_some() {
+            if let Some((_, m)) = p.metric.as_mut() {
+                https_scheme(m);
+            }
+        }
+    } else {
+        finish(&mut p, ex, peer());
+    }
+    (p, cx.reduced)
+}
+
+/// What only the capture and the Enricher add to a protocol's span.
+fn finish(p: &mut SpanParts, ex: &Exchange, peer: Peer) {
     if ex.partial {
         p.attrs.put("cnflow.partial", true);
     }
@@ -53,7 +87,7 @@ pub fn build_with_peer(
     // exchange (`gateway::stitch`); the gateway strips them before export.
     crate::exchange::WireKey::each_attr(ex, |k, v| p.attrs.put(k, V::I(v)));
     if let Some(tls) = crate::capture::tls_stream::TlsSource::of_ifindex(ex.conn.ifindex) {
-        tls_attrs(&mut p, tls);
+        tls_attrs(p, tls);
     }
     if let Some(name) = peer.server_name {
         let ip = crate::protocol::span_common::ip_text(ex.conn.server.ip());
@@ -64,7 +98,12 @@ pub fn build_with_peer(
         }
     }
     p.peer = peer.attributes;
-    p
+}
+
+fn https_scheme(attrs: &mut crate::otel::attr::Attrs) {
+    if let Some((_, v)) = attrs.iter_mut().find(|(k, _)| *k == "url.scheme") {
+        *v = V::from("https");
+    }
 }
 
 /// Plaintext read at the TLS library (uprobes): the request went over TLS,
@@ -72,9 +111,7 @@ pub fn build_with_peer(
 fn tls_attrs(p: &mut SpanParts, tls: crate::capture::tls_stream::TlsSource) {
     let metric = p.metric.as_mut().map(|(_, m)| m);
     for attrs in std::iter::once(&mut p.attrs).chain(metric) {
-        if let Some((_, v)) = attrs.iter_mut().find(|(k, _)| *k == "url.scheme") {
-            *v = V::from("https");
-        }
+        https_scheme(attrs);
     }
     p.attrs.put("tls.protocol.name", "tls");
     if let Some(v) = tls.version {

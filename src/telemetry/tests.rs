@@ -251,3 +251,77 @@ fn enricher_resources_and_peer_attributes() {
         assert!(semconv::is_allowed_key(&kv.key), "{}", kv.key);
     }
 }
+
+/// Spans the sampler drops are built reduced (the metric and the error
+/// status only) and built again whole when an error keeps them: the metrics
+/// are exactly those of a sink that keeps every span, and the error spans
+/// exported are that sink's error spans, attribute for attribute.
+#[test]
+fn reduced_spans_change_neither_metrics_nor_kept_error_spans() {
+    use crate::exchange::Outcome;
+    use sampling::{Policy, Root};
+    // Every sample address is local: each exchange has a CLIENT and a SERVER span.
+    let local = LocalAddrs::new((1..=9).map(|i| format!("10.200.0.{i}").parse().unwrap()));
+    let mut exs = one_of_each(T0);
+    let mut t = T0 + 1_000_000_000;
+    for (i, status) in [200u16, 404, 500, 503, 201, 302].into_iter().enumerate() {
+        for dir in [Egress, Ingress] {
+            t += 1_000_000;
+            exs.push(http_exchange(dir, ["GET", "POST", "BREW"][i % 3], &format!("/users/{i}/x"), status, t));
+        }
+    }
+    for (i, err) in [None, Some("WRONGTYPE Operation against a key"), Some("ERR")].into_iter().enumerate() {
+        t += 1_000_000;
+        exs.push(redis_exchange(if i % 2 == 0 { Egress } else { Ingress }, err, t));
+    }
+    for outcome in [Outcome::Timeout, Outcome::Reset] {
+        t += 1_000_000;
+        let mut h = http_exchange(Egress, "GET", "/slow", 200, t);
+        h.outcome = outcome;
+        let mut r = redis_exchange(Ingress, None, t);
+        r.outcome = outcome;
+        exs.extend([h, r]);
+    }
+    for metrics_server_address in [false, true] {
+        let cfg = TelemetryConfig { metrics_server_address, ..TelemetryConfig::default() };
+        let run = |policy: Policy| {
+            let out = Arc::new(Mutex::new(Collected::default()));
+            let mut o = SinkOptions::new(cfg.clone(), host());
+            o.outputs.push(Output::Collect(out.clone()));
+            o.ids = IdGen::Seeded(1);
+            o.local_addrs = local.clone();
+            o.own_metrics = false;
+            o.sampling = policy;
+            let mut s = TelemetrySink::new(o);
+            for ex in &exs {
+                s.record(ex);
+            }
+            s.finish(t + 1_000_000_000);
+            let c = std::mem::take(&mut *out.lock());
+            c
+        };
+        let all = run(Policy::always_on());
+        let errors_only = run(Policy { parent_based: false, root: Root::AlwaysOff, ..Policy::default() });
+        assert_eq!(all.metrics, errors_only.metrics, "metrics_server_address={metrics_server_address}");
+        // Ids and tracestate differ (fewer spans drew ids; `th:0` on kept
+        // errors). Both spans of an exchange with an error are kept (HTTP
+        // 4xx is an error on the CLIENT span only).
+        let view = |c: &Collected, errors: bool| {
+            let failed: std::collections::HashSet<&[u8]> = c
+                .spans()
+                .filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2))
+                .map(|s| &s.trace_id[..])
+                .collect();
+            let mut v: Vec<String> = c
+                .spans()
+                .filter(|s| !errors || failed.contains(&s.trace_id[..]))
+                .map(|s| format!("{} {} {} {:?} {:?}", s.start_time_unix_nano, s.name, s.kind, s.status, s.attributes))
+                .collect();
+            v.sort();
+            v
+        };
+        let kept = view(&errors_only, false);
+        assert_eq!(kept, view(&all, true), "metrics_server_address={metrics_server_address}");
+        assert!(kept.len() >= 12 && kept.len() < view(&all, false).len(), "{}", kept.len());
+    }
+}

@@ -207,7 +207,7 @@ fn spans_follow_messaging_semconv() {
     let opts = NamingOptions::default();
     let mut span = |i: usize| {
         let ex = &out[i];
-        ex.detail.span_parts(ex, Kind::Client, &mut SpanCx { opts: &opts, routes: &mut routes })
+        ex.detail.span_parts(ex, Kind::Client, &mut SpanCx::new(&opts, &mut routes))
     };
     let get = |p: &SpanParts, k: &str| p.attrs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
     let p = span(3);

@@ -37,48 +37,60 @@ pub fn mask_query(q: &str) -> String {
     out
 }
 
+/// The HTTP span of `kind`. With `metric_only` (no span will be exported),
+/// only what the histogram and the sampler need: the metric attributes,
+/// `error.type` and whether the span is an error (its message left empty);
+/// no name, no URL, user agent, sizes or endpoint attributes.
 pub fn span_parts(
     ex: &Exchange,
     h: &HttpDetail,
     kind: Kind,
     routes: &mut RouteTemplater,
     opts: &NamingOptions,
+    metric_only: bool,
 ) -> SpanParts {
     // Sized for the whole span (endpoint, wire key, status): one allocation,
     // 21 × 48 bytes, within the allocator's per-thread cache (≤ 1032 bytes).
-    let mut a = Attrs::with_capacity(21);
+    // Reduced, it holds `error.type` and the server address at most.
+    let mut a = if metric_only { Attrs::new() } else { Attrs::with_capacity(21) };
     // Known methods are the table's constants; values shared with the
     // metric attributes are constants or inline copies (no allocation).
     let method = h.method.as_deref().map(|m| match HTTP_METHODS.iter().find(|k| **k == m) {
         Some(k) => (Str::lit(k), None),
         None => (Str::lit("_OTHER"), Some(Str::copy(m))),
     });
-    if let Some((meth, orig)) = &method {
-        a.put("http.request.method", meth.clone());
-        push_opt(&mut a, "http.request.method_original", orig.clone());
-    }
     let route = h.path.as_deref().map(|p| routes.template_str(p));
     let route_key = if kind == Kind::Server { "http.route" } else { "url.template" };
-    if let Some(r) = &route {
-        a.put(route_key, r.clone());
-    }
-    push_opt(&mut a, "url.path", h.path.clone());
-    if let Some(q) = h.query.as_deref().filter(|q| !q.is_empty()) {
-        a.put("url.query", if opts.mask_query_values { mask_query(q) } else { q.to_string() });
-    }
-    a.put("url.scheme", "http");
-    if let Some(s) = h.status {
-        a.put("http.response.status_code", s as i64);
-    }
-    push_opt(&mut a, "user_agent.original", h.user_agent.clone());
-    push_opt(&mut a, "http.request.body.size", h.request_content_length.map(|v| v as i64));
-    push_opt(&mut a, "http.response.body.size", h.response_content_length.map(|v| v as i64));
-    a.put("network.protocol.name", "http");
     let version = (!h.version.is_empty()).then(|| h.version.clone());
-    if let Some(v) = &version {
-        a.put("network.protocol.version", v.clone());
+    if !metric_only {
+        if let Some((meth, orig)) = &method {
+            a.put("http.request.method", meth.clone());
+            push_opt(&mut a, "http.request.method_original", orig.clone());
+        }
+        if let Some(r) = &route {
+            a.put(route_key, r.clone());
+        }
+        push_opt(&mut a, "url.path", h.path.clone());
+        if let Some(q) = h.query.as_deref().filter(|q| !q.is_empty()) {
+            a.put("url.query", if opts.mask_query_values { mask_query(q) } else { q.to_string() });
+        }
+        a.put("url.scheme", "http");
+        if let Some(s) = h.status {
+            a.put("http.response.status_code", s as i64);
+        }
+        push_opt(&mut a, "user_agent.original", h.user_agent.clone());
+        push_opt(&mut a, "http.request.body.size", h.request_content_length.map(|v| v as i64));
+        push_opt(&mut a, "http.response.body.size", h.response_content_length.map(|v| v as i64));
+        a.put("network.protocol.name", "http");
+        if let Some(v) = &version {
+            a.put("network.protocol.version", v.clone());
+        }
     }
-    endpoint_attrs(ex, kind, h.host.as_deref(), &mut a);
+    // The client histogram may carry `server.address` and `server.port`.
+    let address_in_metric = kind == Kind::Client && opts.metrics_server_address;
+    if !metric_only || address_in_metric {
+        endpoint_attrs(ex, kind, h.host.as_deref(), &mut a);
+    }
     let mut error = outcome_error(ex, &mut a);
     if let (Some(s), None) = (h.status, &error) {
         let bad = match kind {
@@ -87,7 +99,11 @@ pub fn span_parts(
         };
         if bad {
             a.put("error.type", Str::int(i64::from(s)));
-            error = Some(informative_reason(s, h.reason.as_deref()).unwrap_or_default());
+            error = Some(if metric_only {
+                String::new()
+            } else {
+                informative_reason(s, h.reason.as_deref()).unwrap_or_default()
+            });
         }
     }
     // The histogram's attributes, pushed in key order: the series lookup
@@ -109,7 +125,7 @@ pub fn span_parts(
     if let Some(v) = version {
         m.put("network.protocol.version", v);
     }
-    if kind == Kind::Client && opts.metrics_server_address {
+    if address_in_metric {
         m.extend(a.iter().filter(|(k, _)| matches!(*k, "server.address" | "server.port")).cloned());
     }
     m.put("url.scheme", "http");
@@ -118,6 +134,7 @@ pub fn span_parts(
     }
     // Inline when short (`GET /users/{id}`): no allocation.
     let name = match (&method, &route) {
+        _ if metric_only => Str::default(),
         (Some((meth, _)), Some(r)) if *meth != "_OTHER" => Str::concat(&[meth.as_str(), " ", r.as_str()]),
         (Some((meth, _)), None) if *meth != "_OTHER" => meth.clone(),
         _ => Str::lit("HTTP"),
@@ -163,7 +180,8 @@ impl SpanMapping for HttpDetail {
         if self.grpc.is_some() {
             return crate::protocol::http2::grpc::semconv::span_parts(ex, self, kind, cx.opts);
         }
-        span_parts(ex, self, kind, cx.routes, cx.opts)
+        cx.reduced = cx.metric_only;
+        span_parts(ex, self, kind, cx.routes, cx.opts, cx.metric_only)
     }
     fn trace_headers(&self) -> &[(String, String)] {
         &self.trace_headers
@@ -179,6 +197,42 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Reduced (`metric_only`), the mapping gives the whole span's metric
+        /// and error status.
+        #[test]
+        fn reduced_parts_keep_metric_and_status(
+            method in proptest::option::of(prop_oneof![Just("GET"), Just("POST"), Just("BREW")]),
+            path in proptest::option::of("(/[a-z0-9]{1,4}){0,3}"),
+            status in proptest::option::of(100u16..600),
+            version in prop_oneof![Just(""), Just("1.1"), Just("2")],
+            host in proptest::option::of("[a-z.]{0,6}(:[0-9]{1,5})?"),
+            outcome in 0..3u8,
+            server in any::<bool>(),
+            address in any::<bool>(),
+        ) {
+            use crate::otel::attr::Str;
+            use crate::otel::span::{Kind, NamingOptions};
+            use crate::protocol::exchange::{Detail, Outcome};
+            let mut ex = crate::telemetry::samples::http_exchange(crate::capture::Direction::Egress, "GET", "/", 200, 0);
+            let h = super::HttpDetail {
+                method: method.map(Str::lit),
+                path: path.as_deref().map(Str::copy),
+                status,
+                version: Str::lit(version),
+                host: host.as_deref().map(Str::copy),
+                ..Default::default()
+            };
+            ex.detail = Detail::Http(Box::new(h.clone()));
+            ex.outcome = [Outcome::Complete, Outcome::Timeout, Outcome::Reset][usize::from(outcome)];
+            let kind = if server { Kind::Server } else { Kind::Client };
+            let opts = NamingOptions { metrics_server_address: address, ..NamingOptions::default() };
+            let mut routes = crate::otel::route::RouteTemplater::new(8, 1000, 8);
+            let whole = super::span_parts(&ex, &h, kind, &mut routes, &opts, false);
+            let reduced = super::span_parts(&ex, &h, kind, &mut routes, &opts, true);
+            prop_assert_eq!(format!("{:?}", whole.metric), format!("{:?}", reduced.metric));
+            prop_assert_eq!(whole.error.is_some(), reduced.error.is_some());
+        }
+
         /// The same text as the `format!`-and-`join` form it replaced.
         #[test]
         fn mask_query_as_before(q in "[a-z=&?é]{0,30}") {

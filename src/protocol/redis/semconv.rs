@@ -9,7 +9,10 @@ use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
 use crate::protocol::span_common::{endpoint_attrs, outcome_status, push_opt};
 
-pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
+/// The Redis span of `kind`. With `metric_only` (no span will be exported),
+/// only the metric attributes and the error status (its message left out):
+/// no name, statement, protocol or endpoint attributes.
+pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptions, metric_only: bool) -> SpanParts {
     // The detail's texts are inline when short (command, masked statement):
     // these clones and the metric attributes' copies allocate nothing.
     let op = match &r.subcommand {
@@ -19,40 +22,47 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
     let ns = r.db_index.map(Str::int);
     // Sized for the whole span (endpoint, wire key, status): one allocation,
     // 21 × 48 bytes.
-    let mut a: Attrs = take_attrs(21);
-    a.put("db.system.name", "redis");
-    if !op.is_empty() {
-        a.put("db.operation.name", op.clone());
+    // Reduced, the span's attributes are not read (the metric's are built
+    // apart): none are pushed.
+    let mut a: Attrs = if metric_only { Attrs::new() } else { take_attrs(21) };
+    if !metric_only {
+        a.put("db.system.name", "redis");
+        if !op.is_empty() {
+            a.put("db.operation.name", op.clone());
+        }
+        if let Some(db) = &ns {
+            a.put("db.namespace", db.clone());
+        }
+        let text = if opts.unmask_db_statements { &r.query_raw } else { &r.query_masked };
+        if !text.is_empty() {
+            a.put("db.query.text", text.clone());
+        }
+        if r.resp_version > 0 {
+            a.put("network.protocol.name", "resp");
+            a.put("network.protocol.version", Str::int(i64::from(r.resp_version)));
+        }
+        push_opt(&mut a, "cnflow.redis.response_type", r.response_type.map(Str::lit));
+        endpoint_attrs(ex, kind, None, &mut a);
     }
-    if let Some(db) = &ns {
-        a.put("db.namespace", db.clone());
-    }
-    let text = if opts.unmask_db_statements { &r.query_raw } else { &r.query_masked };
-    if !text.is_empty() {
-        a.put("db.query.text", text.clone());
-    }
-    if r.resp_version > 0 {
-        a.put("network.protocol.name", "resp");
-        a.put("network.protocol.version", Str::int(i64::from(r.resp_version)));
-    }
-    push_opt(&mut a, "cnflow.redis.response_type", r.response_type.map(Str::lit));
-    endpoint_attrs(ex, kind, None, &mut a);
     // The status: a timeout or reset first, else an error reply (its prefix
     // as status code and error type). Known here, so the metric attributes
     // need no search of the span's.
     let (status, error_type, error) = match outcome_status(ex) {
-        Some((ty, msg)) => (None, Some(Str::lit(ty)), Some(msg.to_string())),
+        Some((ty, msg)) => (None, Some(Str::lit(ty)), Some(if metric_only { String::new() } else { msg.to_string() })),
         None if r.error.is_some() => {
             let prefix = r.error_prefix.clone().unwrap_or(Str::lit("ERR"));
-            (Some(prefix.clone()), Some(prefix), r.error.clone())
+            let error = if metric_only { Some(String::new()) } else { r.error.clone() };
+            (Some(prefix.clone()), Some(prefix), error)
         }
         None => (None, None, None),
     };
-    if let Some(s) = &status {
-        a.put("db.response.status_code", s.clone());
-    }
-    if let Some(t) = &error_type {
-        a.put("error.type", t.clone());
+    if !metric_only {
+        if let Some(s) = &status {
+            a.put("db.response.status_code", s.clone());
+        }
+        if let Some(t) = &error_type {
+            a.put("error.type", t.clone());
+        }
     }
     // The metric attributes, pushed in key order (`Metrics::record` sorts
     // them by key: then it only compares).
@@ -70,13 +80,18 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
     if let Some(t) = error_type {
         m.put("error.type", t);
     }
-    let name = if op.is_empty() { Str::lit("redis") } else { op };
+    let name = match () {
+        _ if metric_only => Str::default(),
+        _ if op.is_empty() => Str::lit("redis"),
+        _ => op,
+    };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
 impl SpanMapping for RedisDetail {
     fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
-        span_parts(ex, self, kind, cx.opts)
+        cx.reduced = cx.metric_only;
+        span_parts(ex, self, kind, cx.opts, cx.metric_only)
     }
 }
 
@@ -168,7 +183,11 @@ mod tests {
             let r = r.clone();
             let opts = NamingOptions { unmask_db_statements: unmask, ..Default::default() };
             let kind = if server { Kind::Server } else { Kind::Client };
-            let (new, old) = (span_parts(&ex, &r, kind, &opts), span_parts_before(&ex, &r, kind, &opts));
+            let (new, old) = (span_parts(&ex, &r, kind, &opts, false), span_parts_before(&ex, &r, kind, &opts));
+            // Reduced (`metric_only`): the same metric and error status.
+            let reduced = span_parts(&ex, &r, kind, &opts, true);
+            prop_assert_eq!(&reduced.metric, &new.metric);
+            prop_assert_eq!(reduced.error.is_some(), new.error.is_some());
             prop_assert_eq!(&new.name, &old.name);
             prop_assert_eq!(new.kind, old.kind);
             prop_assert_eq!(&new.attrs, &old.attrs);
