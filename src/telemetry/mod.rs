@@ -209,12 +209,18 @@ impl TelemetrySink {
     pub fn record(&mut self, ex: &Exchange) {
         let sides = side::local_sides(&ex.conn, self.opts.enricher.as_ref(), &self.opts.local_addrs, &self.opts.host);
         let parent = trace_context::extract(ex.detail.trace_headers());
-        let trace_id = parent.as_ref().map(|p| p.trace_id).unwrap_or_else(|| self.opts.ids.trace_id());
+        // No output takes spans (metrics only): no trace id is drawn and no
+        // sampling decided (nothing would be exported either way).
+        let trace_id = match &parent {
+            Some(p) => p.trace_id,
+            None if self.spans_wanted => self.opts.ids.trace_id(),
+            None => [0; 16],
+        };
         let start = ex.start_ns;
         let end = ex.end_ns.max(start);
         self.last_metrics_ns.get_or_insert(start);
         let messages = ex.detail.mapping().messages(ex).filter(|(_, n)| *n > 0);
-        let can_drop = self.opts.sampling.can_drop();
+        let can_drop = self.spans_wanted && self.opts.sampling.can_drop();
         let parent_trace_state = parent.as_ref().map(|p| p.trace_state.clone()).unwrap_or_default();
         let decide = |policy: &sampling::Policy, error: bool| {
             policy.decide(&sampling::Input {
