@@ -32,11 +32,14 @@ pub type Decode<'a> = &'a dyn Fn(&[u8]) -> Option<(PacketEvent, Range<usize>)>;
 /// Merges several record sources by `ts_ns`.
 pub struct Merger {
     hands: Vec<VecDeque<PacketEvent>>,
+    /// Per source, the payload bytes of its last chunk when that chunk was
+    /// full (0 otherwise): the next chunk's buffer starts at that size.
+    reserve: Vec<usize>,
 }
 
 impl Merger {
     pub fn new(sources: usize) -> Self {
-        Self { hands: (0..sources).map(|_| VecDeque::new()).collect() }
+        Self { hands: (0..sources).map(|_| VecDeque::new()).collect(), reserve: vec![0; sources] }
     }
 
     /// Up to `max` events in timestamp order; true once every source was
@@ -73,7 +76,12 @@ impl Merger {
     /// Reads up to `CHUNK` records of source `i` into its hand.
     fn fill<S: RecordSource>(&mut self, i: usize, s: &mut S, decode: Decode<'_>) -> usize {
         let hand = &mut self.hands[i];
-        let mut payloads = BytesMut::new();
+        // While the ring stays busy, the next chunk's payloads are about as
+        // many bytes as the last one's: allocated once, instead of grown
+        // from empty by doubling (each growth copied what was read so far).
+        // A quiet ring starts from empty, so a lone small record never holds
+        // a large buffer.
+        let mut payloads = BytesMut::with_capacity(self.reserve[i]);
         let mut spans = Vec::new();
         let start = hand.len();
         let n = s.take(CHUNK, &mut |raw| {
@@ -84,6 +92,7 @@ impl Merger {
                 hand.push_back(ev);
             }
         });
+        self.reserve[i] = if n == CHUNK { payloads.len() } else { 0 };
         let payloads: Bytes = payloads.freeze();
         for (ev, span) in hand.iter_mut().skip(start).zip(spans) {
             ev.payload = payloads.slice(span);

@@ -253,7 +253,7 @@ impl TelemetrySink {
         let mut built: [Option<Side>; 2] = [None, None];
         let mut shared_metric_done = false;
         let mut counted = false;
-        let todo = [(span::Kind::Client, sides.client.clone()), (span::Kind::Server, sides.server.clone())];
+        let todo = [(span::Kind::Client, sides.client), (span::Kind::Server, sides.server)];
         for (slot, (kind, local)) in built.iter_mut().zip(todo) {
             let Some(identity) = local else { continue };
             let resource = identity.unwrap_or_else(|| self.opts.host.clone());

@@ -3,7 +3,7 @@
 //! on 4xx/5xx for CLIENT spans, and the `http.{server,client}.request.duration`
 //! histogram.
 use super::HttpDetail;
-use crate::otel::attr::{Attrs, Put, Str};
+use crate::otel::attr::{take_attrs, Attrs, Put, Str};
 use crate::otel::route::RouteTemplater;
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
@@ -14,6 +14,26 @@ use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
 /// The known HTTP methods (RFC 9110 + PATCH + QUERY); others become `_OTHER`.
 pub const HTTP_METHODS: &[&str] =
     &["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"];
+
+/// The table's constant for a known method (a `match`: one length test and
+/// one comparison, where a search of the table compared up to ten).
+fn known_method(m: &str) -> Option<&'static str> {
+    let k = match m {
+        "CONNECT" => "CONNECT",
+        "DELETE" => "DELETE",
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "QUERY" => "QUERY",
+        "TRACE" => "TRACE",
+        _ => return None,
+    };
+    debug_assert!(HTTP_METHODS.contains(&k));
+    Some(k)
+}
 
 /// Replace every query value with `?`, keeping parameter names (which are
 /// low-cardinality and useful) and the order.
@@ -55,7 +75,7 @@ pub fn span_parts(
     let mut a = if metric_only { Attrs::new() } else { Attrs::with_capacity(21) };
     // Known methods are the table's constants; values shared with the
     // metric attributes are constants or inline copies (no allocation).
-    let method = h.method.as_deref().map(|m| match HTTP_METHODS.iter().find(|k| **k == m) {
+    let method = h.method.as_deref().map(|m| match known_method(m) {
         Some(k) => (Str::lit(k), None),
         None => (Str::lit("_OTHER"), Some(Str::copy(m))),
     });
@@ -108,7 +128,8 @@ pub fn span_parts(
     }
     // The histogram's attributes, pushed in key order: the series lookup
     // sorts them, and sorted ones cost it one comparison each.
-    let mut m = Attrs::with_capacity(10);
+    // From the spare lists: `Metrics::record` gives it back after the lookup.
+    let mut m = take_attrs(10);
     if let Some((_, v)) = a.iter().find(|(k, _)| *k == "error.type") {
         m.put("error.type", v.clone());
     }
@@ -234,6 +255,11 @@ mod tests {
         }
 
         /// The same text as the `format!`-and-`join` form it replaced.
+        #[test]
+        fn known_method_is_the_table_search(m in "[A-Z]{0,8}|GET|POST|PUT|QUERY|CONNECT") {
+            prop_assert_eq!(super::known_method(&m), super::HTTP_METHODS.iter().find(|k| **k == m).copied());
+        }
+
         #[test]
         fn mask_query_as_before(q in "[a-z=&?é]{0,30}") {
             let before = q
