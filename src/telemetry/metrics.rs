@@ -524,7 +524,7 @@ mod tests {
                     if !seen[ri].contains(&usize::MAX) {
                         seen[ri].push(usize::MAX);
                     }
-                    format!("{:?}", attr::to_proto(&vec![(OVERFLOW_KEY, V::B(true))]))
+                    format!("{:?}", attr::to_proto(&[(OVERFLOW_KEY, V::B(true))]))
                 };
                 let e = want[ri].entry(sorted_key).or_default();
                 e.0 += 1;
