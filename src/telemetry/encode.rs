@@ -147,7 +147,31 @@ fn kv_len(k: &str, v: &V) -> usize {
 
 fn put_kv(buf: &mut Vec<u8>, tag: u8, k: &str, v: &V) {
     let a = any_len(v);
-    len_key(buf, tag, bytes_field_len(k.as_bytes()) + field_len(a));
+    let kv = bytes_field_len(k.as_bytes()) + field_len(a);
+    // The usual attribute (a named string or integer, under 128 bytes in
+    // all): every length is a one-byte varint, so the field headers are two
+    // short arrays around the key and the value, not a push per byte.
+    if kv < 128 && !k.is_empty() {
+        let head = [(tag << 3) | LEN, kv as u8, (1 << 3) | LEN, k.len() as u8];
+        match v {
+            V::S(s) => {
+                buf.extend_from_slice(&head);
+                buf.extend_from_slice(k.as_bytes());
+                buf.extend_from_slice(&[(2 << 3) | LEN, a as u8, (1 << 3) | LEN, s.len() as u8]);
+                buf.extend_from_slice(s.as_bytes());
+                return;
+            }
+            V::I(i) => {
+                buf.extend_from_slice(&head);
+                buf.extend_from_slice(k.as_bytes());
+                buf.extend_from_slice(&[(2 << 3) | LEN, a as u8, 3 << 3]);
+                varint(buf, *i as u64);
+                return;
+            }
+            V::B(_) | V::A(_) => {}
+        }
+    }
+    len_key(buf, tag, kv);
     bytes_field(buf, 1, k.as_bytes());
     len_key(buf, 2, a);
     put_any(buf, v);
