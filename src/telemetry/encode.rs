@@ -265,16 +265,40 @@ fn put_scope(buf: &mut Vec<u8>) {
     bytes_field(buf, 2, env!("CARGO_PKG_VERSION").as_bytes());
 }
 
-/// Length of the `ExportTraceServiceRequest` encoding of the batch; `lens`
-/// receives every span's body length (all resources, in order) for
-/// [`write_proto`], so each span is measured once.
-pub fn measure_proto(batch: &[ResourceBatch], lens: &mut Vec<usize>) -> usize {
-    lens.clear();
+/// The span bodies of a batch, encoded once by [`prepare_proto`], and their
+/// lengths (all resources, in order). Reused from batch to batch.
+#[derive(Default)]
+pub struct Prepared {
+    bodies: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+impl Prepared {
+    /// Bytes held for reuse.
+    pub fn capacity(&self) -> usize {
+        self.bodies.capacity()
+    }
+}
+
+/// Encode every span of the batch (into `p`) and return the length of the
+/// whole `ExportTraceServiceRequest` for [`write_proto`]. A span's length
+/// comes before its body: the body is written here once and copied after
+/// its length there, where measuring each span first walked its attributes
+/// twice (the copy costs a tenth of the walk).
+pub fn prepare_proto(batch: &[ResourceBatch], p: &mut Prepared) -> usize {
+    p.bodies.clear();
+    p.lens.clear();
     let mut total = 0;
     for rb in batch {
-        let from = lens.len();
-        lens.extend(rb.spans.iter().map(span_len));
-        total += field_len(resource_spans_len(rb, &lens[from..]));
+        let from = p.lens.len();
+        for s in &rb.spans {
+            let start = p.bodies.len();
+            put_span(&mut p.bodies, s);
+            let n = p.bodies.len() - start;
+            debug_assert_eq!(n, span_len(s), "span length mismatch");
+            p.lens.push(n);
+        }
+        total += field_len(resource_spans_len(rb, &p.lens[from..]));
     }
     total
 }
@@ -288,11 +312,12 @@ fn scope_spans_len(lens: &[usize]) -> usize {
     field_len(scope_len()) + spans + field_len(SCHEMA_URL.len())
 }
 
-/// Append the request measured by [`measure_proto`] (same batch, same `lens`).
-pub fn write_proto(batch: &[ResourceBatch], lens: &[usize], buf: &mut Vec<u8>) {
+/// Append the request prepared by [`prepare_proto`] (same batch, same `p`).
+pub fn write_proto(batch: &[ResourceBatch], p: &Prepared, buf: &mut Vec<u8>) {
     let mut at = 0;
+    let mut body = 0;
     for rb in batch {
-        let lens = &lens[at..at + rb.spans.len()];
+        let lens = &p.lens[at..at + rb.spans.len()];
         at += rb.spans.len();
         len_key(buf, 1, resource_spans_len(rb, lens));
         len_key(buf, 1, resource_len(&rb.resource));
@@ -302,27 +327,26 @@ pub fn write_proto(batch: &[ResourceBatch], lens: &[usize], buf: &mut Vec<u8>) {
         len_key(buf, 2, scope_spans_len(lens));
         len_key(buf, 1, scope_len());
         put_scope(buf);
-        for (s, l) in rb.spans.iter().zip(lens) {
-            len_key(buf, 2, *l);
-            let start = buf.len();
-            put_span(buf, s);
-            debug_assert_eq!(buf.len() - start, *l, "span length mismatch");
+        for &l in lens {
+            len_key(buf, 2, l);
+            buf.extend_from_slice(&p.bodies[body..body + l]);
+            body += l;
         }
         bytes_field(buf, 3, SCHEMA_URL.as_bytes());
     }
 }
 
 /// Append the protobuf encoding of the batch as an `ExportTraceServiceRequest`
-/// (also the encoding of `TracesData`). `lens` is scratch space.
-pub fn encode_proto(batch: &[ResourceBatch], buf: &mut Vec<u8>, lens: &mut Vec<usize>) {
-    let n = measure_proto(batch, lens);
+/// (also the encoding of `TracesData`). `p` is scratch space.
+pub fn encode_proto(batch: &[ResourceBatch], buf: &mut Vec<u8>, p: &mut Prepared) {
+    let n = prepare_proto(batch, p);
     buf.reserve(n);
-    write_proto(batch, lens, buf);
+    write_proto(batch, p, buf);
 }
 
 /// Length of what [`encode_proto`] writes.
 pub fn proto_len(batch: &[ResourceBatch]) -> usize {
-    measure_proto(batch, &mut Vec::new())
+    prepare_proto(batch, &mut Prepared::default())
 }
 
 // ---------------------------------------------------------------- JSON

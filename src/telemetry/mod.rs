@@ -122,9 +122,10 @@ pub struct TelemetrySink {
     metrics: metrics::Metrics,
     batch: Vec<encode::ResourceBatch>,
     batch_len: usize,
-    /// Reused output buffer of the OTLP writers, and scratch for span lengths.
+    /// Reused output buffer of the OTLP writers, and the span bodies encoded
+    /// before their request.
     out_buf: Vec<u8>,
-    lens: Vec<usize>,
+    prepared: encode::Prepared,
     batch_first_ns: u64,
     last_metrics_ns: Option<u64>,
     /// CNFLOW_NETWORK_METRICS.
@@ -180,7 +181,7 @@ impl TelemetrySink {
             batch: Vec::new(),
             batch_len: 0,
             out_buf: Vec::new(),
-            lens: Vec::new(),
+            prepared: encode::Prepared::default(),
             batch_first_ns: 0,
             last_metrics_ns: None,
             network,
@@ -518,6 +519,10 @@ impl TelemetrySink {
         }
         self.batch_len = 0;
         let batch = std::mem::take(&mut self.batch);
+        // Like the output buffer: a moderate scratch, not the largest batch ever seen.
+        if self.prepared.capacity() > 4 << 20 {
+            self.prepared = encode::Prepared::default();
+        }
         // Writers encode straight from the span records; the prost request
         // is built only for the outputs that take one.
         let mut buf = std::mem::take(&mut self.out_buf);
@@ -532,10 +537,10 @@ impl TelemetrySink {
                 }
                 Format::Otlp => {
                     // Envelope field 1: an ExportTraceServiceRequest.
-                    let len = encode::measure_proto(&batch, &mut self.lens);
+                    let len = encode::prepare_proto(&batch, &mut self.prepared);
                     stdout::otlp_record_header(&mut buf, stdout::OTLP_RECORD_TRACES, len);
                     buf.reserve(len);
-                    encode::write_proto(&batch, &self.lens, &mut buf);
+                    encode::write_proto(&batch, &self.prepared, &mut buf);
                 }
             }
             if w.write_all(&buf).is_err() {
@@ -546,14 +551,15 @@ impl TelemetrySink {
         if buf.capacity() <= 4 << 20 {
             self.out_buf = buf;
         }
+
         // Exporters take the protobuf bytes written straight from the records
         // (once, shared): building the prost request only to encode it again
         // was the largest per-span cost left with an OTLP endpoint.
         if self.opts.outputs.iter().any(|o| matches!(o, Output::Export(_))) {
             let items = batch.iter().map(|rb| rb.spans.len()).sum();
-            let len = encode::measure_proto(&batch, &mut self.lens);
+            let len = encode::prepare_proto(&batch, &mut self.prepared);
             let mut bytes = Vec::with_capacity(len);
-            encode::write_proto(&batch, &self.lens, &mut bytes);
+            encode::write_proto(&batch, &self.prepared, &mut bytes);
             let enc =
                 crate::export::payload::Encoded { signal: crate::export::Signal::Traces, bytes: bytes.into(), items };
             for o in &mut self.opts.outputs {

@@ -47,7 +47,7 @@ fn sample_batch() -> Vec<ResourceBatch> {
 
 fn check(batch: Vec<ResourceBatch>) {
     let mut buf = Vec::new();
-    encode_proto(&batch, &mut buf, &mut Vec::new());
+    encode_proto(&batch, &mut buf, &mut Prepared::default());
     assert_eq!(buf.len(), proto_len(&batch));
     let mut json = Vec::new();
     encode_json(&batch, &mut json);
