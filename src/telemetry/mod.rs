@@ -126,6 +126,9 @@ pub struct TelemetrySink {
     /// before their request.
     out_buf: Vec<u8>,
     prepared: encode::Prepared,
+    /// Span lists of sent batches, emptied, for the next batch's resources
+    /// (a list grown from empty to a full batch was copied at each doubling).
+    spare_spans: Vec<Vec<encode::SpanRec>>,
     batch_first_ns: u64,
     last_metrics_ns: Option<u64>,
     /// CNFLOW_NETWORK_METRICS.
@@ -139,6 +142,11 @@ pub struct TelemetrySink {
     /// Some output prints text lines.
     text_wanted: bool,
 }
+
+/// Emptied span lists kept for reuse, and the largest kept (184 bytes a
+/// span record: at most 8 × 1024 records' worth, 1.5 MiB).
+const SPARE_SPAN_LISTS: usize = 8;
+const SPARE_SPAN_CAP: usize = 1024;
 
 /// Connections silent this long are forgotten by the L4 metrics (the flow table's default idle timeout).
 const NETWORK_IDLE_NS: u64 = 120_000_000_000;
@@ -182,6 +190,7 @@ impl TelemetrySink {
             batch_len: 0,
             out_buf: Vec::new(),
             prepared: encode::Prepared::default(),
+            spare_spans: Vec::new(),
             batch_first_ns: 0,
             last_metrics_ns: None,
             network,
@@ -470,7 +479,7 @@ impl TelemetrySink {
             Some(b) => b.spans.push(span),
             None => {
                 // A batch usually holds several spans of a resource: fewer regrowths.
-                let mut spans = Vec::with_capacity(16);
+                let mut spans = self.spare_spans.pop().unwrap_or_else(|| Vec::with_capacity(16));
                 spans.push(span);
                 self.batch.push(encode::ResourceBatch { resource, spans });
             }
@@ -572,6 +581,14 @@ impl TelemetrySink {
         // moved, the others a copy (usually there is just one).
         let takers = self.opts.outputs.iter().filter(|o| !matches!(o, Output::Write(..) | Output::Export(_))).count();
         if takers == 0 {
+            // Not moved into a request: the span lists are kept (bounded) for the next batch.
+            for rb in batch {
+                let mut spans = rb.spans;
+                spans.clear();
+                if self.spare_spans.len() < SPARE_SPAN_LISTS && spans.capacity() <= SPARE_SPAN_CAP {
+                    self.spare_spans.push(spans);
+                }
+            }
             return;
         }
         let mut req = Some(encode::to_request(batch));
