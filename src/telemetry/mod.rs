@@ -249,7 +249,7 @@ impl TelemetrySink {
         // again for an error: the keep rule turns a drop into a keep and
         // rewrites the threshold): a drop here means no span unless the
         // mapping finds an error.
-        let early = (can_drop && self.spans_wanted).then(|| decide(&self.opts.sampling, false));
+        let early = can_drop.then(|| decide(&self.opts.sampling, false));
         // No span will be exported unless it is an error: the mappings that
         // can build only the metric and the error status do (most of a
         // span's cost is in its other attributes), and a span kept after all
