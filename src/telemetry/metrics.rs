@@ -195,43 +195,43 @@ impl Metrics {
         // The mappings push them in key order: then this only compares.
         attrs.sort_by(|a, b| a.0.cmp(b.0));
         let mut key = Key(attrs);
-        let slot = match series.index.get(&key) {
+        let (slot, remember) = match series.index.get(&key) {
             Some(&slot) => {
                 // The series exists: the list goes back for the next exchange's mapping.
                 crate::otel::attr::recycle_attrs(key.0);
-                slot
+                (slot, true)
             }
-            None if series.index.len() >= self.limit => {
-                OVERFLOWED.inc();
-                // Once per process: the counter says how often, the log says that it happens.
-                static WARNED: std::sync::Once = std::sync::Once::new();
-                let limit = self.limit;
-                WARNED.call_once(|| {
-                    tracing::warn!(
-                        instrument = inst.name(),
-                        limit,
-                        "metric cardinality limit reached: further attribute sets go to the otel.metric.overflow=true series (counted in cnflow.telemetry.metric_overflow; raise CNFLOW_METRICS_CARDINALITY_LIMIT)"
-                    );
-                });
-                key = Key(vec![(OVERFLOW_KEY, V::B(true))]);
-                let Series { index, hists } = series;
-                // Not remembered: every overflowing exchange is counted.
-                crate::otel::attr::recycle_attrs(pushed);
-                let slot = *index.entry(key).or_insert_with(|| {
+            None => {
+                // Past the limit the exchange goes to the overflow series, and
+                // is not remembered: every overflowing exchange is counted.
+                let within = series.index.len() < self.limit;
+                if !within {
+                    OVERFLOWED.inc();
+                    // Once per process: the counter says how often, the log says that it happens.
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    let limit = self.limit;
+                    WARNED.call_once(|| {
+                        tracing::warn!(
+                            instrument = inst.name(),
+                            limit,
+                            "metric cardinality limit reached: further attribute sets go to the otel.metric.overflow=true series (counted in cnflow.telemetry.metric_overflow; raise CNFLOW_METRICS_CARDINALITY_LIMIT)"
+                        );
+                    });
+                    key = Key(vec![(OVERFLOW_KEY, V::B(true))]);
+                }
+                let hists = &mut series.hists;
+                let slot = *series.index.entry(key).or_insert_with(|| {
                     hists.push(Hist::new(bounds.len()));
                     hists.len() - 1
                 });
-                hists[slot].record(bounds, value);
-                return;
-            }
-            None => {
-                series.hists.push(Hist::new(bounds.len()));
-                let slot = series.hists.len() - 1;
-                series.index.insert(key, slot);
-                slot
+                (slot, within)
             }
         };
         series.hists[slot].record(bounds, value);
+        if !remember {
+            crate::otel::attr::recycle_attrs(pushed);
+            return;
+        }
         let r = Recent { resource: resource.clone(), inst, attrs: pushed, res_idx: idx, slot };
         if self.recent.len() < RECENT {
             self.recent.push(r);

@@ -80,10 +80,12 @@ pub fn span_parts(ex: &Exchange, r: &RedisDetail, kind: Kind, opts: &NamingOptio
     if let Some(t) = error_type {
         m.put("error.type", t);
     }
-    let name = match () {
-        _ if metric_only => Str::default(),
-        _ if op.is_empty() => Str::lit("redis"),
-        _ => op,
+    let name = if metric_only {
+        Str::default()
+    } else if op.is_empty() {
+        Str::lit("redis")
+    } else {
+        op
     };
     SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
