@@ -401,6 +401,24 @@ fn full_ring_buffer_is_counted_exported_and_capture_recovers() {
         std::mem::replace(&mut last, now) == now
     });
     assert!(settled, "ring_full still growing 30 s after the burst:\n{}", read(&err));
+    // ... and until the agent has worked through what it did capture: while
+    // it drains the burst its reader waits for room, the 64 KiB ring fills
+    // again, and the requests below would be lost with it (seen on a loaded
+    // CI run: ring_full rose by 79 packets during the 50 SETs, 30 spans came).
+    // Idle: under 0.1 s of CPU (10 clock ticks) in a second.
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, f)| f).split_whitespace().collect();
+        // utime and stime: fields 14 and 15, the 12th and 13th after the command name.
+        fields.get(11..13).map_or(0, |t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+    };
+    let mut last_cpu = cpu_ticks();
+    let idle = wait_until(Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = cpu_ticks();
+        now.saturating_sub(std::mem::replace(&mut last_cpu, now)) <= 10
+    });
+    assert!(idle, "agent still busy 60 s after the burst:\n{}", read(&err));
     let before = span_count(&read(&out), "SET");
     let cmds: String = (0..50).map(|i| format!("SET after-{i} v\n")).collect();
     let mut cli = NetnsPair::cmd(&pair.ns_b, "redis-cli");
