@@ -488,7 +488,7 @@ async fn read_ring(
 }
 
 impl super::rings::RecordSource for AsyncFd<RingBuf<MapData>> {
-    fn take(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+    fn take<F: FnMut(&[u8])>(&mut self, max: usize, mut f: F) -> usize {
         let ring = self.get_mut();
         let mut n = 0;
         while n < max {

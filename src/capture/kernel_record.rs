@@ -97,6 +97,7 @@ impl Head {
     }
 
     /// `buf` holds at least `PACKET_HEADER_LEN` bytes.
+    #[inline]
     fn parse(buf: &[u8]) -> Self {
         let addr = |at: usize| -> [u8; 16] { buf[at..at + 16].try_into().unwrap_or_default() };
         Head {
@@ -118,6 +119,7 @@ impl Head {
     }
 
     /// The event without its payload, and how many payload bytes to take.
+    #[inline]
     fn event(&self, mono_to_wall_ns: i64) -> Result<(PacketEvent, usize), DecodeError> {
         let (src, dst) = match self.family {
             4 => {
@@ -172,6 +174,8 @@ pub fn decode(rec: &PacketRecord, mono_to_wall_ns: i64) -> Result<PacketEvent, D
 /// `PacketRecord` first: the event comes without its payload, which is
 /// `buf[range]`, so the reader can gather the payloads of a whole batch into
 /// one allocation. Same checks and clamping as [`record_from_bytes`] + [`decode`].
+// Inlined into the ring reader: see `capture::rings::Decode`.
+#[inline]
 pub fn decode_entry(buf: &[u8], mono_to_wall_ns: i64) -> Result<(PacketEvent, Range<usize>), DecodeError> {
     if buf.len() < PACKET_HEADER_LEN {
         return Err(DecodeError::Short);
