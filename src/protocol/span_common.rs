@@ -3,7 +3,7 @@
 //! timed out or were reset.
 use super::exchange::{Exchange, Outcome};
 use crate::flow::Transport;
-use crate::otel::attr::{Attrs, Put, Str, V};
+use crate::otel::attr::{Attrs, KeptAttrs, Put, Str, V};
 use crate::otel::span::Kind;
 use std::net::SocketAddr;
 
@@ -87,7 +87,81 @@ pub fn ip_text(ip: std::net::IpAddr) -> Str {
     }
 }
 
+/// Slots of the per-thread endpoint cache (a power of two).
+const ENDPOINT_SLOTS: usize = 256;
+
+/// The endpoint attributes last built for a connection, side and host.
+struct CachedEndpoint {
+    // Everything the attributes are built from (the connection id only
+    // picks the slot: correctness does not rest on ids being unique).
+    client: SocketAddr,
+    server: SocketAddr,
+    transport: Transport,
+    kind: Kind,
+    host: Option<Str>,
+    /// Filled at the key's second exchange: a connection with a single
+    /// exchange (a DNS query from a fresh port) only costs the key.
+    attrs: Option<KeptAttrs>,
+}
+
+thread_local! {
+    /// Endpoint attributes by connection: every exchange of a keep-alive
+    /// connection has the same ones, and building them (two addresses as
+    /// text, the Host header split, ten entries) was ~830 instructions per
+    /// exchange. Direct-mapped by the connection id (consecutive ids, so
+    /// 256 live connections rarely evict each other); bounded (256 entries
+    /// of ten attributes per thread).
+    static ENDPOINTS: std::cell::RefCell<Vec<Option<CachedEndpoint>>> =
+        std::cell::RefCell::new((0..ENDPOINT_SLOTS).map(|_| None).collect());
+}
+
+/// The endpoint attributes of `ex` seen from `kind` (see [`build_endpoint_attrs`]),
+/// copied from the per-thread cache when this connection, side and host
+/// were the last ones in their slot.
 pub(crate) fn endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &mut Attrs) {
+    let c = &ex.conn;
+    let slot = (c.id as usize) & (ENDPOINT_SLOTS - 1);
+    // `try_with`: during thread teardown, no cache (built every time).
+    let cached = ENDPOINTS.try_with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let same = |e: &CachedEndpoint| {
+            e.client == c.client
+                && e.server == c.server
+                && e.transport == c.transport
+                && e.kind == kind
+                && e.host.as_deref() == host
+        };
+        match &mut cache[slot] {
+            Some(e) if same(e) => match &mut e.attrs {
+                Some(cached) => cached.append_to(a),
+                None => {
+                    let from = a.len();
+                    build_endpoint_attrs(ex, kind, host, a);
+                    e.attrs = Some(KeptAttrs::new(&a[from..]));
+                }
+            },
+            entry => {
+                build_endpoint_attrs(ex, kind, host, a);
+                *entry = Some(CachedEndpoint {
+                    client: c.client,
+                    server: c.server,
+                    transport: c.transport,
+                    kind,
+                    host: host.map(Str::copy),
+                    attrs: None,
+                });
+            }
+        }
+    });
+    if cached.is_err() {
+        build_endpoint_attrs(ex, kind, host, a);
+    }
+}
+
+/// `server.*`, `client.*` and `network.*` of the exchange's connection, the
+/// peer and local ends as `kind` sees them; `host` (a Host header or
+/// `:authority`) names the server when present.
+fn build_endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &mut Attrs) {
     let c = &ex.conn;
     // Each address is formatted once (the peer and local ones are the client
     // and server); copies of the inline texts allocate nothing.
@@ -225,6 +299,78 @@ mod ip_text_tests {
     fn ip_text_edges() {
         for s in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.199.250", "::ffff:10.0.0.1", "::1"] {
             assert_eq!(ip_text(s.parse().unwrap()).as_str(), s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod endpoint_cache_tests {
+    use super::*;
+    use crate::capture::Direction;
+    use crate::flow::{ConnInfo, RoleEvidence};
+    use crate::protocol::exchange::Detail;
+    use crate::telemetry::samples;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn exchange(id: u64, client: &str, server: &str, transport: Transport) -> Exchange {
+        let conn = Arc::new(ConnInfo {
+            id,
+            ifindex: 1,
+            transport,
+            client: client.parse().unwrap(),
+            server: server.parse().unwrap(),
+            client_to_server: Direction::Egress,
+            evidence: RoleEvidence::Syn,
+            first_ts_ns: 0,
+        });
+        let detail = Detail::Http(Box::new(samples::http("GET", "/", None, 200)));
+        samples::exchange(conn, crate::protocol::exchange::Protocol::Http1, 0, 1, detail)
+    }
+
+    const CLIENTS: [&str; 3] = ["10.200.0.1:40000", "10.200.0.1:40001", "[fd00:200::1]:40000"];
+    const SERVERS: [&str; 3] = ["10.200.0.2:80", "10.200.0.3:80", "[fd00:200:0:0:0:0:0:2]:8080"];
+    const HOSTS: [Option<&str>; 4] = [
+        None,
+        Some("example.com"),
+        Some("a-rather-long-service-name.default.svc.cluster.local:8080"),
+        Some("[::1]:81"),
+    ];
+    const KINDS: [Kind; 3] = [Kind::Server, Kind::Client, Kind::Producer];
+    const TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Udp];
+
+    proptest! {
+        /// Whatever the sequence (ids that share a slot or are reused with
+        /// other addresses, sides, hosts, long hosts kept on the heap), the
+        /// cached attributes are the ones built afresh, after what the list
+        /// already held.
+        #[test]
+        fn cached_endpoint_attrs_are_the_built_ones(
+            seq in proptest::collection::vec((0u64..4, 0usize..3, 0usize..3, 0usize..2, 0usize..3, 0usize..4), 1..200),
+        ) {
+            // Most steps repeat the previous one with one input changed, so
+            // that the cache is hit and each part of its key is tested.
+            let mut prev = (0u64, 0usize, 0usize, 0usize, 0usize, 0usize);
+            for (i, step) in seq.into_iter().enumerate() {
+                let (id, c, s, t, k, h) = match i % 7 {
+                    0 => step,
+                    1 => (prev.0, prev.1, prev.2, prev.3, step.4, prev.5),
+                    2 => (prev.0, prev.1, prev.2, step.3, prev.4, prev.5),
+                    3 => (prev.0, prev.1, step.2, prev.3, prev.4, prev.5),
+                    4 => (prev.0, step.1, prev.2, prev.3, prev.4, prev.5),
+                    5 => (prev.0, prev.1, prev.2, prev.3, prev.4, step.5),
+                    _ => prev,
+                };
+                prev = (id, c, s, t, k, h);
+                // Ids 0..4 spread over slots 0 and 1, and 256 + 1 shares slot 1.
+                let id = if id == 3 { 257 } else { id % 2 };
+                let ex = exchange(id, CLIENTS[c], SERVERS[s], TRANSPORTS[t]);
+                let mut got: Attrs = vec![("before", V::I(1))];
+                endpoint_attrs(&ex, KINDS[k], HOSTS[h], &mut got);
+                let mut want: Attrs = vec![("before", V::I(1))];
+                build_endpoint_attrs(&ex, KINDS[k], HOSTS[h], &mut want);
+                prop_assert_eq!(got, want);
+            }
         }
     }
 }
