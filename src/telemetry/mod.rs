@@ -565,10 +565,9 @@ impl TelemetrySink {
         // (once, shared): building the prost request only to encode it again
         // was the largest per-span cost left with an OTLP endpoint.
         if self.opts.outputs.iter().any(|o| matches!(o, Output::Export(_))) {
-            let items = batch.iter().map(|rb| rb.spans.len()).sum();
-            let len = encode::prepare_proto(&batch, &mut self.prepared);
-            let mut bytes = Vec::with_capacity(len);
-            encode::write_proto(&batch, &self.prepared, &mut bytes);
+            let items = encode::span_count(&batch);
+            let mut bytes = Vec::new();
+            encode::encode_proto(&batch, &mut bytes, &mut self.prepared);
             let enc =
                 crate::export::payload::Encoded { signal: crate::export::Signal::Traces, bytes: bytes.into(), items };
             for o in &mut self.opts.outputs {
