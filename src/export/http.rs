@@ -53,7 +53,7 @@ impl HttpSender {
     }
 
     pub async fn send(&self, p: &Payload) -> SendOutcome {
-        let body = if self.json { p.to_json() } else { p.encode() };
+        let body = if self.json { p.to_json().into() } else { p.wire_bytes() };
         let (body, encoding) = match compress(self.compression, body) {
             Ok(x) => x,
             Err(e) => return SendOutcome::Fail { reason: format!("compression failed: {e}") },
@@ -91,15 +91,15 @@ impl HttpSender {
     }
 }
 
-fn compress(c: Compression, body: Vec<u8>) -> std::io::Result<(Vec<u8>, Option<&'static str>)> {
+fn compress(c: Compression, body: bytes::Bytes) -> std::io::Result<(bytes::Bytes, Option<&'static str>)> {
     Ok(match c {
         Compression::None => (body, None),
         Compression::Gzip => {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             e.write_all(&body)?;
-            (e.finish()?, Some("gzip"))
+            (e.finish()?.into(), Some("gzip"))
         }
-        Compression::Zstd => (zstd::encode_all(&body[..], 3)?, Some("zstd")),
+        Compression::Zstd => (zstd::encode_all(&body[..], 3)?.into(), Some("zstd")),
     })
 }
 

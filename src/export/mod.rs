@@ -257,6 +257,8 @@ async fn run_lane(
 ) {
     use futures::stream::{FuturesUnordered, StreamExt};
     let max = cfg.max_concurrent.max(1);
+    // Once per lane: parsing the URL for every request showed in profiles.
+    let endpoint = cfg.display_endpoint();
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;
     while open || !in_flight.is_empty() {
@@ -264,7 +266,7 @@ async fn run_lane(
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             // `take` pops and returns in one poll, so losing this race never loses an entry.
             entry = queue.take(), if open && in_flight.len() < max => match entry {
-                Some(entry) => in_flight.push(export_one(&cfg, &sender, &queue, &c, &instruments, entry)),
+                Some(entry) => in_flight.push(export_one(&cfg, &endpoint, &sender, &queue, &c, &instruments, entry)),
                 None => open = false,
             },
         }
@@ -274,6 +276,7 @@ async fn run_lane(
 /// One queued request: sent (with retries), recorded, released from the queue.
 async fn export_one(
     cfg: &ExportConfig,
+    endpoint: &str,
     sender: &Sender,
     queue: &Queue,
     c: &Counters,
@@ -291,7 +294,7 @@ async fn export_one(
         cnflow.export.items = entry.items,
         cnflow.export.attempts = tracing::field::Empty,
         cnflow.export.outcome = tracing::field::Empty,
-        server.address = %cfg.display_endpoint(),
+        server.address = endpoint,
     );
     let (outcome, attempts) = send_with_retry(cfg, sender, &entry, c, started).instrument(span.clone()).await;
     span.record("cnflow.export.attempts", attempts);

@@ -56,6 +56,16 @@ impl Payload {
         }
     }
 
+    /// The protobuf form as shared bytes: an `Encoded` request's own bytes
+    /// (no copy: a batch of spans is a few hundred kilobytes), the others
+    /// encoded.
+    pub fn wire_bytes(&self) -> bytes::Bytes {
+        match self {
+            Payload::Encoded(e) => e.bytes.clone(),
+            p => p.encode().into(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Payload::Traces(r) => r.encode_to_vec(),

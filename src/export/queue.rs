@@ -46,10 +46,7 @@ impl Held {
     /// Compressed protobuf form; the plain payload if compression fails
     /// (it cannot with in-memory buffers, but nothing is lost if it does).
     fn pack(payload: Payload) -> Self {
-        let raw: bytes::Bytes = match &payload {
-            Payload::Encoded(e) => e.bytes.clone(),
-            p => p.encode().into(),
-        };
+        let raw = payload.wire_bytes();
         thread_local! {
             static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
                 const { std::cell::RefCell::new(None) };

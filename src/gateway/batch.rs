@@ -169,13 +169,7 @@ pub fn merge_and_split(parts: Vec<Payload>, max: usize, max_bytes: usize) -> Vec
 fn merge_and_split_encoded(parts: Vec<Payload>, max: usize, max_bytes: usize) -> Vec<Payload> {
     let signal = parts[0].signal();
     if signal != crate::export::Signal::Metrics {
-        let bytes: Vec<bytes::Bytes> = parts
-            .iter()
-            .map(|p| match p {
-                Payload::Encoded(e) => e.bytes.clone(),
-                p => p.encode().into(),
-            })
-            .collect();
+        let bytes: Vec<bytes::Bytes> = parts.iter().map(Payload::wire_bytes).collect();
         let slices: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
         if let Ok(out) = super::wire::merge_split(&slices, max, max_bytes) {
             return out

@@ -129,6 +129,12 @@ pub struct TelemetrySink {
     /// Span lists of sent batches, emptied, for the next batch's resources
     /// (a list grown from empty to a full batch was copied at each doubling).
     spare_spans: Vec<Vec<encode::SpanRec>>,
+    /// Encoded span bodies of sent batches, emptied, likewise.
+    spare_bodies: Vec<encode::Bodies>,
+    /// Every output takes spans as protobuf (trace exporters, the `otlp`
+    /// writer) or as text lines: each span is encoded when it is recorded
+    /// and no record is kept (see [`encode::Bodies`]).
+    encode_early: bool,
     batch_first_ns: u64,
     last_metrics_ns: Option<u64>,
     /// CNFLOW_NETWORK_METRICS.
@@ -147,6 +153,8 @@ pub struct TelemetrySink {
 /// span record: at most 8 × 1024 records' worth, 1.5 MiB).
 const SPARE_SPAN_LISTS: usize = 8;
 const SPARE_SPAN_CAP: usize = 1024;
+/// The largest encoded-body buffer kept for reuse (~1,000 spans' worth).
+const SPARE_BODIES_CAP: usize = 1 << 20;
 
 /// Connections silent this long are forgotten by the L4 metrics (the flow table's default idle timeout).
 const NETWORK_IDLE_NS: u64 = 120_000_000_000;
@@ -179,9 +187,17 @@ impl TelemetrySink {
             Output::Write(..) | Output::Collect(_) | Output::Route(_) => true,
         });
         let text_wanted = opts.outputs.iter().any(|o| matches!(o, Output::Write(Format::Text, _)));
+        let encode_early = spans_wanted
+            && opts
+                .outputs
+                .iter()
+                .all(|o| matches!(o, Output::Export(_) | Output::Write(Format::Otlp | Format::Text, _)))
+            && opts.outputs.iter().any(|o| matches!(o, Output::Export(_) | Output::Write(Format::Otlp, _)));
         Self {
             spans_wanted,
             text_wanted,
+            encode_early,
+            spare_bodies: Vec::new(),
             opts,
             naming,
             routes,
@@ -475,14 +491,29 @@ impl TelemetrySink {
             self.batch_first_ns = ts;
         }
         self.batch_len += 1;
-        match self.batch.iter_mut().find(|b| Arc::ptr_eq(&b.resource, &resource) || *b.resource == *resource) {
-            Some(b) => b.spans.push(span),
+        let b = match self.batch.iter().position(|b| Arc::ptr_eq(&b.resource, &resource) || *b.resource == *resource) {
+            Some(i) => &mut self.batch[i],
             None => {
-                // A batch usually holds several spans of a resource: fewer regrowths.
-                let mut spans = self.spare_spans.pop().unwrap_or_else(|| Vec::with_capacity(16));
-                spans.push(span);
-                self.batch.push(encode::ResourceBatch { resource, spans });
+                let rb = if self.encode_early {
+                    let mut rb = encode::ResourceBatch::new(resource, Vec::new());
+                    rb.bodies = self.spare_bodies.pop().unwrap_or_default();
+                    rb
+                } else {
+                    // A batch usually holds several spans of a resource: fewer regrowths.
+                    encode::ResourceBatch::new(
+                        resource,
+                        self.spare_spans.pop().unwrap_or_else(|| Vec::with_capacity(16)),
+                    )
+                };
+                self.batch.push(rb);
+                self.batch.last_mut().expect("just pushed")
             }
+        };
+        if self.encode_early {
+            b.bodies.push(&span);
+            crate::otel::attr::recycle_attrs(span.attrs);
+        } else {
+            b.spans.push(span);
         }
     }
 
@@ -582,10 +613,14 @@ impl TelemetrySink {
         if takers == 0 {
             // Not moved into a request: the span lists are kept (bounded) for the next batch.
             for rb in batch {
-                let mut spans = rb.spans;
+                let (mut spans, mut bodies) = (rb.spans, rb.bodies);
                 spans.clear();
-                if self.spare_spans.len() < SPARE_SPAN_LISTS && spans.capacity() <= SPARE_SPAN_CAP {
+                if self.spare_spans.len() < SPARE_SPAN_LISTS && (1..=SPARE_SPAN_CAP).contains(&spans.capacity()) {
                     self.spare_spans.push(spans);
+                }
+                bodies.clear();
+                if self.spare_bodies.len() < SPARE_SPAN_LISTS && (1..=SPARE_BODIES_CAP).contains(&bodies.capacity()) {
+                    self.spare_bodies.push(bodies);
                 }
             }
             return;

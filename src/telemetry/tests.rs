@@ -325,3 +325,41 @@ fn reduced_spans_change_neither_metrics_nor_kept_error_spans() {
         assert!(kept.len() >= 12 && kept.len() < view(&all, false).len(), "{}", kept.len());
     }
 }
+
+/// With only protobuf outputs each span is encoded when it is recorded (no
+/// record kept); the bytes must be those of the batch encoded when sent
+/// (an output that needs the records, here the collector, turns that off),
+/// and decode to the request the collector got. Small batches, so encoded
+/// buffers are reused.
+#[test]
+fn spans_encoded_when_recorded_are_the_ones_encoded_when_sent() {
+    let run = |collect: bool| {
+        let buf = Buf::default();
+        let cfg = TelemetryConfig { span_batch_size: 3, ..Default::default() };
+        let mut o = SinkOptions::new(cfg, host());
+        o.outputs.push(Output::Write(Format::Otlp, Box::new(buf.clone())));
+        let out = Arc::new(Mutex::new(Collected::default()));
+        if collect {
+            o.outputs.push(Output::Collect(out.clone()));
+        }
+        o.ids = IdGen::Seeded(7);
+        o.own_metrics = false;
+        let mut s = TelemetrySink::new(o);
+        assert_eq!(s.encode_early, !collect);
+        for ex in one_of_each(T0).iter().chain(one_of_each(T0 + 5_000_000_000).iter()) {
+            s.record(ex);
+            s.flush(ex.end_ns);
+        }
+        s.finish(T0 + 10_000_000_000);
+        let v = buf.0.lock().clone();
+        let traces = std::mem::take(&mut out.lock().traces);
+        (v, traces)
+    };
+    let (early, _) = run(false);
+    let (late, collected) = run(true);
+    assert!(!collected.is_empty());
+    assert_eq!(early, late);
+    // The records: length-delimited envelopes; the trace ones decode to what was collected.
+    let got: Vec<_> = stdout::read_otlp_records(&early).unwrap().into_iter().filter_map(|r| r.traces).collect();
+    assert_eq!(got, collected);
+}

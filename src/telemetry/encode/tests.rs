@@ -16,8 +16,8 @@ fn identity(name: &str) -> Arc<Identity> {
 fn sample_batch() -> Vec<ResourceBatch> {
     let mut routes = RouteTemplater::new(24, 1000, 12);
     let opts = NamingOptions::default();
-    let mut a = ResourceBatch { resource: identity("a"), spans: vec![] };
-    let mut b = ResourceBatch { resource: identity("b ü"), spans: vec![] };
+    let mut a = ResourceBatch::new(identity("a"), vec![]);
+    let mut b = ResourceBatch::new(identity("b ü"), vec![]);
     for (i, ex) in one_of_each(T0).iter().enumerate() {
         for kind in [Kind::Client, Kind::Server] {
             let peer = Peer {
@@ -90,10 +90,10 @@ fn edge_values() {
         peer: vec![(String::new(), String::new())],
         error: Some(String::new()),
     };
-    check(vec![ResourceBatch { resource: Arc::new(Identity { attributes: vec![] }), spans: vec![rec.clone()] }]);
+    check(vec![ResourceBatch::new(Arc::new(Identity { attributes: vec![] }), vec![rec.clone()])]);
     check(vec![]);
     let long = SpanRec { name: "x".repeat(300).into(), error: Some("y".repeat(20_000)), ..rec };
-    check(vec![ResourceBatch { resource: identity("a"), spans: vec![long] }]);
+    check(vec![ResourceBatch::new(identity("a"), vec![long])]);
 }
 
 fn v() -> impl Strategy<Value = V> {
@@ -149,6 +149,6 @@ proptest! {
         res in proptest::collection::vec((any::<String>(), any::<String>()), 0..3),
     ) {
         let resource = Arc::new(Identity { attributes: res });
-        check(vec![ResourceBatch { resource, spans }]);
+        check(vec![ResourceBatch::new(resource, spans)]);
     }
 }
