@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Two builds side by side on the same traffic: CPU per 1,000 requests of each.
+# Usage: bench_pair.sh OLD_BIN NEW_BIN [ROUNDS]   (root; nginx, wrk, redis-server, redis-benchmark, python3)
+# WORKLOADS="wrk redis" (default) runs a subset. EXPORT=1: each agent exports every span to its
+# own OTLP/HTTP protobuf receiver (127.0.0.1:4318 and :4319 in the server's netns).
+#
+# Why: bench_overhead.sh compares rounds taken one after another, and on a shared
+# host the speed of the machine drifts between rounds by ±20%, more than most
+# changes to the agent. Here both agents attach to the same veth at the same time
+# (each its own TC programs, rings and process) and see the same packets, so
+# whatever the host does happens to both: the ratio NEW/OLD of their CPU per
+# request is steady to about ±2% (an OLD/OLD run shows the noise). They share the
+# two cores with the workload, so the absolute figures are higher than one
+# agent's; use bench_overhead.sh for those. Rounds alternate which agent starts first.
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n 2,5p "$0" >&2; exit 2; }
+old=$(realpath "$1"); new=$(realpath "$2"); rounds=${3:-4}
+A=cnfpair-a-$$ B=cnfpair-b-$$
+work=$(mktemp -d)
+cleanup() {
+  set +e
+  ip netns pids $B 2>/dev/null | xargs -r kill 2>/dev/null
+  ip netns pids $A 2>/dev/null | xargs -r kill 2>/dev/null
+  sleep 0.3
+  ip netns del $A 2>/dev/null; ip netns del $B 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ip netns add $A; ip netns add $B
+ip link add va netns $A type veth peer name vb netns $B
+ip -n $A addr add 10.200.97.1/24 dev va; ip -n $B addr add 10.200.97.2/24 dev vb
+ip -n $A link set va up; ip -n $B link set vb up; ip -n $A link set lo up; ip -n $B link set lo up
+mkdir -p "$work/www"; head -c 1024 /dev/urandom | base64 > "$work/www/index.html"
+cat > "$work/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err;
+events { worker_connections 1024; }
+http { access_log off; server { listen 10.200.97.2:8080; root $work/www; } }
+NGX
+ip netns exec $B nginx -c "$work/nginx.conf" &
+ip netns exec $B redis-server --bind 10.200.97.2 --port 6379 --save '' --appendonly no --protected-mode no >/dev/null &
+cat > "$work/recv.py" <<'PY'
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200); self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+if [ "${EXPORT:-0}" = 1 ]; then
+  for port in 4318 4319; do ip netns exec $B python3 "$work/recv.py" $port & done
+fi
+sleep 1
+
+start() { # BIN PORT -> pid
+  local env=(CNFLOW_INTERFACES=vb)
+  if [ "${EXPORT:-0}" = 1 ]; then
+    env+=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$2 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+  fi
+  ip netns exec $B env "${env[@]}" "$1" run --format none > /dev/null 2> "$work/agent$2.err" &
+  echo $!
+}
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+workload() { # NAME -> requests done
+  case $1 in
+    wrk) ip netns exec $A wrk -t1 -c32 -d6s http://10.200.97.2:8080/ | awk '/requests in/{print $1}' ;;
+    redis) ip netns exec $A redis-benchmark -h 10.200.97.2 -p 6379 -n 300000 -c 50 -t set,get --csv 2>/dev/null >/dev/null
+           echo 600000 ;;
+    *) echo "unknown workload $1" >&2; exit 2 ;;
+  esac
+}
+echo "old: $old"; echo "new: $new"; echo "export every span: ${EXPORT:-0}; $(date -u +%FT%TZ); load $(cut -d' ' -f1-3 /proc/loadavg)"
+for w in ${WORKLOADS:-wrk redis}; do
+  ratios=()
+  for r in $(seq "$rounds"); do
+    if [ $((r % 2)) = 1 ]; then po=$(start "$old" 4318); pn=$(start "$new" 4319)
+    else pn=$(start "$new" 4319); po=$(start "$old" 4318); fi
+    for _ in $(seq 150); do
+      grep -q attached "$work/agent4318.err" && grep -q attached "$work/agent4319.err" && break; sleep 0.2
+    done
+    sleep 0.5
+    o0=$(cpu "$po"); n0=$(cpu "$pn")
+    reqs=$(workload "$w")
+    o1=$(cpu "$po"); n1=$(cpu "$pn")
+    kill -INT "$po" "$pn"; wait "$po" "$pn" 2>/dev/null || true
+    line=$(python3 -c "
+k = $reqs / 1000; o = ($o1 - $o0) * 10 / k; n = ($n1 - $n0) * 10 / k
+print(f'{o:.2f} {n:.2f} {n / o:.3f}')")
+    read -r oc nc ratio <<< "$line"
+    ratios+=("$ratio")
+    echo "$w round $r: $reqs requests; agent CPU per 1k requests old $oc ms, new $nc ms; new/old $ratio"
+  done
+  python3 -c "
+import statistics, sys
+r = sorted(float(x) for x in sys.argv[1:])
+print(f'$w: new/old median {statistics.median(r):.3f} (range {r[0]:.3f}-{r[-1]:.3f}, {len(r)} rounds)')" "${ratios[@]}"
+done
+echo "load after $(cut -d' ' -f1-3 /proc/loadavg)"
