@@ -249,6 +249,9 @@ impl TelemetrySink {
         let can_drop = self.spans_wanted && self.opts.sampling.can_drop();
         let parent_trace_state = parent.as_ref().map(|p| p.trace_state.clone()).unwrap_or_default();
         let decide = |policy: &sampling::Policy, error: bool| {
+            if parent.is_none() && policy.keeps_every_root(Some(ex.protocol)) {
+                return sampling::Decision::sampled();
+            }
             policy.decide(&sampling::Input {
                 protocol: Some(ex.protocol),
                 parent_sampled: parent.as_ref().map(|p| p.sampled),

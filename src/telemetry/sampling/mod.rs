@@ -107,6 +107,13 @@ pub struct Decision {
     pub trace_state: Option<String>,
 }
 
+impl Decision {
+    /// Kept as sampled, tracestate unchanged.
+    pub fn sampled() -> Self {
+        Decision { keep: true, reason: Reason::Sampled, trace_state: None }
+    }
+}
+
 /// What a decision looks at. `parent_sampled` is the adopted parent's sampled
 /// flag (None: no trace context was adopted).
 #[derive(Debug, Clone, Copy)]
@@ -185,6 +192,17 @@ impl Policy {
             s.push_str(&format!(" keep_slower_than={}ms", ns / 1_000_000));
         }
         s
+    }
+
+    /// An exchange of `protocol` that adopted no trace context is kept, with
+    /// nothing written to its tracestate, whatever else it is: what
+    /// [`Policy::decide`] returns then (no parent, empty tracestate, an
+    /// always_on root: the keep rules have nothing to turn, and no threshold
+    /// is written), known without drawing its randomness or splitting a
+    /// tracestate (the default policy, parentbased_always_on, asks this for
+    /// every exchange).
+    pub fn keeps_every_root(&self, protocol: Option<Protocol>) -> bool {
+        matches!(self.root_for(protocol), Root::AlwaysOn)
     }
 
     fn root_for(&self, protocol: Option<Protocol>) -> &Root {

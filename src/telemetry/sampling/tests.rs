@@ -432,3 +432,38 @@ fn sampled_out_spans_the_graph_needs_stay_marked() {
     assert_eq!(left[0].name, "keyed");
     assert!(left[0].attributes.iter().any(|kv| kv.key == crate::telemetry::network::graph::GRAPH_ONLY_ATTR));
 }
+
+/// `keeps_every_root` is a shortcut for `decide`: wherever it says so, an
+/// exchange without trace context (no parent, empty tracestate) is kept as
+/// sampled with its tracestate unchanged, whatever its error status,
+/// duration, randomness or the keep rules.
+#[test]
+fn keeps_every_root_is_what_decide_says_without_a_parent() {
+    let policies = [
+        policy(&[]),
+        policy(&[("OTEL_TRACES_SAMPLER", "always_on")]),
+        policy(&[("CNFLOW_SAMPLING_KEEP_SLOWER_THAN_MS", "1")]),
+        policy(&[("CNFLOW_SAMPLING_KEEP_ERRORS", "false")]),
+        policy(&[("CNFLOW_SAMPLING_RATIO_DNS", "0.01")]),
+        policy(&[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.5")]),
+        policy(&[("OTEL_TRACES_SAMPLER", "always_off")]),
+        policy(&[("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "1")]),
+    ];
+    let mut shortcuts = 0;
+    for p in &policies {
+        for proto in [Protocol::Http1, Protocol::Dns, Protocol::Redis] {
+            if !p.keeps_every_root(Some(proto)) {
+                continue;
+            }
+            shortcuts += 1;
+            for (error, duration_ns, wire) in
+                [(false, 10, Some(1)), (true, 5_000_000, Some(u64::MAX >> 8)), (true, 0, None)]
+            {
+                let i = Input { protocol: Some(proto), error, duration_ns, ..input(None, "", wire) };
+                assert_eq!(p.decide(&i), Decision::sampled(), "{p:?} {proto:?} error={error}");
+            }
+        }
+    }
+    // Checked where it applies; not claimed for ratio or always_off roots.
+    assert_eq!(shortcuts, 14);
+}
