@@ -107,7 +107,7 @@ impl SinkOptions {
             enricher: Arc::new(NoEnrich),
             local_addrs: LocalAddrs::default(),
             host,
-            ids: IdGen::Random,
+            ids: IdGen::random(),
             outputs: Vec::new(),
             own_metrics: true,
             sampling: sampling::Policy::default(),

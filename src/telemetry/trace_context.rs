@@ -111,15 +111,25 @@ pub fn extract(headers: &[(String, String)]) -> Option<Parent> {
 /// Span/trace id source: random in live mode, a seeded sequence in replay so
 /// that the same capture always yields the same output.
 pub enum IdGen {
-    Random,
+    /// Xoshiro256++ (rand's `SmallRng`), seeded from the thread's ChaCha
+    /// generator: ids only have to be unique and unpredictable enough not
+    /// to collide between nodes (256 bits of seed), not secret; drawing
+    /// each one from the thread generator went through its thread-local
+    /// and reseeding check every time.
+    Random(rand::rngs::SmallRng),
     Seeded(u64),
 }
 
 impl IdGen {
+    pub fn random() -> Self {
+        use rand::SeedableRng;
+        IdGen::Random(rand::rngs::SmallRng::from_rng(&mut rand::rng()))
+    }
+
     // splitmix64: tiny, fixed forever (unlike rand's StdRng), good enough spread for ids.
     fn next_u64(&mut self) -> u64 {
         match self {
-            IdGen::Random => rand::random::<u64>(),
+            IdGen::Random(rng) => rand::RngCore::next_u64(rng),
             IdGen::Seeded(state) => {
                 *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
                 let mut z = *state;
@@ -279,6 +289,8 @@ mod tests {
         assert_eq!(a.trace_id(), b.trace_id());
         assert_eq!(a.span_id(), b.span_id());
         assert_ne!(a.span_id(), [0; 8]);
-        assert_ne!(IdGen::Random.trace_id(), IdGen::Random.trace_id());
+        assert_ne!(IdGen::random().trace_id(), IdGen::random().trace_id());
+        let mut g = IdGen::random();
+        assert_ne!(g.span_id(), g.span_id());
     }
 }
