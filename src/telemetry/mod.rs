@@ -279,6 +279,7 @@ impl TelemetrySink {
             && (!self.spans_wanted || early.as_ref().is_some_and(|d| !d.keep));
         // 1. Each local side's span parts, and the RED metrics: recorded
         //    before sampling so histograms count every exchange.
+        let metrics_only = !self.spans_wanted && self.graph.is_none();
         let mut built: [Option<Side>; 2] = [None, None];
         let mut shared_metric_done = false;
         let mut counted = false;
@@ -326,7 +327,21 @@ impl TelemetrySink {
                     crate::otel::attr::recycle_attrs(attrs);
                 }
             }
+            if metrics_only {
+                // Nothing reads the parts after the metrics (no span output,
+                // no service graph): counted and given back here, not moved
+                // into `built` and out again.
+                match kind {
+                    span::Kind::Server => SPANS_SERVER.inc(),
+                    _ => SPANS_CLIENT.inc(),
+                }
+                crate::otel::attr::recycle_attrs(parts.attrs);
+                continue;
+            }
             *slot = Some((kind, resource, parts, reduced));
+        }
+        if metrics_only {
+            return;
         }
         // Service graph, like the RED metrics, before sampling: every exchange
         // once, from the ends seen here.

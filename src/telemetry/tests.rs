@@ -363,3 +363,35 @@ fn spans_encoded_when_recorded_are_the_ones_encoded_when_sent() {
     let got: Vec<_> = stdout::read_otlp_records(&early).unwrap().into_iter().filter_map(|r| r.traces).collect();
     assert_eq!(got, collected);
 }
+
+/// Without a span output (`--format none` exporting metrics only) the span
+/// parts are given back right after the metrics: the metrics are exactly
+/// those of a sink whose spans are collected.
+#[test]
+fn metrics_without_span_outputs_are_the_metrics_with_them() {
+    let local = LocalAddrs::new((1..=9).map(|i| format!("10.200.0.{i}").parse().unwrap()));
+    let mut exs = one_of_each(T0);
+    exs.extend(one_of_each(T0 + 1_000_000_000));
+    let run = |spans: bool| {
+        let out = Arc::new(Mutex::new(Collected::default()));
+        let mut o = SinkOptions::new(TelemetryConfig::default(), host());
+        o.outputs.push(Output::Collect(out.clone()));
+        o.ids = IdGen::Seeded(1);
+        o.local_addrs = local.clone();
+        o.own_metrics = false;
+        let mut s = TelemetrySink::new(o);
+        // The collector takes spans; this sink behaves as one with no span output.
+        s.spans_wanted = spans;
+        for ex in &exs {
+            s.record(ex);
+        }
+        s.finish(T0 + 5_000_000_000);
+        let c = std::mem::take(&mut *out.lock());
+        c
+    };
+    let (with, without) = (run(true), run(false));
+    assert!(without.traces.is_empty());
+    assert!(!with.traces.is_empty());
+    assert!(!with.metrics.is_empty());
+    assert_eq!(with.metrics, without.metrics);
+}
