@@ -313,18 +313,16 @@ fn put_scope(buf: &mut Vec<u8>) {
     bytes_field(buf, 2, env!("CARGO_PKG_VERSION").as_bytes());
 }
 
-/// The span bodies of a batch, encoded once by [`prepare_proto`], and their
-/// lengths (all resources, in order). Reused from batch to batch.
+/// The bodies of a batch's span records, encoded once by [`prepare_proto`]
+/// (all resources, in order; spans encoded when recorded are in their
+/// resource's own [`Bodies`]). Reused from batch to batch.
 #[derive(Default)]
-pub struct Prepared {
-    bodies: Vec<u8>,
-    lens: Vec<usize>,
-}
+pub struct Prepared(Bodies);
 
 impl Prepared {
     /// Bytes held for reuse.
     pub fn capacity(&self) -> usize {
-        self.bodies.capacity()
+        self.0.capacity()
     }
 }
 
@@ -334,18 +332,14 @@ impl Prepared {
 /// its length there, where measuring each span first walked its attributes
 /// twice (the copy costs a tenth of the walk).
 pub fn prepare_proto(batch: &[ResourceBatch], p: &mut Prepared) -> usize {
-    p.bodies.clear();
-    p.lens.clear();
+    let p = &mut p.0;
+    p.clear();
     let mut total = 0;
     for rb in batch {
         debug_assert!(rb.spans.is_empty() || rb.bodies.is_empty(), "records and encoded spans mixed");
-        let from = p.lens.len();
+        let from = p.len();
         for s in &rb.spans {
-            let start = p.bodies.len();
-            put_span(&mut p.bodies, s);
-            let n = p.bodies.len() - start;
-            debug_assert_eq!(n, span_len(s), "span length mismatch");
-            p.lens.push(n);
+            p.push(s);
         }
         let lens = if rb.bodies.is_empty() { &p.lens[from..] } else { &rb.bodies.lens[..] };
         total += field_len(resource_spans_len(rb, lens));
@@ -369,7 +363,7 @@ pub fn write_proto(batch: &[ResourceBatch], p: &Prepared, buf: &mut Vec<u8>) {
     for rb in batch {
         // Encoded as they came, or by `prepare_proto`.
         let (lens, bodies, mut pos) = if rb.bodies.is_empty() {
-            (&p.lens[at..at + rb.spans.len()], &p.bodies, body)
+            (&p.0.lens[at..at + rb.spans.len()], &p.0.bytes, body)
         } else {
             (&rb.bodies.lens[..], &rb.bodies.bytes, 0)
         };
