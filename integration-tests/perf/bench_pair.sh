@@ -66,8 +66,9 @@ cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 workload() { # NAME -> requests done
   case $1 in
     wrk) ip netns exec $A wrk -t1 -c32 -d6s http://10.200.97.2:8080/ | awk '/requests in/{print $1}' ;;
-    redis) ip netns exec $A redis-benchmark -h 10.200.97.2 -p 6379 -n 300000 -c 50 -t set,get --csv 2>/dev/null >/dev/null
-           echo 600000 ;;
+    redis) local n=300000  # per test: SET and GET
+           ip netns exec $A redis-benchmark -h 10.200.97.2 -p 6379 -n $n -c 50 -t set,get --csv 2>/dev/null >/dev/null
+           echo $((2 * n)) ;;
     *) echo "unknown workload $1" >&2; exit 2 ;;
   esac
 }

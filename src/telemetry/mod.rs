@@ -55,6 +55,13 @@ static SPANS_CLIENT: LazyLock<stats::Counter> =
     LazyLock::new(|| stats::counter("cnflow.telemetry.spans", &[("span.kind", "client")]));
 static SPANS_SERVER: LazyLock<stats::Counter> =
     LazyLock::new(|| stats::counter("cnflow.telemetry.spans", &[("span.kind", "server")]));
+/// Counts one span of `kind` (`cnflow.telemetry.spans`), exported or not.
+fn count_span(kind: span::Kind) {
+    match kind {
+        span::Kind::Server => SPANS_SERVER.inc(),
+        _ => SPANS_CLIENT.inc(),
+    }
+}
 static WRITE_ERRORS: LazyLock<stats::Counter> = LazyLock::new(|| stats::counter("cnflow.telemetry.output_errors", &[]));
 
 /// What the sink produced, kept in memory (tests, benchmarks).
@@ -331,10 +338,7 @@ impl TelemetrySink {
                 // Nothing reads the parts after the metrics (no span output,
                 // no service graph): counted and given back here, not moved
                 // into `built` and out again.
-                match kind {
-                    span::Kind::Server => SPANS_SERVER.inc(),
-                    _ => SPANS_CLIENT.inc(),
-                }
+                count_span(kind);
                 crate::otel::attr::recycle_attrs(parts.attrs);
                 continue;
             }
@@ -437,10 +441,7 @@ impl TelemetrySink {
         // Trace flags (sampled) plus the OTLP "parent is remote" bits.
         let mut flags = 0x01 | 0x100 | if parent.is_some() { 0x200 } else { 0 };
         for (kind, resource, parts, reduced) in built.into_iter().flatten() {
-            match kind {
-                span::Kind::Server => SPANS_SERVER.inc(),
-                _ => SPANS_CLIENT.inc(),
-            }
+            count_span(kind);
             if !self.spans_wanted {
                 // No output takes spans (`--format none` without a trace
                 // exporter): the list goes back for the next exchange.
