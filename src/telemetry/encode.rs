@@ -135,7 +135,19 @@ fn field_len(len: usize) -> usize {
 /// A string/bytes field, left out when empty (proto3 default).
 #[inline]
 fn bytes_field(buf: &mut Vec<u8>, tag: u8, b: &[u8]) {
-    if !b.is_empty() {
+    if b.is_empty() {
+    } else if b.len() < 128 {
+        buf.reserve(2 + b.len());
+        // SAFETY: room for `2 + b.len()` bytes was reserved after `len`, all
+        // of which are written before `set_len`; `b` is another allocation.
+        unsafe {
+            let at = buf.as_mut_ptr().add(buf.len());
+            *at = (tag << 3) | LEN;
+            *at.add(1) = b.len() as u8;
+            copy_short(b, at.add(2));
+            buf.set_len(buf.len() + 2 + b.len());
+        }
+    } else {
         len_key(buf, tag, b.len());
         buf.extend_from_slice(b);
     }
@@ -193,32 +205,126 @@ fn kv_len(k: &str, v: &V) -> usize {
     bytes_field_len(k.as_bytes()) + field_len(any_len(v))
 }
 
+/// Writes `v` as a varint into `out`; returns its length.
+#[inline]
+fn varint_into(out: &mut [u8; 10], mut v: u64) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
+/// Appends `head ++ key ++ mid[..mid_len] ++ val` (an attribute field whose
+/// lengths are one-byte varints, so both `key` and `val` are under 128
+/// bytes) after a single capacity check.
+#[inline(always)]
+fn put_parts(buf: &mut Vec<u8>, head: [u8; 4], key: &[u8], (mid, mid_len): ([u8; 4], usize), val: &[u8]) {
+    debug_assert!(key.len() < 128 && val.len() < 128 && mid_len <= 4);
+    let total = 4 + key.len() + mid_len + val.len();
+    // Slack for the 4-byte store of `mid` when it is shorter.
+    buf.reserve(total + 4);
+    // SAFETY: `reserve` made room for `total + 4` bytes after `len`; every
+    // write below stays within `len .. len + total + 4`, the sources are
+    // other allocations, and the bytes up to `len + total` are all written
+    // before `set_len`.
+    unsafe {
+        let at = buf.as_mut_ptr().add(buf.len());
+        std::ptr::write_unaligned(at as *mut [u8; 4], head);
+        copy_short(key, at.add(4));
+        let m = at.add(4 + key.len());
+        std::ptr::write_unaligned(m as *mut [u8; 4], mid);
+        copy_short(val, m.add(mid_len));
+        buf.set_len(buf.len() + total);
+    }
+}
+
+/// Copies `src` (under 128 bytes) to `dst` with a few fixed-size moves
+/// (overlapping when the length is not their multiple) instead of a call
+/// to `memcpy`: attribute keys and values are mostly 3–40 bytes, where the
+/// call and its size dispatch cost more than the copy itself.
+///
+/// # Safety
+/// `dst` must be valid for `src.len()` bytes of writes and must not overlap `src`.
+#[inline(always)]
+unsafe fn copy_short(src: &[u8], dst: *mut u8) {
+    use std::ptr::{read_unaligned as rd, write_unaligned as wr};
+    let n = src.len();
+    let s = src.as_ptr();
+    // SAFETY: every read is within `src` (offsets from 0 and ending at `n`),
+    // every write within `dst .. dst + n`.
+    unsafe {
+        if n >= 16 {
+            if n > 64 {
+                std::ptr::copy_nonoverlapping(s, dst, n);
+            } else if n > 32 {
+                let (a, b) = (rd(s as *const [u8; 16]), rd(s.add(16) as *const [u8; 16]));
+                let (c, d) = (rd(s.add(n - 32) as *const [u8; 16]), rd(s.add(n - 16) as *const [u8; 16]));
+                wr(dst as *mut [u8; 16], a);
+                wr(dst.add(16) as *mut [u8; 16], b);
+                wr(dst.add(n - 32) as *mut [u8; 16], c);
+                wr(dst.add(n - 16) as *mut [u8; 16], d);
+            } else {
+                let (a, b) = (rd(s as *const [u8; 16]), rd(s.add(n - 16) as *const [u8; 16]));
+                wr(dst as *mut [u8; 16], a);
+                wr(dst.add(n - 16) as *mut [u8; 16], b);
+            }
+        } else if n >= 8 {
+            let (a, b) = (rd(s as *const u64), rd(s.add(n - 8) as *const u64));
+            wr(dst as *mut u64, a);
+            wr(dst.add(n - 8) as *mut u64, b);
+        } else if n >= 4 {
+            let (a, b) = (rd(s as *const u32), rd(s.add(n - 4) as *const u32));
+            wr(dst as *mut u32, a);
+            wr(dst.add(n - 4) as *mut u32, b);
+        } else if n > 0 {
+            let (a, b, c) = (*s, *s.add(n / 2), *s.add(n - 1));
+            *dst = a;
+            *dst.add(n / 2) = b;
+            *dst.add(n - 1) = c;
+        }
+    }
+}
+
 fn put_kv(buf: &mut Vec<u8>, tag: u8, k: &str, v: &V) {
-    let a = any_len(v);
-    let kv = bytes_field_len(k.as_bytes()) + field_len(a);
     // The usual attribute (a named string or integer, under 128 bytes in
-    // all): every length is a one-byte varint, so the field headers are two
-    // short arrays around the key and the value, not a push per byte.
-    if kv < 128 && !k.is_empty() {
-        let head = [(tag << 3) | LEN, kv as u8, (1 << 3) | LEN, k.len() as u8];
+    // all): every length is a one-byte varint, so the whole field is known
+    // from the two lengths and written in place after one capacity check,
+    // the key and value by `copy_short` (a `memcpy` call per key and value
+    // was a third of the encoding's instructions).
+    if !k.is_empty() {
         match v {
             V::S(s) => {
-                buf.extend_from_slice(&head);
-                buf.extend_from_slice(k.as_bytes());
-                buf.extend_from_slice(&[(2 << 3) | LEN, a as u8, (1 << 3) | LEN, s.len() as u8]);
-                buf.extend_from_slice(s.as_bytes());
-                return;
+                let s = s.as_bytes();
+                // field(tag) { key(1) k, value(2) { string(1) s } }
+                let a = 2 + s.len();
+                let kv = 2 + k.len() + 2 + a;
+                if kv < 128 {
+                    let head = [(tag << 3) | LEN, kv as u8, (1 << 3) | LEN, k.len() as u8];
+                    let mid = [(2 << 3) | LEN, a as u8, (1 << 3) | LEN, s.len() as u8];
+                    put_parts(buf, head, k.as_bytes(), (mid, 4), s);
+                    return;
+                }
             }
             V::I(i) => {
-                buf.extend_from_slice(&head);
-                buf.extend_from_slice(k.as_bytes());
-                buf.extend_from_slice(&[(2 << 3) | LEN, a as u8, 3 << 3]);
-                varint(buf, *i as u64);
-                return;
+                let mut num = [0u8; 10];
+                let n = varint_into(&mut num, *i as u64);
+                let a = 1 + n;
+                let kv = 2 + k.len() + 2 + a;
+                if kv < 128 {
+                    let head = [(tag << 3) | LEN, kv as u8, (1 << 3) | LEN, k.len() as u8];
+                    put_parts(buf, head, k.as_bytes(), ([(2 << 3) | LEN, a as u8, 3 << 3, 0], 3), &num[..n]);
+                    return;
+                }
             }
             V::B(_) | V::A(_) => {}
         }
     }
+    let a = any_len(v);
+    let kv = bytes_field_len(k.as_bytes()) + field_len(a);
     len_key(buf, tag, kv);
     bytes_field(buf, 1, k.as_bytes());
     len_key(buf, 2, a);

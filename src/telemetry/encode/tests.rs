@@ -152,3 +152,51 @@ proptest! {
         check(vec![ResourceBatch::new(resource, spans)]);
     }
 }
+
+/// `copy_short` copies every length it is used for (0..128) exactly, and
+/// writes nothing outside the destination's `n` bytes.
+#[test]
+fn short_copies_of_every_length() {
+    for n in 0..128usize {
+        let src: Vec<u8> = (0..n).map(|i| (i as u8).wrapping_mul(37) ^ 0x5a).collect();
+        let mut dst = vec![0xeeu8; n + 64];
+        // SAFETY: `dst[32..]` has room for `n` bytes; `src` is another allocation.
+        unsafe { copy_short(&src, dst.as_mut_ptr().add(32)) };
+        assert_eq!(&dst[32..32 + n], &src[..], "length {n}");
+        assert!(dst[..32].iter().chain(&dst[32 + n..]).all(|&b| b == 0xee), "length {n}: wrote outside");
+    }
+}
+
+/// Attributes on both sides of the one-byte length limit (the in-place
+/// path and the general one): keys and values of every length around it,
+/// integers at each varint width, names of every short length.
+#[test]
+fn attributes_around_the_one_byte_length_limit() {
+    const LONG_KEY: &str = "a.key.of.exactly.forty.bytes.xxxxxxxxxxx";
+    let mut attrs = Vec::new();
+    for k in ["x", "server.address", LONG_KEY] {
+        for n in 0..130 {
+            attrs.push((k, V::from("v".repeat(n))));
+        }
+        for i in [0i64, 1, 127, 128, 16_383, 16_384, i64::MAX, -1, i64::MIN] {
+            attrs.push((k, V::I(i)));
+        }
+    }
+    let spans = (0..140)
+        .map(|n| SpanRec {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            trace_state: "t".repeat(n % 3),
+            flags: 0,
+            start_ns: 1,
+            end_ns: 2,
+            name: "n".repeat(n).into(),
+            kind: Kind::Server,
+            attrs: if n == 0 { attrs.clone() } else { vec![("k", V::from("é".repeat(n / 2)))] },
+            peer: vec![],
+            error: None,
+        })
+        .collect();
+    check(vec![ResourceBatch::new(identity("a"), spans)]);
+}
