@@ -60,33 +60,81 @@ impl ResourceBatch {
 /// while they are still in the CPU's cache (a batch of 512 records is
 /// ~600 KiB, more than the caches keep until it is sent) and gives the
 /// attribute list back at once for the next span.
+///
+/// Each span is stored as the `ScopeSpans.spans` field it becomes (key,
+/// length, body), so the spans of a resource are one run of request bytes;
+/// `head` bytes in front stay free for the request's envelope, which
+/// [`request_in_place`] writes there to send the buffer itself.
 #[derive(Default)]
 pub struct Bodies {
     bytes: Vec<u8>,
-    lens: Vec<usize>,
+    /// Bytes kept free in front of the spans.
+    head: usize,
+    count: usize,
 }
 
 impl Bodies {
-    /// Appends the span's protobuf body.
+    /// Empty, with room in front for the envelope of `resource`'s spans and
+    /// for about `capacity` bytes of them.
+    pub fn for_resource(resource: &Identity, capacity: usize) -> Self {
+        let mut b = Bodies { bytes: Vec::with_capacity(capacity), head: 0, count: 0 };
+        b.reset(envelope_max(resource));
+        b
+    }
+
+    /// Emptied for reuse by `resource`'s spans (the allocation kept).
+    pub fn reuse_for(&mut self, resource: &Identity) {
+        self.reset(envelope_max(resource));
+    }
+
+    /// Emptied, with `head` free bytes in front.
+    fn reset(&mut self, head: usize) {
+        self.bytes.clear();
+        self.bytes.resize(head, 0);
+        self.head = head;
+        self.count = 0;
+    }
+
+    /// Appends the span, framed. Its length goes before its body but is
+    /// known only after it: two bytes are set aside (a body of 128 bytes to
+    /// 16 KiB, nearly every span), and the rare shorter or longer body is
+    /// moved by the difference.
     pub fn push(&mut self, s: &SpanRec) {
         let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[(2 << 3) | LEN, 0, 0]);
         put_span(&mut self.bytes, s);
-        debug_assert_eq!(self.bytes.len() - start, span_len(s), "span length mismatch");
-        self.lens.push(self.bytes.len() - start);
+        let end = self.bytes.len();
+        let len = end - start - 3;
+        debug_assert_eq!(len, span_len(s), "span length mismatch");
+        if (128..1 << 14).contains(&len) {
+            self.bytes[start + 1] = len as u8 | 0x80;
+            self.bytes[start + 2] = (len >> 7) as u8;
+        } else {
+            let mut v = [0u8; 10];
+            let n = varint_into(&mut v, len as u64);
+            if n == 1 {
+                self.bytes.copy_within(start + 3..end, start + 2);
+                self.bytes.truncate(end - 1);
+            } else {
+                self.bytes.resize(end + n - 2, 0);
+                self.bytes.copy_within(start + 3..end, start + 1 + n);
+            }
+            self.bytes[start + 1..start + 1 + n].copy_from_slice(&v[..n]);
+        }
+        self.count += 1;
     }
 
     pub fn len(&self) -> usize {
-        self.lens.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lens.is_empty()
+        self.count == 0
     }
 
-    /// Emptied for reuse (the allocations kept).
-    pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.lens.clear();
+    /// The framed spans.
+    fn spans(&self) -> &[u8] {
+        &self.bytes[self.head..]
     }
 
     /// Bytes held for reuse.
@@ -420,78 +468,112 @@ fn put_scope(buf: &mut Vec<u8>) {
 }
 
 /// The bodies of a batch's span records, encoded once by [`prepare_proto`]
-/// (all resources, in order; spans encoded when recorded are in their
-/// resource's own [`Bodies`]). Reused from batch to batch.
+/// (all resources, in order, with each resource's range; spans encoded when
+/// recorded are in their resource's own [`Bodies`]). Reused from batch to batch.
 #[derive(Default)]
-pub struct Prepared(Bodies);
+pub struct Prepared {
+    bodies: Bodies,
+    ranges: Vec<std::ops::Range<usize>>,
+}
 
 impl Prepared {
     /// Bytes held for reuse.
     pub fn capacity(&self) -> usize {
-        self.0.capacity()
+        self.bodies.capacity()
     }
 }
 
 /// Encode every span of the batch (into `p`) and return the length of the
 /// whole `ExportTraceServiceRequest` for [`write_proto`]. A span's length
-/// comes before its body: the body is written here once and copied after
-/// its length there, where measuring each span first walked its attributes
-/// twice (the copy costs a tenth of the walk).
+/// comes before its body: the body is written here once (its length set
+/// after it, see [`Bodies::push`]) and the spans copied in one piece there,
+/// where measuring each span first walked its attributes twice.
 pub fn prepare_proto(batch: &[ResourceBatch], p: &mut Prepared) -> usize {
-    let p = &mut p.0;
-    p.clear();
+    p.bodies.reset(0);
+    p.ranges.clear();
     let mut total = 0;
     for rb in batch {
         debug_assert!(rb.spans.is_empty() || rb.bodies.is_empty(), "records and encoded spans mixed");
-        let from = p.len();
+        let from = p.bodies.bytes.len();
         for s in &rb.spans {
-            p.push(s);
+            p.bodies.push(s);
         }
-        let lens = if rb.bodies.is_empty() { &p.lens[from..] } else { &rb.bodies.lens[..] };
-        total += field_len(resource_spans_len(rb, lens));
+        p.ranges.push(from..p.bodies.bytes.len());
+        total += field_len(resource_spans_len(rb, spans_of(rb, p, p.ranges.len() - 1).len()));
     }
     total
 }
 
-fn resource_spans_len(rb: &ResourceBatch, lens: &[usize]) -> usize {
-    field_len(resource_len(&rb.resource)) + field_len(scope_spans_len(lens))
+/// The framed spans of the `i`th resource batch: encoded as they came, or by `prepare_proto`.
+fn spans_of<'a>(rb: &'a ResourceBatch, p: &'a Prepared, i: usize) -> &'a [u8] {
+    if rb.bodies.is_empty() {
+        &p.bodies.bytes[p.ranges[i].clone()]
+    } else {
+        rb.bodies.spans()
+    }
 }
 
-fn scope_spans_len(lens: &[usize]) -> usize {
-    let spans: usize = lens.iter().map(|l| field_len(*l)).sum();
+fn resource_spans_len(rb: &ResourceBatch, spans: usize) -> usize {
+    field_len(resource_len(&rb.resource)) + field_len(scope_spans_len(spans))
+}
+
+fn scope_spans_len(spans: usize) -> usize {
     field_len(scope_len()) + spans + field_len(SCHEMA_URL.len())
+}
+
+/// A `ResourceSpans` up to its spans (which are `spans` bytes long).
+fn put_envelope(buf: &mut Vec<u8>, rb: &ResourceBatch, spans: usize) {
+    len_key(buf, 1, resource_spans_len(rb, spans));
+    len_key(buf, 1, resource_len(&rb.resource));
+    for (k, v) in &rb.resource.attributes {
+        put_str_kv(buf, 1, k, v);
+    }
+    len_key(buf, 2, scope_spans_len(spans));
+    len_key(buf, 1, scope_len());
+    put_scope(buf);
+}
+
+/// The most bytes [`put_envelope`] writes for this resource (lengths as
+/// 5-byte varints: up to 32 GiB).
+fn envelope_max(r: &Identity) -> usize {
+    3 * 6 + resource_len(r) + 6 + scope_len()
 }
 
 /// Append the request prepared by [`prepare_proto`] (same batch, same `p`).
 pub fn write_proto(batch: &[ResourceBatch], p: &Prepared, buf: &mut Vec<u8>) {
-    let mut at = 0;
-    let mut body = 0;
-    for rb in batch {
-        // Encoded as they came, or by `prepare_proto`.
-        let (lens, bodies, mut pos) = if rb.bodies.is_empty() {
-            (&p.0.lens[at..at + rb.spans.len()], &p.0.bytes, body)
-        } else {
-            (&rb.bodies.lens[..], &rb.bodies.bytes, 0)
-        };
-        at += rb.spans.len();
-        len_key(buf, 1, resource_spans_len(rb, lens));
-        len_key(buf, 1, resource_len(&rb.resource));
-        for (k, v) in &rb.resource.attributes {
-            put_str_kv(buf, 1, k, v);
-        }
-        len_key(buf, 2, scope_spans_len(lens));
-        len_key(buf, 1, scope_len());
-        put_scope(buf);
-        for &l in lens {
-            len_key(buf, 2, l);
-            buf.extend_from_slice(&bodies[pos..pos + l]);
-            pos += l;
-        }
-        if rb.bodies.is_empty() {
-            body = pos;
-        }
+    for (i, rb) in batch.iter().enumerate() {
+        let spans = spans_of(rb, p, i);
+        put_envelope(buf, rb, spans.len());
+        buf.extend_from_slice(spans);
         bytes_field(buf, 3, SCHEMA_URL.as_bytes());
     }
+}
+
+/// The batch's `ExportTraceServiceRequest` made in the span buffer itself
+/// when the batch holds one resource whose spans were encoded as recorded
+/// (the usual batch of a node agent without Kubernetes, and of every
+/// single-workload node): the envelope goes into the room left in front
+/// and the request is that buffer, not a copy of it. `None` otherwise, and
+/// the batch is unchanged; else the resource's spans are taken.
+pub fn request_in_place(batch: &mut [ResourceBatch]) -> Option<bytes::Bytes> {
+    let [rb] = batch else { return None };
+    if rb.bodies.is_empty() || !rb.spans.is_empty() {
+        return None;
+    }
+    let spans = rb.bodies.spans().len();
+    let mut env = Vec::with_capacity(rb.bodies.head);
+    put_envelope(&mut env, rb, spans);
+    let b = &mut rb.bodies;
+    if env.len() > b.head {
+        debug_assert!(false, "envelope_max is below an envelope");
+        return None;
+    }
+    let start = b.head - env.len();
+    b.bytes[start..b.head].copy_from_slice(&env);
+    bytes_field(&mut b.bytes, 3, SCHEMA_URL.as_bytes());
+    let bytes = std::mem::take(&mut b.bytes);
+    b.reset(0);
+    Some(bytes::Bytes::from(bytes).slice(start..))
 }
 
 /// Append the protobuf encoding of the batch as an `ExportTraceServiceRequest`

@@ -138,6 +138,8 @@ pub struct TelemetrySink {
     spare_spans: Vec<Vec<encode::SpanRec>>,
     /// Encoded span bodies of sent batches, emptied, likewise.
     spare_bodies: Vec<encode::Bodies>,
+    /// Capacity for a new span buffer: the last one sent as a request held about this much.
+    bodies_hint: usize,
     /// Every output takes spans as protobuf (trace exporters, the `otlp`
     /// writer) or as text lines: each span is encoded when it is recorded
     /// and no record is kept (see [`encode::Bodies`]).
@@ -205,6 +207,7 @@ impl TelemetrySink {
             text_wanted,
             encode_early,
             spare_bodies: Vec::new(),
+            bodies_hint: 0,
             opts,
             naming,
             routes,
@@ -514,8 +517,16 @@ impl TelemetrySink {
             Some(i) => &mut self.batch[i],
             None => {
                 let rb = if self.encode_early {
+                    let bodies = match self.spare_bodies.pop() {
+                        Some(mut b) => {
+                            b.reuse_for(&resource);
+                            b
+                        }
+                        // The last one went out as a request: about as many bytes as it held.
+                        None => encode::Bodies::for_resource(&resource, self.bodies_hint),
+                    };
                     let mut rb = encode::ResourceBatch::new(resource, Vec::new());
-                    rb.bodies = self.spare_bodies.pop().unwrap_or_default();
+                    rb.bodies = bodies;
                     rb
                 } else {
                     // A batch usually holds several spans of a resource: fewer regrowths.
@@ -577,7 +588,7 @@ impl TelemetrySink {
             return;
         }
         self.batch_len = 0;
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
         // Like the output buffer: a moderate scratch, not the largest batch ever seen.
         if self.prepared.capacity() > 4 << 20 {
             self.prepared = encode::Prepared::default();
@@ -616,10 +627,16 @@ impl TelemetrySink {
         // was the largest per-span cost left with an OTLP endpoint.
         if self.opts.outputs.iter().any(|o| matches!(o, Output::Export(_))) {
             let items = encode::span_count(&batch);
-            let mut bytes = Vec::new();
-            encode::encode_proto(&batch, &mut bytes, &mut self.prepared);
-            let enc =
-                crate::export::payload::Encoded { signal: crate::export::Signal::Traces, bytes: bytes.into(), items };
+            if let [rb] = &batch[..] {
+                self.bodies_hint = rb.bodies.capacity().min(SPARE_BODIES_CAP);
+            }
+            // One resource encoded as recorded: its buffer is the request.
+            let bytes = encode::request_in_place(&mut batch).unwrap_or_else(|| {
+                let mut bytes = Vec::new();
+                encode::encode_proto(&batch, &mut bytes, &mut self.prepared);
+                bytes.into()
+            });
+            let enc = crate::export::payload::Encoded { signal: crate::export::Signal::Traces, bytes, items };
             for o in &mut self.opts.outputs {
                 if let Output::Export(e) = o {
                     let _ = e.send(crate::export::Payload::Encoded(enc.clone()));
@@ -632,12 +649,11 @@ impl TelemetrySink {
         if takers == 0 {
             // Not moved into a request: the span lists are kept (bounded) for the next batch.
             for rb in batch {
-                let (mut spans, mut bodies) = (rb.spans, rb.bodies);
+                let (mut spans, bodies) = (rb.spans, rb.bodies);
                 spans.clear();
                 if self.spare_spans.len() < SPARE_SPAN_LISTS && (1..=SPARE_SPAN_CAP).contains(&spans.capacity()) {
                     self.spare_spans.push(spans);
                 }
-                bodies.clear();
                 if self.spare_bodies.len() < SPARE_SPAN_LISTS && (1..=SPARE_BODIES_CAP).contains(&bodies.capacity()) {
                     self.spare_bodies.push(bodies);
                 }

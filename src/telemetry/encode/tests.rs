@@ -200,3 +200,41 @@ fn attributes_around_the_one_byte_length_limit() {
         .collect();
     check(vec![ResourceBatch::new(identity("a"), spans)]);
 }
+
+/// Spans encoded as recorded (framed in their resource's buffer, lengths
+/// set after the body, short and long bodies moved) give the bytes the
+/// records give, and with one resource the buffer itself becomes the whole
+/// request; with several it is left alone.
+#[test]
+fn spans_encoded_as_recorded_make_the_request_in_place() {
+    let mut records = sample_batch();
+    let long = SpanRec { error: Some("y".repeat(20_000)), ..records[0].spans[0].clone() };
+    let short = SpanRec { attrs: vec![], ..records[0].spans[0].clone() };
+    records[0].spans.extend([long, short]);
+    let early = |rb: &ResourceBatch| {
+        let mut e = ResourceBatch::new(rb.resource.clone(), vec![]);
+        e.bodies = Bodies::for_resource(&rb.resource, 0);
+        for s in &rb.spans {
+            e.bodies.push(s);
+        }
+        e
+    };
+    let mut early_batch: Vec<_> = records.iter().map(early).collect();
+    let mut want = Vec::new();
+    encode_proto(&records, &mut want, &mut Prepared::default());
+    let mut got = Vec::new();
+    encode_proto(&early_batch, &mut got, &mut Prepared::default());
+    assert_eq!(got, want, "framed bodies, several resources");
+    assert!(request_in_place(&mut early_batch).is_none(), "two resources");
+    assert_eq!(span_count(&early_batch), span_count(&records));
+
+    for rb in &records {
+        let one = vec![ResourceBatch::new(rb.resource.clone(), rb.spans.clone())];
+        let mut want = Vec::new();
+        encode_proto(&one, &mut want, &mut Prepared::default());
+        let mut batch = vec![early(&one[0])];
+        let req = request_in_place(&mut batch).expect("one resource, encoded as recorded");
+        assert_eq!(&req[..], &want[..]);
+        assert_eq!(ExportTraceServiceRequest::decode(&req[..]).unwrap(), to_request(one));
+    }
+}
