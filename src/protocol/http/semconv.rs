@@ -69,10 +69,11 @@ pub fn span_parts(
     opts: &NamingOptions,
     metric_only: bool,
 ) -> SpanParts {
-    // Sized for the whole span (endpoint, wire key, status): one allocation,
-    // 21 × 48 bytes, within the allocator's per-thread cache (≤ 1032 bytes).
-    // Reduced, it holds `error.type` and the server address at most.
-    let mut a = if metric_only { Attrs::new() } else { Attrs::with_capacity(21) };
+    // Sized for the whole span (endpoint, wire key, status), and taken from
+    // the lists given back after earlier spans were encoded (as Redis does):
+    // no allocation and free per span. Reduced, it holds `error.type` and
+    // the server address at most.
+    let mut a = if metric_only { Attrs::new() } else { take_attrs(21) };
     // Known methods are the table's constants; values shared with the
     // metric attributes are constants or inline copies (no allocation).
     let method = h.method.as_deref().map(|m| match known_method(m) {
