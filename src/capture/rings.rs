@@ -66,14 +66,36 @@ impl Merger {
                     empty[i] = true;
                 }
             }
-            // The oldest head; on equal timestamps the lower ring first (stable).
-            let Some(i) = (0..self.hands.len())
-                .filter(|&i| !self.hands[i].is_empty())
-                .min_by_key(|&i| self.hands[i].front().map(|e| e.ts_ns))
-            else {
+            // The oldest head and the oldest of the other heads, as (ts, ring):
+            // on equal timestamps the lower ring first.
+            let mut first: Option<(u64, usize)> = None;
+            let mut second: Option<(u64, usize)> = None;
+            for (i, h) in self.hands.iter().enumerate() {
+                let Some(e) = h.front() else { continue };
+                let k = (e.ts_ns, i);
+                if first.is_none_or(|f| k < f) {
+                    second = first;
+                    first = Some(k);
+                } else if second.is_none_or(|s| k < s) {
+                    second = Some(k);
+                }
+            }
+            let Some((_, i)) = first else {
                 return (out, true);
             };
-            out.push(self.hands[i].pop_front().expect("non-empty hand"));
+            // That ring's records stay the oldest until one passes the other
+            // heads: delivered as a run, without comparing every head again
+            // per record (a run ends when the hand is empty, which is then
+            // read before anything else is delivered).
+            let hand = &mut self.hands[i];
+            while out.len() < max {
+                match hand.front() {
+                    Some(e) if second.is_none_or(|s| (e.ts_ns, i) < s) => {
+                        out.push(hand.pop_front().expect("non-empty hand"))
+                    }
+                    _ => break,
+                }
+            }
         }
         (out, false)
     }
@@ -143,8 +165,14 @@ mod tests {
     }
 
     fn rec(ts: u64) -> Vec<u8> {
+        rec_of(ts, 0)
+    }
+
+    /// A record of ring `ring` (named in its payload, so the order of equal
+    /// timestamps across rings can be checked).
+    fn rec_of(ts: u64, ring: usize) -> Vec<u8> {
         let mut r = ts.to_le_bytes().to_vec();
-        r.extend_from_slice(format!("p{ts}").as_bytes());
+        r.extend_from_slice(format!("p{ts}r{ring}").as_bytes());
         r
     }
 
@@ -159,10 +187,11 @@ mod tests {
         ) {
             let mut sources: Vec<Fake> = rings
                 .iter()
-                .map(|r| {
+                .enumerate()
+                .map(|(i, r)| {
                     let mut ts = r.clone();
                     ts.sort();
-                    Fake(ts.into_iter().map(rec).collect())
+                    Fake(ts.into_iter().map(|t| rec_of(t, i)).collect())
                 })
                 .collect();
             let mut want: Vec<(u64, usize)> =
@@ -179,11 +208,9 @@ mod tests {
                 }
             }
             prop_assert_eq!(m.in_hand(), 0);
-            prop_assert_eq!(got.iter().map(|e| e.ts_ns).collect::<Vec<_>>(), want.iter().map(|w| w.0).collect::<Vec<_>>());
-            for e in &got {
-                let want = format!("p{}", e.ts_ns);
-                prop_assert_eq!(&e.payload[..], want.as_bytes());
-            }
+            let got: Vec<String> = got.iter().map(|e| String::from_utf8_lossy(&e.payload).into_owned()).collect();
+            let want: Vec<String> = want.iter().map(|(t, i)| format!("p{t}r{i}")).collect();
+            prop_assert_eq!(got, want);
         }
     }
 
