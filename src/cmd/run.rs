@@ -39,7 +39,15 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
     };
     // Before the runtime: its threads inherit the slice.
     let slice = crate::agent::sched::set_slice(cfg.sched_slice_us);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // One worker: it runs the ring reader, the exporter's requests and the
+    // watchers, while packets are decoded on this thread (the pipeline is
+    // single-threaded, so a second worker adds no capacity). With two, the
+    // reader and the senders hopped between workers that parked and woke
+    // each other: `bench_pair.sh` two workers → one, 6 rounds each
+    // (2026-12-06), agent CPU per request −1 to −2% metrics only and −3 to −4%
+    // exporting every span; `bench_completeness.sh 200000` still 100% at
+    // every depth (466k spans/s exported at depth 16).
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let own = {
         let _in_runtime = rt.enter();
         let interval = Some(std::time::Duration::from_secs(tcfg.metric_export_interval_secs));
