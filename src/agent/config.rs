@@ -119,7 +119,7 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_INTERFACES", "comma-separated interface names; unset, empty or \"auto\" = every up, non-loopback interface."),
         VarDoc::new("CNFLOW_SNAPLEN", "payload bytes copied per packet by the kernel (1..=4096)."),
         VarDoc::new("CNFLOW_RING_BUFFER_BYTES", "bytes of the kernel→userspace ring buffers (power of two, ≥ 64 KiB), shared by one ring per CPU (up to 64), each the largest power of two ≤ its share and ≥ 64 KiB."),
-        VarDoc::new("CNFLOW_RING_POLL_INTERVAL_MS", "how often the ring buffer is drained when idle (while packets arrive: every 2 ms, or this interval when shorter, so the agent works in short bursts); the kernel wakes the reader sooner only once 1/8 of the ring is filled. 0 = wake the reader for every packet (more CPU per packet)."),
+        VarDoc::new("CNFLOW_RING_POLL_INTERVAL_MS", "how often the ring buffer is drained when idle (while packets arrive: every 2 ms, every 1 ms after a drain of 200 records or more, or this interval when shorter, so the agent works in short bursts); the kernel wakes the reader sooner only once 1/8 of the ring is filled. 0 = wake the reader for every packet (more CPU per packet)."),
         VarDoc::new("CNFLOW_CAPTURE_PROTOCOLS", "transports to capture: any of tcp, udp, icmp."),
         VarDoc::new("CNFLOW_CAPTURE_PORTS", "when set, only packets with one of these ports (either side) are captured (ICMP always passes)."),
         VarDoc::new("CNFLOW_CAPTURE_GSO_SEGMENTS", "cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries)."),
