@@ -106,21 +106,20 @@ impl Bodies {
         let end = self.bytes.len();
         let len = end - start - 3;
         debug_assert_eq!(len, span_len(s), "span length mismatch");
-        if (128..1 << 14).contains(&len) {
-            self.bytes[start + 1] = len as u8 | 0x80;
-            self.bytes[start + 2] = (len >> 7) as u8;
-        } else {
-            let mut v = [0u8; 10];
-            let n = varint_into(&mut v, len as u64);
-            if n == 1 {
+        let mut v = [0u8; 10];
+        let n = varint_into(&mut v, len as u64);
+        match n {
+            2 => {}
+            1 => {
                 self.bytes.copy_within(start + 3..end, start + 2);
                 self.bytes.truncate(end - 1);
-            } else {
+            }
+            _ => {
                 self.bytes.resize(end + n - 2, 0);
                 self.bytes.copy_within(start + 3..end, start + 1 + n);
             }
-            self.bytes[start + 1..start + 1 + n].copy_from_slice(&v[..n]);
         }
+        self.bytes[start + 1..start + 1 + n].copy_from_slice(&v[..n]);
         self.count += 1;
     }
 
@@ -153,12 +152,10 @@ pub fn span_count(batch: &[ResourceBatch]) -> usize {
 const LEN: u8 = 2;
 
 #[inline]
-fn varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
+fn varint(buf: &mut Vec<u8>, v: u64) {
+    let mut out = [0u8; 10];
+    let n = varint_into(&mut out, v);
+    buf.extend_from_slice(&out[..n]);
 }
 
 /// Key of a field with a tag < 16 (one byte).
