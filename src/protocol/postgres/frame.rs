@@ -56,13 +56,39 @@ impl Msg {
     }
 }
 
-/// Frontend (client → server) message types.
+/// Frontend (client → server) message types. A `match`, not
+/// `[u8]::contains` on a list (a `memchr` call for every message header).
 pub fn frontend_type(t: u8) -> bool {
-    b"QPBDESHCXdcfpF".contains(&t)
+    matches!(t, b'Q' | b'P' | b'B' | b'D' | b'E' | b'S' | b'H' | b'C' | b'X' | b'd' | b'c' | b'f' | b'p' | b'F')
 }
 /// Backend (server → client) message types.
 pub fn backend_type(t: u8) -> bool {
-    b"RKSZTDCIEN123ntsGHWdcAvV".contains(&t)
+    matches!(
+        t,
+        b'R' | b'K'
+            | b'S'
+            | b'Z'
+            | b'T'
+            | b'D'
+            | b'C'
+            | b'I'
+            | b'E'
+            | b'N'
+            | b'1'
+            | b'2'
+            | b'3'
+            | b'n'
+            | b't'
+            | b's'
+            | b'G'
+            | b'H'
+            | b'W'
+            | b'd'
+            | b'c'
+            | b'A'
+            | b'v'
+            | b'V'
+    )
 }
 
 /// Plausible body length for a message type (header excluded): exact for

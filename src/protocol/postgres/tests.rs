@@ -556,3 +556,13 @@ fn span_mapping_follows_semconv() {
         assert!(crate::otel::semconv::is_allowed_key(k), "{k}");
     }
 }
+
+/// The type bytes of the protocol's message formats (PostgreSQL docs,
+/// "Message Formats"), frontend and backend.
+#[test]
+fn message_type_bytes_are_the_documented_ones() {
+    for t in 0..=255u8 {
+        assert_eq!(frame::frontend_type(t), b"QPBDESHCXdcfpF".contains(&t), "frontend {t}");
+        assert_eq!(frame::backend_type(t), b"RKSZTDCIEN123ntsGHWdcAvV".contains(&t), "backend {t}");
+    }
+}
