@@ -17,7 +17,8 @@
 # AGENT_ENV="K=V K2=V2" passes variables to the agent (e.g. OTEL_TRACES_SAMPLER=traceidratio
 # OTEL_TRACES_SAMPLER_ARG=0.01). EXPORT=1 gives the agent a real OTLP/HTTP protobuf endpoint
 # (a small receiver on 127.0.0.1 in the server's netns that counts body bytes and answers 200),
-# so its CPU includes export, and reports the export bytes per 1,000 requests.
+# so its CPU includes export, and reports the export bytes per 1,000 requests and the
+# receiver's own CPU per 1,000 requests (it shares the two cores with the workload).
 set -euo pipefail
 # Per-program run time comes from bpftool's JSON: say so before setting anything up.
 if [ "${BPF_STATS:-0}" = 1 ] && ! command -v bpftool >/dev/null; then
@@ -86,6 +87,10 @@ http.server.ThreadingHTTPServer(("127.0.0.1", 4318), H).serve_forever()
 PY
   : > "$work/export.bytes"
   ip netns exec $B python3 "$work/recv.py" "$work/export.bytes" &
+  # Its CPU (utime+stime) is reported at the end: it runs on the same cores
+  # as the workload and the agent, so part of what exporting costs the
+  # workload is the receiver's (a collector elsewhere would not be).
+  receiver=$!
   export_env=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
 else
   export_env=()
@@ -208,10 +213,16 @@ if len(off) > 1:
 PY
 done
 if [ "${EXPORT:-0}" = 1 ]; then
-  python3 -c 'import sys
-t,m,n=map(int,sys.argv[1:4])
+  # `ip netns exec` execs the receiver: $receiver is the Python process.
+  receiver_ticks=$(awk '{print $14 + $15}' "/proc/$receiver/stat" 2>/dev/null || echo -1)
+  python3 -c 'import sys, os
+t,m,n,ticks=map(int,sys.argv[1:5])
 print(f"export (OTLP/HTTP protobuf, all rounds with the agent): traces {t:,} B, metrics {m:,} B for {n:,} requests"
-      f" = {1000*t/max(n,1):,.0f} B of traces per 1k requests")' "$export_traces" "$export_metrics" "$requests_on"
+      f" = {1000*t/max(n,1):,.0f} B of traces per 1k requests")
+if ticks >= 0:
+    ms = 1000 * ticks / os.sysconf("SC_CLK_TCK")
+    print(f"the receiver (same cores as the workload, not part of the agent CPU above) used {ms:,.0f} ms CPU"
+          f" = {1000*ms/max(n,1):.2f} ms per 1k requests")' "$export_traces" "$export_metrics" "$requests_on" "$receiver_ticks"
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -s "$work/progs" ]; then
