@@ -199,9 +199,14 @@ fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
     );
     assert!(wait_tcp(&ns_b, &ip, NGINX_PORT), "nginx did not start: {}", read(&dir.path("nginx.err")));
     assert!(wait_tcp(&ns_b, &ip, REDIS_PORT), "redis did not start: {}", read(&dir.path("redis.log")));
-    // The libssl they map is attached (at start, or by the rescan).
+    // The libssl they map is attached (at start, or by the rescan). Its own
+    // line: another "uprobes attached" line (an executable that links OpenSSL
+    // statically, e.g. the `cargo` running this test) can come first, and
+    // curl's first connection then went out before libssl had its probes.
     assert!(
-        wait_until(Duration::from_secs(10), || read(&err).contains("uprobes attached")),
+        wait_until(Duration::from_secs(10), || read(&err)
+            .lines()
+            .any(|l| l.contains("uprobes attached") && l.contains("kind=libssl"))),
         "no libssl attached: {}",
         read(&err)
     );
