@@ -142,13 +142,19 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
         tracing::warn!("no OTLP endpoint configured and --format none: spans go nowhere");
     }
     let sink = TelemetrySink::new(sopts);
+    // Metrics only (no span output, no exchanges printed): statements are not decoded.
+    let mut decode = crate::agent::pipeline::decode_config(&cfg);
+    decode.query_text = sink.spans_wanted() || opts.stdout == StdoutFormat::Exchanges;
+    if !decode.query_text {
+        tracing::info!("metrics only: database statement texts are not decoded");
+    }
     health.set_ready(true);
     tracing::info!("capturing; spans follow");
 
     let stats_every = Duration::from_secs(cfg.stats_interval_secs.max(1));
     let own = OwnSockets::for_export(&export);
     let loop_res = process(
-        PacketPipeline::new(&cfg),
+        PacketPipeline::with_decode(&cfg, decode),
         sink,
         packets,
         &kernel,

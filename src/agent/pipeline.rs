@@ -22,7 +22,13 @@ pub fn decode_config(cfg: &AgentConfig) -> DecodeConfig {
 
 impl PacketPipeline {
     pub fn new(cfg: &AgentConfig) -> Self {
-        Self { flows: FlowTable::new(&FlowConfig::from(cfg)), dispatcher: Dispatcher::new(decode_config(cfg)) }
+        Self::with_decode(cfg, decode_config(cfg))
+    }
+
+    /// With decoder settings of the caller's (e.g. no statement texts when
+    /// the outputs record metrics only).
+    pub fn with_decode(cfg: &AgentConfig, decode: DecodeConfig) -> Self {
+        Self { flows: FlowTable::new(&FlowConfig::from(cfg)), dispatcher: Dispatcher::new(decode) }
     }
 
     #[inline]

@@ -97,6 +97,11 @@ trait Output {
     fn finish(&mut self, _out: &mut dyn Write, _now_ns: u64) -> Result<()> {
         Ok(())
     }
+    /// Reads the statement texts of database exchanges (as the agent: not
+    /// when only metrics are recorded).
+    fn query_text(&self) -> bool {
+        true
+    }
 }
 
 struct ExchangesJson;
@@ -143,6 +148,9 @@ struct Spans {
 impl Output for Spans {
     fn packet(&mut self, ev: &PacketEvent) {
         self.sink.observe_packet(ev);
+    }
+    fn query_text(&self) -> bool {
+        self.sink.spans_wanted()
     }
     fn exchanges(&mut self, _out: &mut dyn Write, exs: &mut Vec<Exchange>, now_ns: u64) -> Result<()> {
         self.now_ns = self.now_ns.max(now_ns);
@@ -292,7 +300,9 @@ fn replay_pipeline<R: std::io::Read>(
     progress: &Progress,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut p = PacketPipeline::new(cfg);
+    let mut decode = crate::agent::pipeline::decode_config(cfg);
+    decode.query_text = output.query_text();
+    let mut p = PacketPipeline::with_decode(cfg, decode);
     let pipe = std::cell::RefCell::new(&mut p);
     let last_ts = std::cell::Cell::new(0u64);
     let sink = std::cell::RefCell::new(&mut output);

@@ -83,11 +83,21 @@ pub struct DecodeConfig {
     pub max_pending_per_conn: usize,
     /// Max bytes a decoder buffers per direction while waiting for a whole message header.
     pub max_buffer_per_dir: usize,
+    /// Build the statement texts of database exchanges (`db.query.text`).
+    /// Off when nothing reads them: an agent whose outputs take no spans
+    /// and no exchanges records metrics only, and no metric carries a
+    /// statement.
+    pub query_text: bool,
 }
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        Self { request_timeout_ns: 30_000_000_000, max_pending_per_conn: 1024, max_buffer_per_dir: 64 * 1024 }
+        Self {
+            request_timeout_ns: 30_000_000_000,
+            max_pending_per_conn: 1024,
+            max_buffer_per_dir: 64 * 1024,
+            query_text: true,
+        }
     }
 }
 

@@ -242,6 +242,12 @@ impl TelemetrySink {
     }
 
     /// Turn one exchange into its span(s) and metric measurements.
+    /// Some output takes spans. Without one, what only spans show (statement
+    /// texts) need not be decoded at all (`DecodeConfig::query_text`).
+    pub fn spans_wanted(&self) -> bool {
+        self.spans_wanted
+    }
+
     pub fn record(&mut self, ex: &Exchange) {
         let sides = side::local_sides(&ex.conn, self.opts.enricher.as_ref(), &self.opts.local_addrs, &self.opts.host);
         let parent = trace_context::extract(ex.detail.trace_headers());

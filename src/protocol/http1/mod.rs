@@ -411,6 +411,8 @@ fn has_token(value: Option<&[u8]>, token: &str) -> bool {
 /// lookup per name was a pass per name (seven over every request head).
 /// The first Host, User-Agent, Content-Type and Upgrade count, the last
 /// Transfer-Encoding, every Content-Length, every trace header in order.
+/// A response is only read for its framing and `Upgrade`: Host, User-Agent,
+/// Content-Type and the trace headers are request fields.
 struct Fields<'a> {
     host: Option<&'a [u8]>,
     user_agent: Option<&'a [u8]>,
@@ -425,7 +427,7 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn scan(headers: &[httparse::Header<'a>], want_trace: bool) -> Self {
+    fn scan(headers: &[httparse::Header<'a>], request: bool) -> Self {
         let mut f = Fields {
             host: None,
             user_agent: None,
@@ -441,22 +443,22 @@ impl<'a> Fields<'a> {
             // By length first: most names are none of these, and are told
             // so without comparing any bytes.
             match n.len() {
-                4 if is("host") => {
+                4 if request && is("host") => {
                     f.host.get_or_insert(h.value);
                 }
                 7 if is("upgrade") => {
                     f.upgrade.get_or_insert(h.value);
                 }
-                10 if is("user-agent") => {
+                10 if request && is("user-agent") => {
                     f.user_agent.get_or_insert(h.value);
                 }
-                12 if is("content-type") => {
+                12 if request && is("content-type") => {
                     f.content_type.get_or_insert(h.value);
                 }
                 14 if is("content-length") => f.content_length = add_content_length(f.content_length, h.value),
                 17 if is("transfer-encoding") => f.transfer_encoding = Some(h.value),
                 // The trace header names are 2, 10, 11, 12 and 17 bytes long.
-                2 | 10 | 11 | 12 | 17 if want_trace => {
+                2 | 10 | 11 | 12 | 17 if request => {
                     // Compared in place: only the (rare) trace headers allocate their name.
                     if let Some(name) = TRACE_HEADERS.iter().find(|t| is(t)) {
                         f.trace.push((name.to_string(), text(h.value)));

@@ -496,11 +496,18 @@ pub struct Scanner {
     skip_top_scalars: bool,
     /// The element buffers of a message already handled, for the next one.
     spare: Option<Elems>,
+    /// Elements captured per message (the rest are counted).
+    max_captured: usize,
 }
+
+/// Elements of a command read when its statement texts are not built: the
+/// name, a subcommand or first argument (`HELLO 3`, `SELECT 2`) and a
+/// second one (`CLIENT REPLY OFF`).
+const COMMAND_ARGS_READ: usize = 3;
 
 impl Scanner {
     pub fn new(requests: bool) -> Self {
-        Self { requests, ..Default::default() }
+        Self { requests, max_captured: MAX_CAPTURED, ..Default::default() }
     }
 
     /// The reply direction as the decoder reads it: a top-level scalar
@@ -722,7 +729,7 @@ impl Scanner {
                 }
                 msg.kind = b'i';
                 msg.elems.clear();
-                for w in line.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty()).take(MAX_CAPTURED) {
+                for w in line.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty()).take(self.max_captured) {
                     msg.elems.push(&w[..w.len().min(MAX_ELEMENT)]);
                 }
                 msg.count = line.split(|&b| b == b' ').filter(|w| !w.is_empty()).count() as u64;
@@ -740,7 +747,7 @@ impl Scanner {
         }
         // Direct children of the top-level aggregate (and the top level itself) are captured.
         let capture =
-            depth <= 1 && msg.elems.len() < MAX_CAPTURED && !(self.skip_top_scalars && depth == 0 && t != b'!');
+            depth <= 1 && msg.elems.len() < self.max_captured && !(self.skip_top_scalars && depth == 0 && t != b'!');
         match t {
             b'$' if body == b"?" => {
                 msg.resp3 = true;
@@ -1029,7 +1036,11 @@ impl RedisDecoder {
     pub fn new(cfg: &DecodeConfig) -> Self {
         Self {
             cfg: cfg.clone(),
-            req: Scanner::new(true),
+            // Without statement texts only the first arguments are read.
+            req: Scanner {
+                max_captured: if cfg.query_text { MAX_CAPTURED } else { COMMAND_ARGS_READ },
+                ..Scanner::new(true)
+            },
             resp: Scanner::replies(),
             pending: FifoPairer::new(cfg.max_pending_per_conn),
             resp_version: 2,
@@ -1058,28 +1069,18 @@ impl RedisDecoder {
         }
     }
 
-    fn command(&mut self, m: &Msg, out: &mut Emit) {
+    /// The command as `db.query.text` shows it: masked (name, subcommand,
+    /// a `?` per argument) and raw (arguments as sent, credentials hidden).
+    fn query_texts(&mut self, m: &Msg, name: &str, sub: Option<&str>, hidden: usize) -> (Str, Str) {
         let args = &m.elems;
-        let valid = (m.kind == b'*' || m.kind == b'i') && args.first().is_some_and(|a| !a.is_empty());
-        if !valid {
-            if !m.partial {
-                PARSE_ERRORS.inc();
-            }
-            return;
-        }
-        let name = upper(&args[0]);
-        let argc = m.count.saturating_sub(1) as u32;
-        let sub = (is_container(&name) && args.len() > 1).then(|| upper(&args[1]));
-        let shown = 1 + sub.is_some() as usize;
-        let hidden = (m.count as usize).saturating_sub(shown);
         // Every command builds both texts, in one buffer kept across
         // commands (no join, no upper-case copies, no growth once warm),
         // each then copied into a `Str`: inline when short, the usual case,
         // so no allocation per request for either.
         let mut text = std::mem::take(&mut self.text);
         text.clear();
-        text.push_str(&name);
-        if let Some(s) = &sub {
+        text.push_str(name);
+        if let Some(s) = sub {
             text.push(' ');
             text.push_str(s);
         }
@@ -1091,7 +1092,7 @@ impl RedisDecoder {
         }
         let masked = Str::copy(&text);
         text.clear();
-        let secret = credential_args(&name, sub.as_deref(), args);
+        let secret = credential_args(name, sub, args);
         for (i, a) in args.iter().enumerate() {
             if i > 0 {
                 text.push(' ');
@@ -1114,6 +1115,29 @@ impl RedisDecoder {
         }
         let raw = Str::copy(&text[..cut]);
         self.text = text;
+        (masked, raw)
+    }
+
+    fn command(&mut self, m: &Msg, out: &mut Emit) {
+        let args = &m.elems;
+        let valid = (m.kind == b'*' || m.kind == b'i') && args.first().is_some_and(|a| !a.is_empty());
+        if !valid {
+            if !m.partial {
+                PARSE_ERRORS.inc();
+            }
+            return;
+        }
+        let name = upper(&args[0]);
+        let argc = m.count.saturating_sub(1) as u32;
+        let sub = (is_container(&name) && args.len() > 1).then(|| upper(&args[1]));
+        let shown = 1 + sub.is_some() as usize;
+        let hidden = (m.count as usize).saturating_sub(shown);
+        // Only spans and exchanges show the texts (see `DecodeConfig::query_text`).
+        let (masked, raw) = if self.cfg.query_text {
+            self.query_texts(m, &name, sub.as_deref(), hidden)
+        } else {
+            (Str::default(), Str::default())
+        };
         // `name` is upper-case ASCII-folded: the pub/sub kinds compared without a lower-case copy.
         let (replies_left, confirm) = match pubsub_kind(name.as_bytes()) {
             Some(kind) => (argc.max(1), Some(kind)),
@@ -1965,6 +1989,42 @@ mod tests {
         fn upper_as_before(w in "[a-zA-Z_.|-]{0,30}", b in proptest::collection::vec(any::<u8>(), 0..30)) {
             prop_assert_eq!(upper(w.as_bytes()).to_string(), upper_before(w.as_bytes()));
             prop_assert_eq!(upper(&b).to_string(), upper_before(&b));
+        }
+
+        // Without statement texts (metrics only) the decoder reports the same
+        // exchanges: the same commands, subcommands, argument counts, replies,
+        // protocol versions and database indexes, in the same order, with
+        // the texts left empty. The state the first arguments carry (`HELLO
+        // 3`, `SELECT 2`, `CLIENT REPLY OFF|SKIP|ON`) is among the commands.
+        #[test]
+        fn statements_off_changes_only_the_texts(picks in proptest::collection::vec((0usize..12, 0usize..4), 1..24), cut in 1usize..64) {
+            let commands: [&[&str]; 12] = [
+                &["SET", "user:1", "alice"], &["GET", "user:1"], &["HELLO", "3"], &["HELLO", "2"],
+                &["SELECT", "2"], &["CLIENT", "REPLY", "OFF"], &["CLIENT", "REPLY", "ON"], &["CLIENT", "REPLY", "SKIP"],
+                &["AUTH", "bob", "secret"], &["MSET", "a", "1", "b", "2", "c", "3", "d", "4"], &["CONFIG", "GET", "maxmemory"], &["PING"],
+            ];
+            let replies: [&[u8]; 4] = [b"+OK\r\n", b"$5\r\nalice\r\n", b"-ERR no\r\n", b"%1\r\n+server\r\n+redis\r\n"];
+            let off = DecodeConfig { query_text: false, ..DecodeConfig::default() };
+            let (mut with, mut without) = (Run::new(), Run { dec: RedisDecoder::new(&off), ..Run::new() });
+            for (i, (c, r)) in picks.iter().enumerate() {
+                let ts = 10 * i as u64;
+                for chunk in cmd(commands[*c]).chunks(cut) {
+                    with.req(ts, chunk);
+                    without.req(ts, chunk);
+                }
+                with.resp(ts + 5, replies[*r]);
+                without.resp(ts + 5, replies[*r]);
+            }
+            let blank = |d: &RedisDetail| RedisDetail { query_masked: Str::default(), query_raw: Str::default(), ..d.clone() };
+            let a: Vec<_> = with.details().into_iter().map(|d| format!("{:?}", blank(d))).collect();
+            let b: Vec<_> = without.details().into_iter().map(|d| format!("{d:?}")).collect();
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(with.out.len(), without.out.len());
+            for (x, y) in with.out.iter().zip(&without.out) {
+                prop_assert_eq!((x.start_ns, x.end_ns, &x.outcome, x.partial), (y.start_ns, y.end_ns, &y.outcome, y.partial));
+            }
+            // The texts are built when asked for (the comparison is about something).
+            prop_assert!(with.details().iter().any(|d| !d.query_masked.is_empty()));
         }
 
         // The decoder's reply scanner reads the same messages as a full
