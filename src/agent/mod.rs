@@ -142,11 +142,11 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
         tracing::warn!("no OTLP endpoint configured and --format none: spans go nowhere");
     }
     let sink = TelemetrySink::new(sopts);
-    // Metrics only (no span output, no exchanges printed): statements are not decoded.
+    // Metrics only (no span output, no exchanges printed): what only spans show is not decoded.
     let mut decode = crate::agent::pipeline::decode_config(&cfg);
-    decode.query_text = sink.spans_wanted() || opts.stdout == StdoutFormat::Exchanges;
-    if !decode.query_text {
-        tracing::info!("metrics only: database statement texts are not decoded");
+    decode.span_fields = sink.spans_wanted() || opts.stdout == StdoutFormat::Exchanges;
+    if !decode.span_fields {
+        tracing::info!("metrics only: statement texts, user agents, query strings and trace headers are not decoded");
     }
     health.set_ready(true);
     tracing::info!("capturing; spans follow");

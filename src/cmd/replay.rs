@@ -97,9 +97,9 @@ trait Output {
     fn finish(&mut self, _out: &mut dyn Write, _now_ns: u64) -> Result<()> {
         Ok(())
     }
-    /// Reads the statement texts of database exchanges (as the agent: not
-    /// when only metrics are recorded).
-    fn query_text(&self) -> bool {
+    /// Decodes what only spans show (`DecodeConfig::span_fields`; as the
+    /// agent, not when only metrics are recorded).
+    fn span_fields(&self) -> bool {
         true
     }
 }
@@ -149,7 +149,7 @@ impl Output for Spans {
     fn packet(&mut self, ev: &PacketEvent) {
         self.sink.observe_packet(ev);
     }
-    fn query_text(&self) -> bool {
+    fn span_fields(&self) -> bool {
         self.sink.spans_wanted()
     }
     fn exchanges(&mut self, _out: &mut dyn Write, exs: &mut Vec<Exchange>, now_ns: u64) -> Result<()> {
@@ -301,7 +301,7 @@ fn replay_pipeline<R: std::io::Read>(
     out: &mut dyn Write,
 ) -> Result<()> {
     let mut decode = crate::agent::pipeline::decode_config(cfg);
-    decode.query_text = output.query_text();
+    decode.span_fields = output.span_fields();
     let mut p = PacketPipeline::with_decode(cfg, decode);
     let pipe = std::cell::RefCell::new(&mut p);
     let last_ts = std::cell::Cell::new(0u64);

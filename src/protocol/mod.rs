@@ -83,11 +83,13 @@ pub struct DecodeConfig {
     pub max_pending_per_conn: usize,
     /// Max bytes a decoder buffers per direction while waiting for a whole message header.
     pub max_buffer_per_dir: usize,
-    /// Build the statement texts of database exchanges (`db.query.text`).
-    /// Off when nothing reads them: an agent whose outputs take no spans
-    /// and no exchanges records metrics only, and no metric carries a
-    /// statement.
-    pub query_text: bool,
+    /// Decode what only spans (and printed exchanges) show: database
+    /// statement texts (`db.query.text`; Redis builds them per command), and
+    /// an HTTP/1 request's user agent, query string and trace-context
+    /// headers. Off when nothing reads them: an agent whose outputs take no
+    /// spans and no exchanges records metrics only, and no metric carries
+    /// any of these.
+    pub span_fields: bool,
 }
 
 impl Default for DecodeConfig {
@@ -96,7 +98,7 @@ impl Default for DecodeConfig {
             request_timeout_ns: 30_000_000_000,
             max_pending_per_conn: 1024,
             max_buffer_per_dir: 64 * 1024,
-            query_text: true,
+            span_fields: true,
         }
     }
 }

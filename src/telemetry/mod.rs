@@ -243,7 +243,7 @@ impl TelemetrySink {
 
     /// Turn one exchange into its span(s) and metric measurements.
     /// Some output takes spans. Without one, what only spans show (statement
-    /// texts) need not be decoded at all (`DecodeConfig::query_text`).
+    /// texts) need not be decoded at all (`DecodeConfig::span_fields`).
     pub fn spans_wanted(&self) -> bool {
         self.spans_wanted
     }

@@ -412,7 +412,8 @@ fn has_token(value: Option<&[u8]>, token: &str) -> bool {
 /// The first Host, User-Agent, Content-Type and Upgrade count, the last
 /// Transfer-Encoding, every Content-Length, every trace header in order.
 /// A response is only read for its framing and `Upgrade`: Host, User-Agent,
-/// Content-Type and the trace headers are request fields.
+/// Content-Type and the trace headers are request fields, and of those only
+/// Host is read without span fields (`DecodeConfig::span_fields`).
 struct Fields<'a> {
     host: Option<&'a [u8]>,
     user_agent: Option<&'a [u8]>,
@@ -427,7 +428,8 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn scan(headers: &[httparse::Header<'a>], request: bool) -> Self {
+    fn scan(headers: &[httparse::Header<'a>], request: bool, span_fields: bool) -> Self {
+        let spans = request && span_fields;
         let mut f = Fields {
             host: None,
             user_agent: None,
@@ -449,16 +451,16 @@ impl<'a> Fields<'a> {
                 7 if is("upgrade") => {
                     f.upgrade.get_or_insert(h.value);
                 }
-                10 if request && is("user-agent") => {
+                10 if spans && is("user-agent") => {
                     f.user_agent.get_or_insert(h.value);
                 }
-                12 if request && is("content-type") => {
+                12 if spans && is("content-type") => {
                     f.content_type.get_or_insert(h.value);
                 }
                 14 if is("content-length") => f.content_length = add_content_length(f.content_length, h.value),
                 17 if is("transfer-encoding") => f.transfer_encoding = Some(h.value),
                 // The trace header names are 2, 10, 11, 12 and 17 bytes long.
-                2 | 10 | 11 | 12 | 17 if request => {
+                2 | 10 | 11 | 12 | 17 if spans => {
                     // Compared in place: only the (rare) trace headers allocate their name.
                     if let Some(name) = TRACE_HEADERS.iter().find(|t| is(t)) {
                         f.trace.push((name.to_string(), text(h.value)));
@@ -522,14 +524,22 @@ fn request_framing(f: &Fields, http10: bool) -> (Framing, Option<u64>) {
     (framing, cl.ok().flatten())
 }
 
-fn request_detail(method: &str, target: &[u8], version: Str, f: Fields, cl: Option<u64>) -> HttpDetail {
+/// `span_fields`: the query string is kept (see `DecodeConfig::span_fields`).
+fn request_detail(
+    method: &str,
+    target: &[u8],
+    version: Str,
+    f: Fields,
+    cl: Option<u64>,
+    span_fields: bool,
+) -> HttpDetail {
     let connect = method == "CONNECT";
     // CONNECT's authority-form target (`host:443`) is no path: it names the server.
     let (path, query) = if connect {
         (None, None)
     } else {
         let (p, q) = split_target(text_cow(target));
-        (Some(p), q)
+        (Some(p), q.filter(|_| span_fields))
     };
     HttpDetail {
         method: Some(Str::copy(method)),
@@ -999,11 +1009,11 @@ impl Http1Decoder {
         out: &mut Emit,
     ) {
         let partial = std::mem::take(&mut self.sides[0].partial_next);
-        let f = Fields::scan(hs, true);
+        let f = Fields::scan(hs, true, self.cfg.span_fields);
         let (framing, cl) = request_framing(&f, version == "1.0");
         let http09 = version == "0.9";
         let upgrade_h2c = has_token(f.upgrade, "h2c");
-        let detail = Box::new(request_detail(method, target, version, f, cl));
+        let detail = Box::new(request_detail(method, target, version, f, cl, self.cfg.span_fields));
         let connect = method == "CONNECT";
         let request = Request {
             start_ns: ts,
@@ -1126,7 +1136,7 @@ impl Http1Decoder {
             }
             _ => return None,
         };
-        let f = Fields::scan(&headers, true);
+        let f = Fields::scan(&headers, true, self.cfg.span_fields);
         let cl = f.content_length.ok().flatten();
         Some(Request {
             start_ns: side.buf_ts,
@@ -1137,7 +1147,7 @@ impl Http1Decoder {
             upgrade_h2c: false,
             partial: true,
             body_done: true,
-            detail: Box::new(request_detail(method, target, version, f, cl)),
+            detail: Box::new(request_detail(method, target, version, f, cl, self.cfg.span_fields)),
         })
     }
 
@@ -1167,7 +1177,7 @@ impl Http1Decoder {
             self.sides[0].body = Body::Head;
             self.reparse_requests = true;
         }
-        let f = Fields::scan(hs, false);
+        let f = Fields::scan(hs, false, false);
         if status == 101 && has_token(f.upgrade, "h2c") {
             if let Some(r) = req.as_ref().filter(|r| r.upgrade_h2c) {
                 self.start_h2c(r, n);
@@ -1848,6 +1858,58 @@ mod tests {
     }
 
     proptest! {
+        // Without span fields (metrics only) the decoder reports the same
+        // exchanges: every field but the user agent, the query string, the
+        // content type and the trace headers, which are left empty.
+        #[test]
+        fn span_fields_off_changes_only_those_fields(
+            picks in proptest::collection::vec((0usize..6, 0usize..5), 1..12),
+            cut in 1usize..80,
+        ) {
+            let requests: [&[u8]; 6] = [
+                b"GET /users/42?tab=posts&x=1 HTTP/1.1\r\nHost: api:8080\r\nUser-Agent: curl/8.14.1\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n",
+                b"POST /orders HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\nContent-Length: 7\r\nX-B3-TraceId: 80f198ee56343ba864fe8b2a57d3eff7\r\n\r\n{\"a\":1}",
+                b"PUT /blob?v=2 HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nuser-agent: app/3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                b"GET / HTTP/1.0\r\n\r\n",
+                b"HEAD /health HTTP/1.1\r\nHost: h\r\n\r\n",
+                b"OPTIONS * HTTP/1.1\r\nHost: h\r\nb3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1\r\n\r\n",
+            ];
+            let responses: [&[u8]; 5] = [
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok",
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                b"HTTP/1.1 503 Backend pool exhausted\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nUser-Agent: not-a-request-field\r\n\r\n",
+            ];
+            let off = DecodeConfig { span_fields: false, ..DecodeConfig::default() };
+            let (mut with, mut without) = (Run::new(), Run { dec: Http1Decoder::new(&off), ..Run::new() });
+            for (i, (q, a)) in picks.iter().enumerate() {
+                let ts = 10 * i as u64;
+                for chunk in requests[*q].chunks(cut) {
+                    with.req(ts, chunk);
+                    without.req(ts, chunk);
+                }
+                for chunk in responses[*a].chunks(cut) {
+                    with.resp(ts + 5, chunk);
+                    without.resp(ts + 5, chunk);
+                }
+            }
+            with.close(1000, CloseReason::Fin);
+            without.close(1000, CloseReason::Fin);
+            let blank = |h: &HttpDetail| HttpDetail { user_agent: None, query: None, content_type: None, trace_headers: vec![], ..h.clone() };
+            prop_assert_eq!(with.out.len(), without.out.len());
+            for (x, y) in with.out.iter().zip(&without.out) {
+                prop_assert_eq!(format!("{:?}", blank(http(x))), format!("{:?}", http(y)));
+                prop_assert_eq!((x.start_ns, x.end_ns, &x.outcome, x.partial), (y.start_ns, y.end_ns, &y.outcome, y.partial));
+            }
+            // The fields are read when asked for (the comparison is about something).
+            let read = |x: &Exchange| {
+                let h = http(x);
+                h.user_agent.is_some() || h.query.is_some() || !h.trace_headers.is_empty()
+            };
+            prop_assert!(picks.iter().all(|(q, _)| *q >= 3) || with.out.iter().any(read));
+        }
+
         #[test]
         fn arbitrary_segments_never_panic(chunks in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..300), 0u64..5000), 0..40)) {
             let mut r = Run::new();

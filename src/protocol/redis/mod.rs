@@ -1038,7 +1038,7 @@ impl RedisDecoder {
             cfg: cfg.clone(),
             // Without statement texts only the first arguments are read.
             req: Scanner {
-                max_captured: if cfg.query_text { MAX_CAPTURED } else { COMMAND_ARGS_READ },
+                max_captured: if cfg.span_fields { MAX_CAPTURED } else { COMMAND_ARGS_READ },
                 ..Scanner::new(true)
             },
             resp: Scanner::replies(),
@@ -1132,8 +1132,8 @@ impl RedisDecoder {
         let sub = (is_container(&name) && args.len() > 1).then(|| upper(&args[1]));
         let shown = 1 + sub.is_some() as usize;
         let hidden = (m.count as usize).saturating_sub(shown);
-        // Only spans and exchanges show the texts (see `DecodeConfig::query_text`).
-        let (masked, raw) = if self.cfg.query_text {
+        // Only spans and exchanges show the texts (see `DecodeConfig::span_fields`).
+        let (masked, raw) = if self.cfg.span_fields {
             self.query_texts(m, &name, sub.as_deref(), hidden)
         } else {
             (Str::default(), Str::default())
@@ -2004,7 +2004,7 @@ mod tests {
                 &["AUTH", "bob", "secret"], &["MSET", "a", "1", "b", "2", "c", "3", "d", "4"], &["CONFIG", "GET", "maxmemory"], &["PING"],
             ];
             let replies: [&[u8]; 4] = [b"+OK\r\n", b"$5\r\nalice\r\n", b"-ERR no\r\n", b"%1\r\n+server\r\n+redis\r\n"];
-            let off = DecodeConfig { query_text: false, ..DecodeConfig::default() };
+            let off = DecodeConfig { span_fields: false, ..DecodeConfig::default() };
             let (mut with, mut without) = (Run::new(), Run { dec: RedisDecoder::new(&off), ..Run::new() });
             for (i, (c, r)) in picks.iter().enumerate() {
                 let ts = 10 * i as u64;
