@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Two builds side by side on the same traffic: CPU per 1,000 requests of each.
 # Usage: bench_pair.sh OLD_BIN NEW_BIN [ROUNDS]   (root; nginx, wrk, redis-server, redis-benchmark, python3)
+# WRK_HEADERS="User-Agent: x|traceparent: 00-…-01" (headers separated by |) and WRK_PATH="index.html?a=1"
+# give wrk's requests what real clients send (plain wrk sends only Host).
 # WORKLOADS="wrk redis" (default) runs a subset. EXPORT=1: each agent exports every span to its
 # own OTLP/HTTP protobuf receiver (127.0.0.1:4318 and :4319 in the server's netns).
 #
@@ -13,6 +15,11 @@
 # two cores with the workload, so the absolute figures are higher than one
 # agent's; use bench_overhead.sh for those. Rounds alternate which agent starts first.
 set -euo pipefail
+wrk_headers=()
+if [ -n "${WRK_HEADERS:-}" ]; then
+  IFS='|' read -r -a hs <<< "$WRK_HEADERS"
+  for h in "${hs[@]}"; do wrk_headers+=(-H "$h"); done
+fi
 [ $# -ge 2 ] || { sed -n 2,5p "$0" >&2; exit 2; }
 old=$(realpath "$1"); new=$(realpath "$2"); rounds=${3:-4}
 A=cnfpair-a-$$ B=cnfpair-b-$$
@@ -65,7 +72,7 @@ start() { # BIN PORT -> pid
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 workload() { # NAME -> requests done
   case $1 in
-    wrk) ip netns exec $A wrk -t1 -c32 -d6s http://10.200.97.2:8080/ | awk '/requests in/{print $1}' ;;
+    wrk) ip netns exec $A wrk -t1 -c32 -d6s "${wrk_headers[@]}" "http://10.200.97.2:8080/${WRK_PATH:-}" | awk '/requests in/{print $1}' ;;
     redis) local n=300000  # per test: SET and GET
            ip netns exec $A redis-benchmark -h 10.200.97.2 -p 6379 -n $n -c 50 -t set,get --csv 2>/dev/null >/dev/null
            echo $((2 * n)) ;;
