@@ -143,9 +143,8 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
     }
     let sink = TelemetrySink::new(sopts);
     // Metrics only (no span output, no exchanges printed): what only spans show is not decoded.
-    let mut decode = crate::agent::pipeline::decode_config(&cfg);
-    decode.span_fields = sink.spans_wanted() || opts.stdout == StdoutFormat::Exchanges;
-    if !decode.span_fields {
+    let span_fields = sink.spans_wanted() || opts.stdout == StdoutFormat::Exchanges;
+    if !span_fields {
         tracing::info!("metrics only: statement texts, user agents, query strings and trace headers are not decoded");
     }
     health.set_ready(true);
@@ -154,7 +153,7 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
     let stats_every = Duration::from_secs(cfg.stats_interval_secs.max(1));
     let own = OwnSockets::for_export(&export);
     let loop_res = process(
-        PacketPipeline::with_decode(&cfg, decode),
+        PacketPipeline::with_span_fields(&cfg, span_fields),
         sink,
         packets,
         &kernel,

@@ -22,12 +22,13 @@ pub fn decode_config(cfg: &AgentConfig) -> DecodeConfig {
 
 impl PacketPipeline {
     pub fn new(cfg: &AgentConfig) -> Self {
-        Self::with_decode(cfg, decode_config(cfg))
+        Self::with_span_fields(cfg, true)
     }
 
-    /// With decoder settings of the caller's (e.g. no statement texts when
-    /// the outputs record metrics only).
-    pub fn with_decode(cfg: &AgentConfig, decode: DecodeConfig) -> Self {
+    /// `span_fields`: the decoders read what only spans show (off when the
+    /// outputs record metrics only, see `DecodeConfig::span_fields`).
+    pub fn with_span_fields(cfg: &AgentConfig, span_fields: bool) -> Self {
+        let decode = DecodeConfig { span_fields, ..decode_config(cfg) };
         Self { flows: FlowTable::new(&FlowConfig::from(cfg)), dispatcher: Dispatcher::new(decode) }
     }
 

@@ -300,9 +300,7 @@ fn replay_pipeline<R: std::io::Read>(
     progress: &Progress,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut decode = crate::agent::pipeline::decode_config(cfg);
-    decode.span_fields = output.span_fields();
-    let mut p = PacketPipeline::with_decode(cfg, decode);
+    let mut p = PacketPipeline::with_span_fields(cfg, output.span_fields());
     let pipe = std::cell::RefCell::new(&mut p);
     let last_ts = std::cell::Cell::new(0u64);
     let sink = std::cell::RefCell::new(&mut output);

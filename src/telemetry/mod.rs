@@ -241,13 +241,13 @@ impl TelemetrySink {
         }
     }
 
-    /// Turn one exchange into its span(s) and metric measurements.
-    /// Some output takes spans. Without one, what only spans show (statement
-    /// texts) need not be decoded at all (`DecodeConfig::span_fields`).
+    /// Some output takes spans. Without one, what only spans show need not
+    /// be decoded at all (`DecodeConfig::span_fields`).
     pub fn spans_wanted(&self) -> bool {
         self.spans_wanted
     }
 
+    /// Turn one exchange into its span(s) and metric measurements.
     pub fn record(&mut self, ex: &Exchange) {
         let sides = side::local_sides(&ex.conn, self.opts.enricher.as_ref(), &self.opts.local_addrs, &self.opts.host);
         let parent = trace_context::extract(ex.detail.trace_headers());

@@ -389,12 +389,12 @@ fn lenient_version(v: Option<&[u8]>) -> Str {
 }
 
 /// Path and query of a request target (short ones inline; a long path
-/// keeps the target's buffer).
-fn split_target(target: Cow<str>) -> (Str, Option<Str>) {
+/// keeps the target's buffer); the query only with `keep_query`.
+fn split_target(target: Cow<str>, keep_query: bool) -> (Str, Option<Str>) {
     match target.find('?') {
         Some(i) => {
-            let q = Str::copy(&target[i + 1..]);
-            (str_prefix(target, i), Some(q))
+            let q = keep_query.then(|| Str::copy(&target[i + 1..]));
+            (str_prefix(target, i), q)
         }
         None => {
             let n = target.len();
@@ -538,8 +538,8 @@ fn request_detail(
     let (path, query) = if connect {
         (None, None)
     } else {
-        let (p, q) = split_target(text_cow(target));
-        (Some(p), q.filter(|_| span_fields))
+        let (p, q) = split_target(text_cow(target), span_fields);
+        (Some(p), q)
     };
     HttpDetail {
         method: Some(Str::copy(method)),

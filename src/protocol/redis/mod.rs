@@ -1071,8 +1071,10 @@ impl RedisDecoder {
 
     /// The command as `db.query.text` shows it: masked (name, subcommand,
     /// a `?` per argument) and raw (arguments as sent, credentials hidden).
-    fn query_texts(&mut self, m: &Msg, name: &str, sub: Option<&str>, hidden: usize) -> (Str, Str) {
+    fn query_texts(&mut self, m: &Msg, name: &str, sub: Option<&str>) -> (Str, Str) {
         let args = &m.elems;
+        let shown = 1 + sub.is_some() as usize;
+        let hidden = (m.count as usize).saturating_sub(shown);
         // Every command builds both texts, in one buffer kept across
         // commands (no join, no upper-case copies, no growth once warm),
         // each then copied into a `Str`: inline when short, the usual case,
@@ -1130,11 +1132,9 @@ impl RedisDecoder {
         let name = upper(&args[0]);
         let argc = m.count.saturating_sub(1) as u32;
         let sub = (is_container(&name) && args.len() > 1).then(|| upper(&args[1]));
-        let shown = 1 + sub.is_some() as usize;
-        let hidden = (m.count as usize).saturating_sub(shown);
         // Only spans and exchanges show the texts (see `DecodeConfig::span_fields`).
         let (masked, raw) = if self.cfg.span_fields {
-            self.query_texts(m, &name, sub.as_deref(), hidden)
+            self.query_texts(m, &name, sub.as_deref())
         } else {
             (Str::default(), Str::default())
         };
