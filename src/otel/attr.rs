@@ -42,6 +42,9 @@ enum Repr {
     Static(&'static str),
     Inline(u8, [u8; INLINE]),
     Heap(String),
+    /// A long text many exchanges carry (a statement's summary or masked
+    /// text, kept once per statement): a clone is a reference count.
+    Shared(std::sync::Arc<str>),
 }
 
 impl Str {
@@ -67,6 +70,15 @@ impl Str {
             Self::copy(&s)
         } else {
             Str(Repr::Heap(s))
+        }
+    }
+    /// `s` to be cloned often: inline when short, else shared behind a
+    /// reference count (clones do not copy it).
+    pub fn shared(s: &str) -> Self {
+        if s.len() <= INLINE {
+            Self::copy(s)
+        } else {
+            Str(Repr::Shared(s.into()))
         }
     }
     /// The concatenation of `parts` (a span name such as `GET /users/{id}`),
@@ -134,6 +146,7 @@ impl Str {
             // is always valid UTF-8.
             Repr::Inline(n, b) => unsafe { std::str::from_utf8_unchecked(&b[..usize::from(*n)]) },
             Repr::Heap(s) => s,
+            Repr::Shared(s) => s,
         }
     }
 }
@@ -299,7 +312,7 @@ pub struct KeptAttrs {
 impl KeptAttrs {
     pub fn new(a: &[(&'static str, V)]) -> Self {
         let plain = a.iter().all(|(_, v)| match v {
-            V::S(s) => !matches!(s.0, Repr::Heap(_)),
+            V::S(s) => matches!(s.0, Repr::Static(_) | Repr::Inline(..)),
             V::I(_) | V::B(_) => true,
             V::A(_) => false,
         });

@@ -120,6 +120,29 @@ pub fn redis_exchange(dir: Direction, error: Option<&str>, start_ns: u64) -> Exc
     exchange(c, Protocol::Redis, start_ns, 400_000, Detail::Redis(Box::new(d)))
 }
 
+/// A PostgreSQL simple query, `sqlstate` an ErrorResponse's (with a message
+/// when `with_message`); `summary` false leaves only operation and table.
+pub fn postgres_exchange(dir: Direction, sqlstate: Option<&str>, summary: bool, start_ns: u64) -> Exchange {
+    let c = conn("10.200.0.1:40008", "10.200.0.7:5432", Transport::Tcp, dir);
+    let d = crate::protocol::postgres::PostgresDetail {
+        message: "query",
+        operation: Some("SELECT".into()),
+        collection: Some("pgbench_accounts".into()),
+        summary: summary.then(|| Str::shared("SELECT pgbench_accounts")),
+        query_masked: Some(Str::shared("SELECT abalance FROM pgbench_accounts WHERE aid = ?")),
+        query_raw: Some(Str::shared("SELECT abalance FROM pgbench_accounts WHERE aid = 42")),
+        database: Some("shop".into()),
+        user: Some("app".into()),
+        command_tag: sqlstate.is_none().then(|| Str::lit("SELECT 1")),
+        returned_rows: sqlstate.is_none().then_some(1),
+        sqlstate: sqlstate.map(Into::into),
+        error_severity: sqlstate.map(|_| "ERROR".into()),
+        error_message: sqlstate.map(|_| "relation \"pgbench_accounts\" does not exist".into()),
+        ..Default::default()
+    };
+    exchange(c, Protocol::Postgres, start_ns, 700_000, Detail::Postgres(d))
+}
+
 pub fn kafka_exchange(dir: Direction, error_code: i16, start_ns: u64) -> Exchange {
     let c = conn("10.200.0.1:40006", "10.200.0.9:9092", Transport::Tcp, dir);
     let d = KafkaDetail {

@@ -274,13 +274,19 @@ fn reduced_spans_change_neither_metrics_nor_kept_error_spans() {
         t += 1_000_000;
         exs.push(redis_exchange(if i % 2 == 0 { Egress } else { Ingress }, err, t));
     }
+    for (i, (sqlstate, summary)) in [(None, true), (Some("42P01"), true), (None, false)].into_iter().enumerate() {
+        t += 1_000_000;
+        exs.push(postgres_exchange(if i % 2 == 0 { Egress } else { Ingress }, sqlstate, summary, t));
+    }
     for outcome in [Outcome::Timeout, Outcome::Reset] {
         t += 1_000_000;
         let mut h = http_exchange(Egress, "GET", "/slow", 200, t);
         h.outcome = outcome;
         let mut r = redis_exchange(Ingress, None, t);
         r.outcome = outcome;
-        exs.extend([h, r]);
+        let mut p = postgres_exchange(Egress, None, true, t);
+        p.outcome = outcome;
+        exs.extend([h, r, p]);
     }
     for metrics_server_address in [false, true] {
         let cfg = TelemetryConfig { metrics_server_address, ..TelemetryConfig::default() };

@@ -22,6 +22,7 @@
 //! SASL and GSS payloads (`p` messages) are skipped unread.
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir, Transport};
+use crate::otel::attr::Str;
 use crate::protocol::exchange::{Detail, Exchange, Outcome, Protocol};
 use crate::protocol::sql;
 use crate::stats::{counter, Counter};
@@ -141,25 +142,42 @@ impl super::registry::L7Protocol for Postgres {
     }
 }
 
-/// A statement text and what the SQL summariser made of it.
+/// A statement text and what the SQL summariser made of it, as texts every
+/// exchange of the statement shares (a clone is a reference count).
 #[derive(Debug)]
 struct Stmt {
-    summary: sql::SqlSummary,
-    raw: String,
+    operation: Option<Str>,
+    collection: Option<Str>,
+    summary: Option<Str>,
+    /// The masked text; None when the decoder does not keep statement
+    /// texts (metrics only: no span shows them).
+    masked: Option<Str>,
+    raw: Option<Str>,
     /// Name of a named prepared statement.
-    name: Option<String>,
+    name: Option<Str>,
 }
 
-fn stmt(text: &[u8], truncated: bool, name: Option<String>) -> Arc<Stmt> {
+fn stmt(text: &[u8], truncated: bool, name: Option<Str>, texts: bool) -> Arc<Stmt> {
     let text = String::from_utf8_lossy(text);
-    let mut summary = sql::summarize(&text, sql::Dialect::Postgres);
-    if truncated && !summary.masked_text.ends_with("...") {
-        summary.masked_text.push_str("...");
+    let mut summary = sql::summarize_opts(&text, sql::Dialect::Postgres, texts);
+    let (mut masked, mut raw) = (None, None);
+    if texts {
+        if truncated && !summary.masked_text.ends_with("...") {
+            summary.masked_text.push_str("...");
+        }
+        // Password-setting statements keep their literals masked even in the raw text.
+        let r = if summary.sets_password() { &summary.masked_text } else { &*text };
+        raw = Some(Str::shared(sql::truncate_str(r, MAX_RAW)));
+        masked = Some(Str::shared(&summary.masked_text));
     }
-    // Password-setting statements keep their literals masked even in the raw text.
-    let mut raw = summary.unmasked_text(&text);
-    sql::truncate_at_char(&mut raw, MAX_RAW);
-    Arc::new(Stmt { summary, raw, name })
+    Arc::new(Stmt {
+        operation: summary.operation.map(Str::compact),
+        collection: summary.collection.map(Str::compact),
+        summary: summary.summary.as_deref().map(Str::shared),
+        masked,
+        raw,
+        name,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +219,7 @@ struct Entry {
     /// Parse: the statement name it defines (forgotten if the Parse fails).
     defines: Option<String>,
     partial: bool,
-    tag: Option<String>,
+    tag: Option<Str>,
     row_desc: bool,
     data_rows: u64,
     error: Option<Error>,
@@ -278,8 +296,8 @@ pub struct PostgresDecoder {
     pending: VecDeque<Entry>,
     statements: Bounded<Arc<Stmt>>,
     portals: Bounded<Option<Arc<Stmt>>>,
-    database: Option<String>,
-    user: Option<String>,
+    database: Option<Str>,
+    user: Option<Str>,
     /// Parse/Bind/Describe bytes and start time waiting for the Execute they prepare.
     carry: Option<(u64, u64)>,
     /// Response bytes of those, added to the Execute's response.
@@ -439,8 +457,8 @@ impl PostgresDecoder {
                             let (k, r) = cstr(params);
                             let (v, r) = cstr(r);
                             match k {
-                                b"user" => self.user = Some(bounded(v)),
-                                b"database" => self.database = Some(bounded(v)),
+                                b"user" => self.user = Some(Str::compact(bounded(v))),
+                                b"database" => self.database = Some(Str::compact(bounded(v))),
                                 _ => {}
                             }
                             params = r;
@@ -457,14 +475,14 @@ impl PostgresDecoder {
             b'Q' => {
                 let (text, _) = cstr(&m.body);
                 let mut entry = e(Kind::Query);
-                entry.stmt = Some(stmt(text, !m.whole(), None));
+                entry.stmt = Some(stmt(text, !m.whole(), None, self.cfg.span_fields));
                 self.push(entry, out);
             }
             b'P' => {
                 let (name, rest) = cstr(&m.body);
                 let (text, _) = cstr(rest);
                 let name = bounded(name);
-                let st = stmt(text, !m.whole(), (!name.is_empty()).then(|| name.clone()));
+                let st = stmt(text, !m.whole(), (!name.is_empty()).then(|| Str::shared(&name)), self.cfg.span_fields);
                 if self.statements.insert(name.clone(), st.clone()) {
                     STATEMENTS_EVICTED.inc();
                 }
@@ -632,7 +650,7 @@ impl PostgresDecoder {
             b'D' => front.data_rows += 1,
             b'C' => {
                 let (tag, _) = cstr(&m.body);
-                front.tag = Some(bounded(tag));
+                front.tag = Some(Str::compact(bounded(tag)));
             }
             b'E' if front.error.is_none() => front.error = Some(parse_error(&m.body)),
             b'G' => front.copy = Some("in"),
@@ -774,21 +792,21 @@ impl PostgresDecoder {
         };
         let s = e.stmt.as_deref();
         let operation = s
-            .and_then(|s| s.summary.operation.clone())
-            .or_else(|| e.tag.as_deref().map(tag_operation).filter(|o| !o.is_empty()));
+            .and_then(|s| s.operation.clone())
+            .or_else(|| e.tag.as_deref().map(tag_operation).filter(|o| !o.is_empty()).map(Str::compact));
         let (message, summary) = match e.kind {
-            Kind::Query => ("query", s.and_then(|s| s.summary.summary.clone())),
-            Kind::Execute => ("execute", s.and_then(|s| s.summary.summary.clone())),
+            Kind::Query => ("query", s.and_then(|s| s.summary.clone())),
+            Kind::Execute => ("execute", s.and_then(|s| s.summary.clone())),
             Kind::Func => ("function_call", None),
-            _ => ("parse", s.and_then(|s| s.summary.summary.clone())),
+            _ => ("parse", s.and_then(|s| s.summary.clone())),
         };
         let detail = PostgresDetail {
             message,
             operation,
-            collection: s.and_then(|s| s.summary.collection.clone()),
+            collection: s.and_then(|s| s.collection.clone()),
             summary,
-            query_masked: s.map(|s| s.summary.masked_text.clone()),
-            query_raw: s.map(|s| s.raw.clone()),
+            query_masked: s.and_then(|s| s.masked.clone()),
+            query_raw: s.and_then(|s| s.raw.clone()),
             statement: s.and_then(|s| s.name.clone()),
             database: self.database.clone().or_else(|| self.user.clone()),
             user: self.user.clone(),
@@ -815,18 +833,20 @@ impl PostgresDecoder {
     }
 
     fn drain(&mut self, dir: StreamDir, out: &mut Emit) {
-        let msgs = std::mem::take(&mut self.msgs);
+        let mut msgs = std::mem::take(&mut self.msgs);
         for m in msgs.iter() {
             if m.lost {
                 self.desync |= !matches!(m.ty, b'D' | b'd');
             }
         }
-        for m in msgs {
+        for m in msgs.drain(..) {
             match dir {
                 StreamDir::ToServer => self.frontend(m, out),
                 StreamDir::ToClient => self.backend(m, out),
             }
         }
+        // The emptied list (its allocation) serves the next segment.
+        self.msgs = msgs;
     }
 
     #[cfg(test)]

@@ -472,6 +472,40 @@ proptest! {
         prop_assert_eq!(sizes(&r), sizes(&want));
     }
 
+    // Metrics only (no span shows statement texts): the same exchanges,
+    // however cut, but for the masked and raw texts.
+    #[test]
+    fn texts_off_changes_only_the_texts(cuts in proptest::collection::vec(1usize..40, 1..16)) {
+        let run = |span_fields: bool| {
+            let cfg = DecodeConfig { span_fields, ..DecodeConfig::default() };
+            let mut r = Run { conn: conn(Transport::Tcp, 5432), dec: PostgresDecoder::new(&cfg), out: Vec::new() };
+            for (dir, _, chunk) in crate::protocol::testutil::in_cuts(&conversation(), &cuts) {
+                match dir {
+                    StreamDir::ToServer => r.req(0, chunk),
+                    StreamDir::ToClient => r.resp(0, chunk),
+                };
+            }
+            r.out
+        };
+        let (with, without) = (run(true), run(false));
+        prop_assert_eq!(with.len(), 4);
+        let view = |exs: Vec<Exchange>, drop_texts: bool| -> Vec<String> {
+            exs.into_iter()
+                .map(|mut e| {
+                    if let Detail::Postgres(d) = &mut e.detail {
+                        if drop_texts {
+                            assert!(d.query_masked.is_some() || d.message == "function_call" || d.summary.is_none());
+                            d.query_masked = None;
+                            d.query_raw = None;
+                        }
+                    }
+                    format!("{e:?}")
+                })
+                .collect()
+        };
+        prop_assert_eq!(view(without, false), view(with, true));
+    }
+
     #[test]
     fn arbitrary_input_never_panics(
         mid in any::<bool>(),
@@ -529,7 +563,7 @@ fn span_mapping_follows_semconv() {
         .resp(6, &[error("42P01", "relation \"nope\" does not exist"), ready()].concat());
     let get = |p: &crate::otel::span::SpanParts, k: &str| p.attrs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
     let Detail::Postgres(d) = &r.out[0].detail else { panic!() };
-    let p = semconv::span_parts(&r.out[0], d, SpanKind::Client, &NamingOptions::default());
+    let p = semconv::span_parts(&r.out[0], d, SpanKind::Client, &NamingOptions::default(), false);
     assert_eq!(p.name, "SELECT items");
     assert!(p.error.is_none());
     assert_eq!(get(&p, "db.system.name"), Some(V::from("postgresql")));
@@ -542,16 +576,27 @@ fn span_mapping_follows_semconv() {
     assert!(m.iter().any(|(k, _)| *k == "db.query.summary"));
     // Unmasked on request; errors carry the SQLSTATE.
     let opts = NamingOptions { unmask_db_statements: true, ..Default::default() };
-    let p = semconv::span_parts(&r.out[0], d, SpanKind::Client, &opts);
+    let p = semconv::span_parts(&r.out[0], d, SpanKind::Client, &opts, false);
     assert_eq!(get(&p, "db.query.text"), Some(V::from("SELECT name FROM items WHERE id = 7")));
     let Detail::Postgres(d) = &r.out[1].detail else { panic!() };
-    let p = semconv::span_parts(&r.out[1], d, SpanKind::Client, &NamingOptions::default());
+    let p = semconv::span_parts(&r.out[1], d, SpanKind::Client, &NamingOptions::default(), false);
     assert_eq!(p.name, "DELETE nope");
     assert_eq!(p.error.as_deref(), Some("relation \"nope\" does not exist"));
     assert_eq!(get(&p, "db.response.status_code"), Some(V::from("42P01")));
     assert_eq!(get(&p, "error.type"), Some(V::from("42P01")));
     let m = p.metric.unwrap().1;
     assert!(m.iter().any(|(k, v)| *k == "error.type" && *v == V::from("42P01")));
+    // CLIENT metrics name the server when configured to, as the span does;
+    // reduced (no span exported) the metric and the error are the same.
+    let opts = NamingOptions { metrics_server_address: true, ..Default::default() };
+    let p = semconv::span_parts(&r.out[1], d, SpanKind::Client, &opts, false);
+    let m = p.metric.clone().unwrap().1;
+    for key in ["server.address", "server.port"] {
+        assert_eq!(m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()), get(&p, key), "{key}");
+    }
+    let reduced = semconv::span_parts(&r.out[1], d, SpanKind::Client, &opts, true);
+    assert_eq!(reduced.metric.unwrap().1, m);
+    assert!(reduced.error.is_some() && reduced.attrs.is_empty());
     for (k, _) in &p.attrs {
         assert!(crate::otel::semconv::is_allowed_key(k), "{k}");
     }

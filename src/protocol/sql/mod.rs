@@ -47,12 +47,23 @@ impl SqlSummary {
     /// (`ALTER ROLE … PASSWORD '…'`, `CREATE USER … IDENTIFIED BY '…'`,
     /// `SET PASSWORD = …`), so credentials never leave the agent.
     pub fn unmasked_text(&self, raw: &str) -> String {
-        let upper = self.masked_text.to_ascii_uppercase();
-        if upper.contains("PASSWORD") || upper.contains("IDENTIFIED") {
+        if self.sets_password() {
             self.masked_text.clone()
         } else {
             raw.to_string()
         }
+    }
+
+    /// The masked text names a password (`PASSWORD`, `IDENTIFIED`, any case).
+    pub fn sets_password(&self) -> bool {
+        // Without an upper-case copy of the text: only the `P`/`I` bytes
+        // start a comparison.
+        let b = self.masked_text.as_bytes();
+        b.iter().enumerate().any(|(i, c)| match c {
+            b'p' | b'P' => b.get(i..i + 8).is_some_and(|w| w.eq_ignore_ascii_case(b"PASSWORD")),
+            b'i' | b'I' => b.get(i..i + 10).is_some_and(|w| w.eq_ignore_ascii_case(b"IDENTIFIED")),
+            _ => false,
+        })
     }
 }
 
@@ -248,47 +259,65 @@ fn kw(t: &Tok, k: &str) -> bool {
     matches!(t, Tok::Word(w) if w.eq_ignore_ascii_case(k))
 }
 
-/// Words that end a table reference or cannot be one.
-const NOT_TABLES: &[&str] = &[
-    "SELECT",
-    "LATERAL",
-    "ONLY",
-    "WHERE",
-    "GROUP",
-    "ORDER",
-    "LIMIT",
-    "OFFSET",
-    "JOIN",
-    "INNER",
-    "LEFT",
-    "RIGHT",
-    "FULL",
-    "CROSS",
-    "NATURAL",
-    "ON",
-    "USING",
-    "SET",
-    "VALUES",
-    "DEFAULT",
-    "RETURNING",
-    "WINDOW",
-    "HAVING",
-    "UNION",
-    "EXCEPT",
-    "INTERSECT",
-    "FOR",
-    "AS",
-    "IF",
-    "NOT",
-    "EXISTS",
-    "WITH",
-    "STDIN",
-    "STDOUT",
-    "DUAL",
-];
+/// `w` in upper case in `buf` when it is at most 16 bytes long (every
+/// keyword looked for is shorter), else None: a keyword check without the
+/// `String` `to_ascii_uppercase` allocates for every word of a statement.
+fn upper16<'b>(w: &str, buf: &'b mut [u8; 16]) -> Option<&'b [u8]> {
+    let b = w.as_bytes();
+    if b.len() > buf.len() {
+        return None;
+    }
+    for (d, s) in buf.iter_mut().zip(b) {
+        *d = s.to_ascii_uppercase();
+    }
+    Some(&buf[..b.len()])
+}
+
+/// Words that end a table reference or cannot be one (`w` upper case).
+fn is_not_table_upper(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"SELECT"
+            | b"LATERAL"
+            | b"ONLY"
+            | b"WHERE"
+            | b"GROUP"
+            | b"ORDER"
+            | b"LIMIT"
+            | b"OFFSET"
+            | b"JOIN"
+            | b"INNER"
+            | b"LEFT"
+            | b"RIGHT"
+            | b"FULL"
+            | b"CROSS"
+            | b"NATURAL"
+            | b"ON"
+            | b"USING"
+            | b"SET"
+            | b"VALUES"
+            | b"DEFAULT"
+            | b"RETURNING"
+            | b"WINDOW"
+            | b"HAVING"
+            | b"UNION"
+            | b"EXCEPT"
+            | b"INTERSECT"
+            | b"FOR"
+            | b"AS"
+            | b"IF"
+            | b"NOT"
+            | b"EXISTS"
+            | b"WITH"
+            | b"STDIN"
+            | b"STDOUT"
+            | b"DUAL"
+    )
+}
 
 fn is_not_table(w: &str) -> bool {
-    NOT_TABLES.iter().any(|k| w.eq_ignore_ascii_case(k))
+    let mut buf = [0u8; 16];
+    upper16(w, &mut buf).is_some_and(is_not_table_upper)
 }
 
 /// Modifiers between CREATE/DROP/ALTER and the object type (PostgreSQL and MySQL).
@@ -504,28 +533,29 @@ fn scan_tables(toks: &[Tok], names: &mut Names, nested_select_op: bool) {
                 }
             }
             Tok::Word(w) => {
-                let upper = w.to_ascii_uppercase();
-                match upper.as_str() {
-                    "FROM" | "JOIN" | "INTO" | "USING" => {
+                let mut buf = [0u8; 16];
+                match upper16(w, &mut buf) {
+                    Some(word @ (b"FROM" | b"JOIN" | b"INTO" | b"USING")) => {
+                        let (into, from) = (word == b"INTO", word == b"FROM");
                         let mut k = i + 1;
                         while toks.get(k).is_some_and(|t| kw(t, "ONLY") || kw(t, "LATERAL")) {
                             k += 1;
                         }
-                        if let Some((n, next)) = name_at(toks, k, upper != "INTO") {
+                        if let Some((n, next)) = name_at(toks, k, !into) {
                             names.add_table(n);
-                            in_from = upper == "FROM";
+                            in_from = from;
                             i = next;
                             continue;
                         }
                     }
-                    "SELECT"
+                    Some(b"SELECT")
                         if depth == 0
                             && nested_select_op
                             && names.parts.last().map(String::as_str) != Some("SELECT") =>
                     {
                         names.parts.push("SELECT".to_string());
                     }
-                    _ if is_not_table(&upper) => in_from = false,
+                    Some(u) if is_not_table_upper(u) => in_from = false,
                     _ => {}
                 }
             }
@@ -537,9 +567,18 @@ fn scan_tables(toks: &[Tok], names: &mut Names, nested_select_op: bool) {
 
 /// Operation, first collection, summary and masked text of `sql`.
 pub fn summarize(sql: &str, dialect: Dialect) -> SqlSummary {
-    let mut masked = String::with_capacity(sql.len().min(MAX_MASKED + 3));
-    let mut toks: Vec<Tok> = Vec::new();
-    let mut cut = false;
+    summarize_opts(sql, dialect, true)
+}
+
+/// [`summarize`]; without `texts` the masked text is not built (left
+/// empty): only spans show it, and an agent that records metrics only
+/// needs the operation, collection and summary.
+pub fn summarize_opts(sql: &str, dialect: Dialect, texts: bool) -> SqlSummary {
+    let mut cut = !texts;
+    let mut masked = if texts { String::with_capacity(sql.len().min(MAX_MASKED + 3)) } else { String::new() };
+    // Sized once for a usual statement (grown from empty it was reallocated
+    // four or five times per statement).
+    let mut toks: Vec<Tok> = Vec::with_capacity(64);
     let mut last_space = true;
     tokenize(sql, dialect, |t, text| {
         if toks.len() < MAX_TOKENS && t != Tok::Punct(b' ') {
@@ -567,7 +606,7 @@ pub fn summarize(sql: &str, dialect: Dialect) -> SqlSummary {
     });
     let trimmed = masked.trim_end().len();
     masked.truncate(trimmed);
-    if cut {
+    if cut && texts {
         masked.push_str("...");
     }
     let (operation, collection, mut summary) = analyse(&toks);
