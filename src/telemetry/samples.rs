@@ -143,6 +143,29 @@ pub fn postgres_exchange(dir: Direction, sqlstate: Option<&str>, summary: bool, 
     exchange(c, Protocol::Postgres, start_ns, 700_000, Detail::Postgres(d))
 }
 
+/// A MySQL COM_QUERY, `error_code` an ERR packet's.
+pub fn mysql_exchange(dir: Direction, error_code: Option<u16>, start_ns: u64) -> Exchange {
+    let c = conn("10.200.0.1:40009", "10.200.0.10:3306", Transport::Tcp, dir);
+    let d = crate::protocol::mysql::MysqlDetail {
+        system: "mariadb".into(),
+        server_version: Some("11.8.3-MariaDB".into()),
+        command: "COM_QUERY".into(),
+        operation: Some("SELECT".into()),
+        collection: Some("items".into()),
+        summary: Some("SELECT items".into()),
+        query_masked: Some(Str::shared("SELECT name, price FROM items WHERE id = ?")),
+        query_raw: Some(Str::shared("SELECT name, price FROM items WHERE id = 2")),
+        namespace: Some("shop".into()),
+        user: Some("app".into()),
+        error_code,
+        sql_state: error_code.map(|_| "42S02".into()),
+        error_message: error_code.map(|_| "Table 'shop.items' doesn't exist".into()),
+        returned_rows: error_code.is_none().then_some(1),
+        ..Default::default()
+    };
+    exchange(c, Protocol::Mysql, start_ns, 650_000, Detail::Mysql(d))
+}
+
 pub fn kafka_exchange(dir: Direction, error_code: i16, start_ns: u64) -> Exchange {
     let c = conn("10.200.0.1:40006", "10.200.0.9:9092", Transport::Tcp, dir);
     let d = KafkaDetail {

@@ -277,6 +277,8 @@ fn reduced_spans_change_neither_metrics_nor_kept_error_spans() {
     for (i, (sqlstate, summary)) in [(None, true), (Some("42P01"), true), (None, false)].into_iter().enumerate() {
         t += 1_000_000;
         exs.push(postgres_exchange(if i % 2 == 0 { Egress } else { Ingress }, sqlstate, summary, t));
+        t += 1_000_000;
+        exs.push(mysql_exchange(if i % 2 == 0 { Ingress } else { Egress }, (i == 1).then_some(1146), t));
     }
     for outcome in [Outcome::Timeout, Outcome::Reset] {
         t += 1_000_000;
@@ -286,7 +288,9 @@ fn reduced_spans_change_neither_metrics_nor_kept_error_spans() {
         r.outcome = outcome;
         let mut p = postgres_exchange(Egress, None, true, t);
         p.outcome = outcome;
-        exs.extend([h, r, p]);
+        let mut m = mysql_exchange(Ingress, None, t);
+        m.outcome = outcome;
+        exs.extend([h, r, p, m]);
     }
     for metrics_server_address in [false, true] {
         let cfg = TelemetryConfig { metrics_server_address, ..TelemetryConfig::default() };

@@ -22,6 +22,7 @@ use super::resync::Resync;
 use super::sql;
 use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir, Transport};
+use crate::otel::attr::Str;
 use crate::protocol::exchange::{Detail, Exchange, Outcome, Protocol};
 use crate::stats::{counter, Counter};
 use std::collections::VecDeque;
@@ -267,11 +268,29 @@ enum St {
     Done,
 }
 
-/// A prepared statement's text, shared by its executions.
+/// A statement's texts and shape, shared by its exchanges (a prepared
+/// statement's by its executions): clones are reference counts.
 #[derive(Debug)]
 struct Stmt {
-    raw: String,
-    summary: sql::SqlSummary,
+    shape: sql::Shape,
+    /// None when statement texts are not kept (metrics only).
+    masked: Option<Str>,
+    raw: Option<Str>,
+}
+
+/// The summary and texts of a COM_QUERY / COM_STMT_PREPARE text; `cut`: the
+/// text was longer than captured. Texts only when spans may show them.
+fn statement(raw: &str, cut: bool, texts: bool) -> Stmt {
+    let (shape, masked_text) = sql::summarize_shared(raw, sql::Dialect::MySql, texts);
+    let (mut masked, mut unmasked) = (None, None);
+    if texts {
+        let ellipsis = if cut && !masked_text.ends_with("...") { "..." } else { "" };
+        // Password-setting statements keep their literals masked even in the raw text.
+        let r = if sql::sets_password(&masked_text) { &masked_text } else { raw };
+        masked = Some(Str::shared(&format!("{masked_text}{ellipsis}")));
+        unmasked = Some(Str::shared(&format!("{r}{ellipsis}")));
+    }
+    Stmt { shape, masked, raw: unmasked }
 }
 
 #[derive(Debug)]
@@ -292,7 +311,7 @@ struct Cmd {
     /// COM_STMT_PREPARE: its text, stored under the id its OK returns.
     prepare: Option<Arc<Stmt>>,
     /// COM_INIT_DB / USE / COM_CHANGE_USER: the schema selected on success.
-    new_schema: Option<String>,
+    new_schema: Option<Str>,
 }
 
 struct Dir {
@@ -313,12 +332,12 @@ pub struct MysqlDecoder {
     started: bool,
     phase: Phase,
     system: &'static str,
-    server_version: Option<String>,
+    server_version: Option<Str>,
     server_caps: Option<u32>,
     deprecate_eof: Option<bool>,
     compress: bool,
-    namespace: Option<String>,
-    user: Option<String>,
+    namespace: Option<Str>,
+    user: Option<Str>,
     client_caps: u32,
     dirs: [Dir; 2],
     pending: VecDeque<Cmd>,
@@ -326,8 +345,8 @@ pub struct MysqlDecoder {
     max_buf: usize,
 }
 
-fn op_of_command(name: &str) -> String {
-    name.strip_prefix("COM_").unwrap_or(name).to_string()
+fn op_of_command(name: &str) -> Str {
+    Str::copy(name.strip_prefix("COM_").unwrap_or(name))
 }
 
 fn le_u32(b: &[u8], at: usize) -> Option<u32> {
@@ -511,7 +530,7 @@ impl MysqlDecoder {
             (Phase::Greeting, StreamDir::ToClient) => {
                 if let Some(g) = (p.seq == 0).then(|| wire::greeting(&p.head)).flatten() {
                     self.system = if g.mariadb() { "mariadb" } else { "mysql" };
-                    self.server_version = Some(sql::truncate_str(g.display_version(), 64).to_string());
+                    self.server_version = Some(Str::shared(sql::truncate_str(g.display_version(), 64)));
                     self.server_caps = Some(g.capabilities);
                     self.phase = Phase::Login;
                 } else if p.first() == Some(0xff) {
@@ -572,9 +591,9 @@ impl MysqlDecoder {
         self.client_caps = l.capabilities;
         self.deprecate_eof = Some(both & cap::DEPRECATE_EOF != 0);
         self.compress = both & cap::COMPRESS != 0;
-        self.user = l.user.map(|u| sql::truncate_str(&u, 128).to_string());
+        self.user = l.user.map(|u| Str::shared(sql::truncate_str(&u, 128)));
         if let Some(db) = l.database {
-            self.namespace = Some(sql::truncate_str(&db, 128).to_string());
+            self.namespace = Some(Str::shared(sql::truncate_str(&db, 128)));
         }
         self.phase = Phase::Auth;
     }
@@ -594,9 +613,9 @@ impl MysqlDecoder {
             PARSE_ERRORS.inc();
             return;
         };
-        let name = wire::command_name(code).map_or_else(|| format!("COM_0x{code:02x}"), str::to_string);
+        let name = wire::command_name(code).map_or_else(|| Str::compact(format!("COM_0x{code:02x}")), Str::lit);
         let mut detail = MysqlDetail {
-            system: self.system.to_string(),
+            system: Str::lit(self.system),
             server_version: self.server_version.clone(),
             operation: Some(op_of_command(&name)),
             command: name,
@@ -614,14 +633,14 @@ impl MysqlDecoder {
                 let text = self.statement_text(body);
                 match text {
                     Some(raw) => {
-                        let summary = sql::summarize(&raw, sql::Dialect::MySql);
-                        fill_statement(&mut detail, &raw, &summary, text_cut);
+                        let st = statement(&raw, text_cut, self.cfg.span_fields);
+                        fill_statement(&mut detail, &st);
                         if code == 0x03 {
-                            new_schema = sql::use_target(&raw);
+                            new_schema = sql::use_target(&raw).map(Str::compact);
                         } else {
-                            detail.operation = Some("PREPARE".to_string());
-                            detail.summary = summary.summary.as_ref().map(|s| format!("PREPARE {s}"));
-                            prepare = Some(Arc::new(Stmt { raw, summary }));
+                            detail.operation = Some(Str::lit("PREPARE"));
+                            detail.summary = st.shape.summary.as_ref().map(|s| Str::compact(format!("PREPARE {s}")));
+                            prepare = Some(Arc::new(st));
                         }
                     }
                     None if code == 0x03 => detail.operation = None,
@@ -638,9 +657,9 @@ impl MysqlDecoder {
                 detail.statement_id = id;
                 if let Some(s) = id.and_then(|id| self.stmt(id)) {
                     if code == 0x17 || code == 0xfa {
-                        fill_statement(&mut detail, &s.raw, &s.summary, false);
+                        fill_statement(&mut detail, &s);
                     } else {
-                        detail.collection = s.summary.collection.clone();
+                        detail.collection = s.shape.collection.clone();
                     }
                 }
                 if code == 0x19 {
@@ -656,19 +675,19 @@ impl MysqlDecoder {
                 }
             }
             0x02 => {
-                let db = String::from_utf8_lossy(body).into_owned();
-                let db = sql::truncate_str(&db, 128).to_string();
+                let db = String::from_utf8_lossy(body);
+                let db = Str::shared(sql::truncate_str(&db, 128));
                 detail.namespace = Some(db.clone());
                 new_schema = Some(db);
                 St::Single
             }
             0x04 => {
                 let end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
-                detail.collection = Some(sql::truncate_str(&String::from_utf8_lossy(&body[..end]), 128).to_string());
+                detail.collection = Some(Str::shared(sql::truncate_str(&String::from_utf8_lossy(&body[..end]), 128)));
                 St::Fields
             }
             0x11 => {
-                new_schema = change_user_schema(body, self.client_caps);
+                new_schema = change_user_schema(body, self.client_caps).map(Str::compact);
                 St::OkErr
             }
             0x01 => St::NoResponse,
@@ -836,14 +855,12 @@ impl MysqlDecoder {
     }
 }
 
-fn fill_statement(d: &mut MysqlDetail, raw: &str, s: &sql::SqlSummary, cut: bool) {
-    d.operation = s.operation.clone();
-    d.collection = s.collection.clone();
-    d.summary = s.summary.clone();
-    let ellipsis = if cut && !s.masked_text.ends_with("...") { "..." } else { "" };
-    d.query_masked = Some(format!("{}{ellipsis}", s.masked_text));
-    // Password-setting statements keep their literals masked even in the raw text.
-    d.query_raw = Some(format!("{}{ellipsis}", s.unmasked_text(raw)));
+fn fill_statement(d: &mut MysqlDetail, st: &Stmt) {
+    d.operation = st.shape.operation.clone();
+    d.collection = st.shape.collection.clone();
+    d.summary = st.shape.summary.clone();
+    d.query_masked = st.masked.clone();
+    d.query_raw = st.raw.clone();
 }
 
 /// The schema COM_CHANGE_USER selects: user, auth response, then schema.

@@ -3,57 +3,99 @@
 //! otherwise) and the `db.client.operation.duration` histogram. ERROR on an
 //! ERR packet: `db.response.status_code` and `error.type` = the error code.
 use super::MysqlDetail;
-use crate::otel::attr::{Attrs, Put, Str};
+use crate::otel::attr::{take_attrs, Attrs, Put, Str};
 use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
-use crate::protocol::span_common::{endpoint_attrs, outcome_error, push_opt};
+use crate::protocol::span_common::{endpoint_attrs, ip_text, outcome_status, push_opt};
 
-pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptions) -> SpanParts {
-    let system = if d.system.is_empty() { Str::lit("mysql") } else { Str::copy(&d.system) };
-    let mut a: Attrs = vec![("db.system.name", system.clone().into())];
-    push_opt(&mut a, "db.operation.name", d.operation.clone());
-    push_opt(&mut a, "db.collection.name", d.collection.clone());
-    push_opt(&mut a, "db.namespace", d.namespace.clone());
-    push_opt(&mut a, "db.query.summary", d.summary.clone());
-    let mut m = a.clone();
-    let text = if opts.unmask_db_statements { &d.query_raw } else { &d.query_masked };
-    push_opt(&mut a, "db.query.text", text.clone().filter(|t| !t.is_empty()));
-    push_opt(&mut a, "db.response.returned_rows", d.returned_rows.map(|n| n as i64));
-    push_opt(&mut a, "cnflow.mysql.command", Some(d.command.clone()));
-    push_opt(&mut a, "cnflow.mysql.affected_rows", d.affected_rows.map(|n| n as i64));
-    push_opt(&mut a, "cnflow.mysql.statement_id", d.statement_id.map(|n| n as i64));
-    push_opt(&mut a, "cnflow.mysql.sql_state", d.sql_state.clone());
-    push_opt(&mut a, "cnflow.mysql.server_version", d.server_version.clone());
-    endpoint_attrs(ex, kind, None, &mut a);
-    let mut error = outcome_error(ex, &mut a);
-    if error.is_none() {
-        if let Some(code) = d.error_code {
-            a.put("db.response.status_code", code.to_string());
-            a.put("error.type", code.to_string());
-            error = Some(d.error_message.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| code.to_string()));
-        }
-    }
-    for key in ["db.response.status_code", "error.type"] {
-        if let Some((_, v)) = a.iter().find(|(k, _)| *k == key) {
-            m.put(key, v.clone());
-        }
-    }
-    // Semconv: the summary, else operation and target, else the target, else the system.
-    let target = d.collection.as_ref().or(d.namespace.as_ref());
-    let name = match (&d.summary, &d.operation, target) {
-        (Some(s), _, _) => s.clone(),
-        (None, Some(op), Some(t)) => format!("{op} {t}"),
-        (None, Some(op), None) => op.clone(),
-        (None, None, Some(t)) => t.clone(),
-        (None, None, None) => system.to_string(),
+/// The MySQL/MariaDB span of `kind`. With `metric_only` (no span will be
+/// exported), only the metric attributes and whether the exchange is an
+/// error (its message left out): no name, statement or endpoint attributes.
+pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptions, metric_only: bool) -> SpanParts {
+    let system = if d.system.is_empty() { Str::lit("mysql") } else { d.system.clone() };
+    // The status: a timeout or reset first, else an ERR packet (its code as
+    // status code and error type).
+    let (status, error_type, error) = match outcome_status(ex) {
+        Some((ty, msg)) => (None, Some(Str::lit(ty)), Some(msg)),
+        None => match d.error_code {
+            Some(code) => {
+                let code = Str::int(i64::from(code));
+                (Some(code.clone()), Some(code), None)
+            }
+            None => (None, None, None),
+        },
     };
-    SpanParts { name: name.into(), kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
+    let is_error = error_type.is_some();
+    let mut a: Attrs = if metric_only { Attrs::new() } else { take_attrs(26) };
+    if !metric_only {
+        a.put("db.system.name", system.clone());
+        push_opt(&mut a, "db.operation.name", d.operation.clone());
+        push_opt(&mut a, "db.collection.name", d.collection.clone());
+        push_opt(&mut a, "db.namespace", d.namespace.clone());
+        push_opt(&mut a, "db.query.summary", d.summary.clone());
+        let text = if opts.unmask_db_statements { &d.query_raw } else { &d.query_masked };
+        push_opt(&mut a, "db.query.text", text.clone().filter(|t| !t.is_empty()));
+        push_opt(&mut a, "db.response.returned_rows", d.returned_rows.map(|n| n as i64));
+        a.put("cnflow.mysql.command", d.command.clone());
+        push_opt(&mut a, "cnflow.mysql.affected_rows", d.affected_rows.map(|n| n as i64));
+        push_opt(&mut a, "cnflow.mysql.statement_id", d.statement_id.map(|n| n as i64));
+        push_opt(&mut a, "cnflow.mysql.sql_state", d.sql_state.clone());
+        push_opt(&mut a, "cnflow.mysql.server_version", d.server_version.clone());
+        endpoint_attrs(ex, kind, None, &mut a);
+        if let Some((ty, _)) = outcome_status(ex) {
+            a.put("error.type", ty);
+        } else if let Some(code) = &status {
+            a.put("db.response.status_code", code.clone());
+            a.put("error.type", code.clone());
+        }
+    }
+    // The histogram's attributes, pushed in key order (`Metrics::record`
+    // sorts them by key: then it only compares).
+    let mut m: Attrs = take_attrs(9);
+    push_opt(&mut m, "db.collection.name", d.collection.clone());
+    push_opt(&mut m, "db.namespace", d.namespace.clone());
+    push_opt(&mut m, "db.operation.name", d.operation.clone());
+    push_opt(&mut m, "db.query.summary", d.summary.clone());
+    push_opt(&mut m, "db.response.status_code", status);
+    m.put("db.system.name", system.clone());
+    push_opt(&mut m, "error.type", error_type);
+    if kind == Kind::Client && opts.metrics_server_address {
+        // As the span's endpoint attributes have them (no Host for MySQL).
+        m.put("server.address", ip_text(ex.conn.server.ip()));
+        if ex.conn.server.port() != 0 {
+            m.put("server.port", i64::from(ex.conn.server.port()));
+        }
+    }
+    let error = match error {
+        _ if !is_error => None,
+        _ if metric_only => Some(String::new()),
+        Some(msg) => Some(msg.to_string()),
+        None => {
+            let code = d.error_code.map(|c| c.to_string()).unwrap_or_default();
+            Some(d.error_message.clone().filter(|m| !m.is_empty()).unwrap_or(code))
+        }
+    };
+    // Semconv: the summary, else operation and target, else the target, else the system.
+    let name = if metric_only {
+        Str::default()
+    } else {
+        let target = d.collection.as_ref().or(d.namespace.as_ref());
+        match (&d.summary, &d.operation, target) {
+            (Some(s), _, _) => s.clone(),
+            (None, Some(op), Some(t)) => Str::concat(&[op, " ", t]),
+            (None, Some(op), None) => op.clone(),
+            (None, None, Some(t)) => t.clone(),
+            (None, None, None) => system,
+        }
+    };
+    SpanParts { name, kind, attrs: a, error, metric: Some((Instrument::Db, m)), peer: vec![] }
 }
 
 impl SpanMapping for MysqlDetail {
     fn span_parts(&self, ex: &Exchange, kind: Kind, cx: &mut SpanCx) -> SpanParts {
-        span_parts(ex, self, kind, cx.opts)
+        cx.reduced = cx.metric_only;
+        span_parts(ex, self, kind, cx.opts, cx.metric_only)
     }
 }

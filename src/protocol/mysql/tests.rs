@@ -612,6 +612,40 @@ proptest! {
         prop_assert_eq!(all_segmentations(&compressed_session(13), &cuts), want);
     }
 
+    // Metrics only (no span shows statement texts): the same exchanges,
+    // however cut, but for the masked and raw texts.
+    #[test]
+    fn texts_off_changes_only_the_texts(cuts in proptest::collection::vec(1usize..64, 1..8), deprecate: bool) {
+        let run = |span_fields: bool| {
+            let cfg = DecodeConfig { span_fields, ..DecodeConfig::default() };
+            let mut r = Run { conn: conn(Transport::Tcp, 3306), dec: MysqlDecoder::new(&cfg), out: Vec::new() };
+            for (i, (d, b)) in session(deprecate).iter().enumerate() {
+                for c in b.chunks(cuts[i % cuts.len()].max(1)) {
+                    r.data(*d, i as u64 + 1, c);
+                }
+            }
+            r.close();
+            r.out
+        };
+        let (with, without) = (run(true), run(false));
+        prop_assert_eq!(with.len(), expected_session().len());
+        let view = |exs: Vec<Exchange>, drop_texts: bool| -> Vec<String> {
+            exs.into_iter()
+                .map(|mut e| {
+                    if let Detail::Mysql(d) = &mut e.detail {
+                        if drop_texts {
+                            d.query_masked = None;
+                            d.query_raw = None;
+                        }
+                    }
+                    format!("{e:?}")
+                })
+                .collect()
+        };
+        prop_assert!(with.iter().any(|e| matches!(&e.detail, Detail::Mysql(d) if d.query_masked.is_some())));
+        prop_assert_eq!(view(without, false), view(with, true));
+    }
+
     #[test]
     fn arbitrary_input_never_panics(
         chunks in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..200), 0u64..400), 0..40),
@@ -685,22 +719,33 @@ fn span_masks_by_default_and_names_by_summary() {
     let get =
         |p: &crate::otel::span::SpanParts, k: &str| p.attrs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
     let d = r.details();
-    let masked = semconv::span_parts(&r.out[7], d[7], Kind::Client, &NamingOptions::default());
+    let masked = semconv::span_parts(&r.out[7], d[7], Kind::Client, &NamingOptions::default(), false);
     assert_eq!(masked.name, "INSERT t");
     assert_eq!(get(&masked, "db.query.text").as_deref(), Some("\"INSERT INTO t VALUES (?, ?)\""));
     assert_eq!(get(&masked, "db.system.name").as_deref(), Some("mariadb"));
     let opts = NamingOptions { unmask_db_statements: true, ..NamingOptions::default() };
-    let raw = semconv::span_parts(&r.out[7], d[7], Kind::Client, &opts);
+    let raw = semconv::span_parts(&r.out[7], d[7], Kind::Client, &opts, false);
     assert!(get(&raw, "db.query.text").unwrap().contains("secret"));
     // The error: status code, error.type, ERROR with the server's message; in the histogram too.
-    let e = semconv::span_parts(&r.out[1], d[1], Kind::Client, &NamingOptions::default());
+    let e = semconv::span_parts(&r.out[1], d[1], Kind::Client, &NamingOptions::default(), false);
     assert_eq!(e.name, "SELECT missing");
     assert_eq!(get(&e, "db.response.status_code").as_deref(), Some("1146"));
     assert_eq!(e.error.as_deref(), Some("Table 'shop.missing' doesn't exist"));
     let (_, m) = e.metric.unwrap();
     assert!(m.iter().any(|(k, _)| *k == "error.type") && !m.iter().any(|(k, _)| *k == "db.query.text"));
-    let rows = semconv::span_parts(&r.out[0], d[0], Kind::Client, &NamingOptions::default());
+    let rows = semconv::span_parts(&r.out[0], d[0], Kind::Client, &NamingOptions::default(), false);
     assert_eq!(get(&rows, "db.response.returned_rows").as_deref(), Some("3"));
-    let ping = semconv::span_parts(&r.out[3], d[3], Kind::Client, &NamingOptions::default());
+    let ping = semconv::span_parts(&r.out[3], d[3], Kind::Client, &NamingOptions::default(), false);
     assert_eq!(ping.name, "PING other");
+    // CLIENT metrics name the server when configured to, as the span does;
+    // reduced (no span exported) the metric and the error are the same.
+    let opts = NamingOptions { metrics_server_address: true, ..Default::default() };
+    let e = semconv::span_parts(&r.out[1], d[1], Kind::Client, &opts, false);
+    let m = e.metric.clone().unwrap().1;
+    for key in ["server.address", "server.port"] {
+        assert_eq!(m.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string()), get(&e, key), "{key}");
+    }
+    let reduced = semconv::span_parts(&r.out[1], d[1], Kind::Client, &opts, true);
+    assert_eq!(reduced.metric.unwrap().1, m);
+    assert!(reduced.error.is_some() && reduced.attrs.is_empty());
 }

@@ -159,25 +159,19 @@ struct Stmt {
 
 fn stmt(text: &[u8], truncated: bool, name: Option<Str>, texts: bool) -> Arc<Stmt> {
     let text = String::from_utf8_lossy(text);
-    let mut summary = sql::summarize_opts(&text, sql::Dialect::Postgres, texts);
+    let (shape, mut masked_text) = sql::summarize_shared(&text, sql::Dialect::Postgres, texts);
     let (mut masked, mut raw) = (None, None);
     if texts {
-        if truncated && !summary.masked_text.ends_with("...") {
-            summary.masked_text.push_str("...");
+        if truncated && !masked_text.ends_with("...") {
+            masked_text.push_str("...");
         }
         // Password-setting statements keep their literals masked even in the raw text.
-        let r = if summary.sets_password() { &summary.masked_text } else { &*text };
+        let r = if sql::sets_password(&masked_text) { &masked_text } else { &*text };
         raw = Some(Str::shared(sql::truncate_str(r, MAX_RAW)));
-        masked = Some(Str::shared(&summary.masked_text));
+        masked = Some(Str::shared(&masked_text));
     }
-    Arc::new(Stmt {
-        operation: summary.operation.map(Str::compact),
-        collection: summary.collection.map(Str::compact),
-        summary: summary.summary.as_deref().map(Str::shared),
-        masked,
-        raw,
-        name,
-    })
+    let sql::Shape { operation, collection, summary } = shape;
+    Arc::new(Stmt { operation, collection, summary, masked, raw, name })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,8 @@
 //! as text and simply yields no collection: a missing attribute is better
 //! than a wrong one. Bounded work and output, never panics.
 
+use crate::otel::attr::Str;
+
 /// Lexical rules of the server's SQL: where they differ, reading a MySQL
 /// string with PostgreSQL's rules (or the reverse) would leave a literal
 /// unmasked or mask an identifier.
@@ -47,24 +49,24 @@ impl SqlSummary {
     /// (`ALTER ROLE … PASSWORD '…'`, `CREATE USER … IDENTIFIED BY '…'`,
     /// `SET PASSWORD = …`), so credentials never leave the agent.
     pub fn unmasked_text(&self, raw: &str) -> String {
-        if self.sets_password() {
+        if sets_password(&self.masked_text) {
             self.masked_text.clone()
         } else {
             raw.to_string()
         }
     }
+}
 
-    /// The masked text names a password (`PASSWORD`, `IDENTIFIED`, any case).
-    pub fn sets_password(&self) -> bool {
-        // Without an upper-case copy of the text: only the `P`/`I` bytes
-        // start a comparison.
-        let b = self.masked_text.as_bytes();
-        b.iter().enumerate().any(|(i, c)| match c {
-            b'p' | b'P' => b.get(i..i + 8).is_some_and(|w| w.eq_ignore_ascii_case(b"PASSWORD")),
-            b'i' | b'I' => b.get(i..i + 10).is_some_and(|w| w.eq_ignore_ascii_case(b"IDENTIFIED")),
-            _ => false,
-        })
-    }
+/// A masked statement text names a password (`PASSWORD`, `IDENTIFIED`, any case).
+pub fn sets_password(masked: &str) -> bool {
+    // Without an upper-case copy of the text: only the `P`/`I` bytes start
+    // a comparison.
+    let b = masked.as_bytes();
+    b.iter().enumerate().any(|(i, c)| match c {
+        b'p' | b'P' => b.get(i..i + 8).is_some_and(|w| w.eq_ignore_ascii_case(b"PASSWORD")),
+        b'i' | b'I' => b.get(i..i + 10).is_some_and(|w| w.eq_ignore_ascii_case(b"IDENTIFIED")),
+        _ => false,
+    })
 }
 
 /// The database a `USE db` statement selects (MySQL).
@@ -104,11 +106,48 @@ enum Tok<'a> {
     Punct(u8),
 }
 
+/// Byte classes, one table load per byte in the tokenizer's loops (the
+/// `is_ascii_*` chains were a third of its instructions).
+const WORD_START: u8 = 1;
+const WORD_BYTE: u8 = 2;
+const SPACE: u8 = 4;
+/// A byte that goes on a number: alphanumeric, `_` or `.`.
+const NUM_BYTE: u8 = 8;
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let alpha = b.is_ascii_alphabetic();
+        let alnum = b.is_ascii_alphanumeric();
+        if alpha || b == b'_' || b >= 0x80 {
+            t[i] |= WORD_START;
+        }
+        if alnum || b == b'_' || b == b'$' || b >= 0x80 {
+            t[i] |= WORD_BYTE;
+        }
+        if b.is_ascii_whitespace() {
+            t[i] |= SPACE;
+        }
+        if alnum || b == b'_' || b == b'.' {
+            t[i] |= NUM_BYTE;
+        }
+        i += 1;
+    }
+    t
+};
+
+#[inline(always)]
 fn is_word_start(b: u8) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+    CLASS[usize::from(b)] & WORD_START != 0
 }
+#[inline(always)]
 fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+    CLASS[usize::from(b)] & WORD_BYTE != 0
+}
+#[inline(always)]
+fn is_space(b: u8) -> bool {
+    CLASS[usize::from(b)] & SPACE != 0
 }
 
 /// Splits `sql` into tokens, calling `out(token, text_to_emit)`; comments
@@ -122,8 +161,8 @@ fn tokenize<'a>(sql: &'a str, dialect: Dialect, mut out: impl FnMut(Tok<'a>, &'a
         let c = b[i];
         let start = i;
         let tok;
-        if c.is_ascii_whitespace() {
-            while i < n && b[i].is_ascii_whitespace() {
+        if is_space(c) {
+            while i < n && is_space(b[i]) {
                 i += 1;
             }
             if !out(Tok::Punct(b' '), &sql[start..i]) {
@@ -201,7 +240,7 @@ fn tokenize<'a>(sql: &'a str, dialect: Dialect, mut out: impl FnMut(Tok<'a>, &'a
         } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
             while i < n {
                 let d = b[i];
-                if d.is_ascii_alphanumeric() || d == b'_' || d == b'.' {
+                if CLASS[usize::from(d)] & NUM_BYTE != 0 {
                     // 1e+5 / 1E-3: the sign belongs to the number.
                     if matches!(d, b'e' | b'E') && matches!(b.get(i + 1), Some(b'+' | b'-')) {
                         i += 1;
@@ -567,18 +606,24 @@ fn scan_tables(toks: &[Tok], names: &mut Names, nested_select_op: bool) {
 
 /// Operation, first collection, summary and masked text of `sql`.
 pub fn summarize(sql: &str, dialect: Dialect) -> SqlSummary {
-    summarize_opts(sql, dialect, true)
+    let mut masked = String::with_capacity(sql.len().min(MAX_MASKED + 3));
+    let mut toks: Vec<Tok> = Vec::with_capacity(64);
+    if tokenize_masked(sql, dialect, &mut toks, &mut masked) {
+        masked.push_str("...");
+    }
+    let (operation, collection, mut summary) = analyse(&toks);
+    if let Some(s) = summary.as_mut() {
+        truncate_at_char(s, MAX_SUMMARY);
+    }
+    SqlSummary { operation, collection, summary, masked_text: masked }
 }
 
-/// [`summarize`]; without `texts` the masked text is not built (left
-/// empty): only spans show it, and an agent that records metrics only
-/// needs the operation, collection and summary.
-pub fn summarize_opts(sql: &str, dialect: Dialect, texts: bool) -> SqlSummary {
-    let mut cut = !texts;
-    let mut masked = if texts { String::with_capacity(sql.len().min(MAX_MASKED + 3)) } else { String::new() };
-    // Sized once for a usual statement (grown from empty it was reallocated
-    // four or five times per statement).
-    let mut toks: Vec<Tok> = Vec::with_capacity(64);
+/// Tokens of `sql` (at most [`MAX_TOKENS`], blanks left out) into `toks`
+/// and its masked text into `masked`: literals as `?`, blank runs and
+/// comments as one space, cut at [`MAX_MASKED`] bytes (true: cut; the
+/// caller adds the "..."), trailing blanks trimmed.
+fn tokenize_masked<'a>(sql: &'a str, dialect: Dialect, toks: &mut Vec<Tok<'a>>, masked: &mut String) -> bool {
+    let mut cut = false;
     let mut last_space = true;
     tokenize(sql, dialect, |t, text| {
         if toks.len() < MAX_TOKENS && t != Tok::Punct(b' ') {
@@ -606,14 +651,73 @@ pub fn summarize_opts(sql: &str, dialect: Dialect, texts: bool) -> SqlSummary {
     });
     let trimmed = masked.trim_end().len();
     masked.truncate(trimmed);
-    if cut && texts {
+    cut
+}
+
+/// What [`summarize`] reads from a statement besides its masked text, as
+/// texts its exchanges share (clones are reference counts or inline copies).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub operation: Option<Str>,
+    pub collection: Option<Str>,
+    pub summary: Option<Str>,
+}
+
+/// Masked texts whose shape is remembered, per thread and dialect.
+const SHAPES: usize = 512;
+/// Longest masked text remembered (bytes): statements with literals inline
+/// (`WHERE id = 42`) differ only by those, and their masked texts repeat.
+const MAX_SHAPE_KEY: usize = 512;
+
+type ShapeCache = lru::LruCache<Box<str>, Shape, foldhash::fast::FixedState>;
+
+thread_local! {
+    /// The shape of recently seen masked texts: a statement's operation,
+    /// collection and summary depend only on its tokens, and its masked
+    /// text spells them (literals all read `?`, which the analysis does not
+    /// look into), so statements that differ only by literals share one.
+    static SHAPE_CACHE: std::cell::RefCell<[ShapeCache; 2]> = std::cell::RefCell::new([
+        lru::LruCache::with_hasher(std::num::NonZeroUsize::new(SHAPES).expect("non-zero"), Default::default()),
+        lru::LruCache::with_hasher(std::num::NonZeroUsize::new(SHAPES).expect("non-zero"), Default::default()),
+    ]);
+}
+
+/// [`summarize`] as the decoders use it: the shape (remembered by masked
+/// text, so the analysis runs once per distinct statement) and the masked
+/// text, which only spans show (`texts` false: left empty).
+pub fn summarize_shared(sql: &str, dialect: Dialect, texts: bool) -> (Shape, String) {
+    let mut masked = String::with_capacity(sql.len().min(MAX_MASKED + 3));
+    let mut toks: Vec<Tok> = Vec::with_capacity(64);
+    let cut = tokenize_masked(sql, dialect, &mut toks, &mut masked);
+    let slot = usize::from(dialect == Dialect::MySql);
+    let key_ok = !cut && masked.len() <= MAX_SHAPE_KEY;
+    let hit = if key_ok {
+        SHAPE_CACHE.try_with(|c| c.borrow_mut()[slot].get(masked.as_str()).cloned()).ok().flatten()
+    } else {
+        None
+    };
+    let shape = hit.unwrap_or_else(|| {
+        let (operation, collection, mut summary) = analyse(&toks);
+        if let Some(s) = summary.as_mut() {
+            truncate_at_char(s, MAX_SUMMARY);
+        }
+        let shape = Shape {
+            operation: operation.map(Str::compact),
+            collection: collection.map(Str::compact),
+            summary: summary.as_deref().map(Str::shared),
+        };
+        if key_ok {
+            let _ = SHAPE_CACHE.try_with(|c| c.borrow_mut()[slot].put(masked.as_str().into(), shape.clone()));
+        }
+        shape
+    });
+    if cut {
         masked.push_str("...");
     }
-    let (operation, collection, mut summary) = analyse(&toks);
-    if let Some(s) = summary.as_mut() {
-        truncate_at_char(s, MAX_SUMMARY);
+    if !texts {
+        masked = String::new();
     }
-    SqlSummary { operation, collection, summary, masked_text: masked }
+    (shape, masked)
 }
 
 /// Cut `s` to at most `max` bytes on a character boundary.
@@ -800,6 +904,44 @@ mod tests {
                 prop_assert!(r.summary.as_ref().is_none_or(|s| s.len() <= MAX_SUMMARY));
             }
             let _ = use_target(&sql);
+        }
+
+        // The shape remembered for a masked text is the one each statement's
+        // own tokens give: statements built from fragments that often mask
+        // alike (literals, parameters, blanks and comments, quoting, case),
+        // each summarised fresh and through the cache, twice.
+        #[test]
+        fn remembered_shapes_are_each_statements_own(
+            stmts in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![
+                        "SELECT", "select", "FROM", "from", "t", "T", "\"t\"", "`t`", "s.t", "x", "'lit'", "42", "1.5e-3", "?",
+                        "$1", ",", "(", ")", ";", "INSERT", "INTO", "VALUES", "WITH", "AS", "JOIN", "UPDATE", "SET", "=", "*",
+                        " ", "  ", "\n", "/* c */", "-- c\n", "# c\n", "E'x'", "$$a$$", "\"s\"", "CREATE", "TABLE", "INDEX",
+                        "ON", "DELETE", "ONLY", "LATERAL", "generate_series", "USE", "db", "BEGIN", "ALTER", "USER", "PASSWORD",
+                    ]),
+                    0..16,
+                ),
+                1..24,
+            ),
+            sep in proptest::sample::select(vec!["", " "]),
+        ) {
+            for _ in 0..2 {
+                for parts in &stmts {
+                    let sql = parts.join(sep);
+                    for d in [Dialect::Postgres, Dialect::MySql] {
+                        let fresh = summarize(&sql, d);
+                        let (shape, masked) = summarize_shared(&sql, d, true);
+                        prop_assert_eq!(shape.operation.as_deref(), fresh.operation.as_deref(), "{}", sql);
+                        prop_assert_eq!(shape.collection.as_deref(), fresh.collection.as_deref(), "{}", sql);
+                        prop_assert_eq!(shape.summary.as_deref(), fresh.summary.as_deref(), "{}", sql);
+                        prop_assert_eq!(&masked, &fresh.masked_text);
+                        let (again, none) = summarize_shared(&sql, d, false);
+                        prop_assert_eq!(again, shape);
+                        prop_assert!(none.is_empty());
+                    }
+                }
+            }
         }
 
         #[test]
