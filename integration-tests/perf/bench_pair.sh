@@ -3,7 +3,8 @@
 # Usage: bench_pair.sh OLD_BIN NEW_BIN [ROUNDS]   (root; nginx, wrk, redis-server, redis-benchmark, python3)
 # WRK_HEADERS="User-Agent: x|traceparent: 00-…-01" (headers separated by |) and WRK_PATH="index.html?a=1"
 # give wrk's requests what real clients send (plain wrk sends only Host).
-# WORKLOADS="wrk redis" (default) runs a subset. EXPORT=1: each agent exports every span to its
+# WORKLOADS="wrk redis" (default) runs a subset; "pgbench" adds PostgreSQL (pgbench -S, simple
+# protocol: every statement a new text with its literal inline; needs postgresql). EXPORT=1: each agent exports every span to its
 # own OTLP/HTTP protobuf receiver (127.0.0.1:4318 and :4319 in the server's netns).
 #
 # Why: bench_overhead.sh compares rounds taken one after another, and on a shared
@@ -59,6 +60,18 @@ PY
 if [ "${EXPORT:-0}" = 1 ]; then
   for port in 4318 4319; do ip netns exec $B python3 "$work/recv.py" $port & done
 fi
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [[ " ${WORKLOADS:-} " == *" pgbench "* ]]; then
+  # A throw-away cluster in the server's netns (trust authentication, no fsync),
+  # pgbench's tables at scale 1 filled before any agent starts.
+  [ -n "$pgbin" ] || { echo "pgbench workload: PostgreSQL is not installed" >&2; exit 2; }
+  chmod 755 "$work"; mkdir -p "$work/pg"; chown postgres "$work/pg"
+  as_pg() { ip netns exec $B su postgres -s /bin/bash -c "$*"; }
+  as_pg "$pgbin/initdb -D $work/pg -U postgres --auth=trust -E UTF8 --locale=C" >/dev/null
+  echo "host all all 10.200.97.0/24 trust" >> "$work/pg/pg_hba.conf"
+  as_pg "$pgbin/pg_ctl -D $work/pg -w -l $work/pg/log -o \"-c listen_addresses=10.200.97.2 -c unix_socket_directories=$work/pg -c fsync=off -c synchronous_commit=off\" start" >/dev/null
+  ip netns exec $A "$pgbin/pgbench" -h 10.200.97.2 -U postgres -i -s 1 -q postgres >/dev/null 2>&1
+fi
 sleep 1
 
 start() { # BIN PORT -> pid
@@ -76,6 +89,8 @@ workload() { # NAME -> requests done
     redis) local n=300000  # per test: SET and GET
            ip netns exec $A redis-benchmark -h 10.200.97.2 -p 6379 -n $n -c 50 -t set,get --csv 2>/dev/null >/dev/null
            echo $((2 * n)) ;;
+    pgbench) ip netns exec $A "$pgbin/pgbench" -h 10.200.97.2 -U postgres -c 8 -T 6 -S -M simple postgres 2>/dev/null |
+               awk '/transactions actually processed/{split($NF, a, "/"); print a[1]}' ;;
     *) echo "unknown workload $1" >&2; exit 2 ;;
   esac
 }

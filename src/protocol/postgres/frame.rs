@@ -234,11 +234,37 @@ pub struct Reader {
     lost: Resync,
     /// Encrypted from here on: nothing is read.
     pub off: bool,
+    /// Bodies of messages already read, for the next ones (see [`Reader::recycle`]).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Message bodies kept for reuse per direction, and the largest kept.
+pub(super) const SPARE_BODIES: usize = 16;
+pub(super) const SPARE_BODY_BYTES: usize = 4096;
 
 impl Reader {
     pub fn new(backend: bool) -> Self {
         Self { backend, untyped: !backend, ..Default::default() }
+    }
+
+    /// Takes back the body of a message it produced once it has been read:
+    /// the allocation serves a later message (a query and its answer are
+    /// five or more messages; each allocated its body).
+    pub fn recycle(&mut self, mut body: Vec<u8>) {
+        if self.spare.len() < SPARE_BODIES && body.capacity() <= SPARE_BODY_BYTES {
+            body.clear();
+            self.spare.push(body);
+        }
+    }
+
+    /// Bytes held by the kept bodies (bounded).
+    #[cfg(test)]
+    pub fn spare_bytes(&self) -> usize {
+        self.spare.iter().map(Vec::capacity).sum()
+    }
+
+    fn body(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
     }
 
     /// Between messages, framing known.
@@ -309,10 +335,16 @@ impl Reader {
             if self.hdr.len() < need {
                 return None;
             }
-            let hdr = std::mem::take(&mut self.hdr);
+            // Copied out, the partial-header buffer keeps its allocation.
+            let mut h = [0u8; 8];
+            h[..need].copy_from_slice(&self.hdr);
+            self.hdr.clear();
+            let hdr = &h[..need];
             if self.ssl_answer {
                 self.ssl_answer = false;
-                done.push(Msg { ty: SSL_ANSWER, body_len: 1, body: hdr, ts, bytes: 1, lost: false });
+                let mut body = self.body();
+                body.extend_from_slice(hdr);
+                done.push(Msg { ty: SSL_ANSWER, body_len: 1, body, ts, bytes: 1, lost: false });
                 continue;
             }
             let (ty, body_len, body) = if self.untyped {
@@ -327,10 +359,12 @@ impl Reader {
                 if code >> 16 == 3 {
                     self.untyped = false;
                 }
-                (UNTYPED, len - 4, hdr[4..8].to_vec())
+                let mut body = self.body();
+                body.extend_from_slice(&hdr[4..8]);
+                (UNTYPED, len - 4, body)
             } else {
-                match header(self.backend, &hdr) {
-                    Some(n) => (hdr[0], n, Vec::new()),
+                match header(self.backend, hdr) {
+                    Some(n) => (hdr[0], n, self.body()),
                     None => {
                         errors.inc();
                         return self.lose(&hdr[1..], &data[pos..], cap, skipped);

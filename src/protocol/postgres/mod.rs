@@ -430,7 +430,7 @@ impl PostgresDecoder {
         self.pending.push_back(e);
     }
 
-    fn frontend(&mut self, m: Msg, out: &mut Emit) {
+    fn frontend(&mut self, m: &Msg, out: &mut Emit) {
         let ts = m.ts;
         let partial = m.lost;
         let e = |kind| {
@@ -540,7 +540,7 @@ impl PostgresDecoder {
         }
     }
 
-    fn backend(&mut self, m: Msg, out: &mut Emit) {
+    fn backend(&mut self, m: &Msg, out: &mut Emit) {
         let ty = m.ty;
         if ty == SSL_ANSWER {
             match m.body.first() {
@@ -611,7 +611,7 @@ impl PostgresDecoder {
             }
             // An error at Sync (a deferred constraint at the implicit commit) precedes its ReadyForQuery.
             (Kind::Sync, _) => {}
-            (Kind::Query | Kind::Func | Kind::Execute, _) => self.answer(ty, &m, out),
+            (Kind::Query | Kind::Func | Kind::Execute, _) => self.answer(ty, m, out),
             (_, b'E') => {
                 // A Parse/Bind/Describe/Close failed: the rest of the batch is skipped.
                 if let Some(mut e) = self.pending.pop_front() {
@@ -835,8 +835,14 @@ impl PostgresDecoder {
         }
         for m in msgs.drain(..) {
             match dir {
-                StreamDir::ToServer => self.frontend(m, out),
-                StreamDir::ToClient => self.backend(m, out),
+                StreamDir::ToServer => {
+                    self.frontend(&m, out);
+                    self.front.recycle(m.body);
+                }
+                StreamDir::ToClient => {
+                    self.backend(&m, out);
+                    self.back.recycle(m.body);
+                }
             }
         }
         // The emptied list (its allocation) serves the next segment.

@@ -548,6 +548,9 @@ proptest! {
         }
         r.dec.on_close(1000, CloseReason::Fin, &mut Emit { conn: &r.conn, out: &mut r.out });
         prop_assert!(r.dec.statements.len() <= MAX_STATEMENTS);
+        for f in [&r.dec.front, &r.dec.back] {
+            prop_assert!(f.spare_bytes() <= frame::SPARE_BODIES * frame::SPARE_BODY_BYTES);
+        }
     }
 }
 
