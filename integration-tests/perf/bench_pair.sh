@@ -4,7 +4,8 @@
 # WRK_HEADERS="User-Agent: x|traceparent: 00-…-01" (headers separated by |) and WRK_PATH="index.html?a=1"
 # give wrk's requests what real clients send (plain wrk sends only Host).
 # WORKLOADS="wrk redis" (default) runs a subset; "pgbench" adds PostgreSQL (pgbench -S, simple
-# protocol: every statement a new text with its literal inline; needs postgresql). EXPORT=1: each agent exports every span to its
+# protocol: every statement a new text with its literal inline; needs postgresql), "mysqlslap"
+# MariaDB (8 clients, one SELECT by primary key; needs mariadb-server, mariadb-client). EXPORT=1: each agent exports every span to its
 # own OTLP/HTTP protobuf receiver (127.0.0.1:4318 and :4319 in the server's netns).
 #
 # Why: bench_overhead.sh compares rounds taken one after another, and on a shared
@@ -72,6 +73,19 @@ if [[ " ${WORKLOADS:-} " == *" pgbench "* ]]; then
   as_pg "$pgbin/pg_ctl -D $work/pg -w -l $work/pg/log -o \"-c listen_addresses=10.200.97.2 -c unix_socket_directories=$work/pg -c fsync=off -c synchronous_commit=off\" start" >/dev/null
   ip netns exec $A "$pgbin/pgbench" -h 10.200.97.2 -U postgres -i -s 1 -q postgres >/dev/null 2>&1
 fi
+if [[ " ${WORKLOADS:-} " == *" mysqlslap "* ]]; then
+  # A throw-away MariaDB in the server's netns, its datadir and socket in $work.
+  command -v mariadbd >/dev/null || { echo "mysqlslap workload: mariadb-server is not installed" >&2; exit 2; }
+  mariadb-install-db --user=root --datadir="$work/my" --auth-root-authentication-method=socket >/dev/null 2>&1
+  ip netns exec $B mariadbd --no-defaults --user=root --datadir="$work/my" --socket="$work/my.sock" \
+    --pid-file="$work/my.pid" --log-error="$work/my.err" --bind-address=10.200.97.2 --port=3306 \
+    --skip-name-resolve --innodb-buffer-pool-size=16M --skip-log-bin &
+  for _ in $(seq 100); do ip netns exec $B mariadb --no-defaults -S "$work/my.sock" -u root -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
+  ip netns exec $B mariadb --no-defaults -S "$work/my.sock" -u root -e "CREATE DATABASE shop;
+    CREATE USER 'app'@'%' IDENTIFIED BY 'pw'; GRANT ALL ON shop.* TO 'app'@'%';
+    CREATE TABLE shop.items (id INT PRIMARY KEY, name VARCHAR(40), price DECIMAL(8,2));
+    INSERT INTO shop.items VALUES (1,'apple',1.50),(2,'pear',2.25),(3,'plum',0.75);"
+fi
 sleep 1
 
 start() { # BIN PORT -> pid
@@ -91,6 +105,10 @@ workload() { # NAME -> requests done
            echo $((2 * n)) ;;
     pgbench) ip netns exec $A "$pgbin/pgbench" -h 10.200.97.2 -U postgres -c 8 -T 6 -S -M simple postgres 2>/dev/null |
                awk '/transactions actually processed/{split($NF, a, "/"); print a[1]}' ;;
+    mysqlslap) local q=120000
+               ip netns exec $A mysqlslap --no-defaults -h 10.200.97.2 -u app -ppw --create-schema=shop --concurrency=8 \
+                 --iterations=1 --number-of-queries=$q --query="SELECT name, price FROM items WHERE id = 2" >/dev/null 2>&1
+               echo $q ;;
     *) echo "unknown workload $1" >&2; exit 2 ;;
   esac
 }
