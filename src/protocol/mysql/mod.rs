@@ -442,7 +442,9 @@ impl MysqlDecoder {
             let (n, p) = self.dirs[d].framer.feed(ts, &data[pos..]);
             pos += n;
             if let Some(p) = p {
-                self.packet(dir, ts, p, out);
+                self.packet(dir, ts, &p, out);
+                // Its buffer serves the next packet of this direction.
+                self.dirs[d].framer.recycle(p.head);
             }
         }
         pos
@@ -493,7 +495,7 @@ impl MysqlDecoder {
         // Bytes before and after a gap are not contiguous: a resync starts over.
         self.dirs[d].resync.clear();
         if let Some(p) = self.dirs[d].framer.gap(len) {
-            self.packet(dir, ts, p, out);
+            self.packet(dir, ts, &p, out);
         }
         if self.dirs[d].framer.lost && !was_lost {
             PARSE_ERRORS.inc();
@@ -525,7 +527,7 @@ impl MysqlDecoder {
 
     // ---- packets ----------------------------------------------------------
 
-    fn packet(&mut self, dir: StreamDir, ts: u64, p: Packet, out: &mut Emit) {
+    fn packet(&mut self, dir: StreamDir, ts: u64, p: &Packet, out: &mut Emit) {
         match (self.phase, dir) {
             (Phase::Greeting, StreamDir::ToClient) => {
                 if let Some(g) = (p.seq == 0).then(|| wire::greeting(&p.head)).flatten() {
@@ -546,10 +548,10 @@ impl MysqlDecoder {
                     self.phase = Phase::Command;
                     self.client_packet(ts, p, out);
                 } else {
-                    self.login(&p);
+                    self.login(p);
                 }
             }
-            (Phase::Login, StreamDir::ToServer) => self.login(&p),
+            (Phase::Login, StreamDir::ToServer) => self.login(p),
             (Phase::Login | Phase::Auth, StreamDir::ToClient) => match p.first() {
                 Some(0x00) if self.phase == Phase::Auth => {
                     self.phase = Phase::Command;
@@ -598,7 +600,7 @@ impl MysqlDecoder {
         self.phase = Phase::Auth;
     }
 
-    fn client_packet(&mut self, ts: u64, p: Packet, out: &mut Emit) {
+    fn client_packet(&mut self, ts: u64, p: &Packet, out: &mut Emit) {
         if p.seq != 0 {
             // LOCAL INFILE data, auth data of COM_CHANGE_USER: part of the exchange in flight.
             if let Some(c) = self.pending.back_mut() {
@@ -635,8 +637,12 @@ impl MysqlDecoder {
                     Some(raw) => {
                         let st = statement(&raw, text_cut, self.cfg.span_fields);
                         fill_statement(&mut detail, &st);
+                        // Only a statement whose operation is USE can select a schema
+                        // (its first word: no second tokenizer pass for the others).
                         if code == 0x03 {
-                            new_schema = sql::use_target(&raw).map(Str::compact);
+                            if st.shape.operation.as_deref() == Some("USE") {
+                                new_schema = sql::use_target(&raw).map(Str::compact);
+                            }
                         } else {
                             detail.operation = Some(Str::lit("PREPARE"));
                             detail.summary = st.shape.summary.as_ref().map(|s| Str::compact(format!("PREPARE {s}")));
@@ -731,7 +737,7 @@ impl MysqlDecoder {
 
     /// Statement text of a COM_QUERY / COM_STMT_PREPARE body (after query
     /// attributes, MySQL 8's CLIENT_QUERY_ATTRIBUTES, when there are none).
-    fn statement_text(&self, body: &[u8]) -> Option<String> {
+    fn statement_text<'b>(&self, body: &'b [u8]) -> Option<std::borrow::Cow<'b, str>> {
         const QUERY_ATTRIBUTES: u32 = 0x0800_0000;
         let mut at = 0;
         if self.client_caps & QUERY_ATTRIBUTES != 0 && self.server_caps.unwrap_or(0) & QUERY_ATTRIBUTES != 0 {
@@ -743,7 +749,7 @@ impl MysqlDecoder {
         }
         let t = body.get(at..)?;
         let t = &t[..t.len().min(MAX_TEXT)];
-        Some(String::from_utf8_lossy(t).into_owned())
+        Some(crate::protocol::span_common::lossy_text(t))
     }
 
     fn stmt(&self, id: u32) -> Option<Arc<Stmt>> {
@@ -770,7 +776,7 @@ impl MysqlDecoder {
         }
     }
 
-    fn server_packet(&mut self, ts: u64, p: Packet, out: &mut Emit) {
+    fn server_packet(&mut self, ts: u64, p: &Packet, out: &mut Emit) {
         loop {
             let Some(c) = self.pending.front_mut() else {
                 if p.seq != 0 {
@@ -786,7 +792,7 @@ impl MysqlDecoder {
                     c.partial = true;
                 }
             }
-            match step(c, &p, self.deprecate_eof) {
+            match step(c, p, self.deprecate_eof) {
                 Step::Continue => {
                     c.resp_bytes += p.wire;
                     c.end_ts = ts;

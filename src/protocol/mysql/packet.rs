@@ -50,11 +50,17 @@ pub struct Framer {
     keep: usize,
     /// Framing lost: the caller resynchronises.
     pub lost: bool,
+    /// Heads of packets already read, for the next ones (see [`Framer::recycle`]).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Packet heads kept for reuse per direction, and the largest kept.
+pub const SPARE_HEADS: usize = 16;
+pub const SPARE_HEAD_BYTES: usize = 4096;
 
 impl Framer {
     pub fn new(keep: usize) -> Self {
-        Self { hdr: [0; 4], hdr_n: 0, left: 0, more: false, cur: None, keep, lost: false }
+        Self { hdr: [0; 4], hdr_n: 0, left: 0, more: false, cur: None, keep, lost: false, spare: Vec::new() }
     }
 
     /// Between packets (nothing half-read).
@@ -71,6 +77,26 @@ impl Framer {
     }
 
     /// Read from `data` until one packet completes; returns the bytes used and that packet.
+    /// Takes back the buffer of a packet it produced once the packet has
+    /// been read: the next packet's head goes into it (a query and its
+    /// answer are several packets; each allocated its head).
+    pub fn recycle(&mut self, mut head: Vec<u8>) {
+        if head.capacity() <= SPARE_HEAD_BYTES && self.spare.len() < SPARE_HEADS {
+            head.clear();
+            self.spare.push(head);
+        }
+    }
+
+    /// Bytes held by the kept buffers (bounded).
+    #[cfg(test)]
+    pub fn spare_bytes(&self) -> usize {
+        self.spare.iter().map(Vec::capacity).sum()
+    }
+
+    fn new_packet(&mut self, ts: u64) -> Packet {
+        Packet { start_ts: ts, head: self.spare.pop().unwrap_or_default(), ..Default::default() }
+    }
+
     pub fn feed(&mut self, ts: u64, data: &[u8]) -> (usize, Option<Packet>) {
         let mut pos = 0;
         while pos < data.len() && !self.lost {
@@ -82,7 +108,7 @@ impl Framer {
                     pos += n;
                     if self.cur.is_none() && self.hdr_n == n {
                         // The packet starts with its first header byte.
-                        self.cur = Some(Packet { start_ts: ts, ..Default::default() });
+                        self.cur = Some(self.new_packet(ts));
                     }
                     if self.hdr_n < 4 {
                         continue;

@@ -668,6 +668,7 @@ proptest! {
                 r.data(dir, i as u64, bytes);
             }
             prop_assert!(r.dec.dirs.iter().all(|d| d.resync.len() <= r.dec.max_buf && d.plain.capacity() <= 2 * INFLATE_CHUNK));
+            prop_assert!(r.dec.dirs.iter().all(|d| d.framer.spare_bytes() <= packet::SPARE_HEADS * packet::SPARE_HEAD_BYTES));
             prop_assert!(r.dec.pending.len() <= DecodeConfig::default().max_pending_per_conn);
         }
         r.dec.expire(u64::MAX / 2, &mut Emit { conn: &r.conn, out: &mut r.out });

@@ -24,6 +24,7 @@ use super::{ConnDecoder, DecodeConfig, Emit, Probe};
 use crate::flow::{CloseReason, Conn, RoleEvidence, StreamDir, Transport};
 use crate::otel::attr::Str;
 use crate::protocol::exchange::{Detail, Exchange, Outcome, Protocol};
+use crate::protocol::span_common::lossy_text;
 use crate::protocol::sql;
 use crate::stats::{counter, Counter};
 use std::collections::VecDeque;
@@ -158,7 +159,7 @@ struct Stmt {
 }
 
 fn stmt(text: &[u8], truncated: bool, name: Option<Str>, texts: bool) -> Arc<Stmt> {
-    let text = String::from_utf8_lossy(text);
+    let text = lossy_text(text);
     let (shape, mut masked_text) = sql::summarize_shared(&text, sql::Dialect::Postgres, texts);
     let (mut masked, mut raw) = (None, None);
     if texts {
@@ -321,6 +322,12 @@ fn bounded(b: &[u8]) -> String {
     s
 }
 
+/// [`bounded`] as a `Str`: inline (no allocation) when short, as command
+/// tags (`SELECT 1`, `INSERT 0 1`) and most names are.
+fn bounded_str(b: &[u8]) -> Str {
+    Str::copy(sql::truncate_str(&lossy_text(b), MAX_NAME))
+}
+
 fn parse_error(body: &[u8]) -> Error {
     let mut e = Error { sqlstate: None, severity: None, message: None };
     let mut rest = body;
@@ -451,8 +458,8 @@ impl PostgresDecoder {
                             let (k, r) = cstr(params);
                             let (v, r) = cstr(r);
                             match k {
-                                b"user" => self.user = Some(Str::compact(bounded(v))),
-                                b"database" => self.database = Some(Str::compact(bounded(v))),
+                                b"user" => self.user = Some(bounded_str(v)),
+                                b"database" => self.database = Some(bounded_str(v)),
                                 _ => {}
                             }
                             params = r;
@@ -644,7 +651,7 @@ impl PostgresDecoder {
             b'D' => front.data_rows += 1,
             b'C' => {
                 let (tag, _) = cstr(&m.body);
-                front.tag = Some(Str::compact(bounded(tag)));
+                front.tag = Some(bounded_str(tag));
             }
             b'E' if front.error.is_none() => front.error = Some(parse_error(&m.body)),
             b'G' => front.copy = Some("in"),

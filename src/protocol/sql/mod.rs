@@ -939,6 +939,10 @@ mod tests {
                         let (again, none) = summarize_shared(&sql, d, false);
                         prop_assert_eq!(again, shape);
                         prop_assert!(none.is_empty());
+                        // MySQL looks for `USE db` only in statements whose operation is USE.
+                        if d == Dialect::MySql && use_target(&sql).is_some() {
+                            prop_assert_eq!(fresh.operation.as_deref(), Some("USE"), "{}", sql);
+                        }
                     }
                 }
             }
