@@ -403,7 +403,21 @@ pub fn take_attrs(cap: usize) -> Attrs {
 /// Give back an attribute list that is no longer needed (its values are
 /// dropped now; the list is kept for [`take_attrs`], within bounds).
 pub fn recycle_attrs(mut v: Attrs) {
-    v.clear();
+    // Only values that own memory are dropped: most (constants, inline
+    // texts, numbers) own nothing, and the drop of a `V` is a call since
+    // texts can be shared (reference-counted).
+    let len = v.len();
+    // SAFETY: the length is zeroed first, so nothing is dropped twice even
+    // if a drop panicked (the rest would leak); each entry is dropped at
+    // most once, in place, and the ones skipped own no memory.
+    unsafe {
+        v.set_len(0);
+        for e in std::slice::from_raw_parts_mut(v.as_mut_ptr(), len) {
+            if e.1.owns_memory() {
+                std::ptr::drop_in_place(e);
+            }
+        }
+    }
     if v.capacity() == 0 || v.capacity() > SPARE_MAX_CAP {
         return;
     }
@@ -414,6 +428,18 @@ pub fn recycle_attrs(mut v: Attrs) {
             s[pool].push(v);
         }
     });
+}
+
+impl V {
+    /// Dropping it frees memory (a heap or shared text, an array).
+    #[inline(always)]
+    fn owns_memory(&self) -> bool {
+        match self {
+            V::S(s) => matches!(s.0, Repr::Heap(_) | Repr::Shared(_)),
+            V::I(_) | V::B(_) => false,
+            V::A(_) => true,
+        }
+    }
 }
 
 pub fn to_any(v: &V) -> AnyValue {
@@ -439,6 +465,28 @@ pub fn get<'a>(attrs: &'a [(&'static str, V)], key: &str) -> Option<&'a V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Recycling a list drops what its values own (a shared text's count
+    /// goes back down) and nothing else.
+    #[test]
+    fn recycled_lists_drop_what_their_values_own() {
+        let shared = Str::shared(&"s".repeat(40));
+        let Repr::Shared(count) = &shared.0 else { panic!("long texts are shared") };
+        let count = count.clone();
+        let mut v = take_attrs(8);
+        v.put("shared", shared.clone());
+        v.put("heap", V::from("h".repeat(40)));
+        v.put("inline", Str::copy("short"));
+        v.put("int", 7i64);
+        v.push(("array", V::A(vec!["a".repeat(30)])));
+        assert_eq!(std::sync::Arc::strong_count(&count), 3);
+        recycle_attrs(v);
+        assert_eq!(std::sync::Arc::strong_count(&count), 2);
+        drop(shared);
+        assert_eq!(std::sync::Arc::strong_count(&count), 1);
+        let again = take_attrs(8);
+        assert!(again.is_empty());
+    }
     use proptest::prelude::*;
     use std::hash::{BuildHasher, Hash};
 
