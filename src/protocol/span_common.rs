@@ -204,6 +204,53 @@ fn build_endpoint_attrs(ex: &Exchange, kind: Kind, host: Option<&str>, a: &mut A
     a.put("network.type", network_type(&c.server));
 }
 
+/// The low-cardinality attributes of a database exchange's
+/// `db.client.operation.duration` histogram (SQL protocols), pushed in key
+/// order (`Metrics::record` sorts them by key: then it only compares).
+pub(crate) struct DbMetric<'a> {
+    pub system: Str,
+    pub namespace: Option<&'a Str>,
+    pub operation: Option<&'a Str>,
+    pub collection: Option<&'a Str>,
+    pub summary: Option<&'a Str>,
+    /// `db.response.status_code` (the server's error code).
+    pub status: Option<Str>,
+    pub error_type: Option<Str>,
+}
+
+impl DbMetric<'_> {
+    /// The list; CLIENT metrics name the server when configured to, as the
+    /// span's endpoint attributes do (no host name in these protocols).
+    pub(crate) fn attrs(self, ex: &Exchange, kind: Kind, metrics_server_address: bool) -> Attrs {
+        let mut m: Attrs = crate::otel::attr::take_attrs(9);
+        push_opt(&mut m, "db.collection.name", self.collection.cloned());
+        push_opt(&mut m, "db.namespace", self.namespace.cloned());
+        push_opt(&mut m, "db.operation.name", self.operation.cloned());
+        push_opt(&mut m, "db.query.summary", self.summary.cloned());
+        push_opt(&mut m, "db.response.status_code", self.status);
+        m.put("db.system.name", self.system);
+        push_opt(&mut m, "error.type", self.error_type);
+        if kind == Kind::Client && metrics_server_address {
+            m.put("server.address", ip_text(ex.conn.server.ip()));
+            if ex.conn.server.port() != 0 {
+                m.put("server.port", i64::from(ex.conn.server.port()));
+            }
+        }
+        m
+    }
+}
+
+/// A database span's status attributes: `error.type` of a timeout or reset,
+/// else the server's error code as `db.response.status_code` and `error.type`.
+pub(crate) fn put_db_status(ex: &Exchange, status: Option<&Str>, a: &mut Attrs) {
+    if let Some((ty, _)) = outcome_status(ex) {
+        a.put("error.type", ty);
+    } else if let Some(code) = status {
+        a.put("db.response.status_code", code.clone());
+        a.put("error.type", code.clone());
+    }
+}
+
 pub(crate) fn outcome_error(ex: &Exchange, a: &mut Attrs) -> Option<String> {
     let (ty, msg) = outcome_status(ex)?;
     a.put("error.type", ty);

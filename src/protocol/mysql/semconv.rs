@@ -8,7 +8,7 @@ use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
-use crate::protocol::span_common::{endpoint_attrs, ip_text, outcome_status, push_opt};
+use crate::protocol::span_common::{endpoint_attrs, outcome_status, push_opt, put_db_status, DbMetric};
 
 /// The MySQL/MariaDB span of `kind`. With `metric_only` (no span will be
 /// exported), only the metric attributes and whether the exchange is an
@@ -44,30 +44,18 @@ pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptio
         push_opt(&mut a, "cnflow.mysql.sql_state", d.sql_state.clone());
         push_opt(&mut a, "cnflow.mysql.server_version", d.server_version.clone());
         endpoint_attrs(ex, kind, None, &mut a);
-        if let Some((ty, _)) = outcome_status(ex) {
-            a.put("error.type", ty);
-        } else if let Some(code) = &status {
-            a.put("db.response.status_code", code.clone());
-            a.put("error.type", code.clone());
-        }
+        put_db_status(ex, status.as_ref(), &mut a);
     }
-    // The histogram's attributes, pushed in key order (`Metrics::record`
-    // sorts them by key: then it only compares).
-    let mut m: Attrs = take_attrs(9);
-    push_opt(&mut m, "db.collection.name", d.collection.clone());
-    push_opt(&mut m, "db.namespace", d.namespace.clone());
-    push_opt(&mut m, "db.operation.name", d.operation.clone());
-    push_opt(&mut m, "db.query.summary", d.summary.clone());
-    push_opt(&mut m, "db.response.status_code", status);
-    m.put("db.system.name", system.clone());
-    push_opt(&mut m, "error.type", error_type);
-    if kind == Kind::Client && opts.metrics_server_address {
-        // As the span's endpoint attributes have them (no Host for MySQL).
-        m.put("server.address", ip_text(ex.conn.server.ip()));
-        if ex.conn.server.port() != 0 {
-            m.put("server.port", i64::from(ex.conn.server.port()));
-        }
+    let m = DbMetric {
+        system: system.clone(),
+        namespace: d.namespace.as_ref(),
+        operation: d.operation.as_ref(),
+        collection: d.collection.as_ref(),
+        summary: d.summary.as_ref(),
+        status,
+        error_type,
     }
+    .attrs(ex, kind, opts.metrics_server_address);
     let error = match error {
         _ if !is_error => None,
         _ if metric_only => Some(String::new()),
