@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod registry;
 pub mod resync;
 pub mod span_common;
+pub mod spare;
 #[doc(hidden)]
 pub mod testutil;
 

@@ -3,6 +3,7 @@
 //! and the compressed protocol's outer frames (zlib, inflated in bounded
 //! chunks as they stream past). Only the first bytes of each payload are
 //! kept; the rest is counted and skipped.
+use crate::protocol::spare::SpareBufs;
 use flate2::{Decompress, FlushDecompress, Status};
 
 /// A payload of this length continues in the next packet.
@@ -51,16 +52,12 @@ pub struct Framer {
     /// Framing lost: the caller resynchronises.
     pub lost: bool,
     /// Heads of packets already read, for the next ones (see [`Framer::recycle`]).
-    spare: Vec<Vec<u8>>,
+    pub spare: SpareBufs,
 }
-
-/// Packet heads kept for reuse per direction, and the largest kept.
-pub const SPARE_HEADS: usize = 16;
-pub const SPARE_HEAD_BYTES: usize = 4096;
 
 impl Framer {
     pub fn new(keep: usize) -> Self {
-        Self { hdr: [0; 4], hdr_n: 0, left: 0, more: false, cur: None, keep, lost: false, spare: Vec::new() }
+        Self { hdr: [0; 4], hdr_n: 0, left: 0, more: false, cur: None, keep, lost: false, spare: SpareBufs::default() }
     }
 
     /// Between packets (nothing half-read).
@@ -76,27 +73,17 @@ impl Framer {
         self.lost = false;
     }
 
-    /// Read from `data` until one packet completes; returns the bytes used and that packet.
-    /// Takes back the buffer of a packet it produced once the packet has
-    /// been read: the next packet's head goes into it (a query and its
-    /// answer are several packets; each allocated its head).
-    pub fn recycle(&mut self, mut head: Vec<u8>) {
-        if head.capacity() <= SPARE_HEAD_BYTES && self.spare.len() < SPARE_HEADS {
-            head.clear();
-            self.spare.push(head);
-        }
-    }
-
-    /// Bytes held by the kept buffers (bounded).
-    #[cfg(test)]
-    pub fn spare_bytes(&self) -> usize {
-        self.spare.iter().map(Vec::capacity).sum()
+    /// Takes back the head of a packet it produced once the packet has been
+    /// read: the allocation serves a later packet.
+    pub fn recycle(&mut self, head: Vec<u8>) {
+        self.spare.give(head);
     }
 
     fn new_packet(&mut self, ts: u64) -> Packet {
-        Packet { start_ts: ts, head: self.spare.pop().unwrap_or_default(), ..Default::default() }
+        Packet { start_ts: ts, head: self.spare.take(), ..Default::default() }
     }
 
+    /// Read from `data` until one packet completes; returns the bytes used and that packet.
     pub fn feed(&mut self, ts: u64, data: &[u8]) -> (usize, Option<Packet>) {
         let mut pos = 0;
         while pos < data.len() && !self.lost {

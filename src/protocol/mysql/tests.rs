@@ -3,6 +3,7 @@
 use super::*;
 use crate::flow::Transport;
 use crate::protocol::detect::{detect_stream, Verdict};
+use crate::protocol::spare::{SPARE_BUFS, SPARE_BUF_BYTES};
 use crate::protocol::testutil::{conn, conn_with};
 use proptest::prelude::*;
 use std::io::Write;
@@ -668,7 +669,7 @@ proptest! {
                 r.data(dir, i as u64, bytes);
             }
             prop_assert!(r.dec.dirs.iter().all(|d| d.resync.len() <= r.dec.max_buf && d.plain.capacity() <= 2 * INFLATE_CHUNK));
-            prop_assert!(r.dec.dirs.iter().all(|d| d.framer.spare_bytes() <= packet::SPARE_HEADS * packet::SPARE_HEAD_BYTES));
+            prop_assert!(r.dec.dirs.iter().all(|d| d.framer.spare.bytes() <= SPARE_BUFS * SPARE_BUF_BYTES));
             prop_assert!(r.dec.pending.len() <= DecodeConfig::default().max_pending_per_conn);
         }
         r.dec.expire(u64::MAX / 2, &mut Emit { conn: &r.conn, out: &mut r.out });

@@ -11,6 +11,7 @@
 //! searches the following bytes for a message boundary with evidence (a
 //! valid type byte and a plausible length, confirmed by the next header).
 use crate::protocol::resync::Resync;
+use crate::protocol::spare::SpareBufs;
 use crate::stats::Counter;
 
 pub const SSL_REQUEST: u32 = 80877103;
@@ -235,12 +236,8 @@ pub struct Reader {
     /// Encrypted from here on: nothing is read.
     pub off: bool,
     /// Bodies of messages already read, for the next ones (see [`Reader::recycle`]).
-    spare: Vec<Vec<u8>>,
+    pub spare: SpareBufs,
 }
-
-/// Message bodies kept for reuse per direction, and the largest kept.
-pub(super) const SPARE_BODIES: usize = 16;
-pub(super) const SPARE_BODY_BYTES: usize = 4096;
 
 impl Reader {
     pub fn new(backend: bool) -> Self {
@@ -248,23 +245,9 @@ impl Reader {
     }
 
     /// Takes back the body of a message it produced once it has been read:
-    /// the allocation serves a later message (a query and its answer are
-    /// five or more messages; each allocated its body).
-    pub fn recycle(&mut self, mut body: Vec<u8>) {
-        if self.spare.len() < SPARE_BODIES && body.capacity() <= SPARE_BODY_BYTES {
-            body.clear();
-            self.spare.push(body);
-        }
-    }
-
-    /// Bytes held by the kept bodies (bounded).
-    #[cfg(test)]
-    pub fn spare_bytes(&self) -> usize {
-        self.spare.iter().map(Vec::capacity).sum()
-    }
-
-    fn body(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
+    /// the allocation serves a later message.
+    pub fn recycle(&mut self, body: Vec<u8>) {
+        self.spare.give(body);
     }
 
     /// Between messages, framing known.
@@ -342,7 +325,7 @@ impl Reader {
             let hdr = &h[..need];
             if self.ssl_answer {
                 self.ssl_answer = false;
-                let mut body = self.body();
+                let mut body = self.spare.take();
                 body.extend_from_slice(hdr);
                 done.push(Msg { ty: SSL_ANSWER, body_len: 1, body, ts, bytes: 1, lost: false });
                 continue;
@@ -359,12 +342,12 @@ impl Reader {
                 if code >> 16 == 3 {
                     self.untyped = false;
                 }
-                let mut body = self.body();
+                let mut body = self.spare.take();
                 body.extend_from_slice(&hdr[4..8]);
                 (UNTYPED, len - 4, body)
             } else {
                 match header(self.backend, hdr) {
-                    Some(n) => (hdr[0], n, self.body()),
+                    Some(n) => (hdr[0], n, self.spare.take()),
                     None => {
                         errors.inc();
                         return self.lose(&hdr[1..], &data[pos..], cap, skipped);

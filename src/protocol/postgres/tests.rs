@@ -1,5 +1,6 @@
 use super::*;
 use crate::flow::Transport;
+use crate::protocol::spare::{SPARE_BUFS, SPARE_BUF_BYTES};
 use crate::protocol::testutil::{conn, conn_with};
 use proptest::prelude::*;
 
@@ -549,7 +550,7 @@ proptest! {
         r.dec.on_close(1000, CloseReason::Fin, &mut Emit { conn: &r.conn, out: &mut r.out });
         prop_assert!(r.dec.statements.len() <= MAX_STATEMENTS);
         for f in [&r.dec.front, &r.dec.back] {
-            prop_assert!(f.spare_bytes() <= frame::SPARE_BODIES * frame::SPARE_BODY_BYTES);
+            prop_assert!(f.spare.bytes() <= SPARE_BUFS * SPARE_BUF_BYTES);
         }
     }
 }
