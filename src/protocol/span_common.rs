@@ -213,9 +213,7 @@ pub(crate) struct DbMetric<'a> {
     pub operation: Option<&'a Str>,
     pub collection: Option<&'a Str>,
     pub summary: Option<&'a Str>,
-    /// `db.response.status_code` (the server's error code).
-    pub status: Option<Str>,
-    pub error_type: Option<Str>,
+    pub status: &'a DbStatus,
 }
 
 impl DbMetric<'_> {
@@ -227,9 +225,9 @@ impl DbMetric<'_> {
         push_opt(&mut m, "db.namespace", self.namespace.cloned());
         push_opt(&mut m, "db.operation.name", self.operation.cloned());
         push_opt(&mut m, "db.query.summary", self.summary.cloned());
-        push_opt(&mut m, "db.response.status_code", self.status);
+        push_opt(&mut m, "db.response.status_code", self.status.status.clone());
         m.put("db.system.name", self.system);
-        push_opt(&mut m, "error.type", self.error_type);
+        push_opt(&mut m, "error.type", self.status.error_type.clone());
         if kind == Kind::Client && metrics_server_address {
             m.put("server.address", ip_text(ex.conn.server.ip()));
             if ex.conn.server.port() != 0 {
@@ -240,14 +238,42 @@ impl DbMetric<'_> {
     }
 }
 
-/// A database span's status attributes: `error.type` of a timeout or reset,
-/// else the server's error code as `db.response.status_code` and `error.type`.
-pub(crate) fn put_db_status(ex: &Exchange, status: Option<&Str>, a: &mut Attrs) {
-    if let Some((ty, _)) = outcome_status(ex) {
-        a.put("error.type", ty);
-    } else if let Some(code) = status {
-        a.put("db.response.status_code", code.clone());
-        a.put("error.type", code.clone());
+/// A database exchange's status: a timeout or reset first (its
+/// `error.type`), else the server's error code (`db.response.status_code`
+/// and `error.type`).
+pub(crate) struct DbStatus {
+    /// `db.response.status_code`.
+    status: Option<Str>,
+    error_type: Option<Str>,
+    /// The status message of a timeout or reset.
+    outcome: Option<&'static str>,
+}
+
+impl DbStatus {
+    /// `code`: the server's error code, None when it answered without one.
+    pub(crate) fn of(ex: &Exchange, code: Option<Str>) -> Self {
+        match outcome_status(ex) {
+            Some((ty, msg)) => DbStatus { status: None, error_type: Some(Str::lit(ty)), outcome: Some(msg) },
+            None => DbStatus { status: code.clone(), error_type: code, outcome: None },
+        }
+    }
+
+    /// The span's status attributes.
+    pub(crate) fn put(&self, a: &mut Attrs) {
+        push_opt(a, "db.response.status_code", self.status.clone());
+        push_opt(a, "error.type", self.error_type.clone());
+    }
+
+    /// The span's status message: None when not an error, empty when no
+    /// span will show it (`metric_only`), else the timeout's or reset's, or
+    /// `server` (the server's message).
+    pub(crate) fn message(&self, metric_only: bool, server: impl FnOnce() -> String) -> Option<String> {
+        self.error_type.as_ref()?;
+        Some(match self.outcome {
+            _ if metric_only => String::new(),
+            Some(msg) => msg.to_string(),
+            None => server(),
+        })
     }
 }
 

@@ -286,9 +286,9 @@ fn statement(raw: &str, cut: bool, texts: bool) -> Stmt {
     if texts {
         let ellipsis = if cut && !masked_text.ends_with("...") { "..." } else { "" };
         // Password-setting statements keep their literals masked even in the raw text.
-        let r = if sql::sets_password(&masked_text) { &masked_text } else { raw };
-        masked = Some(Str::shared(&format!("{masked_text}{ellipsis}")));
+        let r = sql::unmasked_text(raw, &masked_text);
         unmasked = Some(Str::shared(&format!("{r}{ellipsis}")));
+        masked = Some(Str::shared(&format!("{masked_text}{ellipsis}")));
     }
     Stmt { shape, masked, raw: unmasked }
 }

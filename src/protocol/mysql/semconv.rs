@@ -8,26 +8,15 @@ use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
-use crate::protocol::span_common::{endpoint_attrs, outcome_status, push_opt, put_db_status, DbMetric};
+use crate::protocol::span_common::{endpoint_attrs, push_opt, DbMetric, DbStatus};
 
 /// The MySQL/MariaDB span of `kind`. With `metric_only` (no span will be
 /// exported), only the metric attributes and whether the exchange is an
 /// error (its message left out): no name, statement or endpoint attributes.
 pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptions, metric_only: bool) -> SpanParts {
     let system = if d.system.is_empty() { Str::lit("mysql") } else { d.system.clone() };
-    // The status: a timeout or reset first, else an ERR packet (its code as
-    // status code and error type).
-    let (status, error_type, error) = match outcome_status(ex) {
-        Some((ty, msg)) => (None, Some(Str::lit(ty)), Some(msg)),
-        None => match d.error_code {
-            Some(code) => {
-                let code = Str::int(i64::from(code));
-                (Some(code.clone()), Some(code), None)
-            }
-            None => (None, None, None),
-        },
-    };
-    let is_error = error_type.is_some();
+    // An ERR packet's code as status code and error type.
+    let st = DbStatus::of(ex, d.error_code.map(|c| Str::int(i64::from(c))));
     let mut a: Attrs = if metric_only { Attrs::new() } else { take_attrs(26) };
     if !metric_only {
         a.put("db.system.name", system.clone());
@@ -44,7 +33,7 @@ pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptio
         push_opt(&mut a, "cnflow.mysql.sql_state", d.sql_state.clone());
         push_opt(&mut a, "cnflow.mysql.server_version", d.server_version.clone());
         endpoint_attrs(ex, kind, None, &mut a);
-        put_db_status(ex, status.as_ref(), &mut a);
+        st.put(&mut a);
     }
     let m = DbMetric {
         system: system.clone(),
@@ -52,19 +41,13 @@ pub fn span_parts(ex: &Exchange, d: &MysqlDetail, kind: Kind, opts: &NamingOptio
         operation: d.operation.as_ref(),
         collection: d.collection.as_ref(),
         summary: d.summary.as_ref(),
-        status,
-        error_type,
+        status: &st,
     }
     .attrs(ex, kind, opts.metrics_server_address);
-    let error = match error {
-        _ if !is_error => None,
-        _ if metric_only => Some(String::new()),
-        Some(msg) => Some(msg.to_string()),
-        None => {
-            let code = d.error_code.map(|c| c.to_string()).unwrap_or_default();
-            Some(d.error_message.clone().filter(|m| !m.is_empty()).unwrap_or(code))
-        }
-    };
+    let error = st.message(metric_only, || {
+        let code = d.error_code.map(|c| c.to_string()).unwrap_or_default();
+        d.error_message.clone().filter(|m| !m.is_empty()).unwrap_or(code)
+    });
     // Semconv: the summary, else operation and target, else the target, else the system.
     let name = if metric_only {
         Str::default()

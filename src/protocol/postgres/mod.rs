@@ -147,9 +147,7 @@ impl super::registry::L7Protocol for Postgres {
 /// exchange of the statement shares (a clone is a reference count).
 #[derive(Debug)]
 struct Stmt {
-    operation: Option<Str>,
-    collection: Option<Str>,
-    summary: Option<Str>,
+    shape: sql::Shape,
     /// The masked text; None when the decoder does not keep statement
     /// texts (metrics only: no span shows them).
     masked: Option<Str>,
@@ -167,12 +165,10 @@ fn stmt(text: &[u8], truncated: bool, name: Option<Str>, texts: bool) -> Arc<Stm
             masked_text.push_str("...");
         }
         // Password-setting statements keep their literals masked even in the raw text.
-        let r = if sql::sets_password(&masked_text) { &masked_text } else { &*text };
-        raw = Some(Str::shared(sql::truncate_str(r, MAX_RAW)));
+        raw = Some(Str::shared(sql::truncate_str(sql::unmasked_text(&text, &masked_text), MAX_RAW)));
         masked = Some(Str::shared(&masked_text));
     }
-    let sql::Shape { operation, collection, summary } = shape;
-    Arc::new(Stmt { operation, collection, summary, masked, raw, name })
+    Arc::new(Stmt { shape, masked, raw, name })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -793,18 +789,18 @@ impl PostgresDecoder {
         };
         let s = e.stmt.as_deref();
         let operation = s
-            .and_then(|s| s.operation.clone())
+            .and_then(|s| s.shape.operation.clone())
             .or_else(|| e.tag.as_deref().map(tag_operation).filter(|o| !o.is_empty()).map(Str::compact));
         let (message, summary) = match e.kind {
-            Kind::Query => ("query", s.and_then(|s| s.summary.clone())),
-            Kind::Execute => ("execute", s.and_then(|s| s.summary.clone())),
+            Kind::Query => ("query", s.and_then(|s| s.shape.summary.clone())),
+            Kind::Execute => ("execute", s.and_then(|s| s.shape.summary.clone())),
             Kind::Func => ("function_call", None),
-            _ => ("parse", s.and_then(|s| s.summary.clone())),
+            _ => ("parse", s.and_then(|s| s.shape.summary.clone())),
         };
         let detail = PostgresDetail {
             message,
             operation,
-            collection: s.and_then(|s| s.collection.clone()),
+            collection: s.and_then(|s| s.shape.collection.clone()),
             summary,
             query_masked: s.and_then(|s| s.masked.clone()),
             query_raw: s.and_then(|s| s.raw.clone()),

@@ -8,23 +8,15 @@ use crate::otel::semconv::Instrument;
 use crate::otel::span::{Kind, NamingOptions, SpanCx, SpanParts};
 use crate::protocol::exchange::Exchange;
 use crate::protocol::registry::SpanMapping;
-use crate::protocol::span_common::{endpoint_attrs, outcome_status, push_opt, put_db_status, DbMetric};
+use crate::protocol::span_common::{endpoint_attrs, push_opt, DbMetric, DbStatus};
 
 /// The PostgreSQL span of `kind`. With `metric_only` (no span will be
 /// exported), only the metric attributes and whether the exchange is an
 /// error (its message left out): no name, statement or endpoint attributes.
 pub fn span_parts(ex: &Exchange, d: &PostgresDetail, kind: Kind, opts: &NamingOptions, metric_only: bool) -> SpanParts {
-    // The status: a timeout or reset first, else an ErrorResponse (its
-    // SQLSTATE as status code and error type).
-    let (status, error_type, error) = match outcome_status(ex) {
-        Some((ty, msg)) => (None, Some(Str::lit(ty)), Some(msg)),
-        None if d.sqlstate.is_some() || d.error_message.is_some() => {
-            let code = d.sqlstate.as_deref().map_or(Str::lit("_OTHER"), Str::copy);
-            (Some(code.clone()), Some(code), None)
-        }
-        None => (None, None, None),
-    };
-    let is_error = error_type.is_some();
+    // An ErrorResponse's SQLSTATE as status code and error type.
+    let server_error = d.sqlstate.is_some() || d.error_message.is_some();
+    let st = DbStatus::of(ex, server_error.then(|| d.sqlstate.as_deref().map_or(Str::lit("_OTHER"), Str::copy)));
     let mut a: Attrs = if metric_only { Attrs::new() } else { take_attrs(24) };
     if !metric_only {
         a.put("db.system.name", "postgresql");
@@ -41,7 +33,7 @@ pub fn span_parts(ex: &Exchange, d: &PostgresDetail, kind: Kind, opts: &NamingOp
         push_opt(&mut a, "cnflow.postgres.copy", d.copy);
         a.put("cnflow.postgres.message", d.message);
         endpoint_attrs(ex, kind, None, &mut a);
-        put_db_status(ex, status.as_ref(), &mut a);
+        st.put(&mut a);
     }
     let m = DbMetric {
         system: Str::lit("postgresql"),
@@ -49,16 +41,10 @@ pub fn span_parts(ex: &Exchange, d: &PostgresDetail, kind: Kind, opts: &NamingOp
         operation: d.operation.as_ref(),
         collection: d.collection.as_ref(),
         summary: d.summary.as_ref(),
-        status,
-        error_type,
+        status: &st,
     }
     .attrs(ex, kind, opts.metrics_server_address);
-    let error = match error {
-        _ if !is_error => None,
-        _ if metric_only => Some(String::new()),
-        Some(msg) => Some(msg.to_string()),
-        None => Some(d.error_message.clone().unwrap_or_else(|| "error response".to_string())),
-    };
+    let error = st.message(metric_only, || d.error_message.clone().unwrap_or_else(|| "error response".to_string()));
     // Semconv span name: the summary; else "{operation} {collection}"; else the system.
     let name = if metric_only {
         Str::default()

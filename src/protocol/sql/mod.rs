@@ -49,16 +49,22 @@ impl SqlSummary {
     /// (`ALTER ROLE … PASSWORD '…'`, `CREATE USER … IDENTIFIED BY '…'`,
     /// `SET PASSWORD = …`), so credentials never leave the agent.
     pub fn unmasked_text(&self, raw: &str) -> String {
-        if sets_password(&self.masked_text) {
-            self.masked_text.clone()
-        } else {
-            raw.to_string()
-        }
+        unmasked_text(raw, &self.masked_text).to_string()
+    }
+}
+
+/// The statement text to keep when unmasked text is asked for (see
+/// [`SqlSummary::unmasked_text`]): `raw`, or `masked` when it sets a password.
+pub fn unmasked_text<'a>(raw: &'a str, masked: &'a str) -> &'a str {
+    if sets_password(masked) {
+        masked
+    } else {
+        raw
     }
 }
 
 /// A masked statement text names a password (`PASSWORD`, `IDENTIFIED`, any case).
-pub fn sets_password(masked: &str) -> bool {
+fn sets_password(masked: &str) -> bool {
     // Without an upper-case copy of the text: only the `P`/`I` bytes start
     // a comparison.
     let b = masked.as_bytes();
@@ -611,11 +617,17 @@ pub fn summarize(sql: &str, dialect: Dialect) -> SqlSummary {
     if tokenize_masked(sql, dialect, &mut toks, &mut masked) {
         masked.push_str("...");
     }
-    let (operation, collection, mut summary) = analyse(&toks);
+    let (operation, collection, summary) = analyse_bounded(&toks);
+    SqlSummary { operation, collection, summary, masked_text: masked }
+}
+
+/// [`analyse`] with the summary cut at [`MAX_SUMMARY`] bytes.
+fn analyse_bounded(toks: &[Tok]) -> (Option<String>, Option<String>, Option<String>) {
+    let (operation, collection, mut summary) = analyse(toks);
     if let Some(s) = summary.as_mut() {
         truncate_at_char(s, MAX_SUMMARY);
     }
-    SqlSummary { operation, collection, summary, masked_text: masked }
+    (operation, collection, summary)
 }
 
 /// Tokens of `sql` (at most [`MAX_TOKENS`], blanks left out) into `toks`
@@ -697,10 +709,7 @@ pub fn summarize_shared(sql: &str, dialect: Dialect, texts: bool) -> (Shape, Str
         None
     };
     let shape = hit.unwrap_or_else(|| {
-        let (operation, collection, mut summary) = analyse(&toks);
-        if let Some(s) = summary.as_mut() {
-            truncate_at_char(s, MAX_SUMMARY);
-        }
+        let (operation, collection, summary) = analyse_bounded(&toks);
         let shape = Shape {
             operation: operation.map(Str::compact),
             collection: collection.map(Str::compact),
@@ -711,11 +720,10 @@ pub fn summarize_shared(sql: &str, dialect: Dialect, texts: bool) -> (Shape, Str
         }
         shape
     });
-    if cut {
-        masked.push_str("...");
-    }
     if !texts {
         masked = String::new();
+    } else if cut {
+        masked.push_str("...");
     }
     (shape, masked)
 }
