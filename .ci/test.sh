@@ -22,4 +22,6 @@ export PROPTEST_CASES=${PROPTEST_CASES:-2048}
 echo "== tests"; cargo test --workspace --lib --bins --tests -- --test-threads=1
 # Criterion benches in test mode: every benchmark body runs once, so they don't rot.
 echo "== benches (smoke)"; cargo test --workspace --benches
+# The container image's PGO training workload (debug build): it cannot rot unnoticed.
+echo "== pgo training (smoke)"; bash pgo.sh --check
 echo "== all tests passed"

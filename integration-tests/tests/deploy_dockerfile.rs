@@ -10,6 +10,9 @@ fn dockerfile_builds_or_is_well_formed() {
     assert!(text.contains("bpf-linker --version 0.10.0"), "same bpf-linker pin as .ci/setup.sh");
     assert!(text.contains("rust-src"), "nightly rust-src for the eBPF build");
     assert!(text.contains("ENTRYPOINT [\"/usr/local/bin/cnflow\"]"));
+    // The image's binary is the profile-guided build (its training is smoke-tested by .ci/test.sh).
+    assert!(text.contains("bash pgo.sh"), "the image builds with pgo.sh");
+    assert!(text.contains("python3"), "pgo.sh's training mix needs python3 in the build stage");
     let engine = Command::new("docker").arg("info").output().map(|o| o.status.success()).unwrap_or(false);
     if !engine {
         eprintln!("SKIP docker build: no container engine is running on this machine (docker info failed)");
