@@ -3,8 +3,8 @@
 # instrumented build runs a training workload, LLVM merges the counts, and the
 # release build lays out and inlines the code for the paths that ran. Measured
 # 2026-12-06 (README "Session 25"): replay 16-21% fewer instructions; a live
-# agent exporting every span 3-7% less CPU, metrics only unchanged (the
-# training has no live capture, so the ring reader's path is not trained).
+# agent 0-5% less CPU metrics only, 7-8% exporting every span (the training
+# has no live capture, so the ring reader's path is not trained).
 # The container image is built this way; `cargo build --release` (run.sh, the
 # test suite) stays a plain build.
 #
@@ -110,6 +110,9 @@ RUSTFLAGS="-Cprofile-generate=$data" cargo build --release --locked --target-dir
 train "$t/pgo-gen/release/cnflow"
 "$profdata" merge -o "$t/cnflow.profdata" "$data"
 # Functions the training never ran get no profile: not worth a warning each.
-RUSTFLAGS="-Cprofile-use=$t/cnflow.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
+# -pgso=false: LLVM optimises code the profile calls cold for size; the live
+# agent's ring reader and tasks are not in the training (no kernel here) and
+# ran 2-5% slower that way (bench_pair.sh, README "Session 25").
+RUSTFLAGS="-Cprofile-use=$t/cnflow.profdata -Cllvm-args=-pgo-warn-missing-function=false -Cllvm-args=-pgso=false" \
   cargo build --release --locked --bin cnflow
 echo "pgo.sh: built $t/release/cnflow with $t/cnflow.profdata" >&2
