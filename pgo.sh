@@ -44,13 +44,8 @@ train() {
   # mysql.pcap (a 17 MB compressed row) and mongodb.pcap (compressed messages)
   # stay out: copied, their decompression was 99% of the counts, every decoder
   # looked cold next to it and the build gained 4% instead of 20%.
-  local mix=() lt
-  for f in integration-tests/pcaps/*.pcap; do
-    case "$(basename "$f")" in *trunc*|*lost*|*mid*|*snap*|*_dup*|*reordered*|*nsec*|*rawip*|*sll*|tunnel_*) continue;; esac
-    case "$(basename "$f")" in mysql.pcap|mongodb.pcap) continue;; esac
-    lt=$(od -An -t u4 -j 20 -N 4 "$f" | tr -d ' ')
-    [ "$lt" = 1 ] && mix+=("$f")
-  done
+  local mix=()
+  mapfile -t mix < <(bash integration-tests/perf/ordinary_captures.sh | grep -v -e '/mysql\.pcap$' -e '/mongodb\.pcap$')
   python3 integration-tests/perf/replicate_pcap.py "$work/mix.pcap" "${MIX_PACKETS:-300000}" "${mix[@]}" > /dev/null
   for fmt in text otlp none; do
     "$bin" replay "$work/mix.pcap" --format "$fmt" > /dev/null 2>> "$work/replay.err" \

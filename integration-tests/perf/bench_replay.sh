@@ -2,8 +2,8 @@
 # Decode throughput: `cnflow replay` vs `tshark -r` on the same large mixed capture,
 # both pinned to one core, in one run. Usage: bench_replay.sh [MIN_PACKETS]
 # The capture is made from the committed real-peer captures (integration-tests/pcaps),
-# replicated with distinct addresses per copy (replicate_pcap.py). Tunnel captures are left
-# out: the copies would rewrite only the outer addresses, so inner flows would collide.
+# replicated with distinct addresses per copy (replicate_pcap.py); which ones:
+# ordinary_captures.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 want=${1:-1000000}
@@ -12,13 +12,7 @@ work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 if [ -z "${CNFLOW_BIN:-}" ]; then cargo build --release -q --bin cnflow; fi
 bin=$(realpath "${CNFLOW_BIN:-target/release/cnflow}")
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-# One link type per merged file: use the Ethernet captures (what tcpdump -i <veth> writes).
-inputs=()
-for f in integration-tests/pcaps/*.pcap; do
-  lt=$(python3 -c 'import struct,sys;d=open(sys.argv[1],"rb").read(24);e="<" if d[:4] in (b"\xd4\xc3\xb2\xa1",b"\x4d\x3c\xb2\xa1") else ">";print(struct.unpack(e+"I",d[20:24])[0])' "$f")
-  case "$(basename "$f")" in *trunc*|*lost*|*mid*|*snap*|*_dup*|*reordered*|*nsec*|*rawip*|tunnel_*) continue;; esac
-  [ "$lt" = 1 ] && inputs+=("$f")
-done
+mapfile -t inputs < <(bash integration-tests/perf/ordinary_captures.sh)
 [ ${#inputs[@]} -gt 0 ] || { echo "no Ethernet captures under integration-tests/pcaps"; exit 1; }
 python3 integration-tests/perf/replicate_pcap.py "$work/big.pcap" "$want" "${inputs[@]}"
 pkts=$(python3 -c 'import os,sys,struct
