@@ -73,6 +73,17 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `n` distinct ports free on 127.0.0.1 of namespace `ns` (host if None):
+/// all bound at once, so two calls cannot hand out the same port, and in
+/// the namespace where they will be used, so a port already taken there
+/// (the receiver's) is never returned.
+pub fn free_ports_in(ns: Option<&str>, n: usize) -> Vec<u16> {
+    in_netns(ns, move || {
+        let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    })
+}
+
 /// Everything the receiver got, in arrival order.
 #[derive(Default, Clone)]
 pub struct Received {
@@ -248,33 +259,60 @@ pub struct Rotel {
 }
 
 impl Rotel {
+    /// Starts rotel, retrying with other ports when it exits before it
+    /// listens (a port taken between choosing and binding it); a failure
+    /// names rotel's exit status and the end of its log.
     pub fn start(ns: Option<&str>, receiver_port: u16) -> Self {
-        let (grpc_port, http_port) = (free_port(), free_port());
-        let mut c = match ns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(rotel_bin());
-                c
+        let log = tempfile::NamedTempFile::new().expect("rotel log");
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let ports = free_ports_in(ns, 2);
+            let (grpc_port, http_port) = (ports[0], ports[1]);
+            let mut c = match ns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns]).arg(rotel_bin());
+                    c
+                }
+                None => Command::new(rotel_bin()),
+            };
+            c.args([
+                "start",
+                "--otlp-grpc-endpoint",
+                &format!("127.0.0.1:{grpc_port}"),
+                "--otlp-http-endpoint",
+                &format!("127.0.0.1:{http_port}"),
+                "--exporter",
+                "otlp",
+                "--otlp-exporter-endpoint",
+                &format!("http://127.0.0.1:{receiver_port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("rotel log"));
+            let mut g = ChildGuard::new(c.spawn().expect("start rotel"), "rotel");
+            let listening = |port: u16| {
+                let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                in_netns(ns, move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if listening(grpc_port) && listening(http_port) {
+                    return Rotel { grpc_port, http_port, _proc: g };
+                }
+                if let Ok(Some(status)) = g.child.try_wait() {
+                    let out = std::fs::read_to_string(log.path()).unwrap_or_default();
+                    let tail: String =
+                        out.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                    last = format!("rotel exited ({status}) before listening on {grpc_port}/{http_port}:\n{tail}");
+                    break;
+                }
+                if Instant::now() > deadline {
+                    panic!("rotel did not listen on 127.0.0.1:{grpc_port}/{http_port} within 30 s");
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            None => Command::new(rotel_bin()),
-        };
-        c.args([
-            "start",
-            "--otlp-grpc-endpoint",
-            &format!("127.0.0.1:{grpc_port}"),
-            "--otlp-http-endpoint",
-            &format!("127.0.0.1:{http_port}"),
-            "--exporter",
-            "otlp",
-            "--otlp-exporter-endpoint",
-            &format!("http://127.0.0.1:{receiver_port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let g = ChildGuard::new(c.spawn().expect("start rotel"), "rotel");
-        wait_port(ns, ([127, 0, 0, 1], grpc_port).into(), "rotel gRPC");
-        wait_port(ns, ([127, 0, 0, 1], http_port).into(), "rotel HTTP");
-        Rotel { grpc_port, http_port, _proc: g }
+        }
+        panic!("{last}");
     }
 }
 

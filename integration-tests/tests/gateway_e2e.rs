@@ -16,7 +16,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use otel::free_port;
 use prost::Message;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -84,7 +83,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_from_grpc_and_http_arrive_once_enriched_through_rotel() {
-    let (sink_port, gw_grpc, gw_http) = (free_port(), free_port(), free_port());
+    let [sink_port, gw_grpc, gw_http] = otel::free_ports_in(None, 3)[..] else { unreachable!() };
     let sink = Arc::new(OtlpSink::new());
     sink.serve_grpc(tokio::net::TcpListener::bind(("127.0.0.1", sink_port)).await.unwrap());
 
