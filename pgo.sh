@@ -3,8 +3,9 @@
 # instrumented build runs a training workload, LLVM merges the counts, and the
 # release build lays out and inlines the code for the paths that ran. Measured
 # 2026-12-06 (README "Session 25"): replay 16-21% fewer instructions; a live
-# agent 0-5% less CPU metrics only, 7-8% exporting every span (the training
-# has no live capture, so the ring reader's path is not trained).
+# agent 0-5% less CPU metrics only, 7-8% exporting every span. The training
+# has no kernel: the live agent's path runs on captures written as ring
+# records (`cnflow run --simulate-capture`, README "Session 26").
 # The container image is built this way; `cargo build --release` (run.sh, the
 # test suite) stays a plain build.
 #
@@ -73,13 +74,21 @@ train() {
       "$bin" replay "$work/mix.pcap" --format none > /dev/null 2>> "$work/replay.err" \
       || { echo "pgo.sh: replay of the mix exporting ($exp) failed" >&2; cat "$work/replay.err" >&2; return 1; }
   done
+  # The live agent's own path (ring records, their merge, the agent's batch
+  # loop) without a kernel: `run --simulate-capture`, metrics only and
+  # exporting every span over gRPC.
+  "$bin" run --simulate-capture "$work/mix.pcap" --format none > /dev/null 2>> "$work/replay.err" \
+    || { echo "pgo.sh: simulated live capture of the mix failed" >&2; cat "$work/replay.err" >&2; return 1; }
+  OTEL_EXPORTER_OTLP_PROTOCOL=grpc OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:14501 \
+    "$bin" run --simulate-capture "$work/mix.pcap" --format none > /dev/null 2>> "$work/replay.err" \
+    || { echo "pgo.sh: simulated live capture of the mix exporting failed" >&2; cat "$work/replay.err" >&2; return 1; }
   # A clean exit writes a profile: the GeoIP gateway first, so it can still hand its last batch on.
   local p
   for p in "${pids[1]}" "${pids[0]}"; do
     kill -TERM "$p"; wait "$p" 2>/dev/null || true
   done
   pids=()
-  echo "pgo.sh: trained: $n captures, a mix of ${#mix[@]} copied to ${MIX_PACKETS:-300000} packets, exported through two gateways" >&2
+  echo "pgo.sh: trained: $n captures, a mix of ${#mix[@]} copied to ${MIX_PACKETS:-300000} packets replayed and fed to the live path, exported through two gateways" >&2
 }
 
 if [ "${1:-}" = --check ]; then

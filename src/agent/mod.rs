@@ -54,6 +54,9 @@ impl StdoutFormat {
 pub struct AgentOptions {
     pub stdout: StdoutFormat,
     pub health_agent_default: bool,
+    /// Capture files fed through the live path instead of eBPF
+    /// (`capture::simulated`); empty = live capture.
+    pub simulate: Vec<std::path::PathBuf>,
 }
 
 /// The agent's configuration, parsed once from the environment by the subcommand.
@@ -86,7 +89,10 @@ fn start_exporter(export: &OtlpExportConfig) -> Result<Option<Arc<Exporter>>> {
 pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToken) -> Result<()> {
     let AgentSetup { agent: cfg, telemetry: tcfg, sampling, k8s: k8s_cfg, export, host } = setup;
     let health_addr = cfg.health_socket(opts.health_agent_default).context("CNFLOW_HEALTH_ADDR")?;
-    ebpf::check_requirements(cfg.capture_settings()?.tc_attach)?;
+    let simulate = !opts.simulate.is_empty();
+    if !simulate {
+        ebpf::check_requirements(cfg.capture_settings()?.tc_attach)?;
+    }
     // Several gateways: traces routed by join key (the exporter is not started).
     let router = match (&export.traces, export.gateways.enabled()) {
         (Some(t), true) => Some(crate::export::gateway_route::GatewayRouter::start(
@@ -107,9 +113,13 @@ pub async fn run(setup: AgentSetup, opts: AgentOptions, cancel: CancellationToke
     // Capture: Kubernetes mode attaches to pod veths as pods come; otherwise
     // follow CNFLOW_INTERFACES or every up interface.
     let Started { packets, capture_task, k8s_handle, enricher, host, kernel } = match &k8s_cfg {
-        Some(kc) => start_kubernetes(&cfg, kc, host, &health, cancel.clone()).await?,
-        None => {
-            let session = ebpf::start_following(&cfg.capture_settings()?, cancel.clone())?;
+        Some(kc) if !simulate => start_kubernetes(&cfg, kc, host, &health, cancel.clone()).await?,
+        _ => {
+            let session = if simulate {
+                crate::capture::simulated::start(opts.simulate.clone(), cfg.snaplen, cancel.clone())?
+            } else {
+                ebpf::start_following(&cfg.capture_settings()?, cancel.clone())?
+            };
             Started {
                 packets: session.packets,
                 capture_task: Some(session.task),

@@ -95,12 +95,20 @@ struct Attached {
 /// Reads the kernel's per-CPU counters into [`crate::stats`] on demand, so a
 /// metrics export can carry current values (ring_full above all) rather than
 /// those of the last periodic mirror.
+/// `None` for a capture without a kernel (`capture::simulated`).
 #[derive(Clone)]
-pub struct KernelCounterReader(Arc<Mutex<PerCpuArray<MapData, u64>>>);
+pub struct KernelCounterReader(Option<Arc<Mutex<PerCpuArray<MapData, u64>>>>);
 
 impl KernelCounterReader {
     pub fn refresh(&self) -> KernelCounters {
-        mirror_counters(&self.0.lock())
+        match &self.0 {
+            Some(map) => mirror_counters(&map.lock()),
+            None => KernelCounters(Vec::new()),
+        }
+    }
+
+    pub fn none() -> Self {
+        Self(None)
     }
 }
 
@@ -231,7 +239,7 @@ impl LiveCapture {
         }
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
-        let counters = KernelCounterReader(Arc::new(Mutex::new(counters)));
+        let counters = KernelCounterReader(Some(Arc::new(Mutex::new(counters))));
         for c in [&ATTACHED, &IF_ATTACHED, &IF_REMOVED, &IF_ATTACH_FAILED] {
             LazyLock::force(c);
         }

@@ -12,6 +12,7 @@ pub mod ifaces;
 pub mod kernel_record;
 pub mod pcap;
 pub mod rings;
+pub mod simulated;
 #[cfg(target_os = "linux")]
 pub mod tls;
 pub mod tls_stream;

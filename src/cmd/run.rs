@@ -11,6 +11,10 @@ pub struct RunArgs {
     /// Stop after this many seconds (0 = until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
+    /// Feed these capture files through the live path (ring records, merge, the agent's loop) instead of
+    /// eBPF, as fast as the agent takes them; ends after the last file. For profile training and tests.
+    #[arg(long, hide = true, num_args = 1..)]
+    pub simulate_capture: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,12 +66,13 @@ pub fn main(args: RunArgs, mode: Mode) -> Result<()> {
     }
     let res = rt.block_on(async {
         let cancel = crate::agent::live::cancel_on_signal_or(args.duration)?;
-        if format == "packets" {
+        if format == "packets" && args.simulate_capture.is_empty() {
             return crate::agent::live::print_packets(&cfg.capture_settings()?, cancel).await;
         }
         let opts = crate::agent::AgentOptions {
             stdout: crate::agent::StdoutFormat::parse(&format)?,
             health_agent_default: mode == Mode::Agent,
+            simulate: args.simulate_capture.clone(),
         };
         let setup = crate::agent::AgentSetup { agent: cfg, telemetry: tcfg, sampling, k8s, export, host };
         crate::agent::run(setup, opts, cancel).await
