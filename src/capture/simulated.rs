@@ -16,7 +16,7 @@ use super::{Direction, PacketEvent, L4};
 use anyhow::{Context, Result};
 use cnflow_common::{
     PacketRecord, DIR_EGRESS, DIR_INGRESS, MAX_PAYLOAD, PACKET_HEADER_LEN, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
-    PROTO_UDP,
+    PROTO_UDP, TCP_FIN, TCP_RST, TCP_SYN,
 };
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -31,11 +31,6 @@ const RINGS: usize = 2;
 /// Records written before each drain (a drain of the live reader after ~2 ms
 /// of ~100k packets/s).
 const PER_DRAIN: usize = 256;
-
-/// TCP flag bits the TC program looks at.
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
 
 /// One in-memory ring: record bytes back to back, oldest first.
 #[derive(Default)]
