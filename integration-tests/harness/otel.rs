@@ -73,14 +73,14 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// `n` distinct ports free on 127.0.0.1 of namespace `ns` (host if None):
+/// `N` distinct ports free on 127.0.0.1 of namespace `ns` (host if None):
 /// all bound at once, so two calls cannot hand out the same port, and in
 /// the namespace where they will be used, so a port already taken there
 /// (the receiver's) is never returned.
-pub fn free_ports_in(ns: Option<&str>, n: usize) -> Vec<u16> {
+pub fn free_ports_in<const N: usize>(ns: Option<&str>) -> [u16; N] {
     in_netns(ns, move || {
-        let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-        held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+        let held: [_; N] = std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        held.map(|l| l.local_addr().unwrap().port())
     })
 }
 
@@ -266,8 +266,7 @@ impl Rotel {
         let log = tempfile::NamedTempFile::new().expect("rotel log");
         let mut last = String::new();
         for _attempt in 0..3 {
-            let ports = free_ports_in(ns, 2);
-            let (grpc_port, http_port) = (ports[0], ports[1]);
+            let [grpc_port, http_port] = free_ports_in(ns);
             let mut c = match ns {
                 Some(ns) => {
                     let mut c = Command::new("ip");
@@ -301,8 +300,8 @@ impl Rotel {
                 }
                 if let Ok(Some(status)) = g.child.try_wait() {
                     let out = std::fs::read_to_string(log.path()).unwrap_or_default();
-                    let tail: String =
-                        out.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                    let lines: Vec<&str> = out.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
                     last = format!("rotel exited ({status}) before listening on {grpc_port}/{http_port}:\n{tail}");
                     break;
                 }

@@ -194,10 +194,7 @@ async fn gateway_samples_unsampled_agents_and_keeps_errors() {
     use cnflow::telemetry::resource::trace_request;
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     use opentelemetry_proto::tonic::trace::v1::{Span, Status};
-    let (sink_port, gw_grpc) = match otel::free_ports_in(None, 2)[..] {
-        [a, b] => (a, b),
-        _ => unreachable!(),
-    };
+    let [sink_port, gw_grpc] = otel::free_ports_in(None);
     let sink = std::sync::Arc::new(OtlpSink::new());
     sink.serve_grpc(tokio::net::TcpListener::bind(("127.0.0.1", sink_port)).await.unwrap());
     let log = tempfile::NamedTempFile::new().unwrap();
