@@ -7,6 +7,14 @@ pub fn cnflow_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cnflow")
 }
 
+/// `N` distinct ports free on 127.0.0.1 of the calling thread's namespace:
+/// all bound at once, so no two of them can be the same port (taking them
+/// one call at a time could hand out a port twice).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [_; N] = std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
+}
+
 /// Directory holding committed pcaps.
 pub fn pcaps_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/pcaps")

@@ -70,18 +70,15 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// A port that is free on 127.0.0.1 of the test's namespace (a fresh
 /// namespace has every port free).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let [p] = crate::harness::free_ports();
+    p
 }
 
-/// `N` distinct ports free on 127.0.0.1 of namespace `ns` (host if None):
-/// all bound at once, so two calls cannot hand out the same port, and in
-/// the namespace where they will be used, so a port already taken there
-/// (the receiver's) is never returned.
+/// `N` distinct ports free on 127.0.0.1 of namespace `ns` (host if None),
+/// taken in the namespace where they will be used, so a port already taken
+/// there (the receiver's) is never returned.
 pub fn free_ports_in<const N: usize>(ns: Option<&str>) -> [u16; N] {
-    in_netns(ns, move || {
-        let held: [_; N] = std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-        held.map(|l| l.local_addr().unwrap().port())
-    })
+    in_netns(ns, crate::harness::free_ports)
 }
 
 /// Everything the receiver got, in arrival order.

@@ -16,10 +16,6 @@ fn names_received(backend: &OtlpSink) -> Vec<String> {
     backend.spans().into_iter().map(|s| s.name).collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 struct Gateway(std::process::Child);
 impl Drop for Gateway {
     fn drop(&mut self) {
@@ -70,7 +66,7 @@ async fn connect(port: u16) -> TraceServiceClient<tonic::transport::Channel> {
 #[tokio::test]
 async fn disk_queue_survives_a_kill_while_the_backend_is_down() {
     let dir = tempfile::tempdir().unwrap();
-    let (grpc, backend_port) = (free_port(), free_port());
+    let [grpc, backend_port] = harness::free_ports();
     let mut names = Vec::new();
     {
         let _gw = start_gateway(grpc, backend_port, dir.path());
@@ -158,7 +154,7 @@ async fn one_destination_down(
     dir: Option<&std::path::Path>,
     down_port: u16,
 ) -> (Gateway, u16, Arc<OtlpSink>, Vec<String>, usize) {
-    let (grpc, http, primary_port) = (free_port(), free_port(), free_port());
+    let [grpc, http, primary_port] = harness::free_ports();
     let primary = Arc::new(OtlpSink::new().count_only());
     let primary_l = tokio::net::TcpListener::bind(("127.0.0.1", primary_port)).await.unwrap();
     primary.serve_grpc(primary_l);
@@ -221,7 +217,7 @@ async fn a_destination_that_is_down_does_not_hold_back_the_primary() {
     // The scenario as reported (memory queues), then with a disk queue.
     let dir = tempfile::tempdir().unwrap();
     for qdir in [None, Some(dir.path())] {
-        let down = free_port();
+        let [down] = harness::free_ports();
         let (_gw, _http, primary, acked, refused) = one_destination_down(qdir, down).await;
         let count = || primary.span_count.load(std::sync::atomic::Ordering::SeqCst) as usize;
         let got = settle(Duration::from_secs(20), Duration::from_millis(500), count).await;
@@ -261,7 +257,7 @@ async fn a_destination_that_is_down_does_not_hold_back_the_primary() {
 async fn every_acknowledged_span_survives_a_kill_right_after_the_ack() {
     for (batch_size, timeout_ms) in [("8192", "60000"), ("8", "60000")] {
         let dir = tempfile::tempdir().unwrap();
-        let (grpc, backend_port) = (free_port(), free_port());
+        let [grpc, backend_port] = harness::free_ports();
         let vars = [("CNFLOW_GATEWAY_BATCH_SIZE", batch_size), ("CNFLOW_GATEWAY_BATCH_TIMEOUT_MS", timeout_ms)];
         let mut acked = Vec::new();
         {

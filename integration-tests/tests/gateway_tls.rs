@@ -22,10 +22,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl CLI");
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -139,7 +135,7 @@ struct Gw {
 /// `cnflow gateway` with TLS from `pki` (mutual when `client_ca`), receivers
 /// on fresh ports, exporting with `export_env`.
 fn gateway(pki: &Pki, client_ca: bool, export_env: &[(&str, String)]) -> Gw {
-    let (grpc, http) = (free_port(), free_port());
+    let [grpc, http] = harness::free_ports();
     let mut c = Command::new(harness::cnflow_bin());
     c.arg("gateway")
         // Exact span counts: keep the gateway's own spans out of the sink.
