@@ -5,7 +5,10 @@
 # Usage: bench_overhead.sh [ROUNDS] [shared|pinned]   (root; redis-server, redis-benchmark, nginx, wrk, openssl)
 # WORKLOADS="wrk_https" (default "redis redisP16 wrk wrk_https") runs a subset.
 # Workloads: redis, redis pipelined, wrk over HTTP, and wrk over HTTPS (nginx `ssl`;
-# with the agent on, both wrk and nginx run under the TLS uprobes).
+# with the agent on, both wrk and nginx run under the TLS uprobes). Not in the default:
+# wrk_paced, the HTTP workload below saturation (PACED_CONNS connections, default 48,
+# each waiting PACED_MS, default 1, after every response: about a third of what the
+# two cores serve flat out), for the latency a node that is not saturated sees.
 #   shared (default): client, servers and agent all float over every core.
 #   pinned: client and servers on core 0, the agent on core 1, so the figure is the
 #           overhead on the workload's core (the kernel side of capture still runs
@@ -155,6 +158,17 @@ m=re.search(r"99%\s+([\d.]+)(us|ms|s)",t); v=float(m.group(1))*{"us":0.001,"ms":
 n=int(re.search(r"(\d+) requests in",t).group(1))
 print(rps, v, n)'
 }
+# Think time after every response (wrk's `delay` hook, whole milliseconds): the
+# offered load is set by the connections, not by how fast the server answers.
+printf 'function delay() return %s end\n' "${PACED_MS:-1}" > "$work/paced.lua"
+wrk_paced_run() {
+  ip netns exec $A "${wl[@]}" wrk -t1 -c"${PACED_CONNS:-48}" -d5s --latency -s "$work/paced.lua" http://10.200.90.2:8080/ 2>/dev/null |
+    python3 -c 'import sys,re
+t=sys.stdin.read(); rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
+m=re.search(r"99%\s+([\d.]+)(us|ms|s)",t); v=float(m.group(1))*{"us":0.001,"ms":1,"s":1000}[m.group(2)]
+n=int(re.search(r"(\d+) requests in",t).group(1))
+print(rps, v, n)'
+}
 # One workload run: "rps p99_ms agent_ms_per_1k_requests tc_ns_per_packet tls_ns_per_run".
 measure() {
   local c0 c1 b0 b1 out
@@ -180,6 +194,7 @@ for r in $(seq "$rounds"); do
     if has redisP16; then res[redisP16,$m]+="$(measure redis_run '-P 16') "$'\n'; fi
     if has wrk; then res[wrk,$m]+="$(measure wrk_run) "$'\n'; fi
     if has wrk_https; then res[wrk_https,$m]+="$(measure wrk_run https://10.200.90.2:8443/) "$'\n'; fi
+    if has wrk_paced; then res[wrk_paced,$m]+="$(measure wrk_paced_run) "$'\n'; fi
     if [ $m = on ]; then
       stop_agent
       export_traces=$((export_traces + export_round_traces)); export_metrics=$((export_metrics + export_round_metrics))

@@ -3,7 +3,9 @@
 # Usage: bench_pair.sh OLD_BIN NEW_BIN [ROUNDS]   (root; nginx, wrk, redis-server, redis-benchmark, python3)
 # WRK_HEADERS="User-Agent: x|traceparent: 00-…-01" (headers separated by |) and WRK_PATH="index.html?a=1"
 # give wrk's requests what real clients send (plain wrk sends only Host).
-# WORKLOADS="wrk redis" (default) runs a subset; "pgbench" adds PostgreSQL (pgbench -S, simple
+# WORKLOADS="wrk redis" (default) runs a subset; "wrk_paced" is wrk below saturation (PACED_CONNS
+# connections, default 144, each waiting PACED_MS, default 1, after every response: with many
+# connections and cold caches between drains, the per-packet state lookups cost more); "pgbench" adds PostgreSQL (pgbench -S, simple
 # protocol: every statement a new text with its literal inline; needs postgresql), "mysqlslap"
 # MariaDB (8 clients, one SELECT by primary key; needs mariadb-server, mariadb-client). EXPORT=1: each agent exports every span to its
 # own OTLP/HTTP protobuf receiver (127.0.0.1:4318 and :4319 in the server's netns).
@@ -100,6 +102,9 @@ cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 workload() { # NAME -> requests done
   case $1 in
     wrk) ip netns exec $A wrk -t1 -c32 -d6s "${wrk_headers[@]}" "http://10.200.97.2:8080/${WRK_PATH:-}" | awk '/requests in/{print $1}' ;;
+    wrk_paced) printf 'function delay() return %s end\n' "${PACED_MS:-1}" > "$work/paced.lua"
+               ip netns exec $A wrk -t1 -c"${PACED_CONNS:-144}" -d6s -s "$work/paced.lua" "http://10.200.97.2:8080/${WRK_PATH:-}" |
+                 awk '/requests in/{print $1}' ;;
     redis) local n=300000  # per test: SET and GET
            ip netns exec $A redis-benchmark -h 10.200.97.2 -p 6379 -n $n -c 50 -t set,get --csv 2>/dev/null >/dev/null
            echo $((2 * n)) ;;
