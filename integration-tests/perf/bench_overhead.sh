@@ -225,6 +225,9 @@ if len(off) > 1:
     ratios = [100 * agent[0] / base[0] for base, agent in zip(off, on)]
     print(f"{'':9s} per round (with / the baseline just before): "
           + " / ".join(f"{r:.1f}" for r in ratios) + f"%, median {statistics.median(ratios):.1f}%")
+    p99s = [100 * (agent[1] / base[1] - 1) for base, agent in zip(off, on)]
+    print(f"{'':9s} p99 per round (against the baseline just before): "
+          + " / ".join(f"{r:+.1f}" for r in p99s) + f"%, median {statistics.median(p99s):+.1f}%")
 PY
 done
 if [ "${EXPORT:-0}" = 1 ]; then
