@@ -52,10 +52,15 @@ static SCRATCH: PerCpuArray<PacketRecord> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static OPAQUE: PerCpuArray<[u32; 4]> = PerCpuArray::with_max_entries(1, 0);
 
-/// Record bytes this CPU wrote since it last forced a reader wakeup (see
-/// `wake_flag`).
+/// Record bytes this CPU wrote since it last forced a reader wakeup, and
+/// when that was (see `wake_flag`).
 #[map]
-static PRODUCED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static PRODUCED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Least time between two wakeups forced by one CPU: bounds the wakeups
+/// (an irq_work each on the workload's CPU) when a small
+/// CNFLOW_RING_WAKEUP_BYTES meets bulk traffic (~8 full records per 16 KiB).
+const WAKEUP_MIN_GAP_NS: u64 = 100_000;
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
@@ -562,9 +567,11 @@ fn cpu_ring() -> Option<&'static Ring> {
 /// A wakeup per record costs an irq_work and a context switch of the reader
 /// on the workload's CPU, so records are written without one and the reader
 /// drains on a timer; each CPU forces a wakeup once it has written
-/// `wakeup_bytes` (userspace sets 1/8 of the ring divided by the CPU count)
-/// since its last one, so the ring never takes more than 1/8 of its size
-/// without the reader being woken. A per-CPU sum instead of asking the ring
+/// `wakeup_bytes` (1/8 of the ring divided by the CPU count, or a smaller
+/// CNFLOW_RING_WAKEUP_BYTES for short, frequent drains on saturated nodes)
+/// since its last one and [`WAKEUP_MIN_GAP_NS`] have passed, so the ring
+/// never takes more than 1/8 of its size without the reader being woken.
+/// A per-CPU sum instead of asking the ring
 /// how full it is (`bpf_ringbuf_query`): the query reads the consumer
 /// position, a cache line the reader writes from another CPU, on every
 /// packet (~10–20 ns per record in `bench_ebpf.sh`), and its seven inlined
@@ -577,14 +584,17 @@ fn wake_flag(cap: usize, wakeup_bytes: u64) -> u64 {
     let Some(p) = PRODUCED.get_ptr_mut(0) else { return BPF_RB_NO_WAKEUP };
     // Per-CPU slot, TC runs with migration disabled: no atomics needed.
     unsafe {
-        let n = *p + (cap + PACKET_HEADER_LEN) as u64;
+        let n = (*p)[0] + (cap + PACKET_HEADER_LEN) as u64;
         if n >= wakeup_bytes {
-            *p = 0;
-            BPF_RB_FORCE_WAKEUP
-        } else {
-            *p = n;
-            BPF_RB_NO_WAKEUP
+            // The clock is read only when the byte count says to wake.
+            let now = bpf_ktime_get_ns();
+            if now.wrapping_sub((*p)[1]) >= WAKEUP_MIN_GAP_NS {
+                *p = [0, now];
+                return BPF_RB_FORCE_WAKEUP;
+            }
         }
+        (*p)[0] = n;
+        BPF_RB_NO_WAKEUP
     }
 }
 

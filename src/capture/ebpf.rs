@@ -233,9 +233,15 @@ impl LiveCapture {
         let rings = create_rings(&mut bpf, layout)?;
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            let wakeup_bytes = if cfg.ring_poll_interval.is_some() { layout.wakeup_bytes(cpus) } else { 0 };
+            // CNFLOW_RING_WAKEUP_BYTES: shorter, more frequent drains (see the README).
+            let wakeup_bytes = match (cfg.ring_poll_interval, cfg.ring_wakeup_bytes) {
+                (None, _) => 0,
+                (Some(_), 0) => layout.wakeup_bytes(cpus),
+                (Some(_), b) => layout.wakeup_bytes(cpus).min(b),
+            };
             let conf = CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes, rings: layout.rings };
             c.set(0, conf, 0).context("writing CONFIG")?;
+            tracing::info!(wakeup_bytes, "ring reader woken by the kernel after this many record bytes per CPU");
         }
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
@@ -528,9 +534,10 @@ impl RingLayout {
         Self { rings, bytes_each }
     }
 
-    /// A CPU forces a reader wakeup after writing this many bytes since its
-    /// last one: 1/8 of its ring split over the CPUs that share it, so a
-    /// ring never holds more than 1/8 of its size unannounced.
+    /// The most a CPU writes before it forces a reader wakeup: 1/8 of its
+    /// ring split over the CPUs that share it, so a ring never holds more
+    /// than 1/8 of its size unannounced (a smaller CNFLOW_RING_WAKEUP_BYTES
+    /// applies below this).
     fn wakeup_bytes(&self, cpus: u32) -> u32 {
         let sharing = cpus.div_ceil(self.rings).max(1);
         (self.bytes_each / 8 / sharing).max(4096)

@@ -29,6 +29,9 @@ pub struct CaptureSettings {
     pub snaplen: u32,
     /// Size of the kernel→userspace ring buffer (power of two).
     pub ring_buffer_bytes: u32,
+    /// Record bytes a CPU writes before the kernel wakes the reader (0: 1/8
+    /// of its ring; capped at that).
+    pub ring_wakeup_bytes: u32,
     /// How often the ring is drained; None = the kernel wakes the reader for every packet.
     pub ring_poll_interval: Option<Duration>,
     /// Transports to capture, comma-separated: any of tcp, udp, icmp.
