@@ -202,9 +202,15 @@ fn captures_redis_ping_and_dns_byte_exact() {
         .expect("dnsmasq");
     let _dnsmasq = ChildGuard::new(dnsmasq, "dnsmasq");
 
-    // The smallest early-wakeup threshold: the records also go through the
-    // kernel's forced wakeups (and their 100 µs spacing), not only the timer.
-    let agent = start_agent(&pair, &dir, "run1", &[("CNFLOW_SNAPLEN", "4096"), ("CNFLOW_RING_WAKEUP_BYTES", "4096")]);
+    // The smallest early-wakeup threshold, always on (not only while the
+    // node's CPUs are saturated): the records also go through the kernel's
+    // forced wakeups (and their 100 µs spacing), not only the timer.
+    let env = [
+        ("CNFLOW_SNAPLEN", "4096"),
+        ("CNFLOW_RING_WAKEUP_BYTES", "4096"),
+        ("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "0"),
+    ];
+    let agent = start_agent(&pair, &dir, "run1", &env);
     // The same traffic recorded independently, for `cnflow replay`.
     let pcap = dir.path("tcpdump.pcap");
     let tcpdump = NetnsPair::cmd(&pair.ns_a, "tcpdump")

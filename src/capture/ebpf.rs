@@ -239,9 +239,26 @@ impl LiveCapture {
                 (Some(_), 0) => layout.wakeup_bytes(cpus),
                 (Some(_), b) => layout.wakeup_bytes(cpus).min(b),
             };
-            let conf = CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes, rings: layout.rings };
+            let switched = cfg.ring_poll_interval.is_some() && cfg.ring_wakeup_above_cpu_percent > 0;
+            let idle_bytes = if switched { layout.wakeup_bytes(cpus) } else { wakeup_bytes };
+            let conf = CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes: idle_bytes, rings: layout.rings };
             c.set(0, conf, 0).context("writing CONFIG")?;
-            tracing::info!(wakeup_bytes, "ring reader woken by the kernel after this many record bytes per CPU");
+            if switched {
+                let busy = match cfg.ring_wakeup_bytes {
+                    0 => layout.wakeup_bytes(cpus).min(16 * 1024),
+                    _ => wakeup_bytes,
+                };
+                let map = Array::try_from(bpf.take_map("CONFIG").context("CONFIG map missing")?)?;
+                super::wakeup::spawn_switch(map, conf, busy, cfg.ring_wakeup_above_cpu_percent)?;
+                tracing::info!(
+                    busy,
+                    idle = idle_bytes,
+                    percent = cfg.ring_wakeup_above_cpu_percent,
+                    "ring reader woken after `busy` record bytes per CPU while the node's CPUs are busy, else `idle`"
+                );
+            } else {
+                tracing::info!(wakeup_bytes, "ring reader woken by the kernel after this many record bytes per CPU");
+            }
         }
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;

@@ -18,6 +18,7 @@ pub mod tls;
 pub mod tls_stream;
 #[cfg(target_os = "linux")]
 pub mod tls_symbols;
+pub mod wakeup;
 
 /// What the live capture needs to know: the capture's own settings, filled
 /// by whoever owns the configuration (the agent, from `CNFLOW_*`).
@@ -32,6 +33,9 @@ pub struct CaptureSettings {
     /// Record bytes a CPU writes before the kernel wakes the reader (0: 1/8
     /// of its ring; capped at that).
     pub ring_wakeup_bytes: u32,
+    /// When non-zero, `ring_wakeup_bytes` (16 KiB if 0) applies only while
+    /// the node's CPUs are at least this many percent busy.
+    pub ring_wakeup_above_cpu_percent: u8,
     /// How often the ring is drained; None = the kernel wakes the reader for every packet.
     pub ring_poll_interval: Option<Duration>,
     /// Transports to capture, comma-separated: any of tcp, udp, icmp.

@@ -1,0 +1,94 @@
+//! Early ring-reader wakeups only while the node's CPUs are saturated
+//! (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT). Short, frequent drains delay the
+//! workload least when every core is busy, but cost CPU and latency when
+//! there is idle capacity (README, "Session 27"); this switches the TC
+//! programs' wakeup threshold between the two as the node's load moves.
+use anyhow::Result;
+use aya::maps::{Array, MapData};
+use cnflow_common::CaptureConfig;
+use std::time::Duration;
+
+/// How often the node's CPU load is sampled.
+const PERIOD: Duration = Duration::from_millis(250);
+/// Points below the threshold at which the early wakeups stop again, so a
+/// load that hovers at the threshold does not flip the mode every period.
+const HYSTERESIS: f64 = 10.0;
+
+/// Busy and total jiffies of all CPUs, from the first line of /proc/stat
+/// (`cpu user nice system idle iowait irq softirq steal …`); idle and
+/// iowait are not busy.
+pub fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
+    if v.len() < 5 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    Some((total - v[3] - v[4], total))
+}
+
+/// Whether early wakeups should be on after a period with `busy_pct`.
+pub fn next_mode(on: bool, busy_pct: f64, threshold: f64) -> bool {
+    if on {
+        busy_pct >= threshold - HYSTERESIS
+    } else {
+        busy_pct >= threshold
+    }
+}
+
+/// Spawns the task that writes `busy` or `idle` wakeup bytes into the
+/// programs' configuration as the node's CPU load crosses `percent`.
+pub fn spawn_switch(mut map: Array<MapData, CaptureConfig>, base: CaptureConfig, busy: u32, percent: u8) -> Result<()> {
+    let read = || std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_jiffies);
+    let Some(mut last) = read() else {
+        // Capture goes on with the timer-paced drains.
+        tracing::warn!("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT: /proc/stat is not readable; early wakeups stay off");
+        return Ok(());
+    };
+    let idle = base.wakeup_bytes;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PERIOD);
+        let mut on = false;
+        loop {
+            tick.tick().await;
+            let Some(now) = read() else { continue };
+            let (db, dt) = (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1));
+            last = now;
+            if dt == 0 {
+                continue;
+            }
+            let pct = 100.0 * db as f64 / dt as f64;
+            let want = next_mode(on, pct, percent as f64);
+            if want != on {
+                on = want;
+                let conf = CaptureConfig { wakeup_bytes: if on { busy } else { idle }, ..base };
+                match map.set(0, conf, 0) {
+                    Ok(()) => tracing::debug!(busy_pct = pct, early_wakeups = on, "ring wakeup threshold switched"),
+                    Err(e) => tracing::warn!(error = %e, "cannot switch the ring wakeup threshold"),
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_busy_excludes_idle_and_iowait() {
+        let s = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        assert_eq!(cpu_jiffies(s), Some((160, 1000)));
+        assert_eq!(cpu_jiffies("intr 1 2\n"), None);
+        assert_eq!(cpu_jiffies("cpu  1 2\n"), None);
+    }
+
+    #[test]
+    fn switches_with_hysteresis() {
+        assert!(!next_mode(false, 89.0, 90.0));
+        assert!(next_mode(false, 90.0, 90.0));
+        assert!(next_mode(true, 85.0, 90.0));
+        assert!(!next_mode(true, 79.0, 90.0));
+    }
+}
