@@ -597,3 +597,42 @@ fn plain_tcp_and_tcp_with_ip_options_give_the_same_records() {
     assert_eq!(replied, 20 + 2000 + 2, "reply bytes (the 2000-byte one in wire segments): {plain:?}");
     assert_eq!(plain, with_options, "records of the plain connection and of the one with IP options");
 }
+
+/// CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT: while every CPU of the host is busy
+/// (a spinning thread per CPU, the independent fact) the agent switches the
+/// programs to early wakeups, and back once the load is gone; packets are
+/// captured in both modes.
+#[test]
+fn early_wakeups_follow_the_node_cpu_load() {
+    let pair = NetnsPair::new("wake");
+    let dir = Scratch::new("ebpf-wake");
+    let env = [("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "60"), ("RUST_LOG", "info,cnflow::capture::wakeup=debug")];
+    let agent = start_agent(&pair, &dir, "run1", &env);
+    let err = dir.path("run1.err");
+    assert!(read(&err).contains("percent=60"), "switch not set up:\n{}", read(&err));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let on = wait_until(Duration::from_secs(10), || read(&err).contains("early_wakeups=true"));
+    NetnsPair::exec(&pair.ns_b, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &pair.ip_a], Duration::from_secs(10));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    burners.into_iter().for_each(|b| b.join().unwrap());
+    assert!(on, "no switch to early wakeups under full load:\n{}", read(&err));
+    let off = wait_until(Duration::from_secs(10), || read(&err).contains("early_wakeups=false"));
+    assert!(off, "no switch back once the load is gone:\n{}", read(&err));
+    NetnsPair::exec(&pair.ns_b, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &pair.ip_a], Duration::from_secs(10));
+    let out = dir.path("run1.out");
+    let seen = wait_until(Duration::from_secs(5), || {
+        parse_packets(&read(&out)).iter().filter(|p| p.proto == "icmp" && p.src == pair.ip_b).count() >= 4
+    });
+    assert!(seen, "pings not captured in both modes:\n{}", read(&out));
+    stop_agent(agent, libc::SIGTERM);
+}
