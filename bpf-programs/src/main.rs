@@ -586,7 +586,8 @@ fn wake_flag(cap: usize, wakeup_bytes: u64) -> u64 {
     unsafe {
         let n = (*p)[0] + (cap + PACKET_HEADER_LEN) as u64;
         if n >= wakeup_bytes {
-            // The clock is read only when the byte count says to wake.
+            // The clock is read only once the byte count says to wake (then
+            // for each record until the gap has passed).
             let now = bpf_ktime_get_ns();
             if now.wrapping_sub((*p)[1]) >= WAKEUP_MIN_GAP_NS {
                 *p = [0, now];

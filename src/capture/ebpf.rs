@@ -233,26 +233,29 @@ impl LiveCapture {
         let rings = create_rings(&mut bpf, layout)?;
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            // CNFLOW_RING_WAKEUP_BYTES: shorter, more frequent drains (see the README).
-            let wakeup_bytes = match (cfg.ring_poll_interval, cfg.ring_wakeup_bytes) {
-                (None, _) => 0,
-                (Some(_), 0) => layout.wakeup_bytes(cpus),
-                (Some(_), b) => layout.wakeup_bytes(cpus).min(b),
+            // CNFLOW_RING_WAKEUP_BYTES: shorter, more frequent drains (see the
+            // README), always or (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT) only
+            // while the node's CPUs are busy; never beyond the ring's own bound.
+            let ring_bound = layout.wakeup_bytes(cpus);
+            let early = match cfg.ring_wakeup_bytes {
+                0 => super::wakeup::DEFAULT_EARLY_BYTES,
+                b => b,
+            }
+            .min(ring_bound);
+            let (wakeup_bytes, switched) = match cfg.ring_poll_interval {
+                None => (0, false),
+                Some(_) if cfg.ring_wakeup_above_cpu_percent > 0 => (ring_bound, true),
+                Some(_) if cfg.ring_wakeup_bytes > 0 => (early, false),
+                Some(_) => (ring_bound, false),
             };
-            let switched = cfg.ring_poll_interval.is_some() && cfg.ring_wakeup_above_cpu_percent > 0;
-            let idle_bytes = if switched { layout.wakeup_bytes(cpus) } else { wakeup_bytes };
-            let conf = CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes: idle_bytes, rings: layout.rings };
+            let conf = CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes, rings: layout.rings };
             c.set(0, conf, 0).context("writing CONFIG")?;
             if switched {
-                let busy = match cfg.ring_wakeup_bytes {
-                    0 => layout.wakeup_bytes(cpus).min(16 * 1024),
-                    _ => wakeup_bytes,
-                };
                 let map = Array::try_from(bpf.take_map("CONFIG").context("CONFIG map missing")?)?;
-                super::wakeup::spawn_switch(map, conf, busy, cfg.ring_wakeup_above_cpu_percent)?;
+                super::wakeup::spawn_switch(map, conf, early, cfg.ring_wakeup_above_cpu_percent)?;
                 tracing::info!(
-                    busy,
-                    idle = idle_bytes,
+                    busy = early,
+                    idle = wakeup_bytes,
                     percent = cfg.ring_wakeup_above_cpu_percent,
                     "ring reader woken after `busy` record bytes per CPU while the node's CPUs are busy, else `idle`"
                 );

@@ -8,6 +8,9 @@ use aya::maps::{Array, MapData};
 use cnflow_common::CaptureConfig;
 use std::time::Duration;
 
+/// Early-wakeup threshold when CNFLOW_RING_WAKEUP_BYTES is 0 (measured
+/// against 64 KiB and the 1/8-ring default in the README, "Session 27").
+pub const DEFAULT_EARLY_BYTES: u32 = 16 * 1024;
 /// How often the node's CPU load is sampled.
 const PERIOD: Duration = Duration::from_millis(250);
 /// Points below the threshold at which the early wakeups stop again, so a
@@ -17,7 +20,7 @@ const HYSTERESIS: f64 = 10.0;
 /// Busy and total jiffies of all CPUs, from the first line of /proc/stat
 /// (`cpu user nice system idle iowait irq softirq steal …`); idle and
 /// iowait are not busy.
-pub fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
+fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     let v: Vec<u64> = line.split_whitespace().take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
     if v.len() < 5 {
@@ -28,7 +31,7 @@ pub fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
 }
 
 /// Whether early wakeups should be on after a period with `busy_pct`.
-pub fn next_mode(on: bool, busy_pct: f64, threshold: f64) -> bool {
+fn next_mode(on: bool, busy_pct: f64, threshold: f64) -> bool {
     if on {
         busy_pct >= threshold - HYSTERESIS
     } else {
