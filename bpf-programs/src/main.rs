@@ -52,10 +52,10 @@ static SCRATCH: PerCpuArray<PacketRecord> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static OPAQUE: PerCpuArray<[u32; 4]> = PerCpuArray::with_max_entries(1, 0);
 
-/// Record bytes this CPU wrote since it last forced a reader wakeup, and
-/// when that was (see `wake_flag`).
+/// Record bytes this CPU wrote since it last forced a reader wakeup, when
+/// that was, and the records written since (see `wake_flag`).
 #[map]
-static PRODUCED: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+static PRODUCED: PerCpuArray<[u64; 3]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Least time between two wakeups forced by one CPU: bounds the wakeups
 /// (an irq_work each on the workload's CPU) when a small
@@ -172,7 +172,7 @@ impl Pkt<'_> {
 fn fast_tcp(skb: *mut __sk_buff, direction: u32) -> u32 {
     let ctx = TcContext::new(skb);
     let Some(cfg) = CONFIG.get(0) else { return 0 };
-    let (snaplen, flags, wakeup_bytes) = (cfg.snaplen, cfg.flags, cfg.wakeup_bytes as u64);
+    let (snaplen, flags, wakeup) = (cfg.snaplen, cfg.flags, wake_limits(cfg));
     if snaplen == 0 {
         // Not configured yet by userspace: nothing to do.
         return 1;
@@ -255,7 +255,7 @@ fn fast_tcp(skb: *mut __sk_buff, direction: u32) -> u32 {
     let seq = u32::from_be_bytes([b(l4 + 4), b(l4 + 5), b(l4 + 6), b(l4 + 7)]);
     let ack = u32::from_be_bytes([b(l4 + 8), b(l4 + 9), b(l4 + 10), b(l4 + 11)]);
     stage_header(rec, skb, direction as u8, family, PROTO_TCP, src_port, dst_port, ack);
-    emit(&ctx, rec, l4 + hdr_len, payload_len, seq, tcp_flags, snaplen, wakeup_bytes);
+    emit(&ctx, rec, l4 + hdr_len, payload_len, seq, tcp_flags, snaplen, wakeup);
     1
 }
 
@@ -311,7 +311,7 @@ struct Parsed {
 
 fn capture(ctx: &TcContext, direction: u8) {
     let Some(cfg) = CONFIG.get(0) else { return };
-    let (snaplen, flags, wakeup_bytes) = (cfg.snaplen, cfg.flags, cfg.wakeup_bytes as u64);
+    let (snaplen, flags, wakeup) = (cfg.snaplen, cfg.flags, wake_limits(cfg));
     if snaplen == 0 {
         // Not configured yet by userspace: nothing to do.
         return;
@@ -422,7 +422,7 @@ fn capture(ctx: &TcContext, direction: u8) {
         0
     };
     if gso == 0 || payload_len <= gso {
-        emit(ctx, rec, payload_off, payload_len, seq, tcp_flags, snaplen, wakeup_bytes);
+        emit(ctx, rec, payload_off, payload_len, seq, tcp_flags, snaplen, wakeup);
         return;
     }
     count(CNT_GSO_SPLIT);
@@ -437,7 +437,7 @@ fn capture(ctx: &TcContext, direction: u8) {
         seq,
         tcp_flags,
         snaplen,
-        wakeup_bytes,
+        wakeup,
     };
     unsafe {
         bpf_loop(segs.nr, segment as *mut c_void, &mut segs as *mut Segments as *mut c_void, 0);
@@ -455,7 +455,8 @@ struct Segments {
     seq: u32,
     tcp_flags: u8,
     snaplen: u32,
-    wakeup_bytes: u64,
+    /// See [`wake_limits`].
+    wakeup: u64,
 }
 
 /// bpf_loop callback: emits wire segment `i` (0 = continue, 1 = stop).
@@ -473,7 +474,7 @@ extern "C" fn segment(i: u64, c: *mut c_void) -> i64 {
     // On the wire only the last segment carries PSH/FIN (RST never comes with GSO).
     let flags = if last { c.tcp_flags } else { c.tcp_flags & !(TCP_FIN | TCP_PSH) };
     let ctx = TcContext::new(c.skb);
-    emit(&ctx, rec, c.payload_off + off, seg, c.seq.wrapping_add(off as u32), flags, c.snaplen, c.wakeup_bytes);
+    emit(&ctx, rec, c.payload_off + off, seg, c.seq.wrapping_add(off as u32), flags, c.snaplen, c.wakeup);
     if last {
         1
     } else {
@@ -503,7 +504,7 @@ fn emit(
     seq: u32,
     tcp_flags: u8,
     snaplen: u32,
-    wakeup_bytes: u64,
+    wakeup: u64,
 ) {
     // The IP length may claim more than the skb holds (broken packets).
     let in_skb = (ctx.len() as usize).saturating_sub(off);
@@ -526,7 +527,8 @@ fn emit(
         count(CNT_RING_FULL);
         return;
     };
-    let notify = wake_flag(cap, wakeup_bytes);
+    // The record's own timestamp serves as the clock for the wakeup spacing.
+    let notify = wake_flag(cap, wakeup, unsafe { (*rec).ts_ns });
     let n = if cap <= 64 {
         put::<64>(ring, ctx, rec, off, cap, notify)
     } else if cap <= 256 {
@@ -563,38 +565,48 @@ fn cpu_ring() -> Option<&'static Ring> {
     RINGS.get(cpu.checked_rem(rings)?)
 }
 
-/// The `bpf_ringbuf_submit` flag for a record of `cap` payload bytes.
+/// The wakeup thresholds of `cfg` in one word (low half: record bytes,
+/// high half: records), so they travel through `emit` and the GSO loop's
+/// context as one argument.
+#[inline(always)]
+fn wake_limits(cfg: &CaptureConfig) -> u64 {
+    cfg.wakeup_bytes as u64 | (cfg.wakeup_records as u64) << 32
+}
+
+/// The `bpf_ringbuf_submit` flag for a record of `cap` payload bytes written
+/// at `now` (its timestamp, CLOCK_MONOTONIC like the spacing).
 /// A wakeup per record costs an irq_work and a context switch of the reader
 /// on the workload's CPU, so records are written without one and the reader
-/// drains on a timer; each CPU forces a wakeup once it has written
-/// `wakeup_bytes` (1/8 of the ring divided by the CPU count, or a smaller
-/// CNFLOW_RING_WAKEUP_BYTES for short, frequent drains on saturated nodes)
-/// since its last one and [`WAKEUP_MIN_GAP_NS`] have passed, so the ring
-/// never takes more than 1/8 of its size without the reader being woken.
+/// drains on a timer; each CPU forces a wakeup once it has written the
+/// byte limit (1/8 of the ring divided by the CPU count, or a smaller
+/// CNFLOW_RING_WAKEUP_BYTES) or, while early wakeups are on, the record
+/// limit (CNFLOW_RING_WAKEUP_RECORDS: short, frequent drains on saturated
+/// nodes whose length follows the reader's work, which is per record) since
+/// its last one and [`WAKEUP_MIN_GAP_NS`] have passed, so the ring never
+/// takes more than 1/8 of its size without the reader being woken.
 /// A per-CPU sum instead of asking the ring
 /// how full it is (`bpf_ringbuf_query`): the query reads the consumer
 /// position, a cache line the reader writes from another CPU, on every
 /// packet (~10–20 ns per record in `bench_ebpf.sh`), and its seven inlined
 /// copies (one per size class) cost the verifier ~80k instructions.
 #[inline(always)]
-fn wake_flag(cap: usize, wakeup_bytes: u64) -> u64 {
-    if wakeup_bytes == 0 {
+fn wake_flag(cap: usize, wakeup: u64, now: u64) -> u64 {
+    let (max_bytes, max_records) = (wakeup & 0xffff_ffff, wakeup >> 32);
+    if max_bytes == 0 {
         return 0;
     }
     let Some(p) = PRODUCED.get_ptr_mut(0) else { return BPF_RB_NO_WAKEUP };
     // Per-CPU slot, TC runs with migration disabled: no atomics needed.
     unsafe {
         let n = (*p)[0] + (cap + PACKET_HEADER_LEN) as u64;
-        if n >= wakeup_bytes {
-            // The clock is read only once the byte count says to wake (then
-            // for each record until the gap has passed).
-            let now = bpf_ktime_get_ns();
-            if now.wrapping_sub((*p)[1]) >= WAKEUP_MIN_GAP_NS {
-                *p = [0, now];
-                return BPF_RB_FORCE_WAKEUP;
-            }
+        let r = (*p)[2] + 1;
+        if (n >= max_bytes || (max_records != 0 && r >= max_records))
+            && now.wrapping_sub((*p)[1]) >= WAKEUP_MIN_GAP_NS
+        {
+            *p = [0, now, 0];
+            return BPF_RB_FORCE_WAKEUP;
         }
-        (*p)[0] = n;
+        *p = [n, (*p)[1], r];
         BPF_RB_NO_WAKEUP
     }
 }

@@ -126,6 +126,10 @@ pub struct CaptureConfig {
     pub wakeup_bytes: u32,
     /// Record rings in `RINGS` (1..=MAX_RINGS); a CPU writes to ring `cpu % rings`.
     pub rings: u32,
+    /// When non-zero (and `wakeup_bytes` is), each CPU also forces a wakeup
+    /// after it has written this many records since its last one: the
+    /// reader's work per drain follows the record count, not the bytes.
+    pub wakeup_records: u32,
 }
 
 /// Entries of the `RINGS` array of record rings.

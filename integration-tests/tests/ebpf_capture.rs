@@ -202,12 +202,14 @@ fn captures_redis_ping_and_dns_byte_exact() {
         .expect("dnsmasq");
     let _dnsmasq = ChildGuard::new(dnsmasq, "dnsmasq");
 
-    // The smallest early-wakeup threshold, always on (not only while the
-    // node's CPUs are saturated): the records also go through the kernel's
-    // forced wakeups (and their 100 µs spacing), not only the timer.
+    // Small early-wakeup thresholds, always on (not only while the node's
+    // CPUs are saturated): the records also go through the kernel's forced
+    // wakeups by bytes and by record count (and their 100 µs spacing), not
+    // only the timer.
     let env = [
         ("CNFLOW_SNAPLEN", "4096"),
         ("CNFLOW_RING_WAKEUP_BYTES", "4096"),
+        ("CNFLOW_RING_WAKEUP_RECORDS", "4"),
         ("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "0"),
     ];
     let agent = start_agent(&pair, &dir, "run1", &env);

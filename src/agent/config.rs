@@ -22,6 +22,9 @@ fn d_ring_poll() -> u64 {
 fn d_wakeup_cpu() -> u8 {
     90
 }
+fn d_wakeup_records() -> u32 {
+    128
+}
 fn d_protocols() -> String {
     "tcp,udp,icmp".into()
 }
@@ -66,9 +69,12 @@ pub struct AgentConfig {
     /// How often the ring buffer is drained.
     #[serde(default = "d_ring_poll")]
     pub ring_poll_interval_ms: u64,
-    /// Record bytes a CPU writes before the kernel wakes the ring reader (0: 1/8 of its ring).
+    /// Record bytes a CPU writes before the kernel wakes the ring reader early (0: 1/8 of its ring).
     #[serde(default)]
     pub ring_wakeup_bytes: u32,
+    /// Records a CPU writes before the kernel wakes the ring reader early (0: bytes only).
+    #[serde(default = "d_wakeup_records")]
+    pub ring_wakeup_records: u32,
     /// When set (1..=100), early wakeups only while the node's CPUs are at least this busy.
     #[serde(default = "d_wakeup_cpu")]
     pub ring_wakeup_above_cpu_percent: u8,
@@ -128,9 +134,10 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_INTERFACES", "comma-separated interface names; unset, empty or \"auto\" = every up, non-loopback interface."),
         VarDoc::new("CNFLOW_SNAPLEN", "payload bytes copied per packet by the kernel (1..=4096)."),
         VarDoc::new("CNFLOW_RING_BUFFER_BYTES", "bytes of the kernel→userspace ring buffers (power of two, ≥ 64 KiB), shared by one ring per CPU (up to 64), each the largest power of two ≤ its share and ≥ 64 KiB."),
-        VarDoc::new("CNFLOW_RING_POLL_INTERVAL_MS", "how often the ring buffer is drained when idle (while packets arrive: every 2 ms, every 1 ms after a drain of 200 records or more, or this interval when shorter, so the agent works in short bursts); the kernel wakes the reader sooner once a CPU has written CNFLOW_RING_WAKEUP_BYTES (default 1/8 of its ring). 0 = wake the reader for every packet (more CPU per packet)."),
-        VarDoc::new("CNFLOW_RING_WAKEUP_BYTES", "record bytes a CPU writes before the kernel wakes the ring reader early (at most one such wakeup per CPU every 100 µs): short, frequent drains, which delay the workload's requests less on saturated CPUs but cost CPU and latency when there is idle capacity. 0 (default) = 1/8 of its ring, the timer above paces the drains, except while CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT applies (16384 then). ≥ 4096 otherwise."),
-        VarDoc::new("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "early wakeups (CNFLOW_RING_WAKEUP_BYTES, 16384 if 0) only while the node's CPUs are at least this many percent busy (/proc/stat every 250 ms; off again 10 points below). 0 = the CNFLOW_RING_WAKEUP_BYTES setting always applies."),
+        VarDoc::new("CNFLOW_RING_POLL_INTERVAL_MS", "how often the ring buffer is drained when idle (while packets arrive: every 2 ms, every 1 ms after a drain of 200 records or more, or this interval when shorter, so the agent works in short bursts); the kernel wakes the reader sooner once a CPU has written 1/8 of its ring, or the early-wakeup limits below. 0 = wake the reader for every packet (more CPU per packet)."),
+        VarDoc::new("CNFLOW_RING_WAKEUP_RECORDS", "records a CPU writes before the kernel wakes the ring reader early (at most one such wakeup per CPU every 100 µs): short, frequent drains whose length follows the reader's work (per record), which delay the workload's requests less on saturated CPUs but cost CPU and latency when there is idle capacity, hence CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT. 0 = by bytes only (CNFLOW_RING_WAKEUP_BYTES)."),
+        VarDoc::new("CNFLOW_RING_WAKEUP_BYTES", "record bytes a CPU writes before the kernel wakes the ring reader early, besides CNFLOW_RING_WAKEUP_RECORDS (same spacing and switch). 0 (default) = 1/8 of its ring, the bound that always applies; ≥ 4096 otherwise."),
+        VarDoc::new("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "early wakeups (CNFLOW_RING_WAKEUP_RECORDS, CNFLOW_RING_WAKEUP_BYTES) only while the node's CPUs are at least this many percent busy (/proc/stat every 250 ms; off again 10 points below); otherwise the timer above paces the drains. 0 = early wakeups always."),
         VarDoc::new("CNFLOW_CAPTURE_PROTOCOLS", "transports to capture: any of tcp, udp, icmp."),
         VarDoc::new("CNFLOW_CAPTURE_PORTS", "when set, only packets with one of these ports (either side) are captured (ICMP always passes)."),
         VarDoc::new("CNFLOW_CAPTURE_GSO_SEGMENTS", "cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries)."),
@@ -221,6 +228,7 @@ impl AgentConfig {
             snaplen: self.snaplen,
             ring_buffer_bytes: self.ring_buffer_bytes,
             ring_wakeup_bytes: self.ring_wakeup_bytes,
+            ring_wakeup_records: self.ring_wakeup_records,
             ring_wakeup_above_cpu_percent: self.ring_wakeup_above_cpu_percent,
             ring_poll_interval: (self.ring_poll_interval_ms > 0)
                 .then(|| std::time::Duration::from_millis(self.ring_poll_interval_ms)),
@@ -280,6 +288,9 @@ mod tests {
         assert_eq!(AgentConfig::default().snaplen, 2048);
         assert_eq!(AgentConfig::default().capture_settings().unwrap().ring_wakeup_bytes, 0);
         assert_eq!(AgentConfig::default().capture_settings().unwrap().ring_wakeup_above_cpu_percent, 90);
+        assert_eq!(AgentConfig::default().capture_settings().unwrap().ring_wakeup_records, 128);
+        let c = AgentConfig::from_vars(vars(&[("CNFLOW_RING_WAKEUP_RECORDS", "0")])).unwrap();
+        assert_eq!(c.capture_settings().unwrap().ring_wakeup_records, 0);
         let c = AgentConfig::from_vars(vars(&[("CNFLOW_RING_WAKEUP_BYTES", "262144")])).unwrap();
         assert_eq!(c.capture_settings().unwrap().ring_wakeup_bytes, 262144);
     }

@@ -233,34 +233,26 @@ impl LiveCapture {
         let rings = create_rings(&mut bpf, layout)?;
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
-            // CNFLOW_RING_WAKEUP_BYTES: shorter, more frequent drains (see the
-            // README), always or (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT) only
-            // while the node's CPUs are busy; never beyond the ring's own bound.
             let ring_bound = layout.wakeup_bytes(cpus);
-            let early = match cfg.ring_wakeup_bytes {
-                0 => super::wakeup::DEFAULT_EARLY_BYTES,
-                b => b,
-            }
-            .min(ring_bound);
-            let (wakeup_bytes, switched) = match cfg.ring_poll_interval {
-                None => (0, false),
-                Some(_) if cfg.ring_wakeup_above_cpu_percent > 0 => (ring_bound, true),
-                Some(_) if cfg.ring_wakeup_bytes > 0 => (early, false),
-                Some(_) => (ring_bound, false),
-            };
-            let conf = CaptureConfig { snaplen: cfg.snaplen, flags, wakeup_bytes, rings: layout.rings };
+            let (limits, busy) = super::wakeup::limits(cfg, ring_bound);
+            let conf = CaptureConfig { snaplen: cfg.snaplen, flags, rings: layout.rings, ..limits.into() };
             c.set(0, conf, 0).context("writing CONFIG")?;
-            if switched {
+            if let Some(early) = busy {
                 let map = Array::try_from(bpf.take_map("CONFIG").context("CONFIG map missing")?)?;
                 super::wakeup::spawn_switch(map, conf, early, cfg.ring_wakeup_above_cpu_percent)?;
                 tracing::info!(
-                    busy = early,
-                    idle = wakeup_bytes,
+                    busy_bytes = early.bytes,
+                    busy_records = early.records,
+                    idle_bytes = limits.bytes,
                     percent = cfg.ring_wakeup_above_cpu_percent,
-                    "ring reader woken after `busy` record bytes per CPU while the node's CPUs are busy, else `idle`"
+                    "ring reader woken after `busy` records or bytes per CPU while the node's CPUs are busy, else `idle` bytes"
                 );
             } else {
-                tracing::info!(wakeup_bytes, "ring reader woken by the kernel after this many record bytes per CPU");
+                tracing::info!(
+                    wakeup_bytes = limits.bytes,
+                    wakeup_records = limits.records,
+                    "ring reader woken by the kernel after this many record bytes or records per CPU"
+                );
             }
         }
         let counters: PerCpuArray<MapData, u64> =

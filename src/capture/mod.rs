@@ -30,11 +30,14 @@ pub struct CaptureSettings {
     pub snaplen: u32,
     /// Size of the kernel→userspace ring buffer (power of two).
     pub ring_buffer_bytes: u32,
-    /// Record bytes a CPU writes before the kernel wakes the reader (0: 1/8
-    /// of its ring; capped at that).
+    /// Record bytes a CPU writes before the kernel wakes the reader early
+    /// (0: 1/8 of its ring, always the bound).
     pub ring_wakeup_bytes: u32,
-    /// When non-zero, `ring_wakeup_bytes` (16 KiB if 0) applies only while
-    /// the node's CPUs are at least this many percent busy.
+    /// Records a CPU writes before the kernel wakes the reader early (0: none).
+    pub ring_wakeup_records: u32,
+    /// When non-zero, the early wakeups (`ring_wakeup_records`,
+    /// `ring_wakeup_bytes`) apply only while the node's CPUs are at least
+    /// this many percent busy.
     pub ring_wakeup_above_cpu_percent: u8,
     /// How often the ring is drained; None = the kernel wakes the reader for every packet.
     pub ring_poll_interval: Option<Duration>,
