@@ -235,7 +235,8 @@ impl LiveCapture {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
             let ring_bound = layout.wakeup_bytes(cpus);
             let (limits, busy) = super::wakeup::limits(cfg, ring_bound);
-            let conf = CaptureConfig { snaplen: cfg.snaplen, flags, rings: layout.rings, ..limits.into() };
+            let conf =
+                limits.set_in(CaptureConfig { snaplen: cfg.snaplen, flags, rings: layout.rings, ..Default::default() });
             c.set(0, conf, 0).context("writing CONFIG")?;
             if let Some(early) = busy {
                 let map = Array::try_from(bpf.take_map("CONFIG").context("CONFIG map missing")?)?;

@@ -16,11 +16,18 @@ pub struct WakeLimits {
     pub records: u32,
 }
 
-impl From<WakeLimits> for CaptureConfig {
-    fn from(l: WakeLimits) -> Self {
-        CaptureConfig { wakeup_bytes: l.bytes, wakeup_records: l.records, ..Default::default() }
+impl WakeLimits {
+    /// The limits `c` holds.
+    fn of(c: &CaptureConfig) -> Self {
+        WakeLimits { bytes: c.wakeup_bytes, records: c.wakeup_records }
+    }
+
+    /// `c` with these limits.
+    pub fn set_in(self, c: CaptureConfig) -> CaptureConfig {
+        CaptureConfig { wakeup_bytes: self.bytes, wakeup_records: self.records, ..c }
     }
 }
+
 /// How often the node's CPU load is sampled.
 const PERIOD: Duration = Duration::from_millis(250);
 /// Points below the threshold at which the early wakeups stop again, so a
@@ -86,7 +93,7 @@ pub fn spawn_switch(
         tracing::warn!("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT: /proc/stat is not readable; early wakeups stay off");
         return Ok(());
     };
-    let idle = WakeLimits { bytes: base.wakeup_bytes, records: base.wakeup_records };
+    let idle = WakeLimits::of(&base);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PERIOD);
         let mut on = false;
@@ -102,8 +109,7 @@ pub fn spawn_switch(
             let want = next_mode(on, pct, percent as f64);
             if want != on {
                 on = want;
-                let l = if on { busy } else { idle };
-                let conf = CaptureConfig { wakeup_bytes: l.bytes, wakeup_records: l.records, ..base };
+                let conf = (if on { busy } else { idle }).set_in(base);
                 match map.set(0, conf, 0) {
                     Ok(()) => tracing::debug!(busy_pct = pct, early_wakeups = on, "ring wakeup threshold switched"),
                     Err(e) => tracing::warn!(error = %e, "cannot switch the ring wakeup threshold"),
