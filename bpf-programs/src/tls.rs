@@ -26,10 +26,17 @@ static TLS_CONFIG: Array<TlsConfig> = Array::with_max_entries(1, 0);
 
 /// Process events for library discovery: `kind << 32 | tgid` (u64), kind
 /// 1 = exec, 2 = exit of a process in `TLS_PIDS`, 3 = a thread's first SSL
-/// call. Written without waking the reader (a wakeup cost ~16 µs per exec
-/// here); it polls every 10 ms.
+/// call (4 = `SSL_new`: only on `TLS_HOOK_EVENTS`). Written without waking
+/// the reader (a wakeup cost ~16 µs per exec here); it polls every 10 ms.
 #[map]
 static TLS_PROC_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// `PROC_SSL_NEW` / `PROC_FIRST_CALL` events (same format) while the
+/// socket tracepoints are not attached (`TlsConfig::socket_hooks` 0), each
+/// waking the reader: a thread of their own attaches the tracepoints, not
+/// the discovery thread, which may be busy reading a new process's libraries.
+#[map]
+static TLS_HOOK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 /// Processes known (by userspace) to map an attached library: only their
 /// exits are reported.
@@ -38,6 +45,7 @@ static TLS_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
 // bpf_ringbuf_submit / bpf_ringbuf_query flags (uapi/linux/bpf.h).
 const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 /// Unread bytes in `TLS_EVENTS` past which a record wakes the reader (1/8 of the ring).
 const WAKEUP_BYTES: u64 = 1024 * 1024;
@@ -45,6 +53,7 @@ const WAKEUP_BYTES: u64 = 1024 * 1024;
 const PROC_EXEC: u64 = 1;
 const PROC_EXIT: u64 = 2;
 const PROC_FIRST_CALL: u64 = 3;
+const PROC_SSL_NEW: u64 = 4;
 
 
 #[map]
@@ -160,6 +169,8 @@ fn enter(ctx: &ProbeContext, ex: bool) {
             // A thread's first SSL call: userspace reads the process's facts
             // now, while it surely lives (forked servers never exec).
             let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_FIRST_CALL << 32 | id >> 32), BPF_RB_NO_WAKEUP);
+            // A connection made before the agent started (no SSL_new seen).
+            announce(PROC_FIRST_CALL << 32 | id >> 32);
         }
     }
 }
@@ -381,6 +392,28 @@ pub fn cnflow_proc_exit(_ctx: RawTracePointContext) -> i32 {
     let _ = TLS_PIDS.remove(&tgid);
     let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_EXIT << 32 | tgid as u64), BPF_RB_NO_WAKEUP);
     0
+}
+
+/// A connection object is created: userspace attaches the socket
+/// tracepoints now, a handshake (a network round trip at least) before the
+/// connection's first SSL_read/SSL_write needs them. Attached only until
+/// then, so it costs nothing afterwards.
+#[uprobe]
+pub fn cnflow_ssl_new(_ctx: ProbeContext) -> u32 {
+    let tgid = bpf_get_current_pid_tgid() >> 32;
+    if TLS_CONFIG.get(0).is_some_and(|c| c.own_tgid as u64 != tgid) {
+        announce(PROC_SSL_NEW << 32 | tgid);
+    }
+    0
+}
+
+/// A use of TLS, for the thread that attaches the socket tracepoints (until
+/// they are).
+#[inline(always)]
+fn announce(event: u64) {
+    if TLS_CONFIG.get(0).is_some_and(|c| c.socket_hooks == 0) {
+        let _ = TLS_HOOK_EVENTS.output::<u64>(&event, BPF_RB_FORCE_WAKEUP);
+    }
 }
 
 #[uprobe]

@@ -219,6 +219,9 @@ pub struct TlsConfig {
     /// kernel); 0 = IPv6 sockets get no 5-tuple.
     pub v6_daddr_off: u32,
     pub v6_saddr_off: u32,
+    /// 1 once userspace has attached the socket tracepoints: `SSL_new` and
+    /// first calls stop announcing themselves on `TLS_HOOK_EVENTS`.
+    pub socket_hooks: u32,
 }
 
 #[cfg(feature = "user")]

@@ -159,6 +159,13 @@ fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
         "agent did not start TLS capture: {}",
         read(&err)
     );
+    // No process uses TLS yet: the socket tracepoints wait. The servers'
+    // and clients' SSL_new below bring them in, a handshake before the
+    // first request needs them; every request is checked below.
+    let hooks_line = |l: &str| l.contains("socket tracepoints attached");
+    assert!(read(&err).contains("socket_hooks=on_first_use"), "{}", read(&err));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!read(&err).lines().any(hooks_line), "attached before any TLS use: {}", read(&err));
 
     let _nginx = start_nginx(
         &ns_a,
@@ -227,6 +234,11 @@ fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
         Duration::from_secs(20),
     );
     assert_eq!(status.trim(), "404");
+    assert!(
+        read(&err).lines().any(|l| hooks_line(l) && l.contains("reason=SSL_new")),
+        "no SSL_new attached the socket tracepoints: {}",
+        read(&err)
+    );
 
     // Python's http.client over CPython's _ssl: two requests on one connection.
     let py = format!(
@@ -878,7 +890,9 @@ fn postgresql_ssl_with_psql_sslmode_require() {
         .open(data.join("pg_hba.conf"))
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"hostssl all all 0.0.0.0/0 scram-sha-256\n"))
         .unwrap();
-    let agent = start_agent(&pair, &dir, &[]);
+    // The socket tracepoints from the start (the other tests attach them on first use).
+    let agent = start_agent(&pair, &dir, &[("CNFLOW_TLS_SOCKET_HOOKS", "always")]);
+    assert!(read(&dir.path("agent.err")).contains("socket_hooks=attached"));
     let port = 8001u16;
     let server = format!(
         "exec {}/postgres -D {} -c listen_addresses={ip} -c port={port} -c unix_socket_directories={} -c fsync=off \

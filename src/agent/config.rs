@@ -53,6 +53,9 @@ fn d_stats() -> u64 {
 fn d_slice() -> u64 {
     100
 }
+fn d_socket_hooks() -> String {
+    "first_use".into()
+}
 
 /// Settings of the capture agent (`cnflow run` / `cnflow agent` / `cnflow replay`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,6 +126,9 @@ pub struct AgentConfig {
     /// Comma-separated extra library files to attach the TLS uprobes to.
     #[serde(default)]
     pub tls_libraries: Option<String>,
+    /// When the socket tracepoints of the TLS capture are attached.
+    #[serde(default = "d_socket_hooks")]
+    pub tls_socket_hooks: String,
     /// Scheduler time slice of the agent's threads in µs (0 = the kernel's default).
     #[serde(default = "d_slice")]
     pub sched_slice_us: u64,
@@ -153,6 +159,7 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_HEALTH_ADDR", "listen address of /healthz and /readyz; unset = 0.0.0.0:13134 for `cnflow agent`, off for `cnflow run`; \"off\" disables."),
         VarDoc::new("CNFLOW_TLS", "true: plaintext of TLS connections made with OpenSSL (every libssl.so* a process maps, in containers too, and executables or libraries that link OpenSSL/BoringSSL statically with their SSL_read/SSL_write symbols present) is read with uprobes on SSL_read/SSL_write and decoded like captured traffic (url.scheme=https, tls.protocol.*); false: off. Needs hostPID, CAP_SYS_PTRACE (/proc/PID/root), CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (uprobe perf events), and Linux ≥ 6.3 for the socket 5-tuple."),
         VarDoc::new("CNFLOW_SCHED_SLICE_US", "time slice of the agent's threads for the kernel's EEVDF scheduler (Linux ≥ 6.12; ignored before), 100–100000 µs; 0 = the kernel's default (~1.5 ms on 2 cores). A short slice lets the node's workloads preempt the agent's bursts of decoding sooner (lower p99 latency of the observed services) without changing its share of CPU."),
+        VarDoc::new("CNFLOW_TLS_SOCKET_HOOKS", "when the TLS capture attaches its socket tracepoints (sock_send_length/sock_recv_length, which give each SSL call its 5-tuple and fire on every socket send and receive of every process): `first_use` (default) when a process on the node first creates an OpenSSL connection (SSL_new) or makes an SSL call, so nodes without OpenSSL TLS pay nothing for them; `always`: from the start (calls of a connection whose reads and writes all finish within the ~0.5 ms the attach takes then keep their 5-tuple too)."),
         VarDoc::new("CNFLOW_TLS_LIBRARIES", "comma-separated extra library files to attach the TLS uprobes to, attached even while no process maps them; every libssl.so* a process maps, and every mapped executable file that defines the SSL_* symbols, is found without it."),
     ];
 }
@@ -191,6 +198,7 @@ impl AgentConfig {
             }
         }
         self.ports().context("CNFLOW_CAPTURE_PORTS")?;
+        self.tls_socket_hooks_always()?;
         crate::capture::TcAttach::parse(&self.tc_attach).context("CNFLOW_TC_ATTACH")?;
         self.health_socket(true).context("CNFLOW_HEALTH_ADDR")?;
         if self.max_flows == 0 {
@@ -223,6 +231,7 @@ impl AgentConfig {
 
     /// The live capture's part of the configuration.
     pub fn capture_settings(&self) -> Result<CaptureSettings> {
+        let socket_hooks_always = self.tls_socket_hooks_always()?;
         Ok(CaptureSettings {
             interfaces: self.interface_list(),
             snaplen: self.snaplen,
@@ -237,7 +246,7 @@ impl AgentConfig {
             gso_segments: self.capture_gso_segments,
             tc_attach: crate::capture::TcAttach::parse(&self.tc_attach).context("CNFLOW_TC_ATTACH")?,
             stats_interval: std::time::Duration::from_secs(self.stats_interval_secs),
-            tls: self.tls.then(|| crate::capture::TlsOptions {
+            tls: self.tls.then_some(crate::capture::TlsOptions {
                 libraries: self
                     .tls_libraries
                     .as_deref()
@@ -247,10 +256,20 @@ impl AgentConfig {
                     .filter(|s| !s.is_empty())
                     .map(std::path::PathBuf::from)
                     .collect(),
+                socket_hooks_always,
                 // CNFLOW_K8S_PROC_ROOT replaces it in `cnflow agent` (see agent::start_kubernetes).
                 ..Default::default()
             }),
         })
+    }
+
+    /// CNFLOW_TLS_SOCKET_HOOKS: true for `always`.
+    fn tls_socket_hooks_always(&self) -> Result<bool> {
+        match self.tls_socket_hooks.as_str() {
+            "first_use" => Ok(false),
+            "always" => Ok(true),
+            other => bail!("CNFLOW_TLS_SOCKET_HOOKS must be first_use or always (got {other:?})"),
+        }
     }
 
     pub fn ports(&self) -> Result<Vec<u16>> {
@@ -312,5 +331,10 @@ mod tests {
         assert!(e.contains("CNFLOW_RING_WAKEUP_BYTES"), "{e}");
         let e = AgentConfig::from_vars(vars(&[("CNFLOW_CAPTURE_PORTS", "80,x")])).unwrap_err();
         assert!(format!("{e:#}").contains("CNFLOW_CAPTURE_PORTS"));
+        let e = AgentConfig::from_vars(vars(&[("CNFLOW_TLS_SOCKET_HOOKS", "lazy")])).unwrap_err().to_string();
+        assert!(e.contains("CNFLOW_TLS_SOCKET_HOOKS"), "{e}");
+        let ok = AgentConfig::from_vars(vars(&[("CNFLOW_TLS_SOCKET_HOOKS", "always")])).unwrap();
+        assert!(ok.capture_settings().unwrap().tls.unwrap().socket_hooks_always);
+        assert!(!AgentConfig::default().capture_settings().unwrap().tls.unwrap().socket_hooks_always);
     }
 }

@@ -300,6 +300,7 @@ impl LiveCapture {
                 snaplen: cfg.snaplen,
                 libraries: t.libraries.clone(),
                 proc_root: t.proc_root.clone(),
+                socket_hooks_always: t.socket_hooks_always,
             };
             super::tls::TlsCapture::start(&settings, tx.clone())
                 .inspect_err(|e| {

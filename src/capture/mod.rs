@@ -64,11 +64,14 @@ pub struct TlsOptions {
     /// `/proc`): every process's maps, root, exe, cgroup and sockets are
     /// read under it.
     pub proc_root: std::path::PathBuf,
+    /// CNFLOW_TLS_SOCKET_HOOKS=always: the socket tracepoints from the start
+    /// instead of on the node's first use of TLS.
+    pub socket_hooks_always: bool,
 }
 
 impl Default for TlsOptions {
     fn default() -> Self {
-        TlsOptions { libraries: Vec::new(), proc_root: std::path::PathBuf::from("/proc") }
+        TlsOptions { libraries: Vec::new(), proc_root: std::path::PathBuf::from("/proc"), socket_hooks_always: false }
     }
 }
 

@@ -44,7 +44,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
@@ -65,17 +65,26 @@ const PROBES: [(&str, &str, bool); 8] = [
     ("cnflow_ssl_read_ex", "SSL_read_ex", false),
     ("cnflow_ssl_read_ex_ret", "SSL_read_ex", true),
 ];
-const TRACEPOINTS: [(&str, &str); 4] = [
-    ("cnflow_sock_send", "sock_send_length"),
-    ("cnflow_sock_recv", "sock_recv_length"),
-    ("cnflow_proc_exec", "sched_process_exec"),
-    ("cnflow_proc_exit", "sched_process_exit"),
-];
+/// Process events: attached for the agent's whole life (they fire per exec and exit).
+const PROC_TRACEPOINTS: [(&str, &str); 2] =
+    [("cnflow_proc_exec", "sched_process_exec"), ("cnflow_proc_exit", "sched_process_exit")];
+/// The socket of each SSL call. They fire on every socket send and receive
+/// of every process (~4 per request-response exchange): with a Redis server
+/// and its client pinned to one core they took 5–7% of its throughput
+/// although no process there did TLS. So, unless CNFLOW_TLS_SOCKET_HOOKS=always,
+/// they are attached on the node's first use of TLS (see [`SocketHooks`]).
+const SOCK_TRACEPOINTS: [(&str, &str); 2] =
+    [("cnflow_sock_send", "sock_send_length"), ("cnflow_sock_recv", "sock_recv_length")];
+/// The uprobe that announces TLS use before any SSL_read/SSL_write.
+const SSL_NEW_PROBE: &str = "cnflow_ssl_new";
+/// Index of `SSL_new` in [`tls_symbols::SYMBOLS`].
+const SSL_NEW_SYMBOL: usize = 4;
 
 /// `TLS_PROC_EVENTS` kinds (`kind << 32 | tgid`).
 const PROC_EXEC: u64 = 1;
 const PROC_EXIT: u64 = 2;
 const PROC_FIRST_CALL: u64 = 3;
+const PROC_SSL_NEW: u64 = 4;
 
 /// Offsets of `skc_v6_daddr` / `skc_v6_rcv_saddr` in `struct sock_common`:
 /// 56 and 72 on every x86_64/arm64 kernel with IPv6 and network namespaces
@@ -118,6 +127,8 @@ static ATTACH_GONE: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "attach_process_gone")]));
 static DETACHED: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.library_changes", &[("change", "detached")]));
 static BAD_RECORD: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.records", &[("reason", "bad_record")]));
+/// 1 once the socket tracepoints are attached (see [`SocketHooks`]).
+static SOCKET_HOOKS: LazyLock<Counter> = LazyLock::new(|| gauge("cnflow.tls.socket_hooks_attached", &[]));
 static EV_EXEC: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.process_events", &[("event", "exec")]));
 static EV_EXIT: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.process_events", &[("event", "exit")]));
 static EV_DROPPED: LazyLock<Counter> =
@@ -134,6 +145,8 @@ pub struct TlsSettings {
     pub libraries: Vec<PathBuf>,
     /// Where the processes' `/proc` is (normally `/proc`).
     pub proc_root: PathBuf,
+    /// CNFLOW_TLS_SOCKET_HOOKS=always: the socket tracepoints from the start.
+    pub socket_hooks_always: bool,
 }
 
 /// `cnflow.tls.symbol_lookups{result=...}`: one per file read.
@@ -204,10 +217,93 @@ struct Attached {
     kind: LibKind,
     /// Dropping them detaches.
     _links: Vec<UProbeLink>,
+    /// The `SSL_new` probe, while the socket tracepoints wait.
+    ssl_new: Option<UProbeLink>,
+}
+
+/// The socket tracepoints, attached when the node first uses TLS: the first
+/// `SSL_new` (a connection object, created a handshake before its first
+/// SSL_read/SSL_write) or, for connections made before the agent started, a
+/// thread's first SSL call. The kernel announces both on `TLS_HOOK_EVENTS`,
+/// waking a thread of their own ([`wait_for_tls_use`]). Calls made before
+/// they are attached carry no socket and are parked (see `tls_stream`)
+/// until a later call of their connection names it; only a connection whose
+/// calls all end within the ~0.5 ms the attach takes loses its 5-tuple
+/// (counted as `cnflow.tls.calls{reason=no_socket}`). Once attached they
+/// stay, and the `SSL_new` probes are removed.
+struct SocketHooks {
+    /// Shared with the discovery thread's uprobe attaching.
+    bpf: Arc<Mutex<aya::Ebpf>>,
+    /// `TLS_CONFIG` and what it holds (`socket_hooks` set on attach).
+    config: Mutex<(Array<MapData, TlsConfig>, TlsConfig)>,
+    links: Mutex<Vec<RawTracePointLink>>,
+    on: AtomicBool,
+}
+
+impl SocketHooks {
+    fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Attaches the socket tracepoints (once; `why` and `pid` for the log)
+    /// and tells the kernel to stop announcing TLS use.
+    fn attach(&self, why: &str, pid: u32) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_on() {
+            return;
+        }
+        let t0 = Instant::now();
+        let r = attach_tracepoints(&mut self.bpf.lock().unwrap_or_else(|e| e.into_inner()), &SOCK_TRACEPOINTS);
+        match r {
+            Ok(l) => {
+                *links = l;
+                self.on.store(true, Ordering::Release);
+                SOCKET_HOOKS.set(1);
+                let mut c = self.config.lock().unwrap_or_else(|e| e.into_inner());
+                c.1.socket_hooks = 1;
+                let conf = c.1;
+                if let Err(e) = c.0.set(0, conf, 0) {
+                    tracing::warn!(error = %e, "TLS: cannot update TLS_CONFIG");
+                }
+                tracing::info!(
+                    reason = %why,
+                    pid,
+                    attach_us = t0.elapsed().as_micros() as u64,
+                    "TLS: socket tracepoints attached (first use of TLS on this node)"
+                );
+            }
+            // Checked at start: only a kernel resource shortage gets here;
+            // the next announcement tries again.
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "TLS: cannot attach the socket tracepoints"),
+        }
+    }
+}
+
+/// Waits for the kernel's announcement of the node's first TLS use and
+/// attaches the socket tracepoints (own thread: the discovery thread may be
+/// busy reading a new process's libraries for tens of milliseconds, longer
+/// than a handshake on a fast network). Ends once they are attached.
+fn wait_for_tls_use(hooks: Arc<SocketHooks>, mut ring: RingBuf<MapData>, stop: Arc<AtomicBool>) {
+    let fd = ring.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) && !hooks.is_on() {
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; the ring (and its fd) lives in this frame.
+        unsafe { libc::poll(&mut pfd, 1, 100) };
+        let mut first = None;
+        while let Some(item) = ring.next() {
+            if let Ok(raw) = <[u8; 8]>::try_from(&item[..item.len().min(8)]) {
+                first = first.or(Some(u64::from_ne_bytes(raw)));
+            }
+        }
+        if let Some(v) = first {
+            hooks.attach(if v >> 32 == PROC_SSL_NEW { "SSL_new" } else { "first SSL call" }, v as u32);
+        }
+    }
 }
 
 struct Attacher {
-    bpf: aya::Ebpf,
+    /// Locked only while attaching (shared with [`SocketHooks`]).
+    bpf: Arc<Mutex<aya::Ebpf>>,
     /// Links per attached file.
     attached: HashMap<FileId, Attached>,
     /// Files that could not be attached (stripped, not OpenSSL): not retried.
@@ -225,6 +321,9 @@ struct Attacher {
     pids: aya::maps::HashMap<MapData, u32, u8>,
     /// When a file has lost its last known user: confirm with a scan then.
     orphan_check: Option<Instant>,
+    socket_hooks: Arc<SocketHooks>,
+    /// Some attached file still has its `SSL_new` probe.
+    ssl_new_probes: bool,
 }
 
 impl Attacher {
@@ -282,7 +381,8 @@ impl Attacher {
             // BoringSSL has no _ex variants: what is there is attached.
             let Some(offset) = offsets[i] else { continue };
             let r = (|| -> Result<UProbeLink> {
-                let p: &mut UProbe = self.bpf.program_mut(prog).context("program missing")?.try_into()?;
+                let mut bpf = self.bpf.lock().unwrap_or_else(|e| e.into_inner());
+                let p: &mut UProbe = bpf.program_mut(prog).context("program missing")?.try_into()?;
                 let lid = p.attach(offset, path, UProbeScope::AllProcesses)?;
                 Ok(p.take_link(lid)?)
             })();
@@ -313,6 +413,22 @@ impl Attacher {
                 }
             }
         }
+        // Optional: without it a thread's first SSL call brings the socket
+        // tracepoints in (up to 10 ms later, its first calls parked).
+        let ssl_new = match offsets[SSL_NEW_SYMBOL] {
+            Some(offset) if !self.socket_hooks.is_on() => (|| -> Result<UProbeLink> {
+                let mut bpf = self.bpf.lock().unwrap_or_else(|e| e.into_inner());
+                let p: &mut UProbe = bpf.program_mut(SSL_NEW_PROBE).context("program missing")?.try_into()?;
+                let lid = p.attach(offset, path, UProbeScope::AllProcesses)?;
+                Ok(p.take_link(lid)?)
+            })()
+            .inspect_err(
+                |e| tracing::debug!(library = %path.display(), error = format!("{e:#}"), "TLS: no SSL_new probe"),
+            )
+            .ok(),
+            _ => None,
+        };
+        self.ssl_new_probes |= ssl_new.is_some();
         ATTACHED.inc();
         tracing::info!(
             library = %path.display(),
@@ -322,8 +438,21 @@ impl Attacher {
             inode = id.1,
             "TLS: uprobes attached"
         );
-        self.attached.insert(id, Attached { path: path.to_path_buf(), kind, _links: links });
+        self.attached.insert(id, Attached { path: path.to_path_buf(), kind, _links: links, ssl_new });
         self.set_gauges();
+    }
+
+    /// Once the socket tracepoints are attached: removes the `SSL_new`
+    /// probes, which only waited for that.
+    fn drop_ssl_new_probes(&mut self) {
+        if self.ssl_new_probes && self.socket_hooks.is_on() {
+            let links: Vec<UProbeLink> = self.attached.values_mut().filter_map(|a| a.ssl_new.take()).collect();
+            self.ssl_new_probes = false;
+            // Detaching a uprobe waits for RCU grace periods (tens of ms):
+            // not here, where process events wait (a short-lived client
+            // exited before its executable was read when it was).
+            let _ = std::thread::Builder::new().name("cnflow-tls-detach".into()).spawn(move || drop(links));
+        }
     }
 
     fn set_gauges(&self) {
@@ -417,6 +546,17 @@ impl Attacher {
     }
 }
 
+/// Attaches `programs` (loaded) to their raw tracepoints; all or none.
+fn attach_tracepoints(bpf: &mut aya::Ebpf, programs: &[(&str, &str)]) -> Result<Vec<RawTracePointLink>> {
+    let mut links = Vec::with_capacity(programs.len());
+    for (prog, name) in programs {
+        let p: &mut RawTracePoint = bpf.program_mut(prog).context("program missing")?.try_into()?;
+        let id = p.attach(name).with_context(|| format!("attaching {prog} to raw tracepoint {name}"))?;
+        links.push(p.take_link(id)?);
+    }
+    Ok(links)
+}
+
 /// The discovery loop (own thread: /proc reads and attaching block): process
 /// events from the kernel, delayed checks of exec'd processes, the confirm
 /// scan after a last user's exit, the slow rescan, the counters.
@@ -434,6 +574,7 @@ fn discover(
     let mut next_rescan = Instant::now() + RESCAN;
     let mut next_counters = Instant::now() + Duration::from_secs(2);
     while !stop.load(Ordering::Relaxed) {
+        att.drop_ssl_new_probes();
         let now = Instant::now();
         // The kernel writes process events without waking this thread.
         let mut next = next_rescan.min(next_counters).min(now + PROC_POLL);
@@ -712,32 +853,32 @@ impl TlsCapture {
             anyhow::bail!("built without the `ebpf` feature");
         }
         let mut bpf = aya::Ebpf::load(BPF_OBJECT).context("loading the TLS eBPF object")?;
-        // Without the socket tracepoints (Linux < 6.3) there is no 5-tuple.
-        let mut tp_links = Vec::new();
-        for (prog, name) in TRACEPOINTS {
-            let r = (|| -> Result<RawTracePointLink> {
-                let p: &mut RawTracePoint = bpf.program_mut(prog).context("program missing")?.try_into()?;
-                p.load().with_context(|| format!("loading {prog}"))?;
-                let id = p.attach(name).with_context(|| format!("attaching to raw tracepoint {name}"))?;
-                Ok(p.take_link(id)?)
-            })();
-            tp_links
-                .push(r.context("the sock_send_length/sock_recv_length tracepoints (Linux ≥ 6.3) give the 5-tuple")?);
+        for (prog, _) in PROC_TRACEPOINTS.iter().chain(&SOCK_TRACEPOINTS) {
+            let p: &mut RawTracePoint = bpf.program_mut(prog).context("program missing")?.try_into()?;
+            p.load().with_context(|| format!("loading {prog}"))?;
         }
-        for (prog, _, _) in PROBES {
+        let tp_links = attach_tracepoints(&mut bpf, &PROC_TRACEPOINTS)?;
+        // Attached now either way, so a kernel without them (Linux < 6.3: no
+        // 5-tuple) fails at start; detached again (dropped) until needed.
+        let sock_links = attach_tracepoints(&mut bpf, &SOCK_TRACEPOINTS)
+            .context("the sock_send_length/sock_recv_length tracepoints (Linux ≥ 6.3) give the 5-tuple")?;
+        let hooks_on = cfg.socket_hooks_always;
+        let sock_links = if hooks_on { sock_links } else { Vec::new() };
+        SOCKET_HOOKS.set(hooks_on as u64);
+        for prog in PROBES.iter().map(|p| p.0).chain([SSL_NEW_PROBE]) {
             let p: &mut UProbe = bpf.program_mut(prog).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading {prog} (verifier)"))?;
         }
-        {
-            let mut c: Array<_, TlsConfig> = Array::try_from(bpf.map_mut("TLS_CONFIG").context("TLS_CONFIG")?)?;
-            let conf = TlsConfig {
-                snaplen: cfg.snaplen.clamp(1, cnflow_common::MAX_PAYLOAD as u32),
-                own_tgid: own_pid(&cfg.proc_root),
-                v6_daddr_off: V6_DADDR_OFF,
-                v6_saddr_off: V6_SADDR_OFF,
-            };
-            c.set(0, conf, 0)?;
-        }
+        let mut config: Array<MapData, TlsConfig> = Array::try_from(bpf.take_map("TLS_CONFIG").context("TLS_CONFIG")?)?;
+        let conf = TlsConfig {
+            snaplen: cfg.snaplen.clamp(1, cnflow_common::MAX_PAYLOAD as u32),
+            own_tgid: own_pid(&cfg.proc_root),
+            v6_daddr_off: V6_DADDR_OFF,
+            v6_saddr_off: V6_SADDR_OFF,
+            socket_hooks: hooks_on as u32,
+        };
+        config.set(0, conf, 0)?;
+        let hook_events = RingBuf::try_from(bpf.take_map("TLS_HOOK_EVENTS").context("TLS_HOOK_EVENTS")?)?;
         let ring = RingBuf::try_from(bpf.take_map("TLS_EVENTS").context("TLS_EVENTS")?)?;
         let proc_events = RingBuf::try_from(bpf.take_map("TLS_PROC_EVENTS").context("TLS_PROC_EVENTS")?)?;
         let pids = aya::maps::HashMap::try_from(bpf.take_map("TLS_PIDS").context("TLS_PIDS")?)?;
@@ -752,6 +893,7 @@ impl TlsCapture {
             &ATTACHED,
             &DETACHED,
             &BAD_RECORD,
+            &SOCKET_HOOKS,
             &EV_EXEC,
             &EV_EXIT,
             &EV_DROPPED,
@@ -759,11 +901,18 @@ impl TlsCapture {
         ] {
             LazyLock::force(c);
         }
-        for l in [Lookup::Found([None; 4]), Lookup::NoSymbols, Lookup::NotElf, Lookup::TooLarge, Lookup::Unreadable] {
+        for l in [Lookup::Found([None; 5]), Lookup::NoSymbols, Lookup::NotElf, Lookup::TooLarge, Lookup::Unreadable] {
             lookup_counter(&l);
         }
         mirror_counters(&counters);
 
+        let bpf = Arc::new(Mutex::new(bpf));
+        let socket_hooks = Arc::new(SocketHooks {
+            bpf: bpf.clone(),
+            config: Mutex::new((config, conf)),
+            links: Mutex::new(sock_links),
+            on: AtomicBool::new(hooks_on),
+        });
         let mut att = Attacher {
             bpf,
             attached: HashMap::new(),
@@ -775,6 +924,8 @@ impl TlsCapture {
             users: HashMap::new(),
             pids,
             orphan_check: None,
+            socket_hooks: socket_hooks.clone(),
+            ssl_new_probes: false,
         };
         let t0 = Instant::now();
         att.rescan();
@@ -784,6 +935,7 @@ impl TlsCapture {
             first_scan_ms = t0.elapsed().as_millis() as u64,
             snaplen = cfg.snaplen,
             proc_root = %cfg.proc_root.display(),
+            socket_hooks = %if hooks_on { "attached" } else { "on_first_use" },
             "TLS plaintext capture loaded"
         );
         let stop = Arc::new(AtomicBool::new(false));
@@ -794,6 +946,13 @@ impl TlsCapture {
                 .name("cnflow-tls-discovery".into())
                 .spawn(move || discover(att, proc_events, counters, stop, tp_links))
                 .context("starting the TLS discovery thread")?;
+        }
+        if !hooks_on {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("cnflow-tls-hooks".into())
+                .spawn(move || wait_for_tls_use(socket_hooks, hook_events, stop))
+                .context("starting the TLS socket-hook thread")?;
         }
         // SAFETY: the RingBuf owns its fd and keeps it open while the AsyncFd lives.
         let afd = unsafe { AsyncFd::register(ring) }.context("registering the TLS ring with tokio")?;

@@ -15,8 +15,9 @@ use object::read::{ReadCache, ReadCacheOps, SectionIndex};
 use object::Endianness;
 use std::path::Path;
 
-/// The functions the TLS uprobes attach to, in [`Lookup::Found`]'s order.
-pub const SYMBOLS: [&str; 4] = ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"];
+/// The functions the TLS uprobes attach to, in [`Lookup::Found`]'s order
+/// (`SSL_new` only until the socket tracepoints are attached; optional).
+pub const SYMBOLS: [&str; 5] = ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex", "SSL_new"];
 
 /// Files larger than this are not looked at (counted): no real executable
 /// is, and the size is cheap to know before anything is read.
@@ -31,7 +32,7 @@ pub const MAX_TABLE_BYTES: u64 = 64 << 20;
 pub enum Lookup {
     /// File offsets of [`SYMBOLS`] (None: not defined in this file); at
     /// least one read and one write function is present.
-    Found([Option<u64>; 4]),
+    Found([Option<u64>; 5]),
     /// An ELF file without a defined read/write pair (most files; a file
     /// that only imports `SSL_write` from a libssl is one of them).
     NoSymbols,
@@ -76,7 +77,7 @@ pub fn lookup<R: ReadCacheOps>(r: R) -> Lookup {
     let Ok(header) = FileHeader64::<Endianness>::parse(data) else { return Lookup::NotElf };
     let Ok(endian) = header.endian() else { return Lookup::NotElf };
     let Ok(sections) = header.sections(endian, data) else { return Lookup::NotElf };
-    let mut found: [Option<u64>; 4] = [None; 4];
+    let mut found: [Option<u64>; 5] = [None; 5];
     let mut too_large = false;
     // Exported symbols first: they are what the linker keeps for others to call.
     for table_type in [SHT_DYNSYM, SHT_SYMTAB] {
@@ -193,7 +194,7 @@ mod tests {
         let base = text_offset(&bytes);
         let Lookup::Found(offs) = lookup(Cursor::new(&bytes)) else { panic!("not found") };
         // The code of each function is where the offset points.
-        assert_eq!(offs, [Some(base + 64), None, Some(base + 80), None]);
+        assert_eq!(offs, [Some(base + 64), None, Some(base + 80), None, None]);
         assert_eq!(bytes[(base + 64) as usize], 0xc3);
     }
 
@@ -202,9 +203,13 @@ mod tests {
         // OpenSSL 3 has all four; BoringSSL only SSL_read/SSL_write; a build
         // could keep only the _ex pair.
         let bytes = elf_with(&["SSL_read_ex", "SSL_write_ex"], &[]);
-        assert!(matches!(lookup(Cursor::new(&bytes)), Lookup::Found([None, Some(_), None, Some(_)])));
+        assert!(matches!(lookup(Cursor::new(&bytes)), Lookup::Found([None, Some(_), None, Some(_), _])));
         // A read without a write is no TLS library we can follow.
         assert_eq!(lookup(Cursor::new(elf_with(&["SSL_read"], &[]))), Lookup::NoSymbols);
+        // SSL_new is optional (it only brings the socket tracepoints in sooner) and not enough alone.
+        let bytes = elf_with(&["SSL_read", "SSL_write", "SSL_new"], &[]);
+        assert!(matches!(lookup(Cursor::new(&bytes)), Lookup::Found([Some(_), None, Some(_), None, Some(_)])));
+        assert_eq!(lookup(Cursor::new(elf_with(&["SSL_new"], &[]))), Lookup::NoSymbols);
     }
 
     #[test]
@@ -245,7 +250,7 @@ mod tests {
         eprintln!("lookup of {} ({} bytes): {:?}", me.display(), me.metadata().unwrap().len(), t.elapsed());
         let lib = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
         if lib.exists() {
-            assert!(matches!(lookup_file(lib), Lookup::Found([Some(_), Some(_), Some(_), Some(_)])));
+            assert!(matches!(lookup_file(lib), Lookup::Found([Some(_), Some(_), Some(_), Some(_), Some(_)])));
         }
         let tool = Path::new("/usr/bin/openssl");
         if tool.exists() {
@@ -256,7 +261,7 @@ mod tests {
         // and no _ex variants.
         if let Some(p) = std::env::var_os("TLS_TEST_BORINGSSL_LIB") {
             assert_eq!(lookup_file(Path::new(&p)).label(), "found");
-            assert!(matches!(lookup_file(Path::new(&p)), Lookup::Found([Some(_), None, Some(_), None])));
+            assert!(matches!(lookup_file(Path::new(&p)), Lookup::Found([Some(_), None, Some(_), None, _])));
         }
     }
 }
