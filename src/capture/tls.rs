@@ -69,9 +69,9 @@ const PROBES: [(&str, &str, bool); 8] = [
 const PROC_TRACEPOINTS: [(&str, &str); 2] =
     [("cnflow_proc_exec", "sched_process_exec"), ("cnflow_proc_exit", "sched_process_exit")];
 /// The socket of each SSL call. They fire on every socket send and receive
-/// of every process (~4 per request-response exchange): with a Redis server
-/// and its client pinned to one core they took 5–7% of its throughput
-/// although no process there did TLS. So, unless CNFLOW_TLS_SOCKET_HOOKS=always,
+/// of every process (~4 per request-response exchange): 1.65% of the cycles
+/// of a core saturated by a Redis server and its client, although neither
+/// used TLS (README "Session 29"). So, unless CNFLOW_TLS_SOCKET_HOOKS=always,
 /// they are attached on the node's first use of TLS (see [`SocketHooks`]).
 const SOCK_TRACEPOINTS: [(&str, &str); 2] =
     [("cnflow_sock_send", "sock_send_length"), ("cnflow_sock_recv", "sock_recv_length")];
