@@ -757,6 +757,61 @@ fn a_new_library_is_followed_from_exec_and_detached_after_its_last_user() {
     assert!(final_counter(&log, "cnflow.tls.library_changes{change=detached}") >= 1, "{log}");
 }
 
+/// A connection made before the agent started never calls SSL_new again:
+/// the next SSL call of a thread (the client's, nginx's worker's) announces
+/// the node's TLS use, the socket tracepoints are attached then, and the
+/// calls that ran before wait until a later call of their connection names
+/// its socket. Every request after the start is decoded on both sides.
+#[test]
+fn a_connection_from_before_the_start_brings_the_socket_tracepoints_in() {
+    let pair = NetnsPair::new("tlsb");
+    let dir = Scratch::new("tls-before");
+    let (cert, key) = make_cert(&dir);
+    let ip = pair.ip_a.clone();
+    let _nginx = start_nginx(&pair.ns_a, &dir, &cert, &key, &format!("listen {ip}:{NGINX_PORT} ssl;"));
+    assert!(wait_tcp(&pair.ns_b, &ip, NGINX_PORT), "nginx did not start: {}", read(&dir.path("nginx.err")));
+    let go = dir.path("go");
+    let py = format!(
+        "import http.client, ssl, os, time\n\
+         ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+         c = http.client.HTTPSConnection('{ip}', {NGINX_PORT}, context=ctx)\n\
+         c.request('GET', '/a'); c.getresponse().read()\n\
+         print('connected', flush=True)\n\
+         while not os.path.exists('{go}'): time.sleep(0.05)\n\
+         for p in ['/after1', '/after2', '/after3']:\n    c.request('GET', p); c.getresponse().read()\n\
+         print('done', flush=True)\n",
+        go = go.display()
+    );
+    let _client = spawn(&pair.ns_b, &["python3", "-c", &py], dir.path("client.log"), "python client");
+    assert!(wait_until(Duration::from_secs(20), || read(&dir.path("client.log")).contains("connected")));
+
+    let agent = start_agent(&pair, &dir, &[]);
+    let err = dir.path("agent.err");
+    // nginx and python map libssl: attached by the start-up scan.
+    assert!(read(&err).lines().any(|l| l.contains("uprobes attached") && l.contains("kind=libssl")), "{}", read(&err));
+    let hooks_line = |l: &str| l.contains("socket tracepoints attached");
+    assert!(!read(&err).lines().any(hooks_line), "attached before any TLS use: {}", read(&err));
+    std::fs::write(&go, "").unwrap();
+    assert!(wait_until(Duration::from_secs(20), || read(&dir.path("client.log")).contains("done")));
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&err)
+            .lines()
+            .any(|l| hooks_line(l) && l.contains("reason=first SSL call"))),
+        "{}",
+        read(&err)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, log) = stop_agent(agent, &dir);
+    let spans = spans_to(&out, &ip, NGINX_PORT);
+    for kind in [CLIENT, SERVER] {
+        let mut paths: Vec<String> =
+            spans.iter().filter(|s| s.kind == kind).map(|s| s.attrs["url.path"].clone()).collect();
+        paths.sort();
+        // The exchange before the start is not seen; none of the three after is lost.
+        assert_eq!(paths, vec!["/after1", "/after2", "/after3"], "kind {kind}; log:\n{log}");
+    }
+}
+
 /// HTTP/2 through ALPN with another server and client: h2o (TLS) and nghttp,
 /// several streams on one connection; exact spans per side.
 #[test]
