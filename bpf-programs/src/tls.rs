@@ -170,7 +170,7 @@ fn enter(ctx: &ProbeContext, ex: bool) {
             // now, while it surely lives (forked servers never exec).
             let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_FIRST_CALL << 32 | id >> 32), BPF_RB_NO_WAKEUP);
             // A connection made before the agent started (no SSL_new seen).
-            announce(PROC_FIRST_CALL << 32 | id >> 32);
+            announce(cfg, PROC_FIRST_CALL << 32 | id >> 32);
         }
     }
 }
@@ -401,17 +401,19 @@ pub fn cnflow_proc_exit(_ctx: RawTracePointContext) -> i32 {
 #[uprobe]
 pub fn cnflow_ssl_new(_ctx: ProbeContext) -> u32 {
     let tgid = bpf_get_current_pid_tgid() >> 32;
-    if TLS_CONFIG.get(0).is_some_and(|c| c.own_tgid as u64 != tgid) {
-        announce(PROC_SSL_NEW << 32 | tgid);
+    if let Some(cfg) = TLS_CONFIG.get(0) {
+        if cfg.own_tgid as u64 != tgid {
+            announce(cfg, PROC_SSL_NEW << 32 | tgid);
+        }
     }
     0
 }
 
 /// A use of TLS, for the thread that attaches the socket tracepoints (until
-/// they are).
+/// they are: `cfg.socket_hooks`).
 #[inline(always)]
-fn announce(event: u64) {
-    if TLS_CONFIG.get(0).is_some_and(|c| c.socket_hooks == 0) {
+fn announce(cfg: &TlsConfig, event: u64) {
+    if cfg.socket_hooks == 0 {
         let _ = TLS_HOOK_EVENTS.output::<u64>(&event, BPF_RB_FORCE_WAKEUP);
     }
 }

@@ -77,8 +77,6 @@ const SOCK_TRACEPOINTS: [(&str, &str); 2] =
     [("cnflow_sock_send", "sock_send_length"), ("cnflow_sock_recv", "sock_recv_length")];
 /// The uprobe that announces TLS use before any SSL_read/SSL_write.
 const SSL_NEW_PROBE: &str = "cnflow_ssl_new";
-/// Index of `SSL_new` in [`tls_symbols::SYMBOLS`].
-const SSL_NEW_SYMBOL: usize = 4;
 
 /// `TLS_PROC_EVENTS` kinds (`kind << 32 | tgid`).
 const PROC_EXEC: u64 = 1;
@@ -234,8 +232,8 @@ struct Attached {
 struct SocketHooks {
     /// Shared with the discovery thread's uprobe attaching.
     bpf: Arc<Mutex<aya::Ebpf>>,
-    /// `TLS_CONFIG` and what it holds (`socket_hooks` set on attach).
-    config: Mutex<(Array<MapData, TlsConfig>, TlsConfig)>,
+    /// `TLS_CONFIG` (`socket_hooks` set on attach).
+    config: Mutex<Array<MapData, TlsConfig>>,
     links: Mutex<Vec<RawTracePointLink>>,
     on: AtomicBool,
 }
@@ -260,9 +258,8 @@ impl SocketHooks {
                 self.on.store(true, Ordering::Release);
                 SOCKET_HOOKS.set(1);
                 let mut c = self.config.lock().unwrap_or_else(|e| e.into_inner());
-                c.1.socket_hooks = 1;
-                let conf = c.1;
-                if let Err(e) = c.0.set(0, conf, 0) {
+                let set = c.get(&0, 0).and_then(|conf| c.set(0, TlsConfig { socket_hooks: 1, ..conf }, 0));
+                if let Err(e) = set {
                     tracing::warn!(error = %e, "TLS: cannot update TLS_CONFIG");
                 }
                 tracing::info!(
@@ -380,13 +377,7 @@ impl Attacher {
             let Some(i) = tls_symbols::SYMBOLS.iter().position(|s| *s == sym) else { continue };
             // BoringSSL has no _ex variants: what is there is attached.
             let Some(offset) = offsets[i] else { continue };
-            let r = (|| -> Result<UProbeLink> {
-                let mut bpf = self.bpf.lock().unwrap_or_else(|e| e.into_inner());
-                let p: &mut UProbe = bpf.program_mut(prog).context("program missing")?.try_into()?;
-                let lid = p.attach(offset, path, UProbeScope::AllProcesses)?;
-                Ok(p.take_link(lid)?)
-            })();
-            match r {
+            match self.attach_uprobe(prog, offset, path) {
                 Ok(l) => {
                     links.push(l);
                     if !symbols.contains(&sym) {
@@ -414,18 +405,15 @@ impl Attacher {
             }
         }
         // Optional: without it a thread's first SSL call brings the socket
-        // tracepoints in (up to 10 ms later, its first calls parked).
-        let ssl_new = match offsets[SSL_NEW_SYMBOL] {
-            Some(offset) if !self.socket_hooks.is_on() => (|| -> Result<UProbeLink> {
-                let mut bpf = self.bpf.lock().unwrap_or_else(|e| e.into_inner());
-                let p: &mut UProbe = bpf.program_mut(SSL_NEW_PROBE).context("program missing")?.try_into()?;
-                let lid = p.attach(offset, path, UProbeScope::AllProcesses)?;
-                Ok(p.take_link(lid)?)
-            })()
-            .inspect_err(
-                |e| tracing::debug!(library = %path.display(), error = format!("{e:#}"), "TLS: no SSL_new probe"),
-            )
-            .ok(),
+        // tracepoints in (that call itself parked until a later one names its socket).
+        let ssl_new_offset = tls_symbols::SYMBOLS.iter().position(|s| *s == "SSL_new").and_then(|i| offsets[i]);
+        let ssl_new = match ssl_new_offset {
+            Some(offset) if !self.socket_hooks.is_on() => self
+                .attach_uprobe(SSL_NEW_PROBE, offset, path)
+                .inspect_err(
+                    |e| tracing::debug!(library = %path.display(), error = format!("{e:#}"), "TLS: no SSL_new probe"),
+                )
+                .ok(),
             _ => None,
         };
         self.ssl_new_probes |= ssl_new.is_some();
@@ -440,6 +428,14 @@ impl Attacher {
         );
         self.attached.insert(id, Attached { path: path.to_path_buf(), kind, _links: links, ssl_new });
         self.set_gauges();
+    }
+
+    /// Uprobe program `prog` (loaded) on the code at file offset `offset` of `path`, in every process.
+    fn attach_uprobe(&self, prog: &str, offset: u64, path: &Path) -> Result<UProbeLink> {
+        let mut bpf = self.bpf.lock().unwrap_or_else(|e| e.into_inner());
+        let p: &mut UProbe = bpf.program_mut(prog).context("program missing")?.try_into()?;
+        let lid = p.attach(offset, path, UProbeScope::AllProcesses)?;
+        Ok(p.take_link(lid)?)
     }
 
     /// Once the socket tracepoints are attached: removes the `SSL_new`
@@ -909,7 +905,7 @@ impl TlsCapture {
         let bpf = Arc::new(Mutex::new(bpf));
         let socket_hooks = Arc::new(SocketHooks {
             bpf: bpf.clone(),
-            config: Mutex::new((config, conf)),
+            config: Mutex::new(config),
             links: Mutex::new(sock_links),
             on: AtomicBool::new(hooks_on),
         });
