@@ -602,16 +602,21 @@ fn plain_tcp_and_tcp_with_ip_options_give_the_same_records() {
 
 /// CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT: while every CPU of the host is busy
 /// (a spinning thread per CPU, the independent fact) the agent switches the
-/// programs to early wakeups, and back once the load is gone; packets are
-/// captured in both modes.
+/// ring reader to its busy mode (short drains; here also the programs'
+/// early wakeups), and back once the load is gone; packets are captured in
+/// both modes.
 #[test]
-fn early_wakeups_follow_the_node_cpu_load() {
+fn busy_mode_follows_the_node_cpu_load() {
     let pair = NetnsPair::new("wake");
     let dir = Scratch::new("ebpf-wake");
-    let env = [("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "60"), ("RUST_LOG", "info,cnflow::capture::wakeup=debug")];
+    let env = [
+        ("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "60"),
+        ("CNFLOW_RING_WAKEUP_RECORDS", "128"),
+        ("RUST_LOG", "info,cnflow::capture::wakeup=debug"),
+    ];
     let agent = start_agent(&pair, &dir, "run1", &env);
     let err = dir.path("run1.err");
-    assert!(read(&err).contains("percent=60"), "switch not set up:\n{}", read(&err));
+    assert!(read(&err).contains("busy_above_percent=60"), "switch not set up:\n{}", read(&err));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let burners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
         .map(|_| {
@@ -623,12 +628,12 @@ fn early_wakeups_follow_the_node_cpu_load() {
             })
         })
         .collect();
-    let on = wait_until(Duration::from_secs(10), || read(&err).contains("early_wakeups=true"));
+    let on = wait_until(Duration::from_secs(10), || read(&err).contains("busy_mode=true"));
     NetnsPair::exec(&pair.ns_b, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &pair.ip_a], Duration::from_secs(10));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     burners.into_iter().for_each(|b| b.join().unwrap());
-    assert!(on, "no switch to early wakeups under full load:\n{}", read(&err));
-    let off = wait_until(Duration::from_secs(10), || read(&err).contains("early_wakeups=false"));
+    assert!(on, "no switch to the busy mode under full load:\n{}", read(&err));
+    let off = wait_until(Duration::from_secs(10), || read(&err).contains("busy_mode=false"));
     assert!(off, "no switch back once the load is gone:\n{}", read(&err));
     NetnsPair::exec(&pair.ns_b, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &pair.ip_a], Duration::from_secs(10));
     let out = dir.path("run1.out");

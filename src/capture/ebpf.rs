@@ -17,6 +17,7 @@ use aya::programs::{SchedClassifier, TcAttachType};
 use cnflow_common::{CaptureConfig, COUNTER_NAMES, MAX_FILTER_PORTS, NUM_COUNTERS};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
@@ -231,30 +232,34 @@ impl LiveCapture {
         let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
         let layout = RingLayout::new(cfg.ring_buffer_bytes, cpus);
         let rings = create_rings(&mut bpf, layout)?;
+        let node_busy = super::wakeup::NodeBusy::default();
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
             let ring_bound = layout.wakeup_bytes(cpus);
-            let (limits, busy) = super::wakeup::limits(cfg, ring_bound);
-            let conf =
-                limits.set_in(CaptureConfig { snaplen: cfg.snaplen, flags, rings: layout.rings, ..Default::default() });
+            let (idle, busy) = super::wakeup::limits(cfg, ring_bound);
+            let always = cfg.ring_wakeup_above_cpu_percent == 0;
+            let conf = (if always { busy } else { idle }).set_in(CaptureConfig {
+                snaplen: cfg.snaplen,
+                flags,
+                rings: layout.rings,
+                ..Default::default()
+            });
             c.set(0, conf, 0).context("writing CONFIG")?;
-            if let Some(early) = busy {
+            node_busy.store(always, Ordering::Relaxed);
+            let switched = cfg.ring_poll_interval.is_some() && (busy != idle || cfg.ring_busy_drain.is_some());
+            if switched && !always {
                 let map = Array::try_from(bpf.take_map("CONFIG").context("CONFIG map missing")?)?;
-                super::wakeup::spawn_switch(map, conf, early, cfg.ring_wakeup_above_cpu_percent)?;
-                tracing::info!(
-                    busy_bytes = early.bytes,
-                    busy_records = early.records,
-                    idle_bytes = limits.bytes,
-                    percent = cfg.ring_wakeup_above_cpu_percent,
-                    "ring reader woken after `busy` records or bytes per CPU while the node's CPUs are busy, else `idle` bytes"
-                );
-            } else {
-                tracing::info!(
-                    wakeup_bytes = limits.bytes,
-                    wakeup_records = limits.records,
-                    "ring reader woken by the kernel after this many record bytes or records per CPU"
-                );
+                super::wakeup::spawn_switch(map, conf, busy, cfg.ring_wakeup_above_cpu_percent, node_busy.clone())?;
             }
+            tracing::info!(
+                idle_bytes = idle.bytes,
+                busy_bytes = busy.bytes,
+                busy_records = busy.records,
+                busy_drain_us = cfg.ring_busy_drain.map_or(0, |d| d.as_micros() as u64),
+                busy_above_percent = cfg.ring_wakeup_above_cpu_percent,
+                busy_mode = if !switched { "never" } else if always { "always" } else { "switched" },
+                "ring reader: woken by the kernel after `idle_bytes` per CPU; while the node is busy after `busy_bytes` or `busy_records` per CPU, drained every `busy_drain_us` under heavy traffic"
+            );
         }
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
@@ -269,8 +274,8 @@ impl LiveCapture {
             // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, while the AsyncFd lives.
             .map(|r| unsafe { AsyncFd::register(r) }.context("registering a ring buffer with tokio"))
             .collect::<Result<Vec<_>>>()?;
-        let poll = cfg.ring_poll_interval;
-        tokio::spawn(read_ring(afds, tx.clone(), poll));
+        let pace = Pace { idle: cfg.ring_poll_interval, busy_drain: cfg.ring_busy_drain, node_busy };
+        tokio::spawn(read_ring(afds, tx.clone(), pace));
         let c2 = counters.clone();
         let every = cfg.stats_interval.max(Duration::from_secs(1));
         tokio::spawn(async move {
@@ -464,13 +469,17 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
 /// (sized by CNFLOW_RING_BUFFER_BYTES) absorbs the burst; if it overflows the
 /// kernel counts `ring_full`. Dropping there is cheaper than decoding packets
 /// only to drop them here.
-async fn read_ring(
-    mut afds: Vec<AsyncFd<RingBuf<MapData>>>,
-    tx: mpsc::Sender<Vec<PacketEvent>>,
-    poll: Option<Duration>,
-) {
-    let mut wait = poll;
+async fn read_ring(mut afds: Vec<AsyncFd<RingBuf<MapData>>>, tx: mpsc::Sender<Vec<PacketEvent>>, pace: Pace) {
+    let mut wait = pace.idle;
     let mut merger = super::rings::Merger::new(afds.len());
+    let mut timer = match super::drain_timer::DrainTimer::new() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "capture stopped");
+            return;
+        }
+    };
+    let mut last_drain = std::time::Instant::now();
     loop {
         // Readiness is cleared before draining: a wakeup that arrives while
         // draining sets it again, so none is lost.
@@ -479,7 +488,7 @@ async fn read_ring(
             match wait {
                 Some(w) => tokio::select! {
                     (r, _, _) = readable => r.map(|mut g| g.clear_ready()),
-                    _ = tokio::time::sleep(w) => Ok(()),
+                    r = timer.sleep(w) => r.map_err(std::io::Error::other),
                 },
                 None => readable.await.0.map(|mut g| g.clear_ready()),
             }
@@ -488,6 +497,9 @@ async fn read_ring(
             tracing::error!(error = %e, "ring buffer poll failed; capture stopped");
             return;
         }
+        let now = std::time::Instant::now();
+        let since = now - last_drain;
+        last_drain = now;
         let mut got = 0u64;
         let offset = kernel_record::mono_to_wall_offset();
         let decode = |raw: &[u8]| match kernel_record::decode_entry(raw, offset) {
@@ -511,7 +523,7 @@ async fn read_ring(
                 break;
             }
         }
-        wait = poll.map(|idle| busy_poll_wait(idle, got));
+        wait = pace.next_wait(got, since);
     }
 }
 
@@ -579,32 +591,55 @@ fn create_rings(bpf: &mut aya::Ebpf, layout: RingLayout) -> Result<Vec<RingBuf<M
     Ok(rings)
 }
 
+/// When the ring reader drains next (see [`Pace::next_wait`]).
+struct Pace {
+    /// CNFLOW_RING_POLL_INTERVAL_MS; None = the kernel wakes the reader for every record.
+    idle: Option<Duration>,
+    /// CNFLOW_RING_BUSY_DRAIN_US.
+    busy_drain: Option<Duration>,
+    /// Set while the node's CPUs are busy (`wakeup::spawn_switch`).
+    node_busy: super::wakeup::NodeBusy,
+}
+
+impl Pace {
+    /// The wait before the next drain after one that found `got` records,
+    /// `since` after the one before.
+    fn next_wait(&self, got: u64, since: Duration) -> Option<Duration> {
+        let idle = self.idle?;
+        let busy_drain = self.busy_drain.filter(|_| self.node_busy.load(Ordering::Relaxed));
+        Some(busy_poll_wait(idle, got, since, busy_drain))
+    }
+}
+
 /// While packets keep arriving the ring is drained every [`BUSY_POLL`] (or
 /// the configured interval when it is shorter), otherwise every configured
 /// interval. The work of a drain runs in one burst on a core the workload
 /// uses: 10 ms of Redis traffic at ~80k requests/s is ~1.3 ms of agent CPU
 /// at once, which a request waiting behind it sees as latency (p99 +85–96%
 /// with the agent on; +30–42% draining every 2 ms, `bench_overhead.sh`,
-/// 2026-12-05). Under heavy traffic (a drain that found at least
-/// [`HEAVY_DRAIN`] records) the next one comes after [`HEAVY_POLL`]: shorter
-/// bursts again (18 alternated pairs, 2026-12-06: p99 lower in 22.5 of 36
-/// comparisons, medians redis +39..+54% against +58..+72%, agent CPU per
-/// request within the spread). Light traffic keeps the 2 ms (a drain costs
-/// a wakeup whatever it finds), and an idle node the longer interval.
-fn busy_poll_wait(idle: Duration, got: u64) -> Duration {
+/// 2026-12-05). Under heavy traffic (records arriving at [`HEAVY_RATE`] or
+/// more since the drain before) the next one comes after [`HEAVY_POLL`]:
+/// shorter bursts again (18 alternated pairs, 2026-12-06: p99 lower in 22.5
+/// of 36 comparisons, medians redis +39..+54% against +58..+72%, agent CPU
+/// per request within the spread), or `busy_drain` while the node's CPUs
+/// are saturated (README, "Session 30"). Light traffic keeps the 2 ms (a
+/// drain costs a wakeup whatever it finds), and an idle node the longer
+/// interval.
+fn busy_poll_wait(idle: Duration, got: u64, since: Duration, busy_drain: Option<Duration>) -> Duration {
     match got {
         0 => idle,
-        n if n >= HEAVY_DRAIN => HEAVY_POLL.min(idle),
+        n if n as f64 >= HEAVY_RATE * since.as_secs_f64() => busy_drain.unwrap_or(HEAVY_POLL).min(idle),
         _ => BUSY_POLL.min(idle),
     }
 }
 
 /// Drain interval of the ring while packets arrive (see [`busy_poll_wait`]).
 const BUSY_POLL: Duration = Duration::from_millis(2);
-/// Drain interval after a drain of at least [`HEAVY_DRAIN`] records.
+/// Drain interval under heavy traffic (outside the busy mode).
 const HEAVY_POLL: Duration = Duration::from_millis(1);
-/// Records in one drain (after ~2 ms: ~100k records/s) that count as heavy traffic.
-const HEAVY_DRAIN: u64 = 200;
+/// Records per second, over the time since the drain before, that make
+/// heavy traffic (what 200 records in the 2 ms of [`BUSY_POLL`] were).
+const HEAVY_RATE: f64 = 100_000.0;
 
 /// A running live capture: packet batches plus the task that keeps the
 /// program attached to the configured interfaces.
@@ -635,13 +670,36 @@ mod tests {
     #[test]
     fn drains_sooner_only_while_packets_arrive() {
         let idle = Duration::from_millis(10);
-        assert_eq!(busy_poll_wait(idle, 0), idle);
-        assert_eq!(busy_poll_wait(idle, 1), BUSY_POLL);
-        assert_eq!(busy_poll_wait(idle, HEAVY_DRAIN - 1), BUSY_POLL);
-        assert_eq!(busy_poll_wait(idle, HEAVY_DRAIN), HEAVY_POLL);
+        let ms2 = Duration::from_millis(2);
+        assert_eq!(busy_poll_wait(idle, 0, ms2, None), idle);
+        assert_eq!(busy_poll_wait(idle, 1, ms2, None), BUSY_POLL);
+        // 100k records/s over the time since the drain before is heavy.
+        assert_eq!(busy_poll_wait(idle, 199, ms2, None), BUSY_POLL);
+        assert_eq!(busy_poll_wait(idle, 200, ms2, None), HEAVY_POLL);
+        assert_eq!(busy_poll_wait(idle, 50, Duration::from_micros(500), None), HEAVY_POLL);
+        // The busy mode's interval replaces the heavy one only.
+        let busy = Some(Duration::from_micros(500));
+        assert_eq!(busy_poll_wait(idle, 50, Duration::from_micros(500), busy), Duration::from_micros(500));
+        assert_eq!(busy_poll_wait(idle, 1, ms2, busy), BUSY_POLL);
+        assert_eq!(busy_poll_wait(idle, 0, ms2, busy), idle);
         // A configured interval shorter than the busy one is kept.
-        assert_eq!(busy_poll_wait(Duration::from_millis(1), 5), Duration::from_millis(1));
-        assert_eq!(busy_poll_wait(Duration::from_millis(1), HEAVY_DRAIN), Duration::from_millis(1));
+        assert_eq!(busy_poll_wait(Duration::from_millis(1), 5, ms2, None), Duration::from_millis(1));
+        assert_eq!(busy_poll_wait(Duration::from_millis(1), 200, ms2, None), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn the_busy_interval_applies_while_the_node_is_busy() {
+        let pace = Pace {
+            idle: Some(Duration::from_millis(10)),
+            busy_drain: Some(Duration::from_micros(300)),
+            node_busy: Default::default(),
+        };
+        let heavy = (1000, Duration::from_millis(1));
+        assert_eq!(pace.next_wait(heavy.0, heavy.1), Some(HEAVY_POLL));
+        pace.node_busy.store(true, Ordering::Relaxed);
+        assert_eq!(pace.next_wait(heavy.0, heavy.1), Some(Duration::from_micros(300)));
+        let per_record = Pace { idle: None, ..pace };
+        assert_eq!(per_record.next_wait(heavy.0, heavy.1), None);
     }
 
     #[test]

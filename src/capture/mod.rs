@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
+pub mod drain_timer;
 pub mod ebpf;
 pub mod frame;
 pub mod ifaces;
@@ -35,10 +36,12 @@ pub struct CaptureSettings {
     pub ring_wakeup_bytes: u32,
     /// Records a CPU writes before the kernel wakes the reader early (0: none).
     pub ring_wakeup_records: u32,
-    /// When non-zero, the early wakeups (`ring_wakeup_records`,
-    /// `ring_wakeup_bytes`) apply only while the node's CPUs are at least
-    /// this many percent busy.
+    /// When non-zero, the busy mode (`ring_busy_drain`, the early wakeups
+    /// `ring_wakeup_records`, `ring_wakeup_bytes`) applies only while the
+    /// node's CPUs are at least this many percent busy.
     pub ring_wakeup_above_cpu_percent: u8,
+    /// The reader's drain interval under heavy traffic in the busy mode.
+    pub ring_busy_drain: Option<Duration>,
     /// How often the ring is drained; None = the kernel wakes the reader for every packet.
     pub ring_poll_interval: Option<Duration>,
     /// Transports to capture, comma-separated: any of tcp, udp, icmp.

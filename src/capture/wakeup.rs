@@ -1,11 +1,14 @@
-//! Early ring-reader wakeups only while the node's CPUs are saturated
+//! The ring reader's busy mode while the node's CPUs are saturated
 //! (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT). Short, frequent drains delay the
 //! workload least when every core is busy, but cost CPU and latency when
-//! there is idle capacity (README, "Session 27"); this switches the TC
-//! programs' wakeup threshold between the two as the node's load moves.
+//! there is idle capacity (README, "Session 27"); this switches between the
+//! two as the node's load moves: the reader's own drain interval
+//! (CNFLOW_RING_BUSY_DRAIN_US) and, if set, the TC programs' early wakeups.
 use anyhow::Result;
 use aya::maps::{Array, MapData};
 use cnflow_common::CaptureConfig;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// When the TC programs force a ring-reader wakeup: after `bytes` of
@@ -30,16 +33,17 @@ impl WakeLimits {
 
 /// How often the node's CPU load is sampled.
 const PERIOD: Duration = Duration::from_millis(250);
-/// Points below the threshold at which the early wakeups stop again, so a
+/// Points below the threshold at which the busy mode ends again, so a
 /// load that hovers at the threshold does not flip the mode every period.
 const HYSTERESIS: f64 = 10.0;
 
-/// The wakeup limits the programs start with, and the early ones the
-/// switch (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT) puts in while the node is
-/// busy, if any. Early wakeups (CNFLOW_RING_WAKEUP_RECORDS / _BYTES) make
-/// shorter, more frequent drains (README, "Session 27" and "Session 28");
+/// The kernel's wakeup limits while the node is not busy and while it is
+/// (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT; 0 = busy always). Early wakeups
+/// (CNFLOW_RING_WAKEUP_RECORDS / _BYTES, both off by default since the
+/// reader paces itself while busy, CNFLOW_RING_BUSY_DRAIN_US) make shorter,
+/// more frequent drains (README, "Session 27", "Session 28", "Session 30");
 /// the ring's own bound (`ring_bound` bytes per CPU) always applies.
-pub fn limits(cfg: &super::CaptureSettings, ring_bound: u32) -> (WakeLimits, Option<WakeLimits>) {
+pub fn limits(cfg: &super::CaptureSettings, ring_bound: u32) -> (WakeLimits, WakeLimits) {
     let idle = WakeLimits { bytes: ring_bound, records: 0 };
     let early = WakeLimits {
         bytes: match cfg.ring_wakeup_bytes {
@@ -50,12 +54,14 @@ pub fn limits(cfg: &super::CaptureSettings, ring_bound: u32) -> (WakeLimits, Opt
     };
     match cfg.ring_poll_interval {
         // The kernel wakes the reader for every record.
-        None => (WakeLimits { bytes: 0, records: 0 }, None),
-        Some(_) if early == idle => (idle, None),
-        Some(_) if cfg.ring_wakeup_above_cpu_percent > 0 => (idle, Some(early)),
-        Some(_) => (early, None),
+        None => (WakeLimits { bytes: 0, records: 0 }, WakeLimits { bytes: 0, records: 0 }),
+        Some(_) => (idle, early),
     }
 }
+
+/// Whether the node's CPUs are busy, as the switch last found them; the
+/// ring reader drains on its own short timer while they are.
+pub type NodeBusy = Arc<AtomicBool>;
 
 /// Busy and total jiffies of all CPUs, from the first line of /proc/stat
 /// (`cpu user nice system idle iowait irq softirq steal …`); idle and
@@ -70,7 +76,7 @@ fn cpu_jiffies(stat: &str) -> Option<(u64, u64)> {
     Some((total - v[3] - v[4], total))
 }
 
-/// Whether early wakeups should be on after a period with `busy_pct`.
+/// Whether the busy mode should be on after a period with `busy_pct`.
 fn next_mode(on: bool, busy_pct: f64, threshold: f64) -> bool {
     if on {
         busy_pct >= threshold - HYSTERESIS
@@ -79,18 +85,21 @@ fn next_mode(on: bool, busy_pct: f64, threshold: f64) -> bool {
     }
 }
 
-/// Spawns the task that writes the `busy` wakeup limits or those of `base`
-/// into the programs' configuration as the node's CPU load crosses `percent`.
+/// Spawns the task that follows the node's CPU load: past `percent` it sets
+/// `node_busy` and writes the `busy` wakeup limits into the programs'
+/// configuration (when they differ from those of `base`), below it (with
+/// [`HYSTERESIS`]) it clears the flag and writes `base`'s back.
 pub fn spawn_switch(
     mut map: Array<MapData, CaptureConfig>,
     base: CaptureConfig,
     busy: WakeLimits,
     percent: u8,
+    node_busy: NodeBusy,
 ) -> Result<()> {
     let read = || std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_jiffies);
     let Some(mut last) = read() else {
         // Capture goes on with the timer-paced drains.
-        tracing::warn!("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT: /proc/stat is not readable; early wakeups stay off");
+        tracing::warn!("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT: /proc/stat is not readable; the busy mode stays off");
         return Ok(());
     };
     let idle = WakeLimits::of(&base);
@@ -109,11 +118,14 @@ pub fn spawn_switch(
             let want = next_mode(on, pct, percent as f64);
             if want != on {
                 on = want;
-                let conf = (if on { busy } else { idle }).set_in(base);
-                match map.set(0, conf, 0) {
-                    Ok(()) => tracing::debug!(busy_pct = pct, early_wakeups = on, "ring wakeup threshold switched"),
-                    Err(e) => tracing::warn!(error = %e, "cannot switch the ring wakeup threshold"),
+                node_busy.store(on, Ordering::Relaxed);
+                if busy != idle {
+                    let conf = (if on { busy } else { idle }).set_in(base);
+                    if let Err(e) = map.set(0, conf, 0) {
+                        tracing::warn!(error = %e, "cannot switch the ring wakeup threshold");
+                    }
                 }
+                tracing::debug!(busy_pct = pct, busy_mode = on, "ring reader's busy mode switched");
             }
         }
     });
@@ -140,25 +152,25 @@ mod tests {
         assert!(!next_mode(true, 79.0, 90.0));
     }
 
-    fn limits_for(v: &[(&str, &str)]) -> (WakeLimits, Option<WakeLimits>) {
+    fn limits_for(v: &[(&str, &str)]) -> (WakeLimits, WakeLimits) {
         let vars = v.iter().map(|(a, b)| (a.to_string(), b.to_string()));
         let cfg = crate::agent::config::AgentConfig::from_vars(vars).unwrap();
         limits(&cfg.capture_settings().unwrap(), 256 << 10)
     }
 
     #[test]
-    fn early_limits_by_records_switched_by_default() {
+    fn kernel_limits_idle_and_busy() {
         let idle = WakeLimits { bytes: 256 << 10, records: 0 };
-        assert_eq!(limits_for(&[]), (idle, Some(WakeLimits { bytes: 256 << 10, records: 128 })));
-        // Always on, bytes capped at the ring's bound.
-        let always = [("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "0"), ("CNFLOW_RING_WAKEUP_BYTES", "1048576")];
-        assert_eq!(limits_for(&always), (WakeLimits { bytes: 256 << 10, records: 128 }, None));
-        let bytes_only = [("CNFLOW_RING_WAKEUP_RECORDS", "0"), ("CNFLOW_RING_WAKEUP_BYTES", "16384")];
-        assert_eq!(limits_for(&bytes_only), (idle, Some(WakeLimits { bytes: 16384, records: 0 })));
-        // No early limits: nothing to switch.
-        assert_eq!(limits_for(&[("CNFLOW_RING_WAKEUP_RECORDS", "0")]), (idle, None));
+        // By default the ring's bound only: the reader paces itself while busy.
+        assert_eq!(limits_for(&[]), (idle, idle));
+        let records = [("CNFLOW_RING_WAKEUP_RECORDS", "128"), ("CNFLOW_RING_WAKEUP_BYTES", "1048576")];
+        // Bytes capped at the ring's bound.
+        assert_eq!(limits_for(&records), (idle, WakeLimits { bytes: 256 << 10, records: 128 }));
+        let bytes_only = [("CNFLOW_RING_WAKEUP_BYTES", "16384")];
+        assert_eq!(limits_for(&bytes_only), (idle, WakeLimits { bytes: 16384, records: 0 }));
         // A wakeup per record.
         let per_record = [("CNFLOW_RING_POLL_INTERVAL_MS", "0")];
-        assert_eq!(limits_for(&per_record), (WakeLimits { bytes: 0, records: 0 }, None));
+        let none = WakeLimits { bytes: 0, records: 0 };
+        assert_eq!(limits_for(&per_record), (none, none));
     }
 }

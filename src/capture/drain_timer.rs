@@ -1,0 +1,80 @@
+//! A sleep with microsecond precision for the ring reader's drain pacing.
+//!
+//! tokio's timer wheel ticks every millisecond and rounds a sleep up to the
+//! next tick, so a "1 ms" drain interval was 1–2 ms and anything shorter was
+//! not possible. A `timerfd` is an hrtimer: it fires on time, on the
+//! reader's own CPU, and wakes only the reader — unlike a wakeup forced by
+//! the TC program, an irq_work on the workload's CPU charged to the packet
+//! that forced it.
+use anyhow::{Context, Result};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+
+/// `TimerFd` with the `AsRawFd` that `AsyncFd` needs.
+struct Fd(TimerFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// One-shot CLOCK_MONOTONIC timer registered with the tokio reactor.
+pub struct DrainTimer(AsyncFd<Fd>);
+
+impl DrainTimer {
+    pub fn new() -> Result<Self> {
+        let fd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
+            .context("creating the ring reader's timerfd")?;
+        // SAFETY: `Fd` owns the timerfd; it stays open, the same
+        // descriptor, until the AsyncFd (its only owner) is dropped.
+        let afd = unsafe { AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE) }
+            .map_err(std::io::Error::from)
+            .context("registering the ring reader's timerfd")?;
+        Ok(Self(afd))
+    }
+
+    /// Resolves `d` from now. Re-arming replaces an earlier, unexpired
+    /// sleep (a ring wakeup that won the race leaves the timer armed).
+    pub async fn sleep(&mut self, d: Duration) -> Result<()> {
+        // A zero TimeSpec would disarm the timer instead.
+        let d = d.max(Duration::from_micros(1));
+        self.0
+            .get_ref()
+            .0
+            .set(Expiration::OneShot(TimeSpec::from_duration(d)), TimerSetTimeFlags::empty())
+            .context("arming the ring reader's timerfd")?;
+        loop {
+            let mut guard = self.0.readable().await?;
+            // Reading consumes the expiry; EAGAIN = readiness left over from
+            // a previous arming that was replaced before it fired.
+            match nix::unistd::read(self.0.get_ref().0.as_fd(), &mut [0u8; 8]) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+                Err(e) => return Err(e).context("reading the ring reader's timerfd"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn sleeps_for_less_than_a_millisecond() {
+        let mut t = DrainTimer::new().unwrap();
+        // Arm once and replace it: the first arming must not end the second sleep early.
+        let _ = tokio::time::timeout(Duration::from_micros(50), t.sleep(Duration::from_secs(5))).await;
+        let start = Instant::now();
+        t.sleep(Duration::from_micros(300)).await.unwrap();
+        let took = start.elapsed();
+        assert!(took >= Duration::from_micros(300), "{took:?}");
+        // Generous: only that it is not tokio's 1 ms tick rounded up.
+        assert!(took < Duration::from_millis(50), "{took:?}");
+    }
+}
