@@ -1,11 +1,14 @@
 //! A sleep with microsecond precision for the ring reader's drain pacing.
 //!
 //! tokio's timer wheel ticks every millisecond and rounds a sleep up to the
-//! next tick, so a "1 ms" drain interval was 1–2 ms and anything shorter was
+//! next tick, so a "1 ms" drain interval is 1–2 ms and anything shorter is
 //! not possible. A `timerfd` is an hrtimer: it fires on time, on the
 //! reader's own CPU, and wakes only the reader — unlike a wakeup forced by
 //! the TC program, an irq_work on the workload's CPU charged to the packet
-//! that forced it.
+//! that forced it. Only sleeps under a millisecond (the busy mode's drains)
+//! use it: the millisecond intervals keep tokio's timer, with which they
+//! were measured (a timerfd's exact 1 ms meant ~10% more drains and agent
+//! CPU per request at the same traffic; README, "Session 30").
 use anyhow::{Context, Result};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
@@ -40,6 +43,10 @@ impl DrainTimer {
     /// Resolves `d` from now. Re-arming replaces an earlier, unexpired
     /// sleep (a ring wakeup that won the race leaves the timer armed).
     pub async fn sleep(&mut self, d: Duration) -> Result<()> {
+        if d >= Duration::from_millis(1) {
+            tokio::time::sleep(d).await;
+            return Ok(());
+        }
         // A zero TimeSpec would disarm the timer instead.
         let d = d.max(Duration::from_micros(1));
         self.0
