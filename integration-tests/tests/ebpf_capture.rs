@@ -204,12 +204,14 @@ fn captures_redis_ping_and_dns_byte_exact() {
 
     // Small early-wakeup thresholds, always on (not only while the node's
     // CPUs are saturated): the records also go through the kernel's forced
-    // wakeups by bytes and by record count (and their 100 µs spacing), not
-    // only the timer.
+    // wakeups by bytes and by record count (and their 100 µs spacing) and
+    // the reader's sub-millisecond drains (its timerfd), not only the
+    // millisecond timer.
     let env = [
         ("CNFLOW_SNAPLEN", "4096"),
         ("CNFLOW_RING_WAKEUP_BYTES", "4096"),
         ("CNFLOW_RING_WAKEUP_RECORDS", "4"),
+        ("CNFLOW_RING_BUSY_DRAIN_US", "200"),
         ("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "0"),
     ];
     let agent = start_agent(&pair, &dir, "run1", &env);
@@ -611,7 +613,7 @@ fn busy_mode_follows_the_node_cpu_load() {
     let dir = Scratch::new("ebpf-wake");
     let env = [
         ("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "60"),
-        ("CNFLOW_RING_WAKEUP_RECORDS", "128"),
+        ("CNFLOW_RING_BUSY_DRAIN_US", "500"),
         ("RUST_LOG", "info,cnflow::capture::wakeup=debug"),
     ];
     let agent = start_agent(&pair, &dir, "run1", &env);

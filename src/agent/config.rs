@@ -22,8 +22,8 @@ fn d_ring_poll() -> u64 {
 fn d_wakeup_cpu() -> u8 {
     90
 }
-fn d_busy_drain() -> u64 {
-    500
+fn d_wakeup_records() -> u32 {
+    128
 }
 fn d_protocols() -> String {
     "tcp,udp,icmp".into()
@@ -76,10 +76,10 @@ pub struct AgentConfig {
     #[serde(default)]
     pub ring_wakeup_bytes: u32,
     /// Records a CPU writes before the kernel wakes the ring reader early (0: none).
-    #[serde(default)]
+    #[serde(default = "d_wakeup_records")]
     pub ring_wakeup_records: u32,
     /// The ring reader's drain interval under heavy traffic while the node is busy (0: off).
-    #[serde(default = "d_busy_drain")]
+    #[serde(default)]
     pub ring_busy_drain_us: u64,
     /// When set (1..=100), the busy mode only while the node's CPUs are at least this busy.
     #[serde(default = "d_wakeup_cpu")]
@@ -144,8 +144,8 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_SNAPLEN", "payload bytes copied per packet by the kernel (1..=4096)."),
         VarDoc::new("CNFLOW_RING_BUFFER_BYTES", "bytes of the kernel→userspace ring buffers (power of two, ≥ 64 KiB), shared by one ring per CPU (up to 64), each the largest power of two ≤ its share and ≥ 64 KiB."),
         VarDoc::new("CNFLOW_RING_POLL_INTERVAL_MS", "how often the ring buffer is drained when idle (while packets arrive: every 2 ms, every 1 ms while they arrive at ≥ 100k records/s, CNFLOW_RING_BUSY_DRAIN_US then while the node is busy, or this interval when shorter, so the agent works in short bursts); the kernel wakes the reader sooner once a CPU has written 1/8 of its ring, or the early-wakeup limits below. 0 = wake the reader for every packet (more CPU per packet)."),
-        VarDoc::new("CNFLOW_RING_BUSY_DRAIN_US", "while the node's CPUs are busy (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT) and records arrive at ≥ 100k/s, the ring reader drains this often (µs, its own timerfd: fires on its CPU and wakes only it): short, frequent drains delay the workload's requests less on saturated CPUs than the 1 ms of heavy traffic otherwise, and no wakeup is forced from the workload's packets. 0 = off; else 50..=10000."),
-        VarDoc::new("CNFLOW_RING_WAKEUP_RECORDS", "records a CPU writes before the kernel wakes the ring reader early while the node is busy (at most one such wakeup per CPU every 100 µs; each is an irq_work on the workload's CPU, charged to the packet that forces it). 0 (default) = none: CNFLOW_RING_BUSY_DRAIN_US paces the reader instead."),
+        VarDoc::new("CNFLOW_RING_BUSY_DRAIN_US", "while the node's CPUs are busy (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT) and records arrive at ≥ 100k/s, the ring reader also drains this often (µs, on a timerfd: fires on the reader's CPU and wakes only it). With CNFLOW_RING_WAKEUP_RECORDS=0 it replaces the wakeups the TC programs force: 70–90 ns less eBPF time per packet on saturated cores, but ~3.5 points less wrk throughput and ~5% more agent CPU per request in alternated runs (README, Session 30). 0 (default) = off; else 50..=10000."),
+        VarDoc::new("CNFLOW_RING_WAKEUP_RECORDS", "records a CPU writes before the kernel wakes the ring reader early while the node is busy (at most one such wakeup per CPU every 100 µs; each is an irq_work on the workload's CPU, charged to the packet that forces it): short, frequent drains whose length follows the reader's work (per record), which delay the workload's requests less on saturated CPUs but cost CPU and latency when there is idle capacity, hence CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT. 0 = by bytes only (CNFLOW_RING_WAKEUP_BYTES)."),
         VarDoc::new("CNFLOW_RING_WAKEUP_BYTES", "record bytes a CPU writes before the kernel wakes the ring reader early while the node is busy, besides CNFLOW_RING_WAKEUP_RECORDS (same spacing). 0 (default) = 1/8 of its ring, the bound that always applies; ≥ 4096 otherwise."),
         VarDoc::new("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "the busy mode (CNFLOW_RING_BUSY_DRAIN_US, CNFLOW_RING_WAKEUP_RECORDS, CNFLOW_RING_WAKEUP_BYTES) only while the node's CPUs are at least this many percent busy (/proc/stat every 250 ms; off again 10 points below); otherwise the reader drains every 1 ms under heavy traffic, 2 ms under light traffic. 0 = busy mode always."),
         VarDoc::new("CNFLOW_CAPTURE_PROTOCOLS", "transports to capture: any of tcp, udp, icmp."),
@@ -316,16 +316,13 @@ mod tests {
         assert_eq!(AgentConfig::default().snaplen, 2048);
         assert_eq!(AgentConfig::default().capture_settings().unwrap().ring_wakeup_bytes, 0);
         assert_eq!(AgentConfig::default().capture_settings().unwrap().ring_wakeup_above_cpu_percent, 90);
-        assert_eq!(AgentConfig::default().capture_settings().unwrap().ring_wakeup_records, 0);
-        assert_eq!(
-            AgentConfig::default().capture_settings().unwrap().ring_busy_drain,
-            Some(std::time::Duration::from_micros(500))
-        );
+        assert_eq!(AgentConfig::default().capture_settings().unwrap().ring_wakeup_records, 128);
+        assert_eq!(AgentConfig::default().capture_settings().unwrap().ring_busy_drain, None);
         let c =
-            AgentConfig::from_vars(vars(&[("CNFLOW_RING_WAKEUP_RECORDS", "128"), ("CNFLOW_RING_BUSY_DRAIN_US", "0")]))
+            AgentConfig::from_vars(vars(&[("CNFLOW_RING_WAKEUP_RECORDS", "0"), ("CNFLOW_RING_BUSY_DRAIN_US", "500")]))
                 .unwrap();
-        assert_eq!(c.capture_settings().unwrap().ring_wakeup_records, 128);
-        assert_eq!(c.capture_settings().unwrap().ring_busy_drain, None);
+        assert_eq!(c.capture_settings().unwrap().ring_wakeup_records, 0);
+        assert_eq!(c.capture_settings().unwrap().ring_busy_drain, Some(std::time::Duration::from_micros(500)));
         let c = AgentConfig::from_vars(vars(&[("CNFLOW_RING_WAKEUP_BYTES", "262144")])).unwrap();
         assert_eq!(c.capture_settings().unwrap().ring_wakeup_bytes, 262144);
     }

@@ -258,7 +258,7 @@ impl LiveCapture {
                 busy_drain_us = cfg.ring_busy_drain.map_or(0, |d| d.as_micros() as u64),
                 busy_above_percent = cfg.ring_wakeup_above_cpu_percent,
                 busy_mode = if !switched { "never" } else if always { "always" } else { "switched" },
-                "ring reader: woken by the kernel after `idle_bytes` per CPU; while the node is busy after `busy_bytes` or `busy_records` per CPU, drained every `busy_drain_us` under heavy traffic"
+                "ring reader: woken by the kernel after `idle_bytes` per CPU; while the node is busy after `busy_bytes` or `busy_records` per CPU, drained every `busy_drain_us` (0: not) under heavy traffic"
             );
         }
         let counters: PerCpuArray<MapData, u64> =

@@ -39,9 +39,9 @@ const HYSTERESIS: f64 = 10.0;
 
 /// The kernel's wakeup limits while the node is not busy and while it is
 /// (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT; 0 = busy always). Early wakeups
-/// (CNFLOW_RING_WAKEUP_RECORDS / _BYTES, both off by default since the
-/// reader paces itself while busy, CNFLOW_RING_BUSY_DRAIN_US) make shorter,
-/// more frequent drains (README, "Session 27", "Session 28", "Session 30");
+/// (CNFLOW_RING_WAKEUP_RECORDS / _BYTES; or the reader's own
+/// CNFLOW_RING_BUSY_DRAIN_US) make shorter, more frequent drains (README,
+/// "Session 27", "Session 28", "Session 30");
 /// the ring's own bound (`ring_bound` bytes per CPU) always applies.
 pub fn limits(cfg: &super::CaptureSettings, ring_bound: u32) -> (WakeLimits, WakeLimits) {
     let idle = WakeLimits { bytes: ring_bound, records: 0 };
@@ -161,13 +161,15 @@ mod tests {
     #[test]
     fn kernel_limits_idle_and_busy() {
         let idle = WakeLimits { bytes: 256 << 10, records: 0 };
-        // By default the ring's bound only: the reader paces itself while busy.
-        assert_eq!(limits_for(&[]), (idle, idle));
-        let records = [("CNFLOW_RING_WAKEUP_RECORDS", "128"), ("CNFLOW_RING_WAKEUP_BYTES", "1048576")];
+        // By default 128 records while busy.
+        assert_eq!(limits_for(&[]), (idle, WakeLimits { bytes: 256 << 10, records: 128 }));
         // Bytes capped at the ring's bound.
-        assert_eq!(limits_for(&records), (idle, WakeLimits { bytes: 256 << 10, records: 128 }));
-        let bytes_only = [("CNFLOW_RING_WAKEUP_BYTES", "16384")];
+        assert_eq!(limits_for(&[("CNFLOW_RING_WAKEUP_BYTES", "1048576")]), limits_for(&[]));
+        let bytes_only = [("CNFLOW_RING_WAKEUP_RECORDS", "0"), ("CNFLOW_RING_WAKEUP_BYTES", "16384")];
         assert_eq!(limits_for(&bytes_only), (idle, WakeLimits { bytes: 16384, records: 0 }));
+        // The reader paces itself instead: the ring's bound only.
+        let reader_paced = [("CNFLOW_RING_WAKEUP_RECORDS", "0"), ("CNFLOW_RING_BUSY_DRAIN_US", "500")];
+        assert_eq!(limits_for(&reader_paced), (idle, idle));
         // A wakeup per record.
         let per_record = [("CNFLOW_RING_POLL_INTERVAL_MS", "0")];
         let none = WakeLimits { bytes: 0, records: 0 };
