@@ -2,8 +2,9 @@
 //! (CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT). Short, frequent drains delay the
 //! workload least when every core is busy, but cost CPU and latency when
 //! there is idle capacity (README, "Session 27"); this switches between the
-//! two as the node's load moves: the reader's own drain interval
-//! (CNFLOW_RING_BUSY_DRAIN_US) and, if set, the TC programs' early wakeups.
+//! two as the node's load moves: the TC programs' early wakeups
+//! (CNFLOW_RING_WAKEUP_RECORDS / _BYTES) and, if set, the reader's own
+//! sub-millisecond drains (CNFLOW_RING_BUSY_DRAIN_US).
 use anyhow::Result;
 use aya::maps::{Array, MapData};
 use cnflow_common::CaptureConfig;
