@@ -232,12 +232,13 @@ impl LiveCapture {
         let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
         let layout = RingLayout::new(cfg.ring_buffer_bytes, cpus);
         let rings = create_rings(&mut bpf, layout)?;
-        let node_busy = super::wakeup::NodeBusy::default();
+        // With the switch off (0 %) the node counts as busy from the start.
+        let always = cfg.ring_wakeup_above_cpu_percent == 0;
+        let node_busy = super::wakeup::NodeBusy::new(always.into());
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
             let ring_bound = layout.wakeup_bytes(cpus);
             let (idle, busy) = super::wakeup::limits(cfg, ring_bound);
-            let always = cfg.ring_wakeup_above_cpu_percent == 0;
             let conf = (if always { busy } else { idle }).set_in(CaptureConfig {
                 snaplen: cfg.snaplen,
                 flags,
@@ -245,7 +246,6 @@ impl LiveCapture {
                 ..Default::default()
             });
             c.set(0, conf, 0).context("writing CONFIG")?;
-            node_busy.store(always, Ordering::Relaxed);
             let switched = cfg.ring_poll_interval.is_some() && (busy != idle || cfg.ring_busy_drain.is_some());
             if switched && !always {
                 let map = Array::try_from(bpf.take_map("CONFIG").context("CONFIG map missing")?)?;
