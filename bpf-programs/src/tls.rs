@@ -11,6 +11,7 @@
 #![no_main]
 
 use aya_ebpf::{
+    bindings,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, generated},
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -43,10 +44,10 @@ static TLS_HOOK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static TLS_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
-// bpf_ringbuf_submit / bpf_ringbuf_query flags (uapi/linux/bpf.h).
-const BPF_RB_NO_WAKEUP: u64 = 1;
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
-const BPF_RB_AVAIL_DATA: u64 = 0;
+// bpf_ringbuf_submit / bpf_ringbuf_query flags, as the helpers take them (u64).
+const BPF_RB_NO_WAKEUP: u64 = bindings::BPF_RB_NO_WAKEUP as u64;
+const BPF_RB_FORCE_WAKEUP: u64 = bindings::BPF_RB_FORCE_WAKEUP as u64;
+const BPF_RB_AVAIL_DATA: u64 = bindings::BPF_RB_AVAIL_DATA as u64;
 /// Unread bytes in `TLS_EVENTS` past which a record wakes the reader (1/8 of the ring).
 const WAKEUP_BYTES: u64 = 1024 * 1024;
 

@@ -73,11 +73,17 @@ pub const CNT_DECAP_GENEVE: u32 = 9;
 pub const CNT_DECAP_GRE: u32 = 10;
 pub const CNT_DECAP_IPIP: u32 = 11;
 pub const CNT_DECAP_SIT: u32 = 12;
-pub const NUM_COUNTERS: u32 = 13;
+/// Reader wakeups a CPU forced (the ring's wakeup limits, see `wake_flag`
+/// in bpf-programs), and limits reached when the reader had already read
+/// what this CPU wrote since its last one (no wakeup); userspace exports
+/// them as `cnflow.capture.ring.wakeups{outcome=forced|not_needed}`.
+pub const CNT_WAKEUP_FORCED: u32 = 13;
+pub const CNT_WAKEUP_NOT_NEEDED: u32 = 14;
+pub const NUM_COUNTERS: u32 = 15;
 
 /// Names of the counters, indexed by `CNT_*` (the `reason` attribute in
 /// userspace; `decap_<encapsulation>` for the decapsulation counters).
-pub const COUNTER_NAMES: [&str; 13] = [
+pub const COUNTER_NAMES: [&str; 15] = [
     "seen",
     "filtered",
     "emitted",
@@ -91,6 +97,8 @@ pub const COUNTER_NAMES: [&str; 13] = [
     "decap_gre",
     "decap_ipip",
     "decap_sit",
+    "wakeup_forced",
+    "wakeup_not_needed",
 ];
 
 /// At most this many tunnel headers are removed per packet (kernel and

@@ -336,6 +336,9 @@ fn captures_redis_ping_and_dns_byte_exact() {
     // segment was captured whole (checked by `reassemble` above).
     assert!(!last.contains("gso_split=0 ") && last.contains("gso_split="), "{last}");
     assert!(last.contains("truncated=0 "), "{last}");
+    // The 4-record limit was reached with the reader behind (a GSO packet's
+    // segments are written in one program run), so the kernel forced wakeups.
+    assert!(last.contains("wakeup_forced=") && !last.contains("wakeup_forced=0 "), "{last}");
     // The receiver's ACKs of those GSO packets were counted as skipped (the
     // pure-ACK check before the header copy, or the full parse).
     let no_payload: u64 = last

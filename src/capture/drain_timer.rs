@@ -25,11 +25,17 @@ impl AsRawFd for Fd {
     }
 }
 
-/// One-shot CLOCK_MONOTONIC timer registered with the tokio reactor.
-pub struct DrainTimer(AsyncFd<Fd>);
+/// One-shot CLOCK_MONOTONIC timer registered with the tokio reactor, or
+/// tokio's timer alone when no sleep will be shorter than a millisecond
+/// (CNFLOW_RING_BUSY_DRAIN_US off, the default: no timerfd is created).
+pub struct DrainTimer(Option<AsyncFd<Fd>>);
 
 impl DrainTimer {
-    pub fn new() -> Result<Self> {
+    /// `sub_ms`: some sleeps will be shorter than a millisecond.
+    pub fn new(sub_ms: bool) -> Result<Self> {
+        if !sub_ms {
+            return Ok(Self(None));
+        }
         let fd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)
             .context("creating the ring reader's timerfd")?;
         // SAFETY: `Fd` owns the timerfd; it stays open, the same
@@ -37,32 +43,49 @@ impl DrainTimer {
         let afd = unsafe { AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE) }
             .map_err(std::io::Error::from)
             .context("registering the ring reader's timerfd")?;
-        Ok(Self(afd))
+        Ok(Self(Some(afd)))
     }
 
-    /// Resolves `d` from now. Re-arming replaces an earlier, unexpired
-    /// sleep (a ring wakeup that won the race leaves the timer armed).
+    /// Resolves `d` from now (on tokio's timer from a millisecond up, or
+    /// without the timerfd). A sleep dropped before it fires (a ring wakeup
+    /// won the race) disarms the timerfd, which would otherwise fire once
+    /// for nothing during a later, longer sleep.
     pub async fn sleep(&mut self, d: Duration) -> Result<()> {
-        if d >= Duration::from_millis(1) {
+        let Some(afd) = self.0.as_ref().filter(|_| d < Duration::from_millis(1)) else {
             tokio::time::sleep(d).await;
             return Ok(());
-        }
+        };
         // A zero TimeSpec would disarm the timer instead.
         let d = d.max(Duration::from_micros(1));
-        self.0
-            .get_ref()
-            .0
+        let timer = &afd.get_ref().0;
+        timer
             .set(Expiration::OneShot(TimeSpec::from_duration(d)), TimerSetTimeFlags::empty())
             .context("arming the ring reader's timerfd")?;
+        let mut armed = Armed(Some(timer));
         loop {
-            let mut guard = self.0.readable().await?;
+            let mut guard = afd.readable().await?;
             // Reading consumes the expiry; EAGAIN = readiness left over from
             // a previous arming that was replaced before it fired.
-            match nix::unistd::read(self.0.get_ref().0.as_fd(), &mut [0u8; 8]) {
-                Ok(_) => return Ok(()),
+            match nix::unistd::read(timer.as_fd(), &mut [0u8; 8]) {
+                Ok(_) => {
+                    armed.0 = None;
+                    return Ok(());
+                }
                 Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
                 Err(e) => return Err(e).context("reading the ring reader's timerfd"),
             }
+        }
+    }
+}
+
+/// Disarms the timerfd when a sleep ends before it fired.
+struct Armed<'a>(Option<&'a TimerFd>);
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            // Nothing to do on failure: the worst case is one early drain.
+            let _ = t.unset();
         }
     }
 }
@@ -74,7 +97,7 @@ mod tests {
 
     #[tokio::test]
     async fn sleeps_for_less_than_a_millisecond() {
-        let mut t = DrainTimer::new().unwrap();
+        let mut t = DrainTimer::new(true).unwrap();
         // Arm once and replace it: the first arming must not end the second sleep early.
         let _ = tokio::time::timeout(Duration::from_micros(50), t.sleep(Duration::from_secs(5))).await;
         let start = Instant::now();
@@ -83,5 +106,25 @@ mod tests {
         assert!(took >= Duration::from_micros(300), "{took:?}");
         // Generous: only that it is not tokio's 1 ms tick rounded up.
         assert!(took < Duration::from_millis(50), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_sleep_that_loses_the_race_is_disarmed() {
+        let mut t = DrainTimer::new(true).unwrap();
+        let _ = tokio::time::timeout(Duration::from_micros(50), t.sleep(Duration::from_micros(900))).await;
+        let afd = t.0.as_ref().unwrap();
+        assert_eq!(afd.get_ref().0.get().unwrap(), None, "still armed after the sleep was dropped");
+        // And no expiry comes later either.
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(nix::unistd::read(afd.get_ref().0.as_fd(), &mut [0u8; 8]), Err(nix::errno::Errno::EAGAIN));
+    }
+
+    #[tokio::test]
+    async fn without_sub_millisecond_sleeps_no_timerfd() {
+        let mut t = DrainTimer::new(false).unwrap();
+        assert!(t.0.is_none());
+        let start = Instant::now();
+        t.sleep(Duration::from_micros(300)).await.unwrap();
+        assert!(start.elapsed() >= Duration::from_micros(300));
     }
 }

@@ -453,9 +453,12 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
     let mut out = Vec::with_capacity(COUNTER_NAMES.len());
     for (i, name) in COUNTER_NAMES.iter().enumerate().take(NUM_COUNTERS as usize) {
         let v = map.get(&(i as u32), 0).map(|vals| vals.iter().sum::<u64>()).unwrap_or(0);
-        match name.strip_prefix("decap_") {
-            Some(encap) => counter("cnflow.capture.decapsulated", &[("encapsulation", encap)]).set(v),
-            None => counter("cnflow.capture.packets", &[("reason", name)]).set(v),
+        if let Some(encap) = name.strip_prefix("decap_") {
+            counter("cnflow.capture.decapsulated", &[("encapsulation", encap)]).set(v);
+        } else if let Some(outcome) = name.strip_prefix("wakeup_") {
+            counter("cnflow.capture.ring.wakeups", &[("outcome", outcome)]).set(v);
+        } else {
+            counter("cnflow.capture.packets", &[("reason", name)]).set(v);
         }
         out.push((*name, v));
     }
@@ -472,7 +475,8 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
 async fn read_ring(mut afds: Vec<AsyncFd<RingBuf<MapData>>>, tx: mpsc::Sender<Vec<PacketEvent>>, pace: Pace) {
     let mut wait = pace.idle;
     let mut merger = super::rings::Merger::new(afds.len());
-    let mut timer = match super::drain_timer::DrainTimer::new() {
+    let sub_ms = pace.busy_drain.is_some_and(|d| d < Duration::from_millis(1));
+    let mut timer = match super::drain_timer::DrainTimer::new(sub_ms) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "capture stopped");
