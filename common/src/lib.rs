@@ -74,9 +74,9 @@ pub const CNT_DECAP_GRE: u32 = 10;
 pub const CNT_DECAP_IPIP: u32 = 11;
 pub const CNT_DECAP_SIT: u32 = 12;
 /// Reader wakeups a CPU forced (the ring's wakeup limits, see `wake_flag`
-/// in bpf-programs), and limits reached when the reader had already read
-/// what this CPU wrote since its last one (no wakeup); userspace exports
-/// them as `cnflow.capture.ring.wakeups{outcome=forced|not_needed}`.
+/// in bpf-programs), and byte limits reached when the reader had already
+/// read part of what this CPU wrote since its last one (no wakeup);
+/// userspace exports them as `cnflow.capture.ring.wakeups{outcome=forced|not_needed}`.
 pub const CNT_WAKEUP_FORCED: u32 = 13;
 pub const CNT_WAKEUP_NOT_NEEDED: u32 = 14;
 pub const NUM_COUNTERS: u32 = 15;
