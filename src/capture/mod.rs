@@ -7,6 +7,7 @@ use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 pub mod drain_timer;
+#[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod frame;
 pub mod ifaces;
