@@ -225,8 +225,13 @@ print(f"{name:9s} baseline {b_rps:10,.0f} req/s p99 {b_p99:7.3f} ms | with agent
 # VM, which the medians above mix in and a ratio of neighbours mostly cancels.
 if len(off) > 1:
     ratios = [100 * agent[0] / base[0] for base, agent in zip(off, on)]
+    # The standard error says how far the mean of these rounds may be from
+    # the agent's true cost: an agent that costs nothing (burn_cpu.py with
+    # BURST_US=0) gives rounds with a standard deviation of 2-3 points here.
+    se = statistics.stdev(ratios) / len(ratios) ** 0.5
     print(f"{'':9s} per round (with / the baseline just before): "
-          + " / ".join(f"{r:.1f}" for r in ratios) + f"%, median {statistics.median(ratios):.1f}%")
+          + " / ".join(f"{r:.1f}" for r in ratios) + f"%, median {statistics.median(ratios):.1f}%"
+          + f", mean {statistics.mean(ratios):.1f} ± {se:.1f}% (standard error)")
     p99s = [100 * (agent[1] / base[1] - 1) for base, agent in zip(off, on)]
     print(f"{'':9s} p99 per round (against the baseline just before): "
           + " / ".join(f"{r:+.1f}" for r in p99s) + f"%, median {statistics.median(p99s):+.1f}%")
