@@ -227,7 +227,8 @@ if len(off) > 1:
     ratios = [100 * agent[0] / base[0] for base, agent in zip(off, on)]
     # The standard error says how far the mean of these rounds may be from
     # the agent's true cost: an agent that costs nothing (burn_cpu.py with
-    # BURST_US=0) gives rounds with a standard deviation of 2-3 points here.
+    # BURST_US=0) gave rounds with a standard deviation of 2-3 points on the
+    # 2-vCPU test VM, 8 for wrk on shared cores (README, "Session 32").
     se = statistics.stdev(ratios) / len(ratios) ** 0.5
     print(f"{'':9s} per round (with / the baseline just before): "
           + " / ".join(f"{r:.1f}" for r in ratios) + f"%, median {statistics.median(ratios):.1f}%"
