@@ -41,6 +41,9 @@ bin=$(realpath "${CNFLOW_BIN:-target/release/cnflow}")
 # Per-run namespace names: two runs (e.g. by different sessions) do not tear down each other.
 A=cnfperf-a-$$ B=cnfperf-b-$$
 work=$(mktemp -d)
+# nginx's workers run as nobody: without this they cannot reach $work/www and
+# answer every request with a 153-byte 403 (all wrk figures before session 33).
+chmod 755 "$work"
 stats_was=$(cat /proc/sys/kernel/bpf_stats_enabled)
 cleanup() {
   set +e
@@ -156,6 +159,8 @@ wrk_run() {
 t=sys.stdin.read(); rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
 m=re.search(r"99%\s+([\d.]+)(us|ms|s)",t); v=float(m.group(1))*{"us":0.001,"ms":1,"s":1000}[m.group(2)]
 n=int(re.search(r"(\d+) requests in",t).group(1))
+bad=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t)
+if bad: sys.exit(f"wrk: {bad.group(1)} of {n} responses were not 2xx/3xx")
 print(rps, v, n)'
 }
 # Think time after every response (wrk's `delay` hook, whole milliseconds): the
@@ -167,6 +172,8 @@ wrk_paced_run() {
 t=sys.stdin.read(); rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
 m=re.search(r"99%\s+([\d.]+)(us|ms|s)",t); v=float(m.group(1))*{"us":0.001,"ms":1,"s":1000}[m.group(2)]
 n=int(re.search(r"(\d+) requests in",t).group(1))
+bad=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t)
+if bad: sys.exit(f"wrk: {bad.group(1)} of {n} responses were not 2xx/3xx")
 print(rps, v, n)'
 }
 # One workload run: "rps p99_ms agent_ms_per_1k_requests tc_ns_per_packet tls_ns_per_request"
@@ -175,7 +182,7 @@ print(rps, v, n)'
 measure() {
   local c0 c1 b0 b1 out
   c0=$(agent_ms); b0=$(bpf_ns)
-  out=$("$@")
+  out=$("$@") || exit 1  # (a subshell: errexit does not reach in here)
   c1=$(agent_ms); b1=$(bpf_ns)
   python3 -c 'import sys
 rps,p99,n=map(float,sys.argv[1].split()); c0,c1=float(sys.argv[2]),float(sys.argv[3])

@@ -28,6 +28,9 @@ fi
 old=$(realpath "$1"); new=$(realpath "$2"); rounds=${3:-4}
 A=cnfpair-a-$$ B=cnfpair-b-$$
 work=$(mktemp -d)
+# nginx's workers (nobody) and PostgreSQL read below it: without this nginx
+# answers every request with a 153-byte 403 (all wrk figures before session 33).
+chmod 755 "$work"
 cleanup() {
   set +e
   ip netns pids $B 2>/dev/null | xargs -r kill 2>/dev/null
@@ -68,7 +71,7 @@ if [[ " ${WORKLOADS:-} " == *" pgbench "* ]]; then
   # A throw-away cluster in the server's netns (trust authentication, no fsync),
   # pgbench's tables at scale 1 filled before any agent starts.
   [ -n "$pgbin" ] || { echo "pgbench workload: PostgreSQL is not installed" >&2; exit 2; }
-  chmod 755 "$work"; mkdir -p "$work/pg"; chown postgres "$work/pg"
+  mkdir -p "$work/pg"; chown postgres "$work/pg"
   as_pg() { ip netns exec $B su postgres -s /bin/bash -c "$*"; }
   as_pg "$pgbin/initdb -D $work/pg -U postgres --auth=trust -E UTF8 --locale=C" >/dev/null
   echo "host all all 10.200.97.0/24 trust" >> "$work/pg/pg_hba.conf"
@@ -98,13 +101,18 @@ start() { # BIN PORT -> pid
   ip netns exec $B env "${env[@]}" "$1" run --format none > /dev/null 2> "$work/agent$2.err" &
   echo $!
 }
+# Requests wrk made, or a failure when some were answered with anything but 2xx/3xx.
+wrk_requests() {
+  awk '/requests in/{n=$1} /Non-2xx or 3xx responses/{bad=$NF}
+       END{if (bad) {print "wrk: " bad " of " n " responses were not 2xx/3xx" > "/dev/stderr"; exit 1} print n}'
+}
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 workload() { # NAME -> requests done
   case $1 in
-    wrk) ip netns exec $A wrk -t1 -c32 -d6s "${wrk_headers[@]}" "http://10.200.97.2:8080/${WRK_PATH:-}" | awk '/requests in/{print $1}' ;;
+    wrk) ip netns exec $A wrk -t1 -c32 -d6s "${wrk_headers[@]}" "http://10.200.97.2:8080/${WRK_PATH:-}" | wrk_requests ;;
     wrk_paced) printf 'function delay() return %s end\n' "${PACED_MS:-1}" > "$work/paced.lua"
                ip netns exec $A wrk -t1 -c"${PACED_CONNS:-144}" -d6s -s "$work/paced.lua" "http://10.200.97.2:8080/${WRK_PATH:-}" |
-                 awk '/requests in/{print $1}' ;;
+                 wrk_requests ;;
     redis) local n=300000  # per test: SET and GET
            ip netns exec $A redis-benchmark -h 10.200.97.2 -p 6379 -n $n -c 50 -t set,get --csv 2>/dev/null >/dev/null
            echo $((2 * n)) ;;

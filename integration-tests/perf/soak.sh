@@ -30,6 +30,8 @@ mkdir -p "$out"
 A=cnfsoak-a B=cnfsoak-b
 ipa=10.200.93.1 ipb=10.200.93.2
 work=$(mktemp -d)
+# nginx's workers run as nobody: they must reach $work/www (else every answer is a 403).
+chmod 755 "$work"
 agent=
 cleanup() {
   set +e
