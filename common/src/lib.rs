@@ -44,7 +44,11 @@ pub struct PacketRecord {
     pub family: u8,
     pub proto: u8,
     pub tcp_flags: u8,
-    pub _pad: [u8; 2],
+    /// 1 when the payload was copied only up to
+    /// `CaptureConfig::http_response_snaplen` (an HTTP/1 response's head),
+    /// else 0. Informational: `cap_len` < `payload_len` says the same.
+    pub http_cut: u8,
+    pub _pad: u8,
     pub src_addr: [u8; 16],
     pub dst_addr: [u8; 16],
     pub payload: [u8; MAX_PAYLOAD],
@@ -79,11 +83,14 @@ pub const CNT_DECAP_SIT: u32 = 12;
 /// userspace exports them as `cnflow.capture.ring.wakeups{outcome=forced|not_needed}`.
 pub const CNT_WAKEUP_FORCED: u32 = 13;
 pub const CNT_WAKEUP_NOT_NEEDED: u32 = 14;
-pub const NUM_COUNTERS: u32 = 15;
+/// TCP segments that start an HTTP/1 response (status line first) longer
+/// than `CaptureConfig::http_response_snaplen`: copied up to it only.
+pub const CNT_HTTP_BODY_CUT: u32 = 15;
+pub const NUM_COUNTERS: u32 = 16;
 
 /// Names of the counters, indexed by `CNT_*` (the `reason` attribute in
 /// userspace; `decap_<encapsulation>` for the decapsulation counters).
-pub const COUNTER_NAMES: [&str; 15] = [
+pub const COUNTER_NAMES: [&str; 16] = [
     "seen",
     "filtered",
     "emitted",
@@ -99,6 +106,7 @@ pub const COUNTER_NAMES: [&str; 15] = [
     "decap_sit",
     "wakeup_forced",
     "wakeup_not_needed",
+    "http_body_cut",
 ];
 
 /// At most this many tunnel headers are removed per packet (kernel and
@@ -138,6 +146,11 @@ pub struct CaptureConfig {
     /// after it has written this many records since its last one: the
     /// reader's work per drain follows the record count, not the bytes.
     pub wakeup_records: u32,
+    /// When non-zero, a TCP segment whose payload starts with an HTTP/1
+    /// status line (`HTTP/1.0 ` / `HTTP/1.1 `) is copied up to this many
+    /// bytes instead of `snaplen`: the response head fits, and the body
+    /// bytes beyond, which the HTTP/1 decoder only counts, arrive as a gap.
+    pub http_response_snaplen: u32,
 }
 
 /// Entries of the `RINGS` array of record rings.

@@ -13,6 +13,9 @@ fn d_tc_attach() -> String {
 fn d_snaplen() -> u32 {
     2048
 }
+fn d_http_response_snaplen() -> u32 {
+    1024
+}
 fn d_ring() -> u32 {
     32 * 1024 * 1024
 }
@@ -93,6 +96,10 @@ pub struct AgentConfig {
     /// Cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet.
     #[serde(default = "d_true")]
     pub capture_gso_segments: bool,
+    /// Payload bytes copied of a TCP segment that starts an HTTP/1 response
+    /// (0 = CNFLOW_SNAPLEN applies to it too).
+    #[serde(default = "d_http_response_snaplen")]
+    pub http_response_snaplen: u32,
     /// How the TC programs are attached: auto, tcx or netlink.
     #[serde(default = "d_tc_attach")]
     pub tc_attach: String,
@@ -150,6 +157,7 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT", "the busy mode (CNFLOW_RING_BUSY_DRAIN_US, CNFLOW_RING_WAKEUP_RECORDS, CNFLOW_RING_WAKEUP_BYTES) only while the node's CPUs are at least this many percent busy (/proc/stat every 250 ms; off again 10 points below); otherwise the reader drains every 1 ms under heavy traffic, 2 ms under light traffic. 0 = busy mode always."),
         VarDoc::new("CNFLOW_CAPTURE_PROTOCOLS", "transports to capture: any of tcp, udp, icmp."),
         VarDoc::new("CNFLOW_CAPTURE_PORTS", "when set, only packets with one of these ports (either side) are captured (ICMP always passes)."),
+        VarDoc::new("CNFLOW_HTTP_RESPONSE_SNAPLEN", "payload bytes the kernel copies of a TCP segment that starts with an HTTP/1.0 or HTTP/1.1 status line, when fewer than CNFLOW_SNAPLEN: the response head (status line and headers) fits, and the body bytes beyond, which the HTTP/1 decoder only counts, arrive as a gap (counter http_body_cut). A longer head keeps its status code and is marked partial. 0 = CNFLOW_SNAPLEN; else 128..=4096."),
         VarDoc::new("CNFLOW_CAPTURE_GSO_SEGMENTS", "cut TSO/GSO/GRO packets into the wire segments they stand for, so CNFLOW_SNAPLEN applies per wire packet; false copies only the first CNFLOW_SNAPLEN bytes of each (cheaper for bulk transfers, but large HTTP/2, gRPC and Kafka messages then lose frame boundaries)."),
         VarDoc::new("CNFLOW_TC_ATTACH", "auto: TCX links on kernels ≥ 6.6, else a clsact filter (with a warning); tcx; netlink: a clsact cls_bpf filter (direct action, priority 1, never exclusive: other filters still run), for kernels without TCX. Netlink filters outlive a killed agent, so the next start removes cnflow's stale ones."),
         VarDoc::new("CNFLOW_MAX_FLOWS", "flow-table capacity; the least recently active flow is evicted (and counted) beyond it."),
@@ -189,6 +197,15 @@ impl AgentConfig {
         }
         if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 64 * 1024 {
             bail!("CNFLOW_RING_BUFFER_BYTES must be a power of two ≥ 65536 (got {})", self.ring_buffer_bytes);
+        }
+        if self.http_response_snaplen != 0
+            && !(128..=cnflow_common::MAX_PAYLOAD as u32).contains(&self.http_response_snaplen)
+        {
+            bail!(
+                "CNFLOW_HTTP_RESPONSE_SNAPLEN must be 0 or between 128 and {} (got {})",
+                cnflow_common::MAX_PAYLOAD,
+                self.http_response_snaplen
+            );
         }
         if self.ring_wakeup_bytes != 0 && self.ring_wakeup_bytes < 4096 {
             bail!("CNFLOW_RING_WAKEUP_BYTES must be 0 or ≥ 4096 (got {})", self.ring_wakeup_bytes);
@@ -253,6 +270,7 @@ impl AgentConfig {
             protocols: self.capture_protocols.clone(),
             ports: self.ports().context("CNFLOW_CAPTURE_PORTS")?,
             gso_segments: self.capture_gso_segments,
+            http_response_snaplen: self.http_response_snaplen,
             tc_attach: crate::capture::TcAttach::parse(&self.tc_attach).context("CNFLOW_TC_ATTACH")?,
             stats_interval: std::time::Duration::from_secs(self.stats_interval_secs),
             tls: self.tls.then_some(crate::capture::TlsOptions {
@@ -325,6 +343,11 @@ mod tests {
         assert_eq!(c.capture_settings().unwrap().ring_busy_drain, Some(std::time::Duration::from_micros(500)));
         let c = AgentConfig::from_vars(vars(&[("CNFLOW_RING_WAKEUP_BYTES", "262144")])).unwrap();
         assert_eq!(c.capture_settings().unwrap().ring_wakeup_bytes, 262144);
+        assert_eq!(AgentConfig::default().capture_settings().unwrap().http_response_snaplen, 1024);
+        for (v, want) in [("0", 0), ("128", 128), ("4096", 4096)] {
+            let c = AgentConfig::from_vars(vars(&[("CNFLOW_HTTP_RESPONSE_SNAPLEN", v)])).unwrap();
+            assert_eq!(c.capture_settings().unwrap().http_response_snaplen, want);
+        }
     }
     #[test]
     fn flow_defaults_are_the_agent_defaults() {
@@ -340,6 +363,10 @@ mod tests {
         assert!(e.contains("snaplen") || e.contains("SNAPLEN"), "{e}");
         let e = AgentConfig::from_vars(vars(&[("CNFLOW_SNAPLEN", "99999")])).unwrap_err().to_string();
         assert!(e.contains("CNFLOW_SNAPLEN"), "{e}");
+        for v in ["64", "4097"] {
+            let e = AgentConfig::from_vars(vars(&[("CNFLOW_HTTP_RESPONSE_SNAPLEN", v)])).unwrap_err().to_string();
+            assert!(e.contains("CNFLOW_HTTP_RESPONSE_SNAPLEN"), "{e}");
+        }
         let e = AgentConfig::from_vars(vars(&[("CNFLOW_RING_WAKEUP_BYTES", "100")])).unwrap_err().to_string();
         assert!(e.contains("CNFLOW_RING_WAKEUP_BYTES"), "{e}");
         for bad in ["10", "20000"] {

@@ -243,6 +243,7 @@ impl LiveCapture {
                 snaplen: cfg.snaplen,
                 flags,
                 rings: layout.rings,
+                http_response_snaplen: cfg.http_response_snaplen,
                 ..Default::default()
             });
             c.set(0, conf, 0).context("writing CONFIG")?;

@@ -51,6 +51,8 @@ pub struct CaptureSettings {
     pub ports: Vec<u16>,
     /// Cut TSO/GSO/GRO packets into the wire segments they stand for.
     pub gso_segments: bool,
+    /// Payload bytes copied of a TCP segment that starts an HTTP/1 response (0 = `snaplen`).
+    pub http_response_snaplen: u32,
     /// How often the kernel counters are logged.
     pub stats_interval: Duration,
     /// How the TC programs are attached.

@@ -680,6 +680,18 @@ impl Http1Decoder {
     }
 
     fn queue_request(&mut self, req: Request, out: &mut Emit) {
+        // The answers' framing was lost (resync) and the client sent another
+        // request: a server answers in order, and a client that does not
+        // pipeline sends it only after the previous answer ended, so the next
+        // response byte starts a line. Without this, a status line right
+        // after a body whose length was lost (a head cut by the kernel's
+        // CNFLOW_HTTP_RESPONSE_SNAPLEN, or lost) waited for a line end that
+        // never came. A pipelined body tail arriving later is only taken for
+        // a response if it starts with a status line.
+        let side = &mut self.sides[StreamDir::ToClient.index()];
+        if side.body == (Body::Resync { line_start: false }) && side.buf.is_empty() {
+            side.body = Body::Resync { line_start: true };
+        }
         if let Some(old) = self.pending.push(req.start_ns, req) {
             EVICTED.inc();
             self.note_expired();
@@ -1554,6 +1566,34 @@ mod tests {
         assert!(r.out[0].partial);
         assert_eq!(http(&r.out[1]).status, Some(500));
         assert!(r.out[1].partial);
+    }
+
+    #[test]
+    fn response_after_a_body_of_unknown_length_is_found_once_the_next_request_is_seen() {
+        let mut r = Run::new();
+        r.req(1, b"GET /big HTTP/1.1\r\n\r\n");
+        // The head cut before Content-Length (kernel snap), the body's rest as data.
+        r.resp(2, b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Le");
+        r.gap(StreamDir::ToClient, 2, 1320);
+        r.resp(3, &[b'b'; 1448]);
+        r.req(4, b"GET /small HTTP/1.1\r\n\r\n");
+        r.resp(6, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(r.out.len(), 2);
+        assert_eq!(http(&r.out[0]).status, Some(200));
+        assert_eq!(http(&r.out[1]).status, Some(404));
+        assert_eq!(r.out[1].start_ns, 4);
+        // A body tail arriving after the request (a pipelining client) is
+        // not taken for a response: it does not start with a status line.
+        let mut r = Run::new();
+        r.req(1, b"GET /big HTTP/1.1\r\n\r\n");
+        r.resp(2, b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Le");
+        r.gap(StreamDir::ToClient, 2, 1320);
+        r.req(3, b"GET /small HTTP/1.1\r\n\r\n");
+        r.resp(4, b"bbbbbb");
+        assert_eq!(r.out.len(), 1);
+        r.resp(5, b"\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(r.out.len(), 2);
+        assert_eq!(http(&r.out[1]).status, Some(404));
     }
 
     #[test]
