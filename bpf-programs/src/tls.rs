@@ -221,14 +221,30 @@ fn leave(ctx: &RetProbeContext, ex: bool, direction: u8) {
         }
     };
     let (sk, dir) = if call.sk != 0 { (call.sk, direction) } else { (call.last_sk, direction | DIR_SOCKET_GUESSED) };
+    // An HTTP/1 response written in one call (or read in one): its head is
+    // what the decoder needs, the body beyond the limit becomes a gap it
+    // only counts (as for captured packets: `emit` in main.rs).
+    let mut limit = cfg.snaplen as usize;
+    let head = cfg.http_response_snaplen as usize;
+    let mut cut = false;
+    if len > HTTP_HEAD_MIN && head != 0 && head < limit && len > head as u64 {
+        if let Ok(b) = unsafe { bpf_probe_read_user(call.buf as *const [u8; 8]) } {
+            let w = u64::from_le_bytes(b);
+            if w == u64::from_le_bytes(*b"HTTP/1.1") || w == u64::from_le_bytes(*b"HTTP/1.0") {
+                limit = head;
+                cut = true;
+                count(TLS_CNT_HTTP_BODY_CUT);
+            }
+        }
+    }
     let mut cap = len as usize;
-    if cap > cfg.snaplen as usize {
-        cap = cfg.snaplen as usize;
+    if cap > limit {
+        cap = limit;
     }
     if cap > MAX_PAYLOAD {
         cap = MAX_PAYLOAD;
     }
-    let h = Header { id, ssl: call.ssl, buf: call.buf, sk, dir, len, off, cap };
+    let h = Header { id, ssl: call.ssl, buf: call.buf, sk, dir, len, off, cap, cut };
     unsafe {
         if cap <= 256 {
             emit::<256>(&h, cfg)
@@ -251,7 +267,12 @@ struct Header {
     off: u64,
     /// Bytes to copy, 1..=N.
     cap: usize,
+    /// `cap` is an HTTP/1 response head's limit, not the snap length.
+    cut: bool,
 }
+
+/// Calls this short are never cut as HTTP/1 responses.
+const HTTP_HEAD_MIN: u64 = 128;
 
 #[inline(always)]
 unsafe fn emit<const N: usize>(h: &Header, cfg: &TlsConfig) {
@@ -288,7 +309,7 @@ unsafe fn emit<const N: usize>(h: &Header, cfg: &TlsConfig) {
         0
     };
     (*rec).cap_len = n as u32;
-    if (n as u64) < h.len {
+    if (n as u64) < h.len && !h.cut {
         count(TLS_CNT_TRUNCATED);
     }
     // No wakeup per record: waking the reader from the probe costs several

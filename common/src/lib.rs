@@ -223,9 +223,12 @@ pub const TLS_CNT_NO_SOCKET: u32 = 4;
 pub const TLS_CNT_TRUNCATED: u32 = 5;
 /// The user buffer could not be read (paged out, bad pointer).
 pub const TLS_CNT_READ_FAILED: u32 = 6;
-pub const TLS_NUM_COUNTERS: u32 = 7;
-pub const TLS_COUNTER_NAMES: [&str; 7] =
-    ["calls", "emitted", "ring_full", "no_data", "no_socket", "truncated", "read_failed"];
+/// Calls whose plaintext started with an HTTP/1 status line, copied only up
+/// to `TlsConfig::http_response_snaplen` (not counted as truncated).
+pub const TLS_CNT_HTTP_BODY_CUT: u32 = 7;
+pub const TLS_NUM_COUNTERS: u32 = 8;
+pub const TLS_COUNTER_NAMES: [&str; 8] =
+    ["calls", "emitted", "ring_full", "no_data", "no_socket", "truncated", "read_failed", "http_body_cut"];
 
 /// Settings of the TLS programs, slot 0 of `TLS_CONFIG`.
 #[repr(C)]
@@ -243,6 +246,8 @@ pub struct TlsConfig {
     /// 1 once userspace has attached the socket tracepoints: `SSL_new` and
     /// first calls stop announcing themselves on `TLS_HOOK_EVENTS`.
     pub socket_hooks: u32,
+    /// As `CaptureConfig::http_response_snaplen`, for a call's plaintext.
+    pub http_response_snaplen: u32,
 }
 
 #[cfg(feature = "user")]

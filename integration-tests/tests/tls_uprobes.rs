@@ -380,6 +380,10 @@ fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
     // recognised as TLS, not decoded.
     assert_eq!(final_counter(&log, "cnflow.protocol.tls_ciphertext_flows"), tcp_connections, "{log}");
     assert!(final_counter(&log, "cnflow.tls.calls{reason=emitted}") > 0, "{log}");
+    // nginx writes the head and /b's 5000-byte body in one SSL_write: copied
+    // only up to CNFLOW_HTTP_RESPONSE_SNAPLEN, and still 5000 in the spans above.
+    assert!(final_counter(&log, "cnflow.tls.calls{reason=http_body_cut}") >= 2, "{log}");
+    assert_eq!(final_counter(&log, "cnflow.tls.calls{reason=truncated}"), 0, "{log}");
 }
 
 /// "client SET" / "server GET" per span (sorted, deduplicated) plus a check that

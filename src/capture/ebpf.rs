@@ -304,6 +304,7 @@ impl LiveCapture {
         let tls = cfg.tls.as_ref().and_then(|t| {
             let settings = super::tls::TlsSettings {
                 snaplen: cfg.snaplen,
+                http_response_snaplen: cfg.http_response_snaplen,
                 libraries: t.libraries.clone(),
                 proc_root: t.proc_root.clone(),
                 socket_hooks_always: t.socket_hooks_always,

@@ -138,6 +138,8 @@ static SCANS: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.scans", &
 pub struct TlsSettings {
     /// Plaintext bytes copied per SSL call.
     pub snaplen: u32,
+    /// Plaintext bytes copied of a call that starts with an HTTP/1 status line (0 = `snaplen`).
+    pub http_response_snaplen: u32,
     /// Extra library files to attach to (CNFLOW_TLS_LIBRARIES), besides every
     /// `libssl.so*` that a process maps.
     pub libraries: Vec<PathBuf>,
@@ -872,6 +874,7 @@ impl TlsCapture {
             v6_daddr_off: V6_DADDR_OFF,
             v6_saddr_off: V6_SADDR_OFF,
             socket_hooks: hooks_on as u32,
+            http_response_snaplen: cfg.http_response_snaplen,
         };
         config.set(0, conf, 0)?;
         let hook_events = RingBuf::try_from(bpf.take_map("TLS_HOOK_EVENTS").context("TLS_HOOK_EVENTS")?)?;
