@@ -46,7 +46,8 @@ pub struct PacketRecord {
     pub tcp_flags: u8,
     /// 1 when the payload was copied only up to
     /// `CaptureConfig::http_response_snaplen` (an HTTP/1 response's head),
-    /// else 0. Informational: `cap_len` < `payload_len` says the same.
+    /// else 0. The TC program's own flag (it decides `CNT_TRUNCATED`);
+    /// userspace needs only `cap_len` < `payload_len`, cut or truncated alike.
     pub http_cut: u8,
     pub _pad: u8,
     pub src_addr: [u8; 16],
@@ -147,7 +148,7 @@ pub struct CaptureConfig {
     /// reader's work per drain follows the record count, not the bytes.
     pub wakeup_records: u32,
     /// When non-zero, a TCP segment whose payload starts with an HTTP/1
-    /// status line (`HTTP/1.0 ` / `HTTP/1.1 `) is copied up to this many
+    /// status line (`HTTP/1.0` / `HTTP/1.1`) is copied up to this many
     /// bytes instead of `snaplen`: the response head fits, and the body
     /// bytes beyond, which the HTTP/1 decoder only counts, arrive as a gap.
     pub http_response_snaplen: u32,
