@@ -579,20 +579,10 @@ fn emit(
     }
 }
 
-/// Segments this short are never cut as HTTP/1 responses (the check's
-/// load is not worth it for them).
-const HTTP_HEAD_MIN: usize = 128;
-
 /// The payload at `off` starts with an HTTP/1.0 or HTTP/1.1 status line.
 #[inline(always)]
 fn starts_http1_response(ctx: &TcContext, off: usize) -> bool {
-    match ctx.load::<[u8; 8]>(off) {
-        Ok(b) => {
-            let w = u64::from_le_bytes(b);
-            w == u64::from_le_bytes(*b"HTTP/1.1") || w == u64::from_le_bytes(*b"HTTP/1.0")
-        }
-        Err(_) => false,
-    }
+    ctx.load::<[u8; 8]>(off).is_ok_and(is_http1_status_start)
 }
 
 /// This CPU's ring (`RINGS`). None only before userspace filled the array

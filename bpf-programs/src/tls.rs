@@ -227,15 +227,15 @@ fn leave(ctx: &RetProbeContext, ex: bool, direction: u8) {
     let mut limit = cfg.snaplen as usize;
     let head = cfg.http_response_snaplen as usize;
     let mut cut = false;
-    if len > HTTP_HEAD_MIN && head != 0 && head < limit && len > head as u64 {
-        if let Ok(b) = unsafe { bpf_probe_read_user(call.buf as *const [u8; 8]) } {
-            let w = u64::from_le_bytes(b);
-            if w == u64::from_le_bytes(*b"HTTP/1.1") || w == u64::from_le_bytes(*b"HTTP/1.0") {
-                limit = head;
-                cut = true;
-                count(TLS_CNT_HTTP_BODY_CUT);
-            }
-        }
+    if len > HTTP_HEAD_MIN as u64
+        && head != 0
+        && head < limit
+        && len > head as u64
+        && unsafe { bpf_probe_read_user(call.buf as *const [u8; 8]) }.is_ok_and(is_http1_status_start)
+    {
+        limit = head;
+        cut = true;
+        count(TLS_CNT_HTTP_BODY_CUT);
     }
     let mut cap = len as usize;
     if cap > limit {
@@ -270,9 +270,6 @@ struct Header {
     /// `cap` is an HTTP/1 response head's limit, not the snap length.
     cut: bool,
 }
-
-/// Calls this short are never cut as HTTP/1 responses.
-const HTTP_HEAD_MIN: u64 = 128;
 
 #[inline(always)]
 unsafe fn emit<const N: usize>(h: &Header, cfg: &TlsConfig) {

@@ -154,6 +154,18 @@ pub struct CaptureConfig {
     pub http_response_snaplen: u32,
 }
 
+/// Payloads (TCP segments, SSL calls) this short are never cut as HTTP/1
+/// responses: the check's load is not worth it for them, and the limits
+/// (`http_response_snaplen`) start here.
+pub const HTTP_HEAD_MIN: usize = 128;
+
+/// `b`, a payload's first 8 bytes, start an HTTP/1.0 or HTTP/1.1 status line.
+#[inline(always)]
+pub fn is_http1_status_start(b: [u8; 8]) -> bool {
+    let w = u64::from_le_bytes(b);
+    w == u64::from_le_bytes(*b"HTTP/1.1") || w == u64::from_le_bytes(*b"HTTP/1.0")
+}
+
 /// Entries of the `RINGS` array of record rings.
 pub const MAX_RINGS: u32 = 64;
 

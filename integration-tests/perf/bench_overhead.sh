@@ -153,9 +153,9 @@ redis_run() {
 rows=[r for r in csv.DictReader(sys.stdin)]
 print(sum(float(r["rps"]) for r in rows)/len(rows), max(float(r["p99_latency_ms"]) for r in rows), 200000*len(rows))'
 }
-wrk_run() {
-  ip netns exec $A "${wl[@]}" wrk -t1 -c32 -d5s --latency ${1:-http://10.200.90.2:8080/} 2>/dev/null |
-    python3 -c 'import sys,re
+# wrk's report on stdin -> "rps p99_ms requests"; fails when any answer was not 2xx/3xx.
+wrk_report() {
+  python3 -c 'import sys,re
 t=sys.stdin.read(); rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
 m=re.search(r"99%\s+([\d.]+)(us|ms|s)",t); v=float(m.group(1))*{"us":0.001,"ms":1,"s":1000}[m.group(2)]
 n=int(re.search(r"(\d+) requests in",t).group(1))
@@ -163,18 +163,15 @@ bad=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t)
 if bad: sys.exit(f"wrk: {bad.group(1)} of {n} responses were not 2xx/3xx")
 print(rps, v, n)'
 }
+wrk_run() {
+  ip netns exec $A "${wl[@]}" wrk -t1 -c32 -d5s --latency ${1:-http://10.200.90.2:8080/} 2>/dev/null | wrk_report
+}
 # Think time after every response (wrk's `delay` hook, whole milliseconds): the
 # offered load is set by the connections, not by how fast the server answers.
 printf 'function delay() return %s end\n' "${PACED_MS:-1}" > "$work/paced.lua"
 wrk_paced_run() {
   ip netns exec $A "${wl[@]}" wrk -t1 -c"${PACED_CONNS:-48}" -d5s --latency -s "$work/paced.lua" http://10.200.90.2:8080/ 2>/dev/null |
-    python3 -c 'import sys,re
-t=sys.stdin.read(); rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
-m=re.search(r"99%\s+([\d.]+)(us|ms|s)",t); v=float(m.group(1))*{"us":0.001,"ms":1,"s":1000}[m.group(2)]
-n=int(re.search(r"(\d+) requests in",t).group(1))
-bad=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t)
-if bad: sys.exit(f"wrk: {bad.group(1)} of {n} responses were not 2xx/3xx")
-print(rps, v, n)'
+    wrk_report
 }
 # One workload run: "rps p99_ms agent_ms_per_1k_requests tc_ns_per_packet tls_ns_per_request"
 # (the TLS programs' time per request: their runs differ in kind and cost,

@@ -21,10 +21,19 @@ fn str_attr(attrs: &Value, key: &str) -> Option<String> {
     })
 }
 
+/// An integer attribute as OTLP/JSON writes it (64-bit integers as strings).
+fn int_attr(attrs: &Value, key: &str) -> Option<String> {
+    let i = &attrs.as_array()?.iter().find(|kv| kv["key"] == key)?["value"]["intValue"];
+    i.as_str().map(str::to_string).or_else(|| i.as_i64().map(|n| n.to_string()))
+}
+
 #[derive(Default, Debug)]
 struct Seen {
     /// (kind, name, status code) → count
     spans: BTreeMap<(i64, String, i64), u64>,
+    /// (http.response.status_code, http.response.body.size) of each server
+    /// GET span, sorted.
+    http_server_gets: Vec<(Option<String>, Option<String>)>,
     /// metric name → summed histogram count over data points (last cumulative value per series)
     histogram_counts: BTreeMap<String, u64>,
     resource_service: Vec<String>,
@@ -47,6 +56,13 @@ fn parse_otlp_json(out: &str) -> Seen {
                             s["name"].as_str().unwrap().to_string(),
                             s["status"]["code"].as_i64().unwrap_or(0),
                         );
+                        if key.0 == SERVER && key.1.starts_with("GET") {
+                            let a = &s["attributes"];
+                            seen.http_server_gets.push((
+                                int_attr(a, "http.response.status_code"),
+                                int_attr(a, "http.response.body.size"),
+                            ));
+                        }
                         *seen.spans.entry(key).or_default() += 1;
                     }
                 }
@@ -56,6 +72,7 @@ fn parse_otlp_json(out: &str) -> Seen {
             last_metrics = Some(v);
         }
     }
+    seen.http_server_gets.sort();
     // Cumulative temporality: the last metrics request holds the totals.
     if let Some(m) = last_metrics {
         for r in m["resourceMetrics"].as_array().unwrap() {
@@ -177,31 +194,6 @@ fn agent_serves_health_and_readiness_probes() {
     stop(agent);
 }
 
-/// (status code, response body size) of each HTTP server span.
-fn http_server_outcomes(out: &str) -> Vec<(Option<String>, Option<String>)> {
-    let mut v = Vec::new();
-    for line in out.lines().filter(|l| !l.trim().is_empty()) {
-        let j: Value = serde_json::from_str(line).unwrap();
-        for r in j["resourceSpans"].as_array().into_iter().flatten() {
-            for ss in r["scopeSpans"].as_array().into_iter().flatten() {
-                for s in ss["spans"].as_array().into_iter().flatten() {
-                    if s["kind"].as_i64() == Some(SERVER) && s["name"].as_str().is_some_and(|n| n.starts_with("GET")) {
-                        // OTLP/JSON: 64-bit integers as strings.
-                        let attr = |k: &str| {
-                            let kv = s["attributes"].as_array()?.iter().find(|kv| kv["key"] == k)?;
-                            let i = &kv["value"]["intValue"];
-                            i.as_str().map(str::to_string).or_else(|| i.as_i64().map(|n| n.to_string()))
-                        };
-                        v.push((attr("http.response.status_code"), attr("http.response.body.size")));
-                    }
-                }
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 /// Segments that start an HTTP/1 response are copied by the kernel only up
 /// to CNFLOW_HTTP_RESPONSE_SNAPLEN (the body beyond arrives as a gap): the
 /// spans still say what curl saw, on a keep-alive connection whose next
@@ -252,7 +244,7 @@ fn http1_response_bodies_cut_in_the_kernel_keep_what_the_client_saw() {
         assert_eq!(expected.len(), paths.len(), "curl: {got}");
         assert!(expected.iter().filter(|(c, _)| c.as_deref() == Some("200")).count() == 7, "curl: {got}");
         let err = read(&sub.join("agent.err"));
-        let mut spans = http_server_outcomes(&read(&sub.join("agent.out")));
+        let mut spans = parse_otlp_json(&read(&sub.join("agent.out"))).http_server_gets;
         if !sizes_known {
             spans.iter_mut().for_each(|s| s.1 = None);
             spans.sort();

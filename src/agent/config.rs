@@ -198,12 +198,12 @@ impl AgentConfig {
         if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 64 * 1024 {
             bail!("CNFLOW_RING_BUFFER_BYTES must be a power of two ≥ 65536 (got {})", self.ring_buffer_bytes);
         }
-        if self.http_response_snaplen != 0
-            && !(128..=cnflow_common::MAX_PAYLOAD as u32).contains(&self.http_response_snaplen)
-        {
+        let head_limits = cnflow_common::HTTP_HEAD_MIN as u32..=cnflow_common::MAX_PAYLOAD as u32;
+        if self.http_response_snaplen != 0 && !head_limits.contains(&self.http_response_snaplen) {
             bail!(
-                "CNFLOW_HTTP_RESPONSE_SNAPLEN must be 0 or between 128 and {} (got {})",
-                cnflow_common::MAX_PAYLOAD,
+                "CNFLOW_HTTP_RESPONSE_SNAPLEN must be 0 or between {} and {} (got {})",
+                head_limits.start(),
+                head_limits.end(),
                 self.http_response_snaplen
             );
         }
