@@ -59,6 +59,9 @@ fn d_slice() -> u64 {
 fn d_socket_hooks() -> String {
     "first_use".into()
 }
+fn d_probe_placement() -> String {
+    "emulated".into()
+}
 
 /// Settings of the capture agent (`cnflow run` / `cnflow agent` / `cnflow replay`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +142,9 @@ pub struct AgentConfig {
     /// When the socket tracepoints of the TLS capture are attached.
     #[serde(default = "d_socket_hooks")]
     pub tls_socket_hooks: String,
+    /// Where on OpenSSL's functions the TLS uprobes go.
+    #[serde(default = "d_probe_placement")]
+    pub tls_probe_placement: String,
     /// Scheduler time slice of the agent's threads in µs (0 = the kernel's default).
     #[serde(default = "d_slice")]
     pub sched_slice_us: u64,
@@ -172,6 +178,7 @@ impl EnvVars for AgentConfig {
         VarDoc::new("CNFLOW_TLS", "true: plaintext of TLS connections made with OpenSSL (every libssl.so* a process maps, in containers too, and executables or libraries that link OpenSSL/BoringSSL statically with their SSL_read/SSL_write symbols present) is read with uprobes on SSL_read/SSL_write and decoded like captured traffic (url.scheme=https, tls.protocol.*); false: off. Needs hostPID, CAP_SYS_PTRACE (/proc/PID/root), CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (uprobe perf events), and Linux ≥ 6.3 for the socket 5-tuple."),
         VarDoc::new("CNFLOW_SCHED_SLICE_US", "time slice of the agent's threads for the kernel's EEVDF scheduler (Linux ≥ 6.12; ignored before), 100–100000 µs; 0 = the kernel's default (~1.5 ms on 2 cores). A short slice lets the node's workloads preempt the agent's bursts of decoding sooner (lower p99 latency of the observed services) without changing its share of CPU."),
         VarDoc::new("CNFLOW_TLS_SOCKET_HOOKS", "when the TLS capture attaches its socket tracepoints (sock_send_length/sock_recv_length, which give each SSL call its 5-tuple and fire on every socket send and receive of every process): `first_use` (default) when a process on the node first creates an OpenSSL connection (SSL_new) or makes an SSL call, so nodes without OpenSSL TLS pay nothing for them; `always`: from the start (calls of a connection whose reads and writes all finish within the ~0.5 ms the attach takes then keep their 5-tuple too)."),
+        VarDoc::new("CNFLOW_TLS_PROBE_PLACEMENT", "where on OpenSSL's read and write functions the TLS uprobes go: `emulated` (default) on an instruction the kernel emulates when the code allows it (after a leading endbr64, or on the internal function that SSL_read_ex/SSL_write_ex pass their arguments to unchanged), because any other probed instruction is single-stepped, a second trap that cost 16–17 µs per SSL call on the VMs measured (README, Session 34); `entry`: on each symbol's first byte."),
         VarDoc::new("CNFLOW_TLS_LIBRARIES", "comma-separated extra library files to attach the TLS uprobes to, attached even while no process maps them; every libssl.so* a process maps, and every mapped executable file that defines the SSL_* symbols, is found without it."),
     ];
 }
@@ -223,6 +230,7 @@ impl AgentConfig {
         }
         self.ports().context("CNFLOW_CAPTURE_PORTS")?;
         self.tls_socket_hooks_always()?;
+        crate::capture::tls_sites::Placement::parse(&self.tls_probe_placement)?;
         crate::capture::TcAttach::parse(&self.tc_attach).context("CNFLOW_TC_ATTACH")?;
         self.health_socket(true).context("CNFLOW_HEALTH_ADDR")?;
         if self.max_flows == 0 {
@@ -284,6 +292,7 @@ impl AgentConfig {
                     .map(std::path::PathBuf::from)
                     .collect(),
                 socket_hooks_always,
+                placement: crate::capture::tls_sites::Placement::parse(&self.tls_probe_placement)?,
                 // CNFLOW_K8S_PROC_ROOT replaces it in `cnflow agent` (see agent::start_kubernetes).
                 ..Default::default()
             }),
@@ -377,6 +386,8 @@ mod tests {
         assert!(format!("{e:#}").contains("CNFLOW_CAPTURE_PORTS"));
         let e = AgentConfig::from_vars(vars(&[("CNFLOW_TLS_SOCKET_HOOKS", "lazy")])).unwrap_err().to_string();
         assert!(e.contains("CNFLOW_TLS_SOCKET_HOOKS"), "{e}");
+        let e = AgentConfig::from_vars(vars(&[("CNFLOW_TLS_PROBE_PLACEMENT", "middle")])).unwrap_err().to_string();
+        assert!(e.contains("CNFLOW_TLS_PROBE_PLACEMENT") && e.contains("emulated or entry"), "{e}");
         let ok = AgentConfig::from_vars(vars(&[("CNFLOW_TLS_SOCKET_HOOKS", "always")])).unwrap();
         assert!(ok.capture_settings().unwrap().tls.unwrap().socket_hooks_always);
         assert!(!AgentConfig::default().capture_settings().unwrap().tls.unwrap().socket_hooks_always);

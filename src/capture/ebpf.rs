@@ -308,6 +308,7 @@ impl LiveCapture {
                 libraries: t.libraries.clone(),
                 proc_root: t.proc_root.clone(),
                 socket_hooks_always: t.socket_hooks_always,
+                placement: t.placement,
             };
             super::tls::TlsCapture::start(&settings, tx.clone())
                 .inspect_err(|e| {

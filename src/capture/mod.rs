@@ -17,6 +17,7 @@ pub mod rings;
 pub mod simulated;
 #[cfg(target_os = "linux")]
 pub mod tls;
+pub mod tls_sites;
 pub mod tls_stream;
 #[cfg(target_os = "linux")]
 pub mod tls_symbols;
@@ -73,11 +74,18 @@ pub struct TlsOptions {
     /// CNFLOW_TLS_SOCKET_HOOKS=always: the socket tracepoints from the start
     /// instead of on the node's first use of TLS.
     pub socket_hooks_always: bool,
+    /// CNFLOW_TLS_PROBE_PLACEMENT.
+    pub placement: tls_sites::Placement,
 }
 
 impl Default for TlsOptions {
     fn default() -> Self {
-        TlsOptions { libraries: Vec::new(), proc_root: std::path::PathBuf::from("/proc"), socket_hooks_always: false }
+        TlsOptions {
+            libraries: Vec::new(),
+            proc_root: std::path::PathBuf::from("/proc"),
+            socket_hooks_always: false,
+            placement: tls_sites::Placement::default(),
+        }
     }
 }
 

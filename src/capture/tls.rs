@@ -27,6 +27,7 @@
 //!
 //! The records are converted by [`super::tls_stream::TlsStreams`] into TCP
 //! [`PacketEvent`]s and sent into the same channel as captured packets.
+use super::tls_sites::{self, Placement};
 use super::tls_stream::{socket_addrs, TlsCall, TlsStreams};
 use super::tls_symbols::{self, Lookup};
 use super::PacketEvent;
@@ -54,17 +55,6 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 #[cfg(not(feature = "ebpf"))]
 static BPF_OBJECT: &[u8] = &[];
 
-/// (program, symbol, return probe); the symbols are [`tls_symbols::SYMBOLS`].
-const PROBES: [(&str, &str, bool); 8] = [
-    ("cnflow_ssl_write", "SSL_write", false),
-    ("cnflow_ssl_write_ret", "SSL_write", true),
-    ("cnflow_ssl_write_ex", "SSL_write_ex", false),
-    ("cnflow_ssl_write_ex_ret", "SSL_write_ex", true),
-    ("cnflow_ssl_read", "SSL_read", false),
-    ("cnflow_ssl_read_ret", "SSL_read", true),
-    ("cnflow_ssl_read_ex", "SSL_read_ex", false),
-    ("cnflow_ssl_read_ex_ret", "SSL_read_ex", true),
-];
 /// Process events: attached for the agent's whole life (they fire per exec and exit).
 const PROC_TRACEPOINTS: [(&str, &str); 2] =
     [("cnflow_proc_exec", "sched_process_exec"), ("cnflow_proc_exit", "sched_process_exit")];
@@ -147,6 +137,8 @@ pub struct TlsSettings {
     pub proc_root: PathBuf,
     /// CNFLOW_TLS_SOCKET_HOOKS=always: the socket tracepoints from the start.
     pub socket_hooks_always: bool,
+    /// Where on the functions the probes go (CNFLOW_TLS_PROBE_PLACEMENT).
+    pub placement: Placement,
 }
 
 /// `cnflow.tls.symbol_lookups{result=...}`: one per file read.
@@ -323,6 +315,8 @@ struct Attacher {
     socket_hooks: Arc<SocketHooks>,
     /// Some attached file still has its `SSL_new` probe.
     ssl_new_probes: bool,
+    /// Where on the functions the probes go (CNFLOW_TLS_PROBE_PLACEMENT).
+    placement: Placement,
 }
 
 impl Attacher {
@@ -354,8 +348,8 @@ impl Attacher {
         if self.attached.contains_key(&id) || self.failed.contains(&id) {
             return;
         }
-        let offsets = match self.verdict(id, path) {
-            Lookup::Found(offsets) => offsets,
+        let funcs = match self.verdict(id, path) {
+            Lookup::Found(funcs) => funcs,
             _ if kind == LibKind::Static => return,
             Lookup::Unreadable if !path.exists() => {
                 // The process it was reached through exited: retried with the next user.
@@ -373,17 +367,15 @@ impl Attacher {
                 return;
             }
         };
-        let mut links = Vec::with_capacity(PROBES.len());
-        let mut symbols = Vec::new();
-        for (prog, sym, _) in PROBES {
-            let Some(i) = tls_symbols::SYMBOLS.iter().position(|s| *s == sym) else { continue };
-            // BoringSSL has no _ex variants: what is there is attached.
-            let Some(offset) = offsets[i] else { continue };
-            match self.attach_uprobe(prog, offset, path) {
+        let probes = tls_sites::plan(&funcs, self.placement, |offset, len| read_at(path, offset, len));
+        let mut links = Vec::with_capacity(probes.len());
+        let mut sites: Vec<&str> = Vec::new();
+        for probe in &probes {
+            match self.attach_uprobe(probe.program, probe.offset, path) {
                 Ok(l) => {
                     links.push(l);
-                    if !symbols.contains(&sym) {
-                        symbols.push(sym);
+                    if !sites.contains(&probe.site.as_str()) {
+                        sites.push(&probe.site);
                     }
                 }
                 Err(_) if !path.exists() => {
@@ -398,7 +390,7 @@ impl Attacher {
                     self.failed.insert(id);
                     tracing::warn!(
                         library = %path.display(),
-                        symbol = sym,
+                        site = %probe.site,
                         error = format!("{e:#}"),
                         "TLS: cannot attach to this library; its traffic stays encrypted"
                     );
@@ -408,7 +400,8 @@ impl Attacher {
         }
         // Optional: without it a thread's first SSL call brings the socket
         // tracepoints in (that call itself parked until a later one names its socket).
-        let ssl_new_offset = tls_symbols::SYMBOLS.iter().position(|s| *s == "SSL_new").and_then(|i| offsets[i]);
+        let ssl_new_offset =
+            tls_symbols::SYMBOLS.iter().position(|s| *s == "SSL_new").and_then(|i| funcs[i]).map(|f| f.offset);
         let ssl_new = match ssl_new_offset {
             Some(offset) if !self.socket_hooks.is_on() => self
                 .attach_uprobe(SSL_NEW_PROBE, offset, path)
@@ -423,7 +416,7 @@ impl Attacher {
         tracing::info!(
             library = %path.display(),
             kind = %kind.label(),
-            symbols = %symbols.join(","),
+            sites = %sites.join(","),
             dev = id.0,
             inode = id.1,
             "TLS: uprobes attached"
@@ -647,6 +640,24 @@ pub struct MappedLib {
     pub kind: LibKind,
 }
 
+/// Up to `len` bytes of the file at `path` from `offset` (fewer at its end).
+fn read_at(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0; len];
+    let mut got = 0;
+    while got < len {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(got);
+    Some(buf)
+}
+
 /// Whether a mapped file is an OpenSSL libssl (or one of the configured extras).
 fn is_libssl(path: &str, extra: &[PathBuf]) -> bool {
     let base = path.rsplit('/').next().unwrap_or(path);
@@ -863,7 +874,7 @@ impl TlsCapture {
         let hooks_on = cfg.socket_hooks_always;
         let sock_links = if hooks_on { sock_links } else { Vec::new() };
         SOCKET_HOOKS.set(hooks_on as u64);
-        for prog in PROBES.iter().map(|p| p.0).chain([SSL_NEW_PROBE]) {
+        for prog in tls_sites::PROGRAMS.iter().copied().chain([SSL_NEW_PROBE]) {
             let p: &mut UProbe = bpf.program_mut(prog).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading {prog} (verifier)"))?;
         }
@@ -925,6 +936,7 @@ impl TlsCapture {
             orphan_check: None,
             socket_hooks: socket_hooks.clone(),
             ssl_new_probes: false,
+            placement: cfg.placement,
         };
         let t0 = Instant::now();
         att.rescan();

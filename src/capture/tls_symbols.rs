@@ -27,12 +27,21 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// symbols has a few MiB).
 pub const MAX_TABLE_BYTES: u64 = 64 << 20;
 
+/// A function's code in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Func {
+    /// File offset of its first byte (what a uprobe's offset is).
+    pub offset: u64,
+    /// Its size from the symbol table (0 when the table does not say).
+    pub size: u64,
+}
+
 /// What a file's symbol tables say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// File offsets of [`SYMBOLS`] (None: not defined in this file); at
-    /// least one read and one write function is present.
-    Found([Option<u64>; 5]),
+    /// Where [`SYMBOLS`] are (None: not defined in this file); at least one
+    /// read and one write function is present.
+    Found([Option<Func>; 5]),
     /// An ELF file without a defined read/write pair (most files; a file
     /// that only imports `SSL_write` from a libssl is one of them).
     NoSymbols,
@@ -77,7 +86,7 @@ pub fn lookup<R: ReadCacheOps>(r: R) -> Lookup {
     let Ok(header) = FileHeader64::<Endianness>::parse(data) else { return Lookup::NotElf };
     let Ok(endian) = header.endian() else { return Lookup::NotElf };
     let Ok(sections) = header.sections(endian, data) else { return Lookup::NotElf };
-    let mut found: [Option<u64>; 5] = [None; 5];
+    let mut found: [Option<Func>; 5] = [None; 5];
     let mut too_large = false;
     // Exported symbols first: they are what the linker keeps for others to call.
     for table_type in [SHT_DYNSYM, SHT_SYMTAB] {
@@ -99,7 +108,8 @@ pub fn lookup<R: ReadCacheOps>(r: R) -> Lookup {
                 if found[i].is_some() {
                     continue;
                 }
-                found[i] = file_offset(&sections, endian, shndx, sym.st_value(endian));
+                found[i] = file_offset(&sections, endian, shndx, sym.st_value(endian))
+                    .map(|offset| Func { offset, size: sym.st_size(endian) });
             }
         }
     }
@@ -194,7 +204,8 @@ mod tests {
         let base = text_offset(&bytes);
         let Lookup::Found(offs) = lookup(Cursor::new(&bytes)) else { panic!("not found") };
         // The code of each function is where the offset points.
-        assert_eq!(offs, [Some(base + 64), None, Some(base + 80), None, None]);
+        let f = |offset| Some(Func { offset, size: 16 });
+        assert_eq!(offs, [f(base + 64), None, f(base + 80), None, None]);
         assert_eq!(bytes[(base + 64) as usize], 0xc3);
     }
 
