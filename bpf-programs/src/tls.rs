@@ -28,7 +28,8 @@ static TLS_CONFIG: Array<TlsConfig> = Array::with_max_entries(1, 0);
 /// Process events for library discovery: `kind << 32 | tgid` (u64), kind
 /// 1 = exec, 2 = exit of a process in `TLS_PIDS`, 3 = a thread's first SSL
 /// call (4 = `SSL_new`: only on `TLS_HOOK_EVENTS`). Written without waking
-/// the reader (a wakeup cost ~16 µs per exec here); it polls every 10 ms.
+/// the reader (a wakeup cost ~16 µs per exec here); it polls every 10 ms,
+/// or sleeps until woken once it found nothing for a while (`TLS_IDLE`).
 #[map]
 static TLS_PROC_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -43,6 +44,25 @@ static TLS_HOOK_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 /// exits are reported.
 #[map]
 static TLS_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Per reader (`TLS_READER_DATA`, `TLS_READER_PROC`): 1 while it sleeps
+/// without its 10 ms poll because it found nothing for a second, so that
+/// an idle node does not wake it 100 times a second for nothing (each
+/// wakeup of an agent thread costs the node's workloads more than its few
+/// µs of CPU on these VMs: README, Session 34). A record written then wakes
+/// it (adaptive: only when it has read everything before), and it polls
+/// again while records come.
+#[map]
+static TLS_IDLE: Array<u32> = Array::with_max_entries(2, 0);
+
+/// The submit flag of a record for `reader`: no wakeup while it polls.
+#[inline(always)]
+fn wake_if_idle(reader: u32) -> u64 {
+    match TLS_IDLE.get(reader) {
+        Some(v) if *v != 0 => 0,
+        _ => BPF_RB_NO_WAKEUP,
+    }
+}
 
 // bpf_ringbuf_submit / bpf_ringbuf_query flags, as the helpers take them (u64).
 const BPF_RB_NO_WAKEUP: u64 = bindings::BPF_RB_NO_WAKEUP as u64;
@@ -169,7 +189,7 @@ fn enter(ctx: &ProbeContext, ex: bool) {
             let _ = CALLS.insert(&id, &Call { ssl, buf, nbytes, sk: 0, last_sk: 0, in_call: 1 }, 0);
             // A thread's first SSL call: userspace reads the process's facts
             // now, while it surely lives (forked servers never exec).
-            let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_FIRST_CALL << 32 | id >> 32), BPF_RB_NO_WAKEUP);
+            let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_FIRST_CALL << 32 | id >> 32), wake_if_idle(TLS_READER_PROC));
             // A connection made before the agent started (no SSL_new seen).
             announce(cfg, PROC_FIRST_CALL << 32 | id >> 32);
         }
@@ -312,8 +332,9 @@ unsafe fn emit<const N: usize>(h: &Header, cfg: &TlsConfig) {
     // No wakeup per record: waking the reader from the probe costs several
     // µs per call when it sleeps (measured: 6–11 µs per return probe at
     // 300 req/s); it drains every 10 ms instead, and is woken only once
-    // the ring is filling up.
-    let notify = if TLS_EVENTS.query(BPF_RB_AVAIL_DATA) > WAKEUP_BYTES { 0 } else { BPF_RB_NO_WAKEUP };
+    // the ring is filling up, or when it went idle (`TLS_IDLE`).
+    let notify =
+        if TLS_EVENTS.query(BPF_RB_AVAIL_DATA) > WAKEUP_BYTES { 0 } else { wake_if_idle(TLS_READER_DATA) };
     e.submit(notify);
     count(TLS_CNT_EMITTED);
 }
@@ -395,7 +416,7 @@ pub fn cnflow_sock_recv(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn cnflow_proc_exec(_ctx: RawTracePointContext) -> i32 {
     let tgid = bpf_get_current_pid_tgid() >> 32;
-    let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_EXEC << 32 | tgid), BPF_RB_NO_WAKEUP);
+    let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_EXEC << 32 | tgid), wake_if_idle(TLS_READER_PROC));
     0
 }
 
@@ -409,7 +430,7 @@ pub fn cnflow_proc_exit(_ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let _ = TLS_PIDS.remove(&tgid);
-    let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_EXIT << 32 | tgid as u64), BPF_RB_NO_WAKEUP);
+    let _ = TLS_PROC_EVENTS.output::<u64>(&(PROC_EXIT << 32 | tgid as u64), wake_if_idle(TLS_READER_PROC));
     0
 }
 

@@ -240,6 +240,9 @@ pub const TLS_CNT_READ_FAILED: u32 = 6;
 /// to `TlsConfig::http_response_snaplen` (not counted as truncated).
 pub const TLS_CNT_HTTP_BODY_CUT: u32 = 7;
 pub const TLS_NUM_COUNTERS: u32 = 8;
+/// `TLS_IDLE` entries: the plaintext ring's reader and the process-event reader.
+pub const TLS_READER_DATA: u32 = 0;
+pub const TLS_READER_PROC: u32 = 1;
 pub const TLS_COUNTER_NAMES: [&str; 8] =
     ["calls", "emitted", "ring_full", "no_data", "no_socket", "truncated", "read_failed", "http_body_cut"];
 

@@ -230,6 +230,11 @@ fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
         "{attached}"
     );
 
+    // Quiet for longer than the readers' idle threshold (1 s without a
+    // record): they stop polling, and curl's exec and first SSL calls must
+    // wake them (cnflow.tls.reader_wakeups below), losing nothing.
+    std::thread::sleep(Duration::from_millis(1500));
+
     // curl: one connection with three requests (keep-alive), one with a 404.
     let base = format!("https://{ip}:{NGINX_PORT}");
     let curl_paths = ["/a", "/b", "/a"];
@@ -396,6 +401,8 @@ fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
     // only up to CNFLOW_HTTP_RESPONSE_SNAPLEN, and still 5000 in the spans above.
     assert!(final_counter(&log, "cnflow.tls.calls{reason=http_body_cut}") >= 2, "{log}");
     assert_eq!(final_counter(&log, "cnflow.tls.calls{reason=truncated}"), 0, "{log}");
+    assert!(final_counter(&log, "cnflow.tls.reader_wakeups{reader=data}") >= 1, "{log}");
+    assert!(final_counter(&log, "cnflow.tls.reader_wakeups{reader=process_events}") >= 1, "{log}");
 }
 
 /// "client SET" / "server GET" per span (sorted, deduplicated) plus a check that

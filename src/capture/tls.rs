@@ -38,7 +38,10 @@ use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::programs::uprobe::{UProbeLink, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use bytes::Bytes;
-use cnflow_common::{TlsConfig, TlsRecord, TLS_COUNTER_NAMES, TLS_DIR_WRITE, TLS_HEADER_LEN, TLS_NUM_COUNTERS};
+use cnflow_common::{
+    TlsConfig, TlsRecord, TLS_COUNTER_NAMES, TLS_DIR_WRITE, TLS_HEADER_LEN, TLS_NUM_COUNTERS, TLS_READER_DATA,
+    TLS_READER_PROC,
+};
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::os::fd::AsRawFd;
@@ -85,6 +88,12 @@ const V6_SADDR_OFF: u32 = 72;
 const PROC_POLL: Duration = Duration::from_millis(10);
 /// How often the plaintext ring is drained when the programs did not wake the reader.
 const RING_POLL: Duration = Duration::from_millis(10);
+/// Drains in a row that found nothing before a reader stops polling
+/// ([`IdleSwitch`]): a second of quiet at the 10 ms polls.
+const IDLE_AFTER: u32 = 100;
+/// How often an idle reader looks anyway: a record written while it was
+/// going idle may not have woken it.
+const IDLE_SAFETY: Duration = Duration::from_secs(1);
 /// How often every `/proc/*/maps` is read anyway (the events are the fast path).
 pub const RESCAN: Duration = Duration::from_secs(30);
 /// When an exec'd process's maps are read: libraries the executable needs
@@ -122,6 +131,59 @@ static EV_EXIT: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.process
 static EV_DROPPED: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.tls.process_events", &[("event", "exec_check_dropped")]));
 static SCANS: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.scans", &[]));
+static WOKEN_DATA: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.reader_wakeups", &[("reader", "data")]));
+static WOKEN_PROC: LazyLock<Counter> =
+    LazyLock::new(|| counter("cnflow.tls.reader_wakeups", &[("reader", "process_events")]));
+
+/// A reader's side of the kernel's `TLS_IDLE` switch: after [`IDLE_AFTER`]
+/// drains that found nothing it stops its 10 ms polls and has the programs
+/// wake it instead (each wakeup of an idle agent thread costs the node's
+/// workloads more than its CPU time on the VMs measured: README, Session
+/// 34); the first drain that finds records turns the polls back on
+/// (counted: `cnflow.tls.reader_wakeups{reader}`).
+struct IdleSwitch {
+    map: Arc<Mutex<Array<MapData, u32>>>,
+    reader: u32,
+    empty: u32,
+    on: bool,
+    woken: &'static LazyLock<Counter>,
+}
+
+impl IdleSwitch {
+    fn new(map: Arc<Mutex<Array<MapData, u32>>>, reader: u32, woken: &'static LazyLock<Counter>) -> Self {
+        IdleSwitch { map, reader, empty: 0, on: false, woken }
+    }
+
+    /// After a drain that read `got` records. True when the reader has just
+    /// gone idle: it must drain once more, since records written before the
+    /// programs saw the switch did not wake it.
+    fn after_drain(&mut self, got: usize) -> bool {
+        if got > 0 {
+            self.empty = 0;
+            if self.on {
+                self.woken.inc();
+                self.set(false);
+            }
+            return false;
+        }
+        if self.on {
+            return false;
+        }
+        self.empty += 1;
+        self.empty >= IDLE_AFTER && self.set(true)
+    }
+
+    /// Sets the kernel's switch; true when it is set.
+    fn set(&mut self, on: bool) -> bool {
+        let r = self.map.lock().unwrap_or_else(|e| e.into_inner()).set(self.reader, on as u32, 0);
+        match r {
+            Ok(()) => self.on = on,
+            // Polling goes on (or stays on): nothing is lost, only wakeups spent.
+            Err(e) => tracing::debug!(error = %e, "TLS: cannot update TLS_IDLE"),
+        }
+        self.on == on
+    }
+}
 
 /// What the TLS source needs from the configuration.
 #[derive(Debug, Clone)]
@@ -279,7 +341,8 @@ fn wait_for_tls_use(hooks: Arc<SocketHooks>, mut ring: RingBuf<MapData>, stop: A
     while !stop.load(Ordering::Relaxed) && !hooks.is_on() {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd; the ring (and its fd) lives in this frame.
-        unsafe { libc::poll(&mut pfd, 1, 100) };
+        // The kernel wakes it for an announcement; the timeout only checks `stop`.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
         let mut first = None;
         while let Some(item) = ring.next() {
             if let Ok(raw) = <[u8; 8]>::try_from(&item[..item.len().min(8)]) {
@@ -554,6 +617,7 @@ fn attach_tracepoints(bpf: &mut aya::Ebpf, programs: &[(&str, &str)]) -> Result<
 fn discover(
     mut att: Attacher,
     mut events: RingBuf<MapData>,
+    mut idle: IdleSwitch,
     counters: Arc<PerCpuArray<MapData, u64>>,
     stop: Arc<AtomicBool>,
     tracepoints: Vec<RawTracePointLink>,
@@ -567,20 +631,24 @@ fn discover(
     while !stop.load(Ordering::Relaxed) {
         att.drop_ssl_new_probes();
         let now = Instant::now();
-        // The kernel writes process events without waking this thread.
-        let mut next = next_rescan.min(next_counters).min(now + PROC_POLL);
+        // The kernel writes process events without waking this thread,
+        // unless it is idle (then a pending record makes poll return at once).
+        let poll = if idle.on { IDLE_SAFETY } else { PROC_POLL };
+        let mut next = next_rescan.min(next_counters).min(now + poll);
         if let Some(Reverse((t, _))) = pending.peek() {
             next = next.min(*t);
         }
         if let Some(t) = att.orphan_check {
             next = next.min(t);
         }
-        let wait = next.saturating_duration_since(now).as_millis().min(PROC_POLL.as_millis()) as i32;
+        let wait = next.saturating_duration_since(now).as_millis().min(poll.as_millis()) as i32;
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd; the fd stays open while `events` lives.
         unsafe { libc::poll(&mut pfd, 1, wait) };
         let now = Instant::now();
+        let mut got = 0;
         while let Some(item) = events.next() {
+            got += 1;
             let Ok(raw) = <[u8; 8]>::try_from(&item[..item.len().min(8)]) else { continue };
             let v = u64::from_ne_bytes(raw);
             let pid = v as u32;
@@ -610,6 +678,8 @@ fn discover(
                 _ => BAD_RECORD.inc(),
             }
         }
+        // Going idle needs no second drain here: poll() reports a pending record.
+        idle.after_drain(got);
         while let Some(Reverse((t, pid))) = pending.peek().copied() {
             if t > now {
                 break;
@@ -894,6 +964,8 @@ impl TlsCapture {
         let pids = aya::maps::HashMap::try_from(bpf.take_map("TLS_PIDS").context("TLS_PIDS")?)?;
         let counters: Arc<PerCpuArray<MapData, u64>> =
             Arc::new(PerCpuArray::try_from(bpf.take_map("TLS_COUNTERS").context("TLS_COUNTERS")?)?);
+        let idle_map: Arc<Mutex<Array<MapData, u32>>> =
+            Arc::new(Mutex::new(Array::try_from(bpf.take_map("TLS_IDLE").context("TLS_IDLE")?)?));
         for c in [
             &LIBS_SHARED,
             &LIBS_STATIC,
@@ -908,6 +980,8 @@ impl TlsCapture {
             &EV_EXIT,
             &EV_DROPPED,
             &SCANS,
+            &WOKEN_DATA,
+            &WOKEN_PROC,
         ] {
             LazyLock::force(c);
         }
@@ -952,10 +1026,11 @@ impl TlsCapture {
         let stop = Arc::new(AtomicBool::new(false));
         {
             let (counters, stop) = (counters.clone(), stop.clone());
+            let idle = IdleSwitch::new(idle_map.clone(), TLS_READER_PROC, &WOKEN_PROC);
             // The programs and every link live as long as this thread.
             std::thread::Builder::new()
                 .name("cnflow-tls-discovery".into())
-                .spawn(move || discover(att, proc_events, counters, stop, tp_links))
+                .spawn(move || discover(att, proc_events, idle, counters, stop, tp_links))
                 .context("starting the TLS discovery thread")?;
         }
         if !hooks_on {
@@ -967,12 +1042,18 @@ impl TlsCapture {
         }
         // SAFETY: the RingBuf owns its fd and keeps it open while the AsyncFd lives.
         let afd = unsafe { AsyncFd::register(ring) }.context("registering the TLS ring with tokio")?;
-        let read = tokio::spawn(read_ring(afd, tx, cfg.proc_root.clone()));
+        let idle = IdleSwitch::new(idle_map, TLS_READER_DATA, &WOKEN_DATA);
+        let read = tokio::spawn(read_ring(afd, idle, tx, cfg.proc_root.clone()));
         Ok(TlsCapture { tasks: vec![read], counters, stop })
     }
 }
 
-async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<PacketEvent>>, proc_root: PathBuf) {
+async fn read_ring(
+    mut afd: AsyncFd<RingBuf<MapData>>,
+    mut idle: IdleSwitch,
+    tx: mpsc::Sender<Vec<PacketEvent>>,
+    proc_root: PathBuf,
+) {
     // Executable and cgroup (→ container → pod) of each process, read when
     // its connection first shows up: short-lived clients are gone by the
     // time their exchange becomes a span.
@@ -987,12 +1068,16 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
     // The programs do not wake this reader per record (that costs the traced
     // process several µs per call): it drains on this tick, and is woken
     // only when the ring fills past 1 MiB.
+    // Idle ([`IdleSwitch`]): no tick, the programs wake it (the safety tick aside).
     let mut drain = tokio::time::interval(RING_POLL);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut safety = tokio::time::interval(IDLE_SAFETY);
+    safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut batch = Vec::new();
         tokio::select! {
-            _ = drain.tick() => {}
+            _ = drain.tick(), if !idle.on => {}
+            _ = safety.tick(), if idle.on => {}
             r = afd.readable_mut() => match r {
                 Ok(mut g) => g.clear_ready(),
                 Err(e) => {
@@ -1011,16 +1096,23 @@ async fn read_ring(mut afd: AsyncFd<RingBuf<MapData>>, tx: mpsc::Sender<Vec<Pack
         }
         let offset = super::kernel_record::mono_to_wall_offset();
         let ring = afd.get_mut();
-        while let Some(item) = ring.next() {
-            match decode(&item, offset) {
-                Some(call) => {
-                    tracing::trace!(pid = call.pid, ssl = call.ssl, write = call.write, len = call.len, tuple = ?call.tuple, "TLS call");
-                    streams.push(call, &mut batch)
+        loop {
+            let mut got = 0;
+            while let Some(item) = ring.next() {
+                got += 1;
+                match decode(&item, offset) {
+                    Some(call) => {
+                        tracing::trace!(pid = call.pid, ssl = call.ssl, write = call.write, len = call.len, tuple = ?call.tuple, "TLS call");
+                        streams.push(call, &mut batch)
+                    }
+                    None => BAD_RECORD.inc(),
                 }
-                None => BAD_RECORD.inc(),
+                if batch.len() >= super::ebpf::BATCH && tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    return;
+                }
             }
-            if batch.len() >= super::ebpf::BATCH && tx.send(std::mem::take(&mut batch)).await.is_err() {
-                return;
+            if !idle.after_drain(got) {
+                break;
             }
         }
         if !batch.is_empty() && tx.send(batch).await.is_err() {
