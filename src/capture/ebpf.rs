@@ -235,6 +235,7 @@ impl LiveCapture {
         // With the switch off (0 %) the node counts as busy from the start.
         let always = cfg.ring_wakeup_above_cpu_percent == 0;
         let node_busy = super::wakeup::NodeBusy::new(always.into());
+        let mut wake_control = None;
         {
             let mut c: Array<_, CaptureConfig> = Array::try_from(bpf.map_mut("CONFIG").context("CONFIG map missing")?)?;
             let ring_bound = layout.wakeup_bytes(cpus);
@@ -248,9 +249,13 @@ impl LiveCapture {
             });
             c.set(0, conf, 0).context("writing CONFIG")?;
             let switched = cfg.ring_poll_interval.is_some() && (busy != idle || cfg.ring_busy_drain.is_some());
-            if switched && !always {
+            if cfg.ring_poll_interval.is_some() {
                 let map = Array::try_from(bpf.take_map("CONFIG").context("CONFIG map missing")?)?;
-                super::wakeup::spawn_switch(map, conf, busy, cfg.ring_wakeup_above_cpu_percent, node_busy.clone())?;
+                let control = super::wakeup::WakeControl::new(map, conf, idle, busy, always);
+                if switched && !always {
+                    super::wakeup::spawn_switch(control.clone(), cfg.ring_wakeup_above_cpu_percent, node_busy.clone())?;
+                }
+                wake_control = Some(control);
             }
             tracing::info!(
                 idle_bytes = idle.bytes,
@@ -265,7 +270,7 @@ impl LiveCapture {
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(bpf.take_map("COUNTERS").context("COUNTERS map missing")?)?;
         let counters = KernelCounterReader(Some(Arc::new(Mutex::new(counters))));
-        for c in [&ATTACHED, &IF_ATTACHED, &IF_REMOVED, &IF_ATTACH_FAILED] {
+        for c in [&ATTACHED, &IF_ATTACHED, &IF_REMOVED, &IF_ATTACH_FAILED, &READER_WOKEN] {
             LazyLock::force(c);
         }
 
@@ -276,7 +281,7 @@ impl LiveCapture {
             .map(|r| unsafe { AsyncFd::register(r) }.context("registering a ring buffer with tokio"))
             .collect::<Result<Vec<_>>>()?;
         let pace = Pace { idle: cfg.ring_poll_interval, busy_drain: cfg.ring_busy_drain, node_busy };
-        tokio::spawn(read_ring(afds, tx.clone(), pace));
+        tokio::spawn(read_ring(afds, tx.clone(), pace, wake_control));
         let c2 = counters.clone();
         let every = cfg.stats_interval.max(Duration::from_secs(1));
         tokio::spawn(async move {
@@ -475,8 +480,22 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
 /// (sized by CNFLOW_RING_BUFFER_BYTES) absorbs the burst; if it overflows the
 /// kernel counts `ring_full`. Dropping there is cheaper than decoding packets
 /// only to drop them here.
-async fn read_ring(mut afds: Vec<AsyncFd<RingBuf<MapData>>>, tx: mpsc::Sender<Vec<PacketEvent>>, pace: Pace) {
+///
+/// After [`IDLE_AFTER`] drains in a row that found nothing, the reader stops
+/// polling: `control` has the programs wake it with any CPU's next record
+/// (and it still looks every [`IDLE_SAFETY`]); the first drain that finds
+/// records restores the limits. An idle node's agent then wakes ~10 times a
+/// second instead of 100: each wakeup of an agent thread costs the node's
+/// latency-bound workloads more than its CPU time on these VMs (README,
+/// "Session 34").
+async fn read_ring(
+    mut afds: Vec<AsyncFd<RingBuf<MapData>>>,
+    tx: mpsc::Sender<Vec<PacketEvent>>,
+    pace: Pace,
+    control: Option<Arc<super::wakeup::WakeControl>>,
+) {
     let mut wait = pace.idle;
+    let (mut empty, mut idle, mut recheck) = (0u32, false, false);
     let mut merger = super::rings::Merger::new(afds.len());
     let sub_ms = pace.busy_drain.is_some_and(|d| d < Duration::from_millis(1));
     let mut timer = match super::drain_timer::DrainTimer::new(sub_ms) {
@@ -490,7 +509,9 @@ async fn read_ring(mut afds: Vec<AsyncFd<RingBuf<MapData>>>, tx: mpsc::Sender<Ve
     loop {
         // Readiness is cleared before draining: a wakeup that arrives while
         // draining sets it again, so none is lost.
-        let ready = {
+        let ready = if std::mem::take(&mut recheck) {
+            Ok(())
+        } else {
             let readable = futures::future::select_all(afds.iter().map(|a| Box::pin(a.readable())));
             match wait {
                 Some(w) => tokio::select! {
@@ -531,8 +552,37 @@ async fn read_ring(mut afds: Vec<AsyncFd<RingBuf<MapData>>>, tx: mpsc::Sender<Ve
             }
         }
         wait = pace.next_wait(got, since);
+        if got > 0 {
+            empty = 0;
+            if idle {
+                idle = false;
+                READER_WOKEN.inc();
+                if let Some(c) = &control {
+                    c.set_reader_idle(false);
+                }
+            }
+        } else if !idle && wait.is_some() {
+            empty += 1;
+            if empty >= IDLE_AFTER && control.as_ref().is_some_and(|c| c.set_reader_idle(true)) {
+                idle = true;
+                // Records written before the programs saw the switch did
+                // not wake it: drain again at once.
+                recheck = true;
+            }
+        }
+        if idle {
+            wait = Some(IDLE_SAFETY);
+        }
     }
 }
+
+/// Empty drains in a row before the ring reader goes idle: a second at the
+/// default 10 ms idle poll.
+const IDLE_AFTER: u32 = 100;
+/// How often an idle reader looks anyway (a record written while it went
+/// idle may not have woken it).
+const IDLE_SAFETY: Duration = Duration::from_secs(1);
+static READER_WOKEN: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.capture.ring.reader_wakeups", &[]));
 
 impl super::rings::RecordSource for AsyncFd<RingBuf<MapData>> {
     fn take<F: FnMut(&[u8])>(&mut self, max: usize, mut f: F) -> usize {

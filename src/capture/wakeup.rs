@@ -9,7 +9,7 @@ use anyhow::Result;
 use aya::maps::{Array, MapData};
 use cnflow_common::CaptureConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// When the TC programs force a ring-reader wakeup: after `bytes` of
@@ -21,14 +21,86 @@ pub struct WakeLimits {
 }
 
 impl WakeLimits {
-    /// The limits `c` holds.
-    fn of(c: &CaptureConfig) -> Self {
-        WakeLimits { bytes: c.wakeup_bytes, records: c.wakeup_records }
-    }
-
     /// `c` with these limits.
     pub fn set_in(self, c: CaptureConfig) -> CaptureConfig {
         CaptureConfig { wakeup_bytes: self.bytes, wakeup_records: self.records, ..c }
+    }
+}
+
+/// The programs' wakeup limits in `CONFIG`, written by two parties: the
+/// busy-mode switch ([`spawn_switch`]) and the ring reader, which, once
+/// idle, has the first record of any CPU wake it ([`WakeControl::set_reader_idle`])
+/// instead of polling every CNFLOW_RING_POLL_INTERVAL_MS for nothing.
+pub struct WakeControl {
+    inner: Mutex<Control>,
+}
+
+struct Control {
+    map: Array<MapData, CaptureConfig>,
+    base: CaptureConfig,
+    idle: WakeLimits,
+    busy: WakeLimits,
+    node_busy: bool,
+    reader_idle: bool,
+}
+
+impl Control {
+    /// The limits for the current state: the reader's idle mode forces a
+    /// wakeup with any CPU's first record (the programs' record limit,
+    /// which skips the ring query), else the busy mode's or the idle ones.
+    fn limits(&self) -> WakeLimits {
+        let l = if self.node_busy { self.busy } else { self.idle };
+        if self.reader_idle {
+            WakeLimits { records: 1, ..l }
+        } else {
+            l
+        }
+    }
+}
+
+impl WakeControl {
+    /// `map` holds `base` (with the limits for `node_busy`).
+    pub fn new(
+        map: Array<MapData, CaptureConfig>,
+        base: CaptureConfig,
+        idle: WakeLimits,
+        busy: WakeLimits,
+        node_busy: bool,
+    ) -> Arc<Self> {
+        Arc::new(WakeControl { inner: Mutex::new(Control { map, base, idle, busy, node_busy, reader_idle: false }) })
+    }
+
+    /// Applies `f` and writes the limits when they changed; on an error the
+    /// state goes back to what the kernel has.
+    fn update(&self, f: impl FnOnce(&mut Control)) -> Result<()> {
+        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (before, saved) = (c.limits(), (c.node_busy, c.reader_idle));
+        f(&mut c);
+        let after = c.limits();
+        if after != before {
+            let conf = after.set_in(c.base);
+            if let Err(e) = c.map.set(0, conf, 0) {
+                (c.node_busy, c.reader_idle) = saved;
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn set_node_busy(&self, on: bool) -> Result<()> {
+        self.update(|c| c.node_busy = on)
+    }
+
+    /// The reader's idle mode on or off: whether it is now as asked (the
+    /// kernel told). Not with limits that have no byte bound (the programs
+    /// wake the reader for every record then).
+    pub fn set_reader_idle(&self, on: bool) -> bool {
+        let r = self.update(|c| c.reader_idle = on && c.limits().bytes != 0);
+        if let Err(e) = &r {
+            tracing::debug!(error = %e, "cannot switch the ring reader's idle mode");
+        }
+        let c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        c.reader_idle == on
     }
 }
 
@@ -87,23 +159,16 @@ fn next_mode(on: bool, busy_pct: f64, threshold: f64) -> bool {
 }
 
 /// Spawns the task that follows the node's CPU load: past `percent` it sets
-/// `node_busy` and writes the `busy` wakeup limits into the programs'
-/// configuration (when they differ from those of `base`), below it (with
-/// [`HYSTERESIS`]) it clears the flag and writes `base`'s back.
-pub fn spawn_switch(
-    mut map: Array<MapData, CaptureConfig>,
-    base: CaptureConfig,
-    busy: WakeLimits,
-    percent: u8,
-    node_busy: NodeBusy,
-) -> Result<()> {
+/// `node_busy` and has `control` write the busy wakeup limits into the
+/// programs' configuration, below it (with [`HYSTERESIS`]) it clears the
+/// flag and the idle limits come back.
+pub fn spawn_switch(control: Arc<WakeControl>, percent: u8, node_busy: NodeBusy) -> Result<()> {
     let read = || std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(cpu_jiffies);
     let Some(mut last) = read() else {
         // Capture goes on with the timer-paced drains.
         tracing::warn!("CNFLOW_RING_WAKEUP_ABOVE_CPU_PERCENT: /proc/stat is not readable; the busy mode stays off");
         return Ok(());
     };
-    let idle = WakeLimits::of(&base);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PERIOD);
         let mut on = false;
@@ -120,11 +185,8 @@ pub fn spawn_switch(
             if want != on {
                 on = want;
                 node_busy.store(on, Ordering::Relaxed);
-                if busy != idle {
-                    let conf = (if on { busy } else { idle }).set_in(base);
-                    if let Err(e) = map.set(0, conf, 0) {
-                        tracing::warn!(error = %e, "cannot switch the ring wakeup threshold");
-                    }
+                if let Err(e) = control.set_node_busy(on) {
+                    tracing::warn!(error = %e, "cannot switch the ring wakeup threshold");
                 }
                 tracing::debug!(busy_pct = pct, busy_mode = on, "ring reader's busy mode switched");
             }
