@@ -481,13 +481,14 @@ fn mirror_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
 /// kernel counts `ring_full`. Dropping there is cheaper than decoding packets
 /// only to drop them here.
 ///
-/// After [`IDLE_AFTER`] drains in a row that found nothing, the reader stops
-/// polling: `control` has the programs wake it with any CPU's next record
-/// (and it still looks every [`IDLE_SAFETY`]); the first drain that finds
-/// records restores the limits. An idle node's agent then wakes ~10 times a
-/// second instead of 100: each wakeup of an agent thread costs the node's
-/// latency-bound workloads more than its CPU time on these VMs (README,
-/// "Session 34").
+/// After [`super::wakeup::IDLE_AFTER`] drains in a row that found nothing,
+/// the reader stops polling: `control` has the programs wake it with any
+/// CPU's next record (and it still looks every
+/// [`super::wakeup::IDLE_SAFETY`]); the first drain that finds records
+/// restores the limits. The reader of an idle node then wakes once
+/// a second instead of 100 times: each wakeup of an agent thread costs the
+/// node's latency-bound workloads more than its CPU time on these VMs
+/// (README, "Session 34").
 async fn read_ring(
     mut afds: Vec<AsyncFd<RingBuf<MapData>>>,
     tx: mpsc::Sender<Vec<PacketEvent>>,
@@ -563,7 +564,7 @@ async fn read_ring(
             }
         } else if !idle && wait.is_some() {
             empty += 1;
-            if empty >= IDLE_AFTER && control.as_ref().is_some_and(|c| c.set_reader_idle(true)) {
+            if empty >= super::wakeup::IDLE_AFTER && control.as_ref().is_some_and(|c| c.set_reader_idle(true)) {
                 idle = true;
                 // Records written before the programs saw the switch did
                 // not wake it: drain again at once.
@@ -571,17 +572,11 @@ async fn read_ring(
             }
         }
         if idle {
-            wait = Some(IDLE_SAFETY);
+            wait = Some(super::wakeup::IDLE_SAFETY);
         }
     }
 }
 
-/// Empty drains in a row before the ring reader goes idle: a second at the
-/// default 10 ms idle poll.
-const IDLE_AFTER: u32 = 100;
-/// How often an idle reader looks anyway (a record written while it went
-/// idle may not have woken it).
-const IDLE_SAFETY: Duration = Duration::from_secs(1);
 static READER_WOKEN: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.capture.ring.reader_wakeups", &[]));
 
 impl super::rings::RecordSource for AsyncFd<RingBuf<MapData>> {

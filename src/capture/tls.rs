@@ -30,6 +30,7 @@
 use super::tls_sites::{self, Placement};
 use super::tls_stream::{socket_addrs, TlsCall, TlsStreams};
 use super::tls_symbols::{self, Lookup};
+use super::wakeup::{IDLE_AFTER, IDLE_SAFETY};
 use super::PacketEvent;
 use crate::stats::{counter, gauge, Counter};
 use anyhow::{Context, Result};
@@ -88,12 +89,6 @@ const V6_SADDR_OFF: u32 = 72;
 const PROC_POLL: Duration = Duration::from_millis(10);
 /// How often the plaintext ring is drained when the programs did not wake the reader.
 const RING_POLL: Duration = Duration::from_millis(10);
-/// Drains in a row that found nothing before a reader stops polling
-/// ([`IdleSwitch`]): a second of quiet at the 10 ms polls.
-const IDLE_AFTER: u32 = 100;
-/// How often an idle reader looks anyway: a record written while it was
-/// going idle may not have woken it.
-const IDLE_SAFETY: Duration = Duration::from_secs(1);
 /// How often every `/proc/*/maps` is read anyway (the events are the fast path).
 pub const RESCAN: Duration = Duration::from_secs(30);
 /// When an exec'd process's maps are read: libraries the executable needs

@@ -27,6 +27,14 @@ impl WakeLimits {
     }
 }
 
+/// Empty drains in a row before a ring reader (the packet rings', the TLS
+/// plaintext's, the TLS process events') stops polling and has the kernel
+/// wake it: a second of quiet at the default 10 ms idle polls.
+pub const IDLE_AFTER: u32 = 100;
+/// How often an idle reader looks anyway: a record written while it went
+/// idle may not have woken it.
+pub const IDLE_SAFETY: Duration = Duration::from_secs(1);
+
 /// The programs' wakeup limits in `CONFIG`, written by two parties: the
 /// busy-mode switch ([`spawn_switch`]) and the ring reader, which, once
 /// idle, has the first record of any CPU wake it ([`WakeControl::set_reader_idle`])
