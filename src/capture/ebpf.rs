@@ -496,7 +496,15 @@ async fn read_ring(
     control: Option<Arc<super::wakeup::WakeControl>>,
 ) {
     let mut wait = pace.idle;
-    let (mut empty, mut idle, mut recheck) = (0u32, false, false);
+    // Without a control (CNFLOW_RING_POLL_INTERVAL_MS=0: woken for every record) it never goes idle.
+    let mut idle = super::wakeup::IdleSwitch::new(
+        match control {
+            Some(c) => Box::new(move |on| c.set_reader_idle(on)),
+            None => Box::new(|on| !on),
+        },
+        &READER_WOKEN,
+    );
+    let mut recheck = false;
     let mut merger = super::rings::Merger::new(afds.len());
     let sub_ms = pace.busy_drain.is_some_and(|d| d < Duration::from_millis(1));
     let mut timer = match super::drain_timer::DrainTimer::new(sub_ms) {
@@ -553,25 +561,9 @@ async fn read_ring(
             }
         }
         wait = pace.next_wait(got, since);
-        if got > 0 {
-            empty = 0;
-            if idle {
-                idle = false;
-                READER_WOKEN.inc();
-                if let Some(c) = &control {
-                    c.set_reader_idle(false);
-                }
-            }
-        } else if !idle && wait.is_some() {
-            empty += 1;
-            if empty >= super::wakeup::IDLE_AFTER && control.as_ref().is_some_and(|c| c.set_reader_idle(true)) {
-                idle = true;
-                // Records written before the programs saw the switch did
-                // not wake it: drain again at once.
-                recheck = true;
-            }
-        }
-        if idle {
+        // Going idle: drain again at once (see `IdleSwitch::after_drain`).
+        recheck = idle.after_drain(got as usize);
+        if idle.is_on() {
             wait = Some(super::wakeup::IDLE_SAFETY);
         }
     }

@@ -30,7 +30,7 @@
 use super::tls_sites::{self, Placement};
 use super::tls_stream::{socket_addrs, TlsCall, TlsStreams};
 use super::tls_symbols::{self, Lookup};
-use super::wakeup::{IDLE_AFTER, IDLE_SAFETY};
+use super::wakeup::{IdleSwitch, IDLE_SAFETY};
 use super::PacketEvent;
 use crate::stats::{counter, gauge, Counter};
 use anyhow::{Context, Result};
@@ -130,54 +130,17 @@ static WOKEN_DATA: LazyLock<Counter> = LazyLock::new(|| counter("cnflow.tls.read
 static WOKEN_PROC: LazyLock<Counter> =
     LazyLock::new(|| counter("cnflow.tls.reader_wakeups", &[("reader", "process_events")]));
 
-/// A reader's side of the kernel's `TLS_IDLE` switch: after [`IDLE_AFTER`]
-/// drains that found nothing it stops its 10 ms polls and has the programs
-/// wake it instead (each wakeup of an idle agent thread costs the node's
-/// workloads more than its CPU time on the VMs measured: README, Session
-/// 34); the first drain that finds records turns the polls back on
-/// (counted: `cnflow.tls.reader_wakeups{reader}`).
-struct IdleSwitch {
-    map: Arc<Mutex<Array<MapData, u32>>>,
-    reader: u32,
-    empty: u32,
-    on: bool,
-    woken: &'static LazyLock<Counter>,
-}
-
-impl IdleSwitch {
-    fn new(map: Arc<Mutex<Array<MapData, u32>>>, reader: u32, woken: &'static LazyLock<Counter>) -> Self {
-        IdleSwitch { map, reader, empty: 0, on: false, woken }
-    }
-
-    /// After a drain that read `got` records. True when the reader has just
-    /// gone idle: it must drain once more, since records written before the
-    /// programs saw the switch did not wake it.
-    fn after_drain(&mut self, got: usize) -> bool {
-        if got > 0 {
-            self.empty = 0;
-            if self.on {
-                self.woken.inc();
-                self.set(false);
-            }
-            return false;
+/// The [`IdleSwitch`] of TLS reader `reader`: its entry in the programs' `TLS_IDLE`.
+fn tls_idle(map: Arc<Mutex<Array<MapData, u32>>>, reader: u32, woken: &'static LazyLock<Counter>) -> IdleSwitch {
+    let set = move |on: bool| match map.lock().unwrap_or_else(|e| e.into_inner()).set(reader, on as u32, 0) {
+        Ok(()) => true,
+        // Polling goes on (or stays on): nothing is lost, only wakeups spent.
+        Err(e) => {
+            tracing::debug!(error = %e, "TLS: cannot update TLS_IDLE");
+            false
         }
-        if self.on {
-            return false;
-        }
-        self.empty += 1;
-        self.empty >= IDLE_AFTER && self.set(true)
-    }
-
-    /// Sets the kernel's switch; true when it is set.
-    fn set(&mut self, on: bool) -> bool {
-        let r = self.map.lock().unwrap_or_else(|e| e.into_inner()).set(self.reader, on as u32, 0);
-        match r {
-            Ok(()) => self.on = on,
-            // Polling goes on (or stays on): nothing is lost, only wakeups spent.
-            Err(e) => tracing::debug!(error = %e, "TLS: cannot update TLS_IDLE"),
-        }
-        self.on == on
-    }
+    };
+    IdleSwitch::new(Box::new(set), woken)
 }
 
 /// What the TLS source needs from the configuration.
@@ -628,7 +591,7 @@ fn discover(
         let now = Instant::now();
         // The kernel writes process events without waking this thread,
         // unless it is idle (then a pending record makes poll return at once).
-        let poll = if idle.on { IDLE_SAFETY } else { PROC_POLL };
+        let poll = if idle.is_on() { IDLE_SAFETY } else { PROC_POLL };
         let mut next = next_rescan.min(next_counters).min(now + poll);
         if let Some(Reverse((t, _))) = pending.peek() {
             next = next.min(*t);
@@ -939,7 +902,7 @@ impl TlsCapture {
         let hooks_on = cfg.socket_hooks_always;
         let sock_links = if hooks_on { sock_links } else { Vec::new() };
         SOCKET_HOOKS.set(hooks_on as u64);
-        for prog in tls_sites::PROGRAMS.iter().copied().chain([SSL_NEW_PROBE]) {
+        for prog in tls_sites::programs().chain([SSL_NEW_PROBE]) {
             let p: &mut UProbe = bpf.program_mut(prog).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading {prog} (verifier)"))?;
         }
@@ -1021,7 +984,7 @@ impl TlsCapture {
         let stop = Arc::new(AtomicBool::new(false));
         {
             let (counters, stop) = (counters.clone(), stop.clone());
-            let idle = IdleSwitch::new(idle_map.clone(), TLS_READER_PROC, &WOKEN_PROC);
+            let idle = tls_idle(idle_map.clone(), TLS_READER_PROC, &WOKEN_PROC);
             // The programs and every link live as long as this thread.
             std::thread::Builder::new()
                 .name("cnflow-tls-discovery".into())
@@ -1037,7 +1000,7 @@ impl TlsCapture {
         }
         // SAFETY: the RingBuf owns its fd and keeps it open while the AsyncFd lives.
         let afd = unsafe { AsyncFd::register(ring) }.context("registering the TLS ring with tokio")?;
-        let idle = IdleSwitch::new(idle_map, TLS_READER_DATA, &WOKEN_DATA);
+        let idle = tls_idle(idle_map, TLS_READER_DATA, &WOKEN_DATA);
         let read = tokio::spawn(read_ring(afd, idle, tx, cfg.proc_root.clone()));
         Ok(TlsCapture { tasks: vec![read], counters, stop })
     }
@@ -1071,8 +1034,8 @@ async fn read_ring(
     loop {
         let mut batch = Vec::new();
         tokio::select! {
-            _ = drain.tick(), if !idle.on => {}
-            _ = safety.tick(), if idle.on => {}
+            _ = drain.tick(), if !idle.is_on() => {}
+            _ = safety.tick(), if idle.is_on() => {}
             r = afd.readable_mut() => match r {
                 Ok(mut g) => g.clear_ready(),
                 Err(e) => {

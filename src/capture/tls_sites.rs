@@ -83,16 +83,9 @@ const DIRECTIONS: [Direction; 2] = [
 ];
 
 /// Every program [`plan`] may name (loaded once, attached per file).
-pub const PROGRAMS: [&str; 8] = [
-    "cnflow_ssl_write",
-    "cnflow_ssl_write_ret",
-    "cnflow_ssl_write_ex",
-    "cnflow_ssl_write_ex_ret",
-    "cnflow_ssl_read",
-    "cnflow_ssl_read_ret",
-    "cnflow_ssl_read_ex",
-    "cnflow_ssl_read_ex_ret",
-];
+pub fn programs() -> impl Iterator<Item = &'static str> {
+    DIRECTIONS.iter().flat_map(|d| [d.plain.1, d.plain.2, d.ex.1, d.ex.2])
+}
 
 /// Code bytes looked at per function: the wrappers are a few dozen bytes.
 pub const MAX_CODE: usize = 256;
@@ -124,9 +117,9 @@ pub fn plan(
                 pair(d.ex, target + skip, format!("{}→{target:#x}", names[d.ex.0]));
                 // SSL_read/SSL_write: covered when they call the same function or the wrapper.
                 if let Some(p) = plain {
-                    let covered = body(p).is_some_and(|c| calls_any(p.offset, &c, &[target, exf.offset]));
-                    if !covered {
-                        let skip = body(p).and_then(|c| emulated_site(&c)).unwrap_or(0);
+                    let c = body(p);
+                    if !c.as_deref().is_some_and(|c| calls_any(p.offset, c, &[target, exf.offset])) {
+                        let skip = c.as_deref().and_then(emulated_site).unwrap_or(0);
                         pair(d.plain, p.offset + skip, site(names[d.plain.0], skip));
                     }
                 }

@@ -5,11 +5,12 @@
 //! two as the node's load moves: the TC programs' early wakeups
 //! (CNFLOW_RING_WAKEUP_RECORDS / _BYTES) and, if set, the reader's own
 //! sub-millisecond drains (CNFLOW_RING_BUSY_DRAIN_US).
+use crate::stats::Counter;
 use anyhow::Result;
 use aya::maps::{Array, MapData};
 use cnflow_common::CaptureConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 /// When the TC programs force a ring-reader wakeup: after `bytes` of
@@ -34,6 +35,53 @@ pub const IDLE_AFTER: u32 = 100;
 /// How often an idle reader looks anyway: a record written while it went
 /// idle may not have woken it.
 pub const IDLE_SAFETY: Duration = Duration::from_secs(1);
+
+/// A ring reader's idle mode: after [`IDLE_AFTER`] drains that found nothing
+/// it stops its polls and has the kernel wake it with the next record
+/// instead (each wakeup of an idle agent thread costs the node's workloads
+/// more than its CPU time on the VMs measured: README, Session 34); the
+/// first drain that finds records turns the polls back on (counted in
+/// `woken`). One for the packet rings ([`WakeControl::set_reader_idle`]),
+/// one each for the TLS plaintext and process-event rings (`TLS_IDLE`).
+pub struct IdleSwitch {
+    /// Tells the kernel; true when it now is as asked.
+    set: Box<dyn FnMut(bool) -> bool + Send>,
+    empty: u32,
+    on: bool,
+    woken: &'static LazyLock<Counter>,
+}
+
+impl IdleSwitch {
+    pub fn new(set: Box<dyn FnMut(bool) -> bool + Send>, woken: &'static LazyLock<Counter>) -> Self {
+        IdleSwitch { set, empty: 0, on: false, woken }
+    }
+
+    /// Whether the reader is idle (polls off, the kernel wakes it).
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// After a drain that read `got` records. True when the reader has just
+    /// gone idle: it must drain once more, since records written before the
+    /// kernel saw the switch did not wake it.
+    pub fn after_drain(&mut self, got: usize) -> bool {
+        if got > 0 {
+            self.empty = 0;
+            if self.on {
+                self.woken.inc();
+                // A failed write leaves it idle: the next drain with records tries again.
+                self.on = !(self.set)(false);
+            }
+            return false;
+        }
+        if self.on {
+            return false;
+        }
+        self.empty += 1;
+        self.on = self.empty >= IDLE_AFTER && (self.set)(true);
+        self.on
+    }
+}
 
 /// The programs' wakeup limits in `CONFIG`, written by two parties: the
 /// busy-mode switch ([`spawn_switch`]) and the ring reader, which, once
@@ -103,12 +151,15 @@ impl WakeControl {
     /// kernel told). Not with limits that have no byte bound (the programs
     /// wake the reader for every record then).
     pub fn set_reader_idle(&self, on: bool) -> bool {
-        let r = self.update(|c| c.reader_idle = on && c.limits().bytes != 0);
+        let mut applied = on;
+        let r = self.update(|c| {
+            applied = on && c.limits().bytes != 0;
+            c.reader_idle = applied;
+        });
         if let Err(e) = &r {
             tracing::debug!(error = %e, "cannot switch the ring reader's idle mode");
         }
-        let c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        c.reader_idle == on
+        r.is_ok() && applied == on
     }
 }
 
@@ -206,6 +257,47 @@ pub fn spawn_switch(control: Arc<WakeControl>, percent: u8, node_busy: NodeBusy)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_switch_goes_idle_after_a_quiet_second_and_back_with_records() {
+        static WOKEN: LazyLock<Counter> = LazyLock::new(|| crate::stats::counter("test.idle_switch.woken", &[]));
+        let kernel = Arc::new(Mutex::new(Vec::new()));
+        let k = kernel.clone();
+        let mut s = IdleSwitch::new(
+            Box::new(move |on| {
+                k.lock().unwrap().push(on);
+                true
+            }),
+            &WOKEN,
+        );
+        for _ in 1..IDLE_AFTER {
+            assert!(!s.after_drain(0));
+        }
+        // The 100th empty drain: idle now, and drain once more.
+        assert!(s.after_drain(0) && s.is_on());
+        assert!(!s.after_drain(0) && s.is_on());
+        let before = WOKEN.get();
+        assert!(!s.after_drain(3) && !s.is_on());
+        assert_eq!(WOKEN.get(), before + 1);
+        assert_eq!(*kernel.lock().unwrap(), [true, false]);
+        // Records reset the count.
+        for _ in 1..IDLE_AFTER {
+            s.after_drain(0);
+        }
+        s.after_drain(1);
+        assert!(!s.after_drain(0) && !s.is_on());
+    }
+
+    #[test]
+    fn idle_switch_follows_what_the_kernel_was_told() {
+        static WOKEN: LazyLock<Counter> = LazyLock::new(|| crate::stats::counter("test.idle_switch.refused", &[]));
+        // A setter that cannot go idle (no byte bound, or a failed write): polling goes on.
+        let mut s = IdleSwitch::new(Box::new(|on| !on), &WOKEN);
+        for _ in 0..3 * IDLE_AFTER {
+            assert!(!s.after_drain(0));
+        }
+        assert!(!s.is_on());
+    }
 
     #[test]
     fn proc_stat_busy_excludes_idle_and_iowait() {
