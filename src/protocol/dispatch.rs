@@ -130,28 +130,38 @@ impl DirWire {
         self.base.map(|b| b.wrapping_add(off as u32))
     }
 
-    /// Offset of a request that started at `ts` and is `len` bytes long.
-    fn request(&mut self, ts: u64, len: u64) -> Option<u64> {
-        // The earliest event at the latest time not after `ts`.
-        let (i, first) = if self.unordered {
-            let i = self.chunks.iter().rposition(|(t, _)| *t <= ts)?;
-            let t = self.chunks[i].0;
-            (i, self.chunks.iter().position(|(x, _)| *x == t).unwrap_or(i))
+    /// The data events around `ts`: (offset of the earliest event at the
+    /// latest time not after `ts`, offset where the events at that time end).
+    fn events_at(&self, ts: u64) -> Option<(u64, u64)> {
+        let i = self.chunks.iter().rposition(|(t, _)| *t <= ts)?;
+        let t = self.chunks[i].0;
+        let first = if self.unordered {
+            self.chunks.iter().position(|(x, _)| *x == t).unwrap_or(i)
         } else {
             // In order: the events at the last one's time not after `ts`
             // are the ones just before it.
-            let i = self.chunks.iter().rposition(|(t, _)| *t <= ts)?;
-            let t = self.chunks[i].0;
             let mut first = i;
             while first > 0 && self.chunks[first - 1].0 == t {
                 first -= 1;
             }
-            (i, first)
+            first
         };
-        let start = self.chunks[first].1;
-        let end = self.chunks.get(i + 1).map_or(self.off, |c| c.1);
+        Some((self.chunks[first].1, self.chunks.get(i + 1).map_or(self.off, |c| c.1)))
+    }
+
+    /// Offset of a message whose first byte came in the event at `ts`, `len`
+    /// bytes long: the first message of those events begins at their offset,
+    /// one following another in them begins where it ended.
+    fn message_at(&mut self, ts: u64, len: u64) -> Option<u64> {
+        let (start, end) = self.events_at(ts)?;
         let at = if (start..end).contains(&self.cursor) { self.cursor } else { start };
         self.cursor = at + len;
+        Some(at)
+    }
+
+    /// Offset of a request that started at `ts` and is `len` bytes long.
+    fn request(&mut self, ts: u64, len: u64) -> Option<u64> {
+        let at = self.message_at(ts, len)?;
         // Two messages given one offset (an exchange the server started,
         // sizes that do not add up): no key rather than a shared one, which
         // could join the wrong halves.
@@ -189,7 +199,15 @@ fn annotate(wire: &mut Option<Box<[DirWire; 2]>>, new: &mut [Exchange]) {
             ex.wire.request_seq = req.seq(at);
         }
         if ex.outcome == crate::protocol::exchange::Outcome::Complete && ex.response_bytes > 0 {
-            if let Some(at) = resp.response(ex.start_ns, ex.response_bytes) {
+            let at = match ex.wire.response_ts {
+                // Located by its own time: bytes the server sent before the
+                // request reached it (HTTP/2's SETTINGS) come after the
+                // request in a client's capture but before it in the
+                // server's, and would otherwise shift the client's key.
+                Some(ts) => resp.message_at(ts, ex.response_bytes),
+                None => resp.response(ex.start_ns, ex.response_bytes),
+            };
+            if let Some(at) = at {
                 ex.wire.response_seq = resp.seq(at);
             }
         }
@@ -488,6 +506,53 @@ mod tests {
         let ex = d.take();
         let (a, b) = (one.len() as u32, two.len() as u32);
         assert_eq!(seqs(&ex), vec![(Some(5), Some(70)), (Some(5 + a), Some(75)), (Some(5 + a + b), Some(82))]);
+    }
+
+    /// HTTP/2: the server's SETTINGS leave before the request reaches it, so
+    /// a server-side capture sees them before the request and a client-side
+    /// one after it. The responses' keys must not depend on that.
+    #[test]
+    fn http2_response_keys_do_not_depend_on_the_servers_early_settings() {
+        fn frame(typ: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+            let n = payload.len() as u32;
+            let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, typ, flags];
+            f.extend_from_slice(&stream.to_be_bytes());
+            f.extend_from_slice(payload);
+            f
+        }
+        const END: u8 = 0x1 | 0x4; // END_STREAM | END_HEADERS
+        let mut request = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        request.extend(frame(4, 0, 0, &[]));
+        // :method GET, :scheme http, :path / (static table).
+        for id in [1, 3] {
+            request.extend(frame(1, END, id, &[0x82, 0x86, 0x84]));
+        }
+        let settings = frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+        let mut response = frame(4, 1, 0, &[]);
+        for id in [1, 3] {
+            response.extend(frame(1, END, id, &[0x88])); // :status 200
+        }
+        let keys = |settings_first: bool| {
+            let mut d = Dispatcher::new(DecodeConfig::default());
+            let c = conn(Transport::Tcp, 8080);
+            d.on_stream_start(&c, StreamDir::ToServer, 1000);
+            d.on_stream_start(&c, StreamDir::ToClient, 9000);
+            let (t_req, t_settings) = if settings_first { (2, 1) } else { (1, 2) };
+            let mut events = [(t_req, StreamDir::ToServer, &request), (t_settings, StreamDir::ToClient, &settings)];
+            events.sort_by_key(|e| e.0);
+            for (t, dir, bytes) in events {
+                d.on_data(&c, dir, t, bytes);
+            }
+            d.on_data(&c, StreamDir::ToClient, 3, &response);
+            let ex = d.take();
+            assert_eq!(ex.len(), 2, "{ex:?}");
+            seqs(&ex)
+        };
+        let (client_side, server_side) = (keys(false), keys(true));
+        assert_eq!(client_side, server_side);
+        // The responses are placed in the event that carried them.
+        let at = 9000 + settings.len() as u32;
+        assert_eq!(server_side.iter().map(|k| k.1).collect::<Vec<_>>(), vec![Some(at), Some(at + 10)]);
     }
 
     /// `DirWire` before the ordered-times searches (the oracle).

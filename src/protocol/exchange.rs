@@ -60,6 +60,11 @@ pub struct Wire {
     pub response_seq: Option<u32>,
     /// UDP request/response id (DNS transaction id).
     pub txn_id: Option<u16>,
+    /// Time of the data event that carried the first response byte, given
+    /// by decoders of multiplexed protocols (HTTP/2), where the response
+    /// does not simply follow its request: the dispatcher then places the
+    /// response by its own time instead of the request's.
+    pub response_ts: Option<u64>,
 }
 
 /// Span attributes carrying the wire facts (ints), consumed by the gateway's

@@ -141,6 +141,7 @@ pub fn new_upgraded_decoder(cfg: &DecodeConfig, req: UpgradeRequest) -> Box<dyn 
         last_ns: req.start_ns,
         req_bytes: req.request_bytes,
         resp_bytes: req.response_bytes,
+        resp_ts: None,
         detail,
         grpc,
         framers: Default::default(),
@@ -223,6 +224,8 @@ struct H2Stream {
     last_ns: u64,
     req_bytes: u64,
     resp_bytes: u64,
+    /// Time of the event that carried the first response frame's header.
+    resp_ts: Option<u64>,
     detail: HttpDetail,
     grpc: bool,
     /// gRPC message counters, indexed by the frame direction ([`StreamDir::index`]).
@@ -420,7 +423,7 @@ impl H2Decoder {
                 rx.data_left = if rx.pad_pending { h.len.saturating_sub(1) } else { h.len };
                 if self.ensure_data_stream(h.stream, dir, ts, out) {
                     if let Some(s) = self.streams.get_mut(&h.stream) {
-                        s.add_bytes(dir, wire);
+                        s.add_bytes(dir, wire, ts);
                     }
                 }
             }
@@ -598,7 +601,7 @@ impl H2Decoder {
                 self.insert(s, out);
             }
             if let Some(s) = self.streams.get_mut(&block.stream) {
-                s.add_bytes(dir, block.bytes);
+                s.add_bytes(dir, block.bytes, block.start_ns);
             }
             return;
         }
@@ -625,7 +628,7 @@ impl H2Decoder {
             self.insert(s, out);
         }
         let Some(s) = self.streams.get_mut(&block.stream) else { return };
-        s.add_bytes(dir, block.bytes);
+        s.add_bytes(dir, block.bytes, block.start_ns);
         s.last_ns = ts;
         s.partial |= partial;
         if dir == s.req_dir {
@@ -794,6 +797,7 @@ impl H2Stream {
             last_ns: ts,
             req_bytes: 0,
             resp_bytes: 0,
+            resp_ts: None,
             detail: HttpDetail { version: "2".into(), stream_id: Some(id), ..Default::default() },
             grpc: false,
             framers: Default::default(),
@@ -803,11 +807,13 @@ impl H2Stream {
         }
     }
 
-    fn add_bytes(&mut self, dir: StreamDir, n: u64) {
+    /// `n` frame bytes of this stream whose first came in the event at `ts`.
+    fn add_bytes(&mut self, dir: StreamDir, n: u64, ts: u64) {
         if dir == self.req_dir {
             self.req_bytes += n;
         } else {
             self.resp_bytes += n;
+            self.resp_ts.get_or_insert(ts);
         }
     }
 
@@ -875,7 +881,7 @@ impl H2Stream {
         };
         Exchange {
             conn: conn.clone(),
-            wire: Default::default(),
+            wire: crate::protocol::exchange::Wire { response_ts: self.resp_ts, ..Default::default() },
             protocol,
             start_ns: self.start_ns,
             end_ns: end_ns.max(self.start_ns),

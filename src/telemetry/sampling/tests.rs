@@ -217,7 +217,7 @@ fn wire_randomness_is_the_same_on_both_nodes_of_a_nated_exchange() {
             first_ts_ns: 0,
         })
     };
-    let wire = crate::exchange::Wire { request_seq: Some(77), response_seq: Some(9), txn_id: None };
+    let wire = crate::exchange::Wire { request_seq: Some(77), response_seq: Some(9), ..Default::default() };
     let ex = |conn, start_ns| Exchange {
         conn,
         wire,
