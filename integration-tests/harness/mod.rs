@@ -15,6 +15,16 @@ pub fn free_ports<const N: usize>() -> [u16; N] {
     held.map(|l| l.local_addr().unwrap().port())
 }
 
+/// A counter from the agent's log: `key=N` on the last line containing
+/// `marker` ("final counters", "capture stopped", "counters:"); `None` when
+/// there is no such line or key.
+pub fn logged_counter(log: &str, marker: &str, key: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains(marker))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+}
+
 /// Directory holding committed pcaps.
 pub fn pcaps_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/pcaps")

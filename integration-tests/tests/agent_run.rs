@@ -260,21 +260,16 @@ fn http1_response_bodies_cut_in_the_kernel_keep_what_the_client_saw() {
         assert_eq!(spans, expected, "cut {cut}; curl: {got}\n{err}");
         // Every response longer than the cut was cut once, at its head; the
         // 64 KiB bodies' later segments were not (they do not start a response).
-        let last = err.lines().rev().find(|l| l.contains("capture stopped")).unwrap_or_else(|| panic!("{err}"));
-        let count = |k: &str| -> u64 {
-            last.split(&format!(" {k}=")).nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap()
-        };
+        let count =
+            |k: &str| harness::logged_counter(&err, "capture stopped", k).unwrap_or_else(|| panic!("{k}: {err}"));
+        let last = err.lines().rev().find(|l| l.contains("capture stopped")).unwrap_or_default();
         let longer = if cut == "1024" { 4 } else { paths.len() as u64 };
         assert_eq!(count("http_body_cut"), longer, "{last}");
         assert_eq!(count("truncated"), 0, "{last}");
         assert_eq!(count("ring_full"), 0, "{last}");
         if cut == "1024" {
-            let fin = err.lines().rev().find(|l| l.contains("final counters")).unwrap_or_else(|| panic!("{err}"));
-            let woken = fin
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("cnflow.capture.ring.reader_wakeups="))
-                .and_then(|v| v.parse::<u64>().ok());
-            assert!(woken.is_some_and(|n| n >= 1), "{fin}");
+            let woken = harness::logged_counter(&err, "final counters", "cnflow.capture.ring.reader_wakeups");
+            assert!(woken.is_some_and(|n| n >= 1), "{err}");
         }
     }
 }

@@ -98,15 +98,6 @@ fn max_index(keys: &[String], prefix: &str) -> Option<u64> {
     keys.iter().filter_map(|k| k.strip_prefix(prefix)?.parse().ok()).max()
 }
 
-/// Value of `name{attrs}=N` in the last line of `err` that contains `marker`.
-fn logged_counter(err: &str, marker: &str, key: &str) -> u64 {
-    let Some(line) = err.lines().rev().find(|l| l.contains(marker)) else { return 0 };
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
-        .unwrap_or(0)
-}
-
 /// Redis client: SETs `live-N` on one long-lived connection and, every tenth
 /// request, `new-N` on a fresh connection; prints N after each round.
 const CHURN_CLIENT: &str = r#"
@@ -197,7 +188,7 @@ fn sigkill_mid_traffic_leaves_no_hook_and_restart_resumes_capture() {
     stop_agent(agent);
     assert!(cnflow_tcx(&pair.ns_a, &pair.veth_a).is_empty());
     let err = read(&dir.path("run2.err"));
-    assert_eq!(logged_counter(&err, "capture stopped", "ring_full"), 0, "{err}");
+    assert_eq!(harness::logged_counter(&err, "capture stopped", "ring_full").unwrap_or(0), 0, "{err}");
 }
 
 /// A network namespace deleted on drop (unless the test deleted it first).
@@ -296,9 +287,19 @@ fn interface_removed_while_attached_is_counted_and_reattached() {
     assert!(log.contains("interface removed or down"), "{log}");
     stop_agent(agent);
     let log = read(&err);
-    assert_eq!(logged_counter(&log, "final counters", "cnflow.capture.interface_changes{change=removed}"), 2, "{log}");
+    assert_eq!(
+        harness::logged_counter(&log, "final counters", "cnflow.capture.interface_changes{change=removed}")
+            .unwrap_or(0),
+        2,
+        "{log}"
+    );
     // veth_a + va at start, va twice more.
-    assert_eq!(logged_counter(&log, "final counters", "cnflow.capture.interface_changes{change=attached}"), 4, "{log}");
+    assert_eq!(
+        harness::logged_counter(&log, "final counters", "cnflow.capture.interface_changes{change=attached}")
+            .unwrap_or(0),
+        4,
+        "{log}"
+    );
     drop(c_guard);
 }
 
@@ -375,7 +376,8 @@ fn full_ring_buffer_is_counted_exported_and_capture_recovers() {
     ];
     let agent = start_agent(&pair.ns_a, &dir, "run", &["--format", "otlp-json"], &env);
     let (out, err) = (dir.path("run.out"), dir.path("run.err"));
-    let ring_full = || logged_counter(&read(&err), "counters:", "cnflow.capture.packets{reason=ring_full}");
+    let ring_full =
+        || harness::logged_counter(&read(&err), "counters:", "cnflow.capture.packets{reason=ring_full}").unwrap_or(0);
 
     // Bursts until the kernel reports a full ring (at most five of 200k datagrams).
     for _ in 0..5 {
@@ -439,7 +441,11 @@ fn full_ring_buffer_is_counted_exported_and_capture_recovers() {
     stop_agent(agent);
     let log = read(&err);
     assert_eq!(span_count(&read(&out), "SET"), before + 50, "exactly one span per request");
-    assert_eq!(logged_counter(&log, "final counters", "cnflow.capture.packets{reason=ring_full}"), after, "{log}");
+    assert_eq!(
+        harness::logged_counter(&log, "final counters", "cnflow.capture.packets{reason=ring_full}").unwrap_or(0),
+        after,
+        "{log}"
+    );
     // The loss is in the OTLP metrics too, as current as the final log line.
     let exported = exported_ring_full(&read(&out)).expect("cnflow.capture.packets{reason=ring_full} exported");
     assert_eq!(exported as u64, after, "exported ring_full vs final counters");

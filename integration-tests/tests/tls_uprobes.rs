@@ -118,11 +118,7 @@ fn wait_tcp(ns: &str, addr: &str, port: u16) -> bool {
 
 /// Final value of a counter in the agent's "final counters" log line.
 fn final_counter(log: &str, name: &str) -> u64 {
-    let line = log.lines().rev().find(|l| l.contains("final counters")).unwrap_or_default();
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    harness::logged_counter(log, "final counters", name).unwrap_or(0)
 }
 
 #[test]
