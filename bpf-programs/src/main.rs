@@ -256,7 +256,7 @@ fn fast_tcp(skb: *mut __sk_buff, direction: u32) -> u32 {
     let seq = u32::from_be_bytes([b(l4 + 4), b(l4 + 5), b(l4 + 6), b(l4 + 7)]);
     let ack = u32::from_be_bytes([b(l4 + 8), b(l4 + 9), b(l4 + 10), b(l4 + 11)]);
     stage_header(rec, skb, direction as u8, family, PROTO_TCP, src_port, dst_port, ack);
-    emit(&ctx, rec, l4 + hdr_len, payload_len, seq, tcp_flags, snaplen, wakeup);
+    emit(&ctx, rec, l4 + hdr_len, payload_len, seq, tcp_flags, snaplen, wakeup, (0, tcp_flags));
     1
 }
 
@@ -424,7 +424,7 @@ fn capture(ctx: &TcContext, direction: u8) {
         0
     };
     if gso == 0 || payload_len <= gso {
-        emit(ctx, rec, payload_off, payload_len, seq, tcp_flags, snaplen, wakeup);
+        emit(ctx, rec, payload_off, payload_len, seq, tcp_flags, snaplen, wakeup, (0, tcp_flags));
         return;
     }
     count(CNT_GSO_SPLIT);
@@ -476,8 +476,14 @@ extern "C" fn segment(i: u64, c: *mut c_void) -> i64 {
     // On the wire only the last segment carries PSH/FIN (RST never comes with GSO).
     let flags = if last { c.tcp_flags } else { c.tcp_flags & !(TCP_FIN | TCP_PSH) };
     let ctx = TcContext::new(c.skb);
-    emit(&ctx, rec, c.payload_off + off, seg, c.seq.wrapping_add(off as u32), flags, c.snaplen, c.wakeup);
-    if last {
+    // The bytes after this segment: a segment `emit` cuts to an HTTP/1
+    // response head stands for them too (they are body either way), so the
+    // loop stops there, one record and one gap instead of a record per
+    // wire segment carrying body only.
+    let rest = c.payload_len - off - seg;
+    let after = (rest, c.tcp_flags);
+    emit(&ctx, rec, c.payload_off + off, seg, c.seq.wrapping_add(off as u32), flags, c.snaplen, c.wakeup, after);
+    if last || unsafe { (*rec).http_cut } != 0 {
         1
     } else {
         0
@@ -495,7 +501,9 @@ struct Entry<const N: usize> {
 /// in `rec`) with the first of them copied straight from the skb into the
 /// ring. The verifier only accepts constant reservation sizes, so the entry
 /// is the smallest size class that holds the captured bytes; userspace reads
-/// `cap_len` of them and ignores the rest of the class.
+/// `cap_len` of them and ignores the rest of the class. `after`: the bytes
+/// of a GSO packet after this segment and the packet's TCP flags ((0, the
+/// flags) for a packet emitted whole).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit(
@@ -507,6 +515,7 @@ fn emit(
     tcp_flags: u8,
     snaplen: u32,
     wakeup: u64,
+    (rest, packet_flags): (usize, u8),
 ) {
     // An HTTP/1 response's body is what makes its segments long, and the
     // decoder only counts body bytes (a gap inside a Content-Length or
@@ -519,13 +528,25 @@ fn emit(
     // set `cap` itself doubled the paths checked after it, past the
     // verifier's 1M-instruction limit.
     let mut limit = snaplen as usize;
-    unsafe { (*rec).http_cut = 0 };
+    unsafe {
+        (*rec).http_cut = 0;
+        (*rec).payload_len = len as u32;
+        (*rec).tcp_seq = seq;
+        (*rec).tcp_flags = tcp_flags;
+    }
     if len > HTTP_HEAD_MIN && unsafe { (*rec).proto } == PROTO_TCP {
         if let Some(cfg) = CONFIG.get(0) {
             let head = cfg.http_response_snaplen as usize;
             if head != 0 && head < limit && len > head && starts_http1_response(ctx, off) {
                 limit = head;
-                unsafe { (*rec).http_cut = 1 };
+                // A GSO packet's `rest` bytes after this segment are this
+                // record's too (body either way), with the packet's flags
+                // (PSH/FIN are those of its last segment).
+                unsafe {
+                    (*rec).http_cut = 1;
+                    (*rec).payload_len = (len + rest) as u32;
+                    (*rec).tcp_flags = packet_flags;
+                }
                 count(CNT_HTTP_BODY_CUT);
             }
         }
@@ -541,11 +562,6 @@ fn emit(
     }
     if cap > MAX_PAYLOAD {
         cap = MAX_PAYLOAD;
-    }
-    unsafe {
-        (*rec).payload_len = len as u32;
-        (*rec).tcp_seq = seq;
-        (*rec).tcp_flags = tcp_flags;
     }
     let Some(ring) = cpu_ring() else {
         count(CNT_RING_FULL);

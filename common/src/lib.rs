@@ -69,7 +69,9 @@ pub const CNT_NOT_IP: u32 = 4;
 pub const CNT_TRUNCATED: u32 = 5;
 /// TCP segments without payload and without SYN/FIN/RST (pure ACKs), skipped.
 pub const CNT_NO_PAYLOAD: u32 = 6;
-/// TSO/GSO/GRO packets cut back into one record per wire segment.
+/// TSO/GSO/GRO packets cut back into one record per wire segment (from a
+/// segment that starts an HTTP/1 response head cut at
+/// `http_response_snaplen` on, one record: the rest is body).
 pub const CNT_GSO_SPLIT: u32 = 7;
 /// Tunnel headers removed, one counter per encapsulation (`DECAP_*` order);
 /// userspace exports them as `cnflow.capture.decapsulated{encapsulation}`.
