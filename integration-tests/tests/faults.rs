@@ -98,11 +98,10 @@ fn max_index(keys: &[String], prefix: &str) -> Option<u64> {
     keys.iter().filter_map(|k| k.strip_prefix(prefix)?.parse().ok()).max()
 }
 
-/// Redis client: SETs `live-N` on one long-lived connection and, every tenth
-/// request, `new-N` on a fresh connection; prints N after each round.
-const CHURN_CLIENT: &str = r#"
+/// Python prelude of the Redis clients below: `cmd(sock, *args)` sends one
+/// command and returns its one-line reply.
+const RESP_CMD: &str = r#"
 import socket, sys, time
-host, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 def cmd(s, *a):
     s.sendall(("*%d\r\n" % len(a) + "".join("$%d\r\n%s\r\n" % (len(x), x) for x in a)).encode())
     buf = b""
@@ -111,6 +110,15 @@ def cmd(s, *a):
         if not c:
             sys.exit("connection closed")
         buf += c
+    return buf
+"#;
+
+/// Redis client: SETs `live-N` on one long-lived connection and, every tenth
+/// request, `new-N` on a fresh connection; prints N after each round.
+fn churn_client() -> String {
+    RESP_CMD.to_string()
+        + r#"
+host, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 live = socket.create_connection((host, 6379), timeout=5)
 for i in range(n):
     cmd(live, "SET", "live-%d" % i, "x")
@@ -120,7 +128,19 @@ for i in range(n):
         s.close()
     print(i, flush=True)
     time.sleep(pause)
-"#;
+"#
+}
+
+/// Redis client: `n` SETs `after-i` on one connection, one at a time;
+/// prints "n OK" when every reply was +OK.
+fn set_client() -> String {
+    RESP_CMD.to_string()
+        + r#"
+host, n = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection((host, 6379), timeout=5)
+print("%d OK" % sum(cmd(s, "SET", "after-%d" % i, "v") == b"+OK\r\n" for i in range(n)))
+"#
+}
 
 #[test]
 fn sigkill_mid_traffic_leaves_no_hook_and_restart_resumes_capture() {
@@ -135,7 +155,7 @@ fn sigkill_mid_traffic_leaves_no_hook_and_restart_resumes_capture() {
     // Bounded traffic: at most 4000 rounds of ~5 ms, stopped by the guard at the end.
     let progress = dir.path("client.out");
     let client = NetnsPair::cmd(&pair.ns_b, "python3")
-        .args(["-c", CHURN_CLIENT, &pair.ip_a, "4000", "0.005"])
+        .args(["-c", &churn_client(), &pair.ip_a, "4000", "0.005"])
         .stdout(std::fs::File::create(&progress).unwrap())
         .stderr(std::fs::File::create(dir.path("client.err")).unwrap())
         .spawn()
@@ -247,7 +267,7 @@ fn interface_removed_while_attached_is_counted_and_reattached() {
     for (round, how) in [(1, "link deleted"), (2, "peer namespace deleted")] {
         // Remove the interface while it carries traffic.
         let traffic = NetnsPair::cmd(&ns_c, "python3")
-            .args(["-c", CHURN_CLIENT, &ip_a2, "2000", "0.005"])
+            .args(["-c", &churn_client(), &ip_a2, "2000", "0.005"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -304,26 +324,6 @@ fn interface_removed_while_attached_is_counted_and_reattached() {
 }
 
 /// Sends `n` UDP datagrams of `size` bytes to host:port as fast as possible.
-/// Redis client: `n` SETs `after-i` on one connection, one at a time;
-/// prints "n OK" when every reply was +OK.
-const SET_CLIENT: &str = r#"
-import socket, sys
-host, n = sys.argv[1], int(sys.argv[2])
-s = socket.create_connection((host, 6379), timeout=5)
-ok = 0
-for i in range(n):
-    k = b"after-%d" % i
-    s.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\nv\r\n" % (len(k), k))
-    buf = b""
-    while not buf.endswith(b"\r\n"):
-        c = s.recv(64)
-        if not c:
-            sys.exit("connection closed")
-        buf += c
-    ok += buf == b"+OK\r\n"
-print("%d OK" % ok)
-"#;
-
 const UDP_BURST: &str = r#"
 import socket, sys
 host, port, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -446,7 +446,8 @@ fn full_ring_buffer_is_counted_exported_and_capture_recovers() {
     // COMMAND DOCS, a reply of several 64 KB GSO packets that overflows this
     // 64 KiB ring by itself and took the SETs right behind it along (CI,
     // 2026-12-07: ring_full +134 at that second, 3 of 50 SET spans).
-    let sets = NetnsPair::exec(&pair.ns_b, &["python3", "-c", SET_CLIENT, &pair.ip_a, "50"], Duration::from_secs(10));
+    let sets =
+        NetnsPair::exec(&pair.ns_b, &["python3", "-c", &set_client(), &pair.ip_a, "50"], Duration::from_secs(10));
     assert_eq!(sets.trim(), "50 OK", "the client's own count");
     // The agent may still be working through the burst it did capture (a
     // debug build on a loaded CI machine took over 10 s once): the bound is
