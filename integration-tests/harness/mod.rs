@@ -25,6 +25,12 @@ pub fn logged_counter(log: &str, marker: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
 }
 
+/// A counter of the agent's "final counters" line, 0 when absent (counters
+/// that never moved may not be listed).
+pub fn final_counter(log: &str, key: &str) -> u64 {
+    logged_counter(log, "final counters", key).unwrap_or(0)
+}
+
 /// Directory holding committed pcaps.
 pub fn pcaps_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/pcaps")

@@ -307,19 +307,9 @@ fn interface_removed_while_attached_is_counted_and_reattached() {
     assert!(log.contains("interface removed or down"), "{log}");
     stop_agent(agent);
     let log = read(&err);
-    assert_eq!(
-        harness::logged_counter(&log, "final counters", "cnflow.capture.interface_changes{change=removed}")
-            .unwrap_or(0),
-        2,
-        "{log}"
-    );
+    assert_eq!(harness::final_counter(&log, "cnflow.capture.interface_changes{change=removed}"), 2, "{log}");
     // veth_a + va at start, va twice more.
-    assert_eq!(
-        harness::logged_counter(&log, "final counters", "cnflow.capture.interface_changes{change=attached}")
-            .unwrap_or(0),
-        4,
-        "{log}"
-    );
+    assert_eq!(harness::final_counter(&log, "cnflow.capture.interface_changes{change=attached}"), 4, "{log}");
     drop(c_guard);
 }
 
@@ -460,11 +450,7 @@ fn full_ring_buffer_is_counted_exported_and_capture_recovers() {
     stop_agent(agent);
     let log = read(&err);
     assert_eq!(span_count(&read(&out), "SET"), before + 50, "exactly one span per request");
-    assert_eq!(
-        harness::logged_counter(&log, "final counters", "cnflow.capture.packets{reason=ring_full}").unwrap_or(0),
-        after,
-        "{log}"
-    );
+    assert_eq!(harness::final_counter(&log, "cnflow.capture.packets{reason=ring_full}"), after, "{log}");
     // The loss is in the OTLP metrics too, as current as the final log line.
     let exported = exported_ring_full(&read(&out)).expect("cnflow.capture.packets{reason=ring_full} exported");
     assert_eq!(exported as u64, after, "exported ring_full vs final counters");

@@ -116,11 +116,6 @@ fn wait_tcp(ns: &str, addr: &str, port: u16) -> bool {
     })
 }
 
-/// Final value of a counter in the agent's "final counters" log line.
-fn final_counter(log: &str, name: &str) -> u64 {
-    harness::logged_counter(log, "final counters", name).unwrap_or(0)
-}
-
 #[test]
 fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
     for bin in ["nginx", "curl", "redis-server", "redis-cli", "openssl"] {
@@ -391,14 +386,14 @@ fn https_and_redis_tls_plaintext_is_decoded_and_ciphertext_is_not() {
 
     // The ciphertext of every connection reached the TC capture and was
     // recognised as TLS, not decoded.
-    assert_eq!(final_counter(&log, "cnflow.protocol.tls_ciphertext_flows"), tcp_connections, "{log}");
-    assert!(final_counter(&log, "cnflow.tls.calls{reason=emitted}") > 0, "{log}");
+    assert_eq!(harness::final_counter(&log, "cnflow.protocol.tls_ciphertext_flows"), tcp_connections, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.calls{reason=emitted}") > 0, "{log}");
     // nginx writes the head and /b's 5000-byte body in one SSL_write: copied
     // only up to CNFLOW_HTTP_RESPONSE_SNAPLEN, and still 5000 in the spans above.
-    assert!(final_counter(&log, "cnflow.tls.calls{reason=http_body_cut}") >= 2, "{log}");
-    assert_eq!(final_counter(&log, "cnflow.tls.calls{reason=truncated}"), 0, "{log}");
-    assert!(final_counter(&log, "cnflow.tls.reader_wakeups{reader=data}") >= 1, "{log}");
-    assert!(final_counter(&log, "cnflow.tls.reader_wakeups{reader=process_events}") >= 1, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.calls{reason=http_body_cut}") >= 2, "{log}");
+    assert_eq!(harness::final_counter(&log, "cnflow.tls.calls{reason=truncated}"), 0, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.reader_wakeups{reader=data}") >= 1, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.reader_wakeups{reader=process_events}") >= 1, "{log}");
 }
 
 /// "client SET" / "server GET" per span (sorted, deduplicated) plus a check that
@@ -771,9 +766,9 @@ fn a_new_library_is_followed_from_exec_and_detached_after_its_last_user() {
         spans.iter().filter(|s| s.kind == CLIENT).map(|s| s.attrs.get("process.executable.name")).collect();
     let py = exe_name("python3");
     assert_eq!(names, vec![Some(&py), Some(&py)], "the process, read while it lived");
-    assert!(final_counter(&log, "cnflow.tls.process_events{event=exec}") >= 2, "{log}");
-    assert!(final_counter(&log, "cnflow.tls.process_events{event=exit}") >= 1, "{log}");
-    assert!(final_counter(&log, "cnflow.tls.library_changes{change=detached}") >= 1, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.process_events{event=exec}") >= 2, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.process_events{event=exit}") >= 1, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.library_changes{change=detached}") >= 1, "{log}");
 }
 
 /// A connection made before the agent started never calls SSL_new again:
@@ -924,7 +919,7 @@ fn h2o_and_nghttp_http2_over_tls() {
         let exe = s.attrs.get("process.executable.name").cloned().unwrap_or_default();
         assert_eq!(exe, exe_name(if s.kind == SERVER { "h2o" } else { "nghttp" }));
     }
-    assert_eq!(final_counter(&log, "cnflow.protocol.tls_ciphertext_flows"), 1, "one TCP connection: {log}");
+    assert_eq!(harness::final_counter(&log, "cnflow.protocol.tls_ciphertext_flows"), 1, "one TCP connection: {log}");
 }
 
 /// PostgreSQL with `ssl=on` and psql `sslmode=require`: TLS starts after the
@@ -1042,7 +1037,7 @@ fn postgresql_ssl_with_psql_sslmode_require() {
     let errors: Vec<&Span> =
         spans.iter().filter(|s| s.attrs.get("db.response.status_code").map(String::as_str) == Some("42P01")).collect();
     assert_eq!(errors.len(), 2, "the failed statement on both sides");
-    assert_eq!(final_counter(&log, "cnflow.protocol.encrypted{protocol=postgres,method=ssl}"), 1, "{log}");
+    assert_eq!(harness::final_counter(&log, "cnflow.protocol.encrypted{protocol=postgres,method=ssl}"), 1, "{log}");
 }
 
 /// Compiles `integration-tests/scripts/tls_client.c` into `out` with `gcc`
@@ -1157,7 +1152,7 @@ fn a_client_with_openssl_linked_statically_is_found_by_its_symbols() {
         let v = results[0].2.strip_prefix("TLSv").expect("TLSv1.x").to_string();
         assert_eq!(s.attrs.get("tls.protocol.version"), Some(&v), "as the client's SSL_get_version says");
     }
-    assert!(final_counter(&log, "cnflow.tls.symbol_lookups{result=found}") >= 1, "{log}");
-    assert!(final_counter(&log, "cnflow.tls.library_changes{change=attached}") >= 2, "{log}");
-    assert_eq!(final_counter(&log, "cnflow.protocol.tls_ciphertext_flows"), paths.len() as u64, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.symbol_lookups{result=found}") >= 1, "{log}");
+    assert!(harness::final_counter(&log, "cnflow.tls.library_changes{change=attached}") >= 2, "{log}");
+    assert_eq!(harness::final_counter(&log, "cnflow.protocol.tls_ciphertext_flows"), paths.len() as u64, "{log}");
 }
